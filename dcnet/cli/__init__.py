@@ -1,0 +1,1 @@
+"""Console scripts: elbctl, netbench, dcnet-cni, dcnet-agent and the demo."""

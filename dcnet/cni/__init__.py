@@ -1,0 +1,1 @@
+"""The CNI plugin (MACVLAN with DHCP, flannel-style host-gw) and its node agent."""

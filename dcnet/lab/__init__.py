@@ -1,0 +1,1 @@
+"""Labs: network-namespace topologies described as data, and the QEMU kernel lab."""

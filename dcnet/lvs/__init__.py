@@ -1,0 +1,1 @@
+"""LVS/ELB: idempotent IPVS programming, carrier-aware policy routing and keepalived rendering."""

@@ -1,0 +1,257 @@
+"""Loading a service model: YAML text -> validated, immutable :class:`Model`.
+
+``load_model(path)`` is the only function here that touches the file system (it reads
+the model and the carriers' CIDR list files); ``parse_model`` is pure given a
+``read_text`` callable. Every problem is collected and reported together, each with
+file, line and field path, by raising :class:`~dcnet.model.errors.ModelError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from dcnet.model import fields as f
+from dcnet.model.errors import ModelError, Problem
+from dcnet.model.jobname import JobName
+from dcnet.model.rules import check_model
+from dcnet.model.types import (
+    MAX_WEIGHT,
+    SCHEDULERS,
+    Carrier,
+    CheckType,
+    Forwarding,
+    HealthCheck,
+    Model,
+    Port,
+    Protocol,
+    RealServer,
+    Service,
+)
+from dcnet.model.yamlsource import LocatedData, Path, YAMLSourceError, load_located
+
+MODEL_VERSION = 1
+ReadText = Callable[[str], str]
+
+_NAME = f.text(r"[a-z][a-z0-9-]{0,30}", "lower-case letters, digits and '-', starting "
+               "with a letter, at most 31 characters")
+_IFNAME = f.text(r"[^\s/:]{1,15}", "an interface name of 1-15 characters without "
+                 "whitespace, '/' or ':'")
+_PORT = f.integer(1, 65535)
+_TABLE = f.integer(1, 2**32 - 1)
+RESERVED_TABLES = frozenset({253, 254, 255})  # default, main, local
+_PERSISTENCE = f.integer(0, 31_536_000)
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Read and validate the model at ``path``; CIDR files are relative to it."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ModelError([Problem(path, None, "", f"cannot read model: {exc.strerror}")]) from None
+    base = os.path.dirname(os.path.abspath(path))
+
+    def read_text(name: str) -> str:
+        with open(os.path.join(base, name), encoding="utf-8") as fh:
+            return fh.read()
+
+    return parse_model(text, source=path, read_text=read_text,
+                       files_dir=os.path.dirname(path))
+
+
+def parse_model(text: str, source: str = "<model>", read_text: ReadText | None = None,
+                files_dir: str = "") -> Model:
+    """Validate model ``text``; ``read_text(name)`` reads a CIDR list file, and problems
+    in such a file are reported as ``files_dir/name``."""
+    try:
+        located = load_located(text, source)
+    except YAMLSourceError as exc:
+        raise ModelError([Problem(source, exc.line, "", str(exc).split(": ", 1)[1])]) from None
+    problems = f.Problems(located)
+    carriers, services = _read_model(located, problems, read_text or _no_files, files_dir)
+    check_model(carriers, services, problems, declared_carriers=_declared_carriers(located))
+    problems.raise_if_any()
+    return Model(source=source, carriers=tuple(c for _, c in carriers),
+                 services=tuple(s for _, s in services))
+
+
+def _no_files(name: str) -> str:
+    raise OSError(f"no file access while parsing from text (wanted {name!r})")
+
+
+def _declared_carriers(located: LocatedData) -> frozenset[str]:
+    """Every carrier name in the file, even of carriers that failed to read."""
+    data = located.data if isinstance(located.data, dict) else {}
+    items = data.get("carriers") if isinstance(data.get("carriers"), list) else []
+    return frozenset(c["name"] for c in items if isinstance(c, dict) and isinstance(
+        c.get("name"), str))
+
+
+def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
+                files_dir: str):
+    """The carriers and services that read cleanly, each with its index in the file."""
+    top = f.MappingReader(problems, (), located.data, "the model")
+    top.required("version", f.integer(MODEL_VERSION, MODEL_VERSION))
+    raw_carriers = top.required("carriers", f.raw)
+    raw_services = top.optional("services", f.raw, [])
+    top.finish()
+    carriers = [
+        _read_carrier(problems, ("carriers", i), item, read_text, files_dir)
+        for i, item in enumerate(f.list_of(("carriers",), problems, raw_carriers, "carriers"))
+    ]
+    services = [
+        _read_service(problems, ("services", i), item)
+        for i, item in enumerate(f.list_of(("services",), problems, raw_services, "services"))
+    ]
+    return ([(i, c) for i, c in enumerate(carriers) if c],
+            [(i, s) for i, s in enumerate(services) if s])
+
+
+def _read_carrier(problems: f.Problems, path: Path, data: object,
+                  read_text: ReadText, files_dir: str) -> Carrier | None:
+    r = f.MappingReader(problems, path, data, "a carrier")
+    name = r.required("name", _NAME)
+    uplink = r.required("uplink", _IFNAME)
+    gateway = r.required("gateway", f.ip_address)
+    table = r.required("table", _TABLE)
+    if table is not f.MISSING and table in RESERVED_TABLES:
+        problems.add((*path, "table"), f"table {table} is reserved by the kernel "
+                     "(253 default, 254 main, 255 local)")
+        r.failed = True
+    raw_ranges = r.required("vip_ranges", f.raw)
+    cidr_file = r.optional("cidrs", f.text(r".+", "a file name"))
+    default = r.optional("default", f.boolean, False)
+    ok = r.finish()
+    ranges = []
+    for i, item in enumerate(f.list_of((*path, "vip_ranges"), problems, raw_ranges, "vip_ranges")):
+        try:
+            ranges.append(f.ip_network(item))
+        except ValueError as exc:
+            problems.add((*path, "vip_ranges", i), str(exc))
+            ok = False
+    if raw_ranges is not f.MISSING and not ranges and ok:
+        problems.add((*path, "vip_ranges"), "must list at least one network")
+        ok = False
+    cidrs = (_read_cidr_file(problems, (*path, "cidrs"), cidr_file, read_text, files_dir)
+             if cidr_file else ())
+    if not ok or cidrs is None:
+        return None
+    return Carrier(name=name, uplink=uplink, gateway=gateway, table=table,
+                   vip_ranges=tuple(ranges), cidr_file=cidr_file, cidrs=cidrs, default=default)
+
+
+def _read_cidr_file(problems: f.Problems, path: Path, name: str, read_text: ReadText,
+                    files_dir: str):
+    """A carrier's client prefixes: one CIDR a line, '#' comments and blank lines allowed."""
+    try:
+        content = read_text(name)
+    except OSError as exc:
+        problems.add(path, f"cannot read CIDR list {name!r}: {exc.strerror or exc}")
+        return None
+    nets, ok = [], True
+    for lineno, line in enumerate(content.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        try:
+            nets.append(f.ip_network(entry))
+        except ValueError as exc:
+            problems.add(path, str(exc), source=os.path.join(files_dir, name), line=lineno)
+            ok = False
+    return tuple(nets) if ok else None
+
+
+def _read_service(problems: f.Problems, path: Path, data: object) -> Service | None:
+    r = f.MappingReader(problems, path, data, "a service")
+    job = r.required("job", JobName.parse)
+    raw_vips = r.required("vips", f.raw)
+    raw_ports = r.required("ports", f.raw)
+    raw_servers = r.optional("real_servers", f.raw, [])
+    raw_check = r.optional("health_check", f.raw)
+    ok = r.finish()
+    vips = _read_vips(problems, (*path, "vips"), raw_vips) if raw_vips is not f.MISSING else None
+    port_items = f.list_of((*path, "ports"), problems, raw_ports, "ports")
+    if raw_ports is not f.MISSING and isinstance(raw_ports, list) and not raw_ports:
+        problems.add((*path, "ports"), "a service needs at least one port")
+        ok = False
+    ports = [_read_port(problems, (*path, "ports", i), p) for i, p in enumerate(port_items)]
+    servers = [
+        _read_real_server(problems, (*path, "real_servers", i), s)
+        for i, s in enumerate(f.list_of((*path, "real_servers"), problems, raw_servers,
+                                        "real_servers"))
+    ]
+    check = HealthCheck() if raw_check is None else _read_health_check(
+        problems, (*path, "health_check"), raw_check)
+    parts = [vips, check, *ports, *servers]
+    if not ok or any(p is None for p in parts) or job is f.MISSING:
+        return None
+    return Service(job=job, vips=vips, ports=tuple(ports), real_servers=tuple(servers),
+                   health_check=check)
+
+
+def _read_vips(problems: f.Problems, path: Path, data: object):
+    if not isinstance(data, dict) or not data:
+        problems.add(path, "vips must map carrier names to addresses, e.g. {telecom: 192.0.2.10}")
+        return None
+    vips, ok = [], True
+    for carrier, value in data.items():
+        try:
+            vips.append((carrier, f.ip_address(value)))
+        except ValueError as exc:
+            problems.add((*path, carrier), str(exc))
+            ok = False
+    return tuple(vips) if ok else None
+
+
+def _read_port(problems: f.Problems, path: Path, data: object) -> Port | None:
+    r = f.MappingReader(problems, path, data, "a port")
+    values = {
+        "port": r.required("port", _PORT),
+        "protocol": r.optional("protocol", f.choice(Protocol), Protocol.TCP),
+        "scheduler": r.optional("scheduler", f.one_of(SCHEDULERS, "scheduler"), "wlc"),
+        "forward": r.optional("forward", f.choice(Forwarding), Forwarding.DR),
+        "persistence": r.optional("persistence", _PERSISTENCE, 0),
+        "target_port": r.optional("target_port", _PORT),
+    }
+    return Port(**values) if r.finish() else None
+
+
+def _read_real_server(problems: f.Problems, path: Path, data: object) -> RealServer | None:
+    r = f.MappingReader(problems, path, data, "a real server")
+    values = {
+        "address": r.required("address", f.ip_address),
+        "weight": r.optional("weight", f.integer(0, MAX_WEIGHT), 1),
+        "port": r.optional("port", _PORT),
+    }
+    return RealServer(**values) if r.finish() else None
+
+
+def _read_health_check(problems: f.Problems, path: Path, data: object) -> HealthCheck | None:
+    r = f.MappingReader(problems, path, data, "a health check")
+    values = {
+        "type": r.optional("type", f.choice(CheckType), CheckType.TCP),
+        "port": r.optional("port", _PORT),
+        "path": r.optional("path", f.text(r"/\S*", "an HTTP path starting with '/'")),
+        "expect_status": r.optional("expect_status", f.integer(100, 599), 200),
+        "interval": r.optional("interval", f.number(0.1, 3600), 5.0),
+        "timeout": r.optional("timeout", f.number(0.1, 3600), 3.0),
+        "rise": r.optional("rise", f.integer(1, 100), 2),
+        "fall": r.optional("fall", f.integer(1, 100), 3),
+    }
+    if not r.finish():
+        return None
+    check = HealthCheck(**values)
+    ok = True
+    if check.type is CheckType.HTTP and check.path is None:
+        problems.add(path, "an http health check needs 'path'")
+        ok = False
+    if check.type is not CheckType.HTTP and check.path is not None:
+        problems.add((*path, "path"), f"'path' only applies to http checks, not {check.type}")
+        ok = False
+    if check.timeout > check.interval:
+        problems.add((*path, "timeout"), f"timeout {check.timeout:g}s is longer than the "
+                     f"interval {check.interval:g}s")
+        ok = False
+    return check if ok else None

@@ -1,0 +1,165 @@
+"""The immutable objects of the service model: carriers, services, ports, real servers.
+
+Nothing here does I/O; objects are built only by :mod:`dcnet.model.loader`, which
+validates them first. Collections are tuples so a model can be hashed and shared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dcnet.model.jobname import JobName
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    SCTP = "sctp"
+
+
+class Forwarding(StrEnum):
+    """IPVS packet forwarding method."""
+
+    DR = "dr"
+    NAT = "nat"
+    TUN = "tun"
+
+
+class CheckType(StrEnum):
+    TCP = "tcp"
+    HTTP = "http"
+    NONE = "none"
+
+
+# Every scheduler the Linux IPVS code ships (net/netfilter/ipvs/ip_vs_*.c).
+SCHEDULERS = frozenset({
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
+    "twos",
+})
+MAX_WEIGHT = 65535
+
+
+@dataclass(frozen=True)
+class Carrier:
+    """One carrier line: its uplink, gateway, routing table and address space."""
+
+    name: str
+    uplink: str
+    gateway: IPAddress
+    table: int
+    vip_ranges: tuple[IPNetwork, ...]
+    cidr_file: str | None = None
+    cidrs: tuple[IPNetwork, ...] = ()
+    default: bool = False
+
+    def owns_vip(self, vip: IPAddress) -> bool:
+        return any(vip in net for net in self.vip_ranges)
+
+
+@dataclass(frozen=True)
+class Port:
+    """One virtual port of a service and how IPVS balances it."""
+
+    port: int
+    protocol: Protocol = Protocol.TCP
+    scheduler: str = "wlc"
+    forward: Forwarding = Forwarding.DR
+    persistence: int = 0
+    target_port: int | None = None
+
+    @property
+    def backend_port(self) -> int:
+        """The port real servers listen on (the virtual port unless mapped)."""
+        return self.target_port if self.target_port is not None else self.port
+
+
+@dataclass(frozen=True)
+class RealServer:
+    """A real server behind a service; ``port`` only for single-port services."""
+
+    address: IPAddress
+    weight: int = 1
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    type: CheckType = CheckType.TCP
+    port: int | None = None
+    path: str | None = None
+    expect_status: int = 200
+    interval: float = 5.0
+    timeout: float = 3.0
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One (VIP, port) -> (real server, port) pairing, as IPVS sees it."""
+
+    carrier: str
+    vip: IPAddress
+    port: Port
+    server: RealServer
+    server_port: int
+
+
+@dataclass(frozen=True)
+class Service:
+    """An ELB service named by its JOBNAME, with one VIP per carrier line."""
+
+    job: JobName
+    vips: tuple[tuple[str, IPAddress], ...]
+    ports: tuple[Port, ...]
+    real_servers: tuple[RealServer, ...] = ()
+    health_check: HealthCheck = HealthCheck()
+
+    @property
+    def name(self) -> str:
+        return str(self.job)
+
+    def vip(self, carrier: str) -> IPAddress | None:
+        return dict(self.vips).get(carrier)
+
+    def server_port(self, server: RealServer, port: Port) -> int:
+        return server.port if server.port is not None else port.backend_port
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Every (carrier VIP, port, real server) combination, in model order."""
+        return tuple(
+            Endpoint(carrier, vip, port, server, self.server_port(server, port))
+            for carrier, vip in self.vips
+            for port in self.ports
+            for server in self.real_servers
+        )
+
+
+@dataclass(frozen=True)
+class Model:
+    """A validated service model: carriers and ELB services."""
+
+    source: str
+    carriers: tuple[Carrier, ...]
+    services: tuple[Service, ...]
+
+    @property
+    def default_carrier(self) -> Carrier:
+        return next(c for c in self.carriers if c.default)
+
+    def carrier(self, name: str) -> Carrier:
+        for c in self.carriers:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def service(self, name: str) -> Service:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)

@@ -1,0 +1,1 @@
+"""netbench: benchmark harnesses that build each network mode in namespaces and measure it."""

@@ -1,0 +1,1 @@
+"""The thin layer for kernel and process I/O: namespaces, netlink, sysctls, processes."""
