@@ -15,6 +15,7 @@ from dcnet.model import fields as f
 from dcnet.model.errors import ModelError, Problem
 from dcnet.model.jobname import JobName
 from dcnet.model.rules import check_model
+from dcnet.model.sections import SECTIONS
 from dcnet.model.types import (
     MAX_WEIGHT,
     SCHEDULERS,
@@ -70,11 +71,15 @@ def parse_model(text: str, source: str = "<model>", read_text: ReadText | None =
     except YAMLSourceError as exc:
         raise ModelError([Problem(source, exc.line, "", str(exc).split(": ", 1)[1])]) from None
     problems = f.Problems(located)
-    carriers, services = _read_model(located, problems, read_text or _no_files, files_dir)
+    carriers, services, settings = _read_model(located, problems, read_text or _no_files,
+                                               files_dir)
     check_model(carriers, services, problems, declared_carriers=_declared_carriers(located))
+    for name, section in SECTIONS.items():
+        if settings.get(name) is not None:
+            section.check(settings[name], carriers, services, problems)
     problems.raise_if_any()
     return Model(source=source, carriers=tuple(c for _, c in carriers),
-                 services=tuple(s for _, s in services))
+                 services=tuple(s for _, s in services), **settings)
 
 
 def _no_files(name: str) -> str:
@@ -91,12 +96,16 @@ def _declared_carriers(located: LocatedData) -> frozenset[str]:
 
 def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
                 files_dir: str):
-    """The carriers and services that read cleanly, each with its index in the file."""
+    """The carriers and services that read cleanly, each with its index in the file,
+    and the back-end settings sections."""
     top = f.MappingReader(problems, (), located.data, "the model")
     top.required("version", f.integer(MODEL_VERSION, MODEL_VERSION))
     raw_carriers = top.required("carriers", f.raw)
     raw_services = top.optional("services", f.raw, [])
+    raw_sections = {name: top.optional(name, f.raw) for name in SECTIONS}
     top.finish()
+    settings = {name: section.read(problems, (name,), raw_sections[name])
+                for name, section in SECTIONS.items()}
     carriers = [
         _read_carrier(problems, ("carriers", i), item, read_text, files_dir)
         for i, item in enumerate(f.list_of(("carriers",), problems, raw_carriers, "carriers"))
@@ -106,7 +115,7 @@ def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
         for i, item in enumerate(f.list_of(("services",), problems, raw_services, "services"))
     ]
     return ([(i, c) for i, c in enumerate(carriers) if c],
-            [(i, s) for i, s in enumerate(services) if s])
+            [(i, s) for i, s in enumerate(services) if s], settings)
 
 
 def _read_carrier(problems: f.Problems, path: Path, data: object,
@@ -123,6 +132,7 @@ def _read_carrier(problems: f.Problems, path: Path, data: object,
     raw_ranges = r.required("vip_ranges", f.raw)
     cidr_file = r.optional("cidrs", f.text(r".+", "a file name"))
     default = r.optional("default", f.boolean, False)
+    down = r.optional("down", f.boolean, False)
     ok = r.finish()
     ranges = []
     for i, item in enumerate(f.list_of((*path, "vip_ranges"), problems, raw_ranges, "vip_ranges")):
@@ -139,7 +149,8 @@ def _read_carrier(problems: f.Problems, path: Path, data: object,
     if not ok or cidrs is None:
         return None
     return Carrier(name=name, uplink=uplink, gateway=gateway, table=table,
-                   vip_ranges=tuple(ranges), cidr_file=cidr_file, cidrs=cidrs, default=default)
+                   vip_ranges=tuple(ranges), cidr_file=cidr_file, cidrs=cidrs, default=default,
+                   down=down)
 
 
 def _read_cidr_file(problems: f.Problems, path: Path, name: str, read_text: ReadText,

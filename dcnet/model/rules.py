@@ -39,6 +39,10 @@ def check_carriers(carriers: IndexedCarriers, problems: Problems) -> None:
     if not defaults:
         problems.add(("carriers",), "no carrier is marked 'default: true' (the default line "
                      "answers clients of no known carrier)")
+    for i in defaults:
+        if dict(carriers)[i].down:
+            problems.add(("carriers", i, "down"), "the default carrier cannot be marked down: "
+                         "it is the fallback for every other line")
     for i in defaults[1:]:
         problems.add(("carriers", i, "default"),
                      f"more than one default carrier (carriers[{defaults[0]}] is already default)")

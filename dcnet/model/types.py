@@ -7,10 +7,13 @@ validates them first. Collections are tuples so a model can be hashed and shared
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+from dcnet.model.dns_section import DNSSettings
+from dcnet.model.haproxy_section import HAProxySettings
 from dcnet.model.jobname import JobName
+from dcnet.model.lvs_section import LVSSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,6 +59,7 @@ class Carrier:
     cidr_file: str | None = None
     cidrs: tuple[IPNetwork, ...] = ()
     default: bool = False
+    down: bool = False          # line marked down: DNS answers its clients with the default
 
     def owns_vip(self, vip: IPAddress) -> bool:
         return any(vip in net for net in self.vip_ranges)
@@ -118,7 +122,7 @@ class Service:
     vips: tuple[tuple[str, IPAddress], ...]
     ports: tuple[Port, ...]
     real_servers: tuple[RealServer, ...] = ()
-    health_check: HealthCheck = HealthCheck()
+    health_check: HealthCheck = field(default_factory=HealthCheck)
 
     @property
     def name(self) -> str:
@@ -147,6 +151,9 @@ class Model:
     source: str
     carriers: tuple[Carrier, ...]
     services: tuple[Service, ...]
+    dns: DNSSettings = field(default_factory=DNSSettings)
+    haproxy: HAProxySettings = field(default_factory=HAProxySettings)
+    lvs: LVSSettings = field(default_factory=LVSSettings)
 
     @property
     def default_carrier(self) -> Carrier:

@@ -7,7 +7,7 @@ import copy
 import yaml
 
 JOB_A = "job.web_service.shop_cluster.prod_pdl.retail_owt.sre_cop.example"
-JOB_B = "job.api_service.shop_cluster.prod_pdl.retail_owt.sre_cop.example"
+JOB_B = "job.api_service.checkout_cluster.prod_pdl.retail_owt.sre_cop.example"
 
 BASE = {
     "version": 1,

@@ -315,3 +315,69 @@ def test_error_text_has_file_line_and_path():
         parse_model(text, source="m.yaml", read_text=read_file())
     line = line_of(text, "scheduler: nope")
     assert str(info.value).startswith(f"m.yaml:{line}: services[0].ports[0].scheduler: unknown")
+
+
+def test_default_carrier_cannot_be_down():
+    expect(lambda d: d["carriers"][1].update(down=True), "carriers[1].down",
+           "default carrier cannot be marked down")
+
+
+def test_other_carrier_may_be_down():
+    model = parse_model(model_text(lambda d: d["carriers"][0].update(down=True)),
+                        read_text=read_file())
+    assert model.carrier("telecom").down and not model.carrier("bgp").down
+
+
+# --- sections ---------------------------------------------------------------------------
+
+def test_dns_default_name():
+    model = parse_model(model_text(), read_text=read_file())
+    assert model.dns.name(model.services[0].job) == "shop.prod.retail.sre.elb.internal"
+
+
+def test_dns_names_that_collide():
+    expect(lambda d: d.update(dns={"pattern": "{pdl}"}), "services[1].job",
+           "DNS name retail.elb.internal collides with services[0]")
+
+
+def test_dns_pattern_with_unknown_tag():
+    expect(lambda d: d.update(dns={"pattern": "{team}.{job}"}), "dns.pattern",
+           "unknown JOBNAME tag(s) team")
+
+
+def test_dns_pattern_needs_a_placeholder():
+    expect(lambda d: d.update(dns={"pattern": "www"}), "dns.pattern", "at least one {tag}")
+
+
+def test_dns_pattern_giving_an_invalid_label():
+    expect(lambda d: d.update(dns={"pattern": "{job}_x.{service}"}), "services[0].job",
+           "is not a valid DNS label")
+
+
+def test_dns_pattern_using_a_tag_a_service_lacks():
+    expect(lambda d: d.update(dns={"pattern": "{jobgroup}.{job}"}), "services[0].job",
+           "needs tag 'jobgroup'")
+
+
+def test_dns_bad_zone():
+    expect(lambda d: d.update(dns={"zone": "ELB..example"}), "dns.zone", "is not valid")
+
+
+def test_unknown_section_field():
+    expect(lambda d: d.update(dns={"zone": "elb.example.com", "tll": 5}), "dns.tll",
+           "unknown field")
+
+
+def test_lvs_rule_range_inverted():
+    expect(lambda d: d.update(lvs={"rule_priority_min": 3000, "rule_priority_max": 2000}),
+           "lvs.rule_priority_min", "above rule_priority_max")
+
+
+def test_lvs_rule_range_too_small_for_the_vips():
+    expect(lambda d: d.update(lvs={"rule_priority_min": 3000, "rule_priority_max": 3001}),
+           "lvs.rule_priority_max", "holds 2 rules but the model has 3 VIPs")
+
+
+def test_haproxy_listen_must_be_addresses():
+    expect(lambda d: d.update(haproxy={"listen": ["nowhere"]}), "haproxy.listen",
+           "not an IP address")
