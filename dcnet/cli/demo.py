@@ -72,6 +72,18 @@ def check_lab(model: Model, topology: Topology, lab: Lab, report: Report) -> Non
                          f"{server.host} {server.address}:{port} answers")
 
 
+# Parts of dcnet add their own demo steps through a ``demo(model, lab, report)``
+# function in these modules; each runs inside the live ELB lab, in this order.
+STEPS: tuple[str, ...] = ()
+
+
+def run_steps(model: Model, lab: Lab, report: Report) -> None:
+    import importlib
+
+    for name in STEPS:
+        importlib.import_module(name).demo(model, lab, report)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-f", "--file", "model_path", type=click.Path(dir_okay=False),
               help="Service model (default: the embedded examples/elb.yaml).")
@@ -94,6 +106,7 @@ def cli(model_path: str | None) -> None:
         click.echo(f"  built in {time.monotonic() - started:.1f}s (prefix {lab.prefix})")
         show_lab(topology, lab)
         check_lab(model, topology, lab, report)
+        run_steps(model, lab, report)
         names = lab.netns_names
     report.section("Teardown")
     left = [n for n in names if netns.exists(n)]

@@ -121,6 +121,26 @@ def apply(model_path: str, target: str, output: str, no_rollback: bool) -> None:
         sys.exit(EXIT_INVALID)
 
 
+@cli.group()
+def render() -> None:
+    """Render configuration files (keepalived, HAProxy, BIND) from the model."""
+
+
+# Back ends add their own commands (under ``cli`` or ``render``) through a
+# ``register(cli, render)`` function in these modules.
+EXTENSIONS: tuple[str, ...] = ()
+
+
+def _register_extensions() -> None:
+    import importlib
+
+    for name in EXTENSIONS:
+        importlib.import_module(name).register(cli, render)
+
+
+_register_extensions()
+
+
 def main() -> None:
     cli(prog_name="elbctl")
 
