@@ -1,0 +1,156 @@
+"""Unit tests of the kernel lab's pure parts: vng command line, kernel choice, reports."""
+
+import shlex
+
+import pytest
+
+from dcnet.lab import kernel_lab as kl
+from dcnet.lab import pytest_kernel_lab as pkl
+
+pytestmark = pytest.mark.unit
+
+
+def test_vng_command_line():
+    shell = kl.build_guest_shell(
+        ["/venv/bin/python", "-m", "pytest", "tests/k.py::t[a b]"],
+        cwd="/work/main",
+        env={"A": "1", "B": "x y"},
+    )
+    assert shell == (
+        "cd /work/main && exec env A=1 'B=x y' /venv/bin/python -m pytest 'tests/k.py::t[a b]'"
+    )
+    cmd = kl.build_vng_command(
+        "/boot/vmlinuz-6.1.0-56-amd64", shell, vng="/venv/bin/vng",
+        rwdirs=["/tmp/lab"], memory="3G", cpus=2, cwd="/work/main",
+    )
+    assert cmd == [
+        "/venv/bin/vng", "--run", "/boot/vmlinuz-6.1.0-56-amd64", "--user", "root",
+        "--disable-kvm", "--memory", "3G", "--cpus", "2", "--cwd", "/work/main",
+        "--rwdir", "/tmp/lab", "--exec", shell,
+    ]
+    # what the guest shell will execute is exactly the argv we gave
+    assert shlex.split(shell)[-4:] == [
+        "/venv/bin/python", "-m", "pytest", "tests/k.py::t[a b]"]
+
+
+def test_guest_shell_requires_argv():
+    with pytest.raises(ValueError):
+        kl.build_guest_shell([])
+
+
+def test_version_key_orders_numerically():
+    vers = ["6.1.0-9-amd64", "6.1.0-56-amd64", "5.10.0-30-amd64", "6.10.1-1-amd64"]
+    assert sorted(vers, key=kl.version_key)[-1] == "6.10.1-1-amd64"
+    assert sorted(vers, key=kl.version_key)[0] == "5.10.0-30-amd64"
+    assert kl.version_key("6.1.0-56-amd64") > kl.version_key("6.1.0-9-amd64")
+
+
+def test_select_kernel_from_fake_boot_listing():
+    names = [
+        "System.map-6.1.0-56-amd64", "config-6.1.0-56-amd64", "initrd.img-6.1.0-56-amd64",
+        "vmlinuz-6.1.0-56-amd64", "vmlinuz-6.1.0-9-amd64", "vmlinuz-6.18.44-fc",
+        "vmlinuz-6.1.0-9-amd64.old",
+    ]
+    with_ipvs = {"6.1.0-56-amd64", "6.1.0-9-amd64"}
+    assert kl.select_guest_kernel(names, with_ipvs.__contains__) == "vmlinuz-6.1.0-56-amd64"
+    assert kl.select_guest_kernel(names, {"6.1.0-9-amd64"}.__contains__) == (
+        "vmlinuz-6.1.0-9-amd64")
+    assert kl.select_guest_kernel(names, lambda v: False) is None
+
+
+def test_find_guest_kernel_in_fake_tree(tmp_path, monkeypatch):
+    monkeypatch.delenv("DCNET_KERNEL_LAB_KERNEL", raising=False)
+    boot, mods = tmp_path / "boot", tmp_path / "modules"
+    boot.mkdir()
+    for ver in ("6.1.0-56-amd64", "6.5.0-1-amd64", "6.18.44-fc"):
+        (boot / f"vmlinuz-{ver}").write_bytes(b"")
+    good = mods / "6.1.0-56-amd64"
+    good.mkdir(parents=True)
+    (good / "modules.dep").write_text(
+        "kernel/net/netfilter/ipvs/ip_vs.ko.xz: kernel/net/netfilter/nf_conntrack.ko.xz\n"
+        "kernel/net/sched/sch_netem.ko.xz:\n")
+    (mods / "6.5.0-1-amd64").mkdir()
+    (mods / "6.5.0-1-amd64" / "modules.dep").write_text("kernel/drivers/net/dummy.ko:\n")
+    assert kl.find_guest_kernel(boot, mods) == boot / "vmlinuz-6.1.0-56-amd64"
+    assert kl.kernel_has_module(good, "sch_netem")
+    assert not kl.kernel_has_module(good, "ip_vs_rr")
+    # built in counts
+    (mods / "6.5.0-1-amd64" / "modules.builtin").write_text("kernel/net/netfilter/ipvs/ip_vs.ko\n")
+    assert kl.find_guest_kernel(boot, mods) == boot / "vmlinuz-6.5.0-1-amd64"
+
+
+def test_find_guest_kernel_names_package(tmp_path, monkeypatch):
+    monkeypatch.delenv("DCNET_KERNEL_LAB_KERNEL", raising=False)
+    (tmp_path / "vmlinuz-6.18.44-fc").write_bytes(b"")
+    with pytest.raises(kl.KernelLabError, match="linux-image-amd64"):
+        kl.find_guest_kernel(tmp_path, tmp_path / "nomods")
+
+
+def test_guest_run_log_tail(tmp_path):
+    log = tmp_path / "c.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    run = kl.GuestRun(command=["vng"], kernel=tmp_path / "k", log_path=log, returncode=0)
+    assert run.ok
+    assert run.log_tail(3) == "line 97\nline 98\nline 99"
+    missing = kl.GuestRun(command=["vng"], kernel=tmp_path / "k", log_path=tmp_path / "x")
+    assert "no console log" in missing.log_tail()
+    assert not missing.ok
+
+
+def test_guest_pytest_argv():
+    argv = pkl.guest_pytest_argv(
+        "/venv/bin/python", ["tests/kernel/test_a.py::test_x"], rootdir="/work/main",
+        inifile="/work/main/setup.cfg", tbstyle="short", noconftest=True,
+        plugins=["dcnet.lab.pytest_kernel_lab", "no:cacheprovider", "xdist"],
+    )
+    assert argv[:5] == ["/venv/bin/python", "-m", "pytest", "-p", "no:cacheprovider"]
+    assert argv.count("dcnet.lab.pytest_kernel_lab") == 1
+    assert argv.count("no:cacheprovider") == 1
+    assert argv[argv.index("xdist") - 1:argv.index("xdist") + 1] == ["-p", "xdist"]
+    assert "--noconftest" in argv and "--tb=short" in argv
+    assert argv[-2:] == ["--", "tests/kernel/test_a.py::test_x"]
+
+
+def test_plugin_args_from_command_line():
+    args = ["-v", "-p", "a.b", "-pno:foo", "tests", "-p"]
+    assert pkl._plugin_args(args) == ["a.b", "no:foo"]
+
+
+def test_report_serialisation_round_trip(pytestconfig):
+    rep = pytest.TestReport(
+        "tests/kernel/test_x.py::test_y", ("tests/kernel/test_x.py", 3, "test_y"),
+        keywords={"test_y": 1, "kernel": 1}, outcome="failed",
+        longrepr="AssertionError: assert 1 == 5", when="call",
+        sections=[("Captured stdout call", "hello\n")], duration=0.25,
+    )
+    hook = pytestconfig.hook
+    data = hook.pytest_report_to_serializable(config=pytestconfig, report=rep)
+    lines = [
+        pkl.encode_report(rep.nodeid, data),
+        pkl.encode_finish(rep.nodeid),
+        '{"nodeid": "tests/kernel/test_x.py::test_z", "rep',  # truncated by a dying guest
+    ]
+    reports, finished = pkl.decode_reports(lines)
+    assert finished == {rep.nodeid}
+    assert list(reports) == [rep.nodeid]
+    back = pkl.report_from_data(pytestconfig, reports[rep.nodeid][0])
+    assert isinstance(back, pytest.TestReport)
+    assert (back.nodeid, back.when, back.outcome, back.location) == (
+        rep.nodeid, "call", "failed", rep.location)
+    assert "assert 1 == 5" in str(back.longrepr)
+    assert back.sections == rep.sections
+    assert back.duration == rep.duration
+
+
+def test_item_modules_default_and_union():
+    class FakeItem:
+        def __init__(self, marks):
+            self.marks = marks
+
+        def iter_markers(self, name):
+            return [m for m in self.marks if m.name == name]
+
+    assert pkl.item_modules(FakeItem([pytest.mark.kernel.mark])) == ("ip_vs",)
+    item = FakeItem([pytest.mark.kernel("sch_netem").mark, pytest.mark.kernel.mark])
+    assert pkl.item_modules(item) == ("sch_netem", "ip_vs")
+    assert pkl.item_modules(FakeItem([])) == ()
