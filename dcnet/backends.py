@@ -15,7 +15,7 @@ from dcnet.plan import Backend
 Factory = Callable[..., Backend]
 
 # Built-in targets: name -> "module:attribute" of a Backend factory.
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {"dns": "dcnet.dns.backend:backend"}
 _registered: dict[str, Factory] = {}
 
 

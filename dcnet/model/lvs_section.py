@@ -48,9 +48,5 @@ def read(problems: f.Problems, path: tuple, data: object) -> LVSSettings | None:
 
 
 def check(settings: LVSSettings, carriers, services, problems: f.Problems) -> None:
-    """The reserved rule range must hold one rule per VIP."""
-    vips = sum(len(s.vips) for _, s in services)
-    room = settings.rule_priority_max - settings.rule_priority_min + 1
-    if vips > room:
-        problems.add(("lvs", "rule_priority_max"), f"the reserved rule range holds {room} "
-                     f"rules but the model has {vips} VIPs")
+    """No cross-object rules: rules for different VIPs may share a priority (their
+    selectors are disjoint), so the reserved range does not limit the number of VIPs."""

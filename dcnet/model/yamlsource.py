@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 import yaml
 
 Path = tuple[str | int, ...]
+# libyaml's parser when PyYAML was built with it (Debian's and PyPI's wheels are): the
+# pure-Python scanner dominates loading a large model otherwise.
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YAMLSourceError(ValueError):
@@ -44,7 +47,7 @@ class LocatedData:
 def load_located(text: str, source: str) -> LocatedData:
     """Parse one YAML document (safe tags only) and record field lines."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_FAST_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

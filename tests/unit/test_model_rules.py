@@ -373,11 +373,6 @@ def test_lvs_rule_range_inverted():
            "lvs.rule_priority_min", "above rule_priority_max")
 
 
-def test_lvs_rule_range_too_small_for_the_vips():
-    expect(lambda d: d.update(lvs={"rule_priority_min": 3000, "rule_priority_max": 3001}),
-           "lvs.rule_priority_max", "holds 2 rules but the model has 3 VIPs")
-
-
 def test_haproxy_listen_must_be_addresses():
     expect(lambda d: d.update(haproxy={"listen": ["nowhere"]}), "haproxy.listen",
            "not an IP address")

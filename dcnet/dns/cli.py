@@ -1,0 +1,109 @@
+"""``elbctl`` commands of the DNS back end: ``render dns`` and DNS options of plan/apply.
+
+``elbctl render dns -f MODEL -o DIR`` checks the carrier lists, renders named.conf and
+the zone files into DIR (serials continue from what DIR already holds), checks them
+with named-checkzone and named-checkconf -z, and only then writes them (each atomically).
+``elbctl plan|apply --target dns`` gain ``--force`` (allow a carrier list to change more
+than 30%) and ``--dns-dir`` (the BIND directory; else DCNET_DNS_DIR); the other settings
+come from DCNET_DNS_* variables (:mod:`dcnet.dns.settings`).
+Exit codes as elbctl's: 1 for refused input or a failed check, 3 when named is down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+
+import click
+
+from dcnet.dns import bind, carriers, installed
+from dcnet.dns.layout import LayoutError
+from dcnet.dns.output import render_to_directory
+from dcnet.dns.settings import from_env
+
+_META_KEY = "dcnet.dns.options"
+EXIT_INVALID, EXIT_UNAVAILABLE = 1, 3
+DNS_ERRORS = (carriers.CarrierListError, LayoutError, bind.BindError,
+              installed.InstalledError)
+
+
+def current_options() -> dict:
+    """DNS options given on the running elbctl command line (empty outside elbctl)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(_META_KEY, {})) if ctx is not None else {}
+
+
+def fail(exc: Exception) -> None:
+    code = EXIT_UNAVAILABLE if isinstance(exc, bind.NamedDown) else EXIT_INVALID
+    click.echo(f"elbctl: dns: {exc}", err=True)
+    sys.exit(code)
+
+
+def _add_dns_options(command: click.Command) -> None:
+    """Give an existing elbctl command --force and --dns-dir, handed to the DNS back end,
+    and turn DNS errors into messages and exit codes."""
+    command.params += [
+        click.Option(["--force"], is_flag=True,
+                     help="(--target dns) allow a carrier list to change more than 30%."),
+        click.Option(["--dns-dir"], type=click.Path(file_okay=False),
+                     help="(--target dns) BIND directory; default $DCNET_DNS_DIR or "
+                          "/etc/bind/dcnet."),
+    ]
+    original = command.callback
+
+    @functools.wraps(original)
+    def callback(*args, force: bool = False, dns_dir: str | None = None, **kwargs):
+        click.get_current_context().meta[_META_KEY] = {"force": force, "directory": dns_dir}
+        try:
+            return original(*args, **kwargs)
+        except DNS_ERRORS as exc:
+            fail(exc)
+
+    command.callback = callback
+
+
+def register(cli: click.Group, render_group: click.Group) -> None:
+    for name in ("plan", "apply"):
+        _add_dns_options(cli.commands[name])
+    render_group.add_command(render_dns)
+
+
+@click.command("dns")
+@click.option("-f", "--file", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="The service model (YAML).")
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for named.conf and the zone files.")
+@click.option("--force", is_flag=True, help="Allow a carrier list to change more than 30% "
+              "of the prefixes DIR's named.conf holds.")
+@click.option("--no-check", is_flag=True, help="Skip named-checkzone / named-checkconf.")
+@click.option("--rndc-key", type=click.Path(dir_okay=False),
+              help="rndc key file to include (default DIR/rndc.key when it exists; "
+                   "without one named.conf has no control channel).")
+def render_dns(model_path: str, output_dir: str, force: bool, no_check: bool,
+               rndc_key: str | None) -> None:
+    """Render BIND named.conf (an ACL and a view per carrier) and zone files."""
+    from dcnet.cli.elbctl import _load
+
+    model = _load(model_path)
+    settings = from_env(directory=output_dir, key_file=rndc_key)
+    server = settings.server
+    if rndc_key is None and not os.path.exists(server.key_file or ""):
+        server = dataclasses.replace(server, key_file=None)
+    try:
+        written = render_to_directory(model, server, force=force, check=not no_check)
+    except DNS_ERRORS as exc:
+        fail(exc)
+    bundle = written.bundle
+    for change in written.forced:
+        click.echo(f"forced: {change}", err=True)
+    for note in bundle.layout.notes:
+        click.echo(f"note: {note}")
+    for decl in bundle.layout.zones:
+        where = (f"{decl.file} serial {bundle.serials[decl.key]}" if decl.file
+                 else f"shared from view {decl.in_view}")
+        click.echo(f"view {decl.view}: zone {decl.zone}: {len(decl.data.records)} names, "
+                   f"{where}")
+    click.echo(f"wrote {len(bundle.zone_files) + 1} file(s) to {settings.directory}"
+               + ("" if no_check else " (checked by named-checkzone and named-checkconf -z)"))

@@ -1,0 +1,159 @@
+"""What the DNS views hold, derived from the model (pure): ACLs, views, zones, records.
+
+One ACL and one view per carrier that has a client CIDR list (in model order), then the
+default line's view last, matching ``any``. Each view holds the ELB zone with one record
+per service: the carrier's own VIP, or the default line's VIP when the carrier is marked
+``down`` or the service has no VIP on it (health-aware fallback). A zone whose content is
+identical to one in an earlier view is not declared twice: it is shared with
+``in-view``. A non-default carrier without a CIDR list gets no view (its clients, if any,
+are unknown to DNS and get the default view).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from dcnet.model import Carrier, Model, Service
+from dcnet.model.types import IPAddress, IPNetwork
+
+NS_LABEL = "dcnet-ns"     # the zone's own name server record (an in-zone A record)
+
+
+class LayoutError(ValueError):
+    """The model cannot be laid out as BIND views (e.g. a name clashes with the NS name)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One answer: a name relative to the zone, A or AAAA, and the address."""
+
+    name: str
+    type: str
+    address: str
+
+
+@dataclass(frozen=True)
+class ZoneData:
+    """The content of one zone in one view (everything except the SOA serial)."""
+
+    zone: str
+    ttl: int
+    records: tuple[Record, ...]
+
+    def digest(self) -> str:
+        """A content hash; the SOA serial moves only when it changes."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
+        text = "".join(f"{r.name} {r.type} {r.address}\n" for r in self.records)
+        return hashlib.sha256(f"{self.zone} {self.ttl}\n{text}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ACL:
+    name: str               # BIND acl name, "carrier-<carrier>"
+    carrier: str
+    prefixes: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True)
+class View:
+    name: str               # the carrier's name
+    match: str              # ACL name, or "any" for the default view
+
+
+@dataclass(frozen=True)
+class ZoneDecl:
+    """A zone as declared in a view: its own file, or shared from an earlier view."""
+
+    view: str
+    zone: str
+    data: ZoneData
+    file: str | None        # zone file name (relative to the BIND directory)
+    in_view: str | None     # shared: the earlier view that declares it
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.view, self.zone)
+
+
+@dataclass(frozen=True)
+class Layout:
+    acls: tuple[ACL, ...]
+    views: tuple[View, ...]
+    zones: tuple[ZoneDecl, ...]
+    notes: tuple[str, ...] = ()
+
+    def zone(self, view: str, zone: str) -> ZoneDecl:
+        return next(z for z in self.zones if z.key == (view, zone))
+
+
+def acl_name(carrier: str) -> str:
+    return f"carrier-{carrier}"
+
+
+def zone_file_name(view: str, zone: str) -> str:
+    return f"db.{view}.{zone}"
+
+
+def answer(service: Service, carrier: Carrier, model: Model) -> IPAddress:
+    """The VIP a client of ``carrier`` gets: its own, or the default line's as fallback."""
+    return _answer(service, carrier, model.default_carrier.name)
+
+
+def _answer(service: Service, carrier: Carrier, default: str) -> IPAddress:
+    vips = dict(service.vips)
+    own = None if carrier.down else vips.get(carrier.name)
+    return own if own is not None else vips[default]
+
+
+def service_names(model: Model) -> list[tuple[Service, str]]:
+    """Each service with its name relative to the zone."""
+    out = []
+    for service in model.services:
+        name = model.dns.relative_name(service.job)
+        if name == NS_LABEL:
+            raise LayoutError(f"service {service.name} is named {name!r}, which dcnet uses "
+                              f"for the zone's name server record; change dns.pattern")
+        out.append((service, name))
+    return out
+
+
+def zone_data(model: Model, carrier: Carrier,
+              names: list[tuple[Service, str]] | None = None) -> ZoneData:
+    records = []
+    default = model.default_carrier.name
+    for service, name in names if names is not None else service_names(model):
+        vip = _answer(service, carrier, default)
+        records.append(Record(name, "A" if vip.version == 4 else "AAAA", str(vip)))
+    records.sort(key=lambda r: (r.name, r.type))
+    return ZoneData(model.dns.zone, model.dns.ttl, tuple(records))
+
+
+def layout(model: Model) -> Layout:
+    """The views, ACLs and zones for ``model`` (pure)."""
+    default = model.default_carrier
+    carriers = [c for c in model.carriers if not c.default and c.cidrs]
+    notes = [f"carrier {c.name} has no client CIDR list: no view; its clients get the "
+             f"default view" for c in model.carriers if not c.default and not c.cidrs]
+    notes += [f"carrier {c.name} is marked down: its clients get the default line's VIPs"
+              for c in carriers if c.down]
+    acls = tuple(ACL(acl_name(c.name), c.name, tuple(c.cidrs)) for c in carriers)
+    views = tuple([View(c.name, acl_name(c.name)) for c in carriers]
+                  + [View(default.name, "any")])
+    declared: dict[str, str] = {}       # content digest -> view that declares it
+    zones = []
+    names = service_names(model)
+    for carrier in [*carriers, default]:
+        data = zone_data(model, carrier, names)
+        owner = declared.get(data.digest())
+        if owner is None:
+            declared[data.digest()] = carrier.name
+            zones.append(ZoneDecl(carrier.name, data.zone, data,
+                                  zone_file_name(carrier.name, data.zone), None))
+        else:
+            zones.append(ZoneDecl(carrier.name, data.zone, data, None, owner))
+    return Layout(acls, views, tuple(zones), tuple(notes))
