@@ -1,13 +1,105 @@
-"""``dcnet-agent``: the node agent's entry point (DHCP leases, host-gw routes).
+"""``dcnet-agent``: the node agent (host-gw routes and the node's subnet lease).
 
-The agent arrives with the CNI issues; this build says so and exits non-zero.
+``dcnet-agent run --conf FILE --node NAME (--node-ip IP | --iface IF)`` reconciles the
+node and then reacts to store and kernel changes until SIGTERM/SIGINT; ``once`` does one
+pass; ``leave`` gives the node's subnet back (other agents then drop their route to it).
+Routes stay in place when the agent stops, so pods keep talking while it restarts.
 """
 
 from __future__ import annotations
 
+import signal
+import socket
 import sys
+
+import click
+
+
+def _make_agent(conf_path: str, node: str | None, node_ip: str | None, iface: str | None):
+    from dcnet.cni.agent import Agent, AgentError
+    from dcnet.cni.errors import CniError
+    from dcnet.cni.install import load_conf_file
+    from dcnet.cni.store import open_store
+
+    try:
+        conf = load_conf_file(conf_path)
+        store = open_store(conf.store)
+        return Agent(conf, store, node or socket.gethostname(), node_ip, iface)
+    except (OSError, ValueError, CniError, AgentError) as exc:
+        click.echo(f"dcnet-agent: {conf_path}: {exc}", err=True)
+        sys.exit(2)
+
+
+_COMMON = [
+    click.option("--conf", "conf_path", required=True, type=click.Path(dir_okay=False),
+                 help="The CNI .conf/.conflist holding the dcnet config."),
+    click.option("--node", default=None, help="Node name (default: the host name)."),
+    click.option("--node-ip", default=None, help="This node's underlay IPv4 address."),
+    click.option("--iface", default=None, help="Take the node IP from this interface."),
+]
+
+
+def _common(func):
+    for option in reversed(_COMMON):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """dcnet node agent (host-gw)."""
+
+
+@cli.command()
+@_common
+@click.option("--resync", default=300.0, show_default=True,
+              help="Safety resync period in seconds (changes are handled as they happen).")
+def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None,
+        resync: float) -> None:
+    """Keep this node's subnet, bridge and routes right until stopped."""
+    agent = _make_agent(conf_path, node, node_ip, iface)
+
+    def on_signal(signum, frame) -> None:
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.log(f"node {agent.node}: watching {conf_path}")
+    try:
+        agent.run(resync=resync)
+    finally:
+        agent.close()
+        agent.store.close()
+
+
+@cli.command()
+@_common
+def once(conf_path: str, node: str | None, node_ip: str | None, iface: str | None) -> None:
+    """One reconcile pass, then exit (non-zero if it failed)."""
+    agent = _make_agent(conf_path, node, node_ip, iface)
+    try:
+        result = agent.reconcile()
+    except Exception as exc:
+        click.echo(f"dcnet-agent: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        agent.close()
+    click.echo(f"lease {result['lease'].subnet}; changes: {result['changes'] or 'none'}")
+    for problem in result["refused"]:
+        click.echo(problem)
+
+
+@cli.command()
+@_common
+def leave(conf_path: str, node: str | None, node_ip: str | None, iface: str | None) -> None:
+    """Release this node's subnet lease and remove this agent's routes."""
+    agent = _make_agent(conf_path, node, node_ip or "0.0.0.0", iface)
+    try:
+        lease = agent.leave()
+    finally:
+        agent.close()
+    click.echo(f"released {lease.subnet}" if lease else "no lease held")
 
 
 def main() -> None:
-    print("dcnet-agent: not implemented yet in this build", file=sys.stderr)
-    sys.exit(1)
+    cli(prog_name="dcnet-agent")

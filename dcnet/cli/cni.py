@@ -1,23 +1,41 @@
-"""``dcnet-cni``: the CNI binary's entry point.
+"""``dcnet-cni``: the CNI plugin binary, and ``dcnet-cni install``.
 
-The plugin itself arrives with the CNI issues; until then every command answers, as the
-CNI spec asks of a plugin that cannot serve, with error code 50 on stdout.
+With CNI_COMMAND in the environment (how runtimes call a plugin) or no arguments it is
+the plugin itself (``dcnet.cni.plugin``, light imports only). With a subcommand it is a
+small admin tool: ``install`` writes the ``dcnet`` launcher into the CNI bin directory.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-CNI_VERSION = "1.1.0"
-ERR_PLUGIN_NOT_AVAILABLE = 50
-
 
 def main() -> None:
-    command = os.environ.get("CNI_COMMAND", "")
-    json.dump({"cniVersion": CNI_VERSION, "code": ERR_PLUGIN_NOT_AVAILABLE,
-               "msg": "dcnet-cni is not implemented yet",
-               "details": f"CNI_COMMAND={command!r} cannot be served by this build"}, sys.stdout)
-    sys.stdout.write("\n")
-    sys.exit(1)
+    if os.environ.get("CNI_COMMAND") or len(sys.argv) < 2:
+        from dcnet.cni.plugin import main as plugin_main
+
+        plugin_main()
+        return
+    _admin(prog_name="dcnet-cni")
+
+
+def _admin(prog_name: str) -> None:
+    import click
+
+    from dcnet.cni.install import install
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    def cli() -> None:
+        """dcnet CNI plugin administration."""
+
+    @cli.command("install")
+    @click.option("--bin-dir", default="/opt/cni/bin", show_default=True,
+                  help="CNI bin directory (the runtime's CNI_PATH).")
+    @click.option("--python", default=None, help="Interpreter for the launcher "
+                  "(default: this one).")
+    def install_cmd(bin_dir: str, python: str | None) -> None:
+        """Install the plugin under the type name 'dcnet'."""
+        click.echo(install(bin_dir, python))
+
+    cli(prog_name=prog_name)

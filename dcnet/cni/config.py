@@ -1,0 +1,202 @@
+"""The dcnet network configuration: parsing and validating what arrives on stdin.
+
+It owns ``load_conf`` (a single plugin config, or a whole conflist from which the
+``dcnet`` entry is taken with the list's name and cniVersion, as libcni would inject
+them), the ``NetConf`` it returns and ``runtime_requests`` (the ``ips``/``mac``
+capabilities from runtimeConfig and the ``IP``/``MAC`` CNI_ARGS). Every problem is a
+CniError naming the field: code 7 for a bad value, 6 for a bad JSON shape.
+No I/O, no heavy imports: this is on the ADD path.
+"""
+
+from __future__ import annotations
+
+from dcnet.cni import ip4
+from dcnet.cni.errors import DECODE_FAILURE, INVALID_CONFIG, CniError
+
+PLUGIN_TYPE = "dcnet"
+MODES = ("host-gw",)
+DEFAULTS = {
+    "mode": "host-gw",
+    "bridge": "dcnet0",
+    "mtu": 1500,
+    "subnetLen": 24,
+    "dataDir": "/var/lib/cni/networks",
+    "runDir": "/run/dcnet",
+    "routeProtocol": 217,
+}
+IFNAME_MAX = 15
+
+
+class NetConf:
+    """One validated dcnet plugin config (host-gw)."""
+
+    __slots__ = ("bridge", "cluster_cidr", "cni_version", "data_dir", "mode", "mtu", "name",
+                 "prev_result", "raw", "route_protocol", "run_dir", "runtime_config",
+                 "store", "subnet_len", "valid_attachments")
+
+    def __init__(self, raw: dict):
+        self.raw = raw
+        self.cni_version: str = raw.get("cniVersion") or "0.1.0"
+        self.name: str = raw.get("name", "")
+        self.mode: str = DEFAULTS["mode"]
+        self.bridge: str = DEFAULTS["bridge"]
+        self.mtu: int = DEFAULTS["mtu"]
+        self.subnet_len: int = DEFAULTS["subnetLen"]
+        self.cluster_cidr: tuple[int, int] | None = None
+        self.data_dir: str = DEFAULTS["dataDir"]
+        self.run_dir: str = DEFAULTS["runDir"]
+        self.route_protocol: int = DEFAULTS["routeProtocol"]
+        self.store: dict = {"type": "file", "path": "/var/lib/dcnet/store"}
+        self.prev_result: dict | None = None
+        self.runtime_config: dict = {}
+        self.valid_attachments: list[tuple[str, str]] | None = None
+
+    @property
+    def ipam_dir(self) -> str:
+        """host-local style reservation directory of this network."""
+        return f"{self.data_dir.rstrip('/')}/{self.name}"
+
+    @property
+    def node_file(self) -> str:
+        """Where the agent publishes this node's subnet for the plugin."""
+        return f"{self.run_dir.rstrip('/')}/{self.name}/node.json"
+
+
+def _bad(field: str, problem: str) -> CniError:
+    return CniError(INVALID_CONFIG, f"invalid network config: {field}: {problem}")
+
+
+def pick_plugin(conf: dict) -> dict:
+    """A conflist's dcnet entry (with name and cniVersion injected); a plain config as is."""
+    if "plugins" not in conf:
+        return conf
+    plugins = conf["plugins"]
+    if not isinstance(plugins, list):
+        raise CniError(DECODE_FAILURE, "conflist: plugins must be a list")
+    for index, entry in enumerate(plugins):
+        if isinstance(entry, dict) and entry.get("type") == PLUGIN_TYPE:
+            picked = dict(entry)
+            picked.setdefault("name", conf.get("name", ""))
+            if "cniVersion" in conf:
+                picked["cniVersion"] = conf["cniVersion"]
+            picked.setdefault("_conflistIndex", index)
+            return picked
+    raise _bad("plugins", f"no entry of type {PLUGIN_TYPE!r}")
+
+
+def load_conf(raw: dict) -> NetConf:
+    """Validate one dcnet config; raises CniError naming the first bad field."""
+    conf = NetConf(raw)
+    ptype = raw.get("type", PLUGIN_TYPE)
+    if ptype != PLUGIN_TYPE:
+        raise _bad("type", f"{ptype!r} is not {PLUGIN_TYPE!r}")
+    conf.mode = _string(raw, "mode", DEFAULTS["mode"])
+    if conf.mode not in MODES:
+        raise _bad("mode", f"unknown mode {conf.mode!r} (this build supports {list(MODES)})")
+    conf.bridge = _string(raw, "bridge", DEFAULTS["bridge"])
+    if len(conf.bridge) > IFNAME_MAX or "/" in conf.bridge or " " in conf.bridge:
+        raise _bad("bridge", f"invalid interface name {conf.bridge!r}")
+    conf.mtu = _integer(raw, "mtu", DEFAULTS["mtu"], 68, 65535)
+    conf.subnet_len = _integer(raw, "subnetLen", DEFAULTS["subnetLen"], 8, 30)
+    conf.route_protocol = _integer(raw, "routeProtocol", DEFAULTS["routeProtocol"], 5, 255)
+    conf.data_dir = _path(raw, "dataDir", DEFAULTS["dataDir"])
+    conf.run_dir = _path(raw, "runDir", DEFAULTS["runDir"])
+    if "clusterCIDR" in raw:
+        try:
+            conf.cluster_cidr = ip4.parse_cidr(raw["clusterCIDR"], strict=True)
+        except ValueError as exc:
+            raise _bad("clusterCIDR", str(exc)) from None
+        if conf.cluster_cidr[1] > conf.subnet_len:
+            raise _bad("subnetLen", f"{conf.subnet_len} is shorter than the cluster CIDR's "
+                                    f"/{conf.cluster_cidr[1]}")
+    store = raw.get("store", conf.store)
+    if not isinstance(store, dict) or not isinstance(store.get("type", "file"), str):
+        raise _bad("store", "expected an object like {\"type\": \"file\", \"path\": ...}")
+    conf.store = store
+    prev = raw.get("prevResult")
+    if prev is not None and not isinstance(prev, dict):
+        raise CniError(DECODE_FAILURE, "prevResult must be a JSON object")
+    conf.prev_result = prev
+    runtime = raw.get("runtimeConfig", {})
+    if not isinstance(runtime, dict):
+        raise _bad("runtimeConfig", "expected an object")
+    conf.runtime_config = runtime
+    if "cni.dev/valid-attachments" in raw:
+        conf.valid_attachments = _attachments(raw["cni.dev/valid-attachments"])
+    return conf
+
+
+def runtime_requests(conf: NetConf, cni_args: dict[str, str]) -> tuple[int | None, str | None]:
+    """(requested IPv4 as int or None, requested MAC or None) from runtimeConfig/CNI_ARGS."""
+    requested_ip = None
+    ips = conf.runtime_config.get("ips")
+    if ips is not None:
+        if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
+            raise _bad("runtimeConfig.ips", "expected a list of addresses")
+        if len(ips) > 1:
+            raise _bad("runtimeConfig.ips", "host-gw gives one IPv4 address per interface")
+        if ips:
+            requested_ip = _address(ips[0], "runtimeConfig.ips[0]")
+    if requested_ip is None and cni_args.get("IP"):
+        requested_ip = _address(cni_args["IP"], "CNI_ARGS IP")
+    mac = conf.runtime_config.get("mac") or cni_args.get("MAC") or None
+    if mac is not None and not _is_mac(mac):
+        raise _bad("runtimeConfig.mac", f"invalid MAC address {mac!r}")
+    return requested_ip, mac
+
+
+def _address(text: object, field: str) -> int:
+    text = str(text).split("/", 1)[0]
+    try:
+        return ip4.parse_ip(text)
+    except ValueError as exc:
+        raise _bad(field, str(exc)) from None
+
+
+def _is_mac(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        return False
+    try:
+        octets = [int(p, 16) for p in parts]
+    except ValueError:
+        return False
+    return not octets[0] & 1  # unicast only
+
+
+def _string(raw: dict, key: str, default: str) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise _bad(key, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _path(raw: dict, key: str, default: str) -> str:
+    value = _string(raw, key, default)
+    if not value.startswith("/"):
+        raise _bad(key, f"expected an absolute path, got {value!r}")
+    return value
+
+
+def _integer(raw: dict, key: str, default: int, low: int, high: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(key, f"expected an integer, got {value!r}")
+    if not low <= value <= high:
+        raise _bad(key, f"{value} out of range {low}..{high}")
+    return value
+
+
+def _attachments(value: object) -> list[tuple[str, str]]:
+    field = "cni.dev/valid-attachments"
+    if not isinstance(value, list):
+        raise _bad(field, "expected a list of {containerID, ifname}")
+    out = []
+    for index, item in enumerate(value):
+        if (not isinstance(item, dict) or not isinstance(item.get("containerID"), str)
+                or not isinstance(item.get("ifname"), str)):
+            raise _bad(f"{field}[{index}]", "expected {\"containerID\": ..., \"ifname\": ...}")
+        out.append((item["containerID"], item["ifname"]))
+    return out

@@ -1,0 +1,74 @@
+"""The node file: what the agent publishes for the plugin on the same node.
+
+``<runDir>/<network>/node.json`` holds the node's name, IP and subnet lease, the bridge
+gateway and the agent's pid and start time (flannel's subnet.env, as JSON). The agent
+writes it atomically; the plugin reads it on every ADD (one small file, no store access
+on the hot path) and STATUS uses it to tell whether the agent is alive.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dcnet.cni import cjson, ip4
+from dcnet.cni.errors import TRY_AGAIN_LATER, CniError
+
+
+class NodeState:
+    """The parsed node file."""
+
+    __slots__ = ("agent_pid", "agent_start", "gateway", "node", "node_ip", "plen", "subnet")
+
+    def __init__(self, data: dict):
+        self.node: str = data["node"]
+        self.node_ip: str = data["nodeIP"]
+        self.subnet, self.plen = ip4.parse_cidr(data["subnet"], strict=True)
+        self.gateway: int = ip4.parse_ip(data["gateway"])
+        self.agent_pid: int = int(data["agentPid"])
+        self.agent_start: int | None = data.get("agentStart")
+
+
+def read(path: str) -> NodeState:
+    """The node file, or CniError(11) saying why the node is not ready."""
+    try:
+        with open(path) as handle:
+            data = cjson.loads(handle.read())
+        return NodeState(data)
+    except FileNotFoundError:
+        raise CniError(TRY_AGAIN_LATER, "this node has no subnet yet",
+                       f"{path} is missing: is dcnet-agent running on this node?") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CniError(TRY_AGAIN_LATER, f"node file {path} is unreadable",
+                       f"{type(exc).__name__}: {exc}") from None
+
+
+def write(path: str, data: dict) -> None:
+    import json
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(data, handle, indent=1)
+    os.replace(temporary, path)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in ticks), None if the pid is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def agent_problem(state: NodeState) -> str | None:
+    """Why the agent that wrote the file is not running, or None if it is."""
+    started = process_start_time(state.agent_pid)
+    if started is None:
+        return f"dcnet-agent (pid {state.agent_pid}) is not running"
+    if state.agent_start is not None and started != state.agent_start:
+        return f"dcnet-agent (pid {state.agent_pid}) is not running (the pid was reused)"
+    return None
