@@ -15,7 +15,8 @@ from dcnet.plan import Backend
 Factory = Callable[..., Backend]
 
 # Built-in targets: name -> "module:attribute" of a Backend factory.
-BUILTIN: dict[str, str] = {"dns": "dcnet.dns.backend:backend"}
+BUILTIN: dict[str, str] = {"dns": "dcnet.dns.backend:backend",
+                           "haproxy": "dcnet.haproxy.backend:create"}
 _registered: dict[str, Factory] = {}
 
 

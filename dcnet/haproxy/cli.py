@@ -1,0 +1,52 @@
+"""``elbctl render haproxy``: the model as a validated haproxy.cfg.
+
+Writes to ``-o FILE`` atomically (or prints). Every file written passes ``haproxy -c``;
+services that break it are named on stderr and left out while the others render
+(exit 1). ``--run-dir`` (or ``DCNET_HAPROXY_RUN_DIR``) sets where the admin socket and
+server-state file live, as the running HAProxy will use them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dcnet.haproxy.check import ConfigInvalid, render_valid
+from dcnet.haproxy.paths import Paths
+
+
+def register(cli: click.Group, render: click.Group) -> None:
+    render.add_command(render_haproxy)
+
+
+@click.command("haproxy")
+@click.option("-f", "--file", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="The service model (YAML).")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False),
+              help="Write here (atomically) instead of printing.")
+@click.option("--run-dir", help="Directory of the admin socket and server-state file "
+              "(default $DCNET_HAPROXY_RUN_DIR or /run/dcnet-haproxy).")
+def render_haproxy(model_path: str, output: str | None, run_dir: str | None) -> None:
+    """Render haproxy.cfg from the model and validate it with haproxy -c."""
+    from dcnet.cli.elbctl import _load
+    from dcnet.haproxy.backend import atomic_write
+
+    model = _load(model_path)
+    paths = Paths.from_env(run_dir)
+    try:
+        checked = render_valid(model, paths)
+    except ConfigInvalid as exc:
+        click.echo(f"elbctl: {exc}", err=True)
+        sys.exit(1)
+    for name, errors in sorted(checked.bad.items()):
+        click.echo(f"service {name}: invalid, left out:", err=True)
+        for error in errors:
+            click.echo(f"  {error}", err=True)
+    if output:
+        atomic_write(output, checked.rendered.text)
+        click.echo(f"wrote {output}: {len(model.services) - len(checked.bad)} services, "
+                   f"{len(checked.bad)} invalid, {checked.checks} haproxy -c run(s)", err=True)
+    else:
+        click.echo(checked.rendered.text, nl=False)
+    sys.exit(1 if checked.bad else 0)

@@ -1,0 +1,158 @@
+"""The HAProxy demo step: the model's services served by HAProxy in the ELB lab's
+director, then a real server added and drained live, without a reload.
+
+The VIPs go on the director's loopback (removed at the end); each carrier's
+router, on-link with its VIPs, is the client. The lab's plain HTTP servers answer no
+``/healthz``, so health checks run as TCP checks here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import tempfile
+from ipaddress import ip_address
+
+from dcnet.haproxy.backend import HAProxyBackend
+from dcnet.haproxy.daemon import wait_ready, write_initial
+from dcnet.haproxy.layout import listeners
+from dcnet.haproxy.loadgen import one_request
+from dcnet.haproxy.paths import Paths
+from dcnet.lab.elb_lab import DIRECTOR, real_server_hosts
+from dcnet.model import CheckType, Model, RealServer
+from dcnet.plan import apply_plan
+from dcnet.sysio import proc
+
+
+def demo_model(model: Model) -> Model:
+    tcp = [dataclasses.replace(s, health_check=dataclasses.replace(
+        s.health_check, type=CheckType.TCP, path=None)) for s in model.services]
+    return dataclasses.replace(model, services=tuple(tcp),
+                               haproxy=dataclasses.replace(model.haproxy, maxconn=2000))
+
+
+def _add_vips(lab, model: Model) -> list:
+    """Put the VIPs on the director's ``lo``; returns those added (to remove later)."""
+    ipr = lab.iproute(DIRECTOR)
+    index = ipr.link_lookup(ifname="lo")[0]
+    have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)}
+    added = []
+    for service in model.services:
+        for _, vip in service.vips:
+            if str(vip) not in have:
+                bits = 32 if vip.version == 4 else 128
+                ipr.addr("add", index=index, address=str(vip), prefixlen=bits)
+                added.append((str(vip), bits))
+    return added
+
+
+def _remove_vips(lab, added: list) -> None:
+    ipr = lab.iproute(DIRECTOR)
+    index = ipr.link_lookup(ifname="lo")[0]
+    for address, bits in added:
+        ipr.addr("del", index=index, address=address, prefixlen=bits)
+
+
+def _client_for(model: Model, vip) -> str:
+    carrier = next(c for c in model.carriers if c.owns_vip(vip))
+    return f"isp-{carrier.name}"
+
+
+def _served(lab, model: Model, report) -> None:
+    for item in listeners(model):
+        for _, vip in item.service.vips:
+            client = _client_for(model, vip)
+            failure = lab.call(client, one_request, str(vip), item.port.port, 3.0)
+            report.check(failure is None, f"{client} -> {vip}:{item.port.port} "
+                         f"({item.service.job.tags()['service']}) via HAProxy"
+                         + (f": {failure}" if failure else ""))
+
+
+def _sessions(backend: HAProxyBackend, name: str, slot: str) -> int:
+    for line in backend.runtime.command("show stat").splitlines():
+        fields = line.split(",")
+        if len(fields) > 7 and fields[0] == name and fields[1] == slot:
+            return int(fields[7])          # stot: total sessions
+    return -1
+
+
+def demo(model: Model, lab, report) -> None:
+    report.section("HAProxy: the same services, on the director (cloud-cluster ELB)")
+    model = demo_model(model)
+    run_dir = tempfile.mkdtemp(prefix="dcnet-demo-haproxy-")
+    paths = Paths(run_dir=run_dir)
+    popen, added = None, []
+    try:
+        added = _add_vips(lab, model)
+        write_initial(model, paths)
+        popen = lab.start(DIRECTOR, paths.master_argv(), name="haproxy-demo")
+        wait_ready(paths, popen)
+        backend = HAProxyBackend(paths=paths, log=lambda text: print(f"  {text}"))
+        _served(lab, model, report)
+        _add_and_drain(model, lab, backend, report)
+    except Exception as exc:      # a demo step reports and lets the others run
+        report.check(False, f"HAProxy demo stopped: {exc}")
+    finally:
+        if popen is not None:
+            proc.stop(popen, 3.0)
+        try:
+            _remove_vips(lab, added)
+        except Exception as exc:
+            print(f"  could not remove the VIPs from lo: {exc}", file=sys.stderr)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _add_and_drain(model: Model, lab, backend: HAProxyBackend, report) -> None:
+    item = listeners(model)[0]
+    service, port = item.service, item.port
+    hosts = real_server_hosts(model)
+    spare = next(h for h in hosts if all(str(r.address) != h.address
+                                         for r in service.real_servers))
+    for p in sorted({service.server_port(RealServer(spare.address), p) for p in
+                     service.ports}):
+        lab.start(spare.host, [sys.executable, "-m", "dcnet.haproxy.lab", str(p),
+                               spare.address], name=f"haproxy-demo-{spare.host}-{p}")
+    added = dataclasses.replace(service, real_servers=(
+        *service.real_servers, RealServer(address=ip_address(spare.address), weight=50)))
+    grown = _with_service(model, added)
+    reloads = backend.runtime.proc().reloads
+    plan = backend.plan(grown)
+    print(f"  plan: {plan.notes[0]}")
+    for line in plan.to_text().splitlines()[1:]:
+        print(f"  {line}")
+    report.check(apply_plan(backend, plan).ok, f"added {spare.address} to "
+                 f"{service.job.tags()['service']} live ({plan.notes[0]})")
+    slot = _slot_of(backend, item.name, spare.address)
+    vip = service.vips[0][1]
+    client = _client_for(model, vip)
+    for _ in range(20):
+        lab.call(client, one_request, str(vip), port.port, 3.0)
+    served = _sessions(backend, item.name, slot)
+    report.check(served > 0, f"{spare.address} ({slot}) took {served} of 20 new connections")
+    drained = _with_service(grown, dataclasses.replace(added, real_servers=tuple(
+        dataclasses.replace(r, weight=0) if str(r.address) == spare.address else r
+        for r in added.real_servers)))
+    plan = backend.plan(drained)
+    report.check(apply_plan(backend, plan).ok, f"drained {spare.address} live "
+                 f"({plan.notes[0]})")
+    before = _sessions(backend, item.name, slot)
+    ok = sum(lab.call(client, one_request, str(vip), port.port, 3.0) is None
+             for _ in range(20))
+    after = _sessions(backend, item.name, slot)
+    report.check(ok == 20 and after == before, f"20/20 requests answered after the drain "
+                 f"({ok} ok), none sent to the drained server ({after - before})")
+    report.check(backend.runtime.proc().reloads == reloads, "no reload for any of it")
+    report.check(backend.plan(drained).empty, "running HAProxy equals the model")
+
+
+def _with_service(model: Model, service) -> Model:
+    return dataclasses.replace(model, services=tuple(
+        service if s.name == service.name else s for s in model.services))
+
+
+def _slot_of(backend: HAProxyBackend, name: str, address: str) -> str:
+    for row in backend.runtime.servers():
+        if row.backend == name and row.address == address and not row.free:
+            return row.server
+    return "?"

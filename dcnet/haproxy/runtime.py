@@ -1,0 +1,223 @@
+"""Talking to a running HAProxy: the admin socket (runtime API) and the master socket.
+
+It owns the socket client (one command per connection, clear errors when HAProxy is not
+running or the socket is stale), the parsers of ``show servers state`` and ``show proc``
+(pure, tested on captured output), and the reload handshake of HAProxy 2.6: send
+``reload`` on the master socket (its reply is empty and the reload asynchronous), poll
+``show proc`` until the master's reload counter moves, then check that it did not fail
+and that a new worker is up.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import click
+
+from dcnet.haproxy.layout import server_key
+
+TIMEOUT = 10.0
+# srv_admin_state bits meaning "in maintenance" (forced, inherited, resolution, hostname);
+# 0x04 (maintenance from the config's ``disabled``) stays set on a slot filled at runtime.
+ADMIN_MAINT = 0x01 | 0x02 | 0x20 | 0x40
+ADMIN_DRAIN = 0x08 | 0x10
+
+
+class HAProxyUnavailable(click.ClickException):
+    """HAProxy is not running, or its socket is missing or stale (elbctl exits 3)."""
+
+    exit_code = 3
+
+
+class RuntimeCommandError(RuntimeError):
+    """The runtime API answered a command with an error."""
+
+
+def send(path: str, command: str, timeout: float = TIMEOUT) -> str:
+    """Send one command on a HAProxy UNIX socket and return the whole answer."""
+    if not os.path.exists(path):
+        raise HAProxyUnavailable(f"HAProxy is not running: socket {path} does not exist "
+                                 "(start HAProxy, or set DCNET_HAPROXY_RUN_DIR)")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                raise HAProxyUnavailable(f"HAProxy is not running: socket {path} is stale "
+                                         "(it exists but nothing listens on it)") from exc
+            raise HAProxyUnavailable(f"cannot connect to HAProxy socket {path}: {exc}") from exc
+        sock.sendall(command.encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+        return b"".join(chunks).decode(errors="replace")
+    except TimeoutError as exc:
+        raise HAProxyUnavailable(f"HAProxy socket {path} did not answer {command!r} "
+                                 f"within {timeout}s") from exc
+    except OSError as exc:       # reset while the master re-executes itself
+        raise HAProxyUnavailable(f"HAProxy socket {path} failed on {command!r}: {exc}") from exc
+    finally:
+        sock.close()
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    """One line of ``show servers state``."""
+
+    backend: str
+    backend_id: int
+    server: str
+    server_id: int
+    address: str
+    op_state: int
+    admin_state: int
+    weight: int
+    port: int
+
+    @property
+    def free(self) -> bool:
+        return bool(self.admin_state & ADMIN_MAINT)
+
+    @property
+    def key(self) -> str:
+        return server_key(self.address, self.port)
+
+    def attrs(self) -> dict:
+        if self.admin_state & ADMIN_DRAIN or self.weight == 0:
+            return {"state": "drain"}
+        return {"state": "ready", "weight": self.weight}
+
+
+def parse_servers_state(text: str) -> list[ServerRow]:
+    """Pure: the rows of ``show servers state`` (format version 1)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return []
+    if lines[0].strip() != "1":
+        raise RuntimeCommandError(f"unexpected 'show servers state' answer: {lines[0]!r}")
+    header: list[str] = []
+    rows = []
+    for line in lines[1:]:
+        if line.startswith("#"):
+            header = line[1:].split()
+            continue
+        fields = dict(zip(header, line.split(), strict=False))
+        rows.append(ServerRow(
+            backend=fields["be_name"], backend_id=int(fields["be_id"]),
+            server=fields["srv_name"], server_id=int(fields["srv_id"]),
+            address=fields["srv_addr"], op_state=int(fields["srv_op_state"]),
+            admin_state=int(fields["srv_admin_state"]), weight=int(fields["srv_uweight"]),
+            port=int(fields["srv_port"])))
+    return rows
+
+
+@dataclass
+class ProcInfo:
+    """``show proc`` on the master: its reload counter, failures and workers."""
+
+    master_pid: int
+    reloads: int
+    failed: int
+    workers: list[tuple[int, int]] = field(default_factory=list)   # (pid, reloads survived)
+    old_workers: list[int] = field(default_factory=list)
+
+    @property
+    def current_worker(self) -> int | None:
+        fresh = [pid for pid, survived in self.workers if survived == 0]
+        return fresh[0] if fresh else None
+
+
+def parse_show_proc(text: str) -> ProcInfo:
+    """Pure: parse the master's ``show proc`` (2.6 layout)."""
+    info = None
+    section = "master"
+    for line in text.splitlines():
+        if line.startswith("#"):
+            title = line.strip("# ").lower()
+            section = {"workers": "workers", "old workers": "old",
+                       "programs": "programs"}.get(title, section)
+            continue
+        fields = line.split()
+        if len(fields) < 3 or not fields[0].isdigit():
+            continue
+        if fields[1] == "master":
+            failed = 0
+            if "[failed:" in line:
+                failed = int(line.split("[failed:", 1)[1].split("]", 1)[0])
+            info = ProcInfo(int(fields[0]), int(fields[2]), failed)
+        elif info is not None and fields[1] == "worker":
+            if section == "old":
+                info.old_workers.append(int(fields[0]))
+            else:
+                info.workers.append((int(fields[0]), int(fields[2])))
+    if info is None:
+        raise RuntimeCommandError(f"unexpected 'show proc' answer: {text[:200]!r}")
+    return info
+
+
+class Runtime:
+    """The admin and master sockets of one HAProxy."""
+
+    def __init__(self, admin_socket: str, master_socket: str):
+        self.admin_socket, self.master_socket = admin_socket, master_socket
+
+    def command(self, command: str) -> str:
+        """A runtime API command; raises RuntimeCommandError when HAProxy refuses it."""
+        answer = send(self.admin_socket, command).strip()
+        if command.startswith("show "):
+            return answer
+        lowered = answer.lower()
+        if any(word in lowered for word in ("no such", "unknown", "invalid", "require",
+                                            "not found", "can't", "cannot", "failed")):
+            raise RuntimeCommandError(f"HAProxy refused {command!r}: {answer}")
+        return answer
+
+    def servers(self) -> list[ServerRow]:
+        return parse_servers_state(send(self.admin_socket, "show servers state"))
+
+    def proc(self) -> ProcInfo:
+        return parse_show_proc(send(self.master_socket, "show proc"))
+
+    def set_server(self, backend: str, slot: str, address: str | None = None,
+                   port: int | None = None, weight: int | None = None,
+                   state: str | None = None) -> None:
+        target = f"{backend}/{slot}"
+        if address is not None:
+            self.command(f"set server {target} addr {address} port {port}")
+        if weight is not None:
+            self.command(f"set server {target} weight {weight}")
+        if state is not None:
+            self.command(f"set server {target} state {state}")
+
+    def reload(self, timeout: float = 60.0, poll: float = 0.05) -> ProcInfo:
+        """Reload through the master socket; wait for the new worker; raise if it failed."""
+        before = self.proc()
+        send(self.master_socket, "reload")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = self.proc()
+            except HAProxyUnavailable:
+                info = None          # the master re-executes itself: socket briefly gone
+            if info is not None and info.reloads > before.reloads:
+                if info.failed > before.failed:
+                    raise ReloadFailed(f"HAProxy reload failed (master counts {info.failed} "
+                                       "failed reloads); the old worker keeps serving")
+                fresh = info.current_worker
+                old = {pid for pid, _ in before.workers}
+                if fresh is not None and fresh not in old:
+                    return info
+            if time.monotonic() > deadline:
+                raise ReloadFailed(f"no new HAProxy worker within {timeout}s after reload")
+            time.sleep(poll)
+
+
+class ReloadFailed(RuntimeError):
+    """The master did not bring up a new worker after a reload."""

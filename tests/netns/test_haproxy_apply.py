@@ -1,0 +1,185 @@
+"""The haproxy back end against a real HAProxy in a lab: runtime changes surviving reloads,
+repair, invalid configurations that never reach HAProxy, failed reloads, and clear errors
+when HAProxy is down or its socket is stale."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+
+import pytest
+from click.testing import CliRunner
+
+from dcnet.cli.elbctl import cli
+from dcnet.haproxy import lab as hlab
+from dcnet.haproxy.backend import HAProxyBackend
+from dcnet.haproxy.check import ConfigInvalid
+from dcnet.haproxy.loadgen import one_request
+from dcnet.haproxy.paths import Paths
+from dcnet.haproxy.runtime import HAProxyUnavailable, ReloadFailed
+from dcnet.plan import apply_plan
+
+pytestmark = pytest.mark.netns
+
+RS1, RS2, RS3 = (hlab.server_address(i) for i in (1, 2, 3))
+BACKEND = f"{hlab.JOB}:{hlab.SERVICE_PORT}"
+JOB2 = hlab.job_name(1)
+
+
+@pytest.fixture
+def workdir():
+    path = tempfile.mkdtemp(prefix="dcnet-hap-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def running(lab_factory, workdir):
+    """A lab with HAProxy serving one service over rs1; yields (lab, backend, paths)."""
+    lab = lab_factory(hlab.topology(3))
+    paths = Paths(run_dir=f"{workdir}/run")
+    hlab.start_haproxy(lab, hlab.model_of(hlab.model_data({RS1: 10}, services=2)), paths)
+    backend = HAProxyBackend(paths=paths, log=lambda text: None)
+    return lab, backend, paths
+
+
+def model(servers, source=None, **haproxy):
+    data = hlab.model_data(servers, services=2, **haproxy)
+    return hlab.model_of(data, source or "<lab>")
+
+
+def serves(lab, port=hlab.SERVICE_PORT) -> bool:
+    return lab.call("client", one_request, hlab.LB_ADDRESS, port, 3.0) is None
+
+
+def slot_rows(backend):
+    return {r.server: r for r in backend.runtime.servers() if r.backend == BACKEND}
+
+
+def test_server_added_at_runtime_survives_a_reload_and_lost_slots_are_repaired(running):
+    lab, backend, _ = running
+    wanted = model({RS1: 10, RS2: 30})
+    plan = backend.plan(wanted)
+    assert plan.notes[0] == "2 runtime changes, 0 reloads"   # one per service
+    assert apply_plan(backend, plan).ok
+    before = backend.runtime.proc().reloads
+    backend.runtime.reload()            # a reload dcnet did not ask for
+    assert backend.runtime.proc().reloads == before + 1
+    rows = slot_rows(backend)
+    assert (rows["s2"].address, rows["s2"].port, rows["s2"].attrs()) == \
+        (RS2, hlab.SERVER_PORT, {"state": "ready", "weight": 30})
+    assert backend.plan(wanted).empty
+    # as if lost in a reload: s1 back in maintenance, s2's weight back to an old value
+    backend.runtime.set_server(BACKEND, "s1", state="maint")
+    backend.runtime.set_server(BACKEND, "s2", weight=3)
+    backend.plan(wanted)
+    assert backend.repair() == 2
+    assert backend.plan(wanted).empty
+    assert serves(lab)
+
+
+def test_reload_keeps_runtime_state_and_serves(running):
+    lab, backend, paths = running
+    assert apply_plan(backend, backend.plan(model({RS1: 10, RS2: 0}))).ok   # add drained
+    plan = backend.plan(model({RS1: 10, RS2: 0}, timeout_client=61))
+    assert plan.notes[0] == "0 runtime changes, 1 reloads"
+    assert apply_plan(backend, plan).ok
+    assert os.path.exists(paths.last_known_good)
+    assert slot_rows(backend)["s2"].attrs() == {"state": "drain"}
+    assert backend.plan(model({RS1: 10, RS2: 0}, timeout_client=61)).empty
+    assert serves(lab)
+
+
+def test_invalid_global_template_never_reaches_haproxy(running, workdir):
+    lab, backend, paths = running
+    folder = os.path.join(workdir, "templates")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "haproxy.cfg.j2"), "w") as handle:
+        handle.write('{% extends "builtin/haproxy.cfg.j2" %}\n'
+                     "{% block global_options %}\n    no-such-keyword 1{% endblock %}\n")
+    with open(paths.config) as handle:
+        running_file = handle.read()
+    reloads = backend.runtime.proc().reloads
+    wanted = model({RS1: 10}, source=os.path.join(workdir, "m.yaml"), templates="templates")
+    with pytest.raises(ConfigInvalid, match="no-such-keyword"):
+        backend.plan(wanted)
+    with open(paths.config) as handle:
+        assert handle.read() == running_file
+    assert backend.runtime.proc().reloads == reloads
+    assert serves(lab)
+
+
+def test_one_bad_service_is_named_and_the_others_still_apply(running, workdir):
+    lab, backend, paths = running
+    folder = os.path.join(workdir, "templates")
+    os.makedirs(folder)
+    with open(os.path.join(folder, f"{JOB2}.cfg.j2"), "w") as handle:
+        handle.write('{% extends "builtin/service.cfg.j2" %}\n'
+                     "{% block backend_options %}\n    bogus-option on{% endblock %}\n")
+    with open(paths.config) as handle:
+        old_block = handle.read().split(f"# dcnet-service {JOB2} ")[1]
+    data = hlab.model_data({RS1: 10}, services=2, templates="templates")
+    data["services"][0]["ports"][0]["scheduler"] = "wlc"
+    wanted = hlab.model_of(data, os.path.join(workdir, "m.yaml"))
+    plan = backend.plan(wanted)
+    assert any(JOB2 in note and "bogus-option" in note and "kept" in note
+               for note in plan.notes), plan.to_text()
+    result = apply_plan(backend, plan)
+    assert result.ok, result.to_text()
+    with open(paths.config) as handle:
+        text = handle.read()
+    assert f"backend {BACKEND}\n    # scheduler wlc -> balance leastconn" in text
+    assert text.split(f"# dcnet-service {JOB2} ")[1] == old_block
+    assert "bogus-option" not in text
+    assert serves(lab) and serves(lab, hlab.SERVICE_PORT + 1)
+
+
+def test_reload_failing_at_start_is_detected_and_last_known_good_restored(running):
+    lab, backend, paths = running
+    with open(paths.config) as handle:
+        running_file = handle.read()
+    # passes haproxy -c, but HAProxy cannot bind an address the host does not have
+    wanted = model({RS1: 10}, listen=[hlab.LB_ADDRESS, "10.251.0.99"])
+    result = apply_plan(backend, backend.plan(wanted))
+    assert not result.ok and isinstance(result.error, ReloadFailed), result.to_text()
+    with open(paths.config) as handle:
+        assert handle.read() == running_file
+    assert serves(lab)
+    assert backend.plan(model({RS1: 10})).empty
+
+
+def test_haproxy_down_gives_a_clear_error(workdir, monkeypatch):
+    backend = HAProxyBackend(paths=Paths(run_dir=workdir))
+    with pytest.raises(HAProxyUnavailable, match="does not exist"):
+        backend.plan(model({RS1: 1}))
+    path = os.path.join(workdir, "m.yaml")
+    import yaml
+    with open(path, "w") as handle:
+        yaml.safe_dump(hlab.model_data({RS1: 1}), handle)
+    monkeypatch.setenv("DCNET_HAPROXY_RUN_DIR", workdir)
+    result = CliRunner().invoke(cli, ["plan", "-f", path, "--target", "haproxy"])
+    assert result.exit_code == 3
+    assert "HAProxy is not running" in result.output and "admin.sock" in result.output
+
+
+def test_stale_socket_of_a_killed_haproxy_gives_a_clear_error(running):
+    lab, backend, _ = running
+    worker = backend.runtime.proc().current_worker
+    master = lab.process("haproxy")
+    os.kill(master.pid, signal.SIGKILL)
+    os.kill(worker, signal.SIGKILL)
+    master.wait(10)
+    with pytest.raises(HAProxyUnavailable, match="stale"):
+        backend.plan(model({RS1: 10}))
+
+
+def test_stale_socket_file_without_listener(workdir):
+    path = os.path.join(workdir, "admin.sock")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    sock.close()
+    with pytest.raises(HAProxyUnavailable, match="stale"):
+        HAProxyBackend(paths=Paths(run_dir=workdir)).read()
