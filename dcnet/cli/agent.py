@@ -1,9 +1,13 @@
-"""``dcnet-agent``: the node agent (host-gw routes and the node's subnet lease).
+"""``dcnet-agent``: the node agent (host-gw routes and subnet lease; macvlan DHCP leases).
 
-``dcnet-agent run --conf FILE --node NAME (--node-ip IP | --iface IF)`` reconciles the
-node and then reacts to store and kernel changes until SIGTERM/SIGINT; ``once`` does one
-pass; ``leave`` gives the node's subnet back (other agents then drop their route to it).
-Routes stay in place when the agent stops, so pods keep talking while it restarts.
+host-gw: ``dcnet-agent run --conf FILE --node NAME (--node-ip IP | --iface IF)`` reconciles
+the node and then reacts to store and kernel changes until SIGTERM/SIGINT; ``once`` does
+one pass; ``leave`` gives the node's subnet back (other agents then drop their route to
+it). Routes stay in place when the agent stops, so pods keep talking while it restarts.
+
+macvlan (the config's ``mode``): ``dcnet-agent run --conf FILE`` serves the plugin on its
+unix socket, holds and renews every pod's DHCP lease and resumes them after a restart;
+stopping it keeps the leases (they are journaled), so pods keep their addresses.
 """
 
 from __future__ import annotations
@@ -30,6 +34,40 @@ def _make_agent(conf_path: str, node: str | None, node_ip: str | None, iface: st
         sys.exit(2)
 
 
+def _mode(conf_path: str) -> str | None:
+    from dcnet.cni.errors import CniError
+    from dcnet.cni.install import load_conf_file
+
+    try:
+        return load_conf_file(conf_path).mode
+    except (OSError, ValueError, CniError) as exc:
+        click.echo(f"dcnet-agent: {conf_path}: {exc}", err=True)
+        sys.exit(2)
+
+
+def _run_macvlan(conf_path: str, sweep: float) -> None:
+    import logging
+
+    from dcnet.cni.dhcpagent import MacvlanAgent
+    from dcnet.cni.install import load_conf_file
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="dcnet-agent: %(name)s: %(message)s")
+    agent = MacvlanAgent(load_conf_file(conf_path))
+
+    def on_signal(signum, frame) -> None:
+        agent.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.log(f"macvlan network {agent.conf.name}: journal {agent.conf.lease_dir}")
+    try:
+        agent.run(sweep=sweep)
+    except Exception as exc:
+        click.echo(f"dcnet-agent: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+
+
 _COMMON = [
     click.option("--conf", "conf_path", required=True, type=click.Path(dir_okay=False),
                  help="The CNI .conf/.conflist holding the dcnet config."),
@@ -47,16 +85,21 @@ def _common(func):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """dcnet node agent (host-gw)."""
+    """dcnet node agent (host-gw routes, macvlan DHCP leases)."""
 
 
 @cli.command()
 @_common
 @click.option("--resync", default=300.0, show_default=True,
               help="Safety resync period in seconds (changes are handled as they happen).")
+@click.option("--sweep", default=5.0, show_default=True,
+              help="macvlan: seconds between checks for gone pods and queued releases.")
 def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None,
-        resync: float) -> None:
-    """Keep this node's subnet, bridge and routes right until stopped."""
+        resync: float, sweep: float) -> None:
+    """Keep this node's subnet, bridge and routes (or its pods' DHCP leases) right."""
+    if _mode(conf_path) == "macvlan":
+        _run_macvlan(conf_path, sweep)
+        return
     agent = _make_agent(conf_path, node, node_ip, iface)
 
     def on_signal(signum, frame) -> None:

@@ -14,7 +14,9 @@ from dcnet.cni import ip4
 from dcnet.cni.errors import DECODE_FAILURE, INVALID_CONFIG, CniError
 
 PLUGIN_TYPE = "dcnet"
-MODES = ("host-gw",)
+MODES = ("host-gw", "macvlan")
+MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+CLIENT_IDS = ("pod", "mac")
 DEFAULTS = {
     "mode": "host-gw",
     "bridge": "dcnet0",
@@ -23,16 +25,21 @@ DEFAULTS = {
     "dataDir": "/var/lib/cni/networks",
     "runDir": "/run/dcnet",
     "routeProtocol": 217,
+    "macvlanMode": "bridge",
+    "stateDir": "/var/lib/dcnet/dhcp",
+    "dhcpTimeout": 30,
 }
 IFNAME_MAX = 15
 
 
 class NetConf:
-    """One validated dcnet plugin config (host-gw)."""
+    """One validated dcnet plugin config (host-gw or macvlan)."""
 
-    __slots__ = ("bridge", "cluster_cidr", "cni_version", "data_dir", "mode", "mtu", "name",
-                 "prev_result", "raw", "route_protocol", "run_dir", "runtime_config",
-                 "store", "subnet_len", "valid_attachments")
+    __slots__ = ("agent_socket", "bridge", "client_id", "cluster_cidr", "cni_version",
+                 "data_dir", "dhcp_timeout", "host_shim", "macvlan_mode", "master", "mode",
+                 "mtu", "mtu_explicit", "name", "prev_result", "raw", "route_protocol",
+                 "run_dir", "runtime_config", "send_hostname", "state_dir", "store",
+                 "subnet_len", "valid_attachments")
 
     def __init__(self, raw: dict):
         self.raw = raw
@@ -50,11 +57,31 @@ class NetConf:
         self.prev_result: dict | None = None
         self.runtime_config: dict = {}
         self.valid_attachments: list[tuple[str, str]] | None = None
+        # macvlan mode (see ``_load_macvlan``)
+        self.mtu_explicit = False
+        self.master: str | None = None
+        self.macvlan_mode: str = DEFAULTS["macvlanMode"]
+        self.host_shim: dict | None = None
+        self.agent_socket: str = ""
+        self.state_dir: str = DEFAULTS["stateDir"]
+        self.client_id: str = "mac"
+        self.send_hostname = True
+        self.dhcp_timeout: int = DEFAULTS["dhcpTimeout"]
 
     @property
     def ipam_dir(self) -> str:
         """host-local style reservation directory of this network."""
         return f"{self.data_dir.rstrip('/')}/{self.name}"
+
+    @property
+    def socket_path(self) -> str:
+        """The macvlan agent's unix socket (``agentSocket`` or ``<runDir>/<name>/agent.sock``)."""
+        return self.agent_socket or f"{self.run_dir.rstrip('/')}/{self.name}/agent.sock"
+
+    @property
+    def lease_dir(self) -> str:
+        """Where the macvlan agent journals this network's DHCP leases."""
+        return f"{self.state_dir.rstrip('/')}/{self.name}"
 
     @property
     def node_file(self) -> str:
@@ -97,6 +124,7 @@ def load_conf(raw: dict) -> NetConf:
     if len(conf.bridge) > IFNAME_MAX or "/" in conf.bridge or " " in conf.bridge:
         raise _bad("bridge", f"invalid interface name {conf.bridge!r}")
     conf.mtu = _integer(raw, "mtu", DEFAULTS["mtu"], 68, 65535)
+    conf.mtu_explicit = "mtu" in raw
     conf.subnet_len = _integer(raw, "subnetLen", DEFAULTS["subnetLen"], 8, 30)
     conf.route_protocol = _integer(raw, "routeProtocol", DEFAULTS["routeProtocol"], 5, 255)
     conf.data_dir = _path(raw, "dataDir", DEFAULTS["dataDir"])
@@ -123,7 +151,56 @@ def load_conf(raw: dict) -> NetConf:
     conf.runtime_config = runtime
     if "cni.dev/valid-attachments" in raw:
         conf.valid_attachments = _attachments(raw["cni.dev/valid-attachments"])
+    if conf.mode == "macvlan":
+        _load_macvlan(conf, raw)
     return conf
+
+
+def _load_macvlan(conf: NetConf, raw: dict) -> None:
+    """The macvlan/DHCP fields: master, macvlanMode, hostShim, agentSocket, stateDir, dhcp."""
+    if "master" in raw:
+        conf.master = _ifname(raw, "master")
+    conf.macvlan_mode = _string(raw, "macvlanMode", DEFAULTS["macvlanMode"])
+    if conf.macvlan_mode not in MACVLAN_MODES:
+        raise _bad("macvlanMode", f"unknown macvlan mode {conf.macvlan_mode!r} "
+                                  f"(one of {list(MACVLAN_MODES)})")
+    if "agentSocket" in raw:
+        conf.agent_socket = _path(raw, "agentSocket", "")
+    conf.state_dir = _path(raw, "stateDir", DEFAULTS["stateDir"])
+    shim = raw.get("hostShim")
+    if shim is not None and shim is not False:
+        if shim is True:
+            shim = {}
+        if not isinstance(shim, dict):
+            raise _bad("hostShim", "expected true or {\"name\": ..., \"address\": ...}")
+        name = _ifname(shim, "name", "hostShim.name") if "name" in shim else "dcnshim0"
+        address = shim.get("address")
+        if address is not None:
+            try:
+                ip4.parse_cidr(address)
+            except ValueError as exc:
+                raise _bad("hostShim.address", str(exc)) from None
+        conf.host_shim = {"name": name, "address": address}
+    dhcp = raw.get("dhcp", {})
+    if not isinstance(dhcp, dict):
+        raise _bad("dhcp", "expected an object")
+    conf.client_id = dhcp.get("clientID", "mac")
+    if conf.client_id not in CLIENT_IDS:
+        raise _bad("dhcp.clientID", f"{conf.client_id!r} is not one of {list(CLIENT_IDS)}")
+    hostname = dhcp.get("hostname", True)
+    if not isinstance(hostname, bool):
+        raise _bad("dhcp.hostname", f"expected true or false, got {hostname!r}")
+    conf.send_hostname = hostname
+    conf.dhcp_timeout = _integer(dhcp, "timeout", DEFAULTS["dhcpTimeout"], 1, 3600, "dhcp.timeout")
+
+
+def _ifname(raw: dict, key: str, field: str | None = None) -> str:
+    value = raw.get(key)
+    field = field or key
+    if (not isinstance(value, str) or not value or len(value) > IFNAME_MAX
+            or value in (".", "..") or any(c in "/:" or c.isspace() for c in value)):
+        raise _bad(field, f"invalid interface name {value!r}")
+    return value
 
 
 def runtime_requests(conf: NetConf, cni_args: dict[str, str]) -> tuple[int | None, str | None]:
@@ -180,12 +257,14 @@ def _path(raw: dict, key: str, default: str) -> str:
     return value
 
 
-def _integer(raw: dict, key: str, default: int, low: int, high: int) -> int:
+def _integer(raw: dict, key: str, default: int, low: int, high: int,
+             field: str | None = None) -> int:
     value = raw.get(key, default)
+    field = field or key
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(key, f"expected an integer, got {value!r}")
+        raise _bad(field, f"expected an integer, got {value!r}")
     if not low <= value <= high:
-        raise _bad(key, f"{value} out of range {low}..{high}")
+        raise _bad(field, f"{value} out of range {low}..{high}")
     return value
 
 

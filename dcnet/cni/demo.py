@@ -1,10 +1,14 @@
-"""The CNI step of ``dcnet-demo``: two nodes in host-gw mode with pods talking across them.
+"""The CNI steps of ``dcnet-demo``: host-gw pods talking across nodes, then a MACVLAN pod
+that gets its address from the lab's DHCP server.
 
-It builds its own small lab (two node namespaces on an underlay bridge), installs the
-``dcnet`` launcher into a temporary CNI bin directory, starts ``dcnet-agent`` on each
-node, creates one pod namespace per node through the real binary (libcni-style exec),
-shows addresses and routes, checks a TCP exchange between the pods across the nodes,
-then deletes the pods and tears everything down.
+host-gw: its own small lab (two node namespaces on an underlay bridge), the ``dcnet``
+launcher installed into a temporary CNI bin directory, ``dcnet-agent`` on each node, one
+pod namespace per node made through the real binary (libcni-style exec), addresses and
+routes shown, a TCP exchange between the pods across the nodes, then DEL.
+
+macvlan: a node and a dnsmasq server on one segment (``dcnet.cni.dhcplab``), the agent
+with a host shim, one pod whose address comes from DHCP (shown in the server's lease
+file), the node reaching its pod through the shim, then DEL releasing the lease.
 """
 
 from __future__ import annotations
@@ -72,6 +76,49 @@ def _talk(address: str) -> bytes:
 
 def demo(model, lab, report) -> None:
     """The demo hook: ``model`` and ``lab`` (the ELB lab) are not needed here."""
+    _demo_hostgw(report)
+    _demo_macvlan(report)
+
+
+def _demo_macvlan(report) -> None:
+    from pathlib import Path
+
+    from dcnet.cni.dhcplab import DhcpLab, topology
+
+    report.section("CNI macvlan: a pod on the underlay with its address from DHCP")
+    root = Path(tempfile.mkdtemp(prefix="dcnet-cni-demo-mv-"))
+    try:
+        with Lab(topology(("node1",))) as mv_lab:
+            made = DhcpLab(mv_lab, root, nodes=("node1",))
+            try:
+                _run_macvlan(made, report)
+            finally:
+                made.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_macvlan(made, report) -> None:
+    made.start_dnsmasq(t1=None, t2=None)
+    made.start_agent("node1", hostShim=True)
+    report.check(True, "dnsmasq on the segment; dcnet-agent with a host shim on node1")
+    runtime = made.runtime("node1")
+    path = made.pod("web")
+    result = runtime.add("demo-web", path,
+                         args="IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web")
+    address = result["ips"][0]["address"].split("/")[0]
+    lease = made.server_leases().get(address, {})
+    report.check(bool(lease), f"pod got {result['ips'][0]['address']} by DHCP (server "
+                              f"lease for {lease.get('hostname')}, {lease.get('mac')})")
+    ping = made.lab.run("node1", ["ping", "-c", "1", "-W", "2", address], check=False)
+    report.check(ping.returncode == 0, f"node1 reaches its macvlan pod {address} through "
+                                       "the host shim")
+    runtime.delete("demo-web", path)
+    report.check(address not in made.server_leases(),
+                 "DEL released the lease (gone from the server's lease file)")
+
+
+def _demo_hostgw(report) -> None:
     report.section("CNI host-gw: two nodes, one pod each, through the dcnet binary")
     root = tempfile.mkdtemp(prefix="dcnet-cni-demo-")
     pods: list[str] = []

@@ -1,8 +1,10 @@
-"""The CNI binary's main: the host-gw plugin behind the skeleton, with only light imports.
+"""The CNI binary's main: the plugin of the config's mode behind the skeleton, light imports.
 
 ``main`` is what the installed ``dcnet`` launcher runs (``python -I -S``): it imports the
-skeleton and the plugin (stdlib ``json``, ``_socket``, ``struct``, ``fcntl`` and dcnet's
-own small modules; no pyroute2, click, yaml or jinja2) and exits with the skeleton's code.
+skeleton and a small router that hands each command to the mode's plugin object,
+``HostGw`` (``dcnet.cni.hostgw``) or ``Macvlan`` (``dcnet.cni.macvlan``, a thin client of
+the node agent), imported only when that mode is asked for. No pyroute2, click, yaml or
+jinja2 on this path; it exits with the skeleton's code.
 """
 
 from __future__ import annotations
@@ -10,11 +12,39 @@ from __future__ import annotations
 import sys
 
 
+class ModeRouter:
+    """Dispatches each CNI command to the plugin of ``mode`` (config validation, including
+    an unknown mode, stays with the plugin's own ``load_conf``)."""
+
+    def _plugin(self, args):
+        if args.conf.get("mode") == "macvlan":
+            from dcnet.cni.macvlan import Macvlan
+
+            return Macvlan()
+        from dcnet.cni.hostgw import HostGw
+
+        return HostGw()
+
+    def add(self, args):
+        return self._plugin(args).add(args)
+
+    def delete(self, args):
+        return self._plugin(args).delete(args)
+
+    def check(self, args):
+        return self._plugin(args).check(args)
+
+    def status(self, args):
+        return self._plugin(args).status(args)
+
+    def gc(self, args):
+        return self._plugin(args).gc(args)
+
+
 def main() -> None:
-    from dcnet.cni.hostgw import HostGw
     from dcnet.cni.skel import dispatch
 
-    sys.exit(dispatch(HostGw()))
+    sys.exit(dispatch(ModeRouter()))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """A minimal rtnetlink client on the stdlib ``_socket`` module, for the CNI hot path.
 
 It owns the handful of IPv4 link, address and route operations the plugin needs (veth
-creation straight into another namespace, link lookup/list/delete, address and route
-add/list, route lookup), message packing with ``struct`` and reply parsing. Errors are
-OSError with the kernel's errno. pyroute2 costs ~140 ms and ~30 MB to import; this
-module costs well under a millisecond, which is why the ADD path uses it. Everything
-off the hot path (the agent) uses pyroute2 as the rest of dcnet does.
+and macvlan creation straight into another namespace, rename, up/down, link
+lookup/list/delete, address and route add/replace/delete/list), message packing with
+``struct`` and reply parsing. Errors are OSError with the kernel's errno. pyroute2 costs
+~140 ms and ~30 MB to import; this module costs well under a millisecond, which is why
+the ADD path uses it. The host-gw agent uses pyroute2 as the rest of dcnet does; the
+macvlan agent uses this module too, from its DHCP loops' threads (pyroute2's synchronous
+IPRoute cannot run inside a running event loop).
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP = 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_MACVLAN_MODE = 1
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+RTM_DELADDR = 21
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 NLA_F_NESTED = 0x8000
@@ -192,6 +197,38 @@ class Netlink:
     def set_up(self, index: int) -> None:
         self.request(RTM_NEWLINK, 0, _IFINFOMSG.pack(0, 0, index, IFF_UP, IFF_UP))
 
+    def set_down(self, index: int) -> None:
+        self.request(RTM_NEWLINK, 0, _IFINFOMSG.pack(0, 0, index, 0, IFF_UP))
+
+    def rename(self, index: int, name: str, alias: str | None = None) -> None:
+        """Rename link ``index`` (it must be down), setting its alias too (the kernel
+        ignores IFLA_IFALIAS at creation); EEXIST when ``name`` is taken."""
+        attrs = attr_str(IFLA_IFNAME, name)
+        if alias:
+            attrs += attr_str(IFLA_IFALIAS, alias[:127])
+        self.request(RTM_NEWLINK, 0, _IFINFOMSG.pack(0, 0, index, 0, 0) + attrs)
+
+    def add_macvlan(self, name: str, master: int, mode: str, netns_fd: int | None = None,
+                    mtu: int | None = None, mac: str | None = None,
+                    alias: str | None = None) -> None:
+        """Create macvlan ``name`` on link ``master`` (an index here), directly in the
+        namespace of ``netns_fd`` when given; ``mode`` is a key of MACVLAN_MODES."""
+        info = attr_str(IFLA_INFO_KIND, "macvlan")
+        info += attr(IFLA_INFO_DATA | NLA_F_NESTED,
+                     attr_u32(IFLA_MACVLAN_MODE, MACVLAN_MODES[mode]))
+        attrs = attr_str(IFLA_IFNAME, name) + attr_u32(IFLA_LINK, master)
+        if mtu:
+            attrs += attr_u32(IFLA_MTU, mtu)
+        if mac:
+            attrs += attr(IFLA_ADDRESS, mac_bytes(mac))
+        if alias:
+            attrs += attr_str(IFLA_IFALIAS, alias[:127])
+        if netns_fd is not None:
+            attrs += attr_u32(IFLA_NET_NS_FD, netns_fd)
+        attrs += attr(IFLA_LINKINFO | NLA_F_NESTED, info)
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+                     _IFINFOMSG.pack(0, 0, 0, 0, 0) + attrs)
+
     def delete_link(self, name: str) -> bool:
         """Delete link ``name``; False when it does not exist."""
         body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + attr_str(IFLA_IFNAME, name)
@@ -211,6 +248,25 @@ class Netlink:
             attrs += attr(IFA_BROADCAST, brd)
         body = _IFADDRMSG.pack(AF_INET, plen, 0, RT_SCOPE_UNIVERSE, index) + attrs
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def replace_address(self, index: int, address: bytes, plen: int,
+                        brd: bytes | None) -> None:
+        attrs = attr(IFA_LOCAL, address) + attr(IFA_ADDRESS, address)
+        if brd:
+            attrs += attr(IFA_BROADCAST, brd)
+        body = _IFADDRMSG.pack(AF_INET, plen, 0, RT_SCOPE_UNIVERSE, index) + attrs
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+    def delete_address(self, index: int, address: bytes, plen: int) -> bool:
+        """Delete one IPv4 address; False when it was not there."""
+        body = _IFADDRMSG.pack(AF_INET, plen, 0, 0, index) + attr(IFA_LOCAL, address)
+        try:
+            self.request(RTM_DELADDR, 0, body)
+        except OSError as exc:
+            if exc.errno in (99, 19):  # EADDRNOTAVAIL, ENODEV
+                return False
+            raise
+        return True
 
     def addresses(self) -> list[dict]:
         """Every IPv4 address: {index, address (bytes), plen}."""
@@ -242,6 +298,39 @@ class Netlink:
         body += attr_u32(RTA_TABLE, table)
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
 
+    def replace_route(self, dst: bytes, plen: int, gateway: bytes | None, oif: int | None,
+                      protocol: int = RTPROT_BOOT, table: int = RT_TABLE_MAIN) -> None:
+        """Like ``add_route`` but replacing a route to the same destination."""
+        scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
+        body = _RTMSG.pack(AF_INET, plen, 0, 0, table if table < 256 else 0, protocol, scope,
+                           RTN_UNICAST, 0)
+        if plen:
+            body += attr(RTA_DST, dst)
+        if gateway:
+            body += attr(RTA_GATEWAY, gateway)
+        if oif is not None:
+            body += attr_u32(RTA_OIF, oif)
+        body += attr_u32(RTA_TABLE, table)
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+    def delete_route(self, dst: bytes, plen: int, oif: int | None = None,
+                     table: int = RT_TABLE_MAIN) -> bool:
+        """Delete the route to dst/plen (on ``oif`` when given); False when absent."""
+        # scope RT_SCOPE_NOWHERE and type 0 match a route of any scope and type
+        body = _RTMSG.pack(AF_INET, plen, 0, 0, table if table < 256 else 0, 0, 255, 0, 0)
+        if plen:
+            body += attr(RTA_DST, dst)
+        if oif is not None:
+            body += attr_u32(RTA_OIF, oif)
+        body += attr_u32(RTA_TABLE, table)
+        try:
+            self.request(RTM_DELROUTE, 0, body)
+        except OSError as exc:
+            if exc.errno in (3, 19):  # ESRCH, ENODEV
+                return False
+            raise
+        return True
+
     def routes(self, table: int = RT_TABLE_MAIN) -> list[dict]:
         """IPv4 unicast routes of ``table``: {dst, plen, gateway, oif, protocol} (bytes ips)."""
         body = _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
@@ -267,10 +356,16 @@ def _link(reply: bytes) -> dict:
     _, _, index, flags, _ = _IFINFOMSG.unpack_from(reply)
     attrs = parse_attrs(reply, _IFINFOMSG.size)
     kind = None
+    macvlan_mode = None
     info = attrs.get(IFLA_LINKINFO)
     if info:
-        kind = _cstr(parse_attrs(info).get(IFLA_INFO_KIND))
+        info_attrs = parse_attrs(info)
+        kind = _cstr(info_attrs.get(IFLA_INFO_KIND))
+        if kind == "macvlan" and IFLA_INFO_DATA in info_attrs:
+            value = _u32(parse_attrs(info_attrs[IFLA_INFO_DATA]).get(IFLA_MACVLAN_MODE))
+            macvlan_mode = next((k for k, v in MACVLAN_MODES.items() if v == value), None)
     return {"index": index, "name": _cstr(attrs.get(IFLA_IFNAME)), "flags": flags,
             "mac": _mac(attrs.get(IFLA_ADDRESS)), "mtu": _u32(attrs.get(IFLA_MTU)),
             "master": _u32(attrs.get(IFLA_MASTER)), "kind": kind,
-            "alias": _cstr(attrs.get(IFLA_IFALIAS))}
+            "alias": _cstr(attrs.get(IFLA_IFALIAS)), "link": _u32(attrs.get(IFLA_LINK)),
+            "macvlanMode": macvlan_mode}

@@ -38,7 +38,7 @@ REQUIRED = {
 MINIMUM = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 _NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _NAME_REST = _NAME_FIRST | frozenset("_.-")
-ABOUT = "dcnet CNI plugin (host-gw)"
+ABOUT = "dcnet CNI plugin (host-gw, macvlan)"
 
 
 class CmdArgs:

@@ -273,3 +273,39 @@ def socket_in(path: str, family: int, kind: int, proto: int = 0) -> Any:
     import _socket
 
     return call_here_in(path, _socket.socket, family, kind, proto)
+
+
+def start_thread_in(path: str, func: Callable[..., Any], *args: Any, name: str = "netns",
+                    **kwargs: Any) -> Any:
+    """Start a daemon thread that moves into the namespace at ``path`` for its whole life
+    and runs ``func(*args, **kwargs)`` there; returns the started ``threading.Thread``.
+
+    For long-lived work bound to one namespace (a DHCP client of a pod: its raw and netlink
+    sockets are created inside). Returns only once the thread has switched; raises
+    FileNotFoundError (missing path) or NetnsError (not a network namespace) in the
+    caller, and then ``func`` never runs.
+    """
+    import threading
+
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    switched = threading.Event()
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            _setns(target)
+        except OSError as exc:
+            failure.append(NetnsError(f"{path} is not a network namespace ({exc})"))
+            return
+        finally:
+            os.close(target)
+            switched.set()
+        func(*args, **kwargs)
+
+    thread = threading.Thread(target=body, name=name, daemon=True)
+    thread.start()
+    switched.wait()
+    if failure:
+        thread.join()
+        raise failure[0]
+    return thread

@@ -1,0 +1,87 @@
+"""The plugin <-> node agent protocol: one CNI invocation per unix-socket connection.
+
+A request is the CNI invocation itself, so any mode's command can be served by the
+resident agent (macvlan/DHCP today; host-gw's ADD is the same shape when it moves
+there): one JSON object and a newline,
+
+    {"proto": 1, "command": "ADD|DEL|CHECK|STATUS|GC|PING",
+     "env": {"CNI_CONTAINERID": ..., "CNI_NETNS": ..., "CNI_IFNAME": ..., "CNI_ARGS": ...,
+             "CNI_PATH": ...},
+     "conf": {the plugin's stdin config, name/cniVersion/prevResult/runtimeConfig included}}
+
+and the answer is one JSON line, ``{"proto": 1, "result": {...}}`` (the 1.1.0 form; the
+plugin converts it to the config's version) or ``{"proto": 1, "error": {"code", "msg",
+"details"}}`` with the CNI error code the plugin reports as is. The agent listens on a
+socket of mode 0600 and accepts only uid 0 peers (SO_PEERCRED).
+
+This module is the client half (stdlib ``_socket`` and ``cjson`` only: it runs in the
+per-pod plugin process) plus the framing both halves share.
+"""
+
+from __future__ import annotations
+
+import _socket
+
+from dcnet.cni import cjson
+
+PROTO = 1
+MAX_MESSAGE = 1 << 20
+ENV_KEYS = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+
+
+class Unreachable(OSError):
+    """No agent answered on the socket (missing, refused, timed out, hung up)."""
+
+
+def request(command: str, env: dict, conf: dict) -> dict:
+    return {"proto": PROTO, "command": command,
+            "env": {k: env[k] for k in ENV_KEYS if env.get(k)}, "conf": conf}
+
+
+def encode(message: dict) -> bytes:
+    return (cjson.dumps(message) + "\n").encode()
+
+
+def decode(line: bytes) -> dict:
+    message = cjson.loads(line)
+    if not isinstance(message, dict) or message.get("proto") != PROTO:
+        raise ValueError(f"not a proto {PROTO} message")
+    return message
+
+
+def read_line(sock, limit: int = MAX_MESSAGE) -> bytes:
+    """Bytes up to the first newline; ConnectionError when the peer hangs up first."""
+    chunks, size = [], 0
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed before a full message")
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            chunks.append(chunk[:newline])
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ValueError("message too long")
+
+
+def call(path: str, message: dict, timeout: float) -> dict:
+    """Send one request to the agent at ``path`` and return its decoded answer.
+
+    Unreachable when nobody listens, the answer does not come within ``timeout`` seconds
+    or the connection drops; ValueError for an answer that is not the protocol's.
+    """
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            sock.sendall(encode(message))
+            line = read_line(sock)
+        except (OSError, ConnectionError) as exc:
+            raise Unreachable(getattr(exc, "errno", None) or 0,
+                              f"dcnet-agent at {path}: {exc}") from None
+    finally:
+        sock.close()
+    return decode(line)
