@@ -1,14 +1,24 @@
 """Benchmark: dcnet CNI ADD/DEL against the reference Go ``bridge`` + ``host-local``.
 
 Builds two node namespaces in one lab run (one for dcnet with its agent, one for the
-reference plugins), creates pod namespaces, then for every pod runs ADD with dcnet and
-with the reference (interleaved, so both see the same machine load), then DEL; then a
-burst of parallel ADDs per plugin. Both plugins are exec'd the same libcni-like way
-(``dcnet.cni.invoke``: spawned from a thread already inside the node namespace, so no
-``ip netns exec`` sits in the measured time). Prints median/p95 latency, peak RSS per
-invocation (wait4), burst wall time, the ratios dcnet/reference, and dcnet's import cost.
+reference plugins), creates pod namespaces, then for every pod runs ADD with each side
+(interleaved, rotating the order, so all see the same machine load), then DEL; then a
+burst of parallel ADDs per side. The sides:
 
-    sudo .venv/bin/python bench/cni_add.py [--pods 50] [--burst 50]
+- ``reference``: Go ``bridge`` + ``host-local`` (Debian containernetworking-plugins);
+- ``shim``: dcnet as installed, the C shim served by the resident ``dcnet-agent``;
+- ``fallback``: the same shim finding no agent socket, so it execs ``dcnet-python``
+  (the whole plugin in a fresh interpreter: what runs when the agent is down);
+- ``thin``: the shim's Python twin (``python -I -S``, ``_socket``/``posix`` only), to show
+  what a pure-Python client would cost.
+
+All are exec'd the same libcni-like way (``dcnet.cni.invoke``: spawned from a thread
+already inside the node namespace, so no ``ip netns exec`` sits in the measured time).
+Prints median/p95 latency, the plugin process's CPU (wait4) and, for the sides the agent
+serves, the agent's CPU per call; peak RSS per invocation (GNU time); burst wall time;
+the ratios to the reference; start-up floors; the agent's peak RSS.
+
+    sudo .venv/bin/python bench/cni_add.py [--pods 50] [--burst 50] [--python PY]
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from dcnet.cni.install import install
+from dcnet.cni.install import install, installed_kind
 from dcnet.cni.invoke import CniRuntime, Execution, exec_plugin
 from dcnet.lab.builder import Lab
 from dcnet.sysio import netns
@@ -43,23 +53,30 @@ def percentile(values: list[float], pct: float) -> float:
 class Side:
     """One plugin under test: its runtime and the executions recorded per command."""
 
-    def __init__(self, label: str, runtime: CniRuntime):
-        self.label, self.runtime = label, runtime
+    def __init__(self, label: str, runtime: CniRuntime, tag: str, agent_pid: int = 0):
+        self.label, self.runtime, self.tag = label, runtime, tag
+        self.agent_pid = agent_pid  # the agent serving this side (its CPU is counted)
         self.runs: dict[str, list[Execution]] = {"ADD": [], "DEL": []}
         self.rss: dict[str, list[int]] = {"ADD": [], "DEL": []}
+        self.agent_cpu: dict[str, float] = {"ADD": 0.0, "DEL": 0.0}
+        self.pods: list[str] = []
 
     def call(self, command: str, container_id: str, pod_path: str,
              record: bool = True) -> Execution:
         rt = self.runtime
         plugin = rt.conflist["plugins"][0]
+        container_id = f"{self.tag}-{container_id}"  # the dcnet sides share one node
         env = rt.env(command, container_id, pod_path, "eth0")
         conf = rt.plugin_conf(plugin, None, None)
+        before = process_cpu(self.agent_pid) if record and self.agent_pid else 0.0
         done = exec_plugin(rt.find(plugin["type"]), env, json.dumps(conf), rt.node_netns)
         if done.rc != 0:
             raise RuntimeError(f"{self.label} {command} {container_id}: {done.stdout} "
                                f"{done.stderr}")
         if record:
             self.runs[command].append(done)
+            if self.agent_pid:
+                self.agent_cpu[command] += process_cpu(self.agent_pid) - before
         return done
 
     def peak_rss(self, command: str, container_id: str, pod_path: str) -> int:
@@ -67,6 +84,7 @@ class Side:
         (wait4 from this big process would report this process's own peak)."""
         rt = self.runtime
         plugin = rt.conflist["plugins"][0]
+        container_id = f"{self.tag}-{container_id}"  # the dcnet sides share one node
         env = rt.env(command, container_id, pod_path, "eth0")
         conf = rt.plugin_conf(plugin, None, None)
         with tempfile.NamedTemporaryFile("r") as out:
@@ -82,7 +100,26 @@ class Side:
         return {"n": len(ms), "median_ms": statistics.median(ms),
                 "p95_ms": percentile(ms, 95),
                 "cpu_ms": statistics.median(r.cpu_seconds * 1000 for r in runs),
+                "agent_cpu_ms": self.agent_cpu[command] * 1000 / max(1, len(runs)),
                 "rss_kib": statistics.median(self.rss[command]) if self.rss[command] else 0}
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, finished threads included) of a running process."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def wait_for(path: str, timeout: float = 20.0) -> None:
@@ -149,10 +186,11 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=50)
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--no-thin", action="store_true", help="skip the Python thin client")
     parser.add_argument("--python", default=None,
-                        help="interpreter for the dcnet launcher (default: this one; "
-                             "/usr/bin/python3 is a statically linked build that starts "
-                             "faster than a shared-libpython one)")
+                        help="interpreter for dcnet-python and the thin client (default: "
+                             "this one; /usr/bin/python3 is a statically linked build that "
+                             "starts faster than a shared-libpython one)")
     opts = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="dcnet-bench-")
     try:
@@ -162,91 +200,137 @@ def main() -> int:
 
 
 def run_benchmark(opts, tmp: str) -> int:
-    bindir = os.path.join(tmp, "bin")
-    launcher = install(bindir, opts.python)
+    exec_dir = f"{tmp}/exec"
+    bins = {"shim": f"{tmp}/bin-shim", "fallback": f"{tmp}/bin-fallback",
+            "thin": f"{tmp}/bin-thin"}
+    shim = install(bins["shim"], opts.python, "c", exec_dir)
+    # the same shim, built to look for the agent where there is none: always falls back
+    install(bins["fallback"], opts.python, "c", f"{tmp}/no-agent-here")
+    if not opts.no_thin:
+        install(bins["thin"], opts.python, "python", exec_dir)
+    assert installed_kind(shim) == "c"
     conf = {"cniVersion": "1.0.0", "name": "bench", "type": "dcnet",
-            "clusterCIDR": "10.201.0.0/16", "runDir": f"{tmp}/run", "dataDir": f"{tmp}/data",
-            "store": {"type": "file", "path": f"{tmp}/store"}}
+            "clusterCIDR": "10.201.0.0/16", "subnetLen": 22, "runDir": f"{tmp}/run",
+            "dataDir": f"{tmp}/data", "store": {"type": "file", "path": f"{tmp}/store"}}
     ref = {"cniVersion": "1.0.0", "name": "benchref", "type": "bridge", "bridge": "cni0",
            "isGateway": True, "ipMasq": False,
            "ipam": {"type": "host-local", "subnet": "10.202.0.0/24", "dataDir": f"{tmp}/ref"}}
     with open(f"{tmp}/dcnet.conf", "w") as handle:
         json.dump(conf, handle)
     count = max(opts.pods, opts.burst)
-    pods: dict[str, list[str]] = {"dcnet": [], "reference": []}
+    load = [os.getloadavg()[0]]
     with Lab({"hosts": ["dcn", "ref"]}) as lab:
         agent = lab.start("dcn", [os.path.join(os.path.dirname(sys.executable), "dcnet-agent"),
                                   "run", "--conf", f"{tmp}/dcnet.conf", "--node", "bench",
-                                  "--node-ip", "192.0.2.10"], name="agent")
+                                  "--node-ip", "192.0.2.10", "--exec-dir", exec_dir],
+                          name="agent")
+        sides = [Side("reference", CniRuntime(ref, [REF_DIR], lab.netns("ref")), "r"),
+                 Side("shim", CniRuntime(conf, [bins["shim"]], lab.netns("dcn")), "s",
+                      agent.pid),
+                 Side("fallback", CniRuntime(conf, [bins["fallback"]], lab.netns("dcn")),
+                      "f")]
+        if not opts.no_thin:
+            sides.append(Side("thin", CniRuntime(conf, [bins["thin"]], lab.netns("dcn")),
+                              "t", agent.pid))
         try:
             wait_for(f"{tmp}/run/bench/node.json")
-            for label, tag in (("dcnet", "d"), ("reference", "r")):
+            wait_for(f"{exec_dir}/net-{netns.identity(lab.netns('dcn'))[1]}.sock")
+            for side in sides:
                 for index in range(count):
-                    name = f"{lab.prefix}-{tag}{index}"
+                    name = f"{lab.prefix}-{side.tag}{index}"
                     netns.create(name)
-                    pods[label].append(f"/run/netns/{name}")
-            dcnet_side = Side("dcnet", CniRuntime(conf, [bindir], lab.netns("dcn")))
-            ref_side = Side("reference", CniRuntime(ref, [REF_DIR], lab.netns("ref")))
-            sides = (dcnet_side, ref_side)
+                    side.pods.append(f"/run/netns/{name}")
             # warm-up: page cache, .pyc files, the reference bridge's creation of cni0
             for side in sides:
-                side.call("ADD", "warm", pods[side.label][0], record=False)
-                side.call("DEL", "warm", pods[side.label][0], record=False)
+                side.call("ADD", "warm", side.pods[0], record=False)
+                side.call("DEL", "warm", side.pods[0], record=False)
             for command in ("ADD", "DEL"):
                 for index in range(opts.pods):
-                    for side in sides if index % 2 == 0 else reversed(sides):
-                        side.call(command, f"c{index}", pods[side.label][index])
+                    shift = index % len(sides)
+                    for side in sides[shift:] + sides[:shift]:
+                        side.call(command, f"c{index}", side.pods[index])
+                load.append(os.getloadavg()[0])
             for side in sides:
                 for index in range(RSS_SAMPLES):
-                    pod = pods[side.label][index]
+                    pod = side.pods[index]
                     side.rss["ADD"].append(side.peak_rss("ADD", f"m{index}", pod))
                     side.rss["DEL"].append(side.peak_rss("DEL", f"m{index}", pod))
             bursts = {}
             for side in sides:
                 wall, addresses = burst(side, [p.rsplit("/", 1)[1]
-                                               for p in pods[side.label][:opts.burst]], "b")
+                                               for p in side.pods[:opts.burst]], "b")
                 if len(set(addresses)) != len(addresses):
                     raise RuntimeError(f"{side.label}: duplicate addresses in burst")
                 bursts[side.label] = wall
+            load.append(os.getloadavg()[0])
+            agent_rss = peak_rss_kib(agent.pid)
+            floors = start_floors(lab.netns("dcn"), bins)
         finally:
-            for names in pods.values():
-                for path in names:
+            for side in sides:
+                for path in side.pods:
                     netns.remove(path.rsplit("/", 1)[1])
             agent.terminate()
-    report(dcnet_side, ref_side, bursts, opts, launcher)
+        report(sides, bursts, opts, bins, agent_rss, load, floors)
     return 0
 
 
-def report(dcnet_side: Side, ref_side: Side, bursts: dict, opts, launcher: str) -> None:
-    figures = {}
-    with open(launcher) as handle:
+def start_floors(node_netns: str, bins: dict) -> list[tuple[str, float, float]]:
+    """(label, wall ms, CPU ms) medians of 20 VERSION execs in the node namespace (where
+    the agent serves the shim)."""
+    with open(os.path.join(bins["fallback"], "dcnet-python")) as handle:
+        python = handle.readline().strip()[2:].split()[0]
+    floors = [("python -IS -c pass", [python, "-IS", "-c", "pass"]),
+              ("dcnet-python VERSION", [os.path.join(bins["fallback"], "dcnet-python")]),
+              ("C shim, no agent (-> python)", [os.path.join(bins["fallback"], "dcnet")]),
+              ("C shim + agent", [os.path.join(bins["shim"], "dcnet")]),
+              ("reference bridge VERSION", [f"{REF_DIR}/bridge"])]
+    if os.path.exists(os.path.join(bins["thin"], "dcnet")):
+        floors.insert(4, ("Python thin client + agent", [os.path.join(bins["thin"], "dcnet")]))
+    out = []
+    for label, argv in floors:
+        runs = [netns.run_in(node_netns, floor_exec, argv) for _ in range(20)]
+        out.append((label, statistics.median(r[0] for r in runs),
+                    statistics.median(r[1] for r in runs)))
+    return out
+
+
+def report(sides: list[Side], bursts: dict, opts, bins: dict, agent_rss: int,
+           load: list[float], floors: list[tuple[str, float, float]]) -> None:
+    figures: dict = {"load": load, "agent_peak_rss_kib": agent_rss}
+    with open(os.path.join(bins["fallback"], "dcnet-python")) as handle:
         interpreter = handle.readline().strip()[2:]
+    ref = sides[0]
     print(f"dcnet CNI vs reference bridge+host-local: {opts.pods} pods, burst of "
-          f"{opts.burst}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
-          f"launcher: {interpreter}")
-    print(f"{'':10}{'dcnet':>22}{'reference':>22}{'ratio':>9}")
+          f"{opts.burst}, {os.cpu_count()} CPUs, load {' -> '.join(f'{x:.2f}' for x in load)}"
+          f"; dcnet-python: {interpreter}")
+    print(f"{'':12}" + "".join(f"{side.label:>16}" for side in sides)
+          + "".join(f"{side.label + '/ref':>14}" for side in sides[1:]))
     for command in ("ADD", "DEL"):
-        ours, theirs = dcnet_side.stats(command), ref_side.stats(command)
-        figures[command] = {"dcnet": ours, "reference": theirs}
+        stats = [side.stats(command) for side in sides]
+        for st in stats:
+            st["total_cpu_ms"] = st["cpu_ms"] + st["agent_cpu_ms"]
+        figures[command] = {side.label: st for side, st in zip(sides, stats, strict=True)}
         for key, unit in (("median_ms", "ms"), ("p95_ms", "ms"), ("cpu_ms", "ms"),
-                          ("rss_kib", "KiB")):
-            ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
-            label = f"{command} {key.split('_')[0]}"
-            print(f"{label:10}{ours[key]:>19.1f} {unit:<3}{theirs[key]:>18.1f} {unit:<3}"
-                  f"{ratio:>8.2f}x")
-    ratio = bursts["dcnet"] / bursts["reference"]
-    print(f"{'burst':10}{bursts['dcnet'] * 1000:>19.0f} ms {bursts['reference'] * 1000:>18.0f}"
-          f" ms {ratio:>8.2f}x  (wall time of {opts.burst} parallel ADDs)")
+                          ("agent_cpu_ms", "ms"), ("total_cpu_ms", "ms"), ("rss_kib", "KiB")):
+            label = f"{command} {key.rsplit('_', 1)[0].replace('_', ' ')}"
+            row = f"{label:12}" + "".join(f"{st[key]:>12.1f} {unit:<3}" for st in stats)
+            base = stats[0][key]
+            row += "".join(f"{st[key] / base:>13.2f}x" if base else f"{'-':>14}"
+                           for st in stats[1:])
+            print(row)
+    print(f"{'burst':12}" + "".join(f"{bursts[s.label] * 1000:>12.0f} ms " for s in sides)
+          + "".join(f"{bursts[s.label] / bursts[ref.label]:>13.2f}x" for s in sides[1:])
+          + f"  (wall time of {opts.burst} parallel ADDs)")
     figures["burst_ms"] = {k: v * 1000 for k, v in bursts.items()}
-    print("\nstart-up floors (median of 20 execs; wall / CPU):")
-    for label, argv in (("python -IS -c pass", [interpreter.split()[0], "-IS", "-c", "pass"]),
-                        ("dcnet VERSION", [launcher]), ("reference bridge VERSION",
-                                                        [f"{REF_DIR}/bridge"])):
-        runs = [floor_exec(argv) for _ in range(20)]
-        print(f"  {label:<26}{statistics.median(r[0] for r in runs):>7.1f} ms "
-              f"{statistics.median(r[1] for r in runs):>7.1f} ms")
-    print("\ndcnet launcher imports (cumulative us, python -X importtime):")
-    for micros, name in import_cost(launcher):
+    print(f"\ndcnet-agent peak RSS (VmHWM, resident, serves every pod): {agent_rss / 1024:.1f}"
+          " MiB")
+    print("\nstart-up floors (median of 20 execs, CNI_COMMAND=VERSION, in the node "
+          "namespace; wall / CPU):")
+    for label, wall, cpu in floors:
+        print(f"  {label:<30}{wall:>7.1f} ms {cpu:>7.1f} ms")
+    figures["floors"] = {label: [wall, cpu] for label, wall, cpu in floors}
+    print("\ndcnet-python imports (cumulative us, python -X importtime):")
+    for micros, name in import_cost(os.path.join(bins["fallback"], "dcnet-python")):
         print(f"  {micros:>7}  {name}")
     if opts.json:
         print(json.dumps(figures, indent=1))

@@ -5,6 +5,10 @@ the node and then reacts to store and kernel changes until SIGTERM/SIGINT; ``onc
 one pass; ``leave`` gives the node's subnet back (other agents then drop their route to
 it). Routes stay in place when the agent stops, so pods keep talking while it restarts.
 
+Both modes also serve the ``dcnet`` shim (``dcnet.cni.execd``): whole CNI invocations of
+this network namespace run here, pre-imported, instead of in a fresh interpreter per pod
+(``--exec-dir``, or ``--no-serve-cni`` to leave every invocation to ``dcnet-python``).
+
 macvlan (the config's ``mode``): ``dcnet-agent run --conf FILE`` serves the plugin on its
 unix socket, holds and renews every pod's DHCP lease and resumes them after a restart;
 stopping it keeps the leases (they are journaled), so pods keep their addresses.
@@ -45,7 +49,17 @@ def _mode(conf_path: str) -> str | None:
         sys.exit(2)
 
 
-def _run_macvlan(conf_path: str, sweep: float) -> None:
+def _serve_cni(exec_dir: str | None, enabled: bool):
+    """Start serving the shim (None when disabled or the socket is taken)."""
+    if not enabled:
+        return None
+    from dcnet.cni import execd
+
+    return execd.start(exec_dir or execd.DEFAULT_DIR)
+
+
+def _run_macvlan(conf_path: str, sweep: float, exec_dir: str | None,
+                 serve_cni: bool) -> None:
     import logging
 
     from dcnet.cni.dhcpagent import MacvlanAgent
@@ -61,11 +75,15 @@ def _run_macvlan(conf_path: str, sweep: float) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.log(f"macvlan network {agent.conf.name}: journal {agent.conf.lease_dir}")
+    server = _serve_cni(exec_dir, serve_cni)
     try:
         agent.run(sweep=sweep)
     except Exception as exc:
         click.echo(f"dcnet-agent: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
+    finally:
+        if server is not None:
+            server.close()
 
 
 _COMMON = [
@@ -94,11 +112,15 @@ def cli() -> None:
               help="Safety resync period in seconds (changes are handled as they happen).")
 @click.option("--sweep", default=5.0, show_default=True,
               help="macvlan: seconds between checks for gone pods and queued releases.")
+@click.option("--exec-dir", default=None,
+              help="Directory of the shim's sockets (default /run/dcnet/exec).")
+@click.option("--serve-cni/--no-serve-cni", default=True, show_default=True,
+              help="Serve the dcnet shim's CNI invocations in this process.")
 def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None,
-        resync: float, sweep: float) -> None:
+        resync: float, sweep: float, exec_dir: str | None, serve_cni: bool) -> None:
     """Keep this node's subnet, bridge and routes (or its pods' DHCP leases) right."""
     if _mode(conf_path) == "macvlan":
-        _run_macvlan(conf_path, sweep)
+        _run_macvlan(conf_path, sweep, exec_dir, serve_cni)
         return
     agent = _make_agent(conf_path, node, node_ip, iface)
 
@@ -108,9 +130,12 @@ def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.log(f"node {agent.node}: watching {conf_path}")
+    server = _serve_cni(exec_dir, serve_cni)
     try:
         agent.run(resync=resync)
     finally:
+        if server is not None:
+            server.close()
         agent.close()
         agent.store.close()
 

@@ -2,7 +2,9 @@
 
 With CNI_COMMAND in the environment (how runtimes call a plugin) or no arguments it is
 the plugin itself (``dcnet.cni.plugin``, light imports only). With a subcommand it is a
-small admin tool: ``install`` writes the ``dcnet`` launcher into the CNI bin directory.
+small admin tool: ``install`` writes ``dcnet`` (the C shim that hands each invocation to
+the node's ``dcnet-agent``) and ``dcnet-python`` (the in-process plugin it falls back to)
+into the CNI bin directory.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def main() -> None:
 def _admin(prog_name: str) -> None:
     import click
 
-    from dcnet.cni.install import install
+    from dcnet.cni.install import CLIENTS, InstallError, install
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
     def cli() -> None:
@@ -32,10 +34,19 @@ def _admin(prog_name: str) -> None:
     @cli.command("install")
     @click.option("--bin-dir", default="/opt/cni/bin", show_default=True,
                   help="CNI bin directory (the runtime's CNI_PATH).")
-    @click.option("--python", default=None, help="Interpreter for the launcher "
+    @click.option("--python", default=None, help="Interpreter for dcnet-python "
                   "(default: this one).")
-    def install_cmd(bin_dir: str, python: str | None) -> None:
+    @click.option("--client", type=click.Choice(CLIENTS), default="auto", show_default=True,
+                  help="What 'dcnet' is: the C shim (auto: if cc works), the Python twin "
+                  "of the shim, or the Python plugin itself (launcher).")
+    @click.option("--exec-dir", default=None, help="Directory of the agent's exec sockets "
+                  "(default /run/dcnet/exec; must match 'dcnet-agent run --exec-dir').")
+    def install_cmd(bin_dir: str, python: str | None, client: str,
+                    exec_dir: str | None) -> None:
         """Install the plugin under the type name 'dcnet'."""
-        click.echo(install(bin_dir, python))
+        try:
+            click.echo(install(bin_dir, python, client, exec_dir))
+        except InstallError as exc:
+            raise click.ClickException(str(exc)) from None
 
     cli(prog_name=prog_name)

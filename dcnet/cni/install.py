@@ -1,10 +1,17 @@
-"""Installing the plugin: a launcher named ``dcnet`` in the CNI bin directory.
+"""Installing the plugin: ``dcnet`` (the C shim) and ``dcnet-python`` in the CNI bin dir.
 
-The launcher is a three-line Python script run as ``python -I -S`` (isolated, no site
-import: ~5 ms less start-up per pod) that puts dcnet's package root on ``sys.path`` and
-calls ``dcnet.cni.plugin.main``. It is written to a temporary name and renamed into
-place, so a runtime executing the old one never sees a half-written file ("text file
-busy" cannot happen on rename). ``load_conf_file`` reads a .conf or .conflist for tools.
+``dcnet-python`` is the whole plugin in Python: a three-line script run as
+``python -I -S`` (isolated, no site import) that puts dcnet's package root on
+``sys.path`` and calls ``dcnet.cni.plugin.main``. ``dcnet`` is the shim
+(``shim/dcnet-cni-shim.c``, compiled here with ``cc`` and the exec socket directory and
+the path of ``dcnet-python`` built in): it hands the invocation to the node's
+``dcnet-agent`` (``dcnet.cni.execd``) and execs ``dcnet-python`` when no agent answers.
+Without a C compiler (or with ``client="launcher"``) ``dcnet`` is the Python launcher
+itself, as before; ``client="python"`` installs the shim's Python twin
+(``shim/thin.py``), kept for the benchmark. Every file is written under a temporary
+name and renamed into place, so a runtime exec'ing the old one never sees a half-written
+file ("text file busy" cannot happen on rename). ``load_conf_file`` reads a .conf or
+.conflist for tools.
 """
 
 from __future__ import annotations
@@ -12,12 +19,23 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 import dcnet
 from dcnet.cni.config import NetConf, load_conf, pick_plugin
 
 PLUGIN_NAME = "dcnet"
+FALLBACK_NAME = "dcnet-python"
+CLIENTS = ("auto", "c", "python", "launcher")
+SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
+SHIM_SOURCE = os.path.join(SHIM_DIR, "dcnet-cni-shim.c")
+THIN_SOURCE = os.path.join(SHIM_DIR, "thin.py")
+
+
+class InstallError(RuntimeError):
+    """The plugin could not be installed as asked (e.g. no C compiler for ``client="c"``)."""
 
 
 def package_root() -> str:
@@ -35,20 +53,91 @@ def launcher_text(python: str | None = None, root: str | None = None) -> str:
             f"main()\n")
 
 
-def install(bin_dir: str, python: str | None = None) -> str:
-    """Write the launcher as ``<bin_dir>/dcnet`` (mode 0755); returns its path."""
+def _c_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def compile_shim(output: str, exec_dir: str, fallback: str, cc: str | None = None) -> str:
+    """Compile the C shim to ``output`` (static when libc.a is there); returns the
+    compiler's name. InstallError when no compiler works."""
+    cc = cc or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise InstallError("no C compiler (cc) to build the dcnet shim")
+    base = [cc, "-O2", "-Wall", "-s", f"-DDCNET_EXEC_DIR={_c_string(exec_dir)}",
+            f"-DDCNET_FALLBACK={_c_string(fallback)}", "-o", output, SHIM_SOURCE]
+    errors = ""
+    for extra in (["-static"], []):  # static: no dynamic loader work per pod
+        done = subprocess.run([*base[:1], *extra, *base[1:]], capture_output=True, text=True)
+        if done.returncode == 0:
+            return cc
+        errors = done.stderr
+    raise InstallError(f"compiling {SHIM_SOURCE} failed: {errors.strip()}")
+
+
+def thin_client_text(exec_dir: str, fallback: str, python: str | None = None) -> str:
+    with open(THIN_SOURCE) as handle:
+        body = handle.read()
+    return (f"#!{python or sys.executable} -IS\n"
+            f"EXEC_DIR = {exec_dir!r}\nFALLBACK = {fallback!r}\n{body}")
+
+
+def _write_atomic(target: str, text: str | None = None, build=None) -> None:
+    temporary = f"{target}.{os.getpid()}.tmp"
+    try:
+        if build is not None:
+            build(temporary)
+        else:
+            with open(temporary, "w") as handle:
+                handle.write(text)
+        os.chmod(temporary, 0o755)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def install(bin_dir: str, python: str | None = None, client: str = "auto",
+            exec_dir: str | None = None) -> str:
+    """Write ``<bin_dir>/dcnet-python`` and ``<bin_dir>/dcnet`` (mode 0755); returns the
+    path of ``dcnet``. ``client``: ``auto`` (the C shim if ``cc`` works, else the Python
+    launcher), ``c`` (the shim or InstallError), ``python`` (the Python twin of the shim),
+    ``launcher`` (no shim: ``dcnet`` is the Python plugin itself)."""
+    from dcnet.cni.execd import DEFAULT_DIR
+
+    if client not in CLIENTS:
+        raise InstallError(f"unknown client {client!r}: one of {', '.join(CLIENTS)}")
+    exec_dir = exec_dir or DEFAULT_DIR
     os.makedirs(bin_dir, exist_ok=True)
     target = os.path.join(bin_dir, PLUGIN_NAME)
-    temporary = f"{target}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(launcher_text(python))
-    os.chmod(temporary, 0o755)
-    os.replace(temporary, target)
+    fallback = os.path.join(os.path.abspath(bin_dir), FALLBACK_NAME)
+    _write_atomic(fallback, launcher_text(python))
+    if client == "python":
+        _write_atomic(target, thin_client_text(exec_dir, fallback, python))
+    elif client in ("auto", "c"):
+        try:
+            _write_atomic(target, build=lambda out: compile_shim(out, exec_dir, fallback))
+        except InstallError as exc:
+            if client == "c":
+                raise
+            print(f"dcnet-cni install: {exc}; installing the Python plugin as {target}",
+                  file=sys.stderr)
+            _write_atomic(target, launcher_text(python))
+    else:
+        _write_atomic(target, launcher_text(python))
     root = package_root()
     for sub in ("dcnet/cni", "dcnet/sysio"):
         compileall.compile_dir(os.path.join(root, sub), quiet=1)
     compileall.compile_file(os.path.join(root, "dcnet", "__init__.py"), quiet=1)
     return target
+
+
+def installed_kind(path: str) -> str:
+    """``c`` (an ELF shim), ``python`` (the Python shim) or ``launcher``."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(b"\x7fELF"):
+        return "c"
+    return "python" if b"FALLBACK = " in head else "launcher"
 
 
 def load_conf_file(path: str) -> NetConf:
