@@ -1,0 +1,197 @@
+"""CNI modes: pods made by the dcnet plugin itself and by the reference plugins.
+
+Every CNI mode uses the same topology shape (two nodes whose uplinks are ports of one
+switch bridge, one empty pod namespace per node, see
+:func:`dcnet.netbench.topologies.cni_nodes`; the dcnet MACVLAN mode adds a DHCP host) and execs the
+plugins the way kubelet's libcni does (:class:`dcnet.cni.invoke.CniRuntime`), so the
+traffic crosses exactly what the plugin built:
+
+- ``cni-dcnet-host-gw``: the installed ``dcnet`` binary with ``dcnet-agent`` on each node
+  (node subnets from a file store, host-gw routes by the agents);
+- ``cni-ref-bridge``: Debian's ``bridge`` + ``host-local`` (/usr/lib/cni), with the
+  host-gw node routes a flannel-style daemon would add;
+- ``cni-ref-macvlan``: Debian's ``macvlan`` (bridge mode on each node's uplink) +
+  ``host-local`` with disjoint ranges of the underlay subnet;
+- ``cni-dcnet-macvlan``: the dcnet binary in MACVLAN mode, its ``dcnet-agent`` per node
+  taking addresses by DHCP from dnsmasq on the underlay (the DHCP lab of
+  :mod:`dcnet.cni.dhcplab`); only when the plugin in this build has that mode.
+
+Pods are deleted (CNI DEL) before the lab goes, which takes the nodes' state with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+from dcnet.cni.invoke import CniRuntime
+from dcnet.lab.builder import Lab
+from dcnet.netbench import topologies
+from dcnet.netbench.live import LiveMode
+from dcnet.netbench.modes import BuildContext, lab_mode
+
+REFERENCE_DIR = "/usr/lib/cni"
+NODES = ("n1", "n2")
+PODS = {"n1": "p1", "n2": "p2"}
+OCTETS = {"cni-dcnet-host-gw": 66, "cni-ref-bridge": 67, "cni-ref-macvlan": 68,
+          "cni-dcnet-macvlan": 70}
+READY_TIMEOUT = 30.0
+
+
+def dcnet_modes() -> tuple[str, ...]:
+    from dcnet.cni.config import MODES
+
+    return tuple(MODES)
+
+
+def unavailable(name: str) -> str | None:
+    if name.startswith("cni-ref-"):
+        plugin = name.removeprefix("cni-ref-")
+        for needed in (plugin, "host-local"):
+            if not os.access(os.path.join(REFERENCE_DIR, needed), os.X_OK):
+                return (f"reference plugin {REFERENCE_DIR}/{needed} is missing "
+                        "(apt-get install -y containernetworking-plugins)")
+        return None
+    mode = name.removeprefix("cni-dcnet-")
+    if mode not in dcnet_modes():
+        return (f"the dcnet CNI plugin in this build has no {mode} mode "
+                f"(modes: {', '.join(dcnet_modes())})")
+    if mode == "macvlan" and shutil.which("dnsmasq") is None:
+        return "dnsmasq (the underlay's DHCP server) is missing (apt-get install -y dnsmasq)"
+    return None
+
+
+def build(name: str, context: BuildContext) -> LiveMode:
+    builders = {"cni-dcnet-host-gw": _dcnet_host_gw, "cni-dcnet-macvlan": _dcnet_macvlan,
+                "cni-ref-bridge": _ref_bridge, "cni-ref-macvlan": _ref_macvlan}
+    if name not in builders:
+        raise ValueError(f"no CNI mode {name!r}")
+    work = os.path.join(context.work_dir, name)
+    os.makedirs(work, exist_ok=True)
+    return builders[name](context, work)
+
+
+def _wait(predicate: Any, what: str, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for {what} after {timeout}s")
+        time.sleep(0.05)
+
+
+def _add_pods(context: BuildContext, lab: Lab, runtimes: dict[str, CniRuntime],
+              name: str) -> dict[str, str]:
+    """CNI ADD one pod per node (DEL registered for teardown); returns pod addresses."""
+    addresses = {}
+    for node, runtime in runtimes.items():
+        pod = PODS[node]
+        path = f"/run/netns/{lab.netns(pod)}"
+        container = f"netbench-{name}-{pod}"
+        result = runtime.add(container, path)
+        context.stack.callback(_delete_quietly, runtime, container, path)
+        addresses[pod] = result["ips"][0]["address"].split("/")[0]
+    return addresses
+
+
+def _delete_quietly(runtime: CniRuntime, container: str, path: str) -> None:
+    try:
+        runtime.delete(container, path)
+    except Exception as exc:  # teardown goes on; the lab removes what DEL left
+        sys.stderr.write(f"netbench: CNI DEL {container}: {exc}\n")
+
+
+def _finish(name: str, context: BuildContext, lab: Lab, addresses: dict[str, str],
+            **notes: Any) -> LiveMode:
+    return lab_mode(name, context, lab, "p1", "p2", addresses["p2"],
+                    [("p1", "eth0"), ("n1", "eth0"), ("n2", "eth0"), ("p2", "eth0")],
+                    **notes)
+
+
+def _dcnet_host_gw(context: BuildContext, work: str) -> LiveMode:
+    from dcnet.cni.install import install
+
+    octet = OCTETS["cni-dcnet-host-gw"]
+    lab = context.lab(topologies.cni_nodes(octet))
+    bin_dir = os.path.dirname(install(os.path.join(work, "bin")))
+    agent = os.path.join(os.path.dirname(sys.executable), "dcnet-agent")
+    runtimes = {}
+    for node in NODES:
+        conflist = {"cniVersion": "1.1.0", "name": "nbnet", "plugins": [{
+            "type": "dcnet", "mode": "host-gw", "clusterCIDR": f"10.{octet}.0.0/16",
+            "subnetLen": 24, "bridge": "dcnet0", "mtu": 1500,
+            "runDir": f"{work}/run-{node}", "dataDir": f"{work}/data-{node}",
+            "store": {"type": "file", "path": f"{work}/store"}}]}
+        path = os.path.join(work, f"{node}.conflist")
+        with open(path, "w") as handle:
+            json.dump(conflist, handle)
+        lab.start(node, [agent, "run", "--conf", path, "--node", node, "--iface", "eth0"],
+                  name=f"agent-{node}", log_path=os.path.join(context.log_dir,
+                                                              f"{lab.prefix}-agent-{node}.log"))
+        runtimes[node] = CniRuntime(conflist, [bin_dir], lab.netns(node))
+
+    def ready() -> bool:
+        return all(os.path.exists(f"{work}/run-{n}/nbnet/node.json") for n in NODES) and all(
+            lab.run(n, ["ip", "route", "show", "proto", "217"]).stdout.strip() for n in NODES)
+
+    _wait(ready, "dcnet-agent subnets and host-gw routes on both nodes")
+    addresses = _add_pods(context, lab, runtimes, "cni-dcnet-host-gw")
+    return _finish("cni-dcnet-host-gw", context, lab, addresses, plugin="dcnet host-gw",
+                   mtu=1500)
+
+
+def _dcnet_macvlan(context: BuildContext, work: str) -> LiveMode:
+    """dcnet's MACVLAN mode on the DHCP lab of :mod:`dcnet.cni.dhcplab` (the same switched
+    underlay shape with a ``dhcp`` host running dnsmasq), plus this benchmark's two pods."""
+    from pathlib import Path
+
+    from dcnet.cni import dhcplab
+
+    topology = dhcplab.topology(NODES)
+    topology["hosts"] += list(PODS.values())
+    lab = context.lab(topology)
+    dhcp = dhcplab.DhcpLab(lab, Path(work), NODES)
+    dhcp.start_dnsmasq(lease="1h", t1=None, t2=None, fresh=True)
+    runtimes = {}
+    for node in NODES:
+        dhcp.start_agent(node)
+        runtimes[node] = dhcp.runtime(node)
+    addresses = _add_pods(context, lab, runtimes, "cni-dcnet-macvlan")
+    return _finish("cni-dcnet-macvlan", context, lab, addresses,
+                   plugin="dcnet macvlan (bridge) + DHCP via dcnet-agent")
+
+
+def _ref_bridge(context: BuildContext, work: str) -> LiveMode:
+    octet = OCTETS["cni-ref-bridge"]
+    lab = context.lab(topologies.cni_nodes(octet, node_routes=True))
+    runtimes = {}
+    for index, node in enumerate(NODES, start=1):
+        conf = {"cniVersion": "1.0.0", "name": "refbridge", "type": "bridge",
+                "bridge": "cni0", "isGateway": True, "ipMasq": False, "mtu": 1500,
+                "ipam": {"type": "host-local", "subnet": f"10.{octet}.{index}.0/24",
+                         "routes": [{"dst": "0.0.0.0/0"}], "dataDir": f"{work}/ipam-{node}"}}
+        runtimes[node] = CniRuntime(conf, [REFERENCE_DIR], lab.netns(node))
+    addresses = _add_pods(context, lab, runtimes, "cni-ref-bridge")
+    return _finish("cni-ref-bridge", context, lab, addresses,
+                   plugin="reference bridge + host-local", mtu=1500)
+
+
+def _ref_macvlan(context: BuildContext, work: str) -> LiveMode:
+    octet = OCTETS["cni-ref-macvlan"]
+    lab = context.lab(topologies.cni_nodes(octet))
+    runtimes = {}
+    for index, node in enumerate(NODES):
+        first = 100 + 50 * index
+        conf = {"cniVersion": "1.0.0", "name": "refmacvlan", "type": "macvlan",
+                "master": "eth0", "mode": "bridge",
+                "ipam": {"type": "host-local", "subnet": f"192.168.{octet}.0/24",
+                         "rangeStart": f"192.168.{octet}.{first}",
+                         "rangeEnd": f"192.168.{octet}.{first + 49}",
+                         "dataDir": f"{work}/ipam-{node}"}}
+        runtimes[node] = CniRuntime(conf, [REFERENCE_DIR], lab.netns(node))
+    addresses = _add_pods(context, lab, runtimes, "cni-ref-macvlan")
+    return _finish("cni-ref-macvlan", context, lab, addresses,
+                   plugin="reference macvlan (bridge) + host-local")

@@ -1,0 +1,134 @@
+"""Result files: one versioned JSON document per run directory, rewritten after each sample.
+
+``DIR/results.json`` holds the format name and version, the run's state (``running``,
+``complete``, ``interrupted``, ``failed``), the definition as loaded, the environment,
+every mode's status (``ok``, ``unavailable`` with the reason, ``failed`` with the error,
+its lab prefixes and interfaces), and every sample (warm-up ones flagged). It is written
+atomically (temporary file + rename) after every sample, so a run stopped by Ctrl-C, by
+SIGTERM or even by SIGKILL leaves a valid file holding what was measured until then.
+Raw per-message latencies, when kept, go to ``DIR/raw/*.txt.gz``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT = "dcnet-netbench-results"
+VERSION = 1
+RESULTS_FILE = "results.json"
+STATES = ("running", "complete", "interrupted", "failed")
+
+
+class ResultsError(ValueError):
+    """A result file that cannot be read: missing, not JSON, wrong format or version."""
+
+
+@dataclass
+class Sample:
+    """One client run of one test on one mode in one round."""
+
+    mode: str
+    test: str
+    kind: str
+    round: int
+    warmup: bool
+    order: int
+    started: float
+    wall_s: float
+    ok: bool
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, Any] = field(default_factory=dict)
+    load_average: list[float] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def results_path(directory: str) -> str:
+    return os.path.join(directory, RESULTS_FILE)
+
+
+class ResultFile:
+    """The document of a live run; ``write()`` persists it atomically."""
+
+    def __init__(self, directory: str, definition: dict[str, Any],
+                 environment: dict[str, Any], command: list[str] | None = None):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self.data: dict[str, Any] = {
+            "format": FORMAT, "version": VERSION,
+            "run": {"state": "running", "started": time.time(), "finished": None,
+                    "command": command or [], "errors": []},
+            "definition": definition,
+            "environment": environment,
+            "modes": {},
+            "samples": [],
+        }
+
+    @property
+    def path(self) -> str:
+        return results_path(self.directory)
+
+    def set_mode(self, name: str, **info: Any) -> None:
+        self.data["modes"].setdefault(name, {}).update(info)
+
+    def add_sample(self, sample: Sample) -> None:
+        self.data["samples"].append(asdict(sample))
+        self.write()
+
+    def add_error(self, message: str) -> None:
+        self.data["run"]["errors"].append(message)
+
+    def finish(self, state: str) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown run state {state!r}")
+        self.data["run"]["state"] = state
+        self.data["run"]["finished"] = time.time()
+        self.data["environment"]["load_average_end"] = _loadavg()
+        self.write()
+
+    def write(self) -> None:
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(self.data, handle, indent=1, sort_keys=False, allow_nan=True)
+            handle.write("\n")
+        os.replace(temporary, self.path)
+
+
+def _loadavg() -> list[str]:
+    try:
+        with open("/proc/loadavg") as handle:
+            return handle.read().split()[:3]
+    except OSError:
+        return []
+
+
+def load(path: str) -> dict[str, Any]:
+    """A result document from a run directory or a results.json path, checked."""
+    if os.path.isdir(path):
+        path = results_path(path)
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such result file") from None
+    except ValueError as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ResultsError(f"{path}: not a netbench result file (format is not {FORMAT!r})")
+    if data.get("version") != VERSION:
+        raise ResultsError(f"{path}: result format version {data.get('version')!r} is not "
+                           f"supported (this netbench reads version {VERSION})")
+    for key in ("run", "definition", "environment", "modes", "samples"):
+        if key not in data:
+            raise ResultsError(f"{path}: result file lacks '{key}'")
+    data["_path"] = path
+    return data
+
+
+def measured(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The successful, non-warm-up samples of a result document."""
+    return [s for s in data["samples"] if s["ok"] and not s["warmup"]]

@@ -1,0 +1,131 @@
+"""Lab topologies of the benchmark modes, as plain data for :class:`dcnet.lab.builder.Lab`.
+
+Pure functions returning dicts: every mode gets its own address range so that result
+files and logs are unambiguous. What the lab builder cannot express (macvlan and vxlan
+devices, CNI pods, IPVS services) is added after the build by :mod:`dcnet.netbench.modes`
+and :mod:`dcnet.netbench.cnimodes`, inside the same namespaces, so it goes with them.
+
+Each function also says where the client and the server run and what the client
+connects to: ``(topology, client_host, server_host, server_address)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FORWARDING = {"net.ipv4.ip_forward": 1}
+VXLAN_MTU = 1450
+
+
+def _pair(a_host: str, a_if: str, b_host: str, b_if: str, a_addr: str | None = None,
+          b_addr: str | None = None, bridge_b: str | None = None,
+          mtu: int | None = None) -> dict[str, Any]:
+    a: dict[str, Any] = {"host": a_host, "ifname": a_if}
+    b: dict[str, Any] = {"host": b_host, "ifname": b_if}
+    if a_addr:
+        a["addresses"] = [a_addr]
+    if b_addr:
+        b["addresses"] = [b_addr]
+    if bridge_b:
+        b["bridge"] = bridge_b
+    if mtu:
+        a["mtu"] = mtu
+        b["mtu"] = mtu
+    return {"a": a, "b": b}
+
+
+def veth() -> dict[str, Any]:
+    """Client ``c`` and server ``s`` joined by one veth pair."""
+    return {"hosts": ["c", "s"],
+            "links": [_pair("c", "eth0", "s", "eth0", "10.61.0.1/24", "10.61.0.2/24")]}
+
+
+def bridge() -> dict[str, Any]:
+    """Two pods on one node's bridge (the docker/cni0 path without routing)."""
+    return {"hosts": ["node", "c", "s"],
+            "bridges": [{"name": "br0", "host": "node"}],
+            "links": [_pair("c", "eth0", "node", "vc", "10.62.0.1/24", bridge_b="br0"),
+                      _pair("s", "eth0", "node", "vs", "10.62.0.2/24", bridge_b="br0")]}
+
+
+def macvlan() -> dict[str, Any]:
+    """A node whose uplink (a veth to ``wire``, which only gives it carrier) is the
+    macvlan parent; the pods ``c`` and ``s`` are empty until their macvlans arrive."""
+    return {"hosts": ["node", "wire", "c", "s"],
+            "links": [_pair("node", "eth0", "wire", "eth0")]}
+
+
+MACVLAN_PODS = (("c", "10.63.0.1/24"), ("s", "10.63.0.2/24"))
+
+
+def two_nodes(octet: int, pod_mtu: int | None = None,
+              node_routes: bool = True) -> dict[str, Any]:
+    """Nodes n1/n2 on the same switched underlay as the CNI modes (192.168.<octet>.0/24,
+    node ``eth0`` ports of ``br0`` in host ``sw``), a bridge ``cbr0`` per node with pod
+    subnet 10.<octet>.<node>.0/24, one pod per node (p1 client, p2 server), and host-gw
+    routes between the nodes unless ``node_routes`` is False (vxlan adds its own through
+    the overlay)."""
+    topology: dict[str, Any] = {
+        "hosts": [{"name": "n1", "sysctls": FORWARDING}, {"name": "n2", "sysctls": FORWARDING},
+                  "sw", "p1", "p2"],
+        "bridges": [{"name": "br0", "host": "sw"}] + [
+            {"name": "cbr0", "host": node, "addresses": [f"10.{octet}.{i}.1/24"],
+             **({"mtu": pod_mtu} if pod_mtu else {})} for i, node in ((1, "n1"), (2, "n2"))],
+        "links": [*(_pair(node, "eth0", "sw", f"p-{node}", f"192.168.{octet}.{i}/24",
+                          bridge_b="br0") for i, node in ((1, "n1"), (2, "n2"))),
+                  _pair("p1", "eth0", "n1", "vp1", f"10.{octet}.1.2/24", bridge_b="cbr0",
+                        mtu=pod_mtu),
+                  _pair("p2", "eth0", "n2", "vp2", f"10.{octet}.2.2/24", bridge_b="cbr0",
+                        mtu=pod_mtu)],
+        "routes": [{"host": "p1", "dst": "default", "via": f"10.{octet}.1.1"},
+                   {"host": "p2", "dst": "default", "via": f"10.{octet}.2.1"}],
+    }
+    if node_routes:
+        topology["routes"] += [
+            {"host": "n1", "dst": f"10.{octet}.2.0/24", "via": f"192.168.{octet}.2"},
+            {"host": "n2", "dst": f"10.{octet}.1.0/24", "via": f"192.168.{octet}.1"}]
+    return topology
+
+
+HOST_GW_OCTET = 64
+VXLAN_OCTET = 65
+
+
+def host_gw() -> dict[str, Any]:
+    return two_nodes(HOST_GW_OCTET)
+
+
+def vxlan() -> dict[str, Any]:
+    return two_nodes(VXLAN_OCTET, pod_mtu=VXLAN_MTU, node_routes=False)
+
+
+def cni_nodes(octet: int, node_routes: bool = False) -> dict[str, Any]:
+    """Nodes n1/n2 whose ``eth0`` are ports of bridge ``br0`` in host ``sw`` (the underlay
+    192.168.<octet>.0/24, one L2 segment as host-gw and macvlan both need), and two
+    empty pod namespaces (p1 on n1, p2 on n2) for a CNI plugin to fill; optionally
+    host-gw routes towards pod subnets 10.<octet>.<node>.0/24 (reference bridge)."""
+    topology: dict[str, Any] = {
+        "hosts": [{"name": "n1", "sysctls": FORWARDING}, {"name": "n2", "sysctls": FORWARDING},
+                  "sw", "p1", "p2"],
+        "bridges": [{"name": "br0", "host": "sw"}],
+        "links": [_pair(node, "eth0", "sw", f"p-{node}", f"192.168.{octet}.{i}/24",
+                        bridge_b="br0") for i, node in ((1, "n1"), (2, "n2"))],
+    }
+    if node_routes:
+        topology["routes"] = [
+            {"host": "n1", "dst": f"10.{octet}.2.0/24", "via": f"192.168.{octet}.2"},
+            {"host": "n2", "dst": f"10.{octet}.1.0/24", "via": f"192.168.{octet}.1"}]
+    return topology
+
+
+IPVS_VIP = "10.69.0.100"
+
+
+def ipvs() -> dict[str, Any]:
+    """Client ``c`` -> director ``d`` (VIP on its client side) -> real server ``r``."""
+    return {"hosts": ["c", {"name": "d", "sysctls": FORWARDING}, "r"],
+            "links": [{"a": {"host": "c", "ifname": "eth0", "addresses": ["10.69.0.2/24"]},
+                       "b": {"host": "d", "ifname": "c0",
+                             "addresses": ["10.69.0.1/24", f"{IPVS_VIP}/32"]}},
+                      _pair("d", "s0", "r", "eth0", "10.69.1.1/24", "10.69.1.2/24")],
+            "routes": [{"host": "r", "dst": "default", "via": "10.69.1.1"}]}
