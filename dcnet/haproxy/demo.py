@@ -12,6 +12,7 @@ import dataclasses
 import shutil
 import sys
 import tempfile
+import time
 from ipaddress import ip_address
 
 from dcnet.haproxy.backend import HAProxyBackend
@@ -124,6 +125,9 @@ def _add_and_drain(model: Model, lab, backend: HAProxyBackend, report) -> None:
     report.check(apply_plan(backend, plan).ok, f"added {spare.address} to "
                  f"{service.job.tags()['service']} live ({plan.notes[0]})")
     slot = _slot_of(backend, item.name, spare.address)
+    waited = _wait_until_up(backend, item.name, slot)
+    report.check(waited is not None, f"{spare.address} ({slot}) passed its health checks"
+                 + (f" after {waited:.1f}s" if waited is not None else " (not within 30s)"))
     vip = service.vips[0][1]
     client = _client_for(model, vip)
     for _ in range(20):
@@ -149,6 +153,22 @@ def _add_and_drain(model: Model, lab, backend: HAProxyBackend, report) -> None:
 def _with_service(model: Model, service) -> Model:
     return dataclasses.replace(model, services=tuple(
         service if s.name == service.name else s for s in model.services))
+
+
+SRV_ST_RUNNING = 2  # srv_op_state in `show servers state`
+
+
+def _wait_until_up(backend: HAProxyBackend, name: str, slot: str,
+                   deadline: float = 30.0) -> float | None:
+    """Seconds until a server just added is UP (its health checks need ``rise``
+    successes first), or None when it is not UP within ``deadline``."""
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        if any(row.backend == name and row.server == slot and row.op_state == SRV_ST_RUNNING
+               for row in backend.runtime.servers()):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return None
 
 
 def _slot_of(backend: HAProxyBackend, name: str, address: str) -> str:
