@@ -16,7 +16,8 @@ Factory = Callable[..., Backend]
 
 # Built-in targets: name -> "module:attribute" of a Backend factory.
 BUILTIN: dict[str, str] = {"dns": "dcnet.dns.backend:backend",
-                           "haproxy": "dcnet.haproxy.backend:create"}
+                           "haproxy": "dcnet.haproxy.backend:create",
+                           "lvs": "dcnet.lvs.backend:create"}
 _registered: dict[str, Factory] = {}
 
 

@@ -1,0 +1,169 @@
+"""Benchmark: elbctl's IPVS apply against ``ipvsadm-restore`` of the same table.
+
+    .venv/bin/python bench/lvs_apply.py [--services 10000] [--servers 10] [--runs 3]
+
+Where the host kernel lacks IPVS the script re-runs itself inside the kernel lab (one
+virtme-ng boot, dcnet.lab.kernel_lab.run_in_guest) and prints the guest's report; under
+emulation absolute times mean little, so it prints medians and RATIOS measured in the
+same boot. Each run, in a fresh network namespace:
+
+1. ``full``: elbctl read + plan + apply from an empty table (batched netlink);
+2. ``no-op``: the same again (must write nothing);
+3. ``one``: one service changed (a weight and the scheduler);
+4. ``restore``: ``ipvsadm -C`` then ``ipvsadm-restore`` of the same table (the C tool,
+   one acknowledged request per line).
+
+Only IPVS is measured on both sides (VIP addresses, rules and sysctls are left out:
+ipvsadm-restore does not do them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def layouts_for(services: int, servers: int, changed: bool = False):
+    from dcnet.lvs.layout import PortLayout, ServerLayout, ServiceLayout
+
+    out = []
+    for i in range(services):
+        vip = f"10.{i // 250 % 250}.{i % 250}.1"
+        sched = "rr" if changed and i == 0 else "wrr"
+        port = PortLayout("tcp", 80, sched, "nat", 0, 8080)
+        reals = tuple(ServerLayout(f"172.16.{(i * servers + j) // 250 % 250}."
+                                   f"{(i * servers + j) % 250 + 1}", None,
+                                   (5 if changed and i == 0 and j == 0 else j + 1))
+                      for j in range(servers))
+        out.append(ServiceLayout(f"s{i}", (("lab", vip),), (port,), reals))
+    return out
+
+
+def elbctl_sync(table, store_dir: str, layouts) -> tuple[float, int, int]:
+    """One sync as ``elbctl apply`` does it: desired state from the services, read (one
+    service dump, one dest dump per service), plan, apply. Returns (seconds, changes,
+    netlink writes)."""
+    from dcnet.lvs import state
+    from dcnet.lvs.backend import LVSBackend, plan_states
+    from dcnet.lvs.store import Store
+
+    started = time.perf_counter()
+    desired = state.desired_ipvs(layouts)
+    backend = LVSBackend(table, None, Store(store_dir))
+    vips = {k[1][1] for k in desired if k[0] == "service"}
+    current: dict = {}
+    conns: dict = {}
+    for ws in table.services():
+        found = state.observed_service(ws)
+        if found is None or found[0][1] not in vips:
+            continue
+        skey, attrs = found
+        current[("service", skey)] = attrs
+        for row in table.dest_rows(ws):
+            dkey, dattrs = state.observed_row(skey, row)
+            current[("dest", dkey)] = dattrs
+            conns[dkey] = row[7] + row[8]
+    plan, drained = plan_states(current, desired, conns, {}, time.time(), 300)
+    backend._draining = drained.draining
+    result = backend.apply(plan)
+    elapsed = time.perf_counter() - started
+    if not result.ok:
+        raise SystemExit(f"apply failed: {result.to_text()[-2000:]}")
+    return elapsed, len(plan.changes), result.writes["ipvs"]
+
+
+def restore_text(desired: dict) -> str:
+    lines = []
+    for (kind, key), attrs in desired.items():
+        if kind == "service":
+            lines.append(f"-A -t {key[1]}:{key[2]} -s {attrs['scheduler']}")
+    for (kind, key), attrs in desired.items():
+        if kind == "dest":
+            lines.append(f"-a -t {key[1]}:{key[2]} -r {key[3]}:{key[4]} -m -w {attrs['weight']}")
+    return "\n".join(lines) + "\n"
+
+
+def in_namespace(args) -> None:
+    from dcnet.lvs import state
+    from dcnet.lvs.ipvs import KernelIPVS
+
+    base_layouts = layouts_for(args.services, args.servers)
+    changed_layouts = layouts_for(args.services, args.servers, changed=True)
+    base = state.desired_ipvs(base_layouts)
+    restore = restore_text(base)
+    n_dests = sum(1 for k in base if k[0] == "dest")
+    print(f"table: {args.services} services x {args.servers} real servers = "
+          f"{args.services + n_dests} IPVS objects; {args.runs} run(s)", flush=True)
+    times: dict[str, list[float]] = {"full": [], "no-op": [], "one": [], "restore": []}
+    writes: dict[str, int] = {}
+    for run in range(args.runs):
+        name = f"lvsbench-{os.getpid()}-{run}"
+        # iproute2 makes the namespace; lo up gives it a local table (IPVS refuses IPv4
+        # dests with EINVAL in a namespace without one)
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        try:
+            table = KernelIPVS(name)
+            with tempfile.TemporaryDirectory() as store:
+                for label, lays in (("full", base_layouts), ("no-op", base_layouts),
+                                    ("one", changed_layouts)):
+                    seconds, changes, w = elbctl_sync(table, store, lays)
+                    times[label].append(seconds)
+                    writes[label] = w
+                    print(f"  run {run + 1}: {label:<7} {seconds:8.2f}s  {changes} change(s), "
+                          f"{w} netlink write(s)", flush=True)
+            table.close()
+            subprocess.run(["ip", "netns", "exec", name, "ipvsadm", "-C"], check=True)
+            started = time.perf_counter()
+            subprocess.run(["ip", "netns", "exec", name, "ipvsadm-restore"], input=restore,
+                           text=True, check=True)
+            times["restore"].append(time.perf_counter() - started)
+            print(f"  run {run + 1}: restore {times['restore'][-1]:8.2f}s  "
+                  f"ipvsadm-restore of {len(restore.splitlines())} lines", flush=True)
+        finally:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print("medians: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()))
+    print(f"ratio full apply / ipvsadm-restore: {med['full'] / med['restore']:.2f} "
+          f"(target <= 1.0)")
+    print(f"ratio no-op / full apply:           {med['no-op'] / med['full']:.3f} "
+          f"(target < 0.05); no-op writes: {writes['no-op']}")
+    print(f"ratio one-service change / full:    {med['one'] / med['full']:.3f}; "
+          f"writes: {writes['one']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--servers", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from dcnet.lab import kernel_lab
+
+    if args.in_guest or kernel_lab.host_has_modules(["ip_vs"]):
+        in_namespace(args)
+        return
+    out = tempfile.mkdtemp(prefix="lvs-bench-")
+    argv = [sys.executable, os.path.abspath(__file__), "--in-guest", "--services",
+            str(args.services), "--servers", str(args.servers), "--runs", str(args.runs)]
+    print(f"host kernel has no IPVS: running in the kernel lab (log {out}/guest-console.log)",
+          flush=True)
+    run = kernel_lab.run_in_guest(argv, rwdirs=[out], memory="3G", timeout=5400,
+                                  env={"PYTHONUNBUFFERED": "1", "HOME": "/root",
+                                       "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    print(run.log_tail(40))
+    print(f"guest run: {run.seconds:.0f}s wall, exit {run.returncode}")
+    sys.exit(0 if run.ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The ``lvs`` target of ``elbctl plan|apply``: IPVS, carrier routing and sysctls.
+
+Reading takes one IPVS service dump, one dest dump per owned service, one rule dump,
+one route dump per family, one address dump of the VIP interface, and the sysctls.
+Owned IPVS services are those on an owned VIP (an address of the VIP interface, a model
+VIP or a VIP still draining); every other service (and every fwmark service) is left
+alone and reported. The desired state is the model plus the dynamic registry
+(``elbctl backend``), and :mod:`dcnet.lvs.drain` keeps removed dests at weight 0 while
+they have connections.
+
+Applying runs the plan in order: routing changes one by one, IPVS changes in batches
+(one ``sendmsg`` per ~48 KiB, every request acknowledged); the first batch with a
+failure stops the plan, and the result names exactly the changes applied. The drain set
+is saved before any write and again at the end. ``writes()`` counts netlink write
+requests (IPVS and rtnetlink) and sysctl writes separately; a second apply of the same
+model issues none.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dcnet.lvs import drain, state
+from dcnet.lvs.ipvs import (
+    CMD_DEL_DEST,
+    CMD_DEL_SERVICE,
+    CMD_NEW_DEST,
+    CMD_NEW_SERVICE,
+    CMD_SET_DEST,
+    CMD_SET_SERVICE,
+    IPVSTable,
+    NetlinkError,
+    Request,
+)
+from dcnet.lvs.layout import layouts
+from dcnet.lvs.store import Store
+from dcnet.plan import Action, ApplyResult, Backend, Change, Plan, State, diff
+
+IPVS_BATCH = 2000
+_CMDS = {("service", Action.CREATE): CMD_NEW_SERVICE, ("service", Action.UPDATE): CMD_SET_SERVICE,
+         ("service", Action.DELETE): CMD_DEL_SERVICE, ("dest", Action.CREATE): CMD_NEW_DEST,
+         ("dest", Action.UPDATE): CMD_SET_DEST, ("dest", Action.DELETE): CMD_DEL_DEST}
+
+
+class LVSError(RuntimeError):
+    pass
+
+
+def request_for(change: Change) -> Request:
+    """The IPVS request carrying out one service or dest change."""
+    cmd = _CMDS[(change.kind, change.action)]
+    attrs = change.new if change.new is not None else change.old
+    if change.kind == "service":
+        return Request(cmd, state.wire_service(change.key, attrs))
+    return Request(cmd, state.wire_service(change.key[:3]), state.wire_dest(change.key, attrs))
+
+
+@dataclass
+class LVSApplyResult(ApplyResult):
+    """An apply's outcome plus its write counts and the other failures of its batch."""
+
+    writes: dict[str, int] = field(default_factory=dict)
+    more_failures: list[tuple[Change, BaseException]] = field(default_factory=list)
+
+    def to_text(self) -> str:
+        lines = [super().to_text()]
+        lines += [f"  also FAILED {c.describe()}: {e}" for c, e in self.more_failures]
+        w = self.writes
+        lines.append(f"writes: {w.get('netlink', 0)} netlink (ipvs {w.get('ipvs', 0)}, rtnetlink "
+                     f"{w.get('rtnetlink', 0)}), {w.get('sysctl', 0)} sysctl")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["writes"] = dict(self.writes)
+        out["more_failures"] = [{"change": c.to_dict(), "error": str(e)}
+                                for c, e in self.more_failures]
+        return out
+
+
+def plan_states(current: State, desired: State, conns: dict, draining: dict, now: float,
+                drain_seconds: int, notes: tuple[str, ...] = ()) -> tuple[Plan, drain.DrainPlan]:
+    """Pure: the ordered plan from a current and a desired state, drains applied."""
+    drained = drain.reconcile(current, desired, conns, draining, now, drain_seconds)
+    changes = diff(current, drained.desired)
+    return (Plan.build(LVSBackend.target, changes, LVSBackend.kind_order,
+                       (*notes, *drained.notes)), drained)
+
+
+class LVSBackend(Backend):
+    target = "lvs"
+    kind_order = state.KIND_ORDER
+
+    def __init__(self, ipvs: IPVSTable, routing, store: Store, *, clock=time.time,
+                 manage_routing: bool = True, manage_sysctls: bool = True):
+        self.ipvs = ipvs
+        self.routing = routing              # dcnet.lvs.routing.Routing (or None)
+        self.store = store
+        self.clock = clock
+        self.manage_routing = manage_routing and routing is not None
+        self.manage_sysctls = manage_sysctls and routing is not None
+        self.conns: dict[tuple, int] = {}
+        self._notes: tuple[str, ...] = ()
+        self._draining: dict[tuple, float] = {}
+        self._model = None
+
+    # ------------------------------------------------------------------ read
+
+    def read(self, model=None) -> State:
+        model = model if model is not None else self._model
+        current: dict = {}
+        notes: list[str] = []
+        vips: set[str] = set()
+        if model is not None:
+            vips |= {str(v) for s in model.services for _, v in s.vips}
+        vips |= {k[1] for k in self.store.drain_set()}
+        if self.routing is not None:
+            if model is not None:
+                self.routing.settings = model.lvs
+            tables = [c.table for c in model.carriers] if model is not None else []
+            sysctls = list(state.SYSCTLS) if self.manage_sysctls else []
+            read = self.routing.read(tables, vips, sysctls)
+            notes += read.notes
+            for ident, attrs in read.state.items():
+                if ident[0] == "vip":
+                    vips.add(ident[1][0])
+                if self._manages(ident[0]):
+                    current[ident] = attrs
+        self.conns = {}
+        unowned = []
+        for ws in self.ipvs.services():
+            observed = state.observed_service(ws)
+            if observed is None or observed[0][1] not in vips:
+                unowned.append(ws)
+                continue
+            skey, attrs = observed
+            current[("service", skey)] = attrs
+            for row in self.ipvs.dest_rows(ws):
+                dkey, dattrs = state.observed_row(skey, row)
+                current[("dest", dkey)] = dattrs
+                self.conns[dkey] = row[7] + row[8]          # active + inactive
+        if unowned:
+            shown = ", ".join(_service_label(ws) for ws in unowned[:5])
+            more = f" and {len(unowned) - 5} more" if len(unowned) > 5 else ""
+            notes.append(f"left alone: {len(unowned)} IPVS service(s) not on an elbctl VIP: "
+                         f"{shown}{more}")
+        self._notes = tuple(notes)
+        return current
+
+    def _manages(self, kind: str) -> bool:
+        if kind == "sysctl":
+            return self.manage_sysctls
+        return self.manage_routing or kind in state.IPVS_KINDS
+
+    # ------------------------------------------------------------------ desire, plan
+
+    def desired(self, model) -> State:
+        out = state.desired_ipvs(layouts(model), self.store.registry())
+        if self.manage_routing:
+            out.update(state.desired_routing(model))
+        if self.manage_sysctls:
+            out.update(state.desired_sysctls())
+        return out
+
+    def notes(self) -> tuple[str, ...]:
+        return self._notes
+
+    def plan(self, model) -> Plan:
+        self._model = model
+        current = self.read(model)
+        the_plan, drained = plan_states(current, self.desired(model), self.conns,
+                                        self.store.drain_set(), self.clock(),
+                                        model.lvs.drain_seconds, self._notes)
+        self._draining = drained.draining
+        self._notes = the_plan.notes
+        return the_plan
+
+    # ------------------------------------------------------------------ apply
+
+    def writes(self) -> dict[str, int]:
+        ipvs = self.ipvs.writes
+        rtnl = self.routing.writes if self.routing is not None else 0
+        sysctl = self.routing.sysctl_writes if self.routing is not None else 0
+        return {"netlink": ipvs + rtnl, "ipvs": ipvs, "rtnetlink": rtnl, "sysctl": sysctl}
+
+    def apply_change(self, change: Change) -> None:
+        if change.kind in state.IPVS_KINDS:
+            code = self.ipvs.execute([request_for(change)])[0]
+            if code:
+                raise NetlinkError(code, f"{os.strerror(code)} ({change.describe()})")
+        elif self.routing is not None:
+            self.routing.apply(change)
+
+    def apply(self, plan: Plan, *, rollback: bool = False) -> LVSApplyResult:
+        """Execute ``plan`` (from :meth:`plan` of this instance) in order, batching IPVS."""
+        before = self.writes()
+        result = LVSApplyResult(plan)
+        previous = self.store.drain_set()
+        # record new drains before the weight-0 writes, so a crash cannot lose them
+        self.store.save_drain_set({**previous, **self._draining})
+        if self._model is not None:
+            self.store.save_layouts(layouts(self._model), self._model.lvs.drain_seconds)
+        changes = list(plan.changes)
+        i = 0
+        while i < len(changes) and result.ok:
+            if changes[i].kind in state.IPVS_KINDS:
+                j = i
+                while (j < len(changes) and j - i < IPVS_BATCH
+                       and changes[j].kind in state.IPVS_KINDS):
+                    j += 1
+                self._apply_ipvs_batch(changes[i:j], result)
+                i = j
+                continue
+            try:
+                self.apply_change(changes[i])
+                result.applied.append(changes[i])
+            except Exception as exc:  # stop, report exactly what was done
+                result.failed, result.error = changes[i], exc
+            i += 1
+        if result.ok:
+            self.store.save_drain_set(self._draining)
+        if not result.ok and rollback:
+            for change in reversed(result.applied):
+                try:
+                    self.undo_change(change)
+                    result.undone.append(change)
+                except Exception as exc:  # keep undoing; report each failure
+                    result.undo_errors.append((change, exc))
+        after = self.writes()
+        result.writes = {k: after[k] - before[k] for k in after}
+        return result
+
+    def _apply_ipvs_batch(self, batch: list[Change], result: LVSApplyResult) -> None:
+        codes = self.ipvs.execute([request_for(c) for c in batch])
+        for change, code in zip(batch, codes, strict=True):
+            if not code:
+                result.applied.append(change)
+                continue
+            error = NetlinkError(code, os.strerror(code))
+            if result.failed is None:
+                result.failed, result.error = change, error
+            else:
+                result.more_failures.append((change, error))
+
+
+def _service_label(ws) -> str:
+    if ws.fwmark:
+        return f"fwmark {ws.fwmark}"
+    proto = state.PROTOCOL_NAMES.get(ws.protocol, str(ws.protocol))
+    addr = f"[{ws.addr}]" if ":" in ws.addr else ws.addr
+    return f"{proto} {addr}:{ws.port}"
+
+
+def create(netns: str | None = None, state_dir: str | None = None, **_ignored) -> LVSBackend:
+    """Factory for :mod:`dcnet.backends`: the kernel's IPVS and routing, in ``netns``
+    (default ``$DCNET_LVS_NETNS``, else the caller's namespace), state in ``state_dir``
+    (default ``$DCNET_LVS_STATE_DIR``, else /var/lib/dcnet/lvs)."""
+    from dcnet.lvs.ipvs import KernelIPVS
+    from dcnet.lvs.routing import Routing
+
+    netns = netns or os.environ.get("DCNET_LVS_NETNS") or None
+    return LVSBackend(KernelIPVS(netns), Routing(netns=netns), Store(state_dir))

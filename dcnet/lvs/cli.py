@@ -1,0 +1,224 @@
+"""``elbctl`` commands of the LVS back end.
+
+- ``plan|apply --target lvs`` (the default target) gain ``--lvs-netns`` and
+  ``--lvs-state-dir`` (else ``$DCNET_LVS_NETNS`` / ``$DCNET_LVS_STATE_DIR``); ``apply``
+  holds the state lock from read to last write, batches IPVS writes, and prints what it
+  did and how many netlink writes it issued;
+- ``verify -f MODEL``: a route lookup per carrier VIP (``ip route get GW-side client from
+  VIP``) must leave by the carrier's uplink and gateway;
+- ``backend add|remove|drain SERVICE ADDR[:PORT] [--weight W]``;
+- ``render keepalived -f MODEL`` and ``render realserver -f MODEL``.
+
+Exit codes as elbctl's: 1 invalid input or failed apply/check, 3 IPVS or state unavailable.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from dcnet.lvs.dynamic import ACTIONS, BackendCommandError, change_backend
+from dcnet.lvs.store import LockTimeout, Store
+
+EXIT_INVALID, EXIT_UNAVAILABLE = 1, 3
+
+netns_option = click.option("--lvs-netns", "lvs_netns", default=None,
+                            help="Network namespace of the director (default "
+                                 "$DCNET_LVS_NETNS, else this one).")
+state_option = click.option("--lvs-state-dir", "lvs_state_dir", default=None,
+                            help="elbctl's LVS state directory (default $DCNET_LVS_STATE_DIR"
+                                 " or /var/lib/dcnet/lvs).")
+
+
+def _open_backend(netns: str | None, state_dir: str | None):
+    from dcnet.lvs.backend import create
+    from dcnet.lvs.genl import NetlinkError
+
+    try:
+        return create(netns=netns, state_dir=state_dir)
+    except (NetlinkError, OSError) as exc:
+        click.echo(f"elbctl: lvs: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+def _wrap(command: click.Command, runner) -> None:
+    """Give plan/apply the LVS options and run ``runner`` for ``--target lvs``."""
+    command.params += [
+        click.Option(["--lvs-netns"], default=None,
+                     help="(--target lvs) director namespace; default $DCNET_LVS_NETNS."),
+        click.Option(["--lvs-state-dir"], default=None,
+                     help="(--target lvs) state directory; default $DCNET_LVS_STATE_DIR "
+                          "or /var/lib/dcnet/lvs."),
+    ]
+    original = command.callback
+
+    @functools.wraps(original)
+    def callback(*args, lvs_netns=None, lvs_state_dir=None, **kwargs):
+        if kwargs.get("target") != "lvs":
+            return original(*args, **kwargs)
+        return runner(lvs_netns=lvs_netns, lvs_state_dir=lvs_state_dir, **kwargs)
+
+    command.callback = callback
+
+
+def run_plan(model_path: str, output: str, lvs_netns=None, lvs_state_dir=None, **_) -> None:
+    from dcnet.cli.elbctl import _load
+
+    model = _load(model_path)
+    backend = _open_backend(lvs_netns, lvs_state_dir)
+    the_plan = backend.plan(model)
+    click.echo(the_plan.to_json() if output == "json" else the_plan.to_text())
+
+
+def run_apply(model_path: str, output: str, no_rollback: bool = False, lvs_netns=None,
+              lvs_state_dir=None, **_) -> None:
+    from dcnet.cli.elbctl import _load
+
+    model = _load(model_path)              # invalid models stop here, before any write
+    backend = _open_backend(lvs_netns, lvs_state_dir)
+    try:
+        with backend.store.locked(float(os.environ.get("DCNET_LVS_LOCK_TIMEOUT", "600"))):
+            the_plan = backend.plan(model)
+            result = backend.apply(the_plan, rollback=not no_rollback)
+    except LockTimeout as exc:
+        click.echo(f"elbctl: lvs: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    if output == "json":
+        data = result.to_dict()
+        data["notes"] = list(the_plan.notes)
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(result.to_text())
+        for note in the_plan.notes:
+            click.echo(f"  note: {note}")
+    if not result.ok:
+        sys.exit(EXIT_INVALID)
+
+
+@click.command("verify")
+@click.option("-f", "--file", "model_path", required=True, type=click.Path(dir_okay=False))
+@netns_option
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def verify_cmd(model_path: str, lvs_netns: str | None, output: str) -> None:
+    """Check the carrier routing: a lookup from every VIP leaves by its carrier."""
+    from dcnet.cli.elbctl import _load
+    from dcnet.lvs.routing import Routing
+    from dcnet.lvs.verify import verify
+
+    model = _load(model_path)
+    routing = Routing(model.lvs, netns=lvs_netns or os.environ.get("DCNET_LVS_NETNS") or None)
+    try:
+        checks = verify(model, routing)
+    finally:
+        routing.close()
+    bad = [c for c in checks if not c.ok]
+    if output == "json":
+        click.echo(json.dumps([vars(c) for c in checks], indent=2))
+    else:
+        for c in checks:
+            click.echo(c.describe())
+        click.echo(f"{len(checks) - len(bad)} of {len(checks)} route lookups as expected")
+    sys.exit(EXIT_INVALID if bad else 0)
+
+
+@click.command("backend")
+@click.argument("action", type=click.Choice(ACTIONS))
+@click.argument("service")
+@click.argument("server")
+@click.option("--weight", type=int, default=None, help="Weight (add/drain keep the current "
+              "one when not given).")
+@netns_option
+@state_option
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for a running apply.")
+def backend_cmd(action: str, service: str, server: str, weight: int | None,
+                lvs_netns: str | None, lvs_state_dir: str | None, lock_timeout: float) -> None:
+    """Add, remove (drain, then delete) or drain one real server of SERVICE now."""
+    from dcnet.lvs.genl import NetlinkError
+    from dcnet.lvs.ipvs import KernelIPVS
+
+    netns = lvs_netns or os.environ.get("DCNET_LVS_NETNS") or None
+    try:
+        ipvs = KernelIPVS(netns)
+    except (NetlinkError, OSError) as exc:
+        click.echo(f"elbctl: lvs: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    try:
+        result = change_backend(Store(lvs_state_dir), ipvs, action, service, server, weight,
+                                lock_timeout=lock_timeout)
+    except BackendCommandError as exc:
+        click.echo(f"elbctl: backend {action}: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    except LockTimeout as exc:
+        click.echo(f"elbctl: backend {action}: {exc}", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    finally:
+        ipvs.close()
+    click.echo(result.to_text())
+    sys.exit(EXIT_INVALID if result.errors else 0)
+
+
+@click.command("keepalived")
+@click.option("-f", "--file", "model_path", required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here "
+              "(atomically) instead of printing.")
+@click.option("--director", default=None, help="Render for this director of lvs.directors "
+              "(its priority; MASTER if highest).")
+@click.option("--templates", default=None, type=click.Path(file_okay=False),
+              help="Operator templates overriding the built-in ones (default "
+                   "$DCNET_LVS_TEMPLATES).")
+@click.option("--no-check", is_flag=True, help="Skip 'keepalived -t'.")
+def render_keepalived(model_path: str, output: str | None, director: str | None,
+                      templates: str | None, no_check: bool) -> None:
+    """Render keepalived.conf (VRRP per director group, virtual servers, carrier rules)."""
+    from dcnet.cli.elbctl import _load
+    from dcnet.lvs.keepalived import KeepalivedError, check_config, interfaces, render
+
+    model = _load(model_path)
+    try:
+        text = render(model, director=director,
+                      templates=templates or os.environ.get("DCNET_LVS_TEMPLATES"))
+        if not no_check:
+            check_config(text, interfaces(model))
+    except KeepalivedError as exc:
+        click.echo(f"elbctl: render keepalived: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    if output:
+        from dcnet.lvs.keepalived import write_atomically
+
+        write_atomically(output, text)
+        click.echo(f"wrote {output}" + ("" if no_check else " (keepalived -t: OK)"), err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command("realserver")
+@click.option("-f", "--file", "model_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--server", "servers", multiple=True, help="Only for this real-server address "
+              "(repeatable; default every DR/TUN real server).")
+@click.option("--via", "vias", multiple=True, metavar="CARRIER=ADDR",
+              help="Next hop of a carrier on the real servers (default: the carrier gateway).")
+def render_realserver(model_path: str, servers: tuple[str, ...], vias: tuple[str, ...]) -> None:
+    """Print the shell commands each DR/TUN real server needs."""
+    from dcnet.cli.elbctl import _load
+    from dcnet.lvs.realserver import RealServerError, render_all
+
+    model = _load(model_path)
+    try:
+        click.echo(render_all(model, servers=servers, vias=vias), nl=False)
+    except RealServerError as exc:
+        click.echo(f"elbctl: render realserver: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def register(cli: click.Group, render_group: click.Group) -> None:
+    _wrap(cli.commands["plan"], run_plan)
+    _wrap(cli.commands["apply"], run_apply)
+    cli.add_command(verify_cmd)
+    cli.add_command(backend_cmd)
+    render_group.add_command(render_keepalived)
+    render_group.add_command(render_realserver)

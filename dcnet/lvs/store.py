@@ -1,0 +1,149 @@
+"""elbctl's durable LVS state directory: the lock, the dynamic registry, the drain set.
+
+Files under the state directory (``--lvs-state-dir``, ``$DCNET_LVS_STATE_DIR``, default
+``/var/lib/dcnet/lvs``):
+
+- ``lock``: ``flock``-ed exclusively by a full apply (from its read to its last write)
+  and by every ``elbctl backend add|remove|drain``, so they never interleave;
+- ``registry.json``: real servers added, drained or removed by ``elbctl backend``, per
+  service; a full apply merges it into the model so it never undoes them;
+- ``drain.json``: dests being drained and their deadlines (survives restarts);
+- ``layouts.json``: the services of the last applied model, for ``elbctl backend``.
+
+Every file is replaced atomically (write, fsync, rename, fsync the directory), so a
+crash leaves the old or the new version, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from dcnet.lvs.layout import ServiceLayout
+
+DEFAULT_DIR = "/var/lib/dcnet/lvs"
+
+
+class LockTimeout(RuntimeError):
+    pass
+
+
+def _acquire(fd: int, timeout: float | None, path: str) -> None:
+    """flock(LOCK_EX), waiting in the kernel (no polling: hundreds of waiting hooks cost
+    nothing); the timeout is a SIGALRM timer in the main thread, polling elsewhere."""
+    def expired() -> LockTimeout:
+        return LockTimeout(f"{path} is held by another elbctl for more than {timeout:g}s")
+
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    if threading.current_thread() is threading.main_thread():
+        def on_alarm(signum, frame):
+            raise expired()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(timeout, 0.001))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise expired() from None
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.2)
+
+
+class Store:
+    def __init__(self, directory: str | None = None):
+        self.directory = directory or os.environ.get("DCNET_LVS_STATE_DIR") or DEFAULT_DIR
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the state directory's exclusive lock (waiting at most ``timeout`` s)."""
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(self.path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _acquire(fd, timeout, self.path("lock"))
+            yield
+        finally:
+            os.close(fd)   # closing releases the lock
+
+    # -- JSON files
+
+    def _read(self, name: str, default: Any) -> Any:
+        try:
+            with open(self.path(name), encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return default
+
+    def _write(self, name: str, data: Any) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        final = self.path(name)
+        tmp = f"{final}.tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        dfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    # -- registry: {service: {ident: {"weight": int, "state": str}}}
+
+    def registry(self) -> dict[str, dict[str, dict]]:
+        return self._read("registry.json", {}).get("services", {})
+
+    def save_registry(self, services: dict[str, dict[str, dict]]) -> None:
+        self._write("registry.json", {"version": 1, "services": services})
+
+    # -- drain set: {dest key: deadline}
+
+    def drain_set(self) -> dict[tuple, float]:
+        items = self._read("drain.json", {}).get("draining", [])
+        return {tuple(item["key"]): float(item["deadline"]) for item in items}
+
+    def save_drain_set(self, draining: dict[tuple, float]) -> None:
+        if not draining and not os.path.exists(self.path("drain.json")):
+            return
+        items = [{"key": list(k), "deadline": d} for k, d in sorted(draining.items(),
+                                                                    key=lambda kv: str(kv[0]))]
+        self._write("drain.json", {"version": 1, "draining": items})
+
+    # -- layouts of the last applied model
+
+    def layouts(self) -> tuple[dict[str, ServiceLayout], int] | None:
+        """The last applied services by name, and the model's drain_seconds."""
+        data = self._read("layouts.json", None)
+        if data is None:
+            return None
+        return ({s["name"]: ServiceLayout.from_json(s) for s in data["services"]},
+                data["drain_seconds"])
+
+    def save_layouts(self, layouts: tuple[ServiceLayout, ...], drain_seconds: int) -> None:
+        data = {"version": 1, "services": [s.to_json() for s in layouts],
+                "drain_seconds": drain_seconds}
+        if self._read("layouts.json", None) != data:
+            self._write("layouts.json", data)
