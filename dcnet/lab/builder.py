@@ -469,12 +469,24 @@ def _is_tcp_listening(port: int) -> bool:
     return False
 
 
-def remove_namespace_and_processes(name: str, settle_seconds: float = 2.0) -> None:
-    """Kill every process inside the namespace, then delete it (even if some survive)."""
+def remove_namespace_and_processes(name: str, settle_seconds: float = 5.0) -> None:
+    """Kill every process inside the namespace, wait until each has really exited, then
+    delete the namespace (even if some survive).
+
+    A killed process leaves the namespace early in its exit, before it is gone, so the
+    wait follows the killed pids themselves, not only the namespace's member list.
+    """
     deadline = time.monotonic() + settle_seconds
-    while (leftover := netns_mod.pids(name)) and time.monotonic() < deadline:
+    killed: dict[int, int | None] = {}
+    leftover: list[int] = []
+    while time.monotonic() < deadline:
+        leftover = netns_mod.pids(name)
         for pid in leftover:
+            killed.setdefault(pid, proc.start_time(pid))
             proc.kill(pid)
+        dying = [pid for pid, start in killed.items() if proc.is_same_process(pid, start)]
+        if not leftover and not dying:
+            break
         time.sleep(0.02)
     netns_mod.remove(name)
     if leftover:
