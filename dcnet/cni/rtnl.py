@@ -286,21 +286,15 @@ class Netlink:
 
     def add_route(self, dst: bytes, plen: int, gateway: bytes | None, oif: int | None,
                   protocol: int = RTPROT_BOOT, table: int = RT_TABLE_MAIN) -> None:
-        scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
-        body = _RTMSG.pack(AF_INET, plen, 0, 0, table if table < 256 else 0, protocol, scope,
-                           RTN_UNICAST, 0)
-        if plen:
-            body += attr(RTA_DST, dst)
-        if gateway:
-            body += attr(RTA_GATEWAY, gateway)
-        if oif is not None:
-            body += attr_u32(RTA_OIF, oif)
-        body += attr_u32(RTA_TABLE, table)
-        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
+        self._new_route(NLM_F_CREATE | NLM_F_EXCL, dst, plen, gateway, oif, protocol, table)
 
     def replace_route(self, dst: bytes, plen: int, gateway: bytes | None, oif: int | None,
                       protocol: int = RTPROT_BOOT, table: int = RT_TABLE_MAIN) -> None:
         """Like ``add_route`` but replacing a route to the same destination."""
+        self._new_route(NLM_F_CREATE | NLM_F_REPLACE, dst, plen, gateway, oif, protocol, table)
+
+    def _new_route(self, flags: int, dst: bytes, plen: int, gateway: bytes | None,
+                   oif: int | None, protocol: int, table: int) -> None:
         scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
         body = _RTMSG.pack(AF_INET, plen, 0, 0, table if table < 256 else 0, protocol, scope,
                            RTN_UNICAST, 0)
@@ -311,7 +305,7 @@ class Netlink:
         if oif is not None:
             body += attr_u32(RTA_OIF, oif)
         body += attr_u32(RTA_TABLE, table)
-        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
+        self.request(RTM_NEWROUTE, flags, body)
 
     def delete_route(self, dst: bytes, plen: int, oif: int | None = None,
                      table: int = RT_TABLE_MAIN) -> bool:
