@@ -156,7 +156,7 @@ class Lab:
         name: str | None = None,
         log_path: str | None = None,
     ) -> subprocess.Popen:
-        """Start argv in the background inside host; stopped at teardown."""
+        """Start argv inside host in the background (returns once it runs there)."""
         name = name or f"{host}-{len(self._processes)}"
         if name in self._processes:
             raise LabError(f"lab {self.prefix}: a process named {name!r} already exists")
@@ -165,6 +165,9 @@ class Lab:
         self._processes[name] = popen
         self._push(f"stop process {name} (pid {popen.pid})", lambda: proc.stop(popen, 3.0))
         self._write_state()
+        # Return only once the child has switched into the host's namespace, so callers
+        # (and the teardown's "no process left in the namespace" check) see it there.
+        netns_mod.wait_entered(self.netns(host), popen.pid)
         return popen
 
     def process(self, name: str) -> subprocess.Popen:

@@ -203,6 +203,23 @@ def pids(name: str) -> list[int]:
     return sorted(found)
 
 
+def wait_entered(name: str, pid: int, timeout: float = 5.0) -> bool:
+    """Wait until ``pid`` lives in the named namespace (``ip netns exec`` switches after
+    fork, so a just-started child is briefly still in the caller's namespace).
+
+    Returns False if the process exited or the deadline passed first.
+    """
+    wanted = identity(name)
+    deadline = time.monotonic() + timeout
+    while True:
+        current = _pid_identity(str(pid))
+        if current == wanted:
+            return True
+        if current is None or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+
+
 def is_caller_namespace(name: str) -> bool:
     """True if the named namespace is the one this process (its main thread) lives in."""
     st = os.stat(CALLER_NETNS_PATH)

@@ -408,3 +408,17 @@ def test_janitor_module_entry_point():
                           cwd=REPO_ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_wait_entered_sees_a_child_switch_namespace_and_gives_up_on_an_exited_one(lab_factory):
+    lab = lab_factory(SMALL)
+    ns = lab.netns("b")
+    sleeper = proc.start(["sleep", "30"], netns=ns)
+    try:
+        assert netns_mod.wait_entered(ns, sleeper.pid)
+        assert sleeper.pid in netns_mod.pids(ns)
+    finally:
+        proc.stop(sleeper, 1.0)
+    quick = proc.start(["true"])
+    quick.wait()
+    assert not netns_mod.wait_entered(ns, quick.pid, timeout=0.2)
