@@ -72,4 +72,8 @@ class JobName:
         return {t: getattr(self, t) for t in TAGS if getattr(self, t) is not None}
 
     def __str__(self) -> str:
-        return "_".join(f"{tag}.{value}" for tag, value in self.tags().items())
+        text = self.__dict__.get("_text")
+        if text is None:  # computed once: services are keyed and named by it everywhere
+            text = "_".join(f"{tag}.{value}" for tag, value in self.tags().items())
+            object.__setattr__(self, "_text", text)
+        return text

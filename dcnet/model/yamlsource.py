@@ -84,7 +84,12 @@ def _walk(node: yaml.Node, path: Path, located: LocatedData, constructor) -> obj
     return _scalar(node, located, constructor)
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 def _scalar(node: yaml.Node, located: LocatedData, constructor) -> object:
+    if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
+        return node.value  # what SafeConstructor.construct_yaml_str returns, without the detour
     try:
         return constructor.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as exc:
