@@ -3,7 +3,11 @@
 host-gw: ``dcnet-agent run --conf FILE --node NAME (--node-ip IP | --iface IF)`` reconciles
 the node and then reacts to store and kernel changes until SIGTERM/SIGINT; ``once`` does
 one pass; ``leave`` gives the node's subnet back (other agents then drop their route to
-it). Routes stay in place when the agent stops, so pods keep talking while it restarts.
+it). Routes stay in place when the agent stops, so pods keep talking while it restarts
+(``--leave-on-exit`` gives the subnet back on SIGTERM instead). ``--store`` overrides the
+config's store: ``etcd://HOST:PORT[,HOST:PORT...][/PREFIX][?ca=...&cert=...&key=...&user=
+...&password-file=...]`` (``etcds://`` for TLS; see dcnet.sysio.etcd.parse_url) or
+``file:///DIR``; ``--lease-ttl`` sets the etcd lease TTL.
 
 Both modes also serve the ``dcnet`` shim (``dcnet.cni.execd``): whole CNI invocations of
 this network namespace run here, pre-imported, instead of in a fresh interpreter per pod
@@ -23,7 +27,27 @@ import sys
 import click
 
 
-def _make_agent(conf_path: str, node: str | None, node_ip: str | None, iface: str | None):
+def store_spec(configured: dict, url: str | None, lease_ttl: int | None) -> dict:
+    """The store section to open: the config's, or the one ``--store URL`` names."""
+    if url is None:
+        spec = dict(configured)
+    elif url.startswith(("etcd://", "etcds://")):
+        spec = {"type": "etcd", "url": url}
+    elif url.startswith("file://"):
+        spec = {"type": "file", "path": url[len("file://"):]}
+    else:
+        raise click.BadParameter(f"{url!r}: expected etcd://..., etcds://... or file:///DIR",
+                                 param_hint="--store")
+    if lease_ttl is not None:
+        if spec.get("type") != "etcd":
+            raise click.BadParameter("only an etcd store has leases with a TTL",
+                                     param_hint="--lease-ttl")
+        spec["leaseTTL"] = lease_ttl
+    return spec
+
+
+def _make_agent(conf_path: str, node: str | None, node_ip: str | None, iface: str | None,
+                store_url: str | None = None, lease_ttl: int | None = None):
     from dcnet.cni.agent import Agent, AgentError
     from dcnet.cni.errors import CniError
     from dcnet.cni.install import load_conf_file
@@ -31,9 +55,14 @@ def _make_agent(conf_path: str, node: str | None, node_ip: str | None, iface: st
 
     try:
         conf = load_conf_file(conf_path)
-        store = open_store(conf.store)
-        return Agent(conf, store, node or socket.gethostname(), node_ip, iface)
+        store = open_store(store_spec(conf.store, store_url, lease_ttl), conf.name)
     except (OSError, ValueError, CniError, AgentError) as exc:
+        click.echo(f"dcnet-agent: {conf_path}: {exc}", err=True)
+        sys.exit(2)
+    try:
+        return Agent(conf, store, node or socket.gethostname(), node_ip, iface)
+    except AgentError as exc:
+        store.close()
         click.echo(f"dcnet-agent: {conf_path}: {exc}", err=True)
         sys.exit(2)
 
@@ -92,6 +121,11 @@ _COMMON = [
     click.option("--node", default=None, help="Node name (default: the host name)."),
     click.option("--node-ip", default=None, help="This node's underlay IPv4 address."),
     click.option("--iface", default=None, help="Take the node IP from this interface."),
+    click.option("--store", "store_url", default=None, metavar="URL",
+                 help="Where node subnet leases live: etcd://HOST:PORT[,...][/PREFIX][?...] "
+                      "(etcds:// for TLS) or file:///DIR (default: the config's store)."),
+    click.option("--lease-ttl", type=click.IntRange(2, 3600), default=None,
+                 help="etcd store: TTL in seconds of this node's lease (default 20)."),
 ]
 
 
@@ -116,13 +150,17 @@ def cli() -> None:
               help="Directory of the shim's sockets (default /run/dcnet/exec).")
 @click.option("--serve-cni/--no-serve-cni", default=True, show_default=True,
               help="Serve the dcnet shim's CNI invocations in this process.")
+@click.option("--leave-on-exit", is_flag=True,
+              help="host-gw: release the node's subnet when stopped (default: keep it, so "
+                   "a restart changes nothing).")
 def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None,
-        resync: float, sweep: float, exec_dir: str | None, serve_cni: bool) -> None:
+        store_url: str | None, lease_ttl: int | None, resync: float, sweep: float,
+        exec_dir: str | None, serve_cni: bool, leave_on_exit: bool) -> None:
     """Keep this node's subnet, bridge and routes (or its pods' DHCP leases) right."""
     if _mode(conf_path) == "macvlan":
         _run_macvlan(conf_path, sweep, exec_dir, serve_cni)
         return
-    agent = _make_agent(conf_path, node, node_ip, iface)
+    agent = _make_agent(conf_path, node, node_ip, iface, store_url, lease_ttl)
 
     def on_signal(signum, frame) -> None:
         agent.request_stop()
@@ -132,7 +170,7 @@ def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None
     agent.log(f"node {agent.node}: watching {conf_path}")
     server = _serve_cni(exec_dir, serve_cni)
     try:
-        agent.run(resync=resync)
+        agent.run(resync=resync, leave_on_exit=leave_on_exit)
     finally:
         if server is not None:
             server.close()
@@ -142,9 +180,10 @@ def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None
 
 @cli.command()
 @_common
-def once(conf_path: str, node: str | None, node_ip: str | None, iface: str | None) -> None:
+def once(conf_path: str, node: str | None, node_ip: str | None, iface: str | None,
+         store_url: str | None, lease_ttl: int | None) -> None:
     """One reconcile pass, then exit (non-zero if it failed)."""
-    agent = _make_agent(conf_path, node, node_ip, iface)
+    agent = _make_agent(conf_path, node, node_ip, iface, store_url, lease_ttl)
     try:
         result = agent.reconcile()
     except Exception as exc:
@@ -152,20 +191,28 @@ def once(conf_path: str, node: str | None, node_ip: str | None, iface: str | Non
         sys.exit(1)
     finally:
         agent.close()
+        agent.store.close()
     click.echo(f"lease {result['lease'].subnet}; changes: {result['changes'] or 'none'}")
+    if result["degraded"]:
+        click.echo(f"degraded: {result['degraded']}")
     for problem in result["refused"]:
         click.echo(problem)
 
 
 @cli.command()
 @_common
-def leave(conf_path: str, node: str | None, node_ip: str | None, iface: str | None) -> None:
+def leave(conf_path: str, node: str | None, node_ip: str | None, iface: str | None,
+          store_url: str | None, lease_ttl: int | None) -> None:
     """Release this node's subnet lease and remove this agent's routes."""
-    agent = _make_agent(conf_path, node, node_ip or "0.0.0.0", iface)
+    agent = _make_agent(conf_path, node, node_ip or "0.0.0.0", iface, store_url, lease_ttl)
     try:
         lease = agent.leave()
+    except Exception as exc:
+        click.echo(f"dcnet-agent: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
     finally:
         agent.close()
+        agent.store.close()
     click.echo(f"released {lease.subnet}" if lease else "no lease held")
 
 

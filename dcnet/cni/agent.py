@@ -9,6 +9,14 @@ on-link. ``run`` reconciles at start, then whenever the store changes (``Store.w
 inotify for the file store) or the kernel's IPv4 addresses or routes change (an rtnetlink
 multicast subscription), plus a slow safety resync; there is no fixed short poll.
 Kernel I/O through pyroute2, in the namespace the agent runs in.
+
+When the store cannot be reached (``StoreUnavailable``, e.g. etcd down) the agent runs
+**degraded**: it keeps the node's last known subnet and bridge, never deletes a route
+(it only re-adds routes from the last lease set it read), keeps publishing the node file
+with ``degraded`` set (so ADD keeps working and STATUS warns), retries every few seconds
+and converges when the store is back. A node whose lease vanished meanwhile (its etcd
+lease expired) claims its previous subnet again if nobody took it, so its pods keep their
+addresses; at start the previous subnet comes from the node file of the earlier life.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -28,7 +37,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from dcnet.cni import ip4, nodestate
 from dcnet.cni.config import NetConf
 from dcnet.cni.routes import Change, desired_routes, diff, route_refusal
-from dcnet.cni.store import Lease, Store
+from dcnet.cni.store import Lease, Store, StoreUnavailable
 from dcnet.cni.subnets import acquire
 
 RTMGRP_IPV4_IFADDR = 0x10
@@ -62,6 +71,26 @@ class Agent:
         self.refused: list[str] = []
         self.wake = threading.Event()
         self.stopping = threading.Event()
+        self.lease: Lease | None = self._previous_lease()  # last known own lease
+        self.known: list[Lease] | None = None  # the lease set of the last good read
+        self.degraded: str | None = None  # "etcd unreachable since ..." while it lasts
+        self.degraded_since: float | None = None
+
+    def _previous_lease(self) -> Lease | None:
+        """This node's subnet as the node file of an earlier life published it."""
+        import json
+
+        try:
+            with open(self.conf.node_file) as handle:
+                data = json.load(handle)
+            lease = Lease(self.node, str(data["nodeIP"]), str(data["subnet"]))
+            inside = ipaddress.ip_network(lease.subnet).subnet_of(
+                ipaddress.ip_network(self.cluster))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if data.get("node") != self.node or data.get("network") != self.conf.name:
+            return None
+        return lease if inside else None
 
     def request_stop(self) -> None:
         """Ask ``run`` to return (safe from a signal handler)."""
@@ -145,13 +174,80 @@ class Agent:
     # ------------------------------------------------------------ reconcile
 
     def reconcile(self) -> dict:
-        """One full pass; returns what it did."""
+        """One full pass; returns what it did (``degraded`` set when the store was out of
+        reach and the pass ran on what the agent knew)."""
         node_ip = self.node_ip()
-        lease = acquire(self.store, self.cluster, self.conf.subnet_len, self.node, node_ip)
+        try:
+            lease, leases = self.read_store(node_ip)
+        except StoreUnavailable as exc:
+            return self.reconcile_degraded(node_ip, exc)
+        if self.degraded is not None:
+            self.log(f"store reachable again after {time.time() - self.degraded_since:.0f} s "
+                     f"({self.degraded}): converging")
+        self.degraded = self.degraded_since = None
+        self.lease, self.known = lease, leases
         self.setup_bridge(lease)
+        desired, refused = self.desired(leases)
+        changes = diff(desired, self.current_routes())
+        for change in changes:
+            self.apply(change)
+        self.publish(lease, node_ip)
+        return {"lease": lease, "changes": changes, "refused": refused, "degraded": None}
+
+    def read_store(self, node_ip: str) -> tuple[Lease, list[Lease]]:
+        """This node's lease (kept, re-claimed or newly claimed) and every lease of the
+        cluster CIDR; StoreUnavailable when the store cannot be reached."""
+        self.reclaim_previous(node_ip)
+        lease = acquire(self.store, self.cluster, self.conf.subnet_len, self.node, node_ip)
+        self.store.hold(lease)
         cluster = ipaddress.ip_network(self.cluster)
         leases = [le for le in self.store.leases()
                   if ipaddress.ip_network(le.subnet).subnet_of(cluster)]
+        return lease, leases
+
+    def reclaim_previous(self, node_ip: str) -> None:
+        """Claim this node's last known subnet again when its lease is gone (expired
+        while the store was out of reach, or a restart after the TTL) and it is free."""
+        previous = self.lease
+        if previous is None:
+            return
+        leases = self.store.leases()
+        if any(le.node == self.node for le in leases):
+            return
+        holder = next((le.node for le in leases if le.subnet == previous.subnet), None)
+        if holder is not None:
+            self.log(f"this node's previous subnet {previous.subnet} is now held by "
+                     f"{holder}: taking another one (pods on the old subnet lose their "
+                     f"routes)")
+            self.lease = None
+            return
+        if self.store.claim(Lease(self.node, node_ip, previous.subnet)):
+            self.log(f"claimed this node's previous subnet {previous.subnet} again")
+
+    def reconcile_degraded(self, node_ip: str, exc: StoreUnavailable) -> dict:
+        """The store is out of reach: keep the subnet, bridge and routes the agent knows,
+        re-add (never delete) routes from the last lease set, publish ``degraded``."""
+        if self.degraded_since is None:
+            self.degraded_since = time.time()
+            self.log(f"degraded: {exc}; keeping routes and the node subnet")
+        since = datetime.fromtimestamp(self.degraded_since, UTC)
+        self.degraded = f"{exc.summary} since {since:%Y-%m-%dT%H:%M:%SZ}"
+        lease = self.lease
+        if lease is None:
+            raise AgentError(f"no subnet yet and the store is out of reach ({exc})")
+        self.setup_bridge(lease)
+        changes: list[Change] = []
+        if self.known is not None:
+            desired, _refused = self.desired(self.known)
+            changes = [c for c in diff(desired, self.current_routes()) if c.action != "del"]
+            for change in changes:
+                self.apply(change)
+        self.publish(lease, node_ip)
+        return {"lease": lease, "changes": changes, "refused": self.refused,
+                "degraded": self.degraded}
+
+    def desired(self, leases: list[Lease]) -> tuple[dict[str, str], list[str]]:
+        """Routes to every other node's subnet, and the refusals (logged once each)."""
         desired, refused = {}, []
         for dst, via in desired_routes(leases, self.node).items():
             owner = next(le.node for le in leases if le.subnet == dst)
@@ -165,11 +261,7 @@ class Agent:
                 self.log(problem)
         self._reported = set(refused)
         self.refused = refused
-        changes = diff(desired, self.current_routes())
-        for change in changes:
-            self.apply(change)
-        self.publish(lease, node_ip)
-        return {"lease": lease, "changes": changes, "refused": refused}
+        return desired, refused
 
     def apply(self, change: Change) -> None:
         spec = {"dst": change.dst, "family": socket.AF_INET, "table": MAIN_TABLE,
@@ -190,7 +282,7 @@ class Agent:
             "network": self.conf.name, "node": self.node, "nodeIP": node_ip,
             "subnet": lease.subnet, "gateway": ip4.fmt_ip(net + 1), "bridge": self.conf.bridge,
             "agentPid": os.getpid(), "agentStart": self.started,
-            "refusedRoutes": self.refused,
+            "refusedRoutes": self.refused, "degraded": self.degraded,
         })
 
     # ------------------------------------------------------------ leaving
@@ -209,8 +301,11 @@ class Agent:
 
     # ------------------------------------------------------------ running
 
-    def run(self, resync: float = 300.0, retry: float = 2.0) -> None:
-        """Reconcile now, then on every change signal until ``request_stop``."""
+    def run(self, resync: float = 300.0, retry: float = 2.0, leave_on_exit: bool = False
+            ) -> None:
+        """Reconcile now, then on every change signal until ``request_stop`` (then give
+        the lease back only with ``leave_on_exit``: by default a stopped agent's routes
+        stay, and a restart keeps the node's subnet)."""
         stop, wake = self.stopping, self.wake
         threads = [
             threading.Thread(target=self._watch_store, args=(stop, wake), daemon=True,
@@ -226,6 +321,8 @@ class Agent:
                 result = self.reconcile()
                 if result["changes"]:
                     self.log(f"reconciled: {len(result['changes'])} change(s)")
+                if result["degraded"]:
+                    wait = retry  # try the store again soon
             except Exception as exc:  # keep serving; report and retry soon
                 self.log(f"reconcile failed: {type(exc).__name__}: {exc}")
                 wait = retry
@@ -235,6 +332,11 @@ class Agent:
             wake.clear()
         for thread in threads:
             thread.join(timeout=2.0)
+        if leave_on_exit:
+            try:
+                self.leave()
+            except Exception as exc:  # e.g. store unreachable: the lease then expires
+                self.log(f"leaving failed: {type(exc).__name__}: {exc}")
 
     def _watch_store(self, stop: threading.Event, wake: threading.Event) -> None:
         while not stop.is_set():

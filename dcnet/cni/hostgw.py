@@ -5,7 +5,8 @@ pair whose host end joins the node bridge and whose other end is created directl
 the pod namespace under CNI_IFNAME, then addresses it and adds the default route via the
 bridge gateway. Every step pushes its undo; a failure unwinds the stack, so a failed ADD
 leaves no link and no reservation. DEL is best effort and repeatable; CHECK only reads;
-STATUS says whether ADD could succeed; GC releases what valid attachments do not name.
+STATUS says whether ADD could succeed (and warns on stderr when the agent runs degraded,
+e.g. etcd unreachable: ADD still works then); GC releases what valid attachments do not name.
 Kernel I/O goes through ``rtnl`` (no pyroute2 on this path).
 """
 
@@ -201,6 +202,10 @@ class HostGw:
         problem = status_problem(conf)
         if problem:
             raise CniError(NOT_AVAILABLE, f"dcnet cannot serve ADD: {problem}")
+        degraded = nodestate.read(conf.node_file).degraded
+        if degraded:  # ADD works (existing subnet, routes kept): ready, with a warning
+            _log(f"STATUS: degraded: {degraded}; ADD still works on this node's subnet, "
+                 "routes to other nodes are kept as last known")
 
     # ------------------------------------------------------------ GC
 

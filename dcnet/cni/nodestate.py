@@ -1,9 +1,11 @@
 """The node file: what the agent publishes for the plugin on the same node.
 
 ``<runDir>/<network>/node.json`` holds the node's name, IP and subnet lease, the bridge
-gateway and the agent's pid and start time (flannel's subnet.env, as JSON). The agent
-writes it atomically; the plugin reads it on every ADD (one small file, no store access
-on the hot path) and STATUS uses it to tell whether the agent is alive.
+gateway and the agent's pid and start time (flannel's subnet.env, as JSON), and
+``degraded`` when the agent cannot reach its store (e.g. "etcd unreachable since ..."):
+it then keeps serving the subnet it has. The agent writes it atomically; the plugin reads
+it on every ADD (one small file, no store access on the hot path) and STATUS uses it to
+tell whether the agent is alive and whether it runs degraded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dcnet.cni.errors import TRY_AGAIN_LATER, CniError
 class NodeState:
     """The parsed node file."""
 
-    __slots__ = ("agent_pid", "agent_start", "gateway", "node", "node_ip", "plen", "subnet")
+    __slots__ = ("agent_pid", "agent_start", "degraded", "gateway", "node", "node_ip", "plen",
+                 "subnet")
 
     def __init__(self, data: dict):
         self.node: str = data["node"]
@@ -26,6 +29,7 @@ class NodeState:
         self.gateway: int = ip4.parse_ip(data["gateway"])
         self.agent_pid: int = int(data["agentPid"])
         self.agent_start: int | None = data.get("agentStart")
+        self.degraded: str | None = data.get("degraded") or None
 
 
 def read(path: str) -> NodeState:

@@ -4,10 +4,13 @@ A lease says "node N, reachable at IP A, owns subnet S". The interface is delibe
 small so that a distributed store (etcd, a later issue) fits it: ``leases`` (read all),
 ``claim`` (atomically create a lease for a subnet nobody holds), ``update`` (change the
 holder's IP), ``release`` (delete) and ``wait`` (block until something may have changed:
-the hook the agent reacts to instead of polling). ``FileStore`` is the embedded default
-(one JSON file per subnet in a shared directory, O_EXCL-style claims via ``link``,
-inotify for ``wait``); ``MemoryStore`` is the fake for unit tests. Both pass the same
-contract tests (tests/unit/test_cni_store.py).
+the hook the agent reacts to instead of polling), plus ``hold`` (the holder confirms a
+lease is still its own: a no-op here, a re-attach to the keep-alive for stores whose
+leases expire). ``FileStore`` is the embedded default (one JSON file per subnet in a
+shared directory, O_EXCL-style claims via ``link``, inotify for ``wait``); ``MemoryStore``
+is the fake for unit tests; ``dcnet.cni.etcdstore.EtcdStore`` keeps leases in etcd
+(imported only when asked for). All pass the same contract tests
+(tests/store_contract.py). A store that cannot be reached raises ``StoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,17 @@ import json
 import os
 import threading
 from abc import ABC, abstractmethod
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be read or written now (e.g. no etcd endpoint answers).
+
+    ``summary`` is a short phrase for status displays ("etcd unreachable"); the message
+    carries the details."""
+
+    def __init__(self, summary: str, detail: str = ""):
+        super().__init__(f"{summary}: {detail}" if detail else summary)
+        self.summary = summary
 
 
 class Lease:
@@ -66,6 +80,12 @@ class Store(ABC):
     def wait(self, timeout: float) -> bool:
         """Block until leases may have changed since the last ``wait`` (or since this
         store object was made), at most ``timeout`` seconds; True if they may have."""
+
+    def hold(self, lease: Lease) -> None:  # noqa: B027 (optional hook)
+        """The holder's confirmation, on every pass, that ``lease`` is still its own.
+
+        Nothing to do for stores whose leases never expire; the etcd store attaches the
+        lease to this process's keep-alive (a restarted agent adopts its lease)."""
 
     def close(self) -> None:  # noqa: B027 (optional hook, nothing to release by default)
         """Release resources (watches, connections)."""
@@ -184,15 +204,21 @@ class MemoryStore(Store):
             return changed
 
 
-def open_store(spec: dict) -> Store:
-    """The store a config's ``store`` section names (only ``file`` in this build)."""
+def open_store(spec: dict, network: str = "default") -> Store:
+    """The store a config's ``store`` section names: ``{"type": "file", "path": DIR}`` or
+    ``{"type": "etcd", "url": "etcd://...", "leaseTTL": SECONDS}`` (``network`` names the
+    CNI network, which the etcd store puts in its keys)."""
     kind = spec.get("type", "file")
     if kind == "file":
         path = spec.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError("store.path: expected an absolute directory path")
         return FileStore(path)
-    raise ValueError(f"store.type: unknown store {kind!r} (this build has 'file')")
+    if kind == "etcd":
+        from dcnet.cni.etcdstore import open_etcd_store
+
+        return open_etcd_store(spec, network)
+    raise ValueError(f"store.type: unknown store {kind!r} (expected 'file' or 'etcd')")
 
 
-__all__ = ["FileStore", "Lease", "MemoryStore", "Store", "open_store"]
+__all__ = ["FileStore", "Lease", "MemoryStore", "Store", "StoreUnavailable", "open_store"]

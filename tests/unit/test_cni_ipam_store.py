@@ -1,12 +1,16 @@
-"""Unit tests of the allocator, reservation files, subnet leases (Store contract for the
-file store and the in-memory fake alike), route diffs and the on-link rule."""
+"""Unit tests of the allocator, reservation files, subnet leases (the Store contract of
+tests/store_contract.py for the file store and the in-memory fake alike), route diffs and
+the on-link rule."""
 
 from __future__ import annotations
 
 import os
-import threading
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import click
 import pytest
 
 from dcnet.cni import ip4
@@ -15,7 +19,8 @@ from dcnet.cni.hostgw import host_veth_name
 from dcnet.cni.ipam import Reservations, next_free, pool
 from dcnet.cni.routes import Change, desired_routes, diff, route_refusal
 from dcnet.cni.store import FileStore, Lease, MemoryStore
-from dcnet.cni.subnets import SubnetError, acquire, node_subnets
+from dcnet.cni.subnets import SubnetError, node_subnets
+from tests.store_contract import StoreContract
 
 pytestmark = pytest.mark.unit
 
@@ -119,67 +124,16 @@ def test_concurrent_reservations_never_duplicate(tmp_path):
 # ---------------------------------------------------------------- Store contract
 
 
-@pytest.fixture(params=["memory", "file"])
-def store(request, tmp_path):
-    made = MemoryStore() if request.param == "memory" else FileStore(str(tmp_path / "store"))
-    yield made
-    made.close()
+class TestMemoryAndFileStore(StoreContract):
+    """The Store contract (tests/store_contract.py) on the fake and the file store; the
+    etcd store runs the same class in tests/netns/test_cni_etcd.py."""
 
-
-def test_store_claim_is_exclusive(store):
-    assert store.claim(Lease("n1", "192.168.0.1", "10.244.0.0/24"))
-    assert not store.claim(Lease("n2", "192.168.0.2", "10.244.0.0/24"))
-    assert store.leases() == [Lease("n1", "192.168.0.1", "10.244.0.0/24")]
-
-
-def test_store_update_and_release(store):
-    store.claim(Lease("n1", "192.168.0.1", "10.244.0.0/24"))
-    store.update(Lease("n1", "192.168.0.9", "10.244.0.0/24"))
-    assert store.leases()[0].node_ip == "192.168.0.9"
-    with pytest.raises(KeyError):
-        store.update(Lease("n3", "192.168.0.3", "10.244.9.0/24"))
-    assert store.release("10.244.0.0/24") and not store.release("10.244.0.0/24")
-    assert store.leases() == []
-
-
-def test_store_leases_sorted_by_subnet(store):
-    for subnet in ("10.244.2.0/24", "10.244.0.0/24", "10.244.1.0/24"):
-        store.claim(Lease("n-" + subnet, "192.168.0.1", subnet))
-    assert [le.subnet for le in store.leases()] == [
-        "10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]
-
-
-def test_store_wait_reports_changes_and_times_out_without(store):
-    assert not store.wait(0.05)
-    store.claim(Lease("n1", "192.168.0.1", "10.244.0.0/24"))
-    assert store.wait(0.05)
-    assert not store.wait(0.05)  # consumed
-    store.release("10.244.0.0/24")
-    assert store.wait(0.05)
-
-
-def test_store_wait_wakes_on_a_change_from_another_thread(store):
-    done = threading.Event()
-    woke = []
-
-    def waiter() -> None:
-        woke.append(store.wait(30.0))
-        done.set()
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    store.claim(Lease("n1", "192.168.0.1", "10.244.0.0/24"))
-    assert done.wait(30.0)
-    thread.join()
-    assert woke == [True]
-
-
-def test_concurrent_claims_of_one_subnet_have_one_winner(store):
-    with ThreadPoolExecutor(max_workers=8) as workers:
-        wins = list(workers.map(
-            lambda i: store.claim(Lease(f"n{i}", f"192.168.0.{i}", "10.244.0.0/24")),
-            range(16)))
-    assert wins.count(True) == 1 and len(store.leases()) == 1
+    @pytest.fixture(params=["memory", "file"])
+    def store(self, request, tmp_path):
+        made = (MemoryStore() if request.param == "memory"
+                else FileStore(str(tmp_path / "store")))
+        yield made
+        made.close()
 
 
 def test_file_store_ignores_foreign_files(tmp_path):
@@ -200,29 +154,6 @@ def test_node_subnets_split_the_cluster_cidr():
         "10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]
     with pytest.raises(SubnetError):
         list(node_subnets("10.244.0.0/24", 16))
-
-
-def test_acquire_keeps_claims_and_refreshes_ip(store):
-    one = acquire(store, "10.244.0.0/23", 24, "n1", "192.168.0.1")
-    two = acquire(store, "10.244.0.0/23", 24, "n2", "192.168.0.2")
-    assert (one.subnet, two.subnet) == ("10.244.0.0/24", "10.244.1.0/24")
-    again = acquire(store, "10.244.0.0/23", 24, "n1", "192.168.0.11")
-    assert again.subnet == "10.244.0.0/24" and store.leases()[0].node_ip == "192.168.0.11"
-    with pytest.raises(SubnetError):
-        acquire(store, "10.244.0.0/23", 24, "n3", "192.168.0.3")
-
-
-def test_acquire_moves_on_when_another_node_wins_the_race(store):
-    original_claim = store.claim
-
-    def claim(lease: Lease) -> bool:
-        if lease.subnet == "10.244.0.0/24":
-            original_claim(Lease("rival", "192.168.0.99", lease.subnet))
-        return original_claim(lease)
-
-    store.claim = claim
-    lease = acquire(store, "10.244.0.0/23", 24, "n1", "192.168.0.1")
-    assert lease.subnet == "10.244.1.0/24"
 
 
 # ---------------------------------------------------------------- routes
@@ -255,3 +186,48 @@ def test_route_refusal_messages():
     assert "unreachable" in route_refusal("10.244.1.0/24", "10.9.9.9", "n2", None)
     assert "same IP" in route_refusal("10.244.1.0/24", "192.168.0.1", "n2",
                                       {"gateway": None, "dev": "lo", "local": True})
+
+
+# ---------------------------------------------------------------- the plugin path stays light
+
+
+def test_the_plugin_path_never_imports_a_store_or_the_etcd_client():
+    """What dcnet-python imports for ADD/DEL/CHECK/STATUS/GC (-I -S, as the launcher
+    runs): the stores and the etcd client are the agent's business only."""
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {root!r}); "
+            "from dcnet.cni import plugin, skel, hostgw, macvlan; "
+            "print(' '.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c", code],
+                          capture_output=True, text=True, check=True)
+    modules = set(done.stdout.split())
+    assert "dcnet.cni.hostgw" in modules and "dcnet.cni.hostgw" in done.stderr
+    for heavy in ("dcnet.sysio.etcd", "dcnet.cni.etcdstore", "dcnet.cni.store",
+                  "http.client", "ssl", "pyroute2"):
+        assert heavy not in modules, heavy
+        assert f" {heavy}\n" not in done.stderr, heavy
+
+
+def test_store_sections_and_store_urls_are_checked_before_anything_connects():
+    from dcnet.cli.agent import store_spec
+    from dcnet.cni.store import open_store
+
+    for spec, field in (({"type": "etcd"}, "store.url"),
+                        ({"type": "etcd", "url": "http://10.0.0.1:2379"}, "store.url"),
+                        ({"type": "etcd", "url": "etcd://10.0.0.1:2379", "leaseTTL": 1},
+                         "store.leaseTTL"),
+                        ({"type": "etcd", "url": "etcd://10.0.0.1:2379", "leaseTTL": "9"},
+                         "store.leaseTTL"),
+                        ({"type": "consul"}, "store.type")):
+        with pytest.raises(ValueError, match=field):
+            open_store(spec, "podnet")
+    configured = {"type": "file", "path": "/var/lib/dcnet/store"}
+    assert store_spec(configured, None, None) == configured
+    assert store_spec(configured, "etcds://10.0.0.1:2379/dcnet", 9) == {
+        "type": "etcd", "url": "etcds://10.0.0.1:2379/dcnet", "leaseTTL": 9}
+    assert store_spec(configured, "file:///srv/leases", None) == {
+        "type": "file", "path": "/srv/leases"}
+    with pytest.raises(click.BadParameter):
+        store_spec(configured, "/srv/leases", None)
+    with pytest.raises(click.BadParameter):
+        store_spec(configured, None, 9)  # a TTL for a file store
