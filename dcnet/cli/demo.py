@@ -28,10 +28,12 @@ def default_model_path() -> str:
 
 
 class Report:
-    """Collects check results and prints them as they come."""
+    """Collects check results and prints them as they come; ``store`` tells the steps
+    where cluster state lives ("file", the embedded default, or "etcd")."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: str = "file") -> None:
         self.failures = 0
+        self.store = store
 
     def section(self, title: str) -> None:
         click.echo(f"\n== {title}")
@@ -88,10 +90,14 @@ def run_steps(model: Model, lab: Lab, report: Report) -> None:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-f", "--file", "model_path", type=click.Path(dir_okay=False),
               help="Service model (default: the embedded examples/elb.yaml).")
-def cli(model_path: str | None) -> None:
+@click.option("--store", type=click.Choice(["file", "etcd"]), default="file",
+              show_default=True,
+              help="Where host-gw node leases and the ELB's desired state live: files, or "
+                   "a three-member etcd cluster the demo starts in its lab.")
+def cli(model_path: str | None, store: str) -> None:
     """Build the dcnet lab from a model and show every part working."""
     model_path = model_path or default_model_path()
-    report = Report()
+    report = Report(store)
     report.section(f"Service model {model_path}")
     try:
         model = load_model(model_path)

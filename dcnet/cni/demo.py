@@ -9,6 +9,11 @@ routes shown, a TCP exchange between the pods across the nodes, then DEL.
 macvlan: a node and a dnsmasq server on one segment (``dcnet.cni.dhcplab``), the agent
 with a host shim, one pod whose address comes from DHCP (shown in the server's lease
 file), the node reaching its pod through the shim, then DEL releasing the lease.
+
+With ``dcnet-demo --store etcd`` the host-gw nodes keep their subnet leases in a
+three-member TLS etcd cluster on the same underlay instead of a shared directory; the
+demo shows the lease keys in etcd, stops the etcd member the agents use, and starts one
+more pod with all of etcd down (degraded mode).
 """
 
 from __future__ import annotations
@@ -28,17 +33,19 @@ from dcnet.lab.builder import Lab
 from dcnet.sysio import netns
 
 NODES = ("node1", "node2")
+ETCD_HOSTS = ("etcd1", "etcd2", "etcd3")
 PORT = 7000
 
 
-def _topology() -> dict:
+def _topology(with_etcd: bool = False) -> dict:
+    hosts = [*NODES, *(ETCD_HOSTS if with_etcd else ())]
     return {
-        "hosts": [*NODES, "sw"],
+        "hosts": [*hosts, "sw"],
         "bridges": [{"name": "br0", "host": "sw"}],
-        "links": [{"a": {"host": node, "ifname": "eth0",
+        "links": [{"a": {"host": host, "ifname": "eth0",
                          "addresses": [f"192.168.150.{i + 1}/24"]},
-                   "b": {"host": "sw", "ifname": f"p-{node}", "bridge": "br0"}}
-                  for i, node in enumerate(NODES)],
+                   "b": {"host": "sw", "ifname": f"p-{host}", "bridge": "br0"}}
+                  for i, host in enumerate(hosts)],
     }
 
 
@@ -76,7 +83,7 @@ def _talk(address: str) -> bytes:
 
 def demo(model, lab, report) -> None:
     """The demo hook: ``model`` and ``lab`` (the ELB lab) are not needed here."""
-    _demo_hostgw(report)
+    _demo_hostgw(report, getattr(report, "store", "file"))
     _demo_macvlan(report)
 
 
@@ -118,13 +125,23 @@ def _run_macvlan(made, report) -> None:
                  "DEL released the lease (gone from the server's lease file)")
 
 
-def _demo_hostgw(report) -> None:
-    report.section("CNI host-gw: two nodes, one pod each, through the dcnet binary")
+def _demo_hostgw(report, store: str = "file") -> None:
+    where = "etcd" if store == "etcd" else "a shared directory"
+    report.section(f"CNI host-gw: two nodes, one pod each, through the dcnet binary "
+                   f"(subnet leases in {where})")
     root = tempfile.mkdtemp(prefix="dcnet-cni-demo-")
     pods: list[str] = []
     try:
-        with Lab(_topology()) as cni_lab:
-            _run(cni_lab, root, pods, report)
+        with Lab(_topology(with_etcd=store == "etcd")) as cni_lab:
+            cluster = None
+            if store == "etcd":
+                from dcnet.lab.etcd_lab import start_etcd_cluster
+
+                cluster = start_etcd_cluster(cni_lab, list(ETCD_HOSTS), f"{root}/etcd",
+                                             client_host="node1")
+                cluster.wait_healthy()
+                report.check(True, f"etcd cluster (TLS) up: {', '.join(cluster.endpoints)}")
+            _run(cni_lab, root, pods, report, cluster)
             for name in pods:
                 netns.remove(name)
     finally:
@@ -134,20 +151,23 @@ def _demo_hostgw(report) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(cni_lab: Lab, root: str, pods: list[str], report) -> None:
+def _run(cni_lab: Lab, root: str, pods: list[str], report, cluster=None) -> None:
     bin_dir = install(f"{root}/bin").rsplit("/", 1)[0]
     agent = os.path.join(os.path.dirname(sys.executable), "dcnet-agent")
+    store_args = ["--store", cluster.url(), "--lease-ttl", "10"] if cluster else []
     for node in NODES:
         path = f"{root}/{node}.conflist"
         with open(path, "w") as handle:
             json.dump(_conflist(root, node), handle)
         cni_lab.start(node, [agent, "run", "--conf", path, "--node", node,
-                             "--iface", "eth0"], name=f"agent-{node}")
+                             "--iface", "eth0", *store_args], name=f"agent-{node}")
     ready = _wait(lambda: all(os.path.exists(f"{root}/run-{n}/demo/node.json")
                               for n in NODES))
     report.check(ready, "dcnet-agent took a subnet on each node")
     if not ready:
         return
+    if cluster is not None:
+        _show_etcd_leases(cluster, report)
     results = {}
     for node in NODES:
         pod = f"{cni_lab.prefix}-pod-{node}"
@@ -177,6 +197,49 @@ def _run(cni_lab: Lab, root: str, pods: list[str], report) -> None:
     listener.close()
     report.check(answer == b"hello across nodes",
                  f"TCP {client_ip} (node1) -> {server_ip}:{PORT} (node2): {answer!r}")
+    if cluster is not None:
+        _etcd_outage(cni_lab, root, bin_dir, pods, cluster, report)
     for node, (runtime, pod, _) in results.items():
         runtime.delete(f"demo-{node}", f"/run/netns/{pod}")
     report.check(True, "pods deleted (DEL) on both nodes")
+
+
+def _show_etcd_leases(cluster, report) -> None:
+    kvs, revision = cluster.client().get_prefix("/cni/demo/leases/")
+    for kv in kvs:
+        print(f"    etcd {kv.key} = {kv.value.decode()} (etcd lease {kv.lease:x})")
+    report.check(len(kvs) == len(NODES), f"{len(kvs)} node subnet leases in etcd at "
+                                          f"revision {revision}, each on a kept-alive lease")
+
+
+def _degraded(root: str, node: str) -> str | None:
+    """The agent's degraded reason from its node file (None when healthy)."""
+    with open(f"{root}/run-{node}/demo/node.json") as handle:
+        return json.load(handle).get("degraded")
+
+
+def _etcd_outage(cni_lab: Lab, root: str, bin_dir: str, pods: list[str], cluster,
+                 report) -> None:
+    def routes() -> dict[str, str]:
+        return {n: cni_lab.run(n, ["ip", "route", "show", "proto", "217"]).stdout
+                for n in NODES}
+
+    before = routes()
+    cluster.stop_all()
+    degraded = _wait(lambda: all(_degraded(root, n) for n in NODES))
+    report.check(degraded, f"all of etcd stopped: both agents report "
+                           f"{_degraded(root, NODES[0])!r} in the node file STATUS reads")
+    report.check(routes() == before, "host-gw routes unchanged while etcd is down")
+    pod = f"{cni_lab.prefix}-pod-late"
+    netns.create(pod)
+    pods.append(pod)
+    runtime = CniRuntime(_conflist(root, "node1"), [bin_dir], cni_lab.netns("node1"))
+    result = runtime.add("demo-late", f"/run/netns/{pod}")
+    report.check(bool(result.get("ips")), f"a new pod on node1 still starts with etcd down: "
+                                          f"{result['ips'][0]['address']}")
+    runtime.delete("demo-late", f"/run/netns/{pod}")
+    cluster.start_all()
+    cluster.wait_healthy()
+    recovered = _wait(lambda: not any(_degraded(root, n) for n in NODES), timeout=40.0)
+    report.check(recovered and routes() == before,
+                 "etcd back: agents converge, no longer degraded, routes as before")
