@@ -9,8 +9,9 @@ lists). For each size it measures, in fresh subprocesses run in interleaved orde
   the floor any YAML model loader pays;
 - ``dcnet``: ``dcnet.model.load_model`` (line-tracked parse, field readers, rules).
 
-It prints medians and the ratios dcnet / plain and 10,000 / 1,000 (for linear code that
-last one is ~10). ``--before DIR`` adds the same measurement for the dcnet package of
+It prints medians of the CPU time each load took (``time.process_time``: on a shared,
+loaded machine wall time mostly measures the neighbours) and the ratios dcnet / plain
+and 10,000 / 1,000 (for linear code that last one is ~10). ``--before DIR`` adds the same measurement for the dcnet package of
 another checkout (e.g. ``git worktree add /tmp/old HEAD~1``) run side by side.
 """
 
@@ -32,21 +33,22 @@ import sys, time
 path, what = sys.argv[1], sys.argv[2]
 if what == "plain":
     import yaml
-    start = time.perf_counter()
+    start = time.process_time()
     with open(path) as fh:
         yaml.load(fh, Loader=yaml.CSafeLoader)
 else:
     from dcnet.model import load_model
-    start = time.perf_counter()
+    start = time.process_time()
     load_model(path)
-print(time.perf_counter() - start)
+print(time.process_time() - start)
 """
 
 
 def measure(path: Path, what: str, tree: str | None = None) -> float:
     env = dict(os.environ, PYTHONPATH=tree) if tree else None
+    # cwd: ``python -c`` puts the working directory first on sys.path, ahead of PYTHONPATH
     out = subprocess.run([sys.executable, "-c", MEASURE, str(path), what], check=True,
-                         capture_output=True, text=True, env=env).stdout
+                         capture_output=True, text=True, env=env, cwd=path.parent).stdout
     return float(out)
 
 
@@ -73,7 +75,7 @@ def main() -> None:
                     kind = "dcnet" if what == "before" else what
                     times.setdefault((size, what), []).append(measure(path, kind, tree))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"medians of {args.runs} runs (load average {os.getloadavg()[0]:.1f})")
+    print(f"CPU seconds, medians of {args.runs} runs (load average {os.getloadavg()[0]:.1f})")
     print(f"{'':24}{args.baseline:>12,} svc{args.services:>12,} svc{'ratio':>9}")
     for what in kinds(args):
         a, b = med[(args.baseline, what)], med[(args.services, what)]
