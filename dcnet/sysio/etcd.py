@@ -374,11 +374,22 @@ class Client:
                                       "range_end": _b64(prefix_range_end(full)),
                                       "start_revision": str(max(0, start_revision)),
                                       "progress_notify": True}}
-        stream = self._open_watch(request, f"watch {prefix} from {start_revision}")
-        try:
-            yield from self._watch_events(stream, stop)
-        finally:
-            stream.close()
+        op = f"watch {prefix} from {start_revision}"
+        for attempt in (1, 2):
+            stream = self._open_watch(request, op)
+            delivered = False
+            try:
+                for item in self._watch_events(stream, stop):
+                    delivered = True
+                    yield item
+                return
+            except EtcdUnavailable:
+                # a token that died with a restarted member is only refused once the
+                # stream runs; _watch_events forgot it, so log in again and retry once
+                if delivered or attempt == 2 or not self.settings.user or self._token:
+                    raise
+            finally:
+                stream.close()
 
     def _open_watch(self, request: dict, op: str) -> _WatchStream:
         reauthenticated = False
@@ -427,6 +438,10 @@ class Client:
             if "error" in message:
                 error = message["error"]
                 text = error.get("message", str(error)) if isinstance(error, dict) else error
+                if "invalid auth token" in str(text):
+                    # simple tokens die with the member that issued them (e.g. a restart):
+                    # forget it so the caller's next watch logs in again
+                    self._token = None
                 raise EtcdUnavailable(f"etcd {stream.endpoint} {stream.op}: stream ended: "
                                       f"{text}")
             result = message.get("result", {})
@@ -436,6 +451,8 @@ class Client:
                     raise EtcdCompacted(f"etcd {stream.endpoint} {stream.op}: revision "
                                         f"compacted (oldest kept: {compacted})", compacted)
                 reason = result.get("cancel_reason", "canceled by the server")
+                if "invalid auth token" in reason:
+                    self._token = None
                 if "permission denied" in reason:
                     raise EtcdPermissionDenied(f"etcd {stream.endpoint} {stream.op}: {reason}")
                 raise EtcdUnavailable(f"etcd {stream.endpoint} {stream.op}: {reason}")

@@ -327,7 +327,16 @@ def test_user_with_role_on_prefix_is_confined_to_it(etcd_cluster):
     etcd_cluster.stop_all()
     etcd_cluster.start_all()
     etcd_cluster.wait_healthy()
+    watcher = etcd_cluster.client(user="svc-a", password="a-secret", prefix="/dcnet")
+    revision = watcher.get_prefix("/svc/a/")[1]  # logs in before the next restart
+    etcd_cluster.stop_all()
+    etcd_cluster.start_all()
+    etcd_cluster.wait_healthy()
     assert service.get("/svc/a/backend1").value == b"10.0.0.1"
+    # a watch with the dead token logs in again too (the stream refuses it, not the call)
+    service.put("/svc/a/backend3", "10.0.0.3")
+    seen = next(watcher.watch_prefix("/svc/a/", revision + 1))
+    assert [e.kv.key for e in seen[1]] == ["/svc/a/backend3"]
 
 
 # ---------------------------------------------------------------- failover
