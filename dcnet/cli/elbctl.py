@@ -128,7 +128,8 @@ def render() -> None:
 
 # Back ends add their own commands (under ``cli`` or ``render``) through a
 # ``register(cli, render)`` function in these modules.
-EXTENSIONS: tuple[str, ...] = ("dcnet.dns.cli", "dcnet.haproxy.cli", "dcnet.lvs.cli")
+EXTENSIONS: tuple[str, ...] = ("dcnet.dns.cli", "dcnet.haproxy.cli", "dcnet.lvs.cli",
+                               "dcnet.elbstore.cli")
 
 
 def _register_extensions() -> None:

@@ -6,7 +6,9 @@
   did and how many netlink writes it issued;
 - ``verify -f MODEL``: a route lookup per carrier VIP (``ip route get GW-side client from
   VIP``) must leave by the carrier's uplink and gateway;
-- ``backend add|remove|drain SERVICE ADDR[:PORT] [--weight W]``;
+- ``backend add|remove|drain SERVICE ADDR[:PORT] [--weight W]``; with ``--store URL``
+  (or ``$DCNET_ELB_STORE``) the change is recorded in etcd instead, for the directors'
+  agents to apply (:mod:`dcnet.elbstore`);
 - ``render keepalived -f MODEL`` and ``render realserver -f MODEL``.
 
 Exit codes as elbctl's: 1 invalid input or failed apply/check, 3 IPVS or state unavailable.
@@ -135,9 +137,18 @@ def verify_cmd(model_path: str, lvs_netns: str | None, output: str) -> None:
 @state_option
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for a running apply.")
+@click.option("--store", "store_url", envvar="DCNET_ELB_STORE", default=None, metavar="URL",
+              help="Record the change in etcd (etcd://...) for the directors' agents "
+                   "instead of programming this machine (default $DCNET_ELB_STORE).")
 def backend_cmd(action: str, service: str, server: str, weight: int | None,
-                lvs_netns: str | None, lvs_state_dir: str | None, lock_timeout: float) -> None:
+                lvs_netns: str | None, lvs_state_dir: str | None, lock_timeout: float,
+                store_url: str | None) -> None:
     """Add, remove (drain, then delete) or drain one real server of SERVICE now."""
+    if store_url:
+        from dcnet.elbstore.cli import run_backend_store
+
+        run_backend_store(store_url, action, service, server, weight)
+        return
     from dcnet.lvs.genl import NetlinkError
     from dcnet.lvs.ipvs import KernelIPVS
 
