@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
 import click
 
@@ -32,11 +33,16 @@ def _load(model_path: str) -> Model:
     try:
         return load_model(model_path)
     except ModelError as exc:
-        count = len(exc.problems)
-        click.echo(f"{model_path}: {count} error{'s' if count != 1 else ''}", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_INVALID)
+        exit_invalid_model(model_path, exc)
+
+
+def exit_invalid_model(model_path: str, exc: ModelError) -> NoReturn:
+    """Print every problem of an invalid model (file, line, field) and exit 1."""
+    count = len(exc.problems)
+    click.echo(f"{model_path}: {count} error{'s' if count != 1 else ''}", err=True)
+    for problem in exc.problems:
+        click.echo(f"  {problem}", err=True)
+    sys.exit(EXIT_INVALID)
 
 
 def _backend(target: str):

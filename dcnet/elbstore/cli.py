@@ -96,11 +96,9 @@ def push_cmd(model_path: str, store_url: str, comment: str, output: str) -> None
     try:
         collected = collect(model_path)        # every check before anything is written
     except ModelError as exc:
-        count = len(exc.problems)
-        click.echo(f"{model_path}: {count} error{'s' if count != 1 else ''}", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_INVALID)
+        from dcnet.cli.elbctl import exit_invalid_model
+
+        exit_invalid_model(model_path, exc)
     _, store = open_store(store_url, "push")
     with etcd_errors("push"):
         record = store.push(collected, comment, source=os.path.abspath(model_path))
