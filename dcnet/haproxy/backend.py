@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 
+from dcnet.haproxy import limits
 from dcnet.haproxy import state as st
 from dcnet.haproxy.check import ConfigInvalid, render_valid
 from dcnet.haproxy.layout import ServerSpec, Slots, listeners, skipped_ports, slot_name
@@ -115,6 +116,9 @@ class HAProxyBackend(Backend):
                 kept = "its running configuration is kept" if name in parsed.blocks else \
                     "it is left out"
                 notes.append(f"service {name} is invalid ({'; '.join(errors)}); {kept}")
+            too_many = limits.problem(checked.rendered.text, self._master_pid())
+            if too_many:  # the new worker would not start: refuse the plan, as for -c
+                raise ConfigInvalid([too_many], "the model")
             new = {"file": digest(checked.rendered.text)}
             if checked.bad:
                 new["kept_invalid"] = sorted(checked.bad)
@@ -199,8 +203,17 @@ class HAProxyBackend(Backend):
         checked = render_valid(model, self.paths, layouts, fallback=parsed.blocks)
         for name, errors in checked.bad.items():
             self.log(f"service {name} is invalid, not applied: {'; '.join(errors)}")
+        too_many = limits.problem(checked.rendered.text, self._master_pid())
+        if too_many:  # the new worker could not start: refuse before writing anything
+            raise ConfigInvalid([too_many], "the model")
         self._layouts = layouts
         return checked.rendered.text
+
+    def _master_pid(self) -> int | None:
+        try:
+            return self.runtime.proc().master_pid
+        except Exception:  # not running: the running-check of apply reports that
+            return None
 
     def _save_server_state(self) -> None:
         from dcnet.haproxy.runtime import send

@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 
+from dcnet.haproxy import limits
 from dcnet.haproxy.backend import atomic_write
 from dcnet.haproxy.check import ConfigInvalid, render_valid
 from dcnet.haproxy.paths import Paths
@@ -27,6 +28,9 @@ def write_initial(model: Model, paths: Paths) -> None:
     if checked.bad:
         raise ConfigInvalid([f"{name}: {'; '.join(errors)}"
                              for name, errors in checked.bad.items()], "the model")
+    too_many = limits.problem(checked.rendered.text)   # the master will be our child
+    if too_many:
+        raise ConfigInvalid([too_many], "the model")
     atomic_write(paths.config, checked.rendered.text)
 
 

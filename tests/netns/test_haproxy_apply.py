@@ -5,6 +5,7 @@ when HAProxy is down or its socket is stale."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -183,3 +184,21 @@ def test_stale_socket_file_without_listener(workdir):
     sock.close()
     with pytest.raises(HAProxyUnavailable, match="stale"):
         HAProxyBackend(paths=Paths(run_dir=workdir)).read()
+
+
+def test_maxconn_beyond_the_masters_fd_limit_is_refused_before_any_change(running):
+    lab, backend, paths = running
+    master = backend.runtime.proc().master_pid
+    resource.prlimit(master, resource.RLIMIT_NOFILE, (5000, 5000))
+    with open(paths.config) as handle:
+        running_file = handle.read()
+    reloads = backend.runtime.proc().reloads
+    with pytest.raises(ConfigInvalid, match=r"haproxy.maxconn: 4000 needs 80\d\d file "
+                                            r"descriptors .* at most 5000 .* \d+ or less"):
+        backend.plan(model({RS1: 10}, maxconn=4000))
+    with open(paths.config) as handle:
+        assert handle.read() == running_file
+    assert backend.runtime.proc().reloads == reloads and serves(lab)
+    plan = backend.plan(model({RS1: 10}, maxconn=2400))   # 2 x 2400 + listeners fits
+    assert apply_plan(backend, plan).ok and backend.runtime.proc().reloads == reloads + 1
+    assert serves(lab)

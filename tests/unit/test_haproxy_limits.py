@@ -1,0 +1,49 @@
+"""HAProxy's descriptor need (dcnet.haproxy.limits), against figures HAProxy 2.6 printed."""
+
+import os
+
+import pytest
+
+from dcnet.haproxy import limits
+
+pytestmark = pytest.mark.unit
+
+CONFIG = """global
+    maxconn 15000
+    stats socket /run/x.sock mode 600 level admin
+defaults
+    maxconn 100
+frontend f
+    bind 127.0.0.1:1
+    bind 127.0.0.1:2
+frontend g
+    bind 127.0.0.1:3
+backend b
+    server s1 127.0.0.1:1 maxconn 5
+"""
+
+
+def test_need_matches_haproxy_own_figures():
+    # "Cannot raise FD limit to 40017" (maxconn 20000, 1 bind, no sockets besides)
+    assert limits.needed_fds(20000, 1) == 40017
+    assert limits.needed_fds(15000, 3) == 30019
+
+
+def test_global_maxconn_and_listeners_are_read_from_the_file():
+    assert limits.global_maxconn(CONFIG) == 15000
+    assert limits.listeners(CONFIG) == 3 + 1 + 1   # binds, stats socket, master CLI
+    assert limits.global_maxconn("defaults\n    mode tcp\n") is None
+
+
+def test_problem_names_the_field_and_a_value_that_fits():
+    limit = limits.hard_nofile(os.getpid())
+    if limit is None:
+        pytest.skip("this process has no finite RLIMIT_NOFILE")
+    too_big = CONFIG.replace("maxconn 15000", f"maxconn {limit}")
+    text = limits.problem(too_big, os.getpid())
+    most = (limit - 5 - limits.SPARE_FDS) // 2
+    assert text.startswith(f"haproxy.maxconn: {limit} needs {2 * limit + 21} file descriptors")
+    assert f"set haproxy.maxconn to {most} or less" in text
+    assert limits.needed_fds(most, 5) <= limit < limits.needed_fds(most + 1, 5) + 1
+    assert limits.problem(CONFIG.replace("maxconn 15000", f"maxconn {most}"), os.getpid()) \
+        is None
