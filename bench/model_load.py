@@ -11,8 +11,9 @@ lists). For each size it measures, in fresh subprocesses run in interleaved orde
 
 It prints medians of the CPU time each load took (``time.process_time``: on a shared,
 loaded machine wall time mostly measures the neighbours) and the ratios dcnet / plain
-and 10,000 / 1,000 (for linear code that last one is ~10). ``--before DIR`` adds the same measurement for the dcnet package of
-another checkout (e.g. ``git worktree add /tmp/old HEAD~1``) run side by side.
+and 10,000 / 1,000 (for linear code that last one is ~10). ``--before DIR`` adds the
+same measurement for the dcnet package of another checkout (e.g. ``git worktree add
+/tmp/old HEAD~1``), run side by side.
 """
 
 from __future__ import annotations
