@@ -8,9 +8,11 @@ emulation absolute times mean little, so it prints medians and RATIOS measured i
 same boot. Each run, in a fresh network namespace:
 
 1. ``full``: elbctl read + plan + apply from an empty table (batched netlink);
-2. ``no-op``: the same again (must write nothing);
-3. ``one``: one service changed (a weight and the scheduler);
-4. ``restore``: ``ipvsadm -C`` then ``ipvsadm-restore`` of the same table (the C tool,
+2. ``no-op``: the same again (must write nothing): one service dump and one read of
+   /proc/net/ip_vs;
+3. ``no-op exact``: the same with ``--exact-read`` (one dest dump per service);
+4. ``one``: one service changed (a weight and the scheduler);
+5. ``restore``: ``ipvsadm -C`` then ``ipvsadm-restore`` of the same table (the C tool,
    one acknowledged request per line).
 
 Only IPVS is measured on both sides (VIP addresses, rules and sysctls are left out:
@@ -46,37 +48,35 @@ def layouts_for(services: int, servers: int, changed: bool = False):
     return out
 
 
-def elbctl_sync(table, store_dir: str, layouts) -> tuple[float, int, int]:
+def elbctl_sync(table, store_dir: str, layouts, exact_read: bool = False
+                ) -> tuple[float, int, int, dict]:
     """One sync as ``elbctl apply`` does it: desired state from the services, read (one
-    service dump, one dest dump per service), plan, apply. Returns (seconds, changes,
-    netlink writes)."""
+    service dump, then one read of /proc/net/ip_vs for every dest, or with
+    ``exact_read`` one dest dump per service), plan, apply. Returns (seconds, changes,
+    netlink writes, seconds per phase)."""
     from dcnet.lvs import state
-    from dcnet.lvs.backend import LVSBackend, plan_states
+    from dcnet.lvs.backend import LVSBackend, paused_gc, plan_states
     from dcnet.lvs.store import Store
 
     started = time.perf_counter()
-    desired = state.desired_ipvs(layouts)
-    backend = LVSBackend(table, None, Store(store_dir))
-    vips = {k[1][1] for k in desired if k[0] == "service"}
-    current: dict = {}
-    conns: dict = {}
-    for ws in table.services():
-        found = state.observed_service(ws)
-        if found is None or found[0][1] not in vips:
-            continue
-        skey, attrs = found
-        current[("service", skey)] = attrs
-        for row in table.dest_rows(ws):
-            dkey, dattrs = state.observed_row(skey, row)
-            current[("dest", dkey)] = dattrs
-            conns[dkey] = row[7] + row[8]
-    plan, drained = plan_states(current, desired, conns, {}, time.time(), 300)
+    phases = {}
+    backend = LVSBackend(table, None, Store(store_dir), exact_read=exact_read)
+    with paused_gc():                   # as LVSBackend.plan does
+        desired = state.desired_ipvs(layouts)
+        vips = {k[1][1] for k in desired if k[0] == "service"}
+        exact_for = state.exact_read_services(desired)
+        phases["desired"] = time.perf_counter() - started
+        current, conns, _unowned = backend.read_ipvs(vips, exact_for)
+        phases["read"] = time.perf_counter() - started - sum(phases.values())
+        plan, drained = plan_states(current, desired, conns, {}, time.time(), 300)
+        phases["plan"] = time.perf_counter() - started - sum(phases.values())
     backend._draining = drained.draining
     result = backend.apply(plan)
     elapsed = time.perf_counter() - started
+    phases["apply"] = elapsed - sum(phases.values())
     if not result.ok:
         raise SystemExit(f"apply failed: {result.to_text()[-2000:]}")
-    return elapsed, len(plan.changes), result.writes["ipvs"]
+    return elapsed, len(plan.changes), result.writes["ipvs"], phases
 
 
 def restore_text(desired: dict) -> str:
@@ -101,7 +101,8 @@ def in_namespace(args) -> None:
     n_dests = sum(1 for k in base if k[0] == "dest")
     print(f"table: {args.services} services x {args.servers} real servers = "
           f"{args.services + n_dests} IPVS objects; {args.runs} run(s)", flush=True)
-    times: dict[str, list[float]] = {"full": [], "no-op": [], "one": [], "restore": []}
+    times: dict[str, list[float]] = {"full": [], "no-op": [], "no-op exact": [], "one": [],
+                                     "restore": []}
     writes: dict[str, int] = {}
     for run in range(args.runs):
         name = f"lvsbench-{os.getpid()}-{run}"
@@ -112,13 +113,16 @@ def in_namespace(args) -> None:
         try:
             table = KernelIPVS(name)
             with tempfile.TemporaryDirectory() as store:
-                for label, lays in (("full", base_layouts), ("no-op", base_layouts),
-                                    ("one", changed_layouts)):
-                    seconds, changes, w = elbctl_sync(table, store, lays)
+                for label, lays, exact in (("full", base_layouts, False),
+                                           ("no-op", base_layouts, False),
+                                           ("no-op exact", base_layouts, True),
+                                           ("one", changed_layouts, False)):
+                    seconds, changes, w, phases = elbctl_sync(table, store, lays, exact)
                     times[label].append(seconds)
                     writes[label] = w
-                    print(f"  run {run + 1}: {label:<7} {seconds:8.2f}s  {changes} change(s), "
-                          f"{w} netlink write(s)", flush=True)
+                    split = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+                    print(f"  run {run + 1}: {label:<11} {seconds:8.2f}s  {changes} change(s), "
+                          f"{w} netlink write(s)  ({split})", flush=True)
             table.close()
             subprocess.run(["ip", "netns", "exec", name, "ipvsadm", "-C"], check=True)
             started = time.perf_counter()
@@ -135,6 +139,8 @@ def in_namespace(args) -> None:
           f"(target <= 1.0)")
     print(f"ratio no-op / full apply:           {med['no-op'] / med['full']:.3f} "
           f"(target < 0.05); no-op writes: {writes['no-op']}")
+    print(f"ratio no-op --exact-read / full:    {med['no-op exact'] / med['full']:.3f}; "
+          f"writes: {writes['no-op exact']}")
     print(f"ratio one-service change / full:    {med['one'] / med['full']:.3f}; "
           f"writes: {writes['one']}")
 

@@ -6,7 +6,9 @@ modules a test needs (default ``("ip_vs",)``).
 On the host: if the running kernel can load the modules, the test runs normally.
 Otherwise the first such test boots Debian's kernel ONCE with virtme-ng
 (:mod:`dcnet.lab.kernel_lab`) running this venv's pytest on exactly the node ids that
-need it; the guest serialises every report (``pytest_report_to_serializable``) into a
+need it (passed in a file of the shared directory, read by pytest's ``@FILE`` argument:
+the guest's command travels on the kernel command line, which holds about 2 KiB, so
+node ids must not); the guest serialises every report (``pytest_report_to_serializable``) into a
 JSON-lines file in a directory shared read-write with the host, and the host replays
 each item's reports through its own hooks (like pytest-xdist), so those items' fixtures
 are never set up on the host.  A test whose reports are missing (guest crash, timeout)
@@ -19,7 +21,7 @@ Environment:
   ``DCNET_KERNEL_LAB=off``       skip kernel tests the host cannot run (never default);
   ``DCNET_KERNEL_LAB_MEMORY``    guest memory (default ``2G``);
   ``DCNET_KERNEL_LAB_CPUS``      guest vCPUs (default 2);
-  ``DCNET_KERNEL_LAB_TIMEOUT``   seconds for the whole guest run (default 1200);
+  ``DCNET_KERNEL_LAB_TIMEOUT``   seconds for the whole guest run (default 3600);
   ``DCNET_KERNEL_LAB_KERNEL``    explicit kernel image;
   ``DCNET_KERNEL_LAB_VERBOSE=1`` put kernel messages in the console log too;
   ``DCNET_KERNEL_LAB_KEEP=1``    keep the shared directory (reports, console log).
@@ -44,7 +46,7 @@ ENV_REPORTS = "DCNET_KERNEL_LAB_REPORTS"
 ENV_SWITCH = "DCNET_KERNEL_LAB"
 ENV_MEMORY = "DCNET_KERNEL_LAB_MEMORY"
 ENV_CPUS = "DCNET_KERNEL_LAB_CPUS"
-ENV_TIMEOUT = "DCNET_KERNEL_LAB_TIMEOUT"
+ENV_TIMEOUT = kernel_lab.ENV_TIMEOUT
 ENV_KEEP = "DCNET_KERNEL_LAB_KEEP"
 DEFAULT_MODULES = (kernel_lab.IPVS_MODULE,)
 PLUGIN_NAME = "dcnet.lab.pytest_kernel_lab"
@@ -111,9 +113,19 @@ def report_from_data(config, data: dict):
     return rep
 
 
+def write_nodeids(path: str | os.PathLike, nodeids: Sequence[str]) -> None:
+    """The file of pytest arguments the guest reads (``@path``): ``--``, then one node id
+    per line (pytest reads such a file one argument per line, so spaces in parametrized
+    ids are kept). A node id holding a line break cannot be passed this way."""
+    for nodeid in nodeids:
+        if "\n" in nodeid or "\r" in nodeid:
+            raise ValueError(f"node id with a line break cannot go to the guest: {nodeid!r}")
+    Path(path).write_text("".join(f"{line}\n" for line in ("--", *nodeids)), encoding="utf-8")
+
+
 def guest_pytest_argv(
     python: str,
-    nodeids: Sequence[str],
+    nodeids_file: str | os.PathLike,
     *,
     rootdir: str,
     inifile: str | None = None,
@@ -122,7 +134,8 @@ def guest_pytest_argv(
     noconftest: bool = False,
     plugins: Sequence[str] = (),
 ) -> list[str]:
-    """The pytest command line run inside the guest."""
+    """The pytest command line run inside the guest; the node ids are in ``nodeids_file``
+    (:func:`write_nodeids`), so the command's length does not grow with them."""
     argv = [python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-p", PLUGIN_NAME,
             f"--rootdir={rootdir}"]
     if inifile:
@@ -136,8 +149,7 @@ def guest_pytest_argv(
         argv.append(f"--tb={tbstyle}")
     if showlocals:
         argv.append("--showlocals")
-    argv.append("--")  # node ids may start with '-' only in theory, but be safe
-    argv += list(nodeids)
+    argv.append(f"@{nodeids_file}")   # "--" and the node ids, one per line
     return argv
 
 
@@ -256,9 +268,11 @@ class _KernelLab:
         self.workdir = Path(tempfile.mkdtemp(prefix="dcnet-kernel-lab-"))
         reports_path = self.workdir / "reports.jsonl"
         log_path = self.workdir / "guest-console.log"
+        nodeids_path = self.workdir / "nodeids.txt"
+        write_nodeids(nodeids_path, nodeids)
         rootdir = str(config.rootpath)
         argv = guest_pytest_argv(
-            sys.executable, nodeids, rootdir=rootdir,
+            sys.executable, nodeids_path, rootdir=rootdir,
             inifile=str(config.inipath) if config.inipath else None,
             tbstyle=config.getoption("tbstyle", None),
             showlocals=bool(config.getoption("showlocals", False)),
@@ -277,15 +291,14 @@ class _KernelLab:
         }
         memory = os.environ.get(ENV_MEMORY, "2G")
         cpus = int(os.environ.get(ENV_CPUS, "2"))
-        timeout = float(os.environ.get(ENV_TIMEOUT, kernel_lab.DEFAULT_TIMEOUT))
         if tr is not None:
             tr.ensure_newline()
             tr.write(f"kernel lab: booting guest kernel for {len(nodeids)} test(s) ... ",
                      flush=True)
         try:
             self.run = kernel_lab.run_in_guest(
-                argv, rwdirs=[self.workdir], memory=memory, cpus=cpus, timeout=timeout,
-                env=env, cwd=rootdir, log_path=log_path,
+                argv, rwdirs=[self.workdir], memory=memory, cpus=cpus,
+                timeout=kernel_lab.guest_timeout(), env=env, cwd=rootdir, log_path=log_path,
             )
         except kernel_lab.KernelLabError as exc:
             self.run = exc.run

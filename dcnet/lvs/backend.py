@@ -1,7 +1,12 @@
 """The ``lvs`` target of ``elbctl plan|apply``: IPVS, carrier routing and sysctls.
 
-Reading takes one IPVS service dump, one dest dump per owned service, one rule dump,
-one route dump per family, one address dump of the VIP interface, and the sysctls.
+Reading takes one IPVS service dump (every service attribute), one read of
+``/proc/net/ip_vs`` for the dests of every service (:mod:`dcnet.lvs.procfs`: address,
+port, forwarding, weight, connection counters), one rule dump, one route dump per
+family, one address dump of the VIP interface, and the sysctls. The dests of a service
+whose desired state sets anything that file does not show (thresholds) are read by one
+generic-netlink dump each, and ``exact_read=True`` (``elbctl plan|apply --exact-read``)
+reads every service's dests that way, so drift in thresholds is seen too.
 Owned IPVS services are those on an owned VIP (an address of the VIP interface, a model
 VIP or a VIP still draining); every other service (and every fwmark service) is left
 alone and reported. The desired state is the model plus the dynamic registry
@@ -18,12 +23,14 @@ model issues none.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dcnet.lvs import drain, state
+from dcnet.lvs import drain, procfs, state
 from dcnet.lvs.ipvs import (
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
@@ -47,6 +54,24 @@ _CMDS = {("service", Action.CREATE): CMD_NEW_SERVICE, ("service", Action.UPDATE)
 
 class LVSError(RuntimeError):
     pass
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """Hold the cyclic garbage collector while a sync builds its large, acyclic states.
+
+    A 10,000 x 10 table means hundreds of thousands of tuples and dicts; every few
+    hundred allocations the collector would walk the young ones and, as they pile up,
+    the whole heap again and again. Nothing built here forms a cycle, so pausing it
+    loses nothing; it is re-enabled (if it was on) when the block ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def request_for(change: Change) -> Request:
@@ -83,11 +108,22 @@ class LVSApplyResult(ApplyResult):
 
 def plan_states(current: State, desired: State, conns: dict, draining: dict, now: float,
                 drain_seconds: int, notes: tuple[str, ...] = ()) -> tuple[Plan, drain.DrainPlan]:
-    """Pure: the ordered plan from a current and a desired state, drains applied."""
-    drained = drain.reconcile(current, desired, conns, draining, now, drain_seconds)
-    changes = diff(current, drained.desired)
-    return (Plan.build(LVSBackend.target, changes, LVSBackend.kind_order,
-                       (*notes, *drained.notes)), drained)
+    """Pure: the ordered plan from a current and a desired state, drains applied.
+
+    Objects equal on both sides change nothing (no change, no drain, nothing kept for a
+    drain), so they are set aside first, one pass each way: a no-op sync of a large
+    table costs one lookup and one comparison per object (the returned drain plan's
+    ``desired`` holds only the rest)."""
+    with paused_gc():
+        differing = {ident: attrs for ident, attrs in current.items()
+                     if desired.get(ident) != attrs}
+        desired = {ident: attrs for ident, attrs in desired.items()
+                   if ident in differing or ident not in current}
+        current = differing
+        drained = drain.reconcile(current, desired, conns, draining, now, drain_seconds)
+        changes = diff(current, drained.desired)
+        return (Plan.build(LVSBackend.target, changes, LVSBackend.kind_order,
+                           (*notes, *drained.notes)), drained)
 
 
 class LVSBackend(Backend):
@@ -95,8 +131,10 @@ class LVSBackend(Backend):
     kind_order = state.KIND_ORDER
 
     def __init__(self, ipvs: IPVSTable, routing, store: Store, *, clock=time.time,
-                 manage_routing: bool = True, manage_sysctls: bool = True):
+                 manage_routing: bool = True, manage_sysctls: bool = True,
+                 exact_read: bool = False):
         self.ipvs = ipvs
+        self.exact_read = exact_read
         self.routing = routing              # dcnet.lvs.routing.Routing (or None)
         self.store = store
         self.clock = clock
@@ -109,7 +147,9 @@ class LVSBackend(Backend):
 
     # ------------------------------------------------------------------ read
 
-    def read(self, model=None) -> State:
+    def read(self, model=None, exact_for: set | None = None) -> State:
+        """The current state of what elbctl owns. ``exact_for``: service keys whose dests
+        must be read exactly (default: those whose desired dests need it)."""
         model = model if model is not None else self._model
         current: dict = {}
         notes: list[str] = []
@@ -129,19 +169,11 @@ class LVSBackend(Backend):
                     vips.add(ident[1][0])
                 if self._manages(ident[0]):
                     current[ident] = attrs
-        self.conns = {}
-        unowned = []
-        for ws in self.ipvs.services():
-            observed = state.observed_service(ws)
-            if observed is None or observed[0][1] not in vips:
-                unowned.append(ws)
-                continue
-            skey, attrs = observed
-            current[("service", skey)] = attrs
-            for row in self.ipvs.dest_rows(ws):
-                dkey, dattrs = state.observed_row(skey, row)
-                current[("dest", dkey)] = dattrs
-                self.conns[dkey] = row[7] + row[8]          # active + inactive
+        if exact_for is None:
+            exact_for = (state.exact_read_services(self.desired(model)) if model is not None
+                         else set())
+        ipvs_state, self.conns, unowned = self.read_ipvs(vips, exact_for)
+        current.update(ipvs_state)
         if unowned:
             shown = ", ".join(_service_label(ws) for ws in unowned[:5])
             more = f" and {len(unowned) - 5} more" if len(unowned) > 5 else ""
@@ -149,6 +181,53 @@ class LVSBackend(Backend):
                          f"{shown}{more}")
         self._notes = tuple(notes)
         return current
+
+    def read_ipvs(self, vips: set[str], exact_for=frozenset()) -> tuple[dict, dict, list]:
+        """(IPVS state of the services on ``vips``, dest key -> connections, unowned
+        services). One service dump; the dests of every service from one bulk read
+        (``/proc/net/ip_vs``), except for services in ``exact_for`` (and all of them with
+        ``exact_read``), read by one generic-netlink dest dump each."""
+        with paused_gc():
+            return self._read_ipvs(vips, exact_for)
+
+    def _read_ipvs(self, vips: set[str], exact_for) -> tuple[dict, dict, list]:
+        current: dict = {}
+        conns: dict = {}
+        unowned = []
+        owned = []
+        for ws in self.ipvs.services():
+            observed = state.observed_service(ws)
+            if observed is None or observed[0][1] not in vips:
+                unowned.append(ws)
+            else:
+                owned.append((ws, *observed))
+        bulk = None if self.exact_read or not owned else self.ipvs.all_dest_rows()
+        forward_names = state.FORWARD_NAMES
+        shared: dict[tuple, dict] = {}    # one attrs dict per (forward, weight): never mutated
+        for ws, skey, attrs in owned:
+            current[("service", skey)] = attrs
+            if bulk is None or skey in exact_for:
+                rows = self.ipvs.dest_rows(ws)
+            else:
+                rows = bulk.get(procfs.service_id(ws), ())
+            proto, vip, port = skey
+            # state.observed_row, inlined: this loop runs once per dest of the table
+            for row in rows:
+                _family, addr, rport, fwd, weight, u_thresh, l_thresh, active, inactive = row[:9]
+                if ":" in addr:
+                    addr = state.norm(addr)
+                if u_thresh or l_thresh:
+                    dattrs = {"forward": forward_names.get(fwd, str(fwd)), "weight": weight,
+                              "u_thresh": u_thresh, "l_thresh": l_thresh}
+                else:
+                    dattrs = shared.get((fwd, weight))
+                    if dattrs is None:
+                        dattrs = shared[(fwd, weight)] = {
+                            "forward": forward_names.get(fwd, str(fwd)), "weight": weight}
+                dkey = (proto, vip, port, addr, rport)
+                current[("dest", dkey)] = dattrs
+                conns[dkey] = active + inactive
+        return current, conns, unowned
 
     def _manages(self, kind: str) -> bool:
         if kind == "sysctl":
@@ -170,10 +249,12 @@ class LVSBackend(Backend):
 
     def plan(self, model) -> Plan:
         self._model = model
-        current = self.read(model)
-        the_plan, drained = plan_states(current, self.desired(model), self.conns,
-                                        self.store.drain_set(), self.clock(),
-                                        model.lvs.drain_seconds, self._notes)
+        with paused_gc():
+            desired = self.desired(model)
+            current = self.read(model, exact_for=state.exact_read_services(desired))
+            the_plan, drained = plan_states(current, desired, self.conns,
+                                            self.store.drain_set(), self.clock(),
+                                            model.lvs.drain_seconds, self._notes)
         self._draining = drained.draining
         self._notes = the_plan.notes
         return the_plan
@@ -203,7 +284,23 @@ class LVSBackend(Backend):
         self.store.save_drain_set({**previous, **self._draining})
         if self._model is not None:
             self.store.save_layouts(layouts(self._model), self._model.lvs.drain_seconds)
-        changes = list(plan.changes)
+        with paused_gc():
+            self._apply_changes(list(plan.changes), result)
+        if result.ok:
+            self.store.save_drain_set(self._draining)
+        if not result.ok and rollback:
+            for change in reversed(result.applied):
+                try:
+                    self.undo_change(change)
+                    result.undone.append(change)
+                except Exception as exc:  # keep undoing; report each failure
+                    result.undo_errors.append((change, exc))
+        after = self.writes()
+        result.writes = {k: after[k] - before[k] for k in after}
+        return result
+
+    def _apply_changes(self, changes: list[Change], result: LVSApplyResult) -> None:
+        """In order until one fails: routing one by one, IPVS in batches."""
         i = 0
         while i < len(changes) and result.ok:
             if changes[i].kind in state.IPVS_KINDS:
@@ -220,18 +317,6 @@ class LVSBackend(Backend):
             except Exception as exc:  # stop, report exactly what was done
                 result.failed, result.error = changes[i], exc
             i += 1
-        if result.ok:
-            self.store.save_drain_set(self._draining)
-        if not result.ok and rollback:
-            for change in reversed(result.applied):
-                try:
-                    self.undo_change(change)
-                    result.undone.append(change)
-                except Exception as exc:  # keep undoing; report each failure
-                    result.undo_errors.append((change, exc))
-        after = self.writes()
-        result.writes = {k: after[k] - before[k] for k in after}
-        return result
 
     def _apply_ipvs_batch(self, batch: list[Change], result: LVSApplyResult) -> None:
         codes = self.ipvs.execute([request_for(c) for c in batch])
@@ -254,12 +339,15 @@ def _service_label(ws) -> str:
     return f"{proto} {addr}:{ws.port}"
 
 
-def create(netns: str | None = None, state_dir: str | None = None, **_ignored) -> LVSBackend:
+def create(netns: str | None = None, state_dir: str | None = None, exact_read: bool = False,
+           **_ignored) -> LVSBackend:
     """Factory for :mod:`dcnet.backends`: the kernel's IPVS and routing, in ``netns``
     (default ``$DCNET_LVS_NETNS``, else the caller's namespace), state in ``state_dir``
-    (default ``$DCNET_LVS_STATE_DIR``, else /var/lib/dcnet/lvs)."""
+    (default ``$DCNET_LVS_STATE_DIR``, else /var/lib/dcnet/lvs); ``exact_read`` reads
+    every dest by generic netlink (see :meth:`LVSBackend.read_ipvs`)."""
     from dcnet.lvs.ipvs import KernelIPVS
     from dcnet.lvs.routing import Routing
 
     netns = netns or os.environ.get("DCNET_LVS_NETNS") or None
-    return LVSBackend(KernelIPVS(netns), Routing(netns=netns), Store(state_dir))
+    return LVSBackend(KernelIPVS(netns), Routing(netns=netns), Store(state_dir),
+                      exact_read=exact_read)

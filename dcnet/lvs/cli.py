@@ -1,7 +1,8 @@
 """``elbctl`` commands of the LVS back end.
 
 - ``plan|apply --target lvs`` (the default target) gain ``--lvs-netns`` and
-  ``--lvs-state-dir`` (else ``$DCNET_LVS_NETNS`` / ``$DCNET_LVS_STATE_DIR``); ``apply``
+  ``--lvs-state-dir`` (else ``$DCNET_LVS_NETNS`` / ``$DCNET_LVS_STATE_DIR``) and
+  ``--exact-read`` (every dest by generic netlink, see :mod:`dcnet.lvs.backend`); ``apply``
   holds the state lock from read to last write, batches IPVS writes, and prints what it
   did and how many netlink writes it issued;
 - ``verify -f MODEL``: a route lookup per carrier VIP (``ip route get GW-side client from
@@ -36,12 +37,12 @@ state_option = click.option("--lvs-state-dir", "lvs_state_dir", default=None,
                                  " or /var/lib/dcnet/lvs).")
 
 
-def _open_backend(netns: str | None, state_dir: str | None):
+def _open_backend(netns: str | None, state_dir: str | None, exact_read: bool = False):
     from dcnet.lvs.backend import create
     from dcnet.lvs.genl import NetlinkError
 
     try:
-        return create(netns=netns, state_dir=state_dir)
+        return create(netns=netns, state_dir=state_dir, exact_read=exact_read)
     except (NetlinkError, OSError) as exc:
         click.echo(f"elbctl: lvs: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
@@ -55,33 +56,39 @@ def _wrap(command: click.Command, runner) -> None:
         click.Option(["--lvs-state-dir"], default=None,
                      help="(--target lvs) state directory; default $DCNET_LVS_STATE_DIR "
                           "or /var/lib/dcnet/lvs."),
+        click.Option(["--exact-read"], is_flag=True, default=False,
+                     help="(--target lvs) read every IPVS dest by generic netlink (one dump "
+                          "per service) instead of one read of /proc/net/ip_vs, so drift "
+                          "in dest thresholds is seen too; slower on large tables."),
     ]
     original = command.callback
 
     @functools.wraps(original)
-    def callback(*args, lvs_netns=None, lvs_state_dir=None, **kwargs):
+    def callback(*args, lvs_netns=None, lvs_state_dir=None, exact_read=False, **kwargs):
         if kwargs.get("target") != "lvs":
             return original(*args, **kwargs)
-        return runner(lvs_netns=lvs_netns, lvs_state_dir=lvs_state_dir, **kwargs)
+        return runner(lvs_netns=lvs_netns, lvs_state_dir=lvs_state_dir,
+                      exact_read=exact_read, **kwargs)
 
     command.callback = callback
 
 
-def run_plan(model_path: str, output: str, lvs_netns=None, lvs_state_dir=None, **_) -> None:
+def run_plan(model_path: str, output: str, lvs_netns=None, lvs_state_dir=None,
+             exact_read=False, **_) -> None:
     from dcnet.cli.elbctl import _load
 
     model = _load(model_path)
-    backend = _open_backend(lvs_netns, lvs_state_dir)
+    backend = _open_backend(lvs_netns, lvs_state_dir, exact_read)
     the_plan = backend.plan(model)
     click.echo(the_plan.to_json() if output == "json" else the_plan.to_text())
 
 
 def run_apply(model_path: str, output: str, no_rollback: bool = False, lvs_netns=None,
-              lvs_state_dir=None, **_) -> None:
+              lvs_state_dir=None, exact_read=False, **_) -> None:
     from dcnet.cli.elbctl import _load
 
     model = _load(model_path)              # invalid models stop here, before any write
-    backend = _open_backend(lvs_netns, lvs_state_dir)
+    backend = _open_backend(lvs_netns, lvs_state_dir, exact_read)
     try:
         with backend.store.locked(float(os.environ.get("DCNET_LVS_LOCK_TIMEOUT", "600"))):
             the_plan = backend.plan(model)

@@ -6,6 +6,9 @@ batch executed even after one fails); the contract tests in
 tests/unit/test_lvs_contract.py run against it and against the real kernel alike.
 ``fail_on`` makes requests for chosen command numbers fail with an errno, and
 ``conns`` sets a dest's active connection counter, to exercise stop-and-report and drain.
+Its bulk read (``all_dest_rows``) prints the table as the kernel prints /proc/net/ip_vs
+and parses that text back (:mod:`dcnet.lvs.procfs`), so it loses what the kernel's file
+loses (thresholds); ``procfs_text`` is that text.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import errno
 from collections.abc import Sequence
 
+from dcnet.lvs import procfs
 from dcnet.lvs.ipvs import (
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
@@ -61,6 +65,13 @@ class FakeIPVS:
 
     def dest_rows(self, service: WireService) -> list[tuple]:
         return [dataclasses.astuple(d) for d in self.dests(service)]
+
+    def procfs_text(self) -> str:
+        return procfs.format_table(
+            (s, list(self.dest_table[sid].values())) for sid, s in self.table.items())
+
+    def all_dest_rows(self) -> dict[procfs.ServiceId, list[tuple]]:
+        return procfs.parse(self.procfs_text())
 
     def set_conns(self, service: WireService, addr: str, port: int, active: int) -> None:
         dests = self.dest_table[_svc_id(service)]

@@ -5,6 +5,11 @@ An :class:`IPVSTable` is shaped like the kernel API and nothing more:
 - ``services()``: one dump of every virtual service;
 - ``dests(service)``: one dump of a service's real servers (with connection counters);
   ``dest_rows(service)`` the same as plain tuples in WireDest's field order;
+- ``all_dest_rows()``: every dest of every service in ONE read (the kernel's
+  ``/proc/net/ip_vs``, :mod:`dcnet.lvs.procfs`), keyed by :func:`procfs.service_id`;
+  rows as ``dest_rows`` gives them except thresholds and persistent-connection counters,
+  which that file does not show (``None``); ``None`` instead of a dict when the bulk
+  read is not available (then callers read per service);
 - ``execute(requests)``: run write requests in order, every one of them, returning the
   errno of each (0 = done); ``writes`` counts write requests issued so far.
 
@@ -20,6 +25,7 @@ import socket
 from collections.abc import Sequence
 from typing import Protocol
 
+from dcnet.lvs import procfs
 from dcnet.lvs.genl import (
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
@@ -71,6 +77,8 @@ class IPVSTable(Protocol):
 
     def dest_rows(self, service: WireService) -> list[tuple]: ...
 
+    def all_dest_rows(self) -> dict[procfs.ServiceId, list[tuple]] | None: ...
+
     def execute(self, requests: Sequence[Request]) -> list[int]: ...
 
     def close(self) -> None: ...
@@ -81,9 +89,19 @@ class KernelIPVS(IPVSSocket):
 
     def __init__(self, netns: str | None = None):
         sock = None
+        self.netns_path: str | None = None
         if netns:
             from dcnet.sysio import netns as netns_mod
 
-            sock = netns_mod.socket_in(netns_mod.path_of(netns), socket.AF_NETLINK,
-                                       socket.SOCK_RAW, 16)
+            self.netns_path = netns_mod.path_of(netns)
+            sock = netns_mod.socket_in(self.netns_path, socket.AF_NETLINK, socket.SOCK_RAW, 16)
         super().__init__(sock)
+
+    def all_dest_rows(self) -> dict[procfs.ServiceId, list[tuple]] | None:
+        """Every dest of the namespace from one read of /proc/net/ip_vs (None if the
+        kernel has no such file, e.g. built without procfs)."""
+        try:
+            text = procfs.read_in(self.netns_path)
+        except FileNotFoundError:
+            return None
+        return procfs.parse(text)

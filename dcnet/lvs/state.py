@@ -67,6 +67,7 @@ def desired_ipvs(layouts: Iterable[ServiceLayout],
     """Services and dests for the layouts, with the dynamic registry merged in."""
     registry = registry or {}
     out: StateDict = {}
+    shared: dict[tuple, dict] = {}      # one attrs dict per (forward, weight): never mutated
     for layout in layouts:
         entries = registry.get(layout.name)
         servers = effective_servers(layout, dict(entries)) if entries else layout.servers
@@ -78,8 +79,11 @@ def desired_ipvs(layouts: Iterable[ServiceLayout],
                                                           "persistence": port.persistence}
                 for s in servers:
                     rport = s.port if s.port is not None else mapped
-                    out[("dest", (proto, vip, number, s.address, rport))] = {
-                        "forward": forward, "weight": s.weight}
+                    attrs = shared.get((forward, s.weight))
+                    if attrs is None:
+                        attrs = shared[(forward, s.weight)] = {"forward": forward,
+                                                               "weight": s.weight}
+                    out[("dest", (proto, vip, number, s.address, rport))] = attrs
     return out
 
 
@@ -100,6 +104,18 @@ def desired_routing(model) -> StateDict:
     return out
 
 
+# dest attributes the bulk read (/proc/net/ip_vs) shows; a service whose desired dests
+# carry any other (thresholds) has its dests read exactly, by generic netlink
+BULK_READ_DEST_ATTRS = frozenset({"forward", "weight"})
+
+
+def exact_read_services(desired: StateDict) -> set[Key]:
+    """Service keys whose desired dests set an attribute the bulk read cannot show."""
+    superset = BULK_READ_DEST_ATTRS.issuperset
+    return {key[:3] for (kind, key), attrs in desired.items()
+            if kind == "dest" and not superset(attrs)}
+
+
 def desired_sysctls() -> StateDict:
     return {("sysctl", (name,)): {"value": value} for name, value in SYSCTLS.items()}
 
@@ -111,7 +127,8 @@ def observed_service(ws: WireService) -> tuple[Key, dict] | None:
     """The key and attributes of a kernel service; None for fwmark services."""
     if ws.fwmark or ws.protocol not in PROTOCOL_NAMES:
         return None
-    key = (PROTOCOL_NAMES[ws.protocol], norm(ws.addr), ws.port)
+    addr = norm(ws.addr) if ":" in ws.addr else ws.addr      # inet_ntop's IPv4 is canonical
+    key = (PROTOCOL_NAMES[ws.protocol], addr, ws.port)
     attrs: dict = {"scheduler": ws.sched,
                    "persistence": ws.timeout if ws.flags & FLAG_PERSISTENT else 0}
     extra = ws.flags & ~(FLAG_PERSISTENT | FLAG_HASHED)

@@ -1,7 +1,8 @@
 """elbctl against the real IPVS, in the kernel lab (every test here is in ONE module so the
 whole set runs in one guest boot; no Python process is started per server).
 
-- the IPVS contract suite (tests/unit/test_lvs_contract.py) against the kernel;
+- the IPVS contract suite (tests/unit/test_lvs_contract.py) against the kernel, the bulk
+  read of /proc/net/ip_vs per namespace, and threshold drift seen only by --exact-read;
 - apply, re-apply with zero writes, tampering with ipvsadm then apply converges, a
   failing step stops and the next apply converges;
 - traffic (lab of dcnet.lvs.lab): clients of each carrier reach a NAT VIP and a DR VIP
@@ -84,8 +85,8 @@ def apply(backend: LVSBackend, model):
 
 
 # --------------------------------------------------------------------- contract
-# (one test running the whole contract class: the kernel lab passes node ids on the guest
-# kernel's command line, which is limited to 2 KiB, so kernel tests are few and short)
+# (one test running the whole contract class: every case gets a fresh namespace, and one
+# node id keeps the report short; the kernel lab passes node ids in a file)
 
 
 def test_contract():
@@ -261,6 +262,30 @@ def test_tamper(applied):
     run("-D", "-t", "10.99.0.1:80")
 
 
+def test_exact_read(applied):
+    """Threshold drift: invisible to the fast read (/proc/net/ip_vs), repaired by
+    --exact-read; both agree on everything else."""
+    lab, model, state_dir, _ = applied
+    ns = lab.netns("director")
+    vip, rip = "198.51.100.10", "10.20.0.12"
+    dkey = ("tcp", vip, 80, rip, 8080)
+    weight = observed(KernelIPVS(ns))[("tcp", vip, 80)][1][dkey]["weight"]
+    lab.run("director", ["ipvsadm", "-e", "-t", f"{vip}:80", "-r", f"{rip}:8080", "-m",
+                         "-w", str(weight), "-x", "100", "-y", "10"])
+    fast = make_backend(ns, state_dir)
+    assert fast.read(model)[("dest", dkey)] == {"forward": "nat", "weight": weight}
+    assert fast.plan(model).empty
+    exact = make_backend(ns, state_dir, exact_read=True)
+    plan, result = apply(exact, model)
+    assert [c.describe() for c in plan.changes] == [
+        f"~ dest tcp {vip} 80 {rip} 8080 (l_thresh 10 -> None, u_thresh 100 -> None)"]
+    assert result.ok and result.writes["ipvs"] == 1
+    assert make_backend(ns, state_dir, exact_read=True).plan(model).empty
+    assert make_backend(ns, state_dir).plan(model).empty
+    fast_state = make_backend(ns, state_dir).read(model)
+    assert fast_state == make_backend(ns, state_dir, exact_read=True).read(model)
+
+
 def test_drain(applied):
     lab, model, state_dir, _ = applied
     vip = lvslab.VIPS["telecom"][0]
@@ -366,6 +391,7 @@ def test_keepalived(tmp_path):
 def test_readback(director_ns):
     """ipvsadm and our reading agree; IPv6/udp keys read back as the model writes them."""
     _ipvsadm_agrees(director_ns)
+    _bulk_read_is_per_namespace(director_ns)
     ns = scratch_netns("v6")
     try:
         table = KernelIPVS(ns)
@@ -381,6 +407,30 @@ def test_readback(director_ns):
         table.close()
     finally:
         drop_netns(ns)
+
+
+def _bulk_read_is_per_namespace(director_ns):
+    """/proc/net/ip_vs read from a thread switched into a namespace shows that namespace's
+    table only, and the caller's thread is back home afterwards."""
+    from dcnet.lvs import procfs
+
+    other = scratch_netns("bk")
+    try:
+        for args in (["-A", "-t", "192.0.2.2:80", "-s", "rr"],
+                     ["-a", "-t", "192.0.2.2:80", "-r", "10.0.0.2:80", "-m", "-w", "5"]):
+            subprocess.run(["ip", "netns", "exec", other, "ipvsadm", *args], check=True)
+        mine, theirs = KernelIPVS(director_ns), KernelIPVS(other)
+        assert set(mine.all_dest_rows()) == {(6, "192.0.2.1", 80)}
+        assert theirs.all_dest_rows() == {
+            (6, "192.0.2.2", 80): [(2, "10.0.0.2", 80, 0, 5, None, None, 0, 0, None)]}
+        with open("/proc/self/net/ip_vs") as fh:
+            home = fh.read()
+        assert procfs.read_in(None) == home
+        assert "C0000202" not in home and "C0000201" not in home
+        mine.close()
+        theirs.close()
+    finally:
+        drop_netns(other)
 
 
 def _ipvsadm_agrees(director_ns):

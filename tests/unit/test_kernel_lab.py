@@ -1,6 +1,9 @@
 """Unit tests of the kernel lab's pure parts: vng command line, kernel choice, reports."""
 
 import shlex
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -99,7 +102,7 @@ def test_guest_run_log_tail(tmp_path):
 
 def test_guest_pytest_argv():
     argv = pkl.guest_pytest_argv(
-        "/venv/bin/python", ["tests/kernel/test_a.py::test_x"], rootdir="/work/main",
+        "/venv/bin/python", "/tmp/lab/nodeids.txt", rootdir="/work/main",
         inifile="/work/main/setup.cfg", tbstyle="short", noconftest=True,
         plugins=["dcnet.lab.pytest_kernel_lab", "no:cacheprovider", "xdist"],
     )
@@ -108,7 +111,63 @@ def test_guest_pytest_argv():
     assert argv.count("no:cacheprovider") == 1
     assert argv[argv.index("xdist") - 1:argv.index("xdist") + 1] == ["-p", "xdist"]
     assert "--noconftest" in argv and "--tb=short" in argv
-    assert argv[-2:] == ["--", "tests/kernel/test_a.py::test_x"]
+    assert argv[-1] == "@/tmp/lab/nodeids.txt"
+
+
+def _long_nodeids(count: int) -> list[str]:
+    # long parametrized ids with spaces and brackets, as pytest prints them
+    return [f"test_many.py::test_case[{i:04d} {'x' * 150} a b]" for i in range(count)]
+
+
+def test_many_long_nodeids_go_through_a_file_not_the_kernel_command_line(tmp_path):
+    """500 node ids of ~180 characters (~90 KiB): the guest command stays far below the
+    kernel command line's ~2 KiB, and the file holds every id exactly."""
+    nodeids = _long_nodeids(500)
+    path = tmp_path / "nodeids.txt"
+    pkl.write_nodeids(path, nodeids)
+    argv = pkl.guest_pytest_argv("/venv/bin/python", path, rootdir="/work/main",
+                                 inifile="/work/main/setup.cfg")
+    shell = kl.build_guest_shell(argv, cwd="/work/main", env={
+        "DCNET_IN_KERNEL_LAB": "1", "DCNET_KERNEL_LAB_REPORTS": str(tmp_path / "r.jsonl"),
+        "PATH": "/work/main/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"})
+    assert sum(len(n) for n in nodeids) > 80_000
+    assert len(shell) * 4 / 3 < 1024          # base64 on the command line: well under 2 KiB
+    assert path.read_text().split("\n") == ["--", *nodeids, ""]
+    with pytest.raises(ValueError, match="line break"):
+        pkl.write_nodeids(tmp_path / "bad.txt", ["test_a.py::test[x\ny]"])
+
+
+def test_pytest_runs_exactly_the_nodeids_of_the_file(tmp_path):
+    """The mechanism itself: pytest (``@FILE``) selects exactly the listed long ids."""
+    count = 300
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_many.py").write_text(textwrap.dedent(f"""
+        import pytest
+
+        IDS = [f"{{i:04d}} {'x' * 150} a b" for i in range({count + 5})]
+
+        @pytest.mark.parametrize("i", range({count + 5}), ids=IDS)
+        def test_case(i):
+            pass
+    """))
+    wanted = _long_nodeids(count)
+    pkl.write_nodeids(tmp_path / "nodeids.txt", wanted)
+    argv = pkl.guest_pytest_argv(sys.executable, tmp_path / "nodeids.txt",
+                                 rootdir=str(tmp_path), inifile=str(tmp_path / "pytest.ini"))
+    done = subprocess.run([*argv, "--collect-only"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    collected = [line for line in done.stdout.splitlines() if line.startswith("test_many.py::")]
+    assert collected == wanted
+
+
+def test_guest_timeout_default_env_and_bad_values():
+    assert kl.guest_timeout({}) == kl.DEFAULT_TIMEOUT >= 3600
+    assert kl.guest_timeout({"DCNET_KERNEL_LAB_TIMEOUT": "5400"}) == 5400.0
+    assert kl.guest_timeout({"DCNET_KERNEL_LAB_TIMEOUT": " "}) == kl.DEFAULT_TIMEOUT
+    for bad in ("0", "-5", "soon", "inf", "nan"):
+        with pytest.raises(kl.KernelLabError, match="DCNET_KERNEL_LAB_TIMEOUT"):
+            kl.guest_timeout({"DCNET_KERNEL_LAB_TIMEOUT": bad})
 
 
 def test_plugin_args_from_command_line():

@@ -1,7 +1,7 @@
 """The IPVS table contract: what dcnet.lvs relies on from ``services/dests/execute``.
 
 :class:`IPVSContract` holds the tests; a subclass provides the ``table`` fixture. Here it
-runs against :class:`dcnet.lvs.fake.FakeIPVS`; tests/kernel/test_lvs_kernel.py runs the
+runs against :class:`dcnet.lvs.fake.FakeIPVS`; tests/kernel/test_lvs.py (test_contract) runs the
 same class against the real kernel (a fresh namespace per test) in the kernel lab, so
 the fake stays honest.
 """
@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from dcnet.lvs import state
+from dcnet.lvs import procfs, state
 from dcnet.lvs.fake import FakeIPVS
 from dcnet.lvs.ipvs import (
     CMD_DEL_DEST,
@@ -164,6 +164,37 @@ class IPVSContract:
         assert len(got) == 300
         assert sum(len(d) for _, d in got.values()) == 900
         assert got[("tcp", VIP, 1299)][1][("tcp", VIP, 1299, "198.51.100.3", 80)]["weight"] == 3
+
+    def test_bulk_dest_read_equals_the_dumps_but_for_thresholds(self, table):
+        """all_dest_rows (one read of /proc/net/ip_vs) shows what every dest dump shows,
+        except thresholds and persistent-connection counters (None)."""
+        tcp, udp, v6 = svc(sched="wrr"), svc(port=53, proto=socket.IPPROTO_UDP), svc(VIP6, 443)
+        fwmark = WireService(socket.AF_INET, 0, "", 0, fwmark=7, sched="rr")
+        empty = svc(port=8081)
+        requests = [Request(CMD_NEW_SERVICE, s) for s in (tcp, udp, v6, fwmark, empty)]
+        requests += [
+            Request(CMD_NEW_DEST, tcp, dest("198.51.100.20", 8080, fwd=0, weight=7)),
+            Request(CMD_NEW_DEST, tcp, dest("198.51.100.21", 80, fwd=3, weight=65535,
+                                            u_thresh=100, l_thresh=10)),
+            Request(CMD_NEW_DEST, tcp, dest("198.51.100.22", 80, fwd=2, weight=0)),
+            Request(CMD_NEW_DEST, udp, dest("198.51.100.20", 5353, fwd=0, weight=2)),
+            Request(CMD_NEW_DEST, v6, dest("2001:db8::20", 8443, fwd=0, weight=5)),
+            Request(CMD_NEW_DEST, v6, dest("2001:db8:0:1::abcd", 443, weight=1)),
+            Request(CMD_NEW_DEST, fwmark, dest("198.51.100.50", 0, weight=1)),
+        ]
+        assert set(table.execute(requests)) == {0}
+        bulk = table.all_dest_rows()
+        assert bulk is not None
+        services = table.services()
+        assert set(bulk) == {procfs.service_id(ws) for ws in services}
+        for ws in services:
+            dumped = [(*r[:5], None, None, r[7], r[8], None) for r in table.dest_rows(ws)]
+            assert sorted(bulk[procfs.service_id(ws)]) == sorted(dumped), ws
+        assert bulk[procfs.service_id(empty)] == []
+        assert len(bulk[procfs.service_id(tcp)]) == 3
+
+    def test_bulk_dest_read_of_an_empty_table(self, table):
+        assert table.all_dest_rows() == {}
 
 
 pytestmark = pytest.mark.unit

@@ -266,3 +266,77 @@ def test_drain_set_survives_a_restart(backend, tmp_path):
         "- dest tcp 198.51.100.10 80 10.0.0.9 8080 (forward=nat, weight=0)"]
     later.apply(the_plan)
     assert Store(str(tmp_path)).drain_set() == {}
+
+
+# ------------------------------------------------------------------ fast and exact reads
+
+
+def _set_thresholds(ipvs, vip="198.51.100.10", rip="10.0.0.1"):
+    """What ``ipvsadm -e ... -x 100 -y 10`` does: same weight and forwarding, thresholds."""
+    from dcnet.lvs.ipvs import CMD_SET_DEST, WireDest
+
+    service = WireService(2, 6, vip, 80, sched="wrr")
+    (current,) = [d for d in ipvs.dests(service) if d.addr == rip]
+    codes = ipvs.execute([Request(CMD_SET_DEST, service, WireDest(
+        2, rip, 8080, fwd=current.fwd, weight=current.weight, u_thresh=100, l_thresh=10))])
+    assert codes == [0]
+
+
+def test_fast_read_cannot_see_threshold_drift_exact_read_repairs_it(backend, tmp_path):
+    backend.apply(backend.plan(MODEL))
+    _set_thresholds(backend.ipvs)
+    assert backend.plan(MODEL).empty                  # /proc/net/ip_vs has no thresholds
+    exact = LVSBackend(backend.ipvs, None, Store(str(tmp_path)), clock=lambda: NOW,
+                       exact_read=True)
+    the_plan = exact.plan(MODEL)
+    assert [c.describe() for c in the_plan.changes] == [
+        "~ dest tcp 198.51.100.10 80 10.0.0.1 8080 (l_thresh 10 -> None, u_thresh 100 -> None)"]
+    result = exact.apply(the_plan)
+    assert result.ok and result.writes["ipvs"] == 1
+    assert exact.plan(MODEL).empty and backend.plan(MODEL).empty
+    service = WireService(2, 6, "198.51.100.10", 80)
+    assert {(d.u_thresh, d.l_thresh) for d in backend.ipvs.dests(service)} == {(0, 0)}
+
+
+def test_services_in_exact_for_are_read_by_dest_dumps(backend):
+    backend.apply(backend.plan(MODEL))
+    _set_thresholds(backend.ipvs, vip="198.51.100.10")
+    _set_thresholds(backend.ipvs, vip="203.0.113.10")
+    vips = {"198.51.100.10", "203.0.113.10"}
+    current, conns, unowned = backend.read_ipvs(vips, {("tcp", "198.51.100.10", 80)})
+    assert current[("dest", ("tcp", "198.51.100.10", 80, "10.0.0.1", 8080))] == {
+        "forward": "nat", "weight": 10, "u_thresh": 100, "l_thresh": 10}
+    assert current[("dest", ("tcp", "203.0.113.10", 80, "10.0.0.1", 8080))] == {
+        "forward": "nat", "weight": 10}
+    assert len(conns) == 4 and unowned == []
+    fast, _, _ = backend.read_ipvs(vips)
+    exact, _, _ = LVSBackend(backend.ipvs, None, backend.store, exact_read=True).read_ipvs(vips)
+    assert {k for k in fast} == {k for k in exact}
+    assert {k: v for k, v in exact.items() if "u_thresh" in v} == {
+        ("dest", ("tcp", vip, 80, "10.0.0.1", 8080)): {
+            "forward": "nat", "weight": 10, "u_thresh": 100, "l_thresh": 10} for vip in vips}
+
+
+def test_exact_read_services_are_those_whose_dests_need_more_than_proc_shows():
+    want = desired()
+    assert state.exact_read_services(want) == set()
+    key = ("dest", ("tcp", "203.0.113.10", 80, "10.0.0.1", 8080))
+    want[key] = {**want[key], "u_thresh": 5, "l_thresh": 1}
+    assert state.exact_read_services(want) == {("tcp", "203.0.113.10", 80)}
+
+
+def test_equal_objects_set_aside_give_the_same_plan_as_a_full_diff():
+    """plan_states sets equal objects aside before diff and drain: same plan as diffing all."""
+    from dcnet.plan import Plan, diff
+
+    current = desired()
+    current.pop(("dest", ("tcp", "203.0.113.10", 80, "10.0.0.2", 8080)))
+    current[("dest", ("tcp", "203.0.113.10", 80, "10.0.0.1", 8080))] = {"forward": "dr",
+                                                                        "weight": 10}
+    current[("dest", ("tcp", "198.51.100.10", 80, "10.0.0.9", 8080))] = {"forward": "nat",
+                                                                        "weight": 1}
+    current[("service", ("tcp", "198.51.100.99", 80))] = {"scheduler": "rr", "persistence": 0}
+    the_plan, _ = plan_states(current, desired(), {}, {}, NOW, 300)
+    full = Plan.build("lvs", diff(current, desired()), state.KIND_ORDER)
+    assert the_plan.to_text() == full.to_text()
+    assert the_plan.counts() == {"create": 1, "update": 1, "delete": 2}
