@@ -141,6 +141,7 @@ class LVSBackend(Backend):
         self.manage_routing = manage_routing and routing is not None
         self.manage_sysctls = manage_sysctls and routing is not None
         self.conns: dict[tuple, int] = {}
+        self.bulk_read_rejected = 0   # /proc texts that disagreed with the service dump
         self._notes: tuple[str, ...] = ()
         self._draining: dict[tuple, float] = {}
         self._model = None
@@ -202,6 +203,13 @@ class LVSBackend(Backend):
             else:
                 owned.append((ws, *observed))
         bulk = None if self.exact_read or not owned else self.ipvs.all_dest_rows()
+        if bulk is not None and set(bulk) != {procfs.service_id(ws) for ws, *_ in owned} | {
+                procfs.service_id(ws) for ws in unowned}:
+            # the text must list exactly the services of the dump (both read under the
+            # state lock); anything else (a table changed mid-read, a text from another
+            # namespace) is not trusted: every dest is read by generic netlink instead
+            bulk = None
+            self.bulk_read_rejected += 1
         forward_names = state.FORWARD_NAMES
         shared: dict[tuple, dict] = {}    # one attrs dict per (forward, weight): never mutated
         for ws, skey, attrs in owned:
@@ -209,7 +217,9 @@ class LVSBackend(Backend):
             if bulk is None or skey in exact_for:
                 rows = self.ipvs.dest_rows(ws)
             else:
-                rows = bulk.get(procfs.service_id(ws), ())
+                rows = bulk.get(procfs.service_id(ws))
+                if rows is None:  # in the dump, not in the text: never take it as empty
+                    rows = self.ipvs.dest_rows(ws)
             proto, vip, port = skey
             # state.observed_row, inlined: this loop runs once per dest of the table
             for row in rows:

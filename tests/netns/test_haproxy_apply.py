@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -22,6 +23,7 @@ from dcnet.haproxy.loadgen import one_request
 from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.runtime import HAProxyUnavailable, ReloadFailed
 from dcnet.plan import apply_plan
+from dcnet.sysio import proc
 
 pytestmark = pytest.mark.netns
 
@@ -170,9 +172,15 @@ def test_stale_socket_of_a_killed_haproxy_gives_a_clear_error(running):
     lab, backend, _ = running
     worker = backend.runtime.proc().current_worker
     master = lab.process("haproxy")
+    worker_start = proc.start_time(worker)
     os.kill(master.pid, signal.SIGKILL)
     os.kill(worker, signal.SIGKILL)
     master.wait(10)
+    # the worker is not our child: wait until it is gone, else its dying listener may
+    # still accept and reset the connection (a different error from a stale socket)
+    deadline = time.monotonic() + 10
+    while proc.is_same_process(worker, worker_start) and time.monotonic() < deadline:
+        time.sleep(0.02)
     with pytest.raises(HAProxyUnavailable, match="stale"):
         backend.plan(model({RS1: 10}))
 

@@ -300,10 +300,11 @@ def test_teardown_is_idempotent():
 CHILD_SCRIPT = textwrap.dedent("""
     import json, sys, time
     from dcnet.lab.builder import Lab
-    from dcnet.sysio import proc
+    from dcnet.sysio import netns, proc
     topo = json.loads(sys.argv[1])
     with Lab(topo) as lab:
         stray = proc.start(["sleep", "300"], netns=lab.netns("b"))  # not recorded by the lab
+        netns.wait_entered(lab.netns("b"), stray.pid)  # ip netns exec switches after fork
         print(json.dumps({"prefix": lab.prefix, "netns": lab.netns_names,
                           "sleeper": lab.process("sleeper").pid, "stray": stray.pid}), flush=True)
         time.sleep(300)

@@ -340,3 +340,16 @@ def test_equal_objects_set_aside_give_the_same_plan_as_a_full_diff():
     full = Plan.build("lvs", diff(current, desired()), state.KIND_ORDER)
     assert the_plan.to_text() == full.to_text()
     assert the_plan.counts() == {"create": 1, "update": 1, "delete": 2}
+
+
+def test_a_proc_text_that_disagrees_with_the_service_dump_is_not_trusted(backend,
+                                                                         monkeypatch):
+    # e.g. a text read from another namespace, or a table changed mid-read: its services
+    # differ from the dump's, so every dest is read by generic netlink instead
+    assert backend.apply(backend.plan(MODEL)).ok
+    text_method = "proc_text" if hasattr(FakeIPVS, "proc_text") else "procfs_text"
+    other = getattr(FakeIPVS(), text_method)()
+    monkeypatch.setattr(backend.ipvs, text_method, lambda: other)
+    the_plan = backend.plan(MODEL)
+    assert the_plan.empty, the_plan.to_text()
+    assert backend.bulk_read_rejected == 1
