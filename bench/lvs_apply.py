@@ -7,16 +7,20 @@ virtme-ng boot, dcnet.lab.kernel_lab.run_in_guest) and prints the guest's report
 emulation absolute times mean little, so it prints medians and RATIOS measured in the
 same boot. Each run, in a fresh network namespace:
 
-1. ``full``: elbctl read + plan + apply from an empty table (batched netlink);
-2. ``no-op``: the same again (must write nothing): one service dump and one read of
-   /proc/net/ip_vs;
-3. ``no-op exact``: the same with ``--exact-read`` (one dest dump per service);
-4. ``one``: one service changed (a weight and the scheduler);
-5. ``restore``: ``ipvsadm -C`` then ``ipvsadm-restore`` of the same table (the C tool,
+1. ``full``: elbctl plan + apply from an empty table (batched netlink);
+2. ``no-op``: the same again (must write nothing): the table and the model match the
+   fingerprint the full apply recorded, so IPVS is not parsed, dumped or diffed;
+3. ``no-op no-fp``: the same with the fingerprint record removed first: the full read
+   (one read of /proc/net/ip_vs, one service dump) every no-op did before;
+4. ``no-op exact``: the same with ``--exact-read`` (one dest dump per service);
+5. ``one``: one service changed (a weight and the scheduler): a full read;
+6. ``restore``: ``ipvsadm -C`` then ``ipvsadm-restore`` of the same table (the C tool,
    one acknowledged request per line).
 
 Only IPVS is measured on both sides (VIP addresses, rules and sysctls are left out:
-ipvsadm-restore does not do them).
+ipvsadm-restore does not do them). Every elbctl sync is ``LVSBackend.plan`` then
+``LVSBackend.apply`` under the state lock, what ``elbctl apply`` runs after loading the
+model (here built from the model's types, not parsed).
 """
 
 from __future__ import annotations
@@ -32,51 +36,52 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def layouts_for(services: int, servers: int, changed: bool = False):
-    from dcnet.lvs.layout import PortLayout, ServerLayout, ServiceLayout
+def model_for(services: int, servers: int, changed: bool = False):
+    """A Model of ``services`` services (one VIP, tcp/80 -> 8080 NAT, ``servers`` real
+    servers each), built from the model's own types: what ``elbctl apply`` holds once
+    it has loaded a model file (loading is not measured here; bench/model_load.py
+    does that). ``changed``: the first service's scheduler and first weight differ."""
+    import ipaddress
 
+    from dcnet.model.jobname import JobName
+    from dcnet.model.types import Carrier, Forwarding, Model, Port, Protocol, RealServer, Service
+
+    carrier = Carrier("lab", "up0", ipaddress.ip_address("192.0.2.1"), 101,
+                      (ipaddress.ip_network("10.0.0.0/8"),), default=True)
     out = []
     for i in range(services):
-        vip = f"10.{i // 250 % 250}.{i % 250}.1"
+        vip = ipaddress.ip_address(f"10.{i // 250 % 250}.{i % 250}.1")
         sched = "rr" if changed and i == 0 else "wrr"
-        port = PortLayout("tcp", 80, sched, "nat", 0, 8080)
-        reals = tuple(ServerLayout(f"172.16.{(i * servers + j) // 250 % 250}."
-                                   f"{(i * servers + j) % 250 + 1}", None,
-                                   (5 if changed and i == 0 and j == 0 else j + 1))
-                      for j in range(servers))
-        out.append(ServiceLayout(f"s{i}", (("lab", vip),), (port,), reals))
-    return out
+        port = Port(80, Protocol.TCP, sched, Forwarding.NAT, 0, 8080)
+        reals = tuple(RealServer(ipaddress.ip_address(
+            f"172.16.{(i * servers + j) // 250 % 250}.{(i * servers + j) % 250 + 1}"),
+            5 if changed and i == 0 and j == 0 else j + 1) for j in range(servers))
+        job = JobName(f"j{i}", f"s{i}", f"c{i % 50}", f"p{i % 10}", "o", "bench")
+        out.append(Service(job, (("lab", vip),), (port,), reals))
+    return Model("bench", (carrier,), tuple(out))
 
 
-def elbctl_sync(table, store_dir: str, layouts, exact_read: bool = False
-                ) -> tuple[float, int, int, dict]:
-    """One sync as ``elbctl apply`` does it: desired state from the services, read (one
-    service dump, then one read of /proc/net/ip_vs for every dest, or with
-    ``exact_read`` one dest dump per service), plan, apply. Returns (seconds, changes,
-    netlink writes, seconds per phase)."""
-    from dcnet.lvs import state
-    from dcnet.lvs.backend import LVSBackend, paused_gc, plan_states
+def elbctl_sync(table, store_dir: str, model, exact_read: bool = False
+                ) -> tuple[float, int, int, dict, bool]:
+    """One sync exactly as ``elbctl apply`` (lvs target) runs it once the model is
+    loaded: :meth:`LVSBackend.plan` then :meth:`LVSBackend.apply` under the state
+    directory's lock (IPVS only: no routing object, as ipvsadm-restore does no routing).
+    Returns (seconds, changes, IPVS writes, seconds per phase, whether the plan took the
+    fingerprint fast path)."""
+    from dcnet.lvs.backend import LVSBackend
     from dcnet.lvs.store import Store
 
     started = time.perf_counter()
-    phases = {}
     backend = LVSBackend(table, None, Store(store_dir), exact_read=exact_read)
-    with paused_gc():                   # as LVSBackend.plan does
-        desired = state.desired_ipvs(layouts)
-        vips = {k[1][1] for k in desired if k[0] == "service"}
-        exact_for = state.exact_read_services(desired)
-        phases["desired"] = time.perf_counter() - started
-        current, conns, _unowned = backend.read_ipvs(vips, exact_for)
-        phases["read"] = time.perf_counter() - started - sum(phases.values())
-        plan, drained = plan_states(current, desired, conns, {}, time.time(), 300)
-        phases["plan"] = time.perf_counter() - started - sum(phases.values())
-    backend._draining = drained.draining
-    result = backend.apply(plan)
+    with backend.store.locked(600):
+        plan = backend.plan(model)
+        planned = time.perf_counter()
+        result = backend.apply(plan)
     elapsed = time.perf_counter() - started
-    phases["apply"] = elapsed - sum(phases.values())
+    phases = {"plan": planned - started, "apply": elapsed - (planned - started)}
     if not result.ok:
         raise SystemExit(f"apply failed: {result.to_text()[-2000:]}")
-    return elapsed, len(plan.changes), result.writes["ipvs"], phases
+    return elapsed, len(plan.changes), result.writes["ipvs"], phases, backend.fast_path
 
 
 def restore_text(desired: dict) -> str:
@@ -93,16 +98,18 @@ def restore_text(desired: dict) -> str:
 def in_namespace(args) -> None:
     from dcnet.lvs import state
     from dcnet.lvs.ipvs import KernelIPVS
+    from dcnet.lvs.layout import layouts
+    from dcnet.lvs.store import Store
 
-    base_layouts = layouts_for(args.services, args.servers)
-    changed_layouts = layouts_for(args.services, args.servers, changed=True)
-    base = state.desired_ipvs(base_layouts)
+    base_model = model_for(args.services, args.servers)
+    changed_model = model_for(args.services, args.servers, changed=True)
+    base = state.desired_ipvs(layouts(base_model))
     restore = restore_text(base)
     n_dests = sum(1 for k in base if k[0] == "dest")
     print(f"table: {args.services} services x {args.servers} real servers = "
           f"{args.services + n_dests} IPVS objects; {args.runs} run(s)", flush=True)
-    times: dict[str, list[float]] = {"full": [], "no-op": [], "no-op exact": [], "one": [],
-                                     "restore": []}
+    times: dict[str, list[float]] = {"full": [], "no-op": [], "no-op no-fp": [],
+                                     "no-op exact": [], "one": [], "restore": []}
     writes: dict[str, int] = {}
     for run in range(args.runs):
         name = f"lvsbench-{os.getpid()}-{run}"
@@ -113,16 +120,20 @@ def in_namespace(args) -> None:
         try:
             table = KernelIPVS(name)
             with tempfile.TemporaryDirectory() as store:
-                for label, lays, exact in (("full", base_layouts, False),
-                                           ("no-op", base_layouts, False),
-                                           ("no-op exact", base_layouts, True),
-                                           ("one", changed_layouts, False)):
-                    seconds, changes, w, phases = elbctl_sync(table, store, lays, exact)
+                for label, model, exact in (("full", base_model, False),
+                                            ("no-op", base_model, False),
+                                            ("no-op no-fp", base_model, False),
+                                            ("no-op exact", base_model, True),
+                                            ("one", changed_model, False)):
+                    if label == "no-op no-fp":      # the full read: what no-op did before
+                        Store(store).save_fingerprint(None)
+                    seconds, changes, w, phases, fast = elbctl_sync(table, store, model, exact)
                     times[label].append(seconds)
                     writes[label] = w
                     split = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+                    path = "fingerprint fast path" if fast else "full read"
                     print(f"  run {run + 1}: {label:<11} {seconds:8.2f}s  {changes} change(s), "
-                          f"{w} netlink write(s)  ({split})", flush=True)
+                          f"{w} netlink write(s)  ({split}; {path})", flush=True)
             table.close()
             subprocess.run(["ip", "netns", "exec", name, "ipvsadm", "-C"], check=True)
             started = time.perf_counter()
@@ -139,6 +150,8 @@ def in_namespace(args) -> None:
           f"(target <= 1.0)")
     print(f"ratio no-op / full apply:           {med['no-op'] / med['full']:.3f} "
           f"(target < 0.05); no-op writes: {writes['no-op']}")
+    print(f"ratio no-op full read / full:       {med['no-op no-fp'] / med['full']:.3f}; "
+          f"writes: {writes['no-op no-fp']}")
     print(f"ratio no-op --exact-read / full:    {med['no-op exact'] / med['full']:.3f}; "
           f"writes: {writes['no-op exact']}")
     print(f"ratio one-service change / full:    {med['one'] / med['full']:.3f}; "

@@ -7,6 +7,10 @@ family, one address dump of the VIP interface, and the sysctls. The dests of a s
 whose desired state sets anything that file does not show (thresholds) are read by one
 generic-netlink dump each, and ``exact_read=True`` (``elbctl plan|apply --exact-read``)
 reads every service's dests that way, so drift in thresholds is seen too.
+A plan (unless ``exact_read``) first compares the fingerprint recorded by the last clean
+apply (:mod:`dcnet.lvs.fingerprint`: the masked ``/proc/net/ip_vs`` text and the desired
+IPVS inputs) and, when both match and no drain is pending, takes the IPVS part of the
+current state to be the desired one without parsing or diffing it.
 Owned IPVS services are those on an owned VIP (an address of the VIP interface, a model
 VIP or a VIP still draining); every other service (and every fwmark service) is left
 alone and reported. The desired state is the model plus the dynamic registry
@@ -16,9 +20,10 @@ they have connections.
 Applying runs the plan in order: routing changes one by one, IPVS changes in batches
 (one ``sendmsg`` per ~48 KiB, every request acknowledged); the first batch with a
 failure stops the plan, and the result names exactly the changes applied. The drain set
-is saved before any write and again at the end. ``writes()`` counts netlink write
-requests (IPVS and rtnetlink) and sysctl writes separately; a second apply of the same
-model issues none.
+is saved before any write and again at the end; the fingerprint is removed before the
+first write and recorded again only when the apply ends clean with no drain pending.
+``writes()`` counts netlink write requests (IPVS and rtnetlink) and sysctl writes
+separately; a second apply of the same model issues none.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dcnet.lvs import drain, procfs, state
+from dcnet.lvs import drain, fingerprint, procfs, state
 from dcnet.lvs.ipvs import (
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
@@ -145,19 +150,37 @@ class LVSBackend(Backend):
         self._notes: tuple[str, ...] = ()
         self._draining: dict[tuple, float] = {}
         self._model = None
+        self.table_digest: str | None = None      # of the /proc/net/ip_vs text last read
+        self._inputs_digest: str | None = None    # of the desired IPVS inputs, by plan()
+        self._ipvs_notes: tuple[str, ...] = ()
+        self.fast_path = False      # whether the last plan() skipped the IPVS read
+        self._layouts = None        # layouts(model) of the last plan(), if it built them
 
     # ------------------------------------------------------------------ read
 
     def read(self, model=None, exact_for: set | None = None) -> State:
-        """The current state of what elbctl owns. ``exact_for``: service keys whose dests
-        must be read exactly (default: those whose desired dests need it)."""
+        """The current state of what elbctl owns (always a full read: no fingerprint).
+        ``exact_for``: service keys whose dests must be read exactly (default: those
+        whose desired dests need it)."""
         model = model if model is not None else self._model
+        current, notes, vips = self._read_routing(model, self.store.drain_set())
+        if exact_for is None:
+            exact_for = (state.exact_read_services(self.desired(model)) if model is not None
+                         else set())
+        ipvs_state, self.conns, unowned = self.read_ipvs(vips, exact_for)
+        current.update(ipvs_state)
+        self._notes = (*notes, *_unowned_notes(unowned))
+        return current
+
+    def _read_routing(self, model, draining: dict) -> tuple[dict, list[str], set[str]]:
+        """(routing and sysctl state, notes, owned VIPs): the VIPs of the model, of the
+        drain set and of the VIP interface."""
         current: dict = {}
         notes: list[str] = []
         vips: set[str] = set()
         if model is not None:
             vips |= {str(v) for s in model.services for _, v in s.vips}
-        vips |= {k[1] for k in self.store.drain_set()}
+        vips |= {k[1] for k in draining}
         if self.routing is not None:
             if model is not None:
                 self.routing.settings = model.lvs
@@ -170,28 +193,30 @@ class LVSBackend(Backend):
                     vips.add(ident[1][0])
                 if self._manages(ident[0]):
                     current[ident] = attrs
-        if exact_for is None:
-            exact_for = (state.exact_read_services(self.desired(model)) if model is not None
-                         else set())
-        ipvs_state, self.conns, unowned = self.read_ipvs(vips, exact_for)
-        current.update(ipvs_state)
-        if unowned:
-            shown = ", ".join(_service_label(ws) for ws in unowned[:5])
-            more = f" and {len(unowned) - 5} more" if len(unowned) > 5 else ""
-            notes.append(f"left alone: {len(unowned)} IPVS service(s) not on an elbctl VIP: "
-                         f"{shown}{more}")
-        self._notes = tuple(notes)
-        return current
+        return current, notes, vips
 
-    def read_ipvs(self, vips: set[str], exact_for=frozenset()) -> tuple[dict, dict, list]:
+    def read_ipvs(self, vips: set[str], exact_for=frozenset(), text: str | None = None
+                  ) -> tuple[dict, dict, list]:
         """(IPVS state of the services on ``vips``, dest key -> connections, unowned
-        services). One service dump; the dests of every service from one bulk read
-        (``/proc/net/ip_vs``), except for services in ``exact_for`` (and all of them with
-        ``exact_read``), read by one generic-netlink dest dump each."""
+        services). One read of ``/proc/net/ip_vs`` for the dests of every service (or
+        ``text``, that file as already read), then one service dump; services in
+        ``exact_for`` (and all of them with ``exact_read``) have their dests read by one
+        generic-netlink dest dump each. The file is read BEFORE the services, so the
+        digest of its text (:attr:`table_digest`) never vouches for a change the
+        service dump saw and the plan did not repair."""
         with paused_gc():
-            return self._read_ipvs(vips, exact_for)
+            if self.exact_read:
+                text = None
+            elif text is None:
+                text = self._read_proc_text()
+            return self._read_ipvs(vips, exact_for, text)
 
-    def _read_ipvs(self, vips: set[str], exact_for) -> tuple[dict, dict, list]:
+    def _read_proc_text(self) -> str | None:
+        text = self.ipvs.proc_text()
+        self.table_digest = None if text is None else fingerprint.table_digest(text)
+        return text
+
+    def _read_ipvs(self, vips: set[str], exact_for, text) -> tuple[dict, dict, list]:
         current: dict = {}
         conns: dict = {}
         unowned = []
@@ -202,7 +227,7 @@ class LVSBackend(Backend):
                 unowned.append(ws)
             else:
                 owned.append((ws, *observed))
-        bulk = None if self.exact_read or not owned else self.ipvs.all_dest_rows()
+        bulk = None if self.exact_read or text is None or not owned else procfs.parse(text)
         if bulk is not None and set(bulk) != {procfs.service_id(ws) for ws, *_ in owned} | {
                 procfs.service_id(ws) for ws in unowned}:
             # the text must list exactly the services of the dump (both read under the
@@ -210,6 +235,7 @@ class LVSBackend(Backend):
             # namespace) is not trusted: every dest is read by generic netlink instead
             bulk = None
             self.bulk_read_rejected += 1
+            self.table_digest = None    # nor is its fingerprint: no record from this read
         forward_names = state.FORWARD_NAMES
         shared: dict[tuple, dict] = {}    # one attrs dict per (forward, weight): never mutated
         for ws, skey, attrs in owned:
@@ -248,26 +274,62 @@ class LVSBackend(Backend):
 
     def desired(self, model) -> State:
         out = state.desired_ipvs(layouts(model), self.store.registry())
-        if self.manage_routing:
-            out.update(state.desired_routing(model))
-        if self.manage_sysctls:
-            out.update(state.desired_sysctls())
+        out.update(self._desired_routing_and_sysctls(model))
         return out
 
     def notes(self) -> tuple[str, ...]:
         return self._notes
 
     def plan(self, model) -> Plan:
+        """The plan for ``model``. Unless ``exact_read``, the ``/proc/net/ip_vs`` text is
+        read first and fingerprinted (:mod:`dcnet.lvs.fingerprint`); when no drain is
+        pending and both the table and the desired IPVS inputs match the fingerprint
+        recorded by the last clean apply, the IPVS table is not parsed, dumped or
+        diffed (a note says so) and only routing and sysctls are read and planned."""
         self._model = model
+        self.table_digest = self._inputs_digest = None
+        self._ipvs_notes = ()
+        self._layouts = None
+        self.fast_path = False
         with paused_gc():
-            desired = self.desired(model)
-            current = self.read(model, exact_for=state.exact_read_services(desired))
-            the_plan, drained = plan_states(current, desired, self.conns,
-                                            self.store.drain_set(), self.clock(),
-                                            model.lvs.drain_seconds, self._notes)
+            registry = self.store.registry()
+            draining = self.store.drain_set()
+            current, notes, vips = self._read_routing(model, draining)
+            self._inputs_digest = fingerprint.inputs_digest(model, registry, vips)
+            text = self._read_proc_text()
+            saved = None if self.exact_read or draining else self.store.fingerprint()
+            if self.table_digest is not None and fingerprint.matches(
+                    saved, self.table_digest, self._inputs_digest):
+                desired = self._desired_routing_and_sysctls(model)
+                self.conns = {}
+                self.fast_path = True
+                self._ipvs_notes = tuple(saved["notes"])
+                notes += [*self._ipvs_notes,
+                          f"IPVS unchanged since the last apply (fingerprint "
+                          f"{self.table_digest[:12]}): not re-read (--exact-read reads it)"]
+            else:
+                self._layouts = layouts(model)
+                desired = state.desired_ipvs(self._layouts, registry)
+                desired.update(self._desired_routing_and_sysctls(model))
+                ipvs_state, self.conns, unowned = self.read_ipvs(
+                    vips, state.exact_read_services(desired), text)
+                current.update(ipvs_state)
+                self._ipvs_notes = tuple(_unowned_notes(unowned))
+                notes += self._ipvs_notes
+            the_plan, drained = plan_states(current, desired, self.conns, draining,
+                                            self.clock(), model.lvs.drain_seconds,
+                                            tuple(notes))
         self._draining = drained.draining
         self._notes = the_plan.notes
         return the_plan
+
+    def _desired_routing_and_sysctls(self, model) -> State:
+        out: State = {}
+        if self.manage_routing:
+            out.update(state.desired_routing(model))
+        if self.manage_sysctls:
+            out.update(state.desired_sysctls())
+        return out
 
     # ------------------------------------------------------------------ apply
 
@@ -289,15 +351,21 @@ class LVSBackend(Backend):
         """Execute ``plan`` (from :meth:`plan` of this instance) in order, batching IPVS."""
         before = self.writes()
         result = LVSApplyResult(plan)
+        if not plan.empty:      # no fingerprint vouches for a table being written
+            self.store.save_fingerprint(None)
         previous = self.store.drain_set()
         # record new drains before the weight-0 writes, so a crash cannot lose them
         self.store.save_drain_set({**previous, **self._draining})
-        if self._model is not None:
-            self.store.save_layouts(layouts(self._model), self._model.lvs.drain_seconds)
+        # a fingerprint match means the last clean apply saved these very layouts
+        if self._model is not None and not (self.fast_path
+                                            and os.path.exists(self.store.path("layouts.json"))):
+            self.store.save_layouts(self._layouts or layouts(self._model),
+                                    self._model.lvs.drain_seconds)
         with paused_gc():
             self._apply_changes(list(plan.changes), result)
         if result.ok:
             self.store.save_drain_set(self._draining)
+        self._record_fingerprint(plan, result)
         if not result.ok and rollback:
             for change in reversed(result.applied):
                 try:
@@ -308,6 +376,25 @@ class LVSBackend(Backend):
         after = self.writes()
         result.writes = {k: after[k] - before[k] for k in after}
         return result
+
+    def _record_fingerprint(self, plan: Plan, result: LVSApplyResult) -> None:
+        """After a clean apply (all applied, no drain pending) of a plan of this
+        instance, record the table's and the inputs' digests; otherwise remove any
+        record. The table is read again only if IPVS was written: an apply without IPVS
+        changes leaves the table the plan read (read before it was verified, so a change
+        made since then shows up as a mismatch next time; a text the read rejected as
+        disagreeing with the service dump is never recorded)."""
+        if not result.ok or self._draining or self._inputs_digest is None:
+            self.store.save_fingerprint(None)
+            return
+        if any(c.kind in state.IPVS_KINDS for c in plan.changes):
+            self._read_proc_text()
+        if self.table_digest is None:   # no text, or a text the read did not trust
+            self.store.save_fingerprint(None)
+            return
+        wanted = fingerprint.record(self.table_digest, self._inputs_digest, self._ipvs_notes)
+        if self.store.fingerprint() != wanted:
+            self.store.save_fingerprint(wanted)
 
     def _apply_changes(self, changes: list[Change], result: LVSApplyResult) -> None:
         """In order until one fails: routing one by one, IPVS in batches."""
@@ -339,6 +426,14 @@ class LVSBackend(Backend):
                 result.failed, result.error = change, error
             else:
                 result.more_failures.append((change, error))
+
+
+def _unowned_notes(unowned: list) -> list[str]:
+    if not unowned:
+        return []
+    shown = ", ".join(_service_label(ws) for ws in unowned[:5])
+    more = f" and {len(unowned) - 5} more" if len(unowned) > 5 else ""
+    return [f"left alone: {len(unowned)} IPVS service(s) not on an elbctl VIP: {shown}{more}"]
 
 
 def _service_label(ws) -> str:

@@ -8,7 +8,7 @@ tests/unit/test_lvs_contract.py run against it and against the real kernel alike
 ``conns`` sets a dest's active connection counter, to exercise stop-and-report and drain.
 Its bulk read (``all_dest_rows``) prints the table as the kernel prints /proc/net/ip_vs
 and parses that text back (:mod:`dcnet.lvs.procfs`), so it loses what the kernel's file
-loses (thresholds); ``procfs_text`` is that text.
+loses (thresholds); ``proc_text`` is that text (what the fingerprint hashes).
 """
 
 from __future__ import annotations
@@ -66,16 +66,19 @@ class FakeIPVS:
     def dest_rows(self, service: WireService) -> list[tuple]:
         return [dataclasses.astuple(d) for d in self.dests(service)]
 
-    def procfs_text(self) -> str:
+    def proc_text(self) -> str:
         return procfs.format_table(
             (s, list(self.dest_table[sid].values())) for sid, s in self.table.items())
 
     def all_dest_rows(self) -> dict[procfs.ServiceId, list[tuple]]:
-        return procfs.parse(self.procfs_text())
+        return procfs.parse(self.proc_text())
 
-    def set_conns(self, service: WireService, addr: str, port: int, active: int) -> None:
+    def set_conns(self, service: WireService, addr: str, port: int, active: int,
+                  inactive: int | None = None) -> None:
         dests = self.dest_table[_svc_id(service)]
-        dests[(addr, port)] = dataclasses.replace(dests[(addr, port)], active=active)
+        old = dests[(addr, port)]
+        dests[(addr, port)] = dataclasses.replace(
+            old, active=active, inactive=old.inactive if inactive is None else inactive)
 
     # -- writes
 

@@ -10,6 +10,8 @@ An :class:`IPVSTable` is shaped like the kernel API and nothing more:
   rows as ``dest_rows`` gives them except thresholds and persistent-connection counters,
   which that file does not show (``None``); ``None`` instead of a dict when the bulk
   read is not available (then callers read per service);
+- ``proc_text()``: that file's text itself (None when not available), for the
+  fingerprint of :mod:`dcnet.lvs.fingerprint`;
 - ``execute(requests)``: run write requests in order, every one of them, returning the
   errno of each (0 = done); ``writes`` counts write requests issued so far.
 
@@ -79,6 +81,8 @@ class IPVSTable(Protocol):
 
     def all_dest_rows(self) -> dict[procfs.ServiceId, list[tuple]] | None: ...
 
+    def proc_text(self) -> str | None: ...
+
     def execute(self, requests: Sequence[Request]) -> list[int]: ...
 
     def close(self) -> None: ...
@@ -97,11 +101,16 @@ class KernelIPVS(IPVSSocket):
             sock = netns_mod.socket_in(self.netns_path, socket.AF_NETLINK, socket.SOCK_RAW, 16)
         super().__init__(sock)
 
-    def all_dest_rows(self) -> dict[procfs.ServiceId, list[tuple]] | None:
-        """Every dest of the namespace from one read of /proc/net/ip_vs (None if the
-        kernel has no such file, e.g. built without procfs)."""
+    def proc_text(self) -> str | None:
+        """The namespace's /proc/net/ip_vs text (None if the kernel has no such file,
+        e.g. built without procfs)."""
         try:
-            text = procfs.read_in(self.netns_path)
+            return procfs.read_in(self.netns_path)
         except FileNotFoundError:
             return None
-        return procfs.parse(text)
+
+    def all_dest_rows(self) -> dict[procfs.ServiceId, list[tuple]] | None:
+        """Every dest of the namespace from one read of /proc/net/ip_vs (None if the
+        kernel has no such file)."""
+        text = self.proc_text()
+        return None if text is None else procfs.parse(text)

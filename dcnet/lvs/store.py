@@ -8,7 +8,10 @@ Files under the state directory (``--lvs-state-dir``, ``$DCNET_LVS_STATE_DIR``, 
 - ``registry.json``: real servers added, drained or removed by ``elbctl backend``, per
   service; a full apply merges it into the model so it never undoes them;
 - ``drain.json``: dests being drained and their deadlines (survives restarts);
-- ``layouts.json``: the services of the last applied model, for ``elbctl backend``.
+- ``layouts.json``: the services of the last applied model, for ``elbctl backend``;
+- ``ipvs_fingerprint.json``: the fingerprint pair recorded after the last clean apply
+  (digest of the masked ``/proc/net/ip_vs`` text, digest of the desired IPVS inputs),
+  removed before every apply's first write (see :mod:`dcnet.lvs.fingerprint`).
 
 Every file is replaced atomically (write, fsync, rename, fsync the directory), so a
 crash leaves the old or the new version, never a torn one.
@@ -147,3 +150,22 @@ class Store:
                 "drain_seconds": drain_seconds}
         if self._read("layouts.json", None) != data:
             self._write("layouts.json", data)
+
+    # -- IPVS fingerprint of the last clean apply (dcnet.lvs.fingerprint)
+
+    def fingerprint(self) -> dict | None:
+        """The recorded fingerprint, or None when there is none or it is unreadable (a
+        corrupt record only costs one full read)."""
+        try:
+            data = self._read("ipvs_fingerprint.json", None)
+        except (ValueError, OSError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def save_fingerprint(self, record: dict | None) -> None:
+        """Record ``record`` atomically; None removes the record (if there is one)."""
+        if record is not None:
+            self._write("ipvs_fingerprint.json", record)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path("ipvs_fingerprint.json"))

@@ -3,8 +3,9 @@ whole set runs in one guest boot; no Python process is started per server).
 
 - the IPVS contract suite (tests/unit/test_lvs_contract.py) against the kernel, the bulk
   read of /proc/net/ip_vs per namespace, and threshold drift seen only by --exact-read;
-- apply, re-apply with zero writes, tampering with ipvsadm then apply converges, a
-  failing step stops and the next apply converges;
+- apply, re-apply with zero writes and without reading IPVS (the fingerprint of the last
+  clean apply matches), tampering with ipvsadm (weight, dests, services) breaks the
+  fingerprint and apply converges, a failing step stops and the next apply converges;
 - traffic (lab of dcnet.lvs.lab): clients of each carrier reach a NAT VIP and a DR VIP
   through the director and three busybox HTTP servers; wrr weights 3:2:1 hold within
   +-0.1 of each server's share; replies arrive at the carrier's own gateway only
@@ -193,6 +194,39 @@ def test_apply(applied):
     plan, result = apply(backend, model)
     assert plan.empty, plan.to_text()
     assert result.writes == {"netlink": 0, "ipvs": 0, "rtnetlink": 0, "sysctl": 0}
+    assert backend.fast_path and any(n.startswith(FAST_NOTE) for n in plan.notes), plan.notes
+
+
+FAST_NOTE = "IPVS unchanged since the last apply"
+
+
+def _fast(backend, plan) -> bool:
+    noted = any(n.startswith(FAST_NOTE) for n in plan.notes)
+    assert noted == backend.fast_path, plan.notes
+    return noted
+
+
+def test_fingerprint_weight_tamper(applied):
+    """``ipvsadm -e`` changing one weight: the next plan does not trust the fingerprint,
+    repairs the weight, and the apply after that is a fast no-op again."""
+    lab, model, state_dir, _ = applied
+    ns = lab.netns("director")
+    vip, rip = "198.51.100.10", "10.20.0.12"
+    backend = make_backend(ns, state_dir)
+    plan, result = apply(backend, model)
+    assert plan.empty and _fast(backend, plan) and result.writes["netlink"] == 0
+    weight = observed(KernelIPVS(ns))[("tcp", vip, 80)][1][("tcp", vip, 80, rip, 8080)]["weight"]
+    lab.run("director", ["ipvsadm", "-e", "-t", f"{vip}:80", "-r", f"{rip}:8080", "-m",
+                         "-w", str(weight + 4)])
+    backend = make_backend(ns, state_dir)
+    plan, result = apply(backend, model)
+    assert not _fast(backend, plan)
+    assert [c.describe() for c in plan.changes] == [
+        f"~ dest tcp {vip} 80 {rip} 8080 (weight {weight + 4} -> {weight})"], plan.to_text()
+    assert result.ok and result.writes["ipvs"] == 1
+    backend = make_backend(ns, state_dir)
+    plan, result = apply(backend, model)
+    assert plan.empty and _fast(backend, plan) and result.writes["netlink"] == 0
 
 
 def test_verify(applied):
@@ -252,12 +286,15 @@ def test_tamper(applied):
     backend = make_backend(lab.netns("director"), state_dir)
     plan, result = apply(backend, model)
     assert result.ok, result.to_text()
+    assert not _fast(backend, plan)
     kinds = Counter((c.action.value, c.kind) for c in plan.changes)
     assert kinds == {("create", "service"): 1, ("create", "dest"): 3, ("update", "dest"): 1,
                      ("delete", "dest"): 1, ("update", "service"): 1}, plan.to_text()
     assert any("10.99.0.1:80" in n for n in plan.notes)
-    plan, result = apply(make_backend(lab.netns("director"), state_dir), model)
+    backend = make_backend(lab.netns("director"), state_dir)
+    plan, result = apply(backend, model)
     assert plan.empty and result.writes["netlink"] == 0
+    assert _fast(backend, plan) and any("10.99.0.1:80" in n for n in plan.notes)
     assert "10.99.0.1:80" in lab.run("director", ["ipvsadm", "-Ln"]).stdout
     run("-D", "-t", "10.99.0.1:80")
 
