@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 
+from dcnet.cni import nodestate
 from dcnet.cni.install import install
 from dcnet.cni.invoke import CniRuntime
 from dcnet.lab.builder import Lab
@@ -213,9 +214,8 @@ def _show_etcd_leases(cluster, report) -> None:
 
 
 def _degraded(root: str, node: str) -> str | None:
-    """The agent's degraded reason from its node file (None when healthy)."""
-    with open(f"{root}/run-{node}/demo/node.json") as handle:
-        return json.load(handle).get("degraded")
+    """The agent's degraded reason, read as STATUS reads the node file (None: healthy)."""
+    return nodestate.read(f"{root}/run-{node}/demo/node.json").degraded
 
 
 def _etcd_outage(cni_lab: Lab, root: str, bin_dir: str, pods: list[str], cluster,

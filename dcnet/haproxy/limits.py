@@ -60,11 +60,12 @@ def problem(config_text: str, pid: int | None = None) -> str | None:
     limit = hard_nofile(pid)
     if maxconn is None or limit is None:
         return None
-    need = needed_fds(maxconn, listeners(config_text))
+    count = listeners(config_text)
+    need = needed_fds(maxconn, count)
     if need <= limit:
         return None
     whose = f"the HAProxy master (pid {pid})" if pid else "this process"
-    most = (limit - listeners(config_text) - SPARE_FDS) // 2
+    most = (limit - count - SPARE_FDS) // 2
     return (f"haproxy.maxconn: {maxconn} needs {need} file descriptors but {whose} may "
             f"open at most {limit} (hard RLIMIT_NOFILE): set haproxy.maxconn to {most} or "
             f"less, or raise the limit (e.g. LimitNOFILE= in HAProxy's systemd unit)")

@@ -28,13 +28,12 @@ separately; a second apply of the same model issues none.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dcnet.gcpause import paused_gc
 from dcnet.lvs import drain, fingerprint, procfs, state
 from dcnet.lvs.ipvs import (
     CMD_DEL_DEST,
@@ -59,24 +58,6 @@ _CMDS = {("service", Action.CREATE): CMD_NEW_SERVICE, ("service", Action.UPDATE)
 
 class LVSError(RuntimeError):
     pass
-
-
-@contextlib.contextmanager
-def paused_gc():
-    """Hold the cyclic garbage collector while a sync builds its large, acyclic states.
-
-    A 10,000 x 10 table means hundreds of thousands of tuples and dicts; every few
-    hundred allocations the collector would walk the young ones and, as they pile up,
-    the whole heap again and again. Nothing built here forms a cycle, so pausing it
-    loses nothing; it is re-enabled (if it was on) when the block ends.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def request_for(change: Change) -> Request:
@@ -272,8 +253,11 @@ class LVSBackend(Backend):
 
     # ------------------------------------------------------------------ desire, plan
 
-    def desired(self, model) -> State:
-        out = state.desired_ipvs(layouts(model), self.store.registry())
+    def desired(self, model, model_layouts=None, registry=None) -> State:
+        """The wanted state of ``model`` (its layouts and the registry are computed or
+        read here unless the caller already has them)."""
+        out = state.desired_ipvs(layouts(model) if model_layouts is None else model_layouts,
+                                 self.store.registry() if registry is None else registry)
         out.update(self._desired_routing_and_sysctls(model))
         return out
 
@@ -309,8 +293,7 @@ class LVSBackend(Backend):
                           f"{self.table_digest[:12]}): not re-read (--exact-read reads it)"]
             else:
                 self._layouts = layouts(model)
-                desired = state.desired_ipvs(self._layouts, registry)
-                desired.update(self._desired_routing_and_sysctls(model))
+                desired = self.desired(model, self._layouts, registry)
                 ipvs_state, self.conns, unowned = self.read_ipvs(
                     vips, state.exact_read_services(desired), text)
                 current.update(ipvs_state)

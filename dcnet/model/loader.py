@@ -8,10 +8,10 @@ file, line and field path, by raising :class:`~dcnet.model.errors.ModelError`.
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Callable
 
+from dcnet.gcpause import paused_gc
 from dcnet.model import fields as f
 from dcnet.model.errors import ModelError, Problem
 from dcnet.model.jobname import JobName
@@ -70,13 +70,8 @@ def parse_model(text: str, source: str = "<model>", read_text: ReadText | None =
     # Parsing builds hundreds of thousands of small acyclic objects at 10,000 services;
     # the cyclic collector's passes over them cost about as much as the parse itself
     # (bench/model_load.py), so it is paused for the duration.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         return _parse_model(text, source, read_text, files_dir)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _parse_model(text: str, source: str, read_text: ReadText | None, files_dir: str) -> Model:
