@@ -32,7 +32,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from dcnet.cni.store import Lease, Store, StoreUnavailable
+from dcnet.cni.storeapi import Lease, Store, StoreUnavailable
 from dcnet.sysio import etcd
 
 DEFAULT_TTL = 20
