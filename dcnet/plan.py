@@ -1,22 +1,24 @@
-"""The plan core every back end shares: state, diff, ordered plan, apply with undo.
+"""The pure values every target shares: state, change, diff and the ordered plan.
 
-A back end describes the world as a *state*: a mapping from ``(kind, key)`` to a dict of
+A target describes the world as a *state*: a mapping from ``(kind, key)`` to a dict of
 attributes, for the objects it owns. It reads the current state, derives the desired
 state from the model, and :func:`diff` (pure) turns the two into :class:`Change` objects.
-A :class:`Plan` orders them deterministically (creates and updates in the back end's kind
-order, then deletes in reverse kind order) and prints as text or JSON. :func:`apply_plan`
-executes a plan step by step; when a step fails it stops, undoes the steps already
-applied in reverse (unless told not to) and reports exactly what happened.
+A :class:`Plan` orders them deterministically (creates and updates in the target's kind
+order, then deletes in reverse kind order), prints as text or JSON (one schema for every
+target), and carries what applying it needs: the digest of the read it was made from
+(a stale plan is refused), the number of objects owned then (the change-size guard) and
+the target's own immutable payload. Nothing here does I/O; applying a plan is
+:func:`dcnet.target.apply_plan`'s job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 Key = tuple[Any, ...]
 Attributes = Mapping[str, Any]
@@ -100,17 +102,33 @@ def diff(current: State, desired: State) -> list[Change]:
     return changes
 
 
+def state_digest(state: State) -> str:
+    """A stable digest of a state (for targets whose read has no cheaper fingerprint)."""
+    text = json.dumps(sorted([[kind, _jsonable(list(key)), _jsonable(attrs)]
+                              for (kind, key), attrs in state.items()], key=str))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Plan:
-    """An ordered, printable list of changes for one target."""
+    """An ordered, printable list of changes for one target, and what applying it needs.
+
+    ``read_digest``: the fingerprint of the read the plan was made from (None: the
+    target cannot tell; then only a plan made under the same lock may be applied).
+    ``objects``: how many objects the target owned at that read (the change guard's
+    base). ``payload``: the target's own immutable data for apply (never printed)."""
 
     target: str
     changes: tuple[Change, ...]
     notes: tuple[str, ...] = ()
+    read_digest: str | None = None
+    objects: int = 0
+    payload: Any = field(default=None, compare=False)
 
     @classmethod
     def build(cls, target: str, changes: list[Change], kind_order: tuple[str, ...],
-              notes: tuple[str, ...] = ()) -> Plan:
+              notes: tuple[str, ...] = (), *, read_digest: str | None = None,
+              objects: int = 0, payload: Any = None) -> Plan:
         """Order ``changes``: creates/updates by kind order, then deletes in reverse."""
         rank = {kind: i for i, kind in enumerate(kind_order)}
         unknown = {c.kind for c in changes} - set(rank)
@@ -122,7 +140,8 @@ class Plan:
                 return (1, -rank[change.kind], _key_text(change.key))
             return (0, rank[change.kind], _key_text(change.key))
 
-        return cls(target, tuple(sorted(changes, key=sort_key)), tuple(notes))
+        return cls(target, tuple(sorted(changes, key=sort_key)), tuple(notes),
+                   read_digest=read_digest, objects=objects, payload=payload)
 
     @property
     def empty(self) -> bool:
@@ -145,7 +164,8 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "summary": self.counts(),
-                "changes": [c.to_dict() for c in self.changes], "notes": list(self.notes)}
+                "changes": [c.to_dict() for c in self.changes], "notes": list(self.notes),
+                "read_digest": self.read_digest, "objects": self.objects}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -153,92 +173,3 @@ class Plan:
 
 def _key_text(key: Key) -> tuple[str, ...]:
     return tuple(f"{part:>12}" if isinstance(part, int) else str(part) for part in key)
-
-
-@dataclass
-class ApplyResult:
-    """What an apply did: the steps applied, the one that failed, what was undone."""
-
-    plan: Plan
-    applied: list[Change] = field(default_factory=list)
-    failed: Change | None = None
-    error: BaseException | None = None
-    undone: list[Change] = field(default_factory=list)
-    undo_errors: list[tuple[Change, BaseException]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed is None
-
-    def to_text(self) -> str:
-        lines = [f"applied {len(self.applied)} of {len(self.plan.changes)} change(s) "
-                 f"to {self.plan.target}"]
-        lines += [f"  done {c.describe()}" for c in self.applied]
-        if self.failed is not None:
-            lines.append(f"  FAILED {self.failed.describe()}: {self.error}")
-            lines += [f"  undone {c.describe()}" for c in self.undone]
-            lines += [f"  undo FAILED {c.describe()}: {e}" for c, e in self.undo_errors]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.plan.target, "ok": self.ok,
-            "applied": [c.to_dict() for c in self.applied],
-            "failed": self.failed.to_dict() if self.failed else None,
-            "error": str(self.error) if self.error else None,
-            "undone": [c.to_dict() for c in self.undone],
-            "undo_errors": [{"change": c.to_dict(), "error": str(e)} for c, e in self.undo_errors],
-        }
-
-
-class Backend(ABC):
-    """A target the model is applied to: read, desire, apply one change, undo one."""
-
-    target: ClassVar[str]
-    kind_order: ClassVar[tuple[str, ...]]
-
-    @abstractmethod
-    def read(self) -> State:
-        """The current state of the objects this back end owns."""
-
-    @abstractmethod
-    def desired(self, model) -> State:
-        """Pure: the state the model asks for."""
-
-    @abstractmethod
-    def apply_change(self, change: Change) -> None:
-        """Carry out one change; raise on failure, leaving nothing half-done."""
-
-    def undo_change(self, change: Change) -> None:
-        self.apply_change(change.inverse())
-
-    def notes(self) -> tuple[str, ...]:
-        """Things noticed and left alone (unowned objects), for the plan's footer."""
-        return ()
-
-    def plan(self, model) -> Plan:
-        changes = diff(self.read(), self.desired(model))
-        return Plan.build(self.target, changes, self.kind_order, self.notes())
-
-
-def apply_plan(backend: Backend, plan: Plan, *, rollback: bool = True,
-               on_step: Callable[[Change], None] | None = None) -> ApplyResult:
-    """Execute ``plan`` in order; on failure stop, and undo applied steps if ``rollback``."""
-    result = ApplyResult(plan)
-    for change in plan.changes:
-        try:
-            backend.apply_change(change)
-        except Exception as exc:  # any failure stops the plan; it is reported, not hidden
-            result.failed, result.error = change, exc
-            break
-        result.applied.append(change)
-        if on_step:
-            on_step(change)
-    if result.failed is not None and rollback:
-        for change in reversed(result.applied):
-            try:
-                backend.undo_change(change)
-                result.undone.append(change)
-            except Exception as exc:  # keep undoing the rest; report each failure
-                result.undo_errors.append((change, exc))
-    return result

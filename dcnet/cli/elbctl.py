@@ -2,55 +2,41 @@
 
 Commands: ``validate`` (OK or every error with file, line and field; non-zero exit on
 errors), ``show`` (what the model declares), ``plan`` and ``apply`` (diff against the
-live target through the back end registered for ``--target``).
-Exit codes: 0 success, 1 invalid model or failed apply, 2 usage error, 3 target unavailable.
+live target, one locked run through :func:`dcnet.target.session.run`; every target's
+options are flags, built from the targets' declarations). The back ends' own commands
+(``render``, ``verify``, ``backend``, the etcd commands) live in ``dcnet.cli.elbctl_*``.
+Exit codes: 0 success, 1 invalid model, refused or failed apply, 2 usage error, 3 target
+unavailable; ``plan --detailed-exitcode``: 0 no changes, 1 error, 2 changes.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import NoReturn
 
 import click
 
-from dcnet import backends
-from dcnet.model import Model, ModelError, load_model
-from dcnet.plan import apply_plan
+from dcnet.cli import elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_store
+from dcnet.cli.common import (
+    EXIT_INVALID,
+    load_model_or_exit,
+    model_option,
+    output_option,
+    report_target_error,
+    target_class_of,
+    target_errors,
+    target_kwargs,
+    with_target_options,
+)
+from dcnet.model import Model
+from dcnet.target import DEFAULT_MAX_CHANGE, session
+from dcnet.target.session import DEFAULT_LOCK_TIMEOUT
 
-EXIT_INVALID, EXIT_UNAVAILABLE = 1, 3
-
-model_option = click.option("-f", "--file", "model_path", required=True,
-                            type=click.Path(dir_okay=False),
-                            help="The service model (YAML).")
-output_option = click.option("-o", "--output", type=click.Choice(["text", "json"]),
-                             default="text", show_default=True, help="Output format.")
 target_option = click.option("--target", default="lvs", show_default=True,
-                             help="Back end to plan/apply against.")
-
-
-def _load(model_path: str) -> Model:
-    try:
-        return load_model(model_path)
-    except ModelError as exc:
-        exit_invalid_model(model_path, exc)
-
-
-def exit_invalid_model(model_path: str, exc: ModelError) -> NoReturn:
-    """Print every problem of an invalid model (file, line, field) and exit 1."""
-    count = len(exc.problems)
-    click.echo(f"{model_path}: {count} error{'s' if count != 1 else ''}", err=True)
-    for problem in exc.problems:
-        click.echo(f"  {problem}", err=True)
-    sys.exit(EXIT_INVALID)
-
-
-def _backend(target: str):
-    try:
-        return backends.create(target)
-    except backends.UnknownTarget as exc:
-        click.echo(f"elbctl: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
+                             help="The target to plan/apply against (lvs, haproxy, dns, ...).")
+lock_option = click.option("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT,
+                           show_default=True, envvar="DCNET_LOCK_TIMEOUT",
+                           help="Seconds to wait for another run holding the target's lock.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,7 +49,7 @@ def cli() -> None:
 @output_option
 def validate(model_path: str, output: str) -> None:
     """Check a model; print OK or every error, exit non-zero on errors."""
-    model = _load(model_path)
+    model = load_model_or_exit(model_path)
     if output == "json":
         click.echo(json.dumps({"ok": True, "carriers": len(model.carriers),
                                "services": len(model.services)}))
@@ -76,7 +62,7 @@ def validate(model_path: str, output: str) -> None:
 @model_option
 def show(model_path: str) -> None:
     """Print what a model declares: carriers, services, VIPs and real servers."""
-    model = _load(model_path)
+    model = load_model_or_exit(model_path)
     click.echo(describe_model(model))
 
 
@@ -101,27 +87,62 @@ def describe_model(model: Model) -> str:
     return "\n".join(lines)
 
 
+force_option = click.option(
+    "--force", is_flag=True,
+    help="Allow a plan that changes more than --max-change of the target's objects (and, "
+         "for targets with guards of their own such as dns's carrier lists, those too).")
+
+
+def _run(target: str, model_path: str, params: dict, force: bool = False,
+         **kwargs) -> session.Outcome:
+    options = target_kwargs(target, params)
+    if force and any(o.name == "force" for o in target_class_of(target).options):
+        options["force"] = True
+    model = load_model_or_exit(model_path)          # invalid models stop here
+    refused, unavailable = target_errors(target)
+    try:
+        return session.run(target, model, options, force=force, **kwargs)
+    except (*refused, *unavailable) as exc:
+        report_target_error(target, exc)
+
+
 @cli.command()
 @model_option
 @target_option
 @output_option
-def plan(model_path: str, target: str, output: str) -> None:
+@lock_option
+@force_option
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there is nothing to change, 2 when there is, 1 on errors.")
+@with_target_options
+def plan(model_path: str, target: str, output: str, lock_timeout: float, force: bool,
+         detailed_exitcode: bool, **params) -> None:
     """Show what apply would change on the target, in order."""
-    model = _load(model_path)
-    the_plan = _backend(target).plan(model)
+    outcome = _run(target, model_path, params, force=force, apply=False,
+                   lock_timeout=lock_timeout)
+    the_plan = outcome.plan
     click.echo(the_plan.to_json() if output == "json" else the_plan.to_text())
+    if detailed_exitcode and not the_plan.empty:
+        sys.exit(2)
 
 
 @cli.command()
 @model_option
 @target_option
 @output_option
+@lock_option
 @click.option("--no-rollback", is_flag=True, help="On failure keep the steps already applied.")
-def apply(model_path: str, target: str, output: str, no_rollback: bool) -> None:
+@force_option
+@click.option("--max-change", type=click.FloatRange(0, 1), default=DEFAULT_MAX_CHANGE,
+              show_default=True, help="Largest share of owned objects one apply may update "
+                                      "or delete without --force.")
+@with_target_options
+def apply(model_path: str, target: str, output: str, lock_timeout: float, no_rollback: bool,
+          force: bool, max_change: float, **params) -> None:
     """Make the target match the model, changing only the difference."""
-    model = _load(model_path)
-    backend = _backend(target)
-    result = apply_plan(backend, backend.plan(model), rollback=not no_rollback)
+    outcome = _run(target, model_path, params, apply=True, lock_timeout=lock_timeout,
+                   rollback=not no_rollback, force=force, max_change=max_change)
+    result = outcome.result
     click.echo(json.dumps(result.to_dict(), indent=2) if output == "json" else result.to_text())
     if not result.ok:
         sys.exit(EXIT_INVALID)
@@ -132,20 +153,8 @@ def render() -> None:
     """Render configuration files (keepalived, HAProxy, BIND) from the model."""
 
 
-# Back ends add their own commands (under ``cli`` or ``render``) through a
-# ``register(cli, render)`` function in these modules.
-EXTENSIONS: tuple[str, ...] = ("dcnet.dns.cli", "dcnet.haproxy.cli", "dcnet.lvs.cli",
-                               "dcnet.elbstore.cli")
-
-
-def _register_extensions() -> None:
-    import importlib
-
-    for name in EXTENSIONS:
-        importlib.import_module(name).register(cli, render)
-
-
-_register_extensions()
+for _module in (elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_store):
+    _module.register(cli, render)
 
 
 def main() -> None:

@@ -1,38 +1,30 @@
-"""``elbctl`` commands of the DNS back end: ``render dns`` and DNS options of plan/apply.
+"""``elbctl render dns``: the DNS target's own command.
 
 ``elbctl render dns -f MODEL -o DIR`` checks the carrier lists, renders named.conf and
 the zone files into DIR (serials continue from what DIR already holds), checks them
 with named-checkzone and named-checkconf -z, and only then writes them (each atomically).
-``elbctl plan|apply --target dns`` gain ``--force`` (allow a carrier list to change more
-than 30%) and ``--dns-dir`` (the BIND directory; else DCNET_DNS_DIR); the other settings
-come from DCNET_DNS_* variables (:mod:`dcnet.dns.settings`).
+``elbctl plan|apply --target dns`` are elbctl's own (options declared by
+:class:`dcnet.dns.backend.DNSTarget`).
 Exit codes as elbctl's: 1 for refused input or a failed check, 3 when named is down.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import sys
 
 import click
 
+from dcnet.cli.common import load_model_or_exit
 from dcnet.dns import bind, carriers, installed
 from dcnet.dns.layout import LayoutError
 from dcnet.dns.output import render_to_directory
 from dcnet.dns.settings import from_env
 
-_META_KEY = "dcnet.dns.options"
 EXIT_INVALID, EXIT_UNAVAILABLE = 1, 3
 DNS_ERRORS = (carriers.CarrierListError, LayoutError, bind.BindError,
               installed.InstalledError)
-
-
-def current_options() -> dict:
-    """DNS options given on the running elbctl command line (empty outside elbctl)."""
-    ctx = click.get_current_context(silent=True)
-    return dict(ctx.meta.get(_META_KEY, {})) if ctx is not None else {}
 
 
 def fail(exc: Exception) -> None:
@@ -41,32 +33,7 @@ def fail(exc: Exception) -> None:
     sys.exit(code)
 
 
-def _add_dns_options(command: click.Command) -> None:
-    """Give an existing elbctl command --force and --dns-dir, handed to the DNS back end,
-    and turn DNS errors into messages and exit codes."""
-    command.params += [
-        click.Option(["--force"], is_flag=True,
-                     help="(--target dns) allow a carrier list to change more than 30%."),
-        click.Option(["--dns-dir"], type=click.Path(file_okay=False),
-                     help="(--target dns) BIND directory; default $DCNET_DNS_DIR or "
-                          "/etc/bind/dcnet."),
-    ]
-    original = command.callback
-
-    @functools.wraps(original)
-    def callback(*args, force: bool = False, dns_dir: str | None = None, **kwargs):
-        click.get_current_context().meta[_META_KEY] = {"force": force, "directory": dns_dir}
-        try:
-            return original(*args, **kwargs)
-        except DNS_ERRORS as exc:
-            fail(exc)
-
-    command.callback = callback
-
-
 def register(cli: click.Group, render_group: click.Group) -> None:
-    for name in ("plan", "apply"):
-        _add_dns_options(cli.commands[name])
     render_group.add_command(render_dns)
 
 
@@ -84,9 +51,8 @@ def register(cli: click.Group, render_group: click.Group) -> None:
 def render_dns(model_path: str, output_dir: str, force: bool, no_check: bool,
                rndc_key: str | None) -> None:
     """Render BIND named.conf (an ACL and a view per carrier) and zone files."""
-    from dcnet.cli.elbctl import _load
 
-    model = _load(model_path)
+    model = load_model_or_exit(model_path)
     settings = from_env(directory=output_dir, key_file=rndc_key)
     server = settings.server
     if rndc_key is None and not os.path.exists(server.key_file or ""):

@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from dcnet.cli.common import load_model_or_exit
 from dcnet.haproxy.check import ConfigInvalid, render_valid
 from dcnet.haproxy.paths import Paths
 
@@ -29,10 +30,9 @@ def register(cli: click.Group, render: click.Group) -> None:
               "(default $DCNET_HAPROXY_RUN_DIR or /run/dcnet-haproxy).")
 def render_haproxy(model_path: str, output: str | None, run_dir: str | None) -> None:
     """Render haproxy.cfg from the model and validate it with haproxy -c."""
-    from dcnet.cli.elbctl import _load
     from dcnet.haproxy.backend import atomic_write
 
-    model = _load(model_path)
+    model = load_model_or_exit(model_path)
     paths = Paths.from_env(run_dir)
     try:
         checked = render_valid(model, paths)

@@ -8,7 +8,7 @@
 - ``agent --store URL --director NAME --target lvs|haproxy|dns [target options]``;
 - ``acl setup|user|enable --store URL``: etcd roles, users and authentication.
 
-``elbctl backend add|remove|drain ... --store URL`` lives in :mod:`dcnet.lvs.cli` and
+``elbctl backend add|remove|drain ... --store URL`` lives in :mod:`dcnet.cli.elbctl_lvs` and
 calls :func:`run_backend_store`. The store URL may come from ``$DCNET_ELB_STORE``.
 Exit codes: 1 invalid input or failed, 2 usage (bad URL), 3 etcd unavailable,
 4 permission denied by etcd.
@@ -24,6 +24,8 @@ import sys
 import threading
 
 import click
+
+from dcnet.cli.common import exit_invalid_model
 
 EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_DENIED = 1, 2, 3, 4
 STORE_ENV = "DCNET_ELB_STORE"
@@ -96,7 +98,6 @@ def push_cmd(model_path: str, store_url: str, comment: str, output: str) -> None
     try:
         collected = collect(model_path)        # every check before anything is written
     except ModelError as exc:
-        from dcnet.cli.elbctl import exit_invalid_model
 
         exit_invalid_model(model_path, exc)
     _, store = open_store(store_url, "push")

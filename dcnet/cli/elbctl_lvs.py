@@ -1,10 +1,5 @@
-"""``elbctl`` commands of the LVS back end.
+"""``elbctl`` commands of the LVS target (``plan|apply --target lvs`` are elbctl's own).
 
-- ``plan|apply --target lvs`` (the default target) gain ``--lvs-netns`` and
-  ``--lvs-state-dir`` (else ``$DCNET_LVS_NETNS`` / ``$DCNET_LVS_STATE_DIR``) and
-  ``--exact-read`` (every dest by generic netlink, see :mod:`dcnet.lvs.backend`); ``apply``
-  holds the state lock from read to last write, batches IPVS writes, and prints what it
-  did and how many netlink writes it issued;
 - ``verify -f MODEL``: a route lookup per carrier VIP (``ip route get GW-side client from
   VIP``) must leave by the carrier's uplink and gateway;
 - ``backend add|remove|drain SERVICE ADDR[:PORT] [--weight W]``; with ``--store URL``
@@ -17,13 +12,13 @@ Exit codes as elbctl's: 1 invalid input or failed apply/check, 3 IPVS or state u
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
 
 import click
 
+from dcnet.cli.common import load_model_or_exit
 from dcnet.lvs.dynamic import ACTIONS, BackendCommandError, change_backend
 from dcnet.lvs.store import LockTimeout, Store
 
@@ -37,88 +32,16 @@ state_option = click.option("--lvs-state-dir", "lvs_state_dir", default=None,
                                  " or /var/lib/dcnet/lvs).")
 
 
-def _open_backend(netns: str | None, state_dir: str | None, exact_read: bool = False):
-    from dcnet.lvs.backend import create
-    from dcnet.lvs.genl import NetlinkError
-
-    try:
-        return create(netns=netns, state_dir=state_dir, exact_read=exact_read)
-    except (NetlinkError, OSError) as exc:
-        click.echo(f"elbctl: lvs: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-
-
-def _wrap(command: click.Command, runner) -> None:
-    """Give plan/apply the LVS options and run ``runner`` for ``--target lvs``."""
-    command.params += [
-        click.Option(["--lvs-netns"], default=None,
-                     help="(--target lvs) director namespace; default $DCNET_LVS_NETNS."),
-        click.Option(["--lvs-state-dir"], default=None,
-                     help="(--target lvs) state directory; default $DCNET_LVS_STATE_DIR "
-                          "or /var/lib/dcnet/lvs."),
-        click.Option(["--exact-read"], is_flag=True, default=False,
-                     help="(--target lvs) read every IPVS dest by generic netlink (one dump "
-                          "per service) instead of one read of /proc/net/ip_vs, so drift "
-                          "in dest thresholds is seen too; slower on large tables."),
-    ]
-    original = command.callback
-
-    @functools.wraps(original)
-    def callback(*args, lvs_netns=None, lvs_state_dir=None, exact_read=False, **kwargs):
-        if kwargs.get("target") != "lvs":
-            return original(*args, **kwargs)
-        return runner(lvs_netns=lvs_netns, lvs_state_dir=lvs_state_dir,
-                      exact_read=exact_read, **kwargs)
-
-    command.callback = callback
-
-
-def run_plan(model_path: str, output: str, lvs_netns=None, lvs_state_dir=None,
-             exact_read=False, **_) -> None:
-    from dcnet.cli.elbctl import _load
-
-    model = _load(model_path)
-    backend = _open_backend(lvs_netns, lvs_state_dir, exact_read)
-    the_plan = backend.plan(model)
-    click.echo(the_plan.to_json() if output == "json" else the_plan.to_text())
-
-
-def run_apply(model_path: str, output: str, no_rollback: bool = False, lvs_netns=None,
-              lvs_state_dir=None, exact_read=False, **_) -> None:
-    from dcnet.cli.elbctl import _load
-
-    model = _load(model_path)              # invalid models stop here, before any write
-    backend = _open_backend(lvs_netns, lvs_state_dir, exact_read)
-    try:
-        with backend.store.locked(float(os.environ.get("DCNET_LVS_LOCK_TIMEOUT", "600"))):
-            the_plan = backend.plan(model)
-            result = backend.apply(the_plan, rollback=not no_rollback)
-    except LockTimeout as exc:
-        click.echo(f"elbctl: lvs: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    if output == "json":
-        data = result.to_dict()
-        data["notes"] = list(the_plan.notes)
-        click.echo(json.dumps(data, indent=2))
-    else:
-        click.echo(result.to_text())
-        for note in the_plan.notes:
-            click.echo(f"  note: {note}")
-    if not result.ok:
-        sys.exit(EXIT_INVALID)
-
-
 @click.command("verify")
 @click.option("-f", "--file", "model_path", required=True, type=click.Path(dir_okay=False))
 @netns_option
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def verify_cmd(model_path: str, lvs_netns: str | None, output: str) -> None:
     """Check the carrier routing: a lookup from every VIP leaves by its carrier."""
-    from dcnet.cli.elbctl import _load
     from dcnet.lvs.routing import Routing
     from dcnet.lvs.verify import verify
 
-    model = _load(model_path)
+    model = load_model_or_exit(model_path)
     routing = Routing(model.lvs, netns=lvs_netns or os.environ.get("DCNET_LVS_NETNS") or None)
     try:
         checks = verify(model, routing)
@@ -152,7 +75,7 @@ def backend_cmd(action: str, service: str, server: str, weight: int | None,
                 store_url: str | None) -> None:
     """Add, remove (drain, then delete) or drain one real server of SERVICE now."""
     if store_url:
-        from dcnet.elbstore.cli import run_backend_store
+        from dcnet.cli.elbctl_store import run_backend_store
 
         run_backend_store(store_url, action, service, server, weight)
         return
@@ -193,10 +116,9 @@ def backend_cmd(action: str, service: str, server: str, weight: int | None,
 def render_keepalived(model_path: str, output: str | None, director: str | None,
                       templates: str | None, no_check: bool) -> None:
     """Render keepalived.conf (VRRP per director group, virtual servers, carrier rules)."""
-    from dcnet.cli.elbctl import _load
     from dcnet.lvs.keepalived import KeepalivedError, check_config, interfaces, render
 
-    model = _load(model_path)
+    model = load_model_or_exit(model_path)
     try:
         text = render(model, director=director,
                       templates=templates or os.environ.get("DCNET_LVS_TEMPLATES"))
@@ -222,10 +144,9 @@ def render_keepalived(model_path: str, output: str | None, director: str | None,
               help="Next hop of a carrier on the real servers (default: the carrier gateway).")
 def render_realserver(model_path: str, servers: tuple[str, ...], vias: tuple[str, ...]) -> None:
     """Print the shell commands each DR/TUN real server needs."""
-    from dcnet.cli.elbctl import _load
     from dcnet.lvs.realserver import RealServerError, render_all
 
-    model = _load(model_path)
+    model = load_model_or_exit(model_path)
     try:
         click.echo(render_all(model, servers=servers, vias=vias), nl=False)
     except RealServerError as exc:
@@ -234,8 +155,6 @@ def render_realserver(model_path: str, servers: tuple[str, ...], vias: tuple[str
 
 
 def register(cli: click.Group, render_group: click.Group) -> None:
-    _wrap(cli.commands["plan"], run_plan)
-    _wrap(cli.commands["apply"], run_apply)
     cli.add_command(verify_cmd)
     cli.add_command(backend_cmd)
     render_group.add_command(render_keepalived)
