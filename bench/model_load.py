@@ -3,7 +3,8 @@
     .venv/bin/python bench/model_load.py [--services 10000] [--baseline 1000] [--runs 5]
 
 The model is bench/dns_render.py's synthetic one (4 carriers, 3 with 500-prefix CIDR
-lists). For each size it measures, in fresh subprocesses run in interleaved order:
+lists), generated here by :func:`write_model` (a copy, so this bench does not import the
+DNS back end). For each size it measures, in fresh subprocesses run in interleaved order:
 
 - ``plain``: ``yaml.load`` with libyaml's CSafeLoader (no line tracking, no checks):
   the floor any YAML model loader pays;
@@ -26,8 +27,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+import yaml
+
+CARRIERS = [("telecom", 172, 16, 100), ("unicom", 172, 17, 101), ("mobile", 172, 18, 102),
+            ("bgp", 172, 19, 103)]
+PREFIXES = 500
+SERVICES_PER_VIP = 4
 
 MEASURE = """
 import sys, time
@@ -53,6 +58,39 @@ def measure(path: Path, what: str, tree: str | None = None) -> float:
     return float(out)
 
 
+def write_model(directory: Path, services: int) -> Path:
+    """bench/dns_render.py's synthetic model of ``services`` services in ``directory``."""
+    carriers = []
+    for index, (name, a, b, table) in enumerate(CARRIERS):
+        entry = {"name": name, "uplink": f"up{index}", "gateway": f"{a}.{b}.255.254",
+                 "table": table, "vip_ranges": [f"{a}.{b}.0.0/16"]}
+        if name == "bgp":
+            entry["default"] = True
+        else:
+            lines = [f"{10 + index}.{i // 256}.{i % 256}.0/24" for i in range(PREFIXES)]
+            if name == "telecom":
+                lines[0] = "100.64.0.0/24"
+            (directory / f"{name}.txt").write_text("\n".join(lines) + "\n")
+            entry["cidrs"] = f"{name}.txt"
+        carriers.append(entry)
+    items = []
+    for i in range(services):
+        hi, lo = divmod(i // SERVICES_PER_VIP + 1, 250)
+        items.append({
+            "job": f"job.j{i}_service.s{i}_cluster.c{i % 50}_pdl.p{i % 10}_owt.o_cop.bench",
+            "vips": {name: f"{a}.{b}.{hi}.{lo}" for name, a, b, _ in CARRIERS},
+            "ports": [{"port": 8000 + i % SERVICES_PER_VIP}],
+            "real_servers": [{"address": f"10.200.{hi}.{lo}"}],
+        })
+    path = directory / "model.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "carriers": carriers,
+                                    "dns": {"zone": "elb.bench"},
+                                    "lvs": {"rule_priority_min": 1,
+                                            "rule_priority_max": 32765},
+                                    "services": items}, sort_keys=False))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10_000)
@@ -60,14 +98,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--before", metavar="DIR", help="another checkout to compare with")
     args = parser.parse_args()
-    import dns_render
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
         for size in (args.baseline, args.services):
             directory = Path(tmp) / str(size)
             directory.mkdir()
-            paths[size] = dns_render.write_model(directory, size)
+            paths[size] = write_model(directory, size)
         times: dict[tuple[int, str], list[float]] = {}
         for _ in range(args.runs):
             for size, path in paths.items():

@@ -1,8 +1,9 @@
 """Checks of the carriers' client CIDR lists before they become BIND ACLs (pure).
 
 BIND matches views in order and the first match wins silently, so a client prefix in two
-carriers' lists would quietly go to whichever view comes first: :func:`overlaps` finds
-every such pair (with both prefixes and both list files). :func:`change_guard` refuses a
+carriers' lists would quietly go to whichever view comes first: :func:`overlaps` (from
+:mod:`dcnet.model.cidrlists`, which model validation also runs) finds every such pair,
+and :func:`check_overlaps` refuses them. :func:`change_guard` refuses a
 new list that changes more than ``limit`` (30%) of a carrier's installed prefixes (added
 plus removed, over the installed count), unless forced, so a truncated or wrong list file
 cannot silently move most of a carrier's clients to another view.
@@ -14,7 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dcnet.model import Carrier
+from dcnet.model.cidrlists import Overlap, overlaps
 from dcnet.model.types import IPNetwork
+
+__all__ = ["CarrierListError", "ListChange", "Overlap", "change_guard", "check_overlaps",
+           "list_changes", "overlaps"]
 
 CHANGE_LIMIT = 0.30
 
@@ -25,49 +30,6 @@ class CarrierListError(ValueError):
     def __init__(self, problems: Sequence[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
-
-
-@dataclass(frozen=True)
-class Overlap:
-    first: Carrier
-    first_prefix: IPNetwork
-    second: Carrier
-    second_prefix: IPNetwork
-
-    def __str__(self) -> str:
-        return (f"client prefix {self.second_prefix} of carrier {self.second.name!r} "
-                f"({self.second.cidr_file}) overlaps {self.first_prefix} of carrier "
-                f"{self.first.name!r} ({self.first.cidr_file}): the first matching view "
-                "would win silently")
-
-
-def overlaps(carriers: Sequence[Carrier]) -> list[Overlap]:
-    """Every pair of prefixes of different carriers that overlap, O(n log n) in prefixes.
-
-    CIDR blocks either nest or are disjoint, so after sorting by start address (wider
-    first) a stack of the blocks still open holds exactly the blocks containing the next.
-    """
-    entries = sorted(
-        ((net.version, int(net.network_address), net.prefixlen, pos, net, c)
-         for pos, c in enumerate(carriers) for net in c.cidrs),
-        key=lambda e: e[:4])
-    found: list[Overlap] = []
-    stack: list[tuple] = []
-    for entry in entries:
-        version, start, _, _, net, carrier = entry
-        while stack and (stack[-1][0] != version
-                         or int(stack[-1][4].broadcast_address) < start):
-            stack.pop()
-        seen: set[str] = set()
-        for outer in reversed(stack):
-            other = outer[5]
-            if other.name != carrier.name and other.name not in seen:
-                seen.add(other.name)
-                first, second = sorted([(outer[3], other, outer[4]), (entry[3], carrier, net)],
-                                       key=lambda t: t[0])
-                found.append(Overlap(first[1], first[2], second[1], second[2]))
-        stack.append(entry)
-    return found
 
 
 def check_overlaps(carriers: Sequence[Carrier]) -> None:

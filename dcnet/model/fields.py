@@ -30,19 +30,29 @@ def format_path(path: Path) -> str:
 
 
 class Problems:
-    """Every problem found in one model, located through the parsed document."""
+    """Every problem found in one model, located through the parsed document; past
+    ``MAX_PROBLEMS`` they are only counted (a hostile model can hold millions)."""
+
+    MAX_PROBLEMS = 1000
 
     def __init__(self, located: LocatedData):
         self.located = located
         self.items: list[Problem] = []
+        self.dropped = 0
 
     def add(self, path: Path, message: str, *, source: str | None = None,
             line: int | None = None) -> None:
+        if len(self.items) >= self.MAX_PROBLEMS:
+            self.dropped += 1
+            return
         if source is None:
             source, line = self.located.source, self.located.line_of(path)
         self.items.append(Problem(source, line, format_path(path), message))
 
     def raise_if_any(self) -> None:
+        if self.dropped:
+            self.items.append(Problem(self.located.source, None, "",
+                                      f"{self.dropped} more problems not listed"))
         if self.items:
             raise ModelError(self.items)
 

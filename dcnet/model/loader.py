@@ -1,9 +1,11 @@
 """Loading a service model: YAML text -> validated, immutable :class:`Model`.
 
 ``load_model(path)`` is the only function here that touches the file system (it reads
-the model and the carriers' CIDR list files); ``parse_model`` is pure given a
-``read_text`` callable. Every problem is collected and reported together, each with
-file, line and field path, by raising :class:`~dcnet.model.errors.ModelError`.
+the model and the carriers' CIDR list files, through :mod:`dcnet.model.inputs`: bounded
+size, UTF-8 only, list files confined to the model's directory or an allow-list);
+``parse_model`` is pure given a ``read_text`` callable. Every problem is collected and
+reported together, each with file, line and field path, by raising
+:class:`~dcnet.model.errors.ModelError`; a CIDR list's own lines are never quoted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable
 
 from dcnet.gcpause import paused_gc
 from dcnet.model import fields as f
+from dcnet.model import inputs
+from dcnet.model.cidrlists import overlaps
 from dcnet.model.errors import ModelError, Problem
 from dcnet.model.jobname import JobName
 from dcnet.model.rules import check_model
@@ -45,22 +49,27 @@ RESERVED_TABLES = frozenset({253, 254, 255})  # default, main, local
 _PERSISTENCE = f.integer(0, 31_536_000)
 
 
-def load_model(path: str | os.PathLike) -> Model:
-    """Read and validate the model at ``path``; CIDR files are relative to it."""
+def load_model(path: str | os.PathLike, allowed_dirs: list[str] | None = None) -> Model:
+    """Read and validate the model at ``path``; CIDR files are relative to it and must
+    lie inside its directory, one of ``allowed_dirs`` or one of ``$DCNET_MODEL_PATHS``."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ModelError([Problem(path, None, "", f"cannot read model: {exc.strerror}")]) from None
+    text = read_model_text(path)
     base = os.path.dirname(os.path.abspath(path))
+    allowed = inputs.allowed_dirs(base, allowed_dirs)
 
     def read_text(name: str) -> str:
-        with open(os.path.join(base, name), encoding="utf-8") as fh:
-            return fh.read()
+        return inputs.read_text(inputs.confine(base, name, allowed), inputs.MAX_LIST_BYTES)
 
     return parse_model(text, source=path, read_text=read_text,
                        files_dir=os.path.dirname(path))
+
+
+def read_model_text(path: str) -> str:
+    """The text of the model file at ``path`` (bounded, UTF-8), or a located ModelError."""
+    try:
+        return inputs.read_text(path, inputs.MAX_MODEL_BYTES)
+    except inputs.InputError as exc:
+        raise ModelError([Problem(path, exc.line, "", f"cannot use model: {exc}")]) from None
 
 
 def parse_model(text: str, source: str = "<model>", read_text: ReadText | None = None,
@@ -78,11 +87,17 @@ def _parse_model(text: str, source: str, read_text: ReadText | None, files_dir: 
     try:
         located = load_located(text, source)
     except YAMLSourceError as exc:
-        raise ModelError([Problem(source, exc.line, "", str(exc).split(": ", 1)[1])]) from None
+        raise ModelError([Problem(source, exc.line, f.format_path(exc.path),
+                                  exc.message)]) from None
+    if located.data is None:
+        raise ModelError([Problem(source, 1, "", "the model is empty (expected a mapping with "
+                                  "'version', 'carriers' and 'services')")])
     problems = f.Problems(located)
+    list_lines: dict[str, dict] = {}
     carriers, services, settings = _read_model(located, problems, read_text or _no_files,
-                                               files_dir)
+                                               files_dir, list_lines)
     check_model(carriers, services, problems, declared_carriers=_declared_carriers(located))
+    _check_list_overlaps(carriers, problems, list_lines, files_dir)
     for name, section in SECTIONS.items():
         if settings.get(name) is not None:
             section.check(settings[name], carriers, services, problems)
@@ -104,7 +119,7 @@ def _declared_carriers(located: LocatedData) -> frozenset[str]:
 
 
 def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
-                files_dir: str):
+                files_dir: str, list_lines: dict[str, dict]):
     """The carriers and services that read cleanly, each with its index in the file,
     and the back-end settings sections."""
     top = f.MappingReader(problems, (), located.data, "the model")
@@ -116,7 +131,7 @@ def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
     settings = {name: section.read(problems, (name,), raw_sections[name])
                 for name, section in SECTIONS.items()}
     carriers = [
-        _read_carrier(problems, ("carriers", i), item, read_text, files_dir)
+        _read_carrier(problems, ("carriers", i), item, read_text, files_dir, list_lines)
         for i, item in enumerate(f.list_of(("carriers",), problems, raw_carriers, "carriers"))
     ]
     services = [
@@ -127,8 +142,8 @@ def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
             [(i, s) for i, s in enumerate(services) if s], settings)
 
 
-def _read_carrier(problems: f.Problems, path: Path, data: object,
-                  read_text: ReadText, files_dir: str) -> Carrier | None:
+def _read_carrier(problems: f.Problems, path: Path, data: object, read_text: ReadText,
+                  files_dir: str, list_lines: dict[str, dict]) -> Carrier | None:
     r = f.MappingReader(problems, path, data, "a carrier")
     name = r.required("name", _NAME)
     uplink = r.required("uplink", _IFNAME)
@@ -153,20 +168,35 @@ def _read_carrier(problems: f.Problems, path: Path, data: object,
     if raw_ranges is not f.MISSING and not ranges and ok:
         problems.add((*path, "vip_ranges"), "must list at least one network")
         ok = False
-    cidrs = (_read_cidr_file(problems, (*path, "cidrs"), cidr_file, read_text, files_dir)
-             if cidr_file else ())
+    lines: dict = {}
+    cidrs = (_read_cidr_file(problems, (*path, "cidrs"), cidr_file, read_text, files_dir,
+                             lines) if cidr_file else ())
     if not ok or cidrs is None:
         return None
+    list_lines[name] = lines
     return Carrier(name=name, uplink=uplink, gateway=gateway, table=table,
                    vip_ranges=tuple(ranges), cidr_file=cidr_file, cidrs=cidrs, default=default,
                    down=down)
 
 
 def _read_cidr_file(problems: f.Problems, path: Path, name: str, read_text: ReadText,
-                    files_dir: str):
-    """A carrier's client prefixes: one CIDR a line, '#' comments and blank lines allowed."""
+                    files_dir: str, lines: dict):
+    """A carrier's client prefixes: one CIDR a line, '#' comments and blank lines allowed.
+    ``lines`` gets each prefix's line. Problems name the list file and line, never the
+    line's text (a list file could be any file the loader can read)."""
+    source = os.path.join(files_dir, name)
     try:
         content = read_text(name)
+    except inputs.InputError as exc:
+        if exc.line is None:
+            problems.add(path, f"cannot read CIDR list {name!r}: {exc}")
+        else:
+            problems.add(path, f"unusable CIDR list: {exc}", source=source, line=exc.line)
+        return None
+    except UnicodeDecodeError as exc:      # from a caller's read_text
+        problems.add(path, f"unusable CIDR list: not UTF-8 at offset {exc.start}",
+                     source=source, line=exc.object[:exc.start].count(b"\n") + 1)
+        return None
     except OSError as exc:
         problems.add(path, f"cannot read CIDR list {name!r}: {exc.strerror or exc}")
         return None
@@ -176,11 +206,30 @@ def _read_cidr_file(problems: f.Problems, path: Path, name: str, read_text: Read
         if not entry:
             continue
         try:
-            nets.append(f.ip_network(entry))
+            net = f.ip_network(entry)
         except ValueError as exc:
-            problems.add(path, str(exc), source=os.path.join(files_dir, name), line=lineno)
+            detail = "host bits set" if "host bits" in str(exc) else "not a CIDR prefix"
+            problems.add(path, f"not a valid network ({detail})", source=source, line=lineno)
             ok = False
+            continue
+        nets.append(net)
+        lines.setdefault(net, lineno)
     return tuple(nets) if ok else None
+
+
+def _check_list_overlaps(carriers: list[tuple[int, Carrier]], problems: f.Problems,
+                         list_lines: dict[str, dict], files_dir: str) -> None:
+    """A client prefix in two carriers' lists: DNS views would pick one silently."""
+    index = {c.name: i for i, c in carriers}
+    for o in overlaps([c for _, c in carriers]):
+        first = (f"{os.path.join(files_dir, o.first.cidr_file)}:"
+                 f"{list_lines[o.first.name].get(o.first_prefix)}")
+        problems.add(("carriers", index[o.second.name], "cidrs"),
+                     f"client prefix {o.second_prefix} of carrier {o.second.name!r} overlaps "
+                     f"{o.first_prefix} of carrier {o.first.name!r} ({first}): the first "
+                     "matching DNS view would win silently",
+                     source=os.path.join(files_dir, o.second.cidr_file),
+                     line=list_lines[o.second.name].get(o.second_prefix))
 
 
 def _read_service(problems: f.Problems, path: Path, data: object) -> Service | None:

@@ -1,8 +1,16 @@
-"""YAML documents turned into plain data plus the source line of every field.
+"""YAML documents turned into plain data plus the source line of every field, within limits.
 
 PyYAML's node tree knows where each value starts; this module walks it once and returns
 the Python value together with a map from field path (a tuple of keys and indexes) to
 its 1-based line, so validation can name the exact line of a bad field.
+
+The text is hostile until proven otherwise, so the walk is bounded (:class:`Limits`):
+nesting depth, items in one list or mapping, characters in one scalar, nodes in the
+document, and what aliases may add. An aliased collection is walked once and its value
+shared (so a "billion laughs" costs what its text costs), and the nodes it stands for
+are counted against the alias budget: at most ``alias_floor`` nodes, or as many as the
+document writes out, whichever is larger. An alias inside its own anchor (a loop) is
+refused. Merge keys (``<<: *defaults``) are honoured with explicit keys winning.
 """
 
 from __future__ import annotations
@@ -13,15 +21,34 @@ import yaml
 
 Path = tuple[str | int, ...]
 # libyaml's parser when PyYAML was built with it (Debian's and PyPI's wheels are): the
-# pure-Python scanner dominates loading a large model otherwise.
+# pure-Python scanner dominates loading a large model otherwise. libyaml itself refuses
+# nesting deeper than 1,000 levels, so composing never recurses without bound.
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one YAML document (defaults fit a 70,000-service model)."""
+
+    max_depth: int = 32              # nested lists/mappings
+    max_items: int = 200_000         # entries of one list or mapping
+    max_string: int = 4096           # characters of one scalar (keys included)
+    max_nodes: int = 4_000_000       # nodes written out in the document
+    alias_floor: int = 100_000       # nodes aliases may add, at least
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class YAMLSourceError(ValueError):
-    """The text is not valid YAML (or holds a duplicate key); names source and line."""
+    """The text is not valid YAML, holds a duplicate key or breaks a limit; names source,
+    line and (when known) the field path."""
 
-    def __init__(self, source: str, line: int | None, message: str):
-        self.source, self.line = source, line
+    def __init__(self, source: str, line: int | None, message: str, path: Path = ()):
+        self.source, self.line, self.path, self.message = source, line, path, message
         where = source if line is None else f"{source}:{line}"
         super().__init__(f"{where}: {message}")
 
@@ -44,7 +71,7 @@ class LocatedData:
             path = path[:-1]
 
 
-def load_located(text: str, source: str) -> LocatedData:
+def load_located(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> LocatedData:
     """Parse one YAML document (safe tags only) and record field lines."""
     try:
         node = yaml.compose(text, Loader=_FAST_LOADER)
@@ -52,45 +79,127 @@ def load_located(text: str, source: str) -> LocatedData:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise YAMLSourceError(source, line, f"invalid YAML: {exc.problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1 if exc.position >= 0 else None
+        raise YAMLSourceError(source, line, f"invalid YAML: character {exc.character!r} "
+                              f"at offset {exc.position}: {exc.reason}") from None
     except yaml.YAMLError as exc:
         raise YAMLSourceError(source, None, f"invalid YAML: {exc}") from None
     located = LocatedData(data=None, source=source)
     if node is None:
         return located
-    constructor = yaml.SafeLoader("")
-    located.data = _walk(node, (), located, constructor)
+    walker = _Walker(located, limits)
+    located.lines[()] = node.start_mark.line + 1
+    located.data = walker.walk(node, (), 0)
     return located
 
 
-def _walk(node: yaml.Node, path: Path, located: LocatedData, constructor) -> object:
-    located.lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        constructor.flatten_mapping(node)
+class _Walker:
+    """One bounded walk over a composed node graph (which aliases may make a DAG or,
+    with an alias inside its anchor, cyclic)."""
+
+    def __init__(self, located: LocatedData, limits: Limits):
+        self.located, self.limits = located, limits
+        self.lines = located.lines
+        self.constructor = yaml.SafeLoader("")
+        self.done: dict[int, tuple[object, int]] = {}   # id(collection node) -> value, size
+        self.active: set[int] = set()                  # collections being walked
+        self.nodes = 0                                 # nodes written out, walked once
+        self.aliased = 0                               # nodes aliases stand for
+
+    def fail(self, node: yaml.Node, path: Path, message: str) -> YAMLSourceError:
+        return YAMLSourceError(self.located.source, node.start_mark.line + 1, message, path)
+
+    def walk(self, node: yaml.Node, path: Path, depth: int) -> object:
+        """The value of ``node``; sizes of walked collections are kept in ``done``."""
+        if isinstance(node, yaml.ScalarNode):
+            self.nodes += 1
+            return self.scalar(node, path)
+        key = id(node)
+        seen = self.done.get(key)
+        if seen is not None:
+            return self.reuse(node, path, seen)
+        if key in self.active:
+            raise self.fail(node, path, "an alias refers to a collection that contains it "
+                            "(an alias loop)")
+        if node.tag not in _COLLECTION_TAGS:
+            raise self.fail(node, path, f"unsupported tag {node.tag!r} (plain lists and "
+                            "mappings only)")
+        if depth >= self.limits.max_depth:
+            raise self.fail(node, path, f"nested deeper than {self.limits.max_depth} levels")
+        if len(node.value) > self.limits.max_items:
+            raise self.fail(node, path, f"{len(node.value)} entries in one collection, more "
+                            f"than the limit of {self.limits.max_items}")
+        self.active.add(key)
+        before = self.nodes + self.aliased
+        self.nodes += 1
+        if self.nodes > self.limits.max_nodes:
+            raise self.fail(node, path, f"more than {self.limits.max_nodes} nodes in the "
+                            "document")
+        if isinstance(node, yaml.MappingNode):
+            value: object = self.mapping(node, path, depth)
+        else:
+            lines = self.lines
+            value = []
+            for i, item in enumerate(node.value):
+                lines[(*path, i)] = item.start_mark.line + 1
+                value.append(self.walk(item, (*path, i), depth + 1))
+        self.active.discard(key)
+        self.done[key] = (value, self.nodes + self.aliased - before)
+        return value
+
+    def reuse(self, node: yaml.Node, path: Path, seen: tuple[object, int]) -> object:
+        """An aliased collection: its value again, its size charged to the alias budget."""
+        value, size = seen
+        self.aliased += size
+        budget = max(self.limits.alias_floor, self.nodes)
+        if self.aliased > budget:
+            raise self.fail(node, path, f"aliases expand to more than {budget} nodes (the "
+                            f"limit is {self.limits.alias_floor} or the number of nodes "
+                            "written out, whichever is larger)")
+        return value
+
+    def mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict:
         result: dict = {}
+        pairs = []
         for key_node, value_node in node.value:
-            key = _scalar(key_node, located, constructor)
+            if key_node.tag != _MERGE_TAG:
+                pairs.append((key_node, value_node))
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) \
+                else [value_node]
+            for source in sources:     # merged first, so that explicit keys win
+                if not isinstance(source, yaml.MappingNode):
+                    raise self.fail(source, path, "a merge key ('<<') needs a mapping or a "
+                                    "list of mappings")
+                for key, value in self.walk(source, path, depth + 1).items():
+                    result.setdefault(key, value)
+        explicit: set[str] = set()
+        lines = self.lines
+        for key_node, value_node in pairs:
+            self.nodes += 1
+            key = self.scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) \
+                else key_node
             if not isinstance(key, str | int | bool | float) and key is not None:
-                raise YAMLSourceError(located.source, key_node.start_mark.line + 1,
-                                      "mapping keys must be scalars")
+                raise self.fail(key_node, path, "mapping keys must be scalars")
             key = str(key)
-            if key in result:
-                raise YAMLSourceError(located.source, key_node.start_mark.line + 1,
-                                      f"duplicate key {key!r}")
-            result[key] = _walk(value_node, (*path, key), located, constructor)
-            located.lines[(*path, key)] = key_node.start_mark.line + 1
+            if key in explicit:
+                raise self.fail(key_node, path, f"duplicate key {key!r}")
+            explicit.add(key)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = self.walk(value_node, (*path, key), depth + 1)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(item, (*path, i), located, constructor) for i, item in enumerate(node.value)]
-    return _scalar(node, located, constructor)
 
-
-_STR_TAG = "tag:yaml.org,2002:str"
-
-
-def _scalar(node: yaml.Node, located: LocatedData, constructor) -> object:
-    if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
-        return node.value  # what SafeConstructor.construct_yaml_str returns, without the detour
-    try:
-        return constructor.construct_object(node, deep=True)
-    except yaml.constructor.ConstructorError as exc:
-        raise YAMLSourceError(located.source, node.start_mark.line + 1, str(exc.problem)) from None
+    def scalar(self, node: yaml.Node, path: Path) -> object:
+        if len(node.value) > self.limits.max_string:
+            raise self.fail(node, path, f"a value of {len(node.value)} characters, more "
+                            f"than the limit of {self.limits.max_string}")
+        if node.tag == _STR_TAG:
+            return node.value  # what SafeConstructor.construct_yaml_str returns
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            raise self.fail(node, path, str(exc.problem)) from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise self.fail(node, path, f"cannot read {node.tag.rsplit(':', 1)[-1]} "
+                            f"value: {exc}") from None

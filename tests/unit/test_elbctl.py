@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dcnet import backends
 from dcnet.cli.elbctl import cli
-from tests.unit.memory_backend import MemoryBackend
+from dcnet.target import registry
+from tests.unit.memory_backend import MemoryTarget, MemoryWorld
 from tests.unit.model_fixtures import FILES, model_text
 
 pytestmark = pytest.mark.unit
@@ -58,8 +58,8 @@ def test_validate_names_the_cidr_file_and_line(tmp_path):
     (tmp_path / "telecom.txt").write_text("192.0.2.0/26\nbogus\n")
     result = CliRunner().invoke(cli, ["validate", "-f", str(path)])
     assert result.exit_code == 1
-    assert f"{tmp_path / 'telecom.txt'}:2: carriers[0].cidrs: 'bogus' is not a valid network" \
-        in result.output
+    assert f"{tmp_path / 'telecom.txt'}:2: carriers[0].cidrs: not a valid network" \
+        in result.output and "bogus" not in result.output     # list lines are never echoed
 
 
 def test_validate_missing_file(tmp_path):
@@ -80,15 +80,15 @@ def test_show_lists_services_and_vips(tmp_path):
 def test_plan_with_unknown_target_exits_3(tmp_path):
     result = CliRunner().invoke(cli, ["plan", "-f", str(write_model(tmp_path)),
                                       "--target", "nosuch"])
-    assert result.exit_code == 3 and "no back end for target 'nosuch'" in result.output
+    assert result.exit_code == 3 and "no target 'nosuch'" in result.output
 
 
 @pytest.fixture
-def memory_target():
-    backend = MemoryBackend()
-    backends.register("memory", lambda: backend)
-    yield backend
-    backends.unregister("memory")
+def memory_target(tmp_path):
+    world = MemoryWorld(lock_path=str(tmp_path / "memory.lock"))
+    registry.register(MemoryTarget.bound(world))
+    yield world
+    registry.unregister("memory")
 
 
 def test_plan_and_apply_through_a_registered_target(tmp_path, memory_target):
@@ -99,6 +99,52 @@ def test_plan_and_apply_through_a_registered_target(tmp_path, memory_target):
     assert applied.exit_code == 0 and "applied" in applied.output
     again = run("plan", "-f", path, "--target", "memory")
     assert again.output.strip() == "memory: no changes"
+
+
+def test_plan_detailed_exitcode(tmp_path, memory_target):
+    path = str(write_model(tmp_path))
+    assert run("plan", "-f", path, "--target", "memory", "--detailed-exitcode").exit_code == 2
+    assert run("apply", "-f", path, "--target", "memory").exit_code == 0
+    assert run("plan", "-f", path, "--target", "memory", "--detailed-exitcode").exit_code == 0
+    assert run("plan", "-f", path, "--target", "memory").exit_code == 0
+
+
+def test_plan_json_has_one_schema(tmp_path, memory_target):
+    data = json.loads(run("plan", "-f", str(write_model(tmp_path)), "--target", "memory",
+                          "-o", "json").output)
+    assert set(data) == {"target", "summary", "changes", "notes", "read_digest", "objects"}
+    assert data["target"] == "memory" and data["objects"] == 0
+
+
+def test_another_targets_flag_is_a_usage_error(tmp_path, memory_target):
+    result = CliRunner().invoke(cli, ["plan", "-f", str(write_model(tmp_path)),
+                                      "--target", "memory", "--lvs-netns", "x"])
+    assert result.exit_code == 2 and "--lvs-netns is an option of lvs" in result.output
+
+
+def test_a_held_lock_is_reported_with_its_holder(tmp_path, memory_target):
+    from dcnet.sysio import flock
+
+    with flock.exclusive(memory_target.lock_path, 1):
+        result = CliRunner().invoke(cli, ["apply", "-f", str(write_model(tmp_path)),
+                                          "--target", "memory", "--lock-timeout", "0.1"])
+    assert result.exit_code == 3 and "held by pid" in result.output
+    assert memory_target.state == {}
+
+
+def test_the_change_guard_needs_force(tmp_path, memory_target):
+    path = str(write_model(tmp_path))
+    assert run("apply", "-f", path, "--target", "memory").exit_code == 0
+    before = dict(memory_target.state)
+    emptied = tmp_path / "empty"
+    emptied.mkdir()
+    empty_path = str(write_model(emptied, lambda d: [s.update(real_servers=[])
+                                                      for s in d["services"]]))
+    refused = CliRunner().invoke(cli, ["apply", "-f", empty_path, "--target", "memory"])
+    assert refused.exit_code == 1 and "--force" in refused.output
+    assert memory_target.state == before
+    forced = run("apply", "-f", empty_path, "--target", "memory", "--force")
+    assert forced.exit_code == 0 and memory_target.state != before
 
 
 def test_apply_failure_exits_1_and_reports(tmp_path, memory_target):
