@@ -11,7 +11,7 @@ leases expire). ``FileStore`` is the embedded default (one JSON file per subnet 
 shared directory, O_EXCL-style claims via ``link``, inotify for ``wait``); ``MemoryStore``
 is the fake for unit tests; ``dcnet.cni.etcdstore.EtcdStore`` keeps leases in etcd
 (imported only when asked for; it depends on ``storeapi``, not on this module). All pass
-the same contract tests (tests/store_contract.py). A store that cannot be reached raises
+the same contract tests (tests/test_store_contract.py). A store that cannot be reached raises
 ``StoreUnavailable``.
 """
 

@@ -1,9 +1,10 @@
 """Netns tests of host-gw on etcd: the etcd Store, and dcnet-agents sharing an etcd cluster.
 
 A real three-member etcd cluster (TLS) runs in lab namespaces (``dcnet.lab.etcd_lab``).
-The Store contract runs against ``EtcdStore``; the store's watch is shown to resume
-after a disconnect without missing a change and to resync after a compaction; leases
-expire when nobody keeps them alive and a restarted holder adopts its lease. Then node
+The Store contract runs against ``EtcdStore`` in tests/test_store_contract.py; here the
+store's watch is shown to resume after a disconnect without missing a change and to
+resync after a compaction; leases expire when nobody keeps them alive and a restarted
+holder adopts its lease. Then node
 namespaces run real ``dcnet-agent --store etcds://...`` processes with pods made by the
 installed plugin: losing one etcd member changes nothing, a SIGKILLed node's routes go
 away everywhere within the lease TTL, all of etcd down leaves routes and ADD working
@@ -38,7 +39,6 @@ from tests.netns.test_cni_hostgw import (
     tcp_echo,
     wait_until,
 )
-from tests.store_contract import StoreContract
 
 pytestmark = pytest.mark.netns
 
@@ -60,19 +60,6 @@ def store_on(cluster: EtcdCluster, prefix: str, ttl: int = TTL, endpoints=None,
 
 def unique_prefix() -> str:
     return f"/t{uuid.uuid4().hex[:10]}"
-
-
-# ---------------------------------------------------------------- the Store contract
-
-
-class TestEtcdStoreContract(StoreContract):
-    """The contract of tests/store_contract.py against a real 3-member etcd cluster."""
-
-    @pytest.fixture
-    def store(self, etcd_cluster):
-        made = store_on(etcd_cluster, unique_prefix())
-        yield made
-        made.close()
 
 
 # ---------------------------------------------------------------- the store's watch and leases

@@ -1,6 +1,6 @@
-"""Unit tests of the allocator, reservation files, subnet leases (the Store contract of
-tests/store_contract.py for the file store and the in-memory fake alike), route diffs and
-the on-link rule."""
+"""Unit tests of the allocator, reservation files, the file store's own rules (the Store
+contract, tests/test_store_contract.py, runs on every store), route diffs and the on-link
+rule."""
 
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from dcnet.cni.errors import CniError
 from dcnet.cni.hostgw import host_veth_name
 from dcnet.cni.ipam import Reservations, next_free, pool
 from dcnet.cni.routes import Change, desired_routes, diff, route_refusal
-from dcnet.cni.store import FileStore, Lease, MemoryStore
+from dcnet.cni.store import FileStore, Lease
 from dcnet.cni.subnets import SubnetError, node_subnets
-from tests.store_contract import StoreContract
 
 pytestmark = pytest.mark.unit
 
@@ -121,19 +120,7 @@ def test_concurrent_reservations_never_duplicate(tmp_path):
     assert len(Reservations(directory).all()) == 100
 
 
-# ---------------------------------------------------------------- Store contract
-
-
-class TestMemoryAndFileStore(StoreContract):
-    """The Store contract (tests/store_contract.py) on the fake and the file store; the
-    etcd store runs the same class in tests/netns/test_cni_etcd.py."""
-
-    @pytest.fixture(params=["memory", "file"])
-    def store(self, request, tmp_path):
-        made = (MemoryStore() if request.param == "memory"
-                else FileStore(str(tmp_path / "store")))
-        yield made
-        made.close()
+# ---------------------------------------------------------------- file store
 
 
 def test_file_store_ignores_foreign_files(tmp_path):
