@@ -25,7 +25,7 @@ import threading
 
 import click
 
-from dcnet.cli.common import exit_invalid_model
+from dcnet.cli.common import exit_invalid_model, target_kwargs, with_target_options
 
 EXIT_INVALID, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_DENIED = 1, 2, 3, 4
 STORE_ENV = "DCNET_ELB_STORE"
@@ -171,13 +171,8 @@ def status_cmd(store_url: str, output: str) -> None:
 @click.command("agent")
 @store_option
 @click.option("--director", required=True, help="This director's name (its status key).")
-@click.option("--target", type=click.Choice(["lvs", "haproxy", "dns"]), required=True)
-@click.option("--lvs-netns", default=None, help="(lvs) director namespace.")
-@click.option("--lvs-state-dir", default=None, help="(lvs) state directory.")
-@click.option("--haproxy-run-dir", default=None, help="(haproxy) run directory (sockets).")
-@click.option("--haproxy-config", default=None, help="(haproxy) configuration file.")
-@click.option("--dns-dir", default=None, help="(dns) BIND directory.")
-@click.option("--force", is_flag=True, help="(dns) allow a carrier list to change > 30%.")
+@click.option("--target", required=True, help="The target this director applies to "
+              "(lvs, haproxy, dns, ...).")
 @click.option("--cache-dir", default=None, help="Where the current model's files are "
               "written (default /var/lib/dcnet/elb-agent/DIRECTOR).")
 @click.option("--debounce", type=float, default=0.05, show_default=True,
@@ -186,8 +181,9 @@ def status_cmd(store_url: str, output: str) -> None:
               help="At most this long after the first change.")
 @click.option("--resync", type=float, default=60.0, show_default=True,
               help="Apply the desired state again this often (repairs drift).")
+@with_target_options
 def agent_cmd(store_url: str, director: str, target: str, cache_dir: str | None,
-              debounce: float, debounce_max: float, resync: float, **options) -> None:
+              debounce: float, debounce_max: float, resync: float, **params) -> None:
     """Make this director follow the current model and the registered backends."""
     from dcnet.elbstore.agent import Agent
     from dcnet.elbstore.keys import KeyNameError
@@ -198,10 +194,11 @@ def agent_cmd(store_url: str, director: str, target: str, cache_dir: str | None,
     except ValueError as exc:
         click.echo(f"elbctl: agent: bad store URL: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    options = target_kwargs(target, params)
     try:
         agent = Agent(settings, director, target, options, cache_dir=cache_dir,
                       debounce=debounce, debounce_max=debounce_max, resync=resync)
-    except KeyNameError as exc:
+    except (KeyNameError, ValueError) as exc:
         click.echo(f"elbctl: agent: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     stop = threading.Event()

@@ -28,14 +28,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from dcnet import backends
 from dcnet.elbstore import bundle
 from dcnet.elbstore.desired import DesiredState
 from dcnet.elbstore.effective import effective_model
 from dcnet.elbstore.keys import Keys, check_director
 from dcnet.elbstore.records import RecordError, Status, decode_current
 from dcnet.elbstore.store import CountingClient, ElbStore
-from dcnet.elbstore.targets import TARGETS, apply_model
+from dcnet.elbstore.targets import apply_model, available
 from dcnet.model import ModelError
 
 
@@ -49,8 +48,8 @@ class Agent:
                  debounce_max: float = 0.5, resync: float = 60.0, retry_max: float = 30.0,
                  log: Callable[[str], None] = stderr_log,
                  client_factory: Callable[[], object] | None = None):
-        if target not in TARGETS and target not in backends.available():
-            raise ValueError(f"unknown target {target!r} (known: {', '.join(TARGETS)})")
+        if target not in available():
+            raise ValueError(f"unknown target {target!r} (known: {', '.join(available())})")
         self.settings = settings
         self.director = check_director(director)
         self.target = target
@@ -233,7 +232,7 @@ class Agent:
         self.applies += 1
         started = time.monotonic()
         try:
-            outcome = apply_model(self.target, self.options, effective, log=self.log)
+            outcome = apply_model(self.target, self.options, effective)
         except Exception as exc:  # target unreachable (HAProxy down, IPVS, lock, ...)
             self._report(Status(self.director, self.target, "failed", record.revision,
                                 state.revision, errors=[f"{type(exc).__name__}: {exc}"]))

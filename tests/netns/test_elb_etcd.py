@@ -15,7 +15,6 @@ import threading
 
 import pytest
 
-from dcnet import backends
 from dcnet.elbstore import lab as elab
 from dcnet.elbstore.agent import Agent
 from dcnet.elbstore.keys import Keys
@@ -23,6 +22,7 @@ from dcnet.elbstore.records import Status
 from dcnet.elbstore.store import ElbStore
 from dcnet.haproxy import lab as hlab
 from dcnet.sysio.etcd import EtcdPermissionDenied, Settings
+from dcnet.target import registry
 
 pytestmark = pytest.mark.netns
 
@@ -180,15 +180,16 @@ def test_concurrent_registrations_lose_nothing(lab_factory, workdir):
 def test_agent_resyncs_when_its_resume_revision_was_compacted(lab_factory, workdir):
     """An agent (in this process, applying to an in-memory target) talks to one member
     only; while that member is down the others take changes and compact them away."""
-    from tests.unit.memory_backend import MemoryBackend
+    from tests.unit.memory_backend import MemoryTarget, MemoryWorld
 
     elb = elab.ElbLab.create(lab_factory, workdir, directors=0, servers=0)
     admin = ElbStore(elb.cluster.client(prefix=elab.PREFIX,
                                         endpoints=elb.cluster.endpoints[1:]), KEYS)
     elb.push(elab.model_data({RS1: 1}), user=None)
-    target = MemoryBackend()
+    target = MemoryWorld(lock_path=f"{workdir}/memory.lock")
     logs: list[str] = []
-    backends.register("memory-elb-test", lambda: target)
+    registry.register(type("ElbTestTarget", (MemoryTarget.bound(target),),
+                           {"name": "memory-elb-test"}))
     one = elb.cluster.endpoints[0]
     agent = Agent(Settings((one,), elab.PREFIX), "mem", "memory-elb-test",
                   cache_dir=f"{workdir}/cache", resync=3600.0, log=logs.append,
@@ -214,7 +215,7 @@ def test_agent_resyncs_when_its_resume_revision_was_compacted(lab_factory, workd
     finally:
         stop.set()
         thread.join(10)
-        backends.unregister("memory-elb-test")
+        registry.unregister("memory-elb-test")
 
 
 if __name__ == "__main__":

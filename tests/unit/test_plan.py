@@ -7,8 +7,10 @@ import json
 import pytest
 
 from dcnet.model import parse_model
-from dcnet.plan import Action, Change, Plan, apply_plan, diff
-from tests.unit.memory_backend import MemoryBackend
+from dcnet.plan import Action, Change, Plan, diff
+from dcnet.target import StalePlan, TargetUnavailable, TooMuchChange, apply_plan, make_plan
+from dcnet.target.apply import GUARD_MIN_OBJECTS, check_change_size
+from tests.unit.memory_backend import MemoryTarget, MemoryWorld
 from tests.unit.model_fixtures import model_text, read_file
 
 pytestmark = pytest.mark.unit
@@ -85,47 +87,147 @@ def test_inverse_undoes():
 
 
 def test_apply_then_second_apply_changes_nothing():
-    backend = MemoryBackend()
-    first = apply_plan(backend, backend.plan(model()))
-    assert first.ok and backend.writes == len(first.applied) > 0
-    writes = backend.writes
-    second = backend.plan(model())
+    target = MemoryTarget()
+    first = apply_plan(target, target.plan(model()))
+    assert first.ok and target.w.writes == len(first.applied) > 0
+    assert first.writes == {"memory": len(first.applied)}
+    writes = target.w.writes
+    second = target.plan(model())
     assert second.empty
-    apply_plan(backend, second)
-    assert backend.writes == writes
+    assert apply_plan(target, second).writes == {"memory": 0}
+    assert target.w.writes == writes
 
 
 def test_apply_converges_after_model_change():
-    backend = MemoryBackend()
-    apply_plan(backend, backend.plan(model()))
+    target = MemoryTarget()
+    apply_plan(target, target.plan(model()))
 
     def mutate(d):
         d["services"][0]["real_servers"][0]["weight"] = 77
         d["services"][1]["real_servers"] = []
-    plan = backend.plan(model(mutate))
+    plan = target.plan(model(mutate))
     kinds = {(c.action, c.kind) for c in plan.changes}
     assert kinds == {(Action.UPDATE, "dest"), (Action.DELETE, "dest")}
-    assert apply_plan(backend, plan).ok
-    assert backend.plan(model(mutate)).empty
+    assert apply_plan(target, plan, force=True).ok
+    assert target.plan(model(mutate)).empty
 
 
 def test_failure_stops_and_undoes_in_reverse():
-    backend = MemoryBackend()
-    backend.fail_on = ("dest",)
-    plan = backend.plan(model())
-    result = apply_plan(backend, plan)
-    assert not result.ok and result.failed.kind == "dest"
+    target = MemoryTarget()
+    target.w.fail_on = ("service",)
+    plan = target.plan(model())
+    result = apply_plan(target, plan)
+    assert not result.ok and result.failed.kind == "service"
     assert [c.kind for c in result.applied] == [c.kind for c in plan.changes][:len(result.applied)]
-    assert result.undone == list(reversed(result.applied))
-    assert backend.state == {}
-    assert "FAILED + dest" in result.to_text()
+    assert result.applied and result.undone == list(reversed(result.applied))
+    assert target.w.state == {}
+    assert "FAILED + service" in result.to_text()
+
+
+def test_a_failing_batch_reports_every_failure_and_undoes_the_applied():
+    target = MemoryTarget()
+    target.w.fail_on = ("dest",)
+    plan = target.plan(model())
+    result = apply_plan(target, plan)
+    dests = [c for c in plan.changes if c.kind == "dest"]
+    assert not result.ok and result.failed == dests[0]
+    assert [c for c, _ in result.more_failures] == dests[1:min(3, len(dests))]
+    assert target.w.state == {}
 
 
 def test_failure_without_rollback_keeps_applied_steps_and_next_apply_converges():
-    backend = MemoryBackend()
-    backend.fail_on = ("dest",)
-    result = apply_plan(backend, backend.plan(model()), rollback=False)
-    assert not result.ok and result.undone == [] and backend.state
-    backend.fail_on = ()
-    assert apply_plan(backend, backend.plan(model())).ok
-    assert backend.plan(model()).empty
+    target = MemoryTarget()
+    target.w.fail_on = ("dest",)
+    result = apply_plan(target, target.plan(model()), rollback=False)
+    assert not result.ok and result.undone == [] and target.w.state
+    target.w.fail_on = ()
+    assert apply_plan(target, target.plan(model())).ok
+    assert target.plan(model()).empty
+
+
+def test_consecutive_batch_kinds_go_in_batches_of_batch_size():
+    target = MemoryTarget()
+    plan = target.plan(model())
+    n = sum(1 for c in plan.changes if c.kind == "dest")
+    assert n > 3
+    apply_plan(target, plan)
+    assert sum(target.w.batches) == n and max(target.w.batches) == 3
+
+
+def test_a_fresh_instance_applies_a_plan_made_by_another():
+    world = MemoryWorld()
+    plan = MemoryTarget(world=world).plan(model())
+    fresh = MemoryTarget(world=world)
+    assert apply_plan(fresh, plan).ok
+    assert MemoryTarget(world=world).plan(model()).empty
+
+
+def test_a_stale_plan_is_refused_and_changes_nothing():
+    world = MemoryWorld()
+    target = MemoryTarget(world=world)
+    plan = target.plan(model())
+    world.state[("address", ("198.51.100.9",))] = {"carrier": "x"}   # someone else wrote
+    before = dict(world.state)
+    with pytest.raises(StalePlan, match="changed since the plan"):
+        apply_plan(MemoryTarget(world=world), plan)
+    assert world.state == before and world.writes == 0
+
+
+def test_a_plan_made_under_the_held_lock_is_not_read_again(tmp_path):
+    world = MemoryWorld(lock_path=str(tmp_path / "lock"))
+    target = MemoryTarget(world=world)
+    calls = []
+    target.current_digest = lambda plan: calls.append(plan) or "x"
+    with target.lock(1):
+        plan = make_plan(target, model())
+        assert apply_plan(target, plan).ok
+    assert calls == []
+    with pytest.raises(StalePlan):           # outside the lock the digest is checked
+        apply_plan(target, plan)
+
+
+def test_the_change_guard_refuses_a_large_delete_unless_forced():
+    target = MemoryTarget()
+    apply_plan(target, target.plan(model()))
+    before = dict(target.w.state)
+
+    def empty(d):
+        for s in d["services"]:
+            s["real_servers"] = []
+    plan = target.plan(model(empty))
+    assert plan.objects == len(before) >= GUARD_MIN_OBJECTS
+    with pytest.raises(TooMuchChange, match="--force"):
+        apply_plan(target, plan)
+    assert target.w.state == before
+    assert apply_plan(target, plan, max_change=1.0).ok
+
+
+def test_the_change_guard_ignores_small_targets():
+    plan = Plan.build("memory", [Change(Action.DELETE, "dest", (str(i),), old={})
+                                 for i in range(5)], ORDER, objects=5)
+    check_change_size(plan)          # under GUARD_MIN_OBJECTS: never refused
+
+
+def test_the_lock_names_its_holder_and_times_out(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "lock"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time\n"
+                               "from dcnet.sysio import flock\n"
+                               f"with flock.exclusive({str(path)!r}, 5):\n"
+                               "    print('held', flush=True); time.sleep(30)\n"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        target = MemoryTarget(world=MemoryWorld(lock_path=str(path)))
+        with pytest.raises(TargetUnavailable, match=f"held by pid {holder.pid}"), \
+                target.lock(0.2):
+            pass
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    finally:
+        holder.kill()
+        holder.wait()
+    with target.lock(5):                   # released when the holder died
+        assert target.locked
