@@ -12,7 +12,7 @@ burst of parallel ADDs per side. The sides:
 - ``thin``: the shim's Python twin (``python -I -S``, ``_socket``/``posix`` only), to show
   what a pure-Python client would cost.
 
-All are exec'd the same libcni-like way (``dcnet.cni.invoke``: spawned from a thread
+All are exec'd the same libcni-like way (``dcnet.lab.cni_invoke``: spawned from a thread
 already inside the node namespace, so no ``ip netns exec`` sits in the measured time).
 Prints median/p95 latency, the plugin process's CPU (wait4) and, for the sides the agent
 serves, the agent's CPU per call; peak RSS per invocation (GNU time); burst wall time;
@@ -36,8 +36,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from dcnet.cni.install import install, installed_kind
-from dcnet.cni.invoke import CniRuntime, Execution, exec_plugin
 from dcnet.lab.builder import Lab
+from dcnet.lab.cni_invoke import CniRuntime, Execution, exec_plugin
 from dcnet.sysio import netns
 
 REF_DIR = "/usr/lib/cni"

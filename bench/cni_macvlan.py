@@ -4,7 +4,7 @@ One lab run: a dnsmasq server (``--no-ping``, so neither side waits for its 3 s 
 check) and two node namespaces on one bridge; ``n1`` runs ``dcnet-agent``, ``n2`` runs the
 reference DHCP daemon (``/usr/lib/cni/dhcp daemon``). For every pod, ADD with dcnet then
 with the reference (interleaved: both see the same load), then DEL each. Both plugins are
-exec'd the libcni way (``dcnet.cni.invoke``). Prints median/p95 ADD and DEL latency, peak
+exec'd the libcni way (``dcnet.lab.cni_invoke``). Prints median/p95 ADD and DEL latency, peak
 RSS of one plugin invocation (GNU time), RSS of the resident daemons (VmHWM), how many
 releases reached the server, and the ratios dcnet/reference.
 
@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from dcnet.cni.dhcplab import DhcpLab, topology, wait_until
 from dcnet.cni.install import install
-from dcnet.cni.invoke import CniRuntime, Execution, exec_plugin
 from dcnet.lab.builder import Lab
+from dcnet.lab.cni_dhcp import DhcpLab, topology, wait_until
+from dcnet.lab.cni_invoke import CniRuntime, Execution, exec_plugin
 
 REF_DIR = "/usr/lib/cni"
 TIME = "/usr/bin/time"

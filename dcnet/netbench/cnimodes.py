@@ -3,7 +3,7 @@
 Every CNI mode uses the same topology shape (two nodes whose uplinks are ports of one
 switch bridge, one empty pod namespace per node, see
 :func:`dcnet.netbench.topologies.cni_nodes`; the dcnet MACVLAN mode adds a DHCP host) and execs the
-plugins the way kubelet's libcni does (:class:`dcnet.cni.invoke.CniRuntime`), so the
+plugins the way kubelet's libcni does (:class:`dcnet.lab.cni_invoke.CniRuntime`), so the
 traffic crosses exactly what the plugin built:
 
 - ``cni-dcnet-host-gw``: the installed ``dcnet`` binary with ``dcnet-agent`` on each node
@@ -14,7 +14,7 @@ traffic crosses exactly what the plugin built:
   ``host-local`` with disjoint ranges of the underlay subnet;
 - ``cni-dcnet-macvlan``: the dcnet binary in MACVLAN mode, its ``dcnet-agent`` per node
   taking addresses by DHCP from dnsmasq on the underlay (the DHCP lab of
-  :mod:`dcnet.cni.dhcplab`); only when the plugin in this build has that mode.
+  :mod:`dcnet.lab.cni_dhcp`); only when the plugin in this build has that mode.
 
 Pods are deleted (CNI DEL) before the lab goes, which takes the nodes' state with it.
 """
@@ -28,11 +28,11 @@ import sys
 import time
 from typing import Any
 
-from dcnet.cni.invoke import CniRuntime
 from dcnet.lab.builder import Lab
+from dcnet.lab.cni_invoke import CniRuntime
 from dcnet.netbench import topologies
+from dcnet.netbench.buildcontext import BuildContext, lab_mode
 from dcnet.netbench.live import LiveMode
-from dcnet.netbench.modes import BuildContext, lab_mode
 
 REFERENCE_DIR = "/usr/lib/cni"
 NODES = ("n1", "n2")
@@ -144,11 +144,11 @@ def _dcnet_host_gw(context: BuildContext, work: str) -> LiveMode:
 
 
 def _dcnet_macvlan(context: BuildContext, work: str) -> LiveMode:
-    """dcnet's MACVLAN mode on the DHCP lab of :mod:`dcnet.cni.dhcplab` (the same switched
+    """dcnet's MACVLAN mode on the DHCP lab of :mod:`dcnet.lab.cni_dhcp` (the same switched
     underlay shape with a ``dhcp`` host running dnsmasq), plus this benchmark's two pods."""
     from pathlib import Path
 
-    from dcnet.cni import dhcplab
+    from dcnet.lab import cni_dhcp as dhcplab
 
     topology = dhcplab.topology(NODES)
     topology["hosts"] += list(PODS.values())

@@ -10,38 +10,18 @@ the dcnet CNI plugin) without building anything.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from dcnet.lab.builder import Lab
-from dcnet.netbench import topologies
-from dcnet.netbench.live import LiveMode, free_loopback_port, lab_starter, root_starter
+from dcnet.netbench import cnimodes, topologies
+from dcnet.netbench.buildcontext import DEFAULT_PORTS, BuildContext, lab_mode
+from dcnet.netbench.live import LiveMode, free_loopback_port, root_starter
 
-DEFAULT_PORTS = {"iperf3": 5201, "sockperf-tcp": 11111, "sockperf-udp": 11112,
-                 "connrate": 7100}
+__all__ = ["DEFAULT_PORTS", "BuildContext", "build", "lab_mode", "unavailable"]
+
 IPVS_MASQ = 0  # IP_VS_CONN_F_MASQ
-
-
-@dataclass
-class BuildContext:
-    """What builders share: the teardown stack, a work directory, the log directory."""
-
-    stack: contextlib.ExitStack
-    work_dir: str
-    log_dir: str
-    labs: list[Lab] = field(default_factory=list)
-
-    def lab(self, topology: dict[str, Any]) -> Lab:
-        lab = self.stack.enter_context(Lab(topology))
-        self.labs.append(lab)
-        return lab
-
-    def namespaces(self) -> list[str]:
-        """Every namespace of every lab built so far (for the teardown check)."""
-        return [name for lab in self.labs for name in lab.netns_names]
 
 
 def unavailable(name: str) -> str | None:
@@ -53,8 +33,6 @@ def unavailable(name: str) -> str | None:
             return ("this kernel has no IPVS (ip_vs cannot be loaded); run netbench in the "
                     "kernel lab or on a kernel with IPVS")
     if name.startswith("cni-"):
-        from dcnet.netbench import cnimodes
-
         return cnimodes.unavailable(name)
     return None
 
@@ -66,20 +44,7 @@ def build(name: str, context: BuildContext) -> LiveMode:
     }
     if name in builders:
         return builders[name](context)
-    from dcnet.netbench import cnimodes
-
     return cnimodes.build(name, context)
-
-
-def lab_mode(name: str, context: BuildContext, lab: Lab, client: str, server: str,
-             address: str, interfaces: list[tuple[str, str]], target: str | None = None,
-             **notes: Any) -> LiveMode:
-    """A LiveMode for a lab whose client and server are lab hosts."""
-    return LiveMode(
-        name=name, client_ns=lab.netns(client), server_ns=lab.netns(server),
-        bind_address=address, target=target or address, ports=dict(DEFAULT_PORTS),
-        interfaces=[(lab.netns(host), ifname) for host, ifname in interfaces],
-        starter=lab_starter(lab, server), log_dir=context.log_dir, notes=notes, labs=[lab])
 
 
 def _loopback(context: BuildContext) -> LiveMode:

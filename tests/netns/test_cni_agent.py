@@ -13,9 +13,9 @@ import os
 
 import pytest
 
-from dcnet.cni.invoke import PluginError
 from dcnet.cni.nodestate import process_start_time
 from dcnet.cni.store import FileStore, Lease
+from dcnet.lab.cni_invoke import PluginError
 from tests.netns.test_cni_hostgw import Cluster, underlay, wait_until
 
 pytestmark = pytest.mark.netns

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from dcnet.cni.etcdstore import EtcdStore
-from dcnet.cni.invoke import exec_plugin
 from dcnet.cni.store import Lease
+from dcnet.lab.cni_invoke import exec_plugin
 from dcnet.lab.etcd_lab import EtcdCluster, start_etcd_cluster
 from dcnet.sysio import netns
 from dcnet.sysio.etcd import Client, parse_url

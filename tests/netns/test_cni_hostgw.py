@@ -1,7 +1,7 @@
 """Netns tests of the dcnet CNI plugin in host-gw mode, through the installed binary.
 
 Three node namespaces on an underlay bridge, a dcnet-agent in each, pods made by exec'ing
-the installed ``dcnet`` launcher the way libcni does (``dcnet.cni.invoke``): traffic
+the installed ``dcnet`` launcher the way libcni does (``dcnet.lab.cni_invoke``): traffic
 across and within nodes, every spec version, DEL/CHECK/STATUS/GC semantics, 50
 concurrent ADDs, bad input leaving nothing behind, interop with the reference plugins.
 """
@@ -22,9 +22,9 @@ import pytest
 
 from dcnet.cni.hostgw import host_veth_name
 from dcnet.cni.install import install
-from dcnet.cni.invoke import CniRuntime, PluginError, exec_plugin
 from dcnet.cni.version import SUPPORTED
 from dcnet.lab.builder import Lab
+from dcnet.lab.cni_invoke import CniRuntime, PluginError, exec_plugin
 from dcnet.sysio import netns
 
 pytestmark = pytest.mark.netns

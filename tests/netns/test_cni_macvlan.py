@@ -18,7 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dcnet.cni.dhcplab import (
+from dcnet.cni.leases import client_id
+from dcnet.cni.version import SUPPORTED
+from dcnet.lab.builder import Lab
+from dcnet.lab.cni_dhcp import (
     NET,
     ROUTER,
     DhcpLab,
@@ -28,10 +31,7 @@ from dcnet.cni.dhcplab import (
     topology,
     wait_until,
 )
-from dcnet.cni.invoke import PluginError, exec_plugin
-from dcnet.cni.leases import client_id
-from dcnet.cni.version import SUPPORTED
-from dcnet.lab.builder import Lab
+from dcnet.lab.cni_invoke import PluginError, exec_plugin
 from dcnet.sysio import netns
 
 pytestmark = pytest.mark.netns
@@ -110,8 +110,10 @@ def test_twenty_pods_at_once_get_leases_and_release_them(shared):
     with ThreadPoolExecutor(max_workers=20) as workers:
         list(workers.map(lambda item: runtime.delete(f"burst-{item[0]}", item[1]),
                          enumerate(paths)))
-    leases = shared.server_leases()
-    assert not set(addresses) & set(leases)  # every release reached the server
+    # DHCPRELEASE is one UDP datagram the server handles after DEL returned: wait for
+    # every address to leave the server's lease file (a lost release fails the wait)
+    wait_until(lambda: not set(addresses) & set(shared.server_leases()),
+               "every release reaching the server")
     assert shared.journal("n2") == {}
     assert all(pod_link(p) is None for p in paths)
 

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from dcnet.cni.dhcplab import DhcpLab, topology, wait_until
-from dcnet.cni.invoke import CniRuntime
+from dcnet.lab.cni_dhcp import DhcpLab, topology, wait_until
+from dcnet.lab.cni_invoke import CniRuntime
 
 pytestmark = pytest.mark.netns
 

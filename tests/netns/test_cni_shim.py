@@ -26,8 +26,8 @@ import pytest
 
 from dcnet.cni import execd
 from dcnet.cni.install import install, installed_kind
-from dcnet.cni.invoke import CniRuntime, PluginError, exec_plugin
 from dcnet.lab.builder import Lab
+from dcnet.lab.cni_invoke import CniRuntime, PluginError, exec_plugin
 from dcnet.sysio import netns
 
 pytestmark = pytest.mark.netns

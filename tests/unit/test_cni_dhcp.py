@@ -171,19 +171,29 @@ def test_journal_write_read_remove_and_skip_corrupt(tmp_path):
 def test_journal_write_is_atomic_under_concurrent_readers(tmp_path):
     journal = leases.Journal(str(tmp_path))
     journal.write(_record())
+    written = ["web-1"] + [f"h{index}" * (index % 7 + 1) for index in range(200)]
     stop = threading.Event()
     seen: list[str] = []
+    errors: list[BaseException] = []
 
     def read() -> None:
-        while not stop.is_set():
-            seen.append(journal.read("c1", "eth0")["hostname"])  # never half a file
+        try:
+            while not stop.is_set():
+                seen.append(journal.read("c1", "eth0")["hostname"])  # never half a file
+        except BaseException as exc:  # handed to the main thread, which fails the test
+            errors.append(exc)
     reader = threading.Thread(target=read)
     reader.start()
-    for index in range(200):
-        journal.write(_record(hostname=f"h{index}" * (index % 7 + 1)))
-    stop.set()
-    reader.join()
+    try:
+        for hostname in written[1:]:
+            journal.write(_record(hostname=hostname))
+    finally:
+        stop.set()
+        reader.join()
+    if errors:
+        raise errors[0]
     assert seen
+    assert set(seen) <= set(written), f"read records never written: {set(seen) - set(written)}"
 
 
 def test_attachment_keys_are_unambiguous():

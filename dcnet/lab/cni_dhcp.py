@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from dcnet.cni.install import install
-from dcnet.cni.invoke import CniRuntime
 from dcnet.lab.builder import Lab
+from dcnet.lab.cni_invoke import CniRuntime
 from dcnet.sysio import netns, proc
 
 REF_DIR = "/usr/lib/cni"

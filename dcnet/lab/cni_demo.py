@@ -6,7 +6,7 @@ launcher installed into a temporary CNI bin directory, ``dcnet-agent`` on each n
 pod namespace per node made through the real binary (libcni-style exec), addresses and
 routes shown, a TCP exchange between the pods across the nodes, then DEL.
 
-macvlan: a node and a dnsmasq server on one segment (``dcnet.cni.dhcplab``), the agent
+macvlan: a node and a dnsmasq server on one segment (``dcnet.lab.cni_dhcp``), the agent
 with a host shim, one pod whose address comes from DHCP (shown in the server's lease
 file), the node reaching its pod through the shim, then DEL releasing the lease.
 
@@ -29,8 +29,8 @@ import time
 
 from dcnet.cni import nodestate
 from dcnet.cni.install import install
-from dcnet.cni.invoke import CniRuntime
 from dcnet.lab.builder import Lab
+from dcnet.lab.cni_invoke import CniRuntime
 from dcnet.sysio import netns
 
 NODES = ("node1", "node2")
@@ -91,7 +91,7 @@ def demo(model, lab, report) -> None:
 def _demo_macvlan(report) -> None:
     from pathlib import Path
 
-    from dcnet.cni.dhcplab import DhcpLab, topology
+    from dcnet.lab.cni_dhcp import DhcpLab, topology
 
     report.section("CNI macvlan: a pod on the underlay with its address from DHCP")
     root = Path(tempfile.mkdtemp(prefix="dcnet-cni-demo-mv-"))

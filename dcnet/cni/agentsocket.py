@@ -1,0 +1,83 @@
+"""The macvlan agent's unix-socket server: one CNI invocation per connection.
+
+``listen(path, serve, log)`` refuses to start beside a live agent on ``path`` (a dead
+agent's socket is removed), creates the socket with mode 0600, accepts only uid 0 peers
+(SO_PEERCRED) and answers each connection's request (``dcnet.cni.agentproto``) with
+``serve(message) -> answer`` in its own thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import socketserver
+import struct
+import threading
+from collections.abc import Callable
+
+from dcnet.cni import agentproto
+from dcnet.cni.errors import DECODE_FAILURE
+
+SO_PEERCRED = 17
+
+
+class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Threaded unix-stream server calling ``serve`` for each request (root peers only)."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, path: str, serve: Callable[[dict], dict],
+                 log: Callable[[str], None]):
+        self.serve, self.log = serve, log
+        super().__init__(path, _Handler)
+
+    def verify_request(self, request, client_address) -> bool:
+        creds = request.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        if uid != 0:
+            self.log(f"refused a connection from uid {uid} (root only)")
+        return uid == 0
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: AgentServer
+
+    def handle(self) -> None:
+        sock = self.request
+        sock.settimeout(30.0)
+        try:
+            message = agentproto.decode(agentproto.read_line(sock))
+        except (OSError, ValueError, ConnectionError) as exc:
+            answer = {"proto": agentproto.PROTO, "error": {
+                "code": DECODE_FAILURE, "msg": f"bad request: {exc}"}}
+        else:
+            answer = self.server.serve(message)
+        with contextlib.suppress(OSError):
+            sock.sendall(agentproto.encode(answer))
+
+
+def listen(path: str, serve: Callable[[dict], dict],
+           log: Callable[[str], None]) -> AgentServer:
+    """Serve ``path`` in a daemon thread; RuntimeError when another agent serves it."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # a dead agent's socket
+        else:
+            raise RuntimeError(f"another dcnet-agent is serving {path}")
+        finally:
+            probe.close()
+    old_umask = os.umask(0o177)
+    try:
+        server = AgentServer(path, serve, log)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    threading.Thread(target=server.serve_forever, name="agent-socket", daemon=True).start()
+    log(f"serving {path}")
+    return server

@@ -1,0 +1,100 @@
+"""pyroute2's DHCP client, glued to dcnet's lease journal (``dcnet.cni.leases``).
+
+``JournalLease`` is the lease type the client uses: it is never dumped by pyroute2 (the
+runner's hooks journal a lease once the pod is configured), it loads the journaled lease
+to resume, and it computes T1/T2 with ``leases.lease_timers``. ``LeaseClient`` adds
+``resume`` (straight to BOUND with a journaled, still valid lease), ``client_config``
+builds a client's configuration from a journal record, and ``release_thread`` sends a
+DHCPRELEASE for a lease by opening a client on it and leaving at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from pyroute2.dhcp import fsm
+from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
+from pyroute2.dhcp.leases import Lease
+
+from dcnet.cni import leases
+
+
+class JournalLease(Lease):
+    """pyroute2 lease kept in dcnet's journal (by the runner's hooks), with RFC 2131 timers
+    from ``leases.lease_timers``; ``load`` hands the client the lease to resume, if any."""
+
+    resume_from: Lease | None = None
+
+    def dump(self) -> None:
+        """Journaling happens in the runner's hooks, after the pod is configured."""
+
+    @classmethod
+    def load(cls, interface: str) -> Lease | None:
+        return cls.resume_from
+
+    def _timers(self) -> tuple[float | None, float | None]:
+        options = self.ack["options"]
+        return leases.lease_timers(options.get("lease_time"), options.get("renewal_time"),
+                                   options.get("rebinding_time"))
+
+    @property
+    def renewal_in(self) -> float | None:
+        t1 = self._timers()[0]
+        return None if t1 is None else self.obtained + t1 - time.time()
+
+    @property
+    def rebinding_in(self) -> float | None:
+        t2 = self._timers()[1]
+        return None if t2 is None else self.obtained + t2 - time.time()
+
+
+def lease_from_record(record: dict) -> JournalLease:
+    lease = record["lease"]
+    return JournalLease(ack=lease["ack"], interface=record["ifname"],
+                        server_mac=lease["server_mac"], obtained=float(lease["obtained"]))
+
+
+class LeaseClient(AsyncDHCPClient):
+    """pyroute2's client plus ``resume``: carry on with a journaled, still valid lease."""
+
+    async def resume(self) -> None:
+        """From INIT_REBOOT (the lease type loaded the journaled lease) straight to BOUND,
+        timers armed from the lease; a T1/T2 already past renews/rebinds now. Unlike a
+        REBOOTING request, a server that is down now does not make the client forget a
+        lease that is still valid."""
+        lease = self.lease
+        assert lease is not None and self.state is fsm.State.INIT_REBOOT
+        self.state = fsm.State.REBOOTING
+        self.state = fsm.State.BOUND
+        self.lease = lease  # arms T1/T2/expiry (the setter)
+        if lease.expired:
+            await self._expire_lease()
+        elif lease.rebinding_in is not None and lease.rebinding_in <= 0:
+            await self._rebind()
+        elif lease.renewal_in is not None and lease.renewal_in <= 0:
+            await self._renew()
+
+
+def client_config(record: dict, lease_type: type, hooks=(), release: bool = True,
+                  interface: str | None = None) -> ClientConfig:
+    cid = bytes.fromhex(record["clientID"]) if record.get("clientID") else None
+    return ClientConfig(interface=interface or record["ifname"], lease_type=lease_type,
+                        hooks=hooks, handle_signals=False, release=release, client_id=cid,
+                        host_name=record.get("hostname"), vendor_id="dcnet", hook_timeout=5.0)
+
+
+
+def release_thread(config: ClientConfig, done: threading.Event,
+                   errors: list[BaseException]) -> None:
+    """Open a client on the lease and leave at once: pyroute2 sends the DHCPRELEASE."""
+    async def release() -> None:
+        async with LeaseClient(config):
+            pass
+    try:
+        asyncio.run(release())
+    except BaseException as exc:
+        errors.append(exc)
+    finally:
+        done.set()

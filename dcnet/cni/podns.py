@@ -1,0 +1,50 @@
+"""Reaching a pod's network namespace from the macvlan agent.
+
+A netlink socket opened inside the pod's namespace (``pod_netlink``), the namespace's
+identity (device, inode) that tells a live namespace from a reused path, sysctl writes
+(``write``, run inside the namespace with ``dcnet.sysio.netns.call_here_in``), and the
+per-attachment temporary link names (``temp_name``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, Netlink
+from dcnet.sysio import netns
+
+TEMP_PREFIX = "dcnt"
+RELEASE_PREFIX = "dcnr"
+IFF_UP = 1
+
+
+def _fnv(text: str) -> int:
+    value = 0xCBF29CE484222325
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def temp_name(prefix: str, container_id: str, ifname: str) -> str:
+    """A 15-character link name unique per attachment (prefix + 44 bits of FNV-1a)."""
+    return f"{prefix}{_fnv(f'{container_id}/{ifname}') >> 20:011x}"
+
+def write(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def pod_netlink(path: str) -> Netlink:
+    """A route netlink socket inside the namespace at ``path``."""
+    return Netlink(netns.socket_in(path, AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                   NETLINK_ROUTE))
+
+
+def netns_identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the namespace file at ``path``; None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

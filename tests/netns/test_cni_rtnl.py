@@ -1,0 +1,167 @@
+"""Contract tests of the CNI's rtnetlink layer (``dcnet.cni.rtnl.Netlink``).
+
+These are the operations the CNI uses: veth and macvlan created straight into another
+namespace, rename with alias, up/down, addresses, routes and deletes, each with the
+answers callers rely on (EEXIST, False for "already gone"). The suite is parametrised over
+implementations: today only the real kernel, in namespaces this test makes; a stateful
+fake for unit tests must be added to ``IMPLEMENTATIONS`` and pass the same tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from dcnet.cni import ip4
+from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, RTPROT_BOOT, Netlink
+from dcnet.sysio import netns
+
+pytestmark = pytest.mark.netns
+
+IFF_UP = 1
+TOPOLOGY = {"hosts": ["node", "pod", "peer"],
+            "links": [{"a": {"host": "node", "ifname": "eth0",
+                                "addresses": ["10.251.0.1/24"]},
+                       "b": {"host": "peer", "ifname": "eth0",
+                                "addresses": ["10.251.0.2/24"]}}]}
+
+
+@dataclass
+class World:
+    """Two namespaces as the CNI sees them: the node (``node``) and a pod (``pod``), plus
+    the descriptor a create call takes to put a link in the pod (``pod_fd``)."""
+
+    node: Netlink
+    pod: Netlink
+    pod_fd: int
+    master: int  # index of the node's uplink eth0
+
+
+def _real(lab_factory) -> Iterator[World]:
+    lab = lab_factory(TOPOLOGY)
+
+    def open_in(host: str) -> Netlink:
+        path = f"/run/netns/{lab.netns(host)}"
+        return Netlink(netns.socket_in(path, AF_NETLINK,
+                                       socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE))
+    node, pod = open_in("node"), open_in("pod")
+    pod_fd = os.open(f"/run/netns/{lab.netns('pod')}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        master = node.link("eth0")
+        assert master is not None
+        yield World(node, pod, pod_fd, master["index"])
+    finally:
+        os.close(pod_fd)
+        node.close()
+        pod.close()
+
+
+IMPLEMENTATIONS: dict[str, Callable[..., Iterator[World]]] = {"real": _real}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def world(request, lab_factory) -> Iterator[World]:
+    yield from IMPLEMENTATIONS[request.param](lab_factory)
+
+
+def _ip(text: str) -> bytes:
+    return ip4.ip_bytes(ip4.parse_ip(text))
+
+
+def test_veth_pair_across_namespaces_rename_and_delete(world):
+    world.node.add_veth("vh0", "vp0", world.pod_fd, 1400, alias="pod-a")
+    host = world.node.link("vh0")
+    peer = world.pod.link("vp0")
+    assert host is not None and peer is not None
+    assert (host["kind"], host["mtu"]) == ("veth", 1400)
+    assert host["alias"] is None  # the kernel ignores IFLA_IFALIAS at creation: see rename
+    assert host["flags"] & IFF_UP
+    assert peer["kind"] == "veth" and peer["mtu"] == 1400
+    assert not peer["flags"] & IFF_UP
+    assert world.node.link("vp0") is None and world.pod.link("vh0") is None
+    with pytest.raises(OSError) as taken:
+        world.node.add_veth("vh0", "vp1", world.pod_fd, 1400)
+    assert taken.value.errno == errno.EEXIST
+    world.pod.rename(peer["index"], "eth0", alias="dcnet/c1/eth0")
+    renamed = world.pod.link("eth0")
+    assert renamed is not None and renamed["index"] == peer["index"]
+    assert renamed["alias"] == "dcnet/c1/eth0"
+    world.pod.set_up(renamed["index"])
+    assert world.pod.link("eth0")["flags"] & IFF_UP
+    world.pod.set_down(renamed["index"])
+    assert not world.pod.link("eth0")["flags"] & IFF_UP
+    assert world.node.delete_link("vh0") is True
+    assert world.node.link("vh0") is None and world.pod.link("eth0") is None  # pair gone
+    assert world.node.delete_link("vh0") is False
+
+
+def test_macvlan_made_in_the_pod_namespace(world):
+    mac = "02:00:00:aa:bb:01"
+    world.node.add_macvlan("dcnt0", world.master, "bridge", world.pod_fd, 1400, mac,
+                           "dcnet/c2/eth0")
+    assert world.node.link("dcnt0") is None
+    link = world.pod.link("dcnt0")
+    assert link is not None
+    assert (link["kind"], link["macvlanMode"], link["mac"], link["mtu"]) == (
+        "macvlan", "bridge", mac, 1400)
+    with pytest.raises(OSError) as taken:
+        world.node.add_macvlan("dcnt0", world.master, "bridge", world.pod_fd)
+    assert taken.value.errno == errno.EEXIST
+    world.node.add_macvlan("shim0", world.master, "private")  # here, in the node
+    shim = world.node.link("shim0")
+    assert shim is not None and shim["macvlanMode"] == "private"
+    assert shim["link"] == world.master
+    assert world.pod.delete_link("dcnt0") is True and world.pod.delete_link("dcnt0") is False
+    assert world.node.delete_link("shim0") is True
+
+
+def test_addresses_add_replace_list_delete(world):
+    world.node.add_macvlan("mv0", world.master, "bridge", world.pod_fd)
+    index = world.pod.link("mv0")["index"]
+    world.pod.set_up(index)
+    world.pod.add_address(index, _ip("192.168.9.5"), 24, _ip("192.168.9.255"))
+    with pytest.raises(OSError) as taken:
+        world.pod.add_address(index, _ip("192.168.9.5"), 24, None)
+    assert taken.value.errno == errno.EEXIST
+    world.pod.replace_address(index, _ip("192.168.9.5"), 24, _ip("192.168.9.255"))
+    world.pod.replace_address(index, _ip("192.168.9.6"), 24, None)
+    mine = sorted((a["address"], a["plen"]) for a in world.pod.addresses()
+                  if a["index"] == index)
+    assert mine == [(_ip("192.168.9.5"), 24), (_ip("192.168.9.6"), 24)]
+    assert not [a for a in world.node.addresses() if a["address"] == _ip("192.168.9.5")]
+    assert world.pod.delete_address(index, _ip("192.168.9.6"), 24) is True
+    assert world.pod.delete_address(index, _ip("192.168.9.6"), 24) is False
+    assert [a["address"] for a in world.pod.addresses() if a["index"] == index] == [
+        _ip("192.168.9.5")]
+
+
+def test_routes_add_replace_list_delete(world):
+    world.node.add_macvlan("mv0", world.master, "bridge", world.pod_fd)
+    index = world.pod.link("mv0")["index"]
+    world.pod.set_up(index)
+    world.pod.add_address(index, _ip("192.168.9.5"), 24, None)
+
+    def default() -> list[dict]:
+        return [r for r in world.pod.routes() if r["plen"] == 0]
+    world.pod.add_route(b"\0\0\0\0", 0, _ip("192.168.9.1"), index)
+    assert default() == [{"dst": b"\0\0\0\0", "plen": 0, "gateway": _ip("192.168.9.1"),
+                          "oif": index, "protocol": RTPROT_BOOT}]
+    with pytest.raises(OSError) as taken:
+        world.pod.add_route(b"\0\0\0\0", 0, _ip("192.168.9.1"), index)
+    assert taken.value.errno == errno.EEXIST
+    world.pod.replace_route(b"\0\0\0\0", 0, _ip("192.168.9.2"), index)
+    assert [r["gateway"] for r in default()] == [_ip("192.168.9.2")]
+    world.pod.replace_route(_ip("10.9.9.9"), 32, None, index, protocol=217)
+    host_route = [r for r in world.pod.routes() if r["plen"] == 32]
+    assert host_route == [{"dst": _ip("10.9.9.9"), "plen": 32, "gateway": None,
+                           "oif": index, "protocol": 217}]
+    assert world.pod.delete_route(_ip("10.9.9.9"), 32, index) is True
+    assert world.pod.delete_route(_ip("10.9.9.9"), 32, index) is False
+    assert world.pod.delete_route(b"\0\0\0\0", 0, index) is True
+    assert default() == []
+    assert world.pod.delete_route(b"\0\0\0\0", 0) is False
