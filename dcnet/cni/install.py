@@ -22,9 +22,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import dcnet
 from dcnet.cni.config import NetConf, load_conf, pick_plugin
+from dcnet.sysio.files import atomic_write
 
 PLUGIN_NAME = "dcnet"
 FALLBACK_NAME = "dcnet-python"
@@ -82,18 +84,18 @@ def thin_client_text(exec_dir: str, fallback: str, python: str | None = None) ->
 
 
 def _write_atomic(target: str, text: str | None = None, build=None) -> None:
-    temporary = f"{target}.{os.getpid()}.tmp"
-    try:
-        if build is not None:
-            build(temporary)
-        else:
-            with open(temporary, "w") as handle:
-                handle.write(text)
-        os.chmod(temporary, 0o755)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    """Install ``text``, or what ``build(path)`` writes at a scratch path, as ``target``
+    (mode 0755, atomically)."""
+    if build is None:
+        atomic_write(target, text, mode=0o755, fsync=False)
+        return
+    with tempfile.TemporaryDirectory(prefix=".dcnet-build-",
+                                     dir=os.path.dirname(target) or ".") as scratch:
+        built = os.path.join(scratch, PLUGIN_NAME)
+        build(built)
+        with open(built, "rb") as handle:
+            data = handle.read()
+    atomic_write(target, data, mode=0o755, fsync=False)
 
 
 def install(bin_dir: str, python: str | None = None, client: str = "auto",

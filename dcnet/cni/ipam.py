@@ -15,6 +15,7 @@ import os
 
 from dcnet.cni import ip4
 from dcnet.cni.errors import ADDRESS_UNAVAILABLE, NO_FREE_ADDRESS, CniError
+from dcnet.sysio.files import atomic_write
 
 LAST_RESERVED = "last_reserved_ip.0"
 LOCK = "lock"
@@ -188,7 +189,4 @@ class Reservations:
             os.close(fd)
 
     def _write_replace(self, name: str, text: str) -> None:
-        temporary = f"{self.dir}/.{name}.tmp"
-        with open(temporary, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, f"{self.dir}/{name}")
+        atomic_write(f"{self.dir}/{name}", text, fsync=False)

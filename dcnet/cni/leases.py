@@ -21,6 +21,7 @@ import os
 import time
 
 from dcnet.cni import cjson
+from dcnet.sysio.files import atomic_write
 
 RECORD_VERSION = 1
 INFINITE = 0xFFFFFFFF
@@ -233,28 +234,6 @@ def record_lease_times(record: dict) -> dict | None:
 # ---------------------------------------------------------------- files
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or the new file only."""
-    directory = os.path.dirname(path)
-    temporary = f"{path}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(temporary, path)
-    except OSError:
-        os.unlink(temporary)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class _Dir:
     suffix = ".json"
 
@@ -290,7 +269,8 @@ class Journal(_Dir):
     def write(self, record: dict) -> None:
         self.ensure()
         record["updated"] = time.time()
-        write_atomic(self.path(record["containerID"], record["ifname"]), encode_record(record))
+        atomic_write(self.path(record["containerID"], record["ifname"]), encode_record(record),
+                     mode=0o600)
 
     def read(self, container_id: str, ifname: str) -> dict | None:
         path = self.path(container_id, ifname)
@@ -322,9 +302,9 @@ class ReleaseQueue(_Dir):
     def put(self, container_id: str, ifname: str, netns: str) -> str:
         self.ensure()
         path = self.path(container_id, ifname)
-        write_atomic(path, (cjson.dumps({"containerID": container_id, "ifname": ifname,
+        atomic_write(path, (cjson.dumps({"containerID": container_id, "ifname": ifname,
                                          "netns": netns, "queued": time.time()})
-                            + "\n").encode())
+                            + "\n").encode(), mode=0o600)
         return path
 
     def items(self) -> list[dict]:

@@ -14,6 +14,7 @@ import os
 
 from dcnet.cni import cjson, ip4
 from dcnet.cni.errors import TRY_AGAIN_LATER, CniError
+from dcnet.sysio.files import atomic_write
 
 
 class NodeState:
@@ -50,10 +51,7 @@ def write(path: str, data: dict) -> None:
     import json
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(temporary, path)
+    atomic_write(path, json.dumps(data, indent=1), fsync=False)
 
 
 def process_start_time(pid: int) -> int | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from dcnet.dns.render import NAMED_CONF, Bundle, render_named_conf
 from dcnet.sysio import proc
+from dcnet.sysio.files import atomic_write
 
 
 class BindError(RuntimeError):
@@ -65,20 +66,8 @@ def check_bundle(bundle: Bundle, staging_parent: str | None = None,
 
 
 def install_file(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (temporary file, fsync, rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` with ``text`` atomically (``dcnet.sysio.files.atomic_write``)."""
+    atomic_write(os.path.abspath(path), text, mode=0o644, fsync=True)
 
 
 @dataclass(frozen=True)

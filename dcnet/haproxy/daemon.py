@@ -13,12 +13,12 @@ import subprocess
 import time
 
 from dcnet.haproxy import limits
-from dcnet.haproxy.backend import atomic_write
 from dcnet.haproxy.check import ConfigInvalid, render_valid
 from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.runtime import HAProxyUnavailable, Runtime
 from dcnet.model import Model
 from dcnet.sysio import proc
+from dcnet.sysio.files import atomic_write
 
 
 def write_initial(model: Model, paths: Paths) -> None:

@@ -31,6 +31,7 @@ from pyroute2 import IPRoute
 from dcnet.lab.topology import Bridge, Endpoint, Process, Route, Topology, Veth
 from dcnet.sysio import netns as netns_mod
 from dcnet.sysio import proc
+from dcnet.sysio.files import atomic_write
 
 STATE_DIR = "/run/dcnet-lab"
 PREFIX_STEM = "dl"
@@ -384,10 +385,7 @@ class Lab:
         }
 
     def _write_state(self) -> None:
-        temporary = f"{self.state_file}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(self._state(), handle, indent=2)
-        os.replace(temporary, self.state_file)
+        atomic_write(self.state_file, json.dumps(self._state(), indent=2), fsync=False)
 
     def _remove_state_file(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -21,6 +21,8 @@ import shutil
 import tempfile
 from importlib import resources
 
+from dcnet.sysio.files import atomic_write
+
 KIND = {"nat": "NAT", "dr": "DR", "tun": "TUN"}
 
 
@@ -165,9 +167,5 @@ def _run_in_scratch(argv: list[str], ifnames: list[str]):
 
 
 def write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` with ``text`` (``dcnet.sysio.files.atomic_write``, fsynced)."""
+    atomic_write(path, text, fsync=True)

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dcnet.lvs.layout import ServiceLayout
+from dcnet.sysio.files import atomic_write
 
 DEFAULT_DIR = "/var/lib/dcnet/lvs"
 
@@ -102,17 +103,7 @@ class Store:
     def _write(self, name: str, data: Any) -> None:
         os.makedirs(self.directory, exist_ok=True)
         final = self.path(name)
-        tmp = f"{final}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        dfd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write(final, json.dumps(data, indent=1, sort_keys=True), fsync=True)
 
     # -- registry: {service: {ident: {"weight": int, "state": str}}}
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dcnet.sysio.files import atomic_write
+
 FORMAT = "dcnet-netbench-results"
 VERSION = 1
 RESULTS_FILE = "results.json"
@@ -91,11 +93,8 @@ class ResultFile:
         self.write()
 
     def write(self) -> None:
-        temporary = f"{self.path}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(self.data, handle, indent=1, sort_keys=False, allow_nan=True)
-            handle.write("\n")
-        os.replace(temporary, self.path)
+        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=False,
+                                           allow_nan=True) + "\n", fsync=False)
 
 
 def _loadavg() -> list[str]:

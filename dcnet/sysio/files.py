@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = 0o644,
@@ -27,8 +26,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = 0o644,
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                     dir=directory)
+    fd, temporary = _create_temporary(directory, os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -43,6 +41,19 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, mode: int = 0o644,
         raise
     if fsync:
         fsync_directory(directory)
+
+
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """A new file ``<directory>/.<name>.<random>.tmp`` (0600), as ``tempfile.mkstemp``
+    makes it; tempfile itself is not imported, because the CNI plugin's ADD path calls
+    ``atomic_write`` and must stay light."""
+    while True:
+        temporary = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                           0o600), temporary
+        except FileExistsError:
+            continue
 
 
 def fsync_directory(directory: str | os.PathLike) -> None:
