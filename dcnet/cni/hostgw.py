@@ -30,6 +30,7 @@ from dcnet.cni.errors import (
 from dcnet.cni.ipam import Reservations, pool
 from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, Netlink
 from dcnet.cni.version import to_canonical
+from dcnet.undo import Undo
 
 VETH_PREFIX = "dcn"
 POD_MAC_PREFIX = b"\x0a\x58"
@@ -55,26 +56,6 @@ def _pod_netlink(path: str) -> Netlink:
 
 def _log(text: str) -> None:
     sys.stderr.write(f"dcnet: {text}\n")
-
-
-class Undo:
-    """An explicit undo stack: ``push`` after each step, ``unwind`` on failure."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, object]] = []
-
-    def push(self, description: str, action) -> None:
-        self.steps.append((description, action))
-
-    def unwind(self) -> list[str]:
-        errors = []
-        while self.steps:
-            description, action = self.steps.pop()
-            try:
-                action()
-            except Exception as exc:  # keep unwinding; report at the end
-                errors.append(f"{description}: {exc}")
-        return errors
 
 
 class HostGw:

@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -32,6 +31,7 @@ from dcnet.lab.topology import Bridge, Endpoint, Process, Route, Topology, Veth
 from dcnet.sysio import netns as netns_mod
 from dcnet.sysio import proc
 from dcnet.sysio.files import atomic_write
+from dcnet.undo import Undo
 
 STATE_DIR = "/run/dcnet-lab"
 PREFIX_STEM = "dl"
@@ -71,12 +71,6 @@ def state_path(prefix: str) -> str:
     return os.path.join(STATE_DIR, f"{prefix}.json")
 
 
-@dataclass
-class _UndoStep:
-    description: str
-    action: Callable[[], Any]
-
-
 class Lab:
     """A live topology; use as ``with Lab(topology) as lab:``."""
 
@@ -91,7 +85,7 @@ class Lab:
         netns_mod.check_name(self.prefix)
         self.keep_logs = keep_logs
         self.log_dir: str | None = None
-        self._undo: list[_UndoStep] = []
+        self._undo = Undo()
         self._iproutes: dict[str, IPRoute] = {}
         self._processes: dict[str, subprocess.Popen] = {}
         self._previous_sigterm: Any = None
@@ -237,7 +231,7 @@ class Lab:
         raise LabBuildError(message) from exc
 
     def _push(self, description: str, action: Callable[[], Any]) -> None:
-        self._undo.append(_UndoStep(description, action))
+        self._undo.push(description, action)
 
     def _create_state_file(self) -> None:
         os.makedirs(STATE_DIR, exist_ok=True)
@@ -354,14 +348,7 @@ class Lab:
             return self._unwind()
 
     def _unwind(self) -> list[str]:
-        errors = []
-        while self._undo:
-            step = self._undo.pop()
-            try:
-                step.action()
-            except Exception as exc:
-                errors.append(f"{step.description}: {exc}")
-        return errors
+        return self._undo.unwind()
 
     def _close_iproute(self, host: str) -> None:
         handle = self._iproutes.pop(host, None)
