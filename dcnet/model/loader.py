@@ -170,7 +170,7 @@ def _read_carrier(problems: f.Problems, path: Path, data: object, read_text: Rea
         ok = False
     lines: dict = {}
     cidrs = (_read_cidr_file(problems, (*path, "cidrs"), cidr_file, read_text, files_dir,
-                             lines) if cidr_file else ())
+                             lines) if isinstance(cidr_file, str) else ())
     if not ok or cidrs is None:
         return None
     list_lines[name] = lines
