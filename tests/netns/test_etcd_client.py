@@ -1,6 +1,11 @@
-"""Contract tests of dcnet.sysio.etcd.Client against a real 3-member TLS etcd cluster in a
-lab (fixture ``etcd_cluster``): keys, transactions under concurrency, leases, watches
-with resume and compaction, TLS, auth and failover between members."""
+"""The contract of the etcd client interface (dcnet.sysio.etcd.Client's methods), one suite
+run against a real 3-member TLS etcd cluster in a lab (fixture ``etcd_cluster``) and
+parametrised over every implementation the code base uses in its place: ``Client``
+itself and the ELB agents' ``CountingClient`` wrapper (dcnet.elbstore.store). There is no
+in-memory fake of the client; a fake would join ``IMPLEMENTATIONS`` and pass the same
+tests. Covered: keys, transactions under concurrency, leases, watches with resume and
+compaction, auth and failover between members; TLS settings and a plain cluster are
+tested on ``Client`` alone (they are its construction, which wrappers do not change)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import time
 
 import pytest
 
+from dcnet.elbstore.store import CountingClient
 from dcnet.lab.etcd_lab import EtcdCluster, _Pki, etcd_hosts_topology, start_etcd_cluster
 from dcnet.sysio import netns as netns_mod
 from dcnet.sysio.etcd import (
@@ -24,8 +30,29 @@ from dcnet.sysio.etcd import (
 
 pytestmark = pytest.mark.netns
 
+IMPLEMENTATIONS = {"Client": lambda client: client, "CountingClient": CountingClient}
 
-def _follower(cluster: EtcdCluster) -> str:
+
+class _Implementation:
+    """The lab cluster, handing out clients of one implementation of the interface."""
+
+    def __init__(self, cluster: EtcdCluster, wrap):
+        self._cluster, self._wrap = cluster, wrap
+
+    def client(self, **kwargs):
+        return self._wrap(self._cluster.client(**kwargs))
+
+    def __getattr__(self, name: str):
+        return getattr(self._cluster, name)
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def cluster(request, etcd_cluster) -> _Implementation:
+    """``etcd_cluster`` whose ``client()`` makes the implementation under test."""
+    return _Implementation(etcd_cluster, IMPLEMENTATIONS[request.param])
+
+
+def _follower(cluster) -> str:
     """A running member that is not the leader."""
     for member in cluster.members:
         probe = cluster.client(endpoints=[cluster.member_endpoint(member)], prefix="")
@@ -35,11 +62,11 @@ def _follower(cluster: EtcdCluster) -> str:
     raise AssertionError("no follower found")
 
 
-def _member_at(cluster: EtcdCluster, endpoint: str) -> str:
+def _member_at(cluster, endpoint: str) -> str:
     return cluster.members[cluster.endpoints.index(endpoint)]
 
 
-def _client_on(cluster: EtcdCluster, member: str, **kwargs) -> Client:
+def _client_on(cluster, member: str, **kwargs):
     """A client whose first-choice endpoint is ``member`` (the others follow)."""
     first = cluster.member_endpoint(member)
     return cluster.client(endpoints=[first, *(e for e in cluster.endpoints if e != first)],
@@ -58,9 +85,9 @@ def _wait_until(predicate, timeout: float, what: str) -> None:
 # ---------------------------------------------------------------- keys
 
 
-def test_get_put_delete_and_prefixes(etcd_cluster):
-    client = etcd_cluster.client(prefix="/dcnet")
-    other = etcd_cluster.client(prefix="/other")
+def test_get_put_delete_and_prefixes(cluster):
+    client = cluster.client(prefix="/dcnet")
+    other = cluster.client(prefix="/other")
     assert client.get("/nodes/a") is None
     first = client.put("/nodes/a", "10.1.0.0/24")
     second = client.put("/nodes/b", b"\x00\xffbinary")
@@ -76,7 +103,7 @@ def test_get_put_delete_and_prefixes(etcd_cluster):
     client.put("/nodes/a", "changed")
     kv = client.get("/nodes/a")
     assert (kv.value, kv.version, kv.create_revision) == (b"changed", 2, first)
-    root = etcd_cluster.client(prefix="")
+    root = cluster.client(prefix="")
     assert root.get("/dcnet/nodes/a").value == b"changed"
     assert root.get("/other/nodes/zzz").value == b"not mine"
     assert client.delete("/nodes/a") is True
@@ -87,9 +114,9 @@ def test_get_put_delete_and_prefixes(etcd_cluster):
     assert other.get("/nodes/zzz").value == b"not mine"
 
 
-def test_create_race_has_exactly_one_winner(etcd_cluster):
+def test_create_race_has_exactly_one_winner(cluster):
     contenders = 12
-    clients = [_client_on(etcd_cluster, etcd_cluster.members[i % 3]) for i in range(contenders)]
+    clients = [_client_on(cluster, cluster.members[i % 3]) for i in range(contenders)]
     barrier = threading.Barrier(contenders)
     results: dict[int, bool | Exception] = {}
 
@@ -112,9 +139,9 @@ def test_create_race_has_exactly_one_winner(etcd_cluster):
     assert clients[0].get("/lock").version == 1
 
 
-def test_replace_is_compare_and_swap_without_lost_updates(etcd_cluster):
+def test_replace_is_compare_and_swap_without_lost_updates(cluster):
     writers, increments = 4, 10
-    clients = [_client_on(etcd_cluster, etcd_cluster.members[i % 3]) for i in range(writers)]
+    clients = [_client_on(cluster, cluster.members[i % 3]) for i in range(writers)]
     clients[0].put("/counter", "0")
     conflicts = [0] * writers
 
@@ -143,8 +170,8 @@ def test_replace_is_compare_and_swap_without_lost_updates(etcd_cluster):
     assert clients[0].get("/counter") is None
 
 
-def test_raw_txn_uses_plain_keys_and_values(etcd_cluster):
-    client = etcd_cluster.client()
+def test_raw_txn_uses_plain_keys_and_values(cluster):
+    client = cluster.client()
     client.put("/a", "1")
     ok, responses, revision = client.txn(
         [{"key": "/a", "target": "VALUE", "result": "EQUAL", "value": "1"}],
@@ -166,8 +193,8 @@ def test_raw_txn_uses_plain_keys_and_values(etcd_cluster):
 # ---------------------------------------------------------------- leases
 
 
-def test_lease_expires_without_keepalive(etcd_cluster):
-    client = etcd_cluster.client()
+def test_lease_expires_without_keepalive(cluster):
+    client = cluster.client()
     lease = client.lease_grant(2)
     client.put("/nodes/n1", "10.1.0.0/24", lease=lease)
     assert client.get("/nodes/n1").lease == lease
@@ -175,8 +202,8 @@ def test_lease_expires_without_keepalive(etcd_cluster):
     assert client.lease_keepalive(lease) == 0
 
 
-def test_lease_kept_alive_stays_and_revoke_deletes(etcd_cluster):
-    client = etcd_cluster.client()
+def test_lease_kept_alive_stays_and_revoke_deletes(cluster):
+    client = cluster.client()
     lease = client.lease_grant(2)
     assert client.create("/nodes/n1", "10.1.0.0/24", lease=lease) is True
     end = time.monotonic() + 5  # 2.5 TTLs
@@ -207,8 +234,8 @@ def _collect(client: Client, prefix: str, start: int, stop: threading.Event,
     return thread
 
 
-def test_watch_yields_revisions_in_order_and_stops(etcd_cluster):
-    client = etcd_cluster.client()
+def test_watch_yields_revisions_in_order_and_stops(cluster):
+    client = cluster.client()
     start = client.put("/elsewhere", "x") + 1
     stop = threading.Event()
     seen: list[tuple[int, list[Event]]] = []
@@ -234,10 +261,10 @@ def test_watch_yields_revisions_in_order_and_stops(etcd_cluster):
     assert all(e.kv.mod_revision == rev for rev, events in seen for e in events)
 
 
-def test_watch_resumes_after_disconnect_without_missing_anything(etcd_cluster):
-    watched_member = _follower(etcd_cluster)
-    watcher = _client_on(etcd_cluster, watched_member)
-    writer = _client_on(etcd_cluster, next(m for m in etcd_cluster.members
+def test_watch_resumes_after_disconnect_without_missing_anything(cluster):
+    watched_member = _follower(cluster)
+    watcher = _client_on(cluster, watched_member)
+    writer = _client_on(cluster, next(m for m in cluster.members
                                            if m != watched_member))
     start = writer.put("/svc/0", "0")
     stop = threading.Event()
@@ -245,8 +272,8 @@ def test_watch_resumes_after_disconnect_without_missing_anything(etcd_cluster):
     errors: list[Exception] = []
     thread = _collect(watcher, "/svc/", start, stop, seen, errors)
     _wait_until(lambda: len(seen) >= 1, 10, "first event seen")
-    assert watcher.status()["endpoint"] == etcd_cluster.member_endpoint(watched_member)
-    etcd_cluster.kill(watched_member)
+    assert watcher.status()["endpoint"] == cluster.member_endpoint(watched_member)
+    cluster.kill(watched_member)
     thread.join(timeout=15)
     assert not thread.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], EtcdUnavailable), errors
@@ -262,8 +289,8 @@ def test_watch_resumes_after_disconnect_without_missing_anything(etcd_cluster):
     assert [e.kv.key for _, events in seen for e in events] == [f"/svc/{i}" for i in range(7)]
 
 
-def test_watch_from_compacted_revision_raises_compacted(etcd_cluster):
-    client = etcd_cluster.client()
+def test_watch_from_compacted_revision_raises_compacted(cluster):
+    client = cluster.client()
     old = client.put("/svc/a", "1")
     latest = client.put("/svc/a", "2")
     client.compact(latest)
@@ -297,15 +324,15 @@ def test_plain_http_and_wrong_ca_and_no_client_cert_are_refused(etcd_cluster, tm
 # ---------------------------------------------------------------- auth
 
 
-def test_user_with_role_on_prefix_is_confined_to_it(etcd_cluster):
-    etcd_cluster.client(prefix="/dcnet").put("/svc/b/old", "kept")
-    etcd_cluster.enable_auth("root-secret")
-    admin = etcd_cluster.client(prefix="/dcnet")  # root, after enable_auth
+def test_user_with_role_on_prefix_is_confined_to_it(cluster):
+    cluster.client(prefix="/dcnet").put("/svc/b/old", "kept")
+    cluster.enable_auth("root-secret")
+    admin = cluster.client(prefix="/dcnet")  # root, after enable_auth
     admin.role_add("svc-a")
     admin.role_grant_prefix("svc-a", "/svc/a/", "readwrite")
     admin.user_add("svc-a", "a-secret")
     admin.user_grant_role("svc-a", "svc-a")
-    service = etcd_cluster.client(user="svc-a", password="a-secret", prefix="/dcnet")
+    service = cluster.client(user="svc-a", password="a-secret", prefix="/dcnet")
     assert service.put("/svc/a/backend1", "10.0.0.1") > 0
     assert service.get("/svc/a/backend1").value == b"10.0.0.1"
     assert service.create("/svc/a/backend2", "10.0.0.2") is True
@@ -319,19 +346,19 @@ def test_user_with_role_on_prefix_is_confined_to_it(etcd_cluster):
         next(service.watch_prefix("/svc/b/", 0))
     with pytest.raises(EtcdPermissionDenied):
         service.user_add("intruder", "x")
-    wrong = etcd_cluster.client(user="svc-a", password="wrong", prefix="/dcnet")
+    wrong = cluster.client(user="svc-a", password="wrong", prefix="/dcnet")
     with pytest.raises(EtcdPermissionDenied, match="authentication failed"):
         wrong.get("/svc/a/backend1")
     assert admin.get("/svc/b/old").value == b"kept"
     # simple tokens live in members' memory: after a full restart the client logs in again
-    etcd_cluster.stop_all()
-    etcd_cluster.start_all()
-    etcd_cluster.wait_healthy()
-    watcher = etcd_cluster.client(user="svc-a", password="a-secret", prefix="/dcnet")
+    cluster.stop_all()
+    cluster.start_all()
+    cluster.wait_healthy()
+    watcher = cluster.client(user="svc-a", password="a-secret", prefix="/dcnet")
     revision = watcher.get_prefix("/svc/a/")[1]  # logs in before the next restart
-    etcd_cluster.stop_all()
-    etcd_cluster.start_all()
-    etcd_cluster.wait_healthy()
+    cluster.stop_all()
+    cluster.start_all()
+    cluster.wait_healthy()
     assert service.get("/svc/a/backend1").value == b"10.0.0.1"
     # a watch with the dead token logs in again too (the stream refuses it, not the call)
     service.put("/svc/a/backend3", "10.0.0.3")
@@ -342,30 +369,30 @@ def test_user_with_role_on_prefix_is_confined_to_it(etcd_cluster):
 # ---------------------------------------------------------------- failover
 
 
-def test_killing_the_member_in_use_fails_over_to_another(etcd_cluster):
-    used = _follower(etcd_cluster)
-    client = _client_on(etcd_cluster, used)
+def test_killing_the_member_in_use_fails_over_to_another(cluster):
+    used = _follower(cluster)
+    client = _client_on(cluster, used)
     client.put("/a", "1")
-    assert client.status()["endpoint"] == etcd_cluster.member_endpoint(used)
-    etcd_cluster.kill(used)
+    assert client.status()["endpoint"] == cluster.member_endpoint(used)
+    cluster.kill(used)
     assert client.put("/a", "2") > 0
     assert client.get("/a").value == b"2"
-    assert _member_at(etcd_cluster, client.status()["endpoint"]) != used
+    assert _member_at(cluster, client.status()["endpoint"]) != used
 
 
-def test_no_member_reachable_raises_unavailable(etcd_cluster):
-    client = etcd_cluster.client(timeout=2.0)
+def test_no_member_reachable_raises_unavailable(cluster):
+    client = cluster.client(timeout=2.0)
     client.put("/a", "1")
-    for member in etcd_cluster.members:
-        etcd_cluster.kill(member)
+    for member in cluster.members:
+        cluster.kill(member)
     with pytest.raises(EtcdUnavailable) as caught:
         client.get("/a")
-    for endpoint in etcd_cluster.endpoints:
+    for endpoint in cluster.endpoints:
         assert endpoint in str(caught.value)
     with pytest.raises(EtcdUnavailable):
         next(client.watch_prefix("/", 0))
-    etcd_cluster.start_all()
-    etcd_cluster.wait_healthy()
+    cluster.start_all()
+    cluster.wait_healthy()
     assert client.get("/a").value == b"1"
 
 
