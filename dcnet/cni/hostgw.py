@@ -30,6 +30,7 @@ from dcnet.cni.errors import (
 from dcnet.cni.ipam import Reservations, pool
 from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, Netlink
 from dcnet.cni.version import to_canonical
+from dcnet.hashing import fnv1a_64
 from dcnet.undo import Undo
 
 VETH_PREFIX = "dcn"
@@ -40,10 +41,7 @@ DEFAULT_DST = "0.0.0.0/0"
 
 def host_veth_name(container_id: str, ifname: str) -> str:
     """Deterministic host-side name: 'dcn' + 48 bits of FNV-1a of id/ifname (15 chars)."""
-    value = 0xCBF29CE484222325
-    for byte in f"{container_id}/{ifname}".encode():
-        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return f"{VETH_PREFIX}{value >> 16:012x}"
+    return f"{VETH_PREFIX}{fnv1a_64(f'{container_id}/{ifname}') >> 16:012x}"
 
 
 def _pod_netlink(path: str) -> Netlink:

@@ -12,6 +12,7 @@ import os
 import socket
 
 from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, Netlink
+from dcnet.hashing import fnv1a_64
 from dcnet.sysio import netns
 
 TEMP_PREFIX = "dcnt"
@@ -19,16 +20,9 @@ RELEASE_PREFIX = "dcnr"
 IFF_UP = 1
 
 
-def _fnv(text: str) -> int:
-    value = 0xCBF29CE484222325
-    for byte in text.encode():
-        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return value
-
-
 def temp_name(prefix: str, container_id: str, ifname: str) -> str:
     """A 15-character link name unique per attachment (prefix + 44 bits of FNV-1a)."""
-    return f"{prefix}{_fnv(f'{container_id}/{ifname}') >> 20:011x}"
+    return f"{prefix}{fnv1a_64(f'{container_id}/{ifname}') >> 20:011x}"
 
 def write(path: str, text: str) -> None:
     with open(path, "w") as handle:
