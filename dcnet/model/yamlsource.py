@@ -110,6 +110,10 @@ class _Walker:
     def fail(self, node: yaml.Node, path: Path, message: str) -> YAMLSourceError:
         return YAMLSourceError(self.located.source, node.start_mark.line + 1, message, path)
 
+    def fail_at(self, path: Path, message: str) -> YAMLSourceError:
+        """A problem with an alias: named at the line that uses it, not its anchor's."""
+        return YAMLSourceError(self.located.source, self.located.line_of(path), message, path)
+
     def walk(self, node: yaml.Node, path: Path, depth: int) -> object:
         """The value of ``node``; sizes of walked collections are kept in ``done``."""
         if isinstance(node, yaml.ScalarNode):
@@ -120,7 +124,7 @@ class _Walker:
         if seen is not None:
             return self.reuse(node, path, seen)
         if key in self.active:
-            raise self.fail(node, path, "an alias refers to a collection that contains it "
+            raise self.fail_at(path, "an alias refers to a collection that contains it "
                             "(an alias loop)")
         if node.tag not in _COLLECTION_TAGS:
             raise self.fail(node, path, f"unsupported tag {node.tag!r} (plain lists and "
@@ -141,8 +145,12 @@ class _Walker:
         else:
             lines = self.lines
             value = []
+            done, active = self.done, self.active
             for i, item in enumerate(node.value):
-                lines[(*path, i)] = item.start_mark.line + 1
+                # an alias's node carries its anchor's line: the list's line is nearer
+                if type(item) is yaml.ScalarNode or (id(item) not in done
+                                                     and id(item) not in active):
+                    lines[(*path, i)] = item.start_mark.line + 1
                 value.append(self.walk(item, (*path, i), depth + 1))
         self.active.discard(key)
         self.done[key] = (value, self.nodes + self.aliased - before)
@@ -154,7 +162,7 @@ class _Walker:
         self.aliased += size
         budget = max(self.limits.alias_floor, self.nodes)
         if self.aliased > budget:
-            raise self.fail(node, path, f"aliases expand to more than {budget} nodes (the "
+            raise self.fail_at(path, f"aliases expand to more than {budget} nodes (the "
                             f"limit is {self.limits.alias_floor} or the number of nodes "
                             "written out, whichever is larger)")
         return value
