@@ -17,18 +17,19 @@ import sys
 import click
 
 from dcnet.cli.common import load_model_or_exit
-from dcnet.dns import bind, carriers, installed
-from dcnet.dns.layout import LayoutError
+from dcnet.dns import bind
+from dcnet.dns.backend import DNSTarget
 from dcnet.dns.output import render_to_directory
 from dcnet.dns.settings import from_env
+from dcnet.target import TargetError, TargetUnavailable
 
 EXIT_INVALID, EXIT_UNAVAILABLE = 1, 3
-DNS_ERRORS = (carriers.CarrierListError, LayoutError, bind.BindError,
-              installed.InstalledError)
+DNS_ERRORS = (*DNSTarget.refused_errors, TargetError)
 
 
 def fail(exc: Exception) -> None:
-    code = EXIT_UNAVAILABLE if isinstance(exc, bind.NamedDown) else EXIT_INVALID
+    code = (EXIT_UNAVAILABLE if isinstance(exc, bind.NamedDown | TargetUnavailable)
+            else EXIT_INVALID)
     click.echo(f"elbctl: dns: {exc}", err=True)
     sys.exit(code)
 
@@ -58,7 +59,9 @@ def render_dns(model_path: str, output_dir: str, force: bool, no_check: bool,
     if rndc_key is None and not os.path.exists(server.key_file or ""):
         server = dataclasses.replace(server, key_file=None)
     try:
-        written = render_to_directory(model, server, force=force, check=not no_check)
+        # the dns target's lock: never interleaved with an apply into the same directory
+        with DNSTarget(directory=settings.directory).lock(timeout=600):
+            written = render_to_directory(model, server, force=force, check=not no_check)
     except DNS_ERRORS as exc:
         fail(exc)
     bundle = written.bundle

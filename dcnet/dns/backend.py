@@ -1,21 +1,33 @@
 """The ``dns`` target of ``elbctl plan|apply``: BIND views kept in step with the model.
 
-State (what :meth:`DNSBackend.read` reports and :meth:`DNSBackend.desired` asks for):
+State (what :meth:`DNSTarget.read` reports and :meth:`DNSTarget.desired` asks for):
 ``server`` (the options and control channel, by digest), one ``acl`` per carrier list
 (prefix count and digest), one ``view`` per carrier (position and match), one ``zone`` per
 view (own file with SOA serial and content digest, or ``in-view`` of an earlier view).
 
-:meth:`DNSBackend.plan` refuses overlapping carrier lists and, unless forced, lists that
-change more than 30% of a carrier's installed prefixes; renders the bundle; and, when
-anything changes, runs named-checkzone and named-checkconf -z on a staged copy, so a bad
-configuration never reaches named. Its notes say which rndc commands apply will issue:
-``rndc reconfig`` when the server settings, an ACL, a view or a zone declaration changes,
-``rndc reload ZONE IN VIEW`` for each zone whose content changes.
+:meth:`DNSTarget.read` reads the BIND directory once (named.conf, its zone files and any
+other ``db.*`` file): the snapshot holds their texts, what they say, their fingerprint
+and today's date, so :meth:`DNSTarget.desired` (render with serials continuing from what
+is installed) is pure. :meth:`DNSTarget.plan` refuses overlapping carrier lists and,
+unless ``force``, lists that change more than 30% of a carrier's installed prefixes; and,
+when anything changes, runs named-checkzone and named-checkconf -z on a staged copy, so
+a bad configuration never reaches named. The plan's payload (:class:`DNSPayload`) holds
+the rendered bundle and the previous text of every file apply may touch; its notes say
+which rndc commands apply will issue.
 
-Applying: the first change checks that named answers rndc, then installs every file
-(each atomically, zone files first, named.conf last); each change then issues its rndc
-command (one reconfig at most). Undo puts the previous files back and issues the same
-commands again.
+Applying (only through :func:`dcnet.target.apply_plan`; nothing is kept on the instance
+between plan and apply, a fresh instance applies another's plan): :meth:`begin` checks
+that named answers rndc (else :class:`~dcnet.dns.bind.NamedDown`, nothing installed).
+The first change that needs ``rndc reconfig`` (server, ACL, view, a zone added, removed
+or declared differently) is the *named.conf step*: it installs the zone files of newly
+declared zones, then named.conf (each atomically), and issues the one reconfig. Every
+later change of those kinds checks that the installed named.conf carries it (read back,
+compared with the change) instead of writing it again. A zone whose content changes
+installs its own zone file and issues ``rndc reload ZONE IN VIEW``; a zone that loses its
+file removes it (after the reconfig). Which change does what is derived from the plan
+alone. A change that fails puts back what it wrote; undo of a change puts back the
+previous files it touched and re-issues its rndc command (the named.conf step's undo:
+previous named.conf, reconfig).
 """
 
 from __future__ import annotations
@@ -24,14 +36,17 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from dcnet.dns import bind, carriers, installed
-from dcnet.dns.layout import Layout, layout
+from dcnet.dns.layout import Layout, LayoutError, layout
 from dcnet.dns.output import client_lists
 from dcnet.dns.render import NAMED_CONF, Bundle, render
-from dcnet.dns.settings import Settings, from_env
-from dcnet.plan import Action, Backend, Change, Plan, State, diff
+from dcnet.dns.settings import OPTIONS, build
+from dcnet.plan import Action, Change, Plan, State, diff
+from dcnet.target.base import Snapshot, Target
 
 RECONFIG_KINDS = ("server", "acl", "view")
 
@@ -103,50 +118,108 @@ def rndc_commands(changes: Iterable[Change]) -> list[str]:
     return out
 
 
-class DNSBackend(Backend):
-    target = "dns"
+def conf_step(plan: Plan) -> Change | None:
+    """The change that installs named.conf and issues the one reconfig: the first change
+    of the plan that needs a reconfig (None: the plan needs none)."""
+    return next((c for c in plan.changes if needs_reconfig(c)), None)
+
+
+def declared_files(plan: Plan) -> tuple[str, ...]:
+    """Zone files named.conf newly declares (created zones, in-view -> own file): the
+    named.conf step installs them before named.conf, so reconfig finds them."""
+    out = []
+    for change in plan.changes:
+        new_file = (change.new or {}).get("file") if change.kind == "zone" else None
+        if new_file and new_file != (change.old or {}).get("file"):
+            out.append(new_file)
+    return tuple(out)
+
+
+def dropped_file(change: Change, bundle: Bundle) -> str | None:
+    """The zone file a zone change stops using (zone removed or now shared)."""
+    old_file = (change.old or {}).get("file") if change.kind == "zone" else None
+    return old_file if old_file and old_file not in bundle.zone_files else None
+
+
+@dataclass(frozen=True)
+class DNSSnapshot(Snapshot):
+    """One read of the BIND directory: the texts, what they say, and today's date."""
+
+    config: installed.InstalledConfig = field(default_factory=installed.InstalledConfig)
+    files: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    today: dt.date = dt.date.min
+
+
+@dataclass(frozen=True)
+class DNSPayload:
+    """What applying a DNS plan needs: the rendered files and, for every file apply may
+    write or remove, its text when the plan was read (None: absent)."""
+
+    bundle: Bundle
+    previous: Mapping[str, str | None]
+
+
+class DNSTarget(Target):
+    name = "dns"
     kind_order = ("server", "acl", "view", "zone")
+    options = OPTIONS
+    refused_errors = (carriers.CarrierListError, LayoutError, bind.BindError,
+                      installed.InstalledError)
+    unavailable_errors = (bind.NamedDown,)
 
-    def __init__(self, settings: Settings, today: dt.date | None = None):
-        self.settings = settings
-        self.directory = settings.directory
-        self.today = today
-        self.rndc = bind.Rndc(settings.server.key_file or "", settings.server.control_address,
-                              settings.server.control_port, settings.netns)
-        self.commands: list[str] = []           # rndc commands issued, in order
-        self._installed = installed.InstalledConfig()
-        self._bundle: Bundle | None = None
-        self._notes: tuple[str, ...] = ()
-        self._reset_apply()
+    def __init__(self, directory: str | None = None, force: bool = False,
+                 key_file: str | None = None, control: str | None = None,
+                 port: int | None = None, listen: str | None = None,
+                 ns_address: str | None = None, netns: str | None = None, *,
+                 today: dt.date | None = None):
+        self.settings = build(**{k: v for k, v in dict(
+            directory=directory, force=force, key_file=key_file, control=control,
+            port=port, listen=listen, ns_address=ns_address, netns=netns).items()
+            if v is not None})
+        self.directory = self.settings.directory
+        self.today = today      # None: the date of each read
+        server = self.settings.server
+        self.rndc = bind.Rndc(server.key_file or "", server.control_address,
+                              server.control_port, self.settings.netns)
+        self.commands: list[str] = []           # rndc commands issued, in order (a log)
+        self.file_writes = 0                    # files installed or removed
 
-    def _reset_apply(self) -> None:
-        self._backup: dict[str, str | None] | None = None
-        self._reconfigured = False
-        self._restored = False
-        self._undo_reconfigured = False
-        self._issued_at_install = 0
+    # -- session
+
+    def lock_path(self) -> str:
+        os.makedirs(self.directory, exist_ok=True)      # not 0700: named reads it
+        return os.path.join(self.directory, ".dcnet-dns.lock")
 
     # -- read / desire / plan
 
-    def read(self) -> State:
-        self._installed = installed.read_directory(self.directory)
-        return state_of_installed(self._installed)
+    def read(self, model=None) -> DNSSnapshot:
+        files = installed.read_files(self.directory)
+        config = installed.parse_files(files, self._path(NAMED_CONF))
+        return DNSSnapshot(state_of_installed(config), (),
+                           installed.files_digest(self.directory, files), config,
+                           MappingProxyType(files), self.today or dt.date.today())
 
-    def bundle(self, model) -> Bundle:
-        """Render the model with serials continuing from what is installed (pure given
-        the last :meth:`read`)."""
-        lay = layout(model)
-        return render(lay, self.settings.server, source=model.source,
-                      installed=self._installed.zone_files, today=self.today)
+    def current_digest(self, plan: Plan) -> str:
+        return installed.files_digest(self.directory, installed.read_files(self.directory))
 
-    def desired(self, model) -> State:
-        self._bundle = self.bundle(model)
-        return state_of_layout(self._bundle.layout, self._bundle)
+    def bundle(self, model, current: DNSSnapshot) -> Bundle:
+        """Render the model with serials continuing from what is installed (pure)."""
+        return render(layout(model), self.settings.server, source=model.source,
+                      installed=current.config.zone_files, today=current.today)
 
-    def check_carrier_lists(self, model) -> list[carriers.ListChange]:
+    def desired(self, model, current: DNSSnapshot) -> State:
+        bundle = self.bundle(model, current)
+        return state_of_layout(bundle.layout, bundle)
+
+    def check_carrier_lists(self, model, current: DNSSnapshot) -> list[carriers.ListChange]:
         carriers.check_overlaps(model.carriers)
-        return carriers.change_guard(self._installed.acls, client_lists(model),
+        return carriers.change_guard(current.config.acls, client_lists(model),
                                      force=self.settings.force)
+
+    def make_payload(self, current: DNSSnapshot, bundle: Bundle) -> DNSPayload:
+        names = set(current.files) | set(bundle.files())
+        return DNSPayload(bundle, MappingProxyType(
+            {name: current.files.get(name) for name in sorted(names)}))
 
     def plan(self, model) -> Plan:
         key = self.settings.server.key_file
@@ -154,27 +227,23 @@ class DNSBackend(Backend):
             raise bind.BindError(f"rndc key file {key} does not exist; create it with "
                                  f"'rndc-confgen -a -c {key}' and start named with the "
                                  "rendered named.conf (or set DCNET_DNS_RNDC_KEY)")
-        current = self.read()
-        forced = self.check_carrier_lists(model)
-        desired = self.desired(model)
-        changes = diff(current, desired)
-        assert self._bundle is not None
+        current = self.read(model)
+        forced = self.check_carrier_lists(model, current)
+        bundle = self.bundle(model, current)
+        changes = diff(current.state, state_of_layout(bundle.layout, bundle))
         if changes:
             os.makedirs(self.directory, exist_ok=True)
-            bind.check_bundle(self._bundle, self.directory, model.source)
-        notes = [*self._bundle.layout.notes,
+            bind.check_bundle(bundle, self.directory, model.source)
+        ordered = Plan.build(self.name, changes, self.kind_order).changes
+        notes = [*bundle.layout.notes,
                  *(f"forced: {c}" for c in forced),
-                 *(f"apply runs: {cmd}" for cmd in rndc_commands(
-                     Plan.build(self.target, changes, self.kind_order).changes))]
+                 *(f"apply runs: {cmd}" for cmd in rndc_commands(ordered))]
         if changes:
             notes.append("checked: named-checkzone and named-checkconf -z accept the "
                          "rendered files")
-        self._notes = tuple(notes)
-        self._reset_apply()
-        return Plan.build(self.target, changes, self.kind_order, self._notes)
-
-    def notes(self) -> tuple[str, ...]:
-        return self._notes
+        return Plan.build(self.name, changes, self.kind_order, tuple(notes),
+                          read_digest=current.digest, objects=len(current.state),
+                          payload=self.make_payload(current, bundle))
 
     # -- apply
 
@@ -188,86 +257,103 @@ class DNSBackend(Backend):
         except FileNotFoundError:
             return None
 
-    def _install(self) -> None:
-        """Check named answers, back up, then install every file of the bundle."""
-        if self._bundle is None:
-            raise RuntimeError("apply without a plan: call plan(model) first")
-        try:
-            self.rndc.status()
-        except bind.NamedDown as exc:
-            raise bind.NamedDown(f"{exc} Nothing was installed.") from None
-        old_files = [NAMED_CONF, *(d["file"] for d in self._installed.zones.values()
-                                   if d["file"])]
-        names = set(old_files) | set(self._bundle.files())
-        self._backup = {name: self._read_text(name) for name in sorted(names)}
-        self._issued_at_install = len(self.commands)
-        for name, text in self._bundle.zone_files.items():
-            if self._backup.get(name) != text:
-                bind.install_file(self._path(name), text)
-        if self._backup.get(NAMED_CONF) != self._bundle.named_conf:
-            bind.install_file(self._path(NAMED_CONF), self._bundle.named_conf)
+    def _put(self, name: str, text: str | None) -> None:
+        """Make file ``name`` hold ``text`` (None: absent); no write when it already does."""
+        if text is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(name))
+                self.file_writes += 1
+        elif self._read_text(name) != text:
+            bind.install_file(self._path(name), text)
+            self.file_writes += 1
 
     def _rndc(self, command: str, *args: str) -> None:
         getattr(self.rndc, command)(*args)
         self.commands.append(" ".join(["rndc", command, *args[:1],
                                        *(["IN", args[1]] if len(args) > 1 else [])]))
 
-    def apply_change(self, change: Change) -> None:
-        issued = len(self.commands)
+    def counters(self) -> dict[str, int]:
+        return {"rndc": len(self.commands), "files": self.file_writes}
+
+    def begin(self, plan: Plan) -> None:
         try:
-            if self._backup is None:
-                self._install()
-            if needs_reconfig(change) and not self._reconfigured:
+            self.rndc.status()
+        except bind.NamedDown as exc:
+            raise bind.NamedDown(f"{exc} Nothing was installed.") from None
+
+    def _touched(self, change: Change, plan: Plan) -> list[str]:
+        """The files ``change`` writes or removes, in write order (see the docstring)."""
+        bundle: Bundle = plan.payload.bundle
+        names = []
+        if change == conf_step(plan):
+            names += [*declared_files(plan), NAMED_CONF]
+        if needs_reload(change) and change.new["file"] not in names:
+            names.append(change.new["file"])
+        dropped = dropped_file(change, bundle)
+        if dropped:
+            names.append(dropped)
+        return names
+
+    def apply_change(self, change: Change, plan: Plan) -> None:
+        bundle: Bundle = plan.payload.bundle
+        is_conf = change == conf_step(plan)
+        written: list[str] = []
+        reconfigured = False
+        try:
+            if is_conf:
+                for name in [*declared_files(plan), NAMED_CONF]:
+                    written.append(name)
+                    self._put(name, bundle.files()[name])
                 self._rndc("reconfig")
-                self._reconfigured = True
+                reconfigured = True
             if needs_reload(change):
+                name = change.new["file"]
+                written.append(name)
+                self._put(name, bundle.zone_files[name])
                 self._rndc("reload", change.key[1], change.key[0])
         except Exception:
-            if self._applied_none(issued):
-                self._restore_files()   # named loaded nothing new: put the files back
+            self._put_back(written, plan, reconfig=reconfigured)
             raise
-        self._remove_stale_file(change)
+        dropped = dropped_file(change, bundle)
+        if dropped:
+            self._put(dropped, None)
+        if needs_reconfig(change) and not is_conf:
+            self._check_installed(change)
 
-    def _applied_none(self, issued_before: int) -> bool:
-        since_install = self.commands[self._issued_at_install:issued_before]
-        return self._backup is not None and not self._reconfigured and not any(
-            c.startswith("rndc reload") for c in since_install)
+    def _check_installed(self, change: Change) -> None:
+        """A change the named.conf step carried: the installed files must say so."""
+        state = state_of_installed(installed.read_directory(self.directory))
+        have = state.get((change.kind, change.key))
+        if (dict(have) if have is not None else None) != change.new:
+            raise bind.BindError(
+                f"the installed {NAMED_CONF} does not carry {change.describe()} (it has "
+                f"{have}); was the BIND directory changed during the apply?")
 
-    def _remove_stale_file(self, change: Change) -> None:
-        """After reconfig: the zone file a zone no longer uses (removed or now shared)."""
-        if change.kind != "zone" or self._bundle is None:
-            return
-        old_file = (change.old or {}).get("file")
-        if old_file and old_file not in self._bundle.zone_files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path(old_file))
-
-    def undo_change(self, change: Change) -> None:
-        if self._backup is None:
-            return                      # nothing was installed
-        self._restore_files()
-        if needs_reconfig(change) and not self._undo_reconfigured:
+    def _put_back(self, names: Iterable[str], plan: Plan, reconfig: bool) -> None:
+        """Restore ``names`` to their previous texts (deletions after the reconfig)."""
+        previous: Mapping[str, str | None] = plan.payload.previous
+        names = list(dict.fromkeys(names))
+        for name in names:
+            if previous.get(name) is not None:
+                self._put(name, previous[name])
+        if reconfig:
             self._rndc("reconfig")
-            self._undo_reconfigured = True
-        if change.action is Action.UPDATE and (change.old or {}).get("file"):
-            self._rndc("reload", change.key[1], change.key[0])
+        for name in names:
+            if previous.get(name) is None:
+                self._put(name, None)
 
-    def _restore_files(self) -> None:
-        """Put back every file as it was before the install (once)."""
-        if self._backup is None or self._restored:
+    def undo_change(self, change: Change, plan: Plan) -> None:
+        """Put back the previous files ``change`` touched and re-issue its command: the
+        named.conf step restores named.conf (and the zone files it installed, removed
+        after the reconfig) and reconfigs; it is undone last, so the other changes only
+        restore the texts they replaced or removed, and a zone whose declaration did not
+        change is reloaded from its previous file."""
+        touched = self._touched(change, plan)
+        if change == conf_step(plan):
+            self._put_back(touched, plan, reconfig=True)
             return
-        for name, text in self._backup.items():
-            if text is None:
-                if os.path.exists(self._path(name)):
-                    os.unlink(self._path(name))
-            elif self._read_text(name) != text:
-                bind.install_file(self._path(name), text)
-        self._restored = True
-
-
-def backend(**options) -> DNSBackend:
-    """Factory for :mod:`dcnet.backends`: options from ``elbctl`` (see
-    :mod:`dcnet.dns.cli`), else DCNET_DNS_* environment variables."""
-    from dcnet.dns.cli import current_options
-
-    return DNSBackend(from_env(**{**current_options(), **options}))
+        previous = plan.payload.previous
+        self._put_back([n for n in touched if previous.get(n) is not None], plan,
+                       reconfig=False)
+        if needs_reload(change) and not needs_reconfig(change):
+            self._rndc("reload", change.key[1], change.key[0])

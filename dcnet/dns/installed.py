@@ -3,15 +3,20 @@
 dcnet renders named.conf and the zone files in a fixed format (``templates/``), so it can
 read them back: the server settings digest, each carrier ACL's prefixes, the views in
 order, each view's zone declarations (own file or ``in-view``), and every zone file's SOA
-serial and content digest. That is the "current state" of the DNS back end and the
+serial and content digest. That is the "current state" of the DNS target and the
 memory that keeps serials stable. A named.conf that dcnet did not write is refused.
+:func:`read_files` reads the texts (the only I/O here), :func:`files_digest` fingerprints
+them (is a plan stale?) and :func:`parse_files` reads them (pure).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dcnet.dns.render import NAMED_CONF
@@ -22,7 +27,7 @@ _SERVER = re.compile(r"^// dcnet-dns server (\S+)$")
 _ACL = re.compile(r'^acl "carrier-([^"]+)" \{$')
 _VIEW = re.compile(r'^view "([^"]+)" \{$')
 _MATCH = re.compile(r'^\s+match-clients \{ "?([^";]+)"?; \};$')
-_ZONE_FILE = re.compile(r'^\s+zone "([^"]+)" \{ type primary; file "([^"]+)"; \};$')
+_ZONE_FILE = re.compile(r'^\s+zone "([^"]+)" \{ type primary; file "([^"]+)"; \};$', re.M)
 _ZONE_SHARED = re.compile(r'^\s+zone "([^"]+)" \{ in-view "([^"]+)"; \};$')
 _DIGEST = re.compile(r"^; dcnet-dns digest (\S+)$", re.M)
 _SOA = re.compile(r"^@ IN SOA \S+ \S+ \( (\d+) ", re.M)
@@ -85,23 +90,55 @@ def parse_zone_file(text: str) -> Installed | None:
     return Installed(int(soa.group(1)), digest.group(1) if digest else None)
 
 
-def read_directory(directory: str) -> InstalledConfig:
-    """What ``directory`` holds; an empty config when there is no named.conf yet."""
-    path = os.path.join(directory, NAMED_CONF)
+def _read(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+            return fh.read()
     except FileNotFoundError:
+        return None
+
+
+def read_files(directory: str) -> dict[str, str]:
+    """The texts dcnet owns in ``directory``: named.conf, the zone files it declares and
+    any other ``db.*`` file (a zone file no longer declared), by file name."""
+    files: dict[str, str] = {}
+    conf = _read(os.path.join(directory, NAMED_CONF))
+    names: set[str] = set()
+    if conf is not None:
+        files[NAMED_CONF] = conf
+        names.update(m.group(2) for m in _ZONE_FILE.finditer(conf))
+    with contextlib.suppress(FileNotFoundError):
+        names.update(n for n in os.listdir(directory) if n.startswith("db."))
+    for name in sorted(names):
+        if os.path.basename(name) != name:
+            continue            # dcnet only writes plain names in its own directory
+        text = _read(os.path.join(directory, name))
+        if text is not None:
+            files[name] = text
+    return files
+
+
+def files_digest(directory: str, files: Mapping[str, str]) -> str:
+    """The fingerprint of what :func:`read_files` found (and where)."""
+    h = hashlib.sha256(os.path.abspath(directory).encode())
+    for name in sorted(files):
+        h.update(b"\0" + name.encode() + b"\0" + files[name].encode())
+    return h.hexdigest()[:16]
+
+
+def parse_files(files: Mapping[str, str], where: str = NAMED_CONF) -> InstalledConfig:
+    """What :func:`read_files`' texts say (pure); empty when there is no named.conf."""
+    if NAMED_CONF not in files:
         return InstalledConfig()
-    config = parse_named_conf(text, path)
+    config = parse_named_conf(files[NAMED_CONF], where)
     for key, decl in config.zones.items():
-        if decl["file"] is None:
-            continue
-        try:
-            with open(os.path.join(directory, decl["file"]), encoding="utf-8") as fh:
-                found = parse_zone_file(fh.read())
-        except FileNotFoundError:
-            found = None
+        text = files.get(decl["file"]) if decl["file"] else None
+        found = parse_zone_file(text) if text is not None else None
         if found is not None:
             config.zone_files[key] = found
     return config
+
+
+def read_directory(directory: str) -> InstalledConfig:
+    """What ``directory`` holds; an empty config when there is no named.conf yet."""
+    return parse_files(read_files(directory), os.path.join(directory, NAMED_CONF))

@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import jinja2
 
@@ -48,7 +49,8 @@ class ServerOptions:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A rendered configuration: file name -> text, and each declared zone's serial."""
+    """A rendered configuration: file name -> text, and each declared zone's serial
+    (immutable: :func:`render` gives read-only mappings, so a plan can carry it)."""
 
     layout: Layout
     options: ServerOptions
@@ -100,5 +102,6 @@ def render(layout: Layout, options: ServerOptions, *, source: str = "the model",
         serial = next_serial(decl.key, decl.data.digest(), installed, today)
         serials[decl.key] = serial
         zone_files[decl.file] = render_zone(decl, serial, options, source)
-    return Bundle(layout, options, render_named_conf(layout, options, source), zone_files,
-                  serials, server_digest(options))
+    return Bundle(layout, options, render_named_conf(layout, options, source),
+                  MappingProxyType(zone_files), MappingProxyType(serials),
+                  server_digest(options))

@@ -1,12 +1,20 @@
-"""Where the DNS back end's settings come from: click options, else DCNET_DNS_* variables.
+"""The DNS target's settings: its options (flags and DCNET_DNS_* variables) in one place.
 
-``DCNET_DNS_DIR`` (the BIND directory holding named.conf and the zone files; default
-``/etc/bind/dcnet``), ``DCNET_DNS_RNDC_KEY`` (default ``<dir>/rndc.key``),
-``DCNET_DNS_CONTROL`` (rndc address and port, default ``127.0.0.1:953``),
-``DCNET_DNS_PORT`` (53), ``DCNET_DNS_LISTEN`` (comma-separated IPv4 listen addresses,
-default ``any``), ``DCNET_DNS_NS_ADDRESS`` (the zone's NS address, default 127.0.0.1),
-``DCNET_DNS_NETNS`` (run rndc inside this network namespace) and ``DCNET_DNS_FORCE``
-(``1`` lets a carrier list change more than 30%).
+:data:`OPTIONS` declares every setting as a :class:`dcnet.target.Option` (keyword, flag,
+environment variable, default): ``elbctl plan|apply --target dns`` builds its flags from
+them and :func:`dcnet.target.registry.create` resolves given value -> variable ->
+default, so the target itself never reads the environment. :func:`build` turns resolved
+values into :class:`Settings` (pure); :func:`from_env` is the same for callers outside
+the target contract (``elbctl render dns``, the demo, the benchmark).
+
+``directory`` (``--dns-dir``, ``DCNET_DNS_DIR``: the BIND directory holding named.conf
+and the zone files; default ``/etc/bind/dcnet``), ``key_file`` (``DCNET_DNS_RNDC_KEY``,
+default ``<dir>/rndc.key``), ``control`` (``DCNET_DNS_CONTROL``: rndc address and port,
+default ``127.0.0.1:953``), ``port`` (``DCNET_DNS_PORT``, 53), ``listen``
+(``DCNET_DNS_LISTEN``: comma-separated IPv4 listen addresses, default ``any``),
+``ns_address`` (``DCNET_DNS_NS_ADDRESS``: the zone's NS address, default 127.0.0.1),
+``netns`` (``DCNET_DNS_NETNS``: run rndc inside this network namespace) and ``force``
+(elbctl's ``--force`` or ``DCNET_DNS_FORCE=1``: a carrier list may change more than 30%).
 """
 
 from __future__ import annotations
@@ -16,8 +24,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dcnet.dns.render import ServerOptions
+from dcnet.target.base import Option, TargetError
 
 DEFAULT_DIR = "/etc/bind/dcnet"
+DEFAULT_CONTROL = "127.0.0.1:953"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("directory", "dns-dir", "BIND directory holding named.conf and the zone files.",
+           str, DEFAULT_DIR, "DCNET_DNS_DIR", path=True),
+    Option("force", "", "Let a carrier list change more than 30% of its installed prefixes.",
+           bool, False, "DCNET_DNS_FORCE", is_flag=True),
+    Option("key_file", "dns-rndc-key", "rndc key file (default <dns-dir>/rndc.key).",
+           str, None, "DCNET_DNS_RNDC_KEY", path=True),
+    Option("control", "dns-control", "rndc control channel ADDRESS:PORT.",
+           str, DEFAULT_CONTROL, "DCNET_DNS_CONTROL"),
+    Option("port", "dns-port", "Port named answers on.", int, 53, "DCNET_DNS_PORT"),
+    Option("listen", "dns-listen", "Comma-separated IPv4 addresses named listens on.",
+           str, "any", "DCNET_DNS_LISTEN"),
+    Option("ns_address", "dns-ns-address", "Address of the zones' own NS record.",
+           str, "127.0.0.1", "DCNET_DNS_NS_ADDRESS"),
+    Option("netns", "dns-netns", "Run rndc inside this network namespace.",
+           str, None, "DCNET_DNS_NETNS"),
+)
 
 
 @dataclass(frozen=True)
@@ -31,30 +59,43 @@ class Settings:
 def _split_control(text: str) -> tuple[str, int]:
     address, _, port = text.rpartition(":")
     if not address or not port.isdigit():
-        raise ValueError(f"DCNET_DNS_CONTROL must be ADDRESS:PORT, not {text!r}")
+        raise TargetError(f"dns: the rndc control channel must be ADDRESS:PORT "
+                          f"(--dns-control, $DCNET_DNS_CONTROL), not {text!r}")
     return address, int(port)
 
 
-def from_env(env: Mapping[str, str] | None = None, **overrides) -> Settings:
-    """Settings from ``overrides`` (None values ignored), then ``env``, then defaults."""
-    env = os.environ if env is None else env
-    given = {k: v for k, v in overrides.items() if v is not None}
-    directory = os.path.abspath(given.get("directory") or env.get("DCNET_DNS_DIR")
-                                or DEFAULT_DIR)
-    key_file = (given.get("key_file") or env.get("DCNET_DNS_RNDC_KEY")
-                or os.path.join(directory, "rndc.key"))
-    control = given.get("control") or env.get("DCNET_DNS_CONTROL") or "127.0.0.1:953"
-    address, control_port = _split_control(control)
-    listen = given.get("listen") or env.get("DCNET_DNS_LISTEN") or "any"
+def build(directory: str = DEFAULT_DIR, key_file: str | None = None,
+          control: str = DEFAULT_CONTROL, port: int = 53, listen: str = "any",
+          ns_address: str = "127.0.0.1", netns: str | None = None,
+          force: bool = False) -> Settings:
+    """Settings from resolved option values (pure: no environment)."""
+    directory = os.path.abspath(directory or DEFAULT_DIR)
+    address, control_port = _split_control(control or DEFAULT_CONTROL)
     server = ServerOptions(
         directory=directory,
-        port=int(given.get("port") or env.get("DCNET_DNS_PORT") or 53),
-        listen=tuple(a.strip() for a in listen.split(",") if a.strip()),
-        key_file=key_file or None,
+        port=int(port or 53),
+        listen=tuple(a.strip() for a in (listen or "any").split(",") if a.strip()),
+        key_file=key_file or os.path.join(directory, "rndc.key"),
         control_address=address,
         control_port=control_port,
-        ns_address=given.get("ns_address") or env.get("DCNET_DNS_NS_ADDRESS") or "127.0.0.1",
+        ns_address=ns_address or "127.0.0.1",
     )
-    force = bool(given.get("force")) or env.get("DCNET_DNS_FORCE", "") in ("1", "yes", "true")
-    return Settings(directory, server, given.get("netns") or env.get("DCNET_DNS_NETNS") or None,
-                    force)
+    return Settings(directory, server, netns or None, bool(force))
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Settings from ``overrides`` (None values ignored), then ``env``'s DCNET_DNS_*
+    variables (as :data:`OPTIONS` names them), then the defaults."""
+    env = os.environ if env is None else env
+    values = {}
+    for opt in OPTIONS:
+        value = overrides.pop(opt.name, None)
+        if value is None and opt.envvar and env.get(opt.envvar):
+            raw = env[opt.envvar]
+            value = (raw.strip().lower() in ("1", "true", "yes", "on") if opt.is_flag
+                     else opt.type(raw))
+        if value is not None:
+            values[opt.name] = value
+    if overrides:
+        raise TypeError(f"unknown DNS settings: {', '.join(sorted(overrides))}")
+    return build(**values)

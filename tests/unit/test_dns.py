@@ -1,22 +1,41 @@
-"""Unit tests of carrier-aware DNS: layout, rendering, serials, list checks, plan logic."""
+"""Unit tests of carrier-aware DNS: layout, rendering, serials, list checks, plan logic.
+
+The plan tests drive the real :meth:`DNSTarget.plan` on a BIND directory in a temporary
+directory (named-checkzone / named-checkconf -z run on the staged copy; no named runs:
+applying against a real named is tests/netns/test_dns.py's job).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+from types import MappingProxyType
 
 import pytest
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
+from dcnet.dns import bind
 from dcnet.dns import carriers as lists
-from dcnet.dns.backend import needs_reconfig, rndc_commands, state_of_installed, state_of_layout
+from dcnet.dns.backend import (
+    DNSTarget,
+    conf_step,
+    needs_reconfig,
+    rndc_commands,
+    state_of_installed,
+    state_of_layout,
+)
 from dcnet.dns.installed import InstalledError, parse_named_conf, parse_zone_file
 from dcnet.dns.layout import LayoutError, layout
+from dcnet.dns.output import render_to_directory
 from dcnet.dns.render import ServerOptions, render
 from dcnet.dns.serial import Installed, next_serial
 from dcnet.model import parse_model
-from dcnet.plan import Plan, diff
+from dcnet.plan import Action, diff
+from dcnet.sysio import proc
+from dcnet.target import StalePlan, TargetError, TooMuchChange, apply_plan, registry
+from dcnet.target.registry import resolve_options
 from tests.unit.model_fixtures import JOB_A, model_text, read_file
 
 pytestmark = pytest.mark.unit
@@ -249,22 +268,43 @@ def test_change_guard_passes_when_forced_and_reports_what_it_let_through():
 # -- plan logic
 
 
-def installed_state(b):
-    config = parse_named_conf(b.named_conf)
-    config.zone_files = {k: parse_zone_file(b.zone_files[d["file"]])
-                         for k, d in config.zones.items() if d["file"]}
-    return config, state_of_installed(config)
+@pytest.fixture(scope="module")
+def rndc_key(tmp_path_factory) -> str:
+    """A real rndc key (named-checkconf reads the include)."""
+    path = str(tmp_path_factory.mktemp("key") / "rndc.key")
+    proc.run(["rndc-confgen", "-a", "-c", path, "-k", "rndc-key"])
+    return path
 
 
-def plan_between(before_model, after_model):
-    before = bundle_of(before_model)
-    config, current = installed_state(before)
-    after = bundle_of(after_model, config.zone_files)
-    changes = diff(current, state_of_layout(after.layout, after))
-    return Plan.build("dns", changes, ("server", "acl", "view", "zone"))
+@pytest.fixture
+def bind_dir(tmp_path) -> str:
+    return str(tmp_path / "bind")
 
 
-def test_changing_one_service_vip_reloads_only_that_view_zone():
+def install(m, directory: str, key: str) -> None:
+    """Render ``m`` into ``directory`` as ``elbctl render dns`` does (unchecked)."""
+    render_to_directory(m, ServerOptions(directory, key_file=key), check=False)
+
+
+def target(directory: str, key: str, **options) -> DNSTarget:
+    return DNSTarget(directory=directory, key_file=key, today=TODAY, **options)
+
+
+def files_of(directory: str) -> dict:
+    return {n: open(os.path.join(directory, n)).read() for n in sorted(os.listdir(directory))
+            if n.startswith(("named.conf", "db."))}
+
+
+@pytest.fixture
+def plan_between(bind_dir, rndc_key):
+    """The real plan of ``after_model`` against ``before_model`` installed."""
+    def plan_between(before_model, after_model, **options):
+        install(before_model, bind_dir, rndc_key)
+        return target(bind_dir, rndc_key, **options).plan(after_model)
+    return plan_between
+
+
+def test_changing_one_service_vip_reloads_only_that_view_zone(plan_between):
     def move(data):
         data["services"][0]["vips"]["telecom"] = "198.51.100.12"
     plan = plan_between(model(), model(move))
@@ -272,20 +312,15 @@ def test_changing_one_service_vip_reloads_only_that_view_zone():
     assert rndc_commands(plan.changes) == ["rndc reload elb.internal IN telecom"]
 
 
-def test_a_new_carrier_view_needs_reconfig_and_no_reload():
-    def add_mobile(data):
-        data["carriers"].insert(2, {"name": "mobile", "uplink": "cm0",
-                                    "gateway": "198.51.100.129", "table": 103,
-                                    "vip_ranges": ["198.51.100.128/26"], "cidrs": "mobile.txt"})
-    files = {**FILES, "mobile.txt": "192.0.2.128/26\n"}
-    plan = plan_between(model(), model(add_mobile, files=files))
+def test_a_new_carrier_view_needs_reconfig_and_no_reload(plan_between):
+    plan = plan_between(model(), model(add_mobile, files=MOBILE_FILES))
     assert {(c.action.value, c.kind, c.key) for c in plan.changes} >= {
         ("create", "acl", ("mobile",)), ("create", "view", ("mobile",)),
         ("create", "zone", ("mobile", "elb.internal"))}
     assert rndc_commands(plan.changes) == ["rndc reconfig"]
 
 
-def test_unsharing_a_zone_needs_reconfig_then_a_reload():
+def test_unsharing_a_zone_needs_reconfig_then_a_reload(plan_between):
     def unicom_vip(data):
         data["services"][1]["vips"]["unicom"] = "198.51.100.70"
     plan = plan_between(model(), model(unicom_vip))
@@ -295,8 +330,123 @@ def test_unsharing_a_zone_needs_reconfig_then_a_reload():
                                            "rndc reload elb.internal IN unicom"]
 
 
-def test_unchanged_model_plans_nothing():
+def test_unchanged_model_plans_nothing(plan_between):
     assert plan_between(model(), model()).empty
+
+
+def add_mobile(data):
+    data["carriers"].insert(2, {"name": "mobile", "uplink": "cm0",
+                                "gateway": "198.51.100.129", "table": 103,
+                                "vip_ranges": ["198.51.100.128/26"], "cidrs": "mobile.txt"})
+
+
+MOBILE_FILES = {**FILES, "mobile.txt": "192.0.2.128/26\n"}
+
+
+def move_telecom(data):
+    data["services"][0]["vips"]["telecom"] = "198.51.100.12"
+
+
+def test_plan_notes_say_what_apply_runs_and_that_bind_accepted_the_files(plan_between):
+    plan = plan_between(model(), model(move_telecom))
+    assert "apply runs: rndc reload elb.internal IN telecom" in plan.notes
+    assert ("checked: named-checkzone and named-checkconf -z accept the rendered files"
+            in plan.notes)
+    assert plan.objects == 9 and plan.read_digest
+
+
+def test_a_config_bind_rejects_fails_the_plan(bind_dir, rndc_key):
+    install(model(), bind_dir, rndc_key)
+    with pytest.raises(bind.BindError, match="named-checkconf -z failed"):
+        target(bind_dir, rndc_key, listen="no-such-acl").plan(model(move_telecom))
+
+
+def test_plan_keeps_nothing_on_the_instance_and_carries_an_immutable_payload(bind_dir,
+                                                                               rndc_key):
+    install(model(), bind_dir, rndc_key)
+    t = target(bind_dir, rndc_key)
+    before = dict(vars(t))
+    plan = t.plan(model(move_telecom))
+    assert vars(t) == before
+    payload = plan.payload
+    assert isinstance(payload.previous, MappingProxyType)
+    assert isinstance(payload.bundle.zone_files, MappingProxyType)
+    assert dict(payload.previous) == {**files_of(bind_dir)}         # every file, as read
+    with pytest.raises(TypeError):
+        payload.previous["named.conf"] = ""                          # type: ignore[index]
+
+
+def test_desired_is_pure_given_the_snapshot(bind_dir, rndc_key):
+    install(model(), bind_dir, rndc_key)
+    t = target(bind_dir, rndc_key)
+    snapshot = t.read(None)
+    os.unlink(os.path.join(bind_dir, "named.conf"))                 # no I/O after the read
+    assert t.desired(model(), snapshot) == t.desired(model(), snapshot)
+    assert diff(snapshot.state, t.desired(model(), snapshot)) == []
+
+
+def test_a_stale_plan_is_refused_by_a_fresh_instance_and_changes_nothing(bind_dir, rndc_key):
+    install(model(), bind_dir, rndc_key)
+    plan = target(bind_dir, rndc_key).plan(model(move_telecom))
+    assert not plan.empty
+
+    def unicom_vip(data):
+        data["services"][1]["vips"]["unicom"] = "198.51.100.70"
+    install(model(unicom_vip), bind_dir, rndc_key)          # someone else, outside the lock
+    tampered = files_of(bind_dir)
+    fresh = target(bind_dir, rndc_key)
+    with pytest.raises(StalePlan, match="changed since the plan"):
+        apply_plan(fresh, plan)
+    assert files_of(bind_dir) == tampered and fresh.commands == []
+
+
+def test_the_change_guard_refuses_a_big_delete_without_force(bind_dir, rndc_key):
+    install(model(add_mobile, files=MOBILE_FILES), bind_dir, rndc_key)
+    before = files_of(bind_dir)
+
+    def telecom_only(data):
+        del data["carriers"][1]                                 # unicom
+        for s in data["services"]:
+            s["vips"].pop("unicom", None)
+    with pytest.raises(lists.CarrierListError, match="unicom"):   # the carrier-list guard
+        target(bind_dir, rndc_key).plan(model(telecom_only))
+    plan = target(bind_dir, rndc_key, force=True).plan(model(telecom_only))
+    assert plan.objects == 12 and plan.counts()["delete"] > 0.3 * 12
+    fresh = target(bind_dir, rndc_key)
+    with pytest.raises(TooMuchChange, match="delete"):
+        apply_plan(fresh, plan)
+    assert files_of(bind_dir) == before and fresh.commands == []
+
+
+def test_one_named_conf_step_issues_the_reconfig_and_the_others_check_it(bind_dir, rndc_key):
+    install(model(), bind_dir, rndc_key)
+    plan = target(bind_dir, rndc_key).plan(model(add_mobile, files=MOBILE_FILES))
+    first = conf_step(plan)
+    assert first is not None and first.kind == "acl" and first.key == ("mobile",)
+    carried = next(c for c in plan.changes if c.kind == "view" and c.key == ("mobile",))
+    assert carried.action is Action.CREATE and carried != first
+    before = files_of(bind_dir)
+    t = target(bind_dir, rndc_key)
+    # without the named.conf step, the change it carries is refused, not skipped
+    with pytest.raises(bind.BindError, match="does not carry"):
+        t.apply_change(carried, plan)
+    assert files_of(bind_dir) == before and t.commands == []
+
+
+def test_options_come_from_the_contract_not_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DCNET_DNS_DIR", str(tmp_path / "from-env"))
+    monkeypatch.setenv("DCNET_DNS_CONTROL", "127.0.0.2:954")
+    assert DNSTarget().directory == "/etc/bind/dcnet"               # the class reads no env
+    resolved = resolve_options(DNSTarget, {})
+    assert resolved["directory"] == str(tmp_path / "from-env")
+    t = registry.create("dns", directory=str(tmp_path / "given"))
+    assert t.directory == str(tmp_path / "given")
+    assert (t.rndc.server, t.rndc.port) == ("127.0.0.2", 954)
+    assert t.lock_path() == str(tmp_path / "given" / ".dcnet-dns.lock")
+    assert {o.name for o in DNSTarget.options} >= {"directory", "force", "key_file", "netns"}
+    assert next(o for o in DNSTarget.options if o.name == "force").flag == ""
+    with pytest.raises(TargetError, match="ADDRESS:PORT"):
+        DNSTarget(control="nowhere")
 
 
 # -- elbctl wiring
