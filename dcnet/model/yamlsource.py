@@ -169,33 +169,40 @@ class _Walker:
 
     def mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict:
         result: dict = {}
-        pairs = []
+        merges = []
+        lines, max_string = self.lines, self.limits.max_string
+        walk, scalar_node = self.walk, yaml.ScalarNode
         for key_node, value_node in node.value:
-            if key_node.tag != _MERGE_TAG:
-                pairs.append((key_node, value_node))
+            if type(key_node) is scalar_node and key_node.tag == _STR_TAG \
+                    and len(key_node.value) <= max_string:
+                key = key_node.value          # the common case, without the detours below
+            elif key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
                 continue
-            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) \
-                else [value_node]
-            for source in sources:     # merged first, so that explicit keys win
+            else:
+                key = self.scalar(key_node, path) if isinstance(key_node, scalar_node) \
+                    else key_node
+                if not isinstance(key, str | int | bool | float) and key is not None:
+                    raise self.fail(key_node, path, "mapping keys must be scalars")
+                key = str(key)
+            if key in result:
+                raise self.fail(key_node, path, f"duplicate key {key!r}")
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            if type(value_node) is scalar_node and value_node.tag == _STR_TAG \
+                    and len(value_node.value) <= max_string:
+                self.nodes += 1
+                result[key] = value_node.value
+            else:
+                result[key] = walk(value_node, (*path, key), depth + 1)
+        self.nodes += len(node.value)
+        for merge in merges:       # after the explicit keys, which win
+            sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
+            for source in sources:
                 if not isinstance(source, yaml.MappingNode):
                     raise self.fail(source, path, "a merge key ('<<') needs a mapping or a "
                                     "list of mappings")
-                for key, value in self.walk(source, path, depth + 1).items():
+                for key, value in walk(source, path, depth + 1).items():
                     result.setdefault(key, value)
-        explicit: set[str] = set()
-        lines = self.lines
-        for key_node, value_node in pairs:
-            self.nodes += 1
-            key = self.scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) \
-                else key_node
-            if not isinstance(key, str | int | bool | float) and key is not None:
-                raise self.fail(key_node, path, "mapping keys must be scalars")
-            key = str(key)
-            if key in explicit:
-                raise self.fail(key_node, path, f"duplicate key {key!r}")
-            explicit.add(key)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = self.walk(value_node, (*path, key), depth + 1)
         return result
 
     def scalar(self, node: yaml.Node, path: Path) -> object:
