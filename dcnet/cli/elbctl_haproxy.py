@@ -30,7 +30,7 @@ def register(cli: click.Group, render: click.Group) -> None:
               "(default $DCNET_HAPROXY_RUN_DIR or /run/dcnet-haproxy).")
 def render_haproxy(model_path: str, output: str | None, run_dir: str | None) -> None:
     """Render haproxy.cfg from the model and validate it with haproxy -c."""
-    from dcnet.haproxy.backend import atomic_write
+    from dcnet.sysio.files import atomic_write
 
     model = load_model_or_exit(model_path)
     paths = Paths.from_env(run_dir)

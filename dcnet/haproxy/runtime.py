@@ -167,20 +167,25 @@ class Runtime:
 
     def __init__(self, admin_socket: str, master_socket: str):
         self.admin_socket, self.master_socket = admin_socket, master_socket
+        self.commands = 0       # changing runtime API commands sent (not "show ...")
+        self.reloads = 0        # reloads asked for through the master socket
 
     def command(self, command: str) -> str:
         """A runtime API command; raises RuntimeCommandError when HAProxy refuses it."""
         answer = send(self.admin_socket, command).strip()
         if command.startswith("show "):
             return answer
+        self.commands += 1
         lowered = answer.lower()
         if any(word in lowered for word in ("no such", "unknown", "invalid", "require",
                                             "not found", "can't", "cannot", "failed")):
             raise RuntimeCommandError(f"HAProxy refused {command!r}: {answer}")
         return answer
 
-    def servers(self) -> list[ServerRow]:
-        return parse_servers_state(send(self.admin_socket, "show servers state"))
+    def servers(self, backend: str | None = None) -> list[ServerRow]:
+        """``show servers state`` (of one backend when given)."""
+        command = "show servers state" + (f" {backend}" if backend else "")
+        return parse_servers_state(send(self.admin_socket, command))
 
     def proc(self) -> ProcInfo:
         return parse_show_proc(send(self.master_socket, "show proc"))
@@ -200,6 +205,7 @@ class Runtime:
         """Reload through the master socket; wait for the new worker; raise if it failed."""
         before = self.proc()
         send(self.master_socket, "reload")
+        self.reloads += 1
         deadline = time.monotonic() + timeout
         while True:
             try:
