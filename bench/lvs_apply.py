@@ -18,9 +18,9 @@ same boot. Each run, in a fresh network namespace:
    one acknowledged request per line).
 
 Only IPVS is measured on both sides (VIP addresses, rules and sysctls are left out:
-ipvsadm-restore does not do them). Every elbctl sync is ``LVSBackend.plan`` then
-``LVSBackend.apply`` under the state lock, what ``elbctl apply`` runs after loading the
-model (here built from the model's types, not parsed).
+ipvsadm-restore does not do them). Every elbctl sync is ``make_plan`` then
+``apply_plan`` on the ``lvs`` target under its lock, what ``elbctl apply --target lvs``
+runs after loading the model (here built from the model's types, not parsed).
 """
 
 from __future__ import annotations
@@ -63,25 +63,25 @@ def model_for(services: int, servers: int, changed: bool = False):
 
 def elbctl_sync(table, store_dir: str, model, exact_read: bool = False
                 ) -> tuple[float, int, int, dict, bool]:
-    """One sync exactly as ``elbctl apply`` (lvs target) runs it once the model is
-    loaded: :meth:`LVSBackend.plan` then :meth:`LVSBackend.apply` under the state
-    directory's lock (IPVS only: no routing object, as ipvsadm-restore does no routing).
-    Returns (seconds, changes, IPVS writes, seconds per phase, whether the plan took the
-    fingerprint fast path)."""
-    from dcnet.lvs.backend import LVSBackend
-    from dcnet.lvs.store import Store
+    """One sync exactly as ``elbctl apply --target lvs`` runs it once the model is
+    loaded: under the target's lock, :func:`dcnet.target.make_plan` then
+    :func:`dcnet.target.apply_plan` on an :class:`LVSTarget` (IPVS only: no routing
+    object, as ipvsadm-restore does no routing). Returns (seconds, changes, IPVS writes,
+    seconds per phase, whether the plan took the fingerprint fast path)."""
+    from dcnet.lvs.backend import LVSTarget
+    from dcnet.target import apply_plan, make_plan
 
     started = time.perf_counter()
-    backend = LVSBackend(table, None, Store(store_dir), exact_read=exact_read)
-    with backend.store.locked(600):
-        plan = backend.plan(model)
+    target = LVSTarget(state_dir=store_dir, exact_read=exact_read, ipvs=table, routing=None)
+    with target.lock(600):
+        plan = make_plan(target, model)
         planned = time.perf_counter()
-        result = backend.apply(plan)
+        result = apply_plan(target, plan)
     elapsed = time.perf_counter() - started
     phases = {"plan": planned - started, "apply": elapsed - (planned - started)}
     if not result.ok:
         raise SystemExit(f"apply failed: {result.to_text()[-2000:]}")
-    return elapsed, len(plan.changes), result.writes["ipvs"], phases, backend.fast_path
+    return elapsed, len(plan.changes), result.writes["ipvs"], phases, plan.payload.fast_path
 
 
 def restore_text(desired: dict) -> str:

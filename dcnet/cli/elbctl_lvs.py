@@ -20,7 +20,8 @@ import click
 
 from dcnet.cli.common import load_model_or_exit
 from dcnet.lvs.dynamic import ACTIONS, BackendCommandError, change_backend
-from dcnet.lvs.store import LockTimeout, Store
+from dcnet.lvs.store import Store
+from dcnet.sysio.flock import LockTimeout
 
 EXIT_INVALID, EXIT_UNAVAILABLE = 1, 3
 

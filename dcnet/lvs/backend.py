@@ -1,12 +1,10 @@
-"""The ``lvs`` target of ``elbctl plan|apply``: IPVS, carrier routing and sysctls.
+"""The ``lvs`` target (:class:`LVSTarget`): IPVS, carrier routing and sysctls.
 
 Reading takes one IPVS service dump (every service attribute), one read of
-``/proc/net/ip_vs`` for the dests of every service (:mod:`dcnet.lvs.procfs`: address,
-port, forwarding, weight, connection counters), one rule dump, one route dump per
-family, one address dump of the VIP interface, and the sysctls. The dests of a service
-whose desired state sets anything that file does not show (thresholds) are read by one
-generic-netlink dump each, and ``exact_read=True`` (``elbctl plan|apply --exact-read``)
-reads every service's dests that way, so drift in thresholds is seen too.
+``/proc/net/ip_vs`` for the dests of every service (:mod:`dcnet.lvs.reader`), one rule
+dump, one route dump per family, one address dump of the VIP interface, and the
+sysctls; ``exact_read`` (``elbctl plan|apply --exact-read``) reads every service's dests
+by generic netlink, so drift in thresholds is seen too.
 A plan (unless ``exact_read``) first compares the fingerprint recorded by the last clean
 apply (:mod:`dcnet.lvs.fingerprint`: the masked ``/proc/net/ip_vs`` text and the desired
 IPVS inputs) and, when both match and no drain is pending, takes the IPVS part of the
@@ -17,24 +15,31 @@ alone and reported. The desired state is the model plus the dynamic registry
 (``elbctl backend``), and :mod:`dcnet.lvs.drain` keeps removed dests at weight 0 while
 they have connections.
 
-Applying runs the plan in order: routing changes one by one, IPVS changes in batches
-(one ``sendmsg`` per ~48 KiB, every request acknowledged); the first batch with a
-failure stops the plan, and the result names exactly the changes applied. The drain set
-is saved before any write and again at the end; the fingerprint is removed before the
-first write and recorded again only when the apply ends clean with no drain pending.
-``writes()`` counts netlink write requests (IPVS and rtnetlink) and sysctl writes
-separately; a second apply of the same model issues none.
+The plan's payload (:class:`LVSPayload`) holds all that applying needs: the drain set
+after the apply, the layouts to record, the digests, the fast-path flag, the IPVS read's
+notes, the routing settings and rule specs. :func:`dcnet.target.apply_plan` runs it:
+routing changes one by one, IPVS changes in batches of :data:`IPVS_BATCH` through
+:meth:`LVSTarget.apply_batch` (one ``sendmsg`` per ~48 KiB, every request acknowledged).
+:meth:`LVSTarget.begin` removes the fingerprint record and saves the drain set (new
+drains before their weight-0 writes) and the layouts before the first write;
+:meth:`LVSTarget.finish` saves the final drain set and records the fingerprint again
+only when the apply ended clean with no drain pending. ``counters()`` counts netlink
+write requests (IPVS and rtnetlink) and sysctl writes; a second apply of the same model
+issues none.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from dcnet.gcpause import paused_gc
-from dcnet.lvs import drain, fingerprint, procfs, state
+from dcnet.lvs import drain, fingerprint, state
 from dcnet.lvs.ipvs import (
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
@@ -42,15 +47,17 @@ from dcnet.lvs.ipvs import (
     CMD_NEW_SERVICE,
     CMD_SET_DEST,
     CMD_SET_SERVICE,
-    IPVSTable,
     NetlinkError,
     Request,
 )
-from dcnet.lvs.layout import layouts
+from dcnet.lvs.layout import ServiceLayout, layouts
+from dcnet.lvs.reader import read_ipvs, unowned_notes
 from dcnet.lvs.store import Store
-from dcnet.plan import Action, ApplyResult, Backend, Change, Plan, State, diff
+from dcnet.plan import Action, Change, Plan, State, diff, state_digest
+from dcnet.target import Option, Snapshot, Target
 
 IPVS_BATCH = 2000
+KERNEL = "kernel"       # default of LVSTarget's ipvs/routing: the kernel's, in ``netns``
 _CMDS = {("service", Action.CREATE): CMD_NEW_SERVICE, ("service", Action.UPDATE): CMD_SET_SERVICE,
          ("service", Action.DELETE): CMD_DEL_SERVICE, ("dest", Action.CREATE): CMD_NEW_DEST,
          ("dest", Action.UPDATE): CMD_SET_DEST, ("dest", Action.DELETE): CMD_DEL_DEST}
@@ -69,32 +76,9 @@ def request_for(change: Change) -> Request:
     return Request(cmd, state.wire_service(change.key[:3]), state.wire_dest(change.key, attrs))
 
 
-@dataclass
-class LVSApplyResult(ApplyResult):
-    """An apply's outcome plus its write counts and the other failures of its batch."""
-
-    writes: dict[str, int] = field(default_factory=dict)
-    more_failures: list[tuple[Change, BaseException]] = field(default_factory=list)
-
-    def to_text(self) -> str:
-        lines = [super().to_text()]
-        lines += [f"  also FAILED {c.describe()}: {e}" for c, e in self.more_failures]
-        w = self.writes
-        lines.append(f"writes: {w.get('netlink', 0)} netlink (ipvs {w.get('ipvs', 0)}, rtnetlink "
-                     f"{w.get('rtnetlink', 0)}), {w.get('sysctl', 0)} sysctl")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["writes"] = dict(self.writes)
-        out["more_failures"] = [{"change": c.to_dict(), "error": str(e)}
-                                for c, e in self.more_failures]
-        return out
-
-
-def plan_states(current: State, desired: State, conns: dict, draining: dict, now: float,
-                drain_seconds: int, notes: tuple[str, ...] = ()) -> tuple[Plan, drain.DrainPlan]:
-    """Pure: the ordered plan from a current and a desired state, drains applied.
+def plan_changes(current: State, desired: State, conns: dict, draining: dict, now: float,
+                 drain_seconds: int) -> tuple[list[Change], drain.DrainPlan]:
+    """Pure: the changes from a current and a desired state, drains applied.
 
     Objects equal on both sides change nothing (no change, no drain, nothing kept for a
     drain), so they are set aside first, one pass each way: a no-op sync of a large
@@ -105,206 +89,201 @@ def plan_states(current: State, desired: State, conns: dict, draining: dict, now
                      if desired.get(ident) != attrs}
         desired = {ident: attrs for ident, attrs in desired.items()
                    if ident in differing or ident not in current}
-        current = differing
-        drained = drain.reconcile(current, desired, conns, draining, now, drain_seconds)
-        changes = diff(current, drained.desired)
-        return (Plan.build(LVSBackend.target, changes, LVSBackend.kind_order,
-                           (*notes, *drained.notes)), drained)
+        drained = drain.reconcile(differing, desired, conns, draining, now, drain_seconds)
+        return diff(differing, drained.desired), drained
 
 
-class LVSBackend(Backend):
-    target = "lvs"
+def plan_states(current: State, desired: State, conns: dict, draining: dict, now: float,
+                drain_seconds: int, notes: tuple[str, ...] = ()) -> tuple[Plan, drain.DrainPlan]:
+    """Pure: the ordered plan (no payload) of :func:`plan_changes`, with its notes."""
+    changes, drained = plan_changes(current, desired, conns, draining, now, drain_seconds)
+    return (Plan.build(LVSTarget.name, changes, LVSTarget.kind_order,
+                       (*notes, *drained.notes)), drained)
+
+
+@dataclass(frozen=True)
+class LVSPayload:
+    """Everything applying an LVS plan needs besides its changes (immutable)."""
+
+    settings: Any                           # the model's LVSSettings (frozen)
+    tables: tuple[int, ...]                 # the carrier tables read (current_digest)
+    draining: MappingProxyType              # dest key -> deadline, after this apply
+    layouts: tuple[ServiceLayout, ...] | None   # to record (None: already recorded)
+    drain_seconds: int
+    inputs_digest: str | None               # of the desired IPVS inputs
+    table_digest: str | None                # of the /proc text read, if trusted
+    fast_path: bool                         # the plan took IPVS from the fingerprint
+    ipvs_notes: tuple[str, ...]             # the IPVS read's notes (for the record)
+    ipvs_objects: int                       # owned IPVS objects once applied
+    rule_specs: MappingProxyType            # rule key -> pyroute2 spec (read rules)
+
+
+@dataclass(frozen=True)
+class LVSSnapshot(Snapshot):
+    """A full read, with what the desired state and the drain need besides the state."""
+
+    registry: Any = None
+    draining: Any = None
+    conns: Any = None
+
+
+class LVSTarget(Target):
+    """IPVS, carrier routing and sysctls of one director (see the module docstring).
+
+    ``ipvs``/``routing`` default to the kernel's in ``netns``; tests pass a
+    :class:`dcnet.lvs.fake.FakeIPVS` and ``routing=None`` (then only IPVS is managed)."""
+
+    name = "lvs"
     kind_order = state.KIND_ORDER
+    options = (
+        Option("netns", "lvs-netns", "Network namespace of the director (else this one)",
+               envvar="DCNET_LVS_NETNS"),
+        Option("state_dir", "lvs-state-dir", "elbctl's LVS state directory: lock, "
+               "registry, drain set (else /var/lib/dcnet/lvs)",
+               envvar="DCNET_LVS_STATE_DIR", path=True),
+        Option("exact_read", "exact-read", "Read every IPVS dest by generic netlink (sees "
+               "threshold drift; slower) and skip the no-op fast path", type=bool,
+               default=False, is_flag=True),
+    )
+    batch_kinds = frozenset(state.IPVS_KINDS)
+    batch_size = IPVS_BATCH
+    refused_errors = (LVSError,)
+    unavailable_errors = (OSError,)         # NetlinkError is one: no IPVS, no namespace
 
-    def __init__(self, ipvs: IPVSTable, routing, store: Store, *, clock=time.time,
-                 manage_routing: bool = True, manage_sysctls: bool = True,
-                 exact_read: bool = False):
+    def __init__(self, netns: str | None = None, state_dir: str | None = None,
+                 exact_read: bool = False, *, ipvs=KERNEL, routing=KERNEL, clock=time.time,
+                 manage_routing: bool = True, manage_sysctls: bool = True):
+        netns = netns or None
+        if ipvs == KERNEL:
+            from dcnet.lvs.ipvs import KernelIPVS
+
+            ipvs = KernelIPVS(netns)
+        if routing == KERNEL:
+            from dcnet.lvs.routing import Routing
+
+            routing = Routing(netns=netns)
         self.ipvs = ipvs
-        self.exact_read = exact_read
         self.routing = routing              # dcnet.lvs.routing.Routing (or None)
-        self.store = store
+        self.store = Store(state_dir)
+        self.exact_read = bool(exact_read)
         self.clock = clock
         self.manage_routing = manage_routing and routing is not None
         self.manage_sysctls = manage_sysctls and routing is not None
-        self.conns: dict[tuple, int] = {}
         self.bulk_read_rejected = 0   # /proc texts that disagreed with the service dump
-        self._notes: tuple[str, ...] = ()
-        self._draining: dict[tuple, float] = {}
-        self._model = None
-        self.table_digest: str | None = None      # of the /proc/net/ip_vs text last read
-        self._inputs_digest: str | None = None    # of the desired IPVS inputs, by plan()
-        self._ipvs_notes: tuple[str, ...] = ()
-        self.fast_path = False      # whether the last plan() skipped the IPVS read
-        self._layouts = None        # layouts(model) of the last plan(), if it built them
+
+    # ------------------------------------------------------------------ session
+
+    def lock_path(self) -> str:
+        return self.store.lock_path()
+
+    def close(self) -> None:
+        self.ipvs.close()
+        if self.routing is not None:
+            self.routing.close()
 
     # ------------------------------------------------------------------ read
 
-    def read(self, model=None, exact_for: set | None = None) -> State:
-        """The current state of what elbctl owns (always a full read: no fingerprint).
-        ``exact_for``: service keys whose dests must be read exactly (default: those
-        whose desired dests need it)."""
-        model = model if model is not None else self._model
-        current, notes, vips = self._read_routing(model, self.store.drain_set())
-        if exact_for is None:
-            exact_for = (state.exact_read_services(self.desired(model)) if model is not None
-                         else set())
-        ipvs_state, self.conns, unowned = self.read_ipvs(vips, exact_for)
-        current.update(ipvs_state)
-        self._notes = (*notes, *_unowned_notes(unowned))
-        return current
+    def read(self, model) -> LVSSnapshot:
+        """A full read of what elbctl owns (never the fingerprint fast path)."""
+        registry, draining = self.store.registry(), self.store.drain_set()
+        current, notes, vips, _specs = self._read_routing(model, draining)
+        text = self._proc_text()
+        wanted = state.desired_ipvs(layouts(model), registry)
+        found = self._read_ipvs(vips, state.exact_read_services(wanted), text)
+        current.update(found.state)
+        return LVSSnapshot(current, (*notes, *unowned_notes(found.unowned)),
+                           self._digest(text, current, registry, draining),
+                           registry=registry, draining=draining, conns=found.conns)
 
-    def _read_routing(self, model, draining: dict) -> tuple[dict, list[str], set[str]]:
-        """(routing and sysctl state, notes, owned VIPs): the VIPs of the model, of the
-        drain set and of the VIP interface."""
+    def read_ipvs(self, vips: set[str], exact_for=frozenset(), text: str | None = None
+                  ) -> tuple[dict, dict, list]:
+        """(IPVS state of the services on ``vips``, dest key -> connections, unowned
+        services); see :func:`dcnet.lvs.reader.read_ipvs`."""
+        found = self._read_ipvs(vips, exact_for, self._proc_text() if text is None else text)
+        return found.state, found.conns, found.unowned
+
+    def _read_ipvs(self, vips, exact_for, text):
+        with paused_gc():
+            found = read_ipvs(self.ipvs, vips, exact_for, None if self.exact_read else text,
+                              exact=self.exact_read)
+        self.bulk_read_rejected += found.text_rejected
+        return found
+
+    def _proc_text(self) -> str | None:
+        return self.ipvs.proc_text()
+
+    def _read_routing(self, model, draining: dict):
+        """(routing and sysctl state, notes, owned VIPs, rule specs): the VIPs of the
+        model, of the drain set and of the VIP interface."""
         current: dict = {}
         notes: list[str] = []
-        vips: set[str] = set()
-        if model is not None:
-            vips |= {str(v) for s in model.services for _, v in s.vips}
+        vips = {str(v) for s in model.services for _, v in s.vips}
         vips |= {k[1] for k in draining}
+        specs: dict = {}
         if self.routing is not None:
-            if model is not None:
-                self.routing.settings = model.lvs
-            tables = [c.table for c in model.carriers] if model is not None else []
-            sysctls = list(state.SYSCTLS) if self.manage_sysctls else []
-            read = self.routing.read(tables, vips, sysctls)
+            self.routing.settings = model.lvs
+            read = self.routing.read([c.table for c in model.carriers], vips,
+                                     list(state.SYSCTLS) if self.manage_sysctls else [])
             notes += read.notes
+            specs = read.rule_specs
             for ident, attrs in read.state.items():
                 if ident[0] == "vip":
                     vips.add(ident[1][0])
                 if self._manages(ident[0]):
                     current[ident] = attrs
-        return current, notes, vips
-
-    def read_ipvs(self, vips: set[str], exact_for=frozenset(), text: str | None = None
-                  ) -> tuple[dict, dict, list]:
-        """(IPVS state of the services on ``vips``, dest key -> connections, unowned
-        services). One read of ``/proc/net/ip_vs`` for the dests of every service (or
-        ``text``, that file as already read), then one service dump; services in
-        ``exact_for`` (and all of them with ``exact_read``) have their dests read by one
-        generic-netlink dest dump each. The file is read BEFORE the services, so the
-        digest of its text (:attr:`table_digest`) never vouches for a change the
-        service dump saw and the plan did not repair."""
-        with paused_gc():
-            if self.exact_read:
-                text = None
-            elif text is None:
-                text = self._read_proc_text()
-            return self._read_ipvs(vips, exact_for, text)
-
-    def _read_proc_text(self) -> str | None:
-        text = self.ipvs.proc_text()
-        self.table_digest = None if text is None else fingerprint.table_digest(text)
-        return text
-
-    def _read_ipvs(self, vips: set[str], exact_for, text) -> tuple[dict, dict, list]:
-        current: dict = {}
-        conns: dict = {}
-        unowned = []
-        owned = []
-        for ws in self.ipvs.services():
-            observed = state.observed_service(ws)
-            if observed is None or observed[0][1] not in vips:
-                unowned.append(ws)
-            else:
-                owned.append((ws, *observed))
-        bulk = None if self.exact_read or text is None or not owned else procfs.parse(text)
-        if bulk is not None and set(bulk) != {procfs.service_id(ws) for ws, *_ in owned} | {
-                procfs.service_id(ws) for ws in unowned}:
-            # the text must list exactly the services of the dump (both read under the
-            # state lock); anything else (a table changed mid-read, a text from another
-            # namespace) is not trusted: every dest is read by generic netlink instead
-            bulk = None
-            self.bulk_read_rejected += 1
-            self.table_digest = None    # nor is its fingerprint: no record from this read
-        forward_names = state.FORWARD_NAMES
-        shared: dict[tuple, dict] = {}    # one attrs dict per (forward, weight): never mutated
-        for ws, skey, attrs in owned:
-            current[("service", skey)] = attrs
-            if bulk is None or skey in exact_for:
-                rows = self.ipvs.dest_rows(ws)
-            else:
-                rows = bulk.get(procfs.service_id(ws))
-                if rows is None:  # in the dump, not in the text: never take it as empty
-                    rows = self.ipvs.dest_rows(ws)
-            proto, vip, port = skey
-            # state.observed_row, inlined: this loop runs once per dest of the table
-            for row in rows:
-                _family, addr, rport, fwd, weight, u_thresh, l_thresh, active, inactive = row[:9]
-                if ":" in addr:
-                    addr = state.norm(addr)
-                if u_thresh or l_thresh:
-                    dattrs = {"forward": forward_names.get(fwd, str(fwd)), "weight": weight,
-                              "u_thresh": u_thresh, "l_thresh": l_thresh}
-                else:
-                    dattrs = shared.get((fwd, weight))
-                    if dattrs is None:
-                        dattrs = shared[(fwd, weight)] = {
-                            "forward": forward_names.get(fwd, str(fwd)), "weight": weight}
-                dkey = (proto, vip, port, addr, rport)
-                current[("dest", dkey)] = dattrs
-                conns[dkey] = active + inactive
-        return current, conns, unowned
+        return current, notes, vips, specs
 
     def _manages(self, kind: str) -> bool:
         if kind == "sysctl":
             return self.manage_sysctls
         return self.manage_routing or kind in state.IPVS_KINDS
 
+    # ------------------------------------------------------------------ staleness
+
+    def _digest(self, text: str | None, current: State, registry, draining) -> str:
+        """The fingerprint a plan is made from: the masked /proc/net/ip_vs text (or,
+        without it, the IPVS state read), the owned routing and sysctls, the registry
+        and the drain set."""
+        if text is not None:
+            table = fingerprint.table_digest(text)
+        else:
+            table = state_digest({k: v for k, v in current.items()
+                                  if k[0] in state.IPVS_KINDS})
+        routing = state_digest({k: v for k, v in current.items()
+                                if k[0] not in state.IPVS_KINDS})
+        files = json.dumps([registry, sorted(map(str, draining.items()))], sort_keys=True)
+        return hashlib.sha256(f"{table}|{routing}|{files}".encode()).hexdigest()[:32]
+
+    def current_digest(self, plan: Plan) -> str | None:
+        """One read of /proc/net/ip_vs, of the owned routing and of the two state files
+        (without the text: the whole IPVS read), as the plan's ``read_digest``."""
+        payload = plan.payload
+        if not isinstance(payload, LVSPayload):
+            return None
+        registry, draining = self.store.registry(), self.store.drain_set()
+        current: dict = {}
+        if self.routing is not None:
+            self.routing.settings = payload.settings
+            read = self.routing.read(payload.tables, (),
+                                     list(state.SYSCTLS) if self.manage_sysctls else [])
+            current = {k: v for k, v in read.state.items() if self._manages(k[0])}
+        text = self._proc_text()
+        if text is None:
+            vips = {k[1] for k in draining} | {k[1][0] for k in current if k[0] == "vip"}
+            vips |= {v for lay in payload.layouts or () for _, v in lay.vips}
+            current.update(self._read_ipvs(vips, frozenset(), None).state)
+        return self._digest(text, current, registry, draining)
+
     # ------------------------------------------------------------------ desire, plan
 
-    def desired(self, model, model_layouts=None, registry=None) -> State:
-        """The wanted state of ``model`` (its layouts and the registry are computed or
-        read here unless the caller already has them)."""
+    def desired(self, model, current: Snapshot, model_layouts=None) -> State:
+        """The wanted state of ``model`` (pure): its layouts with the registry read into
+        ``current`` merged in, plus routing and sysctls."""
+        registry = getattr(current, "registry", None) or {}
         out = state.desired_ipvs(layouts(model) if model_layouts is None else model_layouts,
-                                 self.store.registry() if registry is None else registry)
+                                 registry)
         out.update(self._desired_routing_and_sysctls(model))
         return out
-
-    def notes(self) -> tuple[str, ...]:
-        return self._notes
-
-    def plan(self, model) -> Plan:
-        """The plan for ``model``. Unless ``exact_read``, the ``/proc/net/ip_vs`` text is
-        read first and fingerprinted (:mod:`dcnet.lvs.fingerprint`); when no drain is
-        pending and both the table and the desired IPVS inputs match the fingerprint
-        recorded by the last clean apply, the IPVS table is not parsed, dumped or
-        diffed (a note says so) and only routing and sysctls are read and planned."""
-        self._model = model
-        self.table_digest = self._inputs_digest = None
-        self._ipvs_notes = ()
-        self._layouts = None
-        self.fast_path = False
-        with paused_gc():
-            registry = self.store.registry()
-            draining = self.store.drain_set()
-            current, notes, vips = self._read_routing(model, draining)
-            self._inputs_digest = fingerprint.inputs_digest(model, registry, vips)
-            text = self._read_proc_text()
-            saved = None if self.exact_read or draining else self.store.fingerprint()
-            if self.table_digest is not None and fingerprint.matches(
-                    saved, self.table_digest, self._inputs_digest):
-                desired = self._desired_routing_and_sysctls(model)
-                self.conns = {}
-                self.fast_path = True
-                self._ipvs_notes = tuple(saved["notes"])
-                notes += [*self._ipvs_notes,
-                          f"IPVS unchanged since the last apply (fingerprint "
-                          f"{self.table_digest[:12]}): not re-read (--exact-read reads it)"]
-            else:
-                self._layouts = layouts(model)
-                desired = self.desired(model, self._layouts, registry)
-                ipvs_state, self.conns, unowned = self.read_ipvs(
-                    vips, state.exact_read_services(desired), text)
-                current.update(ipvs_state)
-                self._ipvs_notes = tuple(_unowned_notes(unowned))
-                notes += self._ipvs_notes
-            the_plan, drained = plan_states(current, desired, self.conns, draining,
-                                            self.clock(), model.lvs.drain_seconds,
-                                            tuple(notes))
-        self._draining = drained.draining
-        self._notes = the_plan.notes
-        return the_plan
 
     def _desired_routing_and_sysctls(self, model) -> State:
         out: State = {}
@@ -314,128 +293,129 @@ class LVSBackend(Backend):
             out.update(state.desired_sysctls())
         return out
 
+    def plan(self, model) -> Plan:
+        """The plan for ``model``. Unless ``exact_read``, the ``/proc/net/ip_vs`` text is
+        read first and fingerprinted (:mod:`dcnet.lvs.fingerprint`); when no drain is
+        pending and both the table and the desired IPVS inputs match the fingerprint
+        recorded by the last clean apply, the IPVS table is not parsed, dumped or
+        diffed (a note says so) and only routing and sysctls are read and planned."""
+        with paused_gc():
+            registry = self.store.registry()
+            draining = self.store.drain_set()
+            current, notes, vips, specs = self._read_routing(model, draining)
+            inputs = fingerprint.inputs_digest(model, registry, vips)
+            text = self._proc_text()
+            table = None if text is None else fingerprint.table_digest(text)
+            saved = None if self.exact_read or draining else self.store.fingerprint()
+            fast = table is not None and fingerprint.matches(saved, table, inputs)
+            if fast:
+                desired = self._desired_routing_and_sysctls(model)
+                conns: dict = {}
+                ipvs_notes = tuple(saved["notes"])
+                ipvs_objects = int(saved.get("objects", 0))
+                recorded = os.path.exists(self.store.path("layouts.json"))
+                model_layouts = None if recorded else tuple(layouts(model))
+                notes += [*ipvs_notes,
+                          f"IPVS unchanged since the last apply (fingerprint "
+                          f"{table[:12]}): not re-read (--exact-read reads it)"]
+            else:
+                model_layouts = tuple(layouts(model))
+                desired = state.desired_ipvs(model_layouts, registry)
+                desired.update(self._desired_routing_and_sysctls(model))
+                found = self._read_ipvs(vips, state.exact_read_services(desired), text)
+                if found.text_rejected:
+                    table = None        # not trusted: never recorded
+                current.update(found.state)
+                conns = found.conns
+                ipvs_notes = tuple(unowned_notes(found.unowned))
+                ipvs_objects = len(found.state)
+                notes += ipvs_notes
+            digest = self._digest(text, current, registry, draining)
+            changes, drained = plan_changes(current, desired, conns, draining, self.clock(),
+                                            model.lvs.drain_seconds)
+            ipvs_objects += sum((c.action is Action.CREATE) - (c.action is Action.DELETE)
+                                for c in changes if c.kind in state.IPVS_KINDS)
+            payload = LVSPayload(
+                settings=model.lvs, tables=tuple(c.table for c in model.carriers),
+                draining=MappingProxyType(dict(drained.draining)), layouts=model_layouts,
+                drain_seconds=model.lvs.drain_seconds, inputs_digest=inputs,
+                table_digest=table, fast_path=fast, ipvs_notes=ipvs_notes,
+                ipvs_objects=ipvs_objects,
+                rule_specs=MappingProxyType({k: MappingProxyType(dict(v))
+                                             for k, v in specs.items()}))
+            return Plan.build(self.name, changes, self.kind_order,
+                              (*notes, *drained.notes), read_digest=digest,
+                              objects=len(current) + (ipvs_objects if fast else 0),
+                              payload=payload)
+
     # ------------------------------------------------------------------ apply
 
-    def writes(self) -> dict[str, int]:
+    def counters(self) -> dict[str, int]:
         ipvs = self.ipvs.writes
         rtnl = self.routing.writes if self.routing is not None else 0
         sysctl = self.routing.sysctl_writes if self.routing is not None else 0
         return {"netlink": ipvs + rtnl, "ipvs": ipvs, "rtnetlink": rtnl, "sysctl": sysctl}
 
-    def apply_change(self, change: Change) -> None:
+    def begin(self, plan: Plan) -> None:
+        """Before the first write: no fingerprint vouches for a table being written;
+        new drains are recorded before their weight-0 writes (a crash cannot lose
+        them); the layouts ``elbctl backend`` works from are saved."""
+        self.store.save_fingerprint(None)
+        self._save_intentions(plan.payload)
+
+    def _save_intentions(self, payload: LVSPayload) -> None:
+        self.store.save_drain_set({**self.store.drain_set(), **payload.draining})
+        if payload.layouts is not None:
+            self.store.save_layouts(payload.layouts, payload.drain_seconds)
+
+    def apply_change(self, change: Change, plan: Plan) -> None:
         if change.kind in state.IPVS_KINDS:
-            code = self.ipvs.execute([request_for(change)])[0]
-            if code:
-                raise NetlinkError(code, f"{os.strerror(code)} ({change.describe()})")
-        elif self.routing is not None:
-            self.routing.apply(change)
+            error = self.apply_batch([change], plan)[0]
+            if error is not None:
+                raise error
+            return
+        if self.routing is None:
+            raise LVSError(f"{change.describe()}: this target manages no routing")
+        self.routing.settings = plan.payload.settings
+        self.routing.apply(change, plan.payload.rule_specs)
 
-    def apply(self, plan: Plan, *, rollback: bool = False) -> LVSApplyResult:
-        """Execute ``plan`` (from :meth:`plan` of this instance) in order, batching IPVS."""
-        before = self.writes()
-        result = LVSApplyResult(plan)
-        if not plan.empty:      # no fingerprint vouches for a table being written
-            self.store.save_fingerprint(None)
-        previous = self.store.drain_set()
-        # record new drains before the weight-0 writes, so a crash cannot lose them
-        self.store.save_drain_set({**previous, **self._draining})
-        # a fingerprint match means the last clean apply saved these very layouts
-        if self._model is not None and not (self.fast_path
-                                            and os.path.exists(self.store.path("layouts.json"))):
-            self.store.save_layouts(self._layouts or layouts(self._model),
-                                    self._model.lvs.drain_seconds)
+    def apply_batch(self, changes: list[Change], plan: Plan) -> list[BaseException | None]:
+        """IPVS changes in one batch of requests (every one is executed and answered)."""
         with paused_gc():
-            self._apply_changes(list(plan.changes), result)
-        if result.ok:
-            self.store.save_drain_set(self._draining)
-        self._record_fingerprint(plan, result)
-        if not result.ok and rollback:
-            for change in reversed(result.applied):
-                try:
-                    self.undo_change(change)
-                    result.undone.append(change)
-                except Exception as exc:  # keep undoing; report each failure
-                    result.undo_errors.append((change, exc))
-        after = self.writes()
-        result.writes = {k: after[k] - before[k] for k in after}
-        return result
+            codes = self.ipvs.execute([request_for(c) for c in changes])
+        return [None if not code else NetlinkError(code, f"{os.strerror(code)} "
+                                                         f"({change.describe()})")
+                for change, code in zip(changes, codes, strict=True)]
 
-    def _record_fingerprint(self, plan: Plan, result: LVSApplyResult) -> None:
-        """After a clean apply (all applied, no drain pending) of a plan of this
-        instance, record the table's and the inputs' digests; otherwise remove any
-        record. The table is read again only if IPVS was written: an apply without IPVS
-        changes leaves the table the plan read (read before it was verified, so a change
-        made since then shows up as a mismatch next time; a text the read rejected as
-        disagreeing with the service dump is never recorded)."""
-        if not result.ok or self._draining or self._inputs_digest is None:
+    def finish(self, plan: Plan, result) -> None:
+        """Save the drain set (and, for an empty plan, what :meth:`begin` saves), then
+        record the fingerprint when the apply ended clean with no drain pending."""
+        payload = plan.payload
+        if plan.empty:
+            self._save_intentions(payload)
+        if result.ok:
+            self.store.save_drain_set(dict(payload.draining))
+        self._record_fingerprint(plan, result)
+
+    def _record_fingerprint(self, plan: Plan, result) -> None:
+        """Record the table's and the inputs' digests after a clean apply with no drain
+        pending; otherwise remove any record. The table is read again only if IPVS was
+        written: an apply without IPVS changes leaves the table the plan read (read
+        before it was verified, so a change made since then shows up as a mismatch next
+        time; a text the read rejected as disagreeing with the service dump is never
+        recorded)."""
+        payload = plan.payload
+        if not result.ok or payload.draining or payload.inputs_digest is None:
             self.store.save_fingerprint(None)
             return
+        table = payload.table_digest
         if any(c.kind in state.IPVS_KINDS for c in plan.changes):
-            self._read_proc_text()
-        if self.table_digest is None:   # no text, or a text the read did not trust
+            text = self._proc_text()
+            table = None if text is None else fingerprint.table_digest(text)
+        if table is None:
             self.store.save_fingerprint(None)
             return
-        wanted = fingerprint.record(self.table_digest, self._inputs_digest, self._ipvs_notes)
+        wanted = fingerprint.record(table, payload.inputs_digest, payload.ipvs_notes,
+                                    payload.ipvs_objects)
         if self.store.fingerprint() != wanted:
             self.store.save_fingerprint(wanted)
-
-    def _apply_changes(self, changes: list[Change], result: LVSApplyResult) -> None:
-        """In order until one fails: routing one by one, IPVS in batches."""
-        i = 0
-        while i < len(changes) and result.ok:
-            if changes[i].kind in state.IPVS_KINDS:
-                j = i
-                while (j < len(changes) and j - i < IPVS_BATCH
-                       and changes[j].kind in state.IPVS_KINDS):
-                    j += 1
-                self._apply_ipvs_batch(changes[i:j], result)
-                i = j
-                continue
-            try:
-                self.apply_change(changes[i])
-                result.applied.append(changes[i])
-            except Exception as exc:  # stop, report exactly what was done
-                result.failed, result.error = changes[i], exc
-            i += 1
-
-    def _apply_ipvs_batch(self, batch: list[Change], result: LVSApplyResult) -> None:
-        codes = self.ipvs.execute([request_for(c) for c in batch])
-        for change, code in zip(batch, codes, strict=True):
-            if not code:
-                result.applied.append(change)
-                continue
-            error = NetlinkError(code, os.strerror(code))
-            if result.failed is None:
-                result.failed, result.error = change, error
-            else:
-                result.more_failures.append((change, error))
-
-
-def _unowned_notes(unowned: list) -> list[str]:
-    if not unowned:
-        return []
-    shown = ", ".join(_service_label(ws) for ws in unowned[:5])
-    more = f" and {len(unowned) - 5} more" if len(unowned) > 5 else ""
-    return [f"left alone: {len(unowned)} IPVS service(s) not on an elbctl VIP: {shown}{more}"]
-
-
-def _service_label(ws) -> str:
-    if ws.fwmark:
-        return f"fwmark {ws.fwmark}"
-    proto = state.PROTOCOL_NAMES.get(ws.protocol, str(ws.protocol))
-    addr = f"[{ws.addr}]" if ":" in ws.addr else ws.addr
-    return f"{proto} {addr}:{ws.port}"
-
-
-def create(netns: str | None = None, state_dir: str | None = None, exact_read: bool = False,
-           **_ignored) -> LVSBackend:
-    """Factory for :mod:`dcnet.backends`: the kernel's IPVS and routing, in ``netns``
-    (default ``$DCNET_LVS_NETNS``, else the caller's namespace), state in ``state_dir``
-    (default ``$DCNET_LVS_STATE_DIR``, else /var/lib/dcnet/lvs); ``exact_read`` reads
-    every dest by generic netlink (see :meth:`LVSBackend.read_ipvs`)."""
-    from dcnet.lvs.ipvs import KernelIPVS
-    from dcnet.lvs.routing import Routing
-
-    netns = netns or os.environ.get("DCNET_LVS_NETNS") or None
-    return LVSBackend(KernelIPVS(netns), Routing(netns=netns), Store(state_dir),
-                      exact_read=exact_read)

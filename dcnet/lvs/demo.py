@@ -102,13 +102,16 @@ def _ipvs_part(report) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _writes_line(result) -> str:
+    return next((line for line in result.to_text().splitlines()
+                 if line.startswith("writes:")), "writes: none")
+
+
 def run_ipvs_demo() -> int:
     """The IPVS half (run where IPVS exists): returns the number of failed checks."""
     from dcnet.lab.builder import Lab
     from dcnet.lvs import lab as lvslab
-    from dcnet.lvs.backend import LVSBackend
-    from dcnet.lvs.ipvs import KernelIPVS
-    from dcnet.lvs.store import Store
+    from dcnet.target import session
 
     failures = 0
 
@@ -129,16 +132,14 @@ def run_ipvs_demo() -> int:
         vips = [v for vs in lvslab.VIPS.values() for v in vs]
         for carrier in lvslab.UPLINKS:
             lab.run(f"isp-{carrier}", ["nft", "-f", "-"], input=lvslab.observe_script(vips))
-        backend = LVSBackend(KernelIPVS(ns), Routing(netns=ns), Store(state_dir))
-        plan = backend.plan(model)
-        print(f"  {plan.summary()}", flush=True)
-        result = backend.apply(plan)
-        check(result.ok, f"elbctl apply: {len(result.applied)} change(s); "
-                         + result.to_text().splitlines()[-1])
-        again = LVSBackend(KernelIPVS(ns), Routing(netns=ns), Store(state_dir))
-        second = again.apply(again.plan(model))
-        check(second.ok and second.writes["netlink"] == 0,
-              "re-apply: " + second.to_text().splitlines()[-1])
+        options = {"netns": ns, "state_dir": state_dir}
+        first = session.run("lvs", model, options, apply=True)
+        print(f"  {first.plan.summary()}", flush=True)
+        check(first.ok, f"elbctl apply: {len(first.result.applied)} change(s); "
+                        + _writes_line(first.result))
+        second = session.run("lvs", model, options, apply=True)
+        check(second.ok and second.result.writes["netlink"] == 0,
+              "re-apply: " + _writes_line(second.result))
         print("  " + lab.run("director", ["ipvsadm", "-Ln"]).stdout.replace("\n", "\n  "))
         for carrier in lvslab.UPLINKS:
             vip = lvslab.VIPS[carrier][0]

@@ -72,10 +72,12 @@ def inputs_digest(model, registry: Mapping[str, Mapping], vips: Iterable[str]) -
 _SERVER_FIELDS = attrgetter("address.packed", "port", "weight")
 
 
-def record(table: str, inputs: str, notes: Iterable[str] = ()) -> dict:
+def record(table: str, inputs: str, notes: Iterable[str] = (), objects: int = 0) -> dict:
     """What :meth:`dcnet.lvs.store.Store.save_fingerprint` keeps; ``notes``: the IPVS
-    read's notes (services left alone), repeated by a plan that skips the read."""
-    return {"version": VERSION, "table": table, "inputs": inputs, "notes": list(notes)}
+    read's notes (services left alone), repeated by a plan that skips the read;
+    ``objects``: the owned IPVS objects then (the change guard's base on the fast path)."""
+    return {"version": VERSION, "table": table, "inputs": inputs, "notes": list(notes),
+            "objects": objects}
 
 
 def matches(saved: dict | None, table: str, inputs: str) -> bool:

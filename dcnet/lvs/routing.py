@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dcnet.lvs.state import StateDict, host_bits, norm
@@ -38,7 +38,6 @@ class Routing:
         self.writes = 0
         self.sysctl_writes = 0
         self._ipr = None
-        self._specs: dict = {}
 
     @property
     def ipr(self):
@@ -74,7 +73,6 @@ class Routing:
             value = self.sysctl_get(name)
             if value is not None:
                 out.state[("sysctl", (name,))] = {"value": value}
-        self._specs = out.rule_specs
         return out
 
     def _index(self, ifname: str) -> int | None:
@@ -155,7 +153,13 @@ class Routing:
 
     # ------------------------------------------------------------------ write
 
-    def apply(self, change: Change) -> None:
+    def apply(self, change: Change, rule_specs: Mapping | None = None) -> None:
+        """Carry out one change; ``rule_specs``: :attr:`RoutingRead.rule_specs` of the
+        read the change was planned from (how to delete a rule that is not elbctl's
+        simple ``from VIP lookup TABLE``)."""
+        if change.kind == "rule":
+            self._apply_rule(change, rule_specs or {})
+            return
         getattr(self, f"_apply_{change.kind}")(change)
 
     def _apply_link(self, change: Change) -> None:
@@ -188,21 +192,22 @@ class Routing:
                           prefixlen=change.new["prefixlen"])
             self.writes += 1
 
-    def _rule_spec(self, key: tuple, attrs: dict) -> dict:
-        if key in self._specs and key[0] == "other":
-            return dict(self._specs[key])
+    @staticmethod
+    def _rule_spec(key: tuple, attrs: Mapping, specs: Mapping) -> dict:
+        if key in specs and key[0] == "other":
+            return dict(specs[key])
         src = key[0]
         return {"family": socket.AF_INET6 if ":" in src else socket.AF_INET, "src": src,
                 "src_len": host_bits(src), "table": attrs["table"],
                 "priority": attrs["priority"], "action": FR_ACT_TO_TBL}
 
-    def _apply_rule(self, change: Change) -> None:
+    def _apply_rule(self, change: Change, specs: Mapping) -> None:
         if change.old is not None:
-            spec = self._rule_spec(change.key, change.old)
+            spec = self._rule_spec(change.key, change.old, specs)
             self._ignore(errno.ENOENT, self.ipr.rule, "del", **spec)
             self.writes += 1
         if change.new is not None:
-            self.ipr.rule("add", **self._rule_spec(change.key, change.new))
+            self.ipr.rule("add", **self._rule_spec(change.key, change.new, specs))
             self.writes += 1
 
     def _route_spec(self, key: tuple, attrs: dict) -> dict:

@@ -3,8 +3,9 @@
 Files under the state directory (``--lvs-state-dir``, ``$DCNET_LVS_STATE_DIR``, default
 ``/var/lib/dcnet/lvs``):
 
-- ``lock``: ``flock``-ed exclusively by a full apply (from its read to its last write)
-  and by every ``elbctl backend add|remove|drain``, so they never interleave;
+- ``lock``: ``flock``-ed exclusively (:mod:`dcnet.sysio.flock`) by every
+  ``elbctl plan|apply --target lvs`` (from its read to its last write) and by every
+  ``elbctl backend add|remove|drain``, so they never interleave;
 - ``registry.json``: real servers added, drained or removed by ``elbctl backend``, per
   service; a full apply merges it into the model so it never undoes them;
 - ``drain.json``: dests being drained and their deadlines (survives restarts);
@@ -14,82 +15,58 @@ Files under the state directory (``--lvs-state-dir``, ``$DCNET_LVS_STATE_DIR``, 
   removed before every apply's first write (see :mod:`dcnet.lvs.fingerprint`).
 
 Every file is replaced atomically (write, fsync, rename, fsync the directory), so a
-crash leaves the old or the new version, never a torn one.
+crash leaves the old or the new version, never a torn one. The directory is 0700, the
+lock and every file 0600 (issue #14).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import signal
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from dcnet.lvs.layout import ServiceLayout
+from dcnet.sysio import flock
 from dcnet.sysio.files import atomic_write
+from dcnet.sysio.flock import LockTimeout
+
+__all__ = ["DEFAULT_DIR", "LockTimeout", "Store"]
 
 DEFAULT_DIR = "/var/lib/dcnet/lvs"
 
 
-class LockTimeout(RuntimeError):
-    pass
-
-
-def _acquire(fd: int, timeout: float | None, path: str) -> None:
-    """flock(LOCK_EX), waiting in the kernel (no polling: hundreds of waiting hooks cost
-    nothing); the timeout is a SIGALRM timer in the main thread, polling elsewhere."""
-    def expired() -> LockTimeout:
-        return LockTimeout(f"{path} is held by another elbctl for more than {timeout:g}s")
-
-    if timeout is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    if threading.current_thread() is threading.main_thread():
-        def on_alarm(signum, frame):
-            raise expired()
-
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, max(timeout, 0.001))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-        return
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise expired() from None
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.2)
-
-
 class Store:
     def __init__(self, directory: str | None = None):
-        self.directory = directory or os.environ.get("DCNET_LVS_STATE_DIR") or DEFAULT_DIR
+        self.directory = directory or self.default_dir()
+
+    @staticmethod
+    def default_dir() -> str:
+        return os.environ.get("DCNET_LVS_STATE_DIR") or DEFAULT_DIR
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
 
+    def lock_path(self) -> str:
+        """The lock file: ``elbctl backend`` and every ``plan|apply --target lvs`` run
+        (:meth:`dcnet.target.Target.lock`) hold it through :mod:`dcnet.sysio.flock`."""
+        return self.path("lock")
+
     @contextlib.contextmanager
     def locked(self, timeout: float | None = None) -> Iterator[None]:
-        """Hold the state directory's exclusive lock (waiting at most ``timeout`` s)."""
-        os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(self.path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            _acquire(fd, timeout, self.path("lock"))
+        """Hold the state directory's exclusive lock (waiting at most ``timeout`` s;
+        :class:`dcnet.sysio.flock.LockTimeout` names the holder)."""
+        self._make_directory()
+        with flock.exclusive(self.lock_path(), timeout):
             yield
-        finally:
-            os.close(fd)   # closing releases the lock
+
+    def _make_directory(self) -> None:
+        """The directory, 0700 (made so, or tightened if it is ours and looser)."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        info = os.stat(self.directory)
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            os.chmod(self.directory, 0o700)
 
     # -- JSON files
 
@@ -101,9 +78,9 @@ class Store:
             return default
 
     def _write(self, name: str, data: Any) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        final = self.path(name)
-        atomic_write(final, json.dumps(data, indent=1, sort_keys=True), fsync=True)
+        self._make_directory()
+        atomic_write(self.path(name), json.dumps(data, indent=1, sort_keys=True),
+                     mode=0o600, fsync=True)
 
     # -- registry: {service: {ident: {"weight": int, "state": str}}}
 

@@ -36,13 +36,13 @@ def plan_of(routing: Routing, model) -> Plan:
                          [str(v) for s in model.services for _, v in s.vips])
     current = {k: v for k, v in found.state.items() if k[0] in ROUTING_KINDS}
     return Plan.build("lvs", diff(current, state.desired_routing(model)), state.KIND_ORDER,
-                      tuple(found.notes))
+                      tuple(found.notes), payload=found.rule_specs)
 
 
 def apply(routing: Routing, plan: Plan) -> int:
     before = routing.writes
     for change in plan.changes:
-        routing.apply(change)
+        routing.apply(change, plan.payload)
     return routing.writes - before
 
 

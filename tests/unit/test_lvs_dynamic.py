@@ -1,6 +1,7 @@
 """``elbctl backend add|remove|drain`` over the fake IPVS: checks before any change, the
-durable registry, drain on remove, and many concurrent calls during full applies losing
-none (threads each holding their own flock file description)."""
+durable registry, drain on remove, and many concurrent calls during full applies (the
+lvs target's lock: the same file) losing none (threads each holding their own flock file
+description)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import threading
 import pytest
 
 from dcnet.lvs import lab as lvslab
-from dcnet.lvs.backend import LVSBackend
 from dcnet.lvs.dynamic import BackendCommandError, change_backend
 from dcnet.lvs.fake import FakeIPVS
 from dcnet.lvs.ipvs import WireService
 from dcnet.lvs.store import Store
+from dcnet.target import apply_plan, make_plan
 from tests.unit.test_lvs_contract import observed
+from tests.unit.test_lvs_plan import target
 
 pytestmark = pytest.mark.unit
 
@@ -26,8 +28,8 @@ NAT_KEY = ("tcp", lvslab.VIPS["telecom"][0], 80)
 def applied(tmp_path):
     store = Store(str(tmp_path))
     ipvs = FakeIPVS()
-    backend = LVSBackend(ipvs, None, store, clock=lambda: NOW)
-    assert backend.apply(backend.plan(lvslab.model())).ok
+    backend = target(ipvs, store.directory)
+    assert apply_plan(backend, backend.plan(lvslab.model())).ok
     return store, ipvs
 
 
@@ -48,7 +50,7 @@ def test_add_records_then_programs_only_that_service(applied):
 def test_a_full_apply_keeps_registered_backends(applied):
     store, ipvs = applied
     change_backend(store, ipvs, "add", lvslab.JOB_NAT, "10.20.0.50")
-    backend = LVSBackend(ipvs, None, store, clock=lambda: NOW)
+    backend = target(ipvs, store.directory)
     assert backend.plan(lvslab.model()).empty
 
 
@@ -56,7 +58,7 @@ def test_drain_keeps_the_server_at_weight_zero(applied):
     store, ipvs = applied
     change_backend(store, ipvs, "drain", lvslab.JOB_NAT, "10.20.0.12")
     assert dests(ipvs)[(*NAT_KEY, "10.20.0.12", 8080)]["weight"] == 0
-    backend = LVSBackend(ipvs, None, store, clock=lambda: NOW)
+    backend = target(ipvs, store.directory)
     assert backend.plan(lvslab.model()).empty
     change_backend(store, ipvs, "add", lvslab.JOB_NAT, "10.20.0.12")
     assert dests(ipvs)[(*NAT_KEY, "10.20.0.12", 8080)]["weight"] == 2
@@ -130,9 +132,11 @@ def test_hundreds_of_concurrent_calls_during_full_applies_lose_none(applied):
             errors.append(exc)
 
     def full_apply():
-        backend = LVSBackend(Serialized(), None, Store(store.directory), clock=lambda: NOW)
-        with backend.store.locked():
-            backend.apply(backend.plan(lvslab.model()))
+        backend = target(Serialized(), store.directory)
+        with backend.lock(None):
+            result = apply_plan(backend, make_plan(backend, lvslab.model()))
+        if not result.ok:
+            errors.append(result.error)
 
     threads = [threading.Thread(target=add, args=(a,)) for a in addresses]
     threads += [threading.Thread(target=full_apply) for _ in range(5)]

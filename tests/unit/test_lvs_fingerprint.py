@@ -12,7 +12,6 @@ import os
 import pytest
 
 from dcnet.lvs import fingerprint
-from dcnet.lvs.backend import LVSBackend
 from dcnet.lvs.fake import FakeIPVS
 from dcnet.lvs.ipvs import (
     CMD_DEL_SERVICE,
@@ -24,9 +23,8 @@ from dcnet.lvs.ipvs import (
     WireService,
 )
 from dcnet.lvs.layout import layouts
-from dcnet.lvs.store import Store
 from dcnet.model import parse_model
-from tests.unit.test_lvs_plan import JOB, MODEL, NOW, TEXT
+from tests.unit.test_lvs_plan import JOB, MODEL, NOW, TEXT, apply, target
 
 pytestmark = pytest.mark.unit
 
@@ -37,21 +35,21 @@ SERVICE = WireService(2, 6, "198.51.100.10", 80, sched="wrr")
 @pytest.fixture
 def backend(tmp_path):
     """A back end over the fake after a first clean apply of MODEL."""
-    backend = LVSBackend(FakeIPVS(), None, Store(str(tmp_path)), clock=lambda: NOW)
-    first = backend.apply(backend.plan(MODEL))
-    assert first.ok and first.writes["ipvs"] == 6 and not backend.fast_path
+    backend = target(FakeIPVS(), tmp_path)
+    plan = backend.plan(MODEL)
+    first = apply(backend, plan)
+    assert first.ok and first.writes["ipvs"] == 6 and not plan.payload.fast_path
     return backend
 
 
-def fresh(backend, **kw) -> LVSBackend:
-    """A new back end (a new elbctl process) on the same table and state directory."""
-    return LVSBackend(backend.ipvs, None, Store(backend.store.directory), clock=lambda: NOW,
-                      **kw)
+def fresh(backend, **kw):
+    """A new target (a new elbctl process) on the same table and state directory."""
+    return target(backend.ipvs, backend.store.directory, **kw)
 
 
 def took_fast_path(backend, plan) -> bool:
     noted = any(n.startswith(NOTE) for n in plan.notes)
-    assert noted == backend.fast_path, plan.notes
+    assert noted == plan.payload.fast_path, plan.notes
     return noted
 
 
@@ -60,7 +58,7 @@ def converges(backend, model=MODEL) -> str:
     Returns the first plan's text."""
     the_plan = backend.plan(model)
     assert not took_fast_path(backend, the_plan)
-    assert backend.apply(the_plan).ok
+    assert apply(backend, the_plan).ok
     again = fresh(backend)
     plan = again.plan(model)
     assert plan.empty and took_fast_path(again, plan), plan.to_text()
@@ -76,7 +74,7 @@ def test_second_plan_after_apply_is_empty_and_skips_the_ipvs_read(backend, monke
     assert the_plan.empty and took_fast_path(second, the_plan)
     digest = fingerprint.table_digest(backend.ipvs.proc_text())
     assert f"(fingerprint {digest[:12]})" in next(n for n in the_plan.notes if NOTE in n)
-    result = second.apply(the_plan)
+    result = apply(second, the_plan)
     assert result.ok and result.writes["netlink"] == 0
 
 
@@ -89,7 +87,9 @@ def _forbidden(name):
 def test_the_record_is_the_pair_of_digests(backend):
     saved = backend.store.fingerprint()
     assert saved["table"] == fingerprint.table_digest(backend.ipvs.proc_text())
-    assert saved["inputs"] == backend._inputs_digest and saved["notes"] == []
+    vips = ("198.51.100.10", "203.0.113.10")
+    assert saved["inputs"] == fingerprint.inputs_digest(MODEL, {}, vips)
+    assert saved["notes"] == [] and saved["objects"] == 6
 
 
 def test_changed_weight_is_seen_and_repaired(backend):
@@ -116,7 +116,7 @@ def test_foreign_service_breaks_the_fingerprint_and_is_reported_on_the_fast_path
     first = fresh(backend)
     the_plan = first.plan(MODEL)
     assert the_plan.empty and not took_fast_path(first, the_plan)
-    assert first.apply(the_plan).ok
+    assert apply(first, the_plan).ok
     again = fresh(backend)
     fast = again.plan(MODEL)
     assert took_fast_path(again, fast)
@@ -157,19 +157,20 @@ def test_pending_drain_disables_it_until_the_drain_ends(backend, tmp_path):
     model = parse_model(TEXT.replace(", {address: 10.0.0.2}", ""), source="m.yaml")
     backend.ipvs.set_conns(SERVICE, "10.0.0.2", 8080, 3)
     draining = fresh(backend)
-    assert draining.apply(draining.plan(model)).ok
+    assert apply(draining, draining.plan(model)).ok
     assert draining.store.drain_set() and draining.store.fingerprint() is None
     again = fresh(backend)
     the_plan = again.plan(model)
     assert not took_fast_path(again, the_plan)
-    assert again.apply(the_plan).ok
-    later = LVSBackend(backend.ipvs, None, Store(str(tmp_path)), clock=lambda: NOW + 301)
-    assert [c.describe() for c in later.plan(model).changes] == [
+    assert apply(again, the_plan).ok
+    later = target(backend.ipvs, tmp_path, clock=lambda: NOW + 301)
+    the_plan = later.plan(model)
+    assert [c.describe() for c in the_plan.changes] == [
         "- dest tcp 198.51.100.10 80 10.0.0.2 8080 (forward=nat, weight=0)"]
-    assert not later.fast_path
-    assert later.apply(later.plan(model)).ok and later.store.drain_set() == {}
-    done = fresh(backend)
-    assert done.plan(model).empty and done.fast_path
+    assert not the_plan.payload.fast_path
+    assert apply(later, later.plan(model)).ok and later.store.drain_set() == {}
+    done = fresh(backend).plan(model)
+    assert done.empty and done.payload.fast_path
 
 
 def test_exact_read_disables_it(backend):
@@ -182,7 +183,7 @@ def test_failed_apply_removes_the_record_and_the_next_plan_reads_all(backend):
     backend.ipvs.execute([Request(CMD_DEL_SERVICE, SERVICE)])
     failing = fresh(backend)
     failing.ipvs.fail_on = {CMD_NEW_DEST: errno.ENOMEM}
-    result = failing.apply(failing.plan(MODEL))
+    result = apply(failing, failing.plan(MODEL))
     assert not result.ok and failing.store.fingerprint() is None
     failing.ipvs.fail_on = {}
     converges(backend)
@@ -192,12 +193,12 @@ def test_failed_apply_removes_the_record_and_the_next_plan_reads_all(backend):
 def test_missing_or_corrupt_record_means_a_full_read(backend, content):
     path = backend.store.path("ipvs_fingerprint.json")
     os.unlink(path)
-    again = fresh(backend)
-    assert again.plan(MODEL).empty and not again.fast_path
+    again = fresh(backend).plan(MODEL)
+    assert again.empty and not again.payload.fast_path
     with open(path, "w") as fh:
         fh.write(content)
-    again = fresh(backend)
-    assert again.plan(MODEL).empty and not again.fast_path
+    again = fresh(backend).plan(MODEL)
+    assert again.empty and not again.payload.fast_path
 
 
 def test_masking_keeps_everything_but_the_counters():
@@ -269,13 +270,14 @@ def test_inputs_digest_is_canonical_and_covers_registry_vips_and_drain_seconds()
 
 
 def test_a_proc_text_the_read_rejects_is_never_recorded(backend, monkeypatch):
-    """A text whose services differ from the dump (dcnet.lvs.backend._read_ipvs) is not
+    """A text whose services differ from the dump (dcnet.lvs.reader.read_ipvs) is not
     trusted for dests, so its digest is not recorded either."""
     other = FakeIPVS().proc_text()
     again = fresh(backend)
     monkeypatch.setattr(again.ipvs, "proc_text", lambda: other)
     the_plan = again.plan(MODEL)
-    assert the_plan.empty and not again.fast_path and again.bulk_read_rejected == 1
-    assert again.apply(the_plan).ok and again.store.fingerprint() is None
+    assert the_plan.empty and not the_plan.payload.fast_path
+    assert again.bulk_read_rejected == 1
+    assert apply(again, the_plan).ok and again.store.fingerprint() is None
     monkeypatch.undo()
     converges(backend)

@@ -1,5 +1,5 @@
 """Pure diff/plan of the LVS back end: golden cases (current state, model, expected plan),
-the no-op case, drain-first removal, the dynamic registry, and the back end over the
+the no-op case, drain-first removal, the dynamic registry, and the target over the
 fake IPVS (ownership, stop-and-report, zero writes on re-apply)."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import textwrap
 import pytest
 
 from dcnet.lvs import state
-from dcnet.lvs.backend import LVSBackend, plan_states
+from dcnet.lvs.backend import LVSTarget, plan_states
 from dcnet.lvs.fake import FakeIPVS
 from dcnet.lvs.ipvs import CMD_NEW_DEST, CMD_NEW_SERVICE, Request, WireService
 from dcnet.lvs.layout import ServerLayout, effective_servers, layouts, parse_server
 from dcnet.lvs.store import Store
 from dcnet.model import parse_model
+from dcnet.target import apply_plan
 
 pytestmark = pytest.mark.unit
 
@@ -203,18 +204,29 @@ def test_effective_servers_and_parse_server():
 # ------------------------------------------------------------------ over the fake IPVS
 
 
+def target(ipvs, directory, clock=lambda: NOW, **kw) -> LVSTarget:
+    """The lvs target over ``ipvs`` (a fake), IPVS only, state in ``directory``."""
+    return LVSTarget(state_dir=str(directory), ipvs=ipvs, routing=None, clock=clock, **kw)
+
+
+def apply(target, plan, rollback=False, **kw):
+    """``apply_plan`` as the tests here used it before the contract: no undo unless
+    asked."""
+    return apply_plan(target, plan, rollback=rollback, **kw)
+
+
 @pytest.fixture
 def backend(tmp_path):
-    return LVSBackend(FakeIPVS(), None, Store(str(tmp_path)), clock=lambda: NOW)
+    return target(FakeIPVS(), tmp_path)
 
 
 def test_apply_then_reapply_issues_zero_writes(backend):
-    first = backend.apply(backend.plan(MODEL))
+    first = apply(backend, backend.plan(MODEL))
     assert first.ok and first.writes["ipvs"] == 6
     second_plan = backend.plan(MODEL)
-    second = backend.apply(second_plan)
+    second = apply(backend, second_plan)
     assert second_plan.empty and second.writes["netlink"] == 0
-    assert "writes: 0 netlink" in second.to_text()
+    assert "writes: netlink 0, ipvs 0" in second.to_text()
 
 
 def test_unowned_services_are_left_alone_and_reported(backend):
@@ -225,46 +237,46 @@ def test_unowned_services_are_left_alone_and_reported(backend):
     assert not any("192.0.2.99" in str(c.key) for c in the_plan.changes)
     assert any("2 IPVS service(s) not on an elbctl VIP: tcp 192.0.2.99:80, fwmark 5" in n
                for n in the_plan.notes)
-    backend.apply(the_plan)
+    apply(backend, the_plan)
     assert len(backend.ipvs.services()) == 4
 
 
 def test_failure_stops_reports_exactly_and_next_apply_converges(backend):
     backend.ipvs.fail_on = {CMD_NEW_DEST: errno.ENOMEM}
-    result = backend.apply(backend.plan(MODEL))
+    result = apply(backend, backend.plan(MODEL))
     assert not result.ok
     assert [c.kind for c in result.applied] == ["service", "service"]
     assert result.failed.kind == "dest" and result.error.errno == errno.ENOMEM
     assert len(result.more_failures) == 3          # the rest of that batch, each reported
     assert "FAILED + dest tcp 198.51.100.10 80 10.0.0.1 8080" in result.to_text()
     backend.ipvs.fail_on = {}
-    again = backend.apply(backend.plan(MODEL))
+    again = apply(backend, backend.plan(MODEL))
     assert again.ok and [c.kind for c in again.applied] == ["dest"] * 4
     assert backend.plan(MODEL).empty
 
 
 def test_failure_with_rollback_undoes_applied_steps(backend):
     backend.ipvs.fail_on = {CMD_NEW_DEST: errno.ENOMEM}
-    result = backend.apply(backend.plan(MODEL), rollback=True)
+    result = apply(backend, backend.plan(MODEL), rollback=True)
     assert not result.ok and len(result.undone) == 2
     assert backend.ipvs.services() == []
 
 
 def test_drain_set_survives_a_restart(backend, tmp_path):
-    backend.apply(backend.plan(MODEL))
+    apply(backend, backend.plan(MODEL))
     extra = WireService(2, 6, "198.51.100.10", 80, sched="wrr")
     from dcnet.lvs.ipvs import WireDest
 
     backend.ipvs.execute([Request(CMD_NEW_DEST, extra, WireDest(2, "10.0.0.9", 8080, fwd=0))])
     backend.ipvs.set_conns(extra, "10.0.0.9", 8080, 3)
-    backend.apply(backend.plan(MODEL))
+    apply(backend, backend.plan(MODEL))
     key = ("tcp", "198.51.100.10", 80, "10.0.0.9", 8080)
     assert Store(str(tmp_path)).drain_set() == {key: NOW + 300}
-    later = LVSBackend(backend.ipvs, None, Store(str(tmp_path)), clock=lambda: NOW + 301)
+    later = target(backend.ipvs, tmp_path, clock=lambda: NOW + 301)
     the_plan = later.plan(MODEL)
     assert [c.describe() for c in the_plan.changes] == [
         "- dest tcp 198.51.100.10 80 10.0.0.9 8080 (forward=nat, weight=0)"]
-    later.apply(the_plan)
+    apply(later, the_plan)
     assert Store(str(tmp_path)).drain_set() == {}
 
 
@@ -283,15 +295,14 @@ def _set_thresholds(ipvs, vip="198.51.100.10", rip="10.0.0.1"):
 
 
 def test_fast_read_cannot_see_threshold_drift_exact_read_repairs_it(backend, tmp_path):
-    backend.apply(backend.plan(MODEL))
+    apply(backend, backend.plan(MODEL))
     _set_thresholds(backend.ipvs)
     assert backend.plan(MODEL).empty                  # /proc/net/ip_vs has no thresholds
-    exact = LVSBackend(backend.ipvs, None, Store(str(tmp_path)), clock=lambda: NOW,
-                       exact_read=True)
+    exact = target(backend.ipvs, tmp_path, exact_read=True)
     the_plan = exact.plan(MODEL)
     assert [c.describe() for c in the_plan.changes] == [
         "~ dest tcp 198.51.100.10 80 10.0.0.1 8080 (l_thresh 10 -> None, u_thresh 100 -> None)"]
-    result = exact.apply(the_plan)
+    result = apply(exact, the_plan)
     assert result.ok and result.writes["ipvs"] == 1
     assert exact.plan(MODEL).empty and backend.plan(MODEL).empty
     service = WireService(2, 6, "198.51.100.10", 80)
@@ -299,7 +310,7 @@ def test_fast_read_cannot_see_threshold_drift_exact_read_repairs_it(backend, tmp
 
 
 def test_services_in_exact_for_are_read_by_dest_dumps(backend):
-    backend.apply(backend.plan(MODEL))
+    apply(backend, backend.plan(MODEL))
     _set_thresholds(backend.ipvs, vip="198.51.100.10")
     _set_thresholds(backend.ipvs, vip="203.0.113.10")
     vips = {"198.51.100.10", "203.0.113.10"}
@@ -310,7 +321,8 @@ def test_services_in_exact_for_are_read_by_dest_dumps(backend):
         "forward": "nat", "weight": 10}
     assert len(conns) == 4 and unowned == []
     fast, _, _ = backend.read_ipvs(vips)
-    exact, _, _ = LVSBackend(backend.ipvs, None, backend.store, exact_read=True).read_ipvs(vips)
+    exact, _, _ = target(backend.ipvs, backend.store.directory,
+                         exact_read=True).read_ipvs(vips)
     assert {k for k in fast} == {k for k in exact}
     assert {k: v for k, v in exact.items() if "u_thresh" in v} == {
         ("dest", ("tcp", vip, 80, "10.0.0.1", 8080)): {
@@ -346,7 +358,7 @@ def test_a_proc_text_that_disagrees_with_the_service_dump_is_not_trusted(backend
                                                                          monkeypatch):
     # e.g. a text read from another namespace, or a table changed mid-read: its services
     # differ from the dump's, so every dest is read by generic netlink instead
-    assert backend.apply(backend.plan(MODEL)).ok
+    assert apply(backend, backend.plan(MODEL)).ok
     text_method = "proc_text" if hasattr(FakeIPVS, "proc_text") else "procfs_text"
     other = getattr(FakeIPVS(), text_method)()
     monkeypatch.setattr(backend.ipvs, text_method, lambda: other)

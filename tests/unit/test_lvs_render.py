@@ -93,12 +93,12 @@ def test_invalid_model_is_rejected_before_any_kernel_access(tmp_path, monkeypatc
     bad.write_text(lvslab.model_text().replace("scheduler: wrr", "scheduler: fastest"))
     (tmp_path / "telecom.txt").write_text("192.0.2.0/26\n")
     (tmp_path / "unicom.txt").write_text("192.0.2.64/26\n")
-    import dcnet.lvs.cli as lvscli
+    from dcnet.lvs.backend import LVSTarget
 
     def no_kernel(*a, **k):
         raise AssertionError("the kernel was opened for an invalid model")
 
-    monkeypatch.setattr(lvscli, "_open_backend", no_kernel)
+    monkeypatch.setattr(LVSTarget, "__init__", no_kernel)
     for command in ("plan", "apply"):
         result = CliRunner().invoke(cli, [command, "-f", str(bad), "--lvs-state-dir",
                                           str(tmp_path / "state")])
