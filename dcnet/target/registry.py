@@ -15,7 +15,8 @@ from dcnet.target.base import Target, TargetError
 
 BUILTIN: dict[str, str] = {"dns": "dcnet.dns.backend:DNSTarget",
                            "haproxy": "dcnet.haproxy.backend:HAProxyTarget",
-                           "lvs": "dcnet.lvs.backend:LVSTarget"}
+                           "lvs": "dcnet.lvs.backend:LVSTarget",
+                           "nft": "dcnet.nft.target:NftTarget"}
 _registered: dict[str, type[Target]] = {}
 
 

@@ -1,0 +1,166 @@
+"""Running ``nft`` (optionally inside a named network namespace) and reading dcnet's table.
+
+Only dcnet's own table is ever listed, never the whole ruleset: one
+``nft -j -t list table ip dcnet`` (terse: no set elements, so neither the Maglev maps'
+65,537 slots nor the affinity sets' live entries are read) and one
+``nft -j list map ip dcnet services`` for the service elements. The read state is
+``(kind, key) -> attrs`` in :mod:`dcnet.nft.ruleset`'s vocabulary; its digest is a hash
+of both listings, which carry rule handles, so any write to the table changes it.
+
+Writes go through :meth:`Nft.run_script`: one ``nft -f -`` per call, i.e. one atomic
+transaction. The namespace is entered by ``ip netns exec`` (the argv comes from
+:mod:`dcnet.sysio.netns`, the one module that switches namespaces).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from dcnet.nft.ruleset import FAMILY, SERVICES_MAP, TABLE, parse_name
+from dcnet.sysio import netns as netns_mod
+from dcnet.target import TargetError, TargetUnavailable
+
+ABSENT = "absent"
+COMMENT_PREFIX = "dcnet:"
+
+
+class NftError(TargetError):
+    """nft refused a command or a transaction (nothing of that transaction applied)."""
+
+
+class NftUnavailable(TargetUnavailable):
+    """nft or the namespace cannot be used."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    state: dict
+    notes: tuple[str, ...]
+    digest: str
+
+
+class Nft:
+    """The ``nft`` binary, in the host's namespace or in ``netns``."""
+
+    def __init__(self, netns: str | None = None, binary: str = "nft"):
+        self.netns = netns or None
+        self.binary = binary
+        self.transactions = 0      # nft -f runs that changed something
+        self.commands = 0          # commands in them
+
+    def argv(self, *args: str) -> list[str]:
+        if shutil.which(self.binary) is None:
+            raise NftUnavailable(f"nft: no {self.binary!r} binary on PATH")
+        if self.netns and not netns_mod.exists(self.netns):
+            raise NftUnavailable(f"nft: network namespace {self.netns!r} does not exist")
+        return netns_mod.exec_argv(self.netns, [self.binary, *args])
+
+    def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), input=stdin, capture_output=True,
+                              text=True, check=False)
+
+    def run_script(self, text: str) -> None:
+        """Run ``text`` as one ``nft -f -`` transaction; NftError if nft refused it."""
+        done = self._run(["-f", "-"], text)
+        if done.returncode != 0:
+            raise NftError("nft transaction refused, nothing of it applied: "
+                           + _first_error(done.stderr))
+        self.transactions += 1
+        self.commands += text.count("\n")
+
+    def list_json(self, *what: str, terse: bool = False) -> str | None:
+        """``nft -j [-t] list <what>``; None when the object does not exist."""
+        done = self._run(["-j", *(["-t"] if terse else []), "list", *what])
+        if done.returncode != 0:
+            if "No such file or directory" in done.stderr:
+                return None
+            raise NftError(f"nft list {' '.join(what)}: " + _first_error(done.stderr))
+        return done.stdout
+
+    def raw_listing(self) -> tuple[str | None, str | None]:
+        table = self.list_json("table", FAMILY, TABLE, terse=True)
+        if table is None:
+            return None, None
+        return table, self.list_json("map", FAMILY, TABLE, SERVICES_MAP)
+
+    def digest(self) -> str:
+        return listing_digest(*self.raw_listing())
+
+    def read(self) -> Listing:
+        table, services = self.raw_listing()
+        state, notes = parse_listing(table, services)
+        return Listing(state, notes, listing_digest(table, services))
+
+
+def listing_digest(table: str | None, services: str | None) -> str:
+    if table is None:
+        return ABSENT
+    h = hashlib.sha256(table.encode())
+    h.update(b"\0" + (services or "").encode())
+    return h.hexdigest()[:16]
+
+
+def _first_error(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln]
+    return (errors or lines or ["(no message)"])[0][:300]
+
+
+def parse_listing(table: str | None, services: str | None) -> tuple[dict, tuple[str, ...]]:
+    """(state, notes) from the two JSON listings (pure)."""
+    state: dict = {}
+    notes: list[str] = []
+    if table is None:
+        return state, ()
+    rules: dict[str, list[str]] = {}
+    chains: dict[str, dict] = {}
+    for item in json.loads(table).get("nftables", []):
+        if "chain" in item:
+            chains[item["chain"]["name"]] = item["chain"]
+            rules.setdefault(item["chain"]["name"], [])
+        elif "rule" in item:
+            r = item["rule"]
+            comment = r.get("comment", "")
+            d = comment[len(COMMENT_PREFIX):] if comment.startswith(COMMENT_PREFIX) else "?"
+            rules.setdefault(r["chain"], []).append(d)
+        elif "set" in item or "map" in item:
+            obj = item.get("set") or item.get("map")
+            ident = parse_name(obj["name"])
+            if ident is None or ident[0] not in ("table", "affinity", "maglev"):
+                notes.append(f"foreign set/map {obj['name']!r} in table {FAMILY} {TABLE} "
+                             "left alone")
+            elif ident[0] == "table":
+                t = obj.get("type")
+                state[ident] = {"type": " . ".join(t) if isinstance(t, list) else t}
+            elif ident[0] == "affinity":
+                state[ident] = {"timeout": obj.get("timeout", 0)}
+            else:
+                state[ident] = {"size": _maglev_size(obj)}
+    for name, chain in chains.items():
+        ident = parse_name(name)
+        if ident is None or ident[0] not in ("hook", "service", "backend"):
+            notes.append(f"foreign chain {name!r} in table {FAMILY} {TABLE} left alone")
+            continue
+        attrs: dict = {"rules": tuple(rules.get(name, ()))}
+        if ident[0] == "hook":
+            attrs = {"hook": chain.get("hook"), "priority": chain.get("prio"), **attrs}
+        state[ident] = attrs
+    if services is not None:
+        for item in json.loads(services).get("nftables", []):
+            for key, verdict in (item.get("map") or {}).get("elem", []):
+                vip, proto, port = key["concat"]
+                target = (verdict.get("goto") or verdict.get("jump") or {}).get("target")
+                state[("element", (str(proto), str(vip), int(port)))] = {"chain": target}
+    return state, tuple(notes)
+
+
+def _maglev_size(obj: dict) -> int:
+    """A Maglev map's size: its comment says it (``dcnet:size=M``), else 0."""
+    comment = obj.get("comment", "")
+    if comment.startswith(COMMENT_PREFIX + "size="):
+        return int(comment.split("=", 1)[1])
+    return 0

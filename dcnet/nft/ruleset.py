@@ -1,0 +1,233 @@
+"""The nft target's state vocabulary and the desired ruleset of a model (pure).
+
+Everything lives in dcnet's own table, ``table ip dcnet``. Kinds, in creation order
+(deletes run in reverse)::
+
+    table     ("services",)                        {type}     the verdict map VIP . proto . port
+    affinity  (proto, vip, port, rip, rport, timeout)  {timeout}  saddr set, dynamic, timeout
+    backend   (proto, vip, port, rip, rport)       {rules}    chain: [refresh affinity,] DNAT
+    maglev    (proto, vip, port, digest)           {size}     map slot -> goto backend chain
+    service   (proto, vip, port)                   {rules}    chain: affinity, then scheduler
+    element   (proto, vip, port)                   {chain}    services map element -> goto
+    hook      (chain,)                             {hook, priority, rules}  nat base chains
+
+A chain's ``rules`` are the short digests of its rules' text, which every rule carries as
+its comment (``dcnet:<digest>``); a rule without one reads as ``?`` and is rewritten.
+A maglev map's name carries its table's digest, so a new table is a new map swapped in
+by the service chain's update in the same transaction, then the old map is deleted.
+
+Schedulers: ``mh`` is Maglev keyed on ``jhash ip saddr . th sport`` (a flow hash), ``sh``
+Maglev keyed on ``jhash ip saddr`` (source hashing); every other IPVS scheduler name is
+served by weighted random (``numgen random mod W`` with one range per backend sized by its
+weight, as kube-proxy does). Weight 0 (drain) leaves a backend out of new-flow selection
+and of affinity lookups; its chain stays, and conntrack keeps established flows on it.
+Only NAT forwarding of IPv4 VIPs is rendered; DR/TUN ports and IPv6 VIPs are skipped with
+a note (see docs/nft.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from dcnet.lvs.layout import effective_servers, layouts
+from dcnet.nft import maglev
+
+FAMILY, TABLE = "ip", "dcnet"
+T = f"{FAMILY} {TABLE}"
+KIND_ORDER = ("table", "affinity", "backend", "maglev", "service", "element", "hook")
+SERVICES_MAP = "services"
+SERVICES_TYPE = "ipv4_addr . inet_proto . inet_service"
+HOOKS = {"prerouting": ("prerouting", -100), "output": ("output", -100)}
+HOOK_RULE = f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}"
+JHASH_SEED = "0x6463"     # fixed: every director hashes a flow to the same slot
+MAGLEV_SCHEDULERS = {"mh": "ip saddr . th sport", "sh": "ip saddr"}
+ELEMENT_CHUNK = 4096       # map elements per "add element" command
+
+Ident = tuple[str, tuple]
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def svc_name(key3: tuple) -> str:
+    proto, vip, port = key3
+    return f"svc-{proto}-{vip}-{port}"
+
+
+def backend_name(key5: tuple) -> str:
+    return "be-" + "-".join(str(p) for p in key5)
+
+
+def affinity_name(key6: tuple) -> str:
+    return "aff-" + "-".join(str(p) for p in key6)
+
+
+def maglev_name(key4: tuple) -> str:
+    return "mh-" + "-".join(str(p) for p in key4)
+
+
+def parse_name(name: str) -> Ident | None:
+    """The (kind, key) an object of this name stands for; None for a foreign name."""
+    if name in HOOKS:
+        return "hook", (name,)
+    if name == SERVICES_MAP:
+        return "table", (name,)
+    prefix, _, rest = name.partition("-")
+    parts = rest.split("-")
+    sizes = {"svc": ("service", 3), "be": ("backend", 5), "aff": ("affinity", 6),
+             "mh": ("maglev", 4)}
+    if prefix not in sizes or len(parts) != sizes[prefix][1]:
+        return None
+    kind = sizes[prefix][0]
+    try:
+        key = (parts[0], parts[1], int(parts[2]))
+        if kind in ("backend", "affinity"):
+            key += (parts[3], int(parts[4]))
+        if kind == "affinity":
+            key += (int(parts[5]),)
+        if kind == "maglev":
+            key += (parts[3],)
+    except ValueError:
+        return None
+    return kind, key
+
+
+def rule(chain: str, text: str) -> tuple[str, str]:
+    """(digest, the ``add rule`` command) of one rule of ``chain``."""
+    d = digest(text)
+    return d, f'add rule {T} {chain} {text} comment "dcnet:{d}"'
+
+
+@dataclass(frozen=True)
+class Backend:
+    key: tuple          # (proto, vip, port, rip, rport)
+    weight: int
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The desired state and, per object, the commands that fill it (after creation)."""
+
+    state: Mapping
+    bodies: Mapping
+    notes: tuple[str, ...]
+
+
+class _Builder:
+    def __init__(self, maglev_size: int):
+        self.state: dict = {}
+        self.bodies: dict = {}
+        self.notes: list[str] = []
+        self.maglev_size = maglev_size
+
+    def add(self, ident: Ident, attrs: dict, body: tuple[str, ...] = ()) -> None:
+        self.state[ident] = attrs
+        if body:
+            self.bodies[ident] = body
+
+    def chain(self, kind: str, key: tuple, name: str, texts: list[str],
+              extra: dict | None = None) -> None:
+        pairs = [rule(name, t) for t in texts]
+        self.add((kind, key), {**(extra or {}), "rules": tuple(d for d, _ in pairs)},
+                 tuple(cmd for _, cmd in pairs))
+
+    def infrastructure(self) -> None:
+        self.add(("table", (SERVICES_MAP,)), {"type": SERVICES_TYPE})
+        for name, (hook, priority) in HOOKS.items():
+            self.chain("hook", (name,), name, [HOOK_RULE],
+                       {"hook": hook, "priority": priority})
+
+    def service(self, key3: tuple, scheduler: str, persistence: int,
+                backends: list[Backend]) -> None:
+        proto = key3[0]
+        name = svc_name(key3)
+        active = [b for b in backends if b.weight > 0]
+        texts: list[str] = []
+        for b in backends:
+            be_texts = []
+            if persistence:
+                aff = affinity_name((*b.key, persistence))
+                self.add(("affinity", (*b.key, persistence)), {"timeout": persistence})
+                be_texts.append(f"update @{aff} {{ ip saddr }}")
+                if b.weight > 0:
+                    texts.append(f"ip saddr @{aff} goto {backend_name(b.key)}")
+            rip, rport = b.key[3], b.key[4]
+            be_texts.append(f"meta l4proto {proto} dnat to {rip}:{rport}")
+            self.chain("backend", b.key, backend_name(b.key), [" ".join(be_texts)])
+        if not active:
+            texts.append("drop")
+        elif scheduler in MAGLEV_SCHEDULERS:
+            texts.append(self.maglev(key3, scheduler, active))
+        elif len(active) == 1:
+            texts.append(f"goto {backend_name(active[0].key)}")
+        else:
+            texts.append(weighted_vmap(active))
+        self.chain("service", key3, name, texts)
+        self.add(("element", key3), {"chain": name})
+
+    def maglev(self, key3: tuple, scheduler: str, active: list[Backend]) -> str:
+        by_name = {backend_name(b.key): b.weight for b in active}
+        size = maglev.table_size(len(by_name), self.maglev_size)
+        table = maglev.build(by_name, size)
+        names = maglev.names_of(by_name)
+        key4 = (*key3, maglev.table_digest(names, table))
+        map_name = maglev_name(key4)
+        body = []
+        for start in range(0, size, ELEMENT_CHUNK):
+            elems = ", ".join(f"{slot} : goto {names[table[slot]]}"
+                              for slot in range(start, min(size, start + ELEMENT_CHUNK)))
+            body.append(f"add element {T} {map_name} {{ {elems} }}")
+        self.add(("maglev", key4), {"size": size}, tuple(body))
+        hashed = MAGLEV_SCHEDULERS[scheduler]
+        return f"jhash {hashed} mod {size} seed {JHASH_SEED} vmap @{map_name}"
+
+
+def weighted_vmap(active: list[Backend]) -> str:
+    """``numgen random mod W vmap { lo-hi : goto backend, ... }``, ranges sized by weight."""
+    total = sum(b.weight for b in active)
+    parts, low = [], 0
+    for b in active:
+        high = low + b.weight - 1
+        span = str(low) if high == low else f"{low}-{high}"
+        parts.append(f"{span} : goto {backend_name(b.key)}")
+        low = high + 1
+    return f"numgen random mod {total} vmap {{ {', '.join(parts)} }}"
+
+
+def desired(model, registry: Mapping | None = None,
+            maglev_size: int = maglev.DEFAULT_SIZE) -> Desired:
+    """The ruleset the model asks for (plus the LVS-style dynamic registry, if given)."""
+    b = _Builder(maglev_size)
+    b.infrastructure()
+    skipped: dict[str, int] = {}
+    for layout in layouts(model):
+        entries = (registry or {}).get(layout.name)
+        servers = effective_servers(layout, dict(entries)) if entries else layout.servers
+        for _carrier, vip in layout.vips:
+            for port in layout.ports:
+                why = _unsupported(vip, port.forward)
+                if why:
+                    skipped[why] = skipped.get(why, 0) + 1
+                    continue
+                key3 = (port.protocol, vip, port.port)
+                if ("service", key3) in b.state:
+                    continue
+                backends = [Backend((*key3, s.address, s.port or port.backend_port),
+                                    s.weight) for s in servers if ":" not in s.address]
+                b.service(key3, port.scheduler, port.persistence, backends)
+    for why, n in sorted(skipped.items()):
+        b.notes.append(f"{n} VIP port(s) skipped: {why}")
+    return Desired(MappingProxyType(b.state), MappingProxyType(b.bodies), tuple(b.notes))
+
+
+def _unsupported(vip: str, forward: str) -> str | None:
+    if ":" in vip:
+        return "IPv6 VIPs are not rendered by the nft target (table ip dcnet)"
+    if forward != "nat":
+        return (f"forward {forward} has no nftables equivalent here; only nat is "
+                "rendered (docs/nft.md)")
+    return None

@@ -1,0 +1,102 @@
+"""Plan changes -> one ``nft -f`` script (pure): the commands of one atomic transaction.
+
+Every script starts with ``add table ip dcnet`` (a no-op when it exists) and then holds
+each change's commands in plan order (creates and updates by kind order, deletes in
+reverse), so a chain is created before a map element or rule jumps to it and is
+flushed and deleted only after whatever jumped to it is gone. ``nft -f`` runs the whole
+script as one transaction: it applies entirely or not at all.
+
+A change needs the desired object's body (its rules or map elements), which the plan's
+payload carries; deletes need only names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from dcnet.nft.ruleset import (
+    HOOKS,
+    SERVICES_MAP,
+    SERVICES_TYPE,
+    T,
+    affinity_name,
+    backend_name,
+    maglev_name,
+    svc_name,
+)
+from dcnet.plan import Action, Change
+
+
+class MissingBody(KeyError):
+    """The payload has no body for an object this change must (re)create."""
+
+
+def chain_name(kind: str, key: tuple) -> str:
+    if kind == "hook":
+        return key[0]
+    return svc_name(key) if kind == "service" else backend_name(key)
+
+
+def element_key(key3: tuple) -> str:
+    proto, vip, port = key3
+    return f"{vip} . {proto} . {port}"
+
+
+def commands(change: Change, bodies: Mapping) -> list[str]:
+    """The nft commands carrying out one change."""
+    kind, key, action = change.kind, change.key, change.action
+    ident = (kind, key)
+    attrs = change.new if change.new is not None else change.old or {}
+
+    def body() -> tuple[str, ...]:
+        if ident not in bodies:
+            raise MissingBody(f"no rules for {kind} {key} in the plan's payload")
+        return bodies[ident]
+
+    if kind == "table":
+        if action is Action.DELETE:
+            return [f"delete map {T} {SERVICES_MAP}"]
+        return [f"add map {T} {SERVICES_MAP} {{ type {SERVICES_TYPE} : verdict; }}"]
+    if kind == "affinity":
+        name = affinity_name(key)
+        if action is Action.DELETE:
+            return [f"delete set {T} {name}"]
+        out = [f"delete set {T} {name}"] if action is Action.UPDATE else []
+        return [*out, f"add set {T} {name} {{ type ipv4_addr; flags dynamic,timeout; "
+                      f"timeout {attrs['timeout']}s; }}"]
+    if kind == "maglev":
+        name = maglev_name(key)
+        if action is Action.DELETE:
+            return [f"flush map {T} {name}", f"delete map {T} {name}"]
+        head = [f"flush map {T} {name}"] if action is Action.UPDATE else [
+            f"add map {T} {name} {{ typeof numgen random mod 2 : verdict; "
+            f"comment \"dcnet:size={attrs['size']}\"; }}"]
+        return [*head, *body()]
+    if kind == "element":
+        elem = element_key(key)
+        if action is Action.DELETE:
+            return [f"delete element {T} {SERVICES_MAP} {{ {elem} }}"]
+        out = ([f"delete element {T} {SERVICES_MAP} {{ {elem} }}"]
+               if action is Action.UPDATE else [])
+        return [*out, f"add element {T} {SERVICES_MAP} {{ {elem} : goto {attrs['chain']} }}"]
+    if kind in ("service", "backend", "hook"):
+        name = chain_name(kind, key)
+        if action is Action.DELETE:
+            return [f"flush chain {T} {name}", f"delete chain {T} {name}"]
+        spec = ""
+        if kind == "hook":
+            hook, priority = HOOKS[name]
+            spec = (f" {{ type nat hook {hook} priority {priority}; policy accept; }}")
+        head = [f"add chain {T} {name}{spec}"]
+        if action is Action.UPDATE:
+            head.append(f"flush chain {T} {name}")
+        return [*head, *body()]
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def script(changes: Iterable[Change], bodies: Mapping) -> str:
+    """The whole transaction for ``changes`` (in the order given)."""
+    lines = [f"add table {T}"]
+    for change in changes:
+        lines += commands(change, bodies)
+    return "\n".join(lines) + "\n"
