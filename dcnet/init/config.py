@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 FORWARDED = ("TERM", "INT", "HUP", "QUIT", "USR1", "USR2", "WINCH")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -21,16 +21,17 @@ class ConfigError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     kind: str            # "tcp", "http" or "cmd"
     target: str          # "HOST:PORT", a URL, or a shell command
 
 
-@dataclass(frozen=True)
-class InitConfig:
+class InitConfig(NamedTuple):
+    """Everything the supervisor needs (NamedTuple: immutable, no dataclasses import on
+    the start-up path)."""
+
     command: tuple[str, ...]
-    env: dict = field(default_factory=dict)
+    env: dict
     health_port: int | None = None
     health_address: str = "0.0.0.0"
     check: Check | None = None

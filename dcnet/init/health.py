@@ -9,12 +9,9 @@ the phase; ``GET /debug`` returns the app's last output kept in debug mode.
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import socket
 import threading
 import time
-import urllib.parse
 
 from dcnet.init.config import Check
 
@@ -50,6 +47,9 @@ class Health:
 
 def probe(check: Check, timeout: float) -> bool:
     """One TCP or HTTP probe (HTTP: any 2xx/3xx answer)."""
+    import http.client  # here, not at start-up: most apps use a TCP check
+    import urllib.parse
+
     try:
         if check.kind == "tcp":
             host, _, port = check.target.rpartition(":")
@@ -84,8 +84,9 @@ class Checker(threading.Thread):
             self.stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
-def serve(health: Health, address: str, port: int) -> http.server.ThreadingHTTPServer:
-    """Start the health endpoint in a daemon thread."""
+def serve(health: Health, address: str, port: int):
+    """Start the health endpoint (a ThreadingHTTPServer) in a daemon thread."""
+    import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
