@@ -145,6 +145,10 @@ def test_failure(director_ns, tmp_path):
     again = make_backend(director_ns, str(tmp_path))
     plan, result = apply(again, model)
     assert plan.empty and result.writes["netlink"] == 0 and result.writes["sysctl"] == 0
+    # a plan made without the lock, applied by a fresh instance: its fingerprint (IPVS
+    # text, owned routing and sysctls, state files) is read again and still matches
+    plan = make_backend(director_ns, str(tmp_path)).plan(model)
+    assert apply_plan(make_backend(director_ns, str(tmp_path)), plan).ok
 
 
 # --------------------------------------------------------------------- traffic lab
