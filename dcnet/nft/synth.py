@@ -1,0 +1,53 @@
+"""Synthetic service models for the nft target's tests and benchmark (pure text).
+
+:func:`model_text` writes a valid model of ``services`` NAT services on one carrier, each
+with its own VIP and ``backends`` real servers; :func:`lab_model_text` the three-server
+service of the namespace tests, with the scheduler, weights and persistence given.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from dcnet.model import parse_model
+
+CARRIER = ("carriers:\n  - {name: telecom, uplink: ctc0, gateway: 198.51.100.1, table: 101,"
+           " vip_ranges: [%s], default: true}\n")
+
+
+def job(i: int) -> str:
+    return f"job.web_service.shop{i}_cluster.prod_pdl.retail_owt.sre_cop.example"
+
+
+def model_text(services: int, backends: int, *, weight: int = 1, scheduler: str = "wrr",
+               persistence: int = 0, changed: int | None = None) -> str:
+    """``services`` services on VIPs from 10.128.0.0/12, ``backends`` servers each
+    (from 10.64.0.0/12); service ``changed`` (if any) gets weight ``weight + 1``."""
+    vips = ipaddress.ip_network("10.128.0.0/12")
+    rips = ipaddress.ip_network("10.64.0.0/12")
+    lines = ["version: 1\n", CARRIER % vips, "services:\n"]
+    for i in range(services):
+        w = weight + 1 if i == changed else weight
+        lines.append(f"  - job: {job(i)}\n    vips: {{telecom: {vips[i + 1]}}}\n"
+                     f"    ports: [{{port: 80, scheduler: {scheduler}, forward: nat, "
+                     f"target_port: 8080, persistence: {persistence}}}]\n"
+                     "    real_servers:\n")
+        lines += [f"      - {{address: {rips[i * backends + j + 1]}, weight: {w}}}\n"
+                  for j in range(backends)]
+    return "".join(lines)
+
+
+def lab_model_text(vip: str, servers: dict[str, int], *, scheduler: str = "wrr",
+                   persistence: int = 0, port: int = 80, target_port: int = 8080) -> str:
+    """One NAT service on ``vip`` with ``servers`` (address -> weight)."""
+    net = ipaddress.ip_network(f"{vip}/26", strict=False)
+    rs = "".join(f"      - {{address: {a}, weight: {w}}}\n" for a, w in servers.items())
+    return ("version: 1\n" + CARRIER % net + "services:\n"
+            f"  - job: {job(0)}\n    vips: {{telecom: {vip}}}\n"
+            f"    ports: [{{port: {port}, scheduler: {scheduler}, forward: nat, "
+            f"target_port: {target_port}, persistence: {persistence}}}]\n"
+            f"    real_servers:\n{rs}")
+
+
+def model(text: str, source: str = "nft-synth.yaml"):
+    return parse_model(text, source=source)

@@ -1,0 +1,135 @@
+"""The nft target's pure parts: the desired ruleset of a model, the script of a plan
+(order, atomic deletes) and the parse of nft's JSON listing (golden output of nft 1.0.6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dcnet.lvs import lab as lvslab
+from dcnet.nft import ruleset, script, synth
+from dcnet.nft.nftio import parse_listing
+from dcnet.plan import Action, Change, Plan, diff
+
+pytestmark = pytest.mark.unit
+
+VIP = "198.51.100.10"
+KEY3 = ("tcp", VIP, 80)
+
+# `nft -j -t list table ip dcnet` and `nft -j list map ip dcnet services` after applying
+# lab_model_text(VIP, {"10.20.0.11": 1}) (handles as nft printed them)
+TABLE_JSON = """{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+{"table": {"family": "ip", "name": "dcnet", "handle": 1}},
+{"map": {"family": "ip", "name": "services", "table": "dcnet", "type": ["ipv4_addr",
+ "inet_proto", "inet_service"], "handle": 1, "map": "verdict"}},
+{"chain": {"family": "ip", "table": "dcnet", "name": "be-tcp-198.51.100.10-80-10.20.0.11-8080",
+ "handle": 2}},
+{"chain": {"family": "ip", "table": "dcnet", "name": "svc-tcp-198.51.100.10-80", "handle": 14}},
+{"chain": {"family": "ip", "table": "dcnet", "name": "output", "handle": 20, "type": "nat",
+ "hook": "output", "prio": -100, "policy": "accept"}},
+{"chain": {"family": "ip", "table": "dcnet", "name": "prerouting", "handle": 22, "type": "nat",
+ "hook": "prerouting", "prio": -100, "policy": "accept"}},
+{"rule": {"family": "ip", "table": "dcnet", "chain": "be-tcp-198.51.100.10-80-10.20.0.11-8080",
+ "handle": 52, "comment": "dcnet:1cbcb7d4ba5b5fd3", "expr": []}},
+{"rule": {"family": "ip", "table": "dcnet", "chain": "svc-tcp-198.51.100.10-80", "handle": 53,
+ "comment": "dcnet:b5770ec81e9f7a62", "expr": []}},
+{"rule": {"family": "ip", "table": "dcnet", "chain": "output", "handle": 21,
+ "comment": "dcnet:7888906fd3159c47", "expr": []}},
+{"rule": {"family": "ip", "table": "dcnet", "chain": "prerouting", "handle": 23,
+ "comment": "dcnet:7888906fd3159c47", "expr": []}}]}"""
+SERVICES_JSON = """{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"family": "ip",
+"name": "services", "table": "dcnet", "type": ["ipv4_addr", "inet_proto", "inet_service"],
+"handle": 1, "map": "verdict", "elem": [[{"concat": ["198.51.100.10", "tcp", 80]},
+{"goto": {"target": "svc-tcp-198.51.100.10-80"}}]]}}]}"""
+
+
+def desired(servers, **kw):
+    return ruleset.desired(synth.model(synth.lab_model_text(VIP, servers, **kw)))
+
+
+def test_the_listing_of_an_applied_model_reads_back_as_its_desired_state():
+    state, notes = parse_listing(TABLE_JSON, SERVICES_JSON)
+    assert notes == ()
+    assert diff(state, desired({"10.20.0.11": 1}).state) == []
+
+
+def test_a_rule_without_dcnet_comment_and_a_foreign_chain_are_seen():
+    tampered = TABLE_JSON.replace('"comment": "dcnet:b5770ec81e9f7a62", ', "")
+    tampered = tampered.replace('"name": "output", "handle": 20', '"name": "mine", "handle": 20')
+    state, notes = parse_listing(tampered, SERVICES_JSON)
+    assert state[("service", KEY3)] == {"rules": ("?",)}
+    assert any("foreign chain 'mine'" in n for n in notes)
+    assert parse_listing(None, None) == ({}, ())
+
+
+def test_weighted_ranges_follow_the_weights_and_drain_leaves_a_backend_out():
+    want = desired({"10.20.0.11": 3, "10.20.0.12": 2, "10.20.0.13": 0}, persistence=60)
+    rules = want.bodies[("service", KEY3)]
+    be = "be-tcp-198.51.100.10-80-10.20.0.1"
+    assert "numgen random mod 5 vmap { 0-2 : goto " + be + "1-8080, 3-4 : goto " + be \
+        + "2-8080 }" in rules[-1]
+    # affinity lookups for the two active backends only, before the scheduler
+    assert [r.split()[7] for r in rules[:-1]] == ["@aff-tcp-198.51.100.10-80-10.20.0.11-8080-60",
+                                                  "@aff-tcp-198.51.100.10-80-10.20.0.12-8080-60"]
+    # the drained backend keeps its chain (and its affinity set): established flows
+    assert ("backend", (*KEY3, "10.20.0.13", 8080)) in want.state
+    assert ("affinity", (*KEY3, "10.20.0.13", 8080, 60)) in want.state
+    body = want.bodies[("backend", (*KEY3, "10.20.0.13", 8080))][0]
+    assert "update @aff-tcp-198.51.100.10-80-10.20.0.13-8080-60 { ip saddr }" in body
+    assert "meta l4proto tcp dnat to 10.20.0.13:8080" in body
+
+
+def test_all_drained_drops_and_dr_ports_are_skipped_with_a_note():
+    want = desired({"10.20.0.11": 0})
+    assert want.bodies[("service", KEY3)][0].split(" comment ")[0].endswith(" drop")
+    assert want.notes == ()
+    notes = ruleset.desired(lvslab.model()).notes
+    assert notes and "forward dr" in notes[0]
+
+
+def test_maglev_map_holds_every_slot_and_its_name_carries_the_table_digest():
+    want = desired({"10.20.0.11": 1, "10.20.0.12": 1}, scheduler="mh")
+    (key4,) = [k for kind, k in want.state if kind == "maglev"]
+    body = want.bodies[("maglev", key4)]
+    assert sum(line.count(" : goto ") for line in body) == 65537
+    rule = want.bodies[("service", KEY3)][0]
+    assert f"jhash ip saddr . th sport mod 65537 seed {ruleset.JHASH_SEED} vmap " \
+           f"@{ruleset.maglev_name(key4)}" in rule
+    again = desired({"10.20.0.12": 1, "10.20.0.11": 1}, scheduler="mh")
+    assert again.bodies == want.bodies               # deterministic
+    sh = desired({"10.20.0.11": 1, "10.20.0.12": 1}, scheduler="sh")
+    assert "jhash ip saddr mod 65537" in sh.bodies[("service", KEY3)][0]
+
+
+def test_names_parse_back_to_their_keys():
+    for kind, key, name in [("service", KEY3, ruleset.svc_name(KEY3)),
+                            ("backend", (*KEY3, "10.0.0.1", 8080),
+                             ruleset.backend_name((*KEY3, "10.0.0.1", 8080))),
+                            ("affinity", (*KEY3, "10.0.0.1", 8080, 30),
+                             ruleset.affinity_name((*KEY3, "10.0.0.1", 8080, 30))),
+                            ("maglev", (*KEY3, "abc"), ruleset.maglev_name((*KEY3, "abc")))]:
+        assert ruleset.parse_name(name) == (kind, key)
+    assert ruleset.parse_name("svc-tcp-x-notaport") is None
+    assert ruleset.parse_name("whatever") is None
+
+
+def test_one_script_creates_before_referencing_and_deletes_after_unreferencing():
+    old = desired({"10.20.0.11": 1, "10.20.0.12": 1})
+    new = desired({"10.20.0.11": 1})
+    changes = diff(old.state, new.state)
+    plan = Plan.build("nft", changes, ruleset.KIND_ORDER)
+    text = script.script(plan.changes, new.bodies)
+    lines = text.splitlines()
+    assert lines[0] == "add table ip dcnet"
+    flush_svc = lines.index("flush chain ip dcnet svc-tcp-198.51.100.10-80")
+    delete_be = lines.index("delete chain ip dcnet be-tcp-198.51.100.10-80-10.20.0.12-8080")
+    assert flush_svc < delete_be
+    assert lines[delete_be - 1] == "flush chain ip dcnet be-tcp-198.51.100.10-80-10.20.0.12-8080"
+
+
+def test_a_change_whose_body_is_missing_is_refused():
+    change = Change(Action.CREATE, "service", KEY3, new={"rules": ("x",)})
+    with pytest.raises(script.MissingBody):
+        script.commands(change, {})
+    delete = Change(Action.DELETE, "element", KEY3, old={"chain": "svc"})
+    assert script.commands(delete, {}) == [
+        "delete element ip dcnet services { 198.51.100.10 . tcp . 80 }"]
