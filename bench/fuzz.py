@@ -1,0 +1,284 @@
+"""Long fuzzing run over the service model and the CNI config (issue #15's measurements).
+
+    .venv/bin/python bench/fuzz.py [--examples 5000] [--binary-examples 200] [--seed 1]
+
+Surfaces, each reported with cases tried, failures, the slowest case and peak memory:
+
+- ``model``: hypothesis' grammar-aware mutations of the example model
+  (tests/unit/test_fuzz_mutations.py) through ``parse_model`` in this process; a failure
+  is any exception but ModelError, or a problem without a line;
+- ``cni-config``: mutated CNI configs through ``decode_conf`` + ``load_conf`` +
+  ``runtime_requests``; a failure is anything but CniError, or code 999 (INTERNAL);
+- ``elbctl``: the hostile corpus (tests/data/hostile) and generated worst cases under
+  1 MiB (a valid model of ~4,000 services, alias bombs at the budget, 200,000-entry
+  lists, 100,000 unknown keys, three identical 60,000-prefix carrier lists, ...) through
+  the real ``elbctl validate`` subprocess: exit 1 (0 for the valid one), every problem
+  line FILE:LINE, no traceback, the model's directory unchanged; wall time, CPU time and
+  peak RSS of each child from ``wait4``;
+- ``dcnet-cni``: mutated configs through the real ``dcnet-cni`` with CNI_COMMAND=ADD and a
+  namespace path that does not exist: an error JSON with a code (never 999), no
+  traceback, the config's directories and the host's links unchanged.
+
+Peak memory of the in-process surfaces is this process's peak RSS (hypothesis included);
+of the subprocess surfaces, the largest child's. Time is wall-clock on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
+
+from dcnet.cni.errors import INTERNAL  # noqa: E402
+from tests.unit.test_fuzz_cni import BINARY_CASES, check_cni_outcome  # noqa: E402
+from tests.unit.test_fuzz_cni import parse_outcome as cni_outcome  # noqa: E402
+from tests.unit.test_fuzz_model import check_model_outcome, tree_digest  # noqa: E402
+from tests.unit.test_fuzz_model import parse_outcome as model_outcome  # noqa: E402
+from tests.unit.test_fuzz_mutations import cni_inputs, model_texts  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+HOSTILE = ROOT / "tests" / "data" / "hostile"
+MIB = 1 << 20
+
+
+@dataclass
+class Surface:
+    name: str
+    tried: int = 0
+    failures: list[str] = field(default_factory=list)
+    slowest: tuple[float, str] = (0.0, "")
+    peak_kib: int = 0
+    largest: int = 0
+    verbose: bool = False
+
+    def record(self, seconds: float, label: str, size: int, problem: str | None,
+               peak_kib: int = 0) -> None:
+        self.tried += 1
+        self.largest = max(self.largest, size)
+        self.peak_kib = max(self.peak_kib, peak_kib)
+        if seconds > self.slowest[0]:
+            self.slowest = (seconds, label)
+        if problem:
+            self.failures.append(f"{label}: {problem}")
+        if self.verbose:
+            print(f"  {self.name.split()[0]} {label}: {size / 1024:.0f} KiB, "
+                  f"{seconds * 1000:.0f} ms, {peak_kib / 1024:.0f} MiB"
+                  f"{', FAIL ' + problem if problem else ''}", flush=True)
+
+    def report(self) -> str:
+        lines = [f"{self.name}: {self.tried} cases, {len(self.failures)} failures, largest "
+                 f"input {self.largest / 1024:.0f} KiB, slowest {self.slowest[0] * 1000:.0f} "
+                 f"ms ({self.slowest[1]}), peak memory {self.peak_kib / 1024:.0f} MiB"]
+        lines += [f"  FAIL {f}" for f in self.failures[:20]]
+        return "\n".join(lines)
+
+
+def self_peak_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_in_process(surface: Surface, strategy, outcome, check, examples: int,
+                   seed_value: int) -> None:
+    """``examples`` hypothesis cases of ``strategy``: ``outcome(data)`` then ``check``."""
+    @seed(seed_value)
+    @settings(max_examples=examples, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def one(data: bytes) -> None:
+        start = time.perf_counter()
+        try:
+            result = outcome(data)
+        except Exception as exc:     # a crash of the surface is the finding
+            result = exc
+        seconds = time.perf_counter() - start
+        problem = None
+        try:
+            check(result)
+        except AssertionError as exc:
+            problem = str(exc)[:200] or f"unexpected {type(result).__name__}: {result}"[:200]
+        surface.record(seconds, repr(data[:60]), len(data), problem, self_peak_kib())
+
+    one()
+
+
+def child(argv: list[str], stdin: bytes | None = None, env: dict | None = None):
+    """Run ``argv``; (exit code, stdout, stderr, wall seconds, CPU seconds, peak KiB)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryFile() as inp:
+        inp.write(stdin or b"")
+        inp.seek(0)
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        return (proc.returncode, out.read().decode("utf-8", "replace"),
+                err.read().decode("utf-8", "replace"), wall,
+                usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+
+
+def elbctl_case(surface: Surface, path: Path, expect_ok: bool = False) -> None:
+    before = tree_digest(str(path.parent))
+    code, out, err, wall, _cpu, peak = child([os.path.join(BIN, "elbctl"), "validate", "-f",
+                                              str(path)])
+    problem = None
+    if "Traceback" in out + err:
+        problem = "traceback: " + err.strip().splitlines()[-1][:150]
+    elif code != (0 if expect_ok else 1):
+        problem = f"exit {code}: {err.strip()[:150]}"
+    elif not expect_ok:
+        lines = [x.strip() for x in err.splitlines()[1:] if x.strip()]
+        bad = [x for x in lines if not re.match(r"\S+:\d+: ", x) and
+               not x.endswith("not listed")]
+        if not lines or bad:
+            problem = f"problem without a line: {(bad or ['none'])[0][:150]}"
+    if tree_digest(str(path.parent)) != before:
+        problem = "the model's directory changed"
+    surface.record(wall, path.name, path.stat().st_size if path.is_file() else 0, problem,
+                   peak)
+
+
+def stress_models(directory: Path) -> list[tuple[Path, bool]]:
+    """Worst cases under 1 MiB each, written into ``directory``: (path, valid?)."""
+    import model_load
+
+    out = []
+
+    def put(name: str, text: str, valid: bool = False) -> None:
+        path = directory / name
+        path.write_text(text)
+        assert path.stat().st_size < MIB, (name, path.stat().st_size)
+        out.append((path, valid))
+
+    valid_dir = directory / "valid"
+    valid_dir.mkdir()
+    out.append((model_load.write_model(valid_dir, 4000), True))
+    head = "version: 1\ncarriers: []\n"
+    put("flat_list.yaml", head + "services: [" + "x," * 199_990 + "x]\n")
+    put("unknown_keys.yaml", head + "".join(f"k{i}: 1\n" for i in range(100_000)))
+    put("long_list_of_maps.yaml", head + "services: [" + "{a: 1}," * 140_000 + "{}]\n")
+    # aliases at the budget: written nodes N, aliased ~N, landing where the reader works
+    written = ",".join(["{job: x, vips: {a: b}, ports: [1]}"] * 12_000)
+    put("alias_at_budget.yaml", head + f"x_pool: &p [{written}]\n"
+        "services: [" + ",".join(["*p"] * 9) + "]\n")
+    put("alias_bomb_wide.yaml", head + "x: &a [" + "lol," * 1000 + "lol]\n"
+        "services: [" + "*a," * 100_000 + "*a]\n")
+    laughs = head + 'l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for i in range(1, 30):
+        laughs += f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]\n"
+    put("billion_laughs_deep.yaml", laughs + "services: *l29\n")
+    put("nested_1000.yaml", head + "services: " + "[" * 999 + "]" * 999 + "\n")
+    put("long_string.yaml", head + "services: " + "x" * (MIB - 100) + "\n")
+    put("many_problems.yaml", head.replace("[]", "[{name: T, table: 255}]") +
+        "services:\n" + "  - {job: x, vips: 1, ports: [{port: 0}], bogus: 1}\n" * 18_000)
+    lists = directory / "lists"
+    lists.mkdir()
+    prefixes = "".join(f"10.{i // 256}.{i % 256}.0/24\n" for i in range(60_000))
+    for name in ("a", "b", "c"):
+        (lists / f"{name}.txt").write_text(prefixes[: MIB - 1000])
+    carriers = "".join(
+        f"  - {{name: {n}, uplink: u{i}, gateway: 192.0.2.{i + 1}, table: {100 + i}, "
+        f"vip_ranges: [198.51.{100 + i}.0/24], cidrs: lists/{n}.txt"
+        f"{', default: true' if n == 'a' else ''}}}\n"
+        for i, n in enumerate("abc"))
+    put("overlapping_lists.yaml", f"version: 1\ncarriers:\n{carriers}services: []\n")
+    raw = directory / "random_bytes.yaml"
+    raw.write_bytes(os.urandom(MIB - 1))
+    out.append((raw, False))
+    return out
+
+
+def run_elbctl(surface: Surface) -> None:
+    for path in sorted(HOSTILE.glob("*.yaml")):
+        elbctl_case(surface, path)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, valid in stress_models(Path(tmp)):
+            elbctl_case(surface, path, expect_ok=valid)
+
+
+def run_cni_binary(surface: Surface, examples: int, seed_value: int) -> None:
+    cases = list(BINARY_CASES)
+
+    @seed(seed_value)
+    @settings(max_examples=examples, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(cni_inputs())
+    def collect(data: bytes) -> None:
+        cases.append((f"mutated-{len(cases)}", data))
+
+    collect()
+    links = sorted(os.listdir("/sys/class/net"))
+    for label, data in cases:
+        with tempfile.TemporaryDirectory() as tmp:
+            stdin = data.replace(b"/nonexistent", tmp.encode())
+            before = tree_digest(tmp)
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": "ADD",
+                   "CNI_CONTAINERID": "fuzz0001", "CNI_NETNS": f"{tmp}/no-netns",
+                   "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent"}
+            code, out, err, wall, _cpu, peak = child([os.path.join(BIN, "dcnet-cni")],
+                                                     stdin, env)
+            problem = None
+            try:
+                answer = json.loads(out)
+                if code != 1 or not isinstance(answer.get("code"), int) or \
+                        answer["code"] == INTERNAL:
+                    problem = f"exit {code}: {out.strip()[:150]}"
+            except ValueError:
+                problem = f"no JSON on stdout (exit {code}): {out[:80]!r} {err[-150:]!r}"
+            if "Traceback" in err:
+                problem = "traceback: " + err.strip().splitlines()[-1][:150]
+            if tree_digest(tmp) != before or sorted(os.listdir("/sys/class/net")) != links:
+                problem = "state changed after a refusal"
+            surface.record(wall, label, len(data), problem, peak)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=5000,
+                        help="hypothesis cases per in-process surface")
+    parser.add_argument("--binary-examples", type=int, default=200,
+                        help="mutated configs run through the real dcnet-cni")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print every subprocess case (time, peak memory)")
+    args = parser.parse_args()
+    surfaces = [Surface("model (parse_model, in process)"),
+                Surface("cni-config (load_conf, in process)"),
+                Surface("elbctl validate (subprocess)"),
+                Surface("dcnet-cni ADD (subprocess)")]
+    surfaces[2].verbose = surfaces[3].verbose = args.verbose
+    started = time.perf_counter()
+    run_in_process(surfaces[0], model_texts(), model_outcome,
+                   lambda result: check_model_outcome("m.yaml", result), args.examples,
+                   args.seed)
+    run_in_process(surfaces[1], cni_inputs(), cni_outcome, check_cni_outcome,
+                   args.examples, args.seed)
+    run_elbctl(surfaces[2])
+    run_cni_binary(surfaces[3], args.binary_examples, args.seed)
+    print(f"bench/fuzz.py: seed {args.seed}, {time.perf_counter() - started:.0f} s, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for surface in surfaces:
+        print(surface.report())
+    total = sum(len(s.failures) for s in surfaces)
+    print(f"total: {sum(s.tried for s in surfaces)} cases, {total} failures")
+    sys.exit(1 if total else 0)
+
+
+if __name__ == "__main__":
+    main()
