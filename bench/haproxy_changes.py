@@ -1,7 +1,7 @@
 """Benchmark (root): the cost of one runtime change vs one reload, and requests lost per
 reload, on a real HAProxy in a namespace lab under load.
 
-- one change: ``elbctl apply``'s work (plan + apply through the haproxy back end) for a
+- one change: ``elbctl apply``'s work (plan + apply through the haproxy target) for a
   weight change, which goes through the runtime API, vs a settings change, which needs
   a reload (the baseline: tools that reload on every change, like marathon-lb and
   consul-template);
@@ -24,13 +24,13 @@ import statistics
 import tempfile
 import time
 
-from dcnet.haproxy import lab as hlab
-from dcnet.haproxy.backend import HAProxyBackend
+from dcnet.haproxy.backend import HAProxyTarget
 from dcnet.haproxy.daemon import wait_ready
 from dcnet.haproxy.paths import Paths
+from dcnet.lab import haproxy_lab as hlab
 from dcnet.lab.builder import Lab
-from dcnet.plan import apply_plan
 from dcnet.sysio import proc
+from dcnet.target import apply_plan
 
 RS = [hlab.server_address(i) for i in (1, 2)]
 
@@ -65,7 +65,7 @@ def main() -> None:
         with Lab(hlab.topology(2)) as lab:
             popen = hlab.start_haproxy(lab, hlab.model_of(hlab.model_data(
                 {RS[0]: 10, RS[1]: 10})), paths)
-            backend = HAProxyBackend(paths=paths, log=lambda text: None)
+            backend = HAProxyTarget(run_dir=paths.run_dir, log=lambda text: None)
             runtime_times = [apply(backend, weight=11 + i % 2) for i in range(args.changes)]
             reload_times = [apply(backend, weight=12, timeout_client=61 + i)
                             for i in range(args.changes)]

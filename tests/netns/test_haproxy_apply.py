@@ -1,6 +1,8 @@
-"""The haproxy back end against a real HAProxy in a lab: runtime changes surviving reloads,
-repair, invalid configurations that never reach HAProxy, failed reloads, and clear errors
-when HAProxy is down or its socket is stale."""
+"""The haproxy target against a real HAProxy in a lab: runtime changes surviving reloads,
+repair, invalid configurations that never reach HAProxy, failed reloads, clear errors
+when HAProxy is down or its socket is stale, and the target contract: a plan applied by
+a fresh instance, a stale plan refused, the change guard, the config step refusing to
+write before its changes were staged."""
 
 from __future__ import annotations
 
@@ -16,14 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
-from dcnet.haproxy import lab as hlab
-from dcnet.haproxy.backend import HAProxyBackend
+from dcnet.haproxy.backend import ApplyStepError, HAProxyTarget
 from dcnet.haproxy.check import ConfigInvalid
-from dcnet.haproxy.loadgen import one_request
 from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.runtime import HAProxyUnavailable, ReloadFailed
-from dcnet.plan import apply_plan
+from dcnet.lab import haproxy_lab as hlab
+from dcnet.lab.haproxy_loadgen import one_request
 from dcnet.sysio import proc
+from dcnet.target import StalePlan, TooMuchChange, apply_plan
 
 pytestmark = pytest.mark.netns
 
@@ -41,11 +43,11 @@ def workdir():
 
 @pytest.fixture
 def running(lab_factory, workdir):
-    """A lab with HAProxy serving one service over rs1; yields (lab, backend, paths)."""
+    """A lab with HAProxy serving two services over rs1; yields (lab, target, paths)."""
     lab = lab_factory(hlab.topology(3))
     paths = Paths(run_dir=f"{workdir}/run")
     hlab.start_haproxy(lab, hlab.model_of(hlab.model_data({RS1: 10}, services=2)), paths)
-    backend = HAProxyBackend(paths=paths, log=lambda text: None)
+    backend = HAProxyTarget(run_dir=paths.run_dir, log=lambda text: None)
     return lab, backend, paths
 
 
@@ -78,8 +80,7 @@ def test_server_added_at_runtime_survives_a_reload_and_lost_slots_are_repaired(r
     # as if lost in a reload: s1 back in maintenance, s2's weight back to an old value
     backend.runtime.set_server(BACKEND, "s1", state="maint")
     backend.runtime.set_server(BACKEND, "s2", weight=3)
-    backend.plan(wanted)
-    assert backend.repair() == 2
+    assert backend.repair(backend.plan(wanted)) == 2
     assert backend.plan(wanted).empty
     assert serves(lab)
 
@@ -155,7 +156,7 @@ def test_reload_failing_at_start_is_detected_and_last_known_good_restored(runnin
 
 
 def test_haproxy_down_gives_a_clear_error(workdir, monkeypatch):
-    backend = HAProxyBackend(paths=Paths(run_dir=workdir))
+    backend = HAProxyTarget(run_dir=workdir)
     with pytest.raises(HAProxyUnavailable, match="does not exist"):
         backend.plan(model({RS1: 1}))
     path = os.path.join(workdir, "m.yaml")
@@ -191,7 +192,7 @@ def test_stale_socket_file_without_listener(workdir):
     sock.bind(path)
     sock.close()
     with pytest.raises(HAProxyUnavailable, match="stale"):
-        HAProxyBackend(paths=Paths(run_dir=workdir)).read()
+        HAProxyTarget(run_dir=workdir).read()
 
 
 def test_maxconn_beyond_the_masters_fd_limit_is_refused_before_any_change(running):
@@ -210,3 +211,87 @@ def test_maxconn_beyond_the_masters_fd_limit_is_refused_before_any_change(runnin
     plan = backend.plan(model({RS1: 10}, maxconn=2400))   # 2 x 2400 + listeners fits
     assert apply_plan(backend, plan).ok and backend.runtime.proc().reloads == reloads + 1
     assert serves(lab)
+
+
+def rows_of(target):
+    return sorted((r.backend, r.server, r.key, r.free, tuple(r.attrs().items()))
+                  for r in target.runtime.servers())
+
+
+def test_a_fresh_instance_applies_a_plan_made_by_another(running):
+    lab, backend, paths = running
+    wanted = model({RS1: 10, RS2: 30}, timeout_client=61)      # runtime and reload
+    plan = backend.plan(wanted)
+    assert plan.notes[0] == "2 runtime changes, 1 reloads", plan.to_text()
+    fresh = HAProxyTarget(run_dir=paths.run_dir, log=lambda text: None)
+    result = apply_plan(fresh, plan)
+    assert result.ok, result.to_text()
+    assert result.writes["reloads"] == 1 and result.writes["file writes"] == 1
+    assert result.writes["runtime commands"] >= 2
+    assert backend.plan(wanted).empty and fresh.plan(wanted).empty
+    assert slot_rows(backend)["s2"].attrs() == {"state": "ready", "weight": 30}
+    assert serves(lab)
+
+
+def test_a_stale_plan_is_refused_and_changes_nothing(running):
+    lab, backend, paths = running
+    plan = backend.plan(model({RS1: 10, RS2: 30}, timeout_client=61))
+    backend.runtime.set_server(BACKEND, "s1", weight=7)        # someone else, no lock
+    with open(paths.config) as handle:
+        running_file = handle.read()
+    rows, reloads = rows_of(backend), backend.runtime.proc().reloads
+    with pytest.raises(StalePlan, match="changed since the plan"):
+        apply_plan(HAProxyTarget(run_dir=paths.run_dir), plan)
+    with open(paths.config) as handle:
+        assert handle.read() == running_file
+    assert rows_of(backend) == rows and backend.runtime.proc().reloads == reloads
+    with backend.lock(10):                                      # planned under the lock:
+        again = backend.plan(model({RS1: 10, RS2: 30}))          # current_digest agrees
+        assert apply_plan(backend, again).ok
+    assert serves(lab)
+
+
+def test_the_change_guard_refuses_a_big_delete_without_force(running):
+    lab, backend, _ = running
+    many = {RS1: 10, RS2: 10, RS3: 10, **{f"10.252.0.{50 + i}": 5 for i in range(4)}}
+    assert apply_plan(backend, backend.plan(model(many))).ok   # 2 x 7 servers, 2 services
+    small = model({RS1: 10})
+    plan = backend.plan(small)
+    assert plan.counts()["delete"] == 12 and plan.objects == 17, plan.to_text()
+    rows, reloads = rows_of(backend), backend.runtime.proc().reloads
+    with pytest.raises(TooMuchChange, match="delete 12 of 17"):
+        apply_plan(backend, plan)
+    assert rows_of(backend) == rows and backend.runtime.proc().reloads == reloads
+    assert apply_plan(backend, plan, force=True).ok
+    assert backend.plan(small).empty and serves(lab)
+
+
+def test_the_config_step_refuses_to_write_changes_that_were_not_staged(running):
+    lab, backend, paths = running
+    plan = backend.plan(model({RS1: 10}, timeout_client=61))
+    config = plan.changes[-1]
+    assert [c.kind for c in plan.changes] == ["global", "config"], plan.to_text()
+    with open(paths.config) as handle:
+        running_file = handle.read()
+    backend.begin(plan)
+    with pytest.raises(ApplyStepError, match="before its changes were staged: ~ global"):
+        backend.apply_change(config, plan)
+    with open(paths.config) as handle:
+        assert handle.read() == running_file
+    backend.apply_change(plan.changes[0], plan)                # stage the global part
+    backend.apply_change(config, plan)                         # now it writes and reloads
+    with open(paths.config) as handle:
+        assert "timeout client 61000ms" in handle.read()
+    assert backend.plan(model({RS1: 10}, timeout_client=61)).empty and serves(lab)
+
+
+def test_removing_a_service_reloads_and_checks_haproxy_dropped_it(running):
+    lab, backend, _ = running
+    wanted = hlab.model_of(hlab.model_data({RS1: 10}, services=1), "<lab>")
+    plan = backend.plan(wanted)
+    assert [(c.action.value, c.kind) for c in plan.changes] == [
+        ("update", "config"), ("delete", "file-server"), ("delete", "service")], plan.to_text()
+    assert apply_plan(backend, plan, force=True).ok
+    assert all(r.backend != f"{JOB2}:{hlab.SERVICE_PORT + 1}"
+               for r in backend.runtime.servers())
+    assert backend.plan(wanted).empty and serves(lab)

@@ -2,7 +2,7 @@
 
 A real master-worker HAProxy runs in the lab's ``lb`` namespace in front of four real
 HTTP servers; the load generator runs in ``client`` (bounded in time and count). The
-test drives every change through the ``haproxy`` back end (plan, then apply), checks
+test drives every change through the ``haproxy`` target (plan, then apply), checks
 that each change went the way the plan said (runtime or reload), and at the end that no
 request failed and that the running state equals the model.
 """
@@ -15,10 +15,10 @@ import tempfile
 
 import pytest
 
-from dcnet.haproxy import lab as hlab
-from dcnet.haproxy.backend import HAProxyBackend
+from dcnet.haproxy.backend import HAProxyTarget
 from dcnet.haproxy.paths import Paths
-from dcnet.plan import apply_plan
+from dcnet.lab import haproxy_lab as hlab
+from dcnet.target import apply_plan
 
 pytestmark = pytest.mark.netns
 
@@ -83,7 +83,7 @@ def test_reloads_and_runtime_changes_under_load_lose_no_request(lab_factory, wor
     servers = {SERVERS[0]: 10, SERVERS[1]: 20}
     data = hlab.model_data(servers)
     hlab.start_haproxy(lab, hlab.model_of(data), paths)
-    backend = HAProxyBackend(paths=paths, log=lambda text: None)
+    backend = HAProxyTarget(run_dir=paths.run_dir, log=lambda text: None)
     load = hlab.LoadRun(lab, workdir, f"{hlab.LB_ADDRESS}:{hlab.SERVICE_PORT}",
                         duration=240, max_requests=2_000_000)
     rng = random.Random(6)

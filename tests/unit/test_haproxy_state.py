@@ -1,18 +1,23 @@
-"""Pure parts of the haproxy back end: runtime answers parsed from captured output, the
+"""Pure parts of the haproxy target: runtime answers parsed from captured output, the
 running and desired state, which changes go through the runtime API and which need a
-reload, and the rules of the model's haproxy section."""
+reload, the checks that a file carries the changes staged for it, the read fingerprint,
+the order of the kinds, and the rules of the model's haproxy section."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from dcnet.haproxy import lab as hlab
 from dcnet.haproxy import state as st
+from dcnet.haproxy.backend import HAProxyTarget, read_fingerprint
+from dcnet.haproxy.carry import FILE_SERVER, FileView, NotCarried, check_carried, file_servers
 from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.render import Renderer, parse_file, render
 from dcnet.haproxy.runtime import parse_servers_state, parse_show_proc
+from dcnet.lab import haproxy_lab as hlab
 from dcnet.model import ModelError
-from dcnet.plan import diff
+from dcnet.plan import Action, Change, Plan, diff
 
 pytestmark = pytest.mark.unit
 PATHS = Paths(run_dir="/run/h")
@@ -131,3 +136,65 @@ def test_paths_from_options_or_environment():
     assert Paths.from_env(environ={}).config == "/run/dcnet-haproxy/haproxy.cfg"
     assert Paths(run_dir="/x").master_argv()[:4] == ["haproxy", "-W", "-S",
                                                      "/x/master.sock,mode,600"]
+
+
+def test_a_file_carries_the_global_service_and_server_changes_it_was_rendered_for():
+    before = hlab.model_of(hlab.model_data({RS1: 10}))
+    after = hlab.model_of(hlab.model_data({RS1: 10, RS2: 0}, services=2, timeout_client=9))
+    changes = diff(st.desired_state(before, Renderer(before, PATHS)),
+                   st.desired_state(after, Renderer(after, PATHS)))
+    new_text, old_text = render(after, PATHS).text, render(before, PATHS).text
+    kinds = {c.kind for c in changes}
+    assert kinds == {"global", "service", "server"}
+    for change in changes:
+        if change.kind == "server":
+            change = Change(change.action, FILE_SERVER, change.key, change.old, change.new)
+        check_carried(change, FileView(new_text))
+        with pytest.raises(NotCarried):
+            check_carried(change, FileView(old_text))
+    assert len(changes) == 5       # global, service 2, its server, rs2 in both services
+
+
+def test_a_kept_invalid_service_must_keep_its_running_block():
+    before = hlab.model_of(hlab.model_data({RS1: 10}))
+    after = hlab.model_of(hlab.model_data({RS1: 10}, timeout_client=9))
+    old = st.desired_state(before, Renderer(before, PATHS))[("service", (hlab.JOB,))]
+    change = Change(Action.UPDATE, "service", (hlab.JOB,), old=old,
+                    new={**old, "config": "different"})
+    text = render(before, PATHS).text
+    assert "invalid" in check_carried(change, FileView(text), kept_invalid=[hlab.JOB])
+    with pytest.raises(NotCarried, match="the plan meant"):
+        check_carried(change, FileView(text))
+    with pytest.raises(NotCarried):
+        check_carried(change, FileView(render(after, PATHS).text), kept_invalid=["other"])
+
+
+def test_server_lines_are_read_back_with_slot_weight_and_drain():
+    m = hlab.model_of(hlab.model_data({RS1: 10, RS2: 0}))
+    servers = file_servers(render(m, PATHS).text)
+    assert servers == {(B, f"{RS1}:8080"): {"state": "ready", "weight": 10, "slot": 0},
+                       (B, f"{RS2}:8080"): {"state": "drain", "slot": 1}}
+
+
+def test_the_read_fingerprint_ignores_health_but_not_weight_or_membership():
+    rows = parse_servers_state(HEADER + row(1, RS1, 0, 10) + row(2, "0.0.0.0", 5, 1))
+    same = [dataclasses.replace(rows[0], op_state=0), rows[1]]
+    assert read_fingerprint("x", rows) == read_fingerprint("x", same)
+    assert read_fingerprint("x", rows) != read_fingerprint("y", rows)
+    for changed in (dataclasses.replace(rows[0], weight=11),
+                    dataclasses.replace(rows[1], admin_state=0, address=RS2)):
+        others = [r for r in rows if r.server != changed.server]
+        assert read_fingerprint("x", rows) != read_fingerprint("x", [*others, changed])
+
+
+def test_the_kind_order_puts_staging_and_runtime_before_the_config_step():
+    changes = [Change(Action.UPDATE, "config", ("reload",), {"file": "a"}, {"file": "b"}),
+               Change(Action.CREATE, "server", (B, "x"), new={}),
+               Change(Action.UPDATE, "global", ("haproxy",), {}, {"a": 1}),
+               Change(Action.CREATE, FILE_SERVER, ("new:80", "y"), new={}),
+               Change(Action.DELETE, "server", (B, "z"), old={}),
+               Change(Action.CREATE, "service", ("new",), new={})]
+    plan = Plan.build("haproxy", changes, HAProxyTarget.kind_order)
+    assert [(c.action.value, c.kind) for c in plan.changes] == [
+        ("update", "global"), ("create", "service"), ("create", FILE_SERVER),
+        ("create", "server"), ("update", "config"), ("delete", "server")]
