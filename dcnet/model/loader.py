@@ -10,7 +10,9 @@ reported together, each with file, line and field path, by raising
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable
 
 from dcnet.gcpause import paused_gc
@@ -205,8 +207,9 @@ def _read_cidr_file(problems: f.Problems, path: Path, name: str, read_text: Read
         entry = line.split("#", 1)[0].strip()
         if not entry:
             continue
+        net = _fast_v4_network(entry)
         try:
-            net = f.ip_network(entry)
+            net = net or f.ip_network(entry)
         except ValueError as exc:
             detail = "host bits set" if "host bits" in str(exc) else "not a CIDR prefix"
             problems.add(path, f"not a valid network ({detail})", source=source, line=lineno)
@@ -215,6 +218,26 @@ def _read_cidr_file(problems: f.Problems, path: Path, name: str, read_text: Read
         nets.append(net)
         lines.setdefault(net, lineno)
     return tuple(nets) if ok else None
+
+
+_V4_CIDR = re.compile(r"(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\."
+                      r"(0|[1-9]\d{0,2})/(0|[1-9]\d?)")
+
+
+def _fast_v4_network(entry: str) -> ipaddress.IPv4Network | None:
+    """A well-formed IPv4 prefix without host bits, about twice as fast as
+    ``ipaddress.ip_network`` (carrier lists run to tens of thousands of lines); None for
+    anything else, which then takes the general path and its error messages."""
+    m = _V4_CIDR.fullmatch(entry)
+    if m is None:
+        return None
+    a, b, c, d, bits = map(int, m.groups())
+    if a > 255 or b > 255 or c > 255 or d > 255 or bits > 32:
+        return None
+    address = (a << 24) | (b << 16) | (c << 8) | d
+    if address & ((1 << (32 - bits)) - 1):
+        return None
+    return ipaddress.IPv4Network((address, bits))
 
 
 def _check_list_overlaps(carriers: list[tuple[int, Carrier]], problems: f.Problems,

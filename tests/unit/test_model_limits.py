@@ -8,12 +8,16 @@ overlaps, the cap on reported problems).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dcnet.model import ModelError, inputs, load_model, parse_model
+from dcnet.model.loader import _fast_v4_network
 from dcnet.model.yamlsource import Limits, YAMLSourceError, load_located
 from tests.unit.model_fixtures import model_text, read_file
 
@@ -219,3 +223,17 @@ def test_problems_are_capped():
     problems = problems_of(text)
     assert len(problems) == 1001
     assert any(p.message.endswith("more problems not listed") for p in problems)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(st.from_regex(r"[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}/[0-9]{1,3}",
+                     fullmatch=True))
+def test_fast_ipv4_prefixes_agree_with_ipaddress(text):
+    fast = _fast_v4_network(text)
+    try:
+        slow = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        slow = None
+    assert fast is None or fast == slow
+    if slow is not None and text == str(slow):
+        assert fast == slow          # every canonical prefix takes the fast path
