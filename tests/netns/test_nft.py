@@ -1,0 +1,234 @@
+"""The nft target on this kernel, in namespaces: traffic through a VIP and the contract.
+
+Traffic lab (:mod:`dcnet.lvs.lab`'s topology): a director namespace holding the unicom
+VIP (on ``lo``; the nft target does not manage addresses), three real servers answering
+HTTP (busybox httpd, the body names the server) whose default route is the director (NAT
+replies come back through it), and a client behind the unicom gateway. Contract tests
+(fresh instance, stale plan, change guard, failed transaction, concurrent ``elbctl
+apply``) need only a director namespace.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from dcnet.lvs import lab as lvslab
+from dcnet.nft import synth
+from dcnet.nft.nftio import Nft
+from dcnet.sysio import netns as netns_mod
+from dcnet.target import StalePlan, TooMuchChange, apply_plan, make_plan, registry, session
+
+pytestmark = pytest.mark.netns
+
+VIP = lvslab.VIPS["unicom"][0]          # 198.51.100.74, routed by the unicom gateway
+CLIENT = "cli-unicom"
+RS = dict(zip(lvslab.SERVERS, ("rs1", "rs2", "rs3"), strict=True))
+URL = f"http://{VIP}/id"
+# weighted shares: each observed share within this absolute distance of weight/total
+# (300 requests: one binomial standard deviation is at most 0.029)
+SHARE_TOLERANCE = 0.1
+
+
+def model(servers: dict[str, int], **kw):
+    return synth.model(synth.lab_model_text(VIP, servers, target_port=lvslab.RS_HTTP, **kw))
+
+
+@pytest.fixture
+def traffic_lab(lab_factory, tmp_path):
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed")
+    docroot = str(tmp_path / "www")
+    lvslab.write_docroots(docroot)
+    lab = lab_factory(lvslab.topology(busybox, docroot))
+    lab.run("director", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
+    options = {"netns": lab.netns("director"), "state_dir": str(tmp_path / "state")}
+    return lab, options
+
+
+@pytest.fixture
+def director(lab_factory, tmp_path):
+    lab = lab_factory({"hosts": [{"name": "director"}]})
+    return lab, {"netns": lab.netns("director"), "state_dir": str(tmp_path / "state")}
+
+
+def apply(options, m, **kw):
+    outcome = session.run("nft", m, options, apply=True, **kw)
+    assert outcome.ok, outcome.result.to_text()
+    return outcome
+
+
+def hits(lab, count: int) -> collections.Counter:
+    out = lab.run(CLIENT, lvslab.curl_loop(URL, count), timeout=120).stdout
+    answers = lvslab.parse_curl(out)
+    assert len(answers) == count
+    return collections.Counter(body if code == "200" else f"failed {code}"
+                               for code, body in answers)
+
+
+# ------------------------------------------------------------------ traffic
+
+
+def test_requests_reach_every_backend_by_weight_and_a_second_apply_writes_nothing(
+        traffic_lab):
+    lab, options = traffic_lab
+    weights = dict(zip(lvslab.SERVERS, lvslab.WEIGHTS, strict=True))     # 3, 2, 1
+    m = model(weights)
+    first = apply(options, m)
+    assert first.result.writes["nft_transactions"] == 1
+    seen = hits(lab, 300)
+    total = sum(weights.values())
+    for address, weight in weights.items():
+        share = seen[RS[address]] / 300
+        assert abs(share - weight / total) <= SHARE_TOLERANCE, seen
+    again = apply(options, m)
+    assert again.plan.empty, again.plan.to_text()
+    assert again.result.writes == {"nft_transactions": 0, "nft_commands": 0}
+
+
+def test_drain_keeps_the_established_connection_and_sends_it_no_new_ones(traffic_lab):
+    lab, options = traffic_lab
+    rs1, rs2, rs3 = lvslab.SERVERS
+    apply(options, model({rs1: 1, rs2: 0, rs3: 0}))
+    held = _HeldConnection(lab.netns(CLIENT), VIP, lvslab.NAT_PORT)
+    try:
+        apply(options, model({rs1: 0, rs2: 1, rs3: 1}))         # drain rs1
+        seen = hits(lab, 40)
+        assert set(seen) == {"rs2", "rs3"}, seen
+        assert held.request("/id") == "rs1"    # conntrack kept the flow on rs1
+    finally:
+        held.close()
+
+
+def test_persistence_keeps_a_client_on_one_backend(traffic_lab):
+    lab, options = traffic_lab
+    apply(options, model(dict.fromkeys(lvslab.SERVERS, 1), persistence=300))
+    seen = hits(lab, 20)
+    assert len(seen) == 1 and next(iter(seen)).startswith("rs"), seen
+    # without persistence the same loop spreads (so the check above can fail)
+    apply(options, model(dict.fromkeys(lvslab.SERVERS, 1)), force=True)
+    assert len(hits(lab, 40)) > 1
+
+
+def test_maglev_spreads_flows_and_source_hashing_pins_a_client(traffic_lab):
+    lab, options = traffic_lab
+    apply(options, model(dict.fromkeys(lvslab.SERVERS, 1), scheduler="mh"))
+    assert set(hits(lab, 60)) == set(RS.values())
+    table = Nft(options["netns"]).list_json("table", "ip", "dcnet", terse=True)
+    assert '"name": "mh-tcp-198.51.100.74-80-' in table
+    apply(options, model(dict.fromkeys(lvslab.SERVERS, 1), scheduler="sh"), force=True)
+    assert len(hits(lab, 20)) == 1
+
+
+class _HeldConnection:
+    """A TCP connection opened from a namespace and kept idle until :meth:`request`."""
+
+    CODE = ("import socket, sys\n"
+            "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+            "print('connected', flush=True)\n"
+            "path = sys.stdin.readline().strip()\n"
+            "s.sendall(f'GET {path} HTTP/1.0\\r\\n\\r\\n'.encode())\n"
+            "data = b''\n"
+            "while chunk := s.recv(65536):\n"
+            "    data += chunk\n"
+            "print(data.split(b'\\r\\n\\r\\n', 1)[-1].decode().strip(), flush=True)\n")
+
+    def __init__(self, ns: str, host: str, port: int):
+        argv = netns_mod.exec_argv(ns, [sys.executable, "-c", self.CODE, host, str(port)])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout.readline().strip() == "connected"
+
+    def request(self, path: str) -> str:
+        out, _ = self.proc.communicate(path + "\n", timeout=30)
+        return out.strip()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ------------------------------------------------------------------ contract
+
+
+def services(n: int, backends: int = 3, weight: int = 1):
+    return synth.model(synth.model_text(n, backends, weight=weight))
+
+
+def test_a_fresh_instance_applies_a_plan_made_by_another(director):
+    _lab, options = director
+    plan = registry.create("nft", **options).plan(services(2))
+    fresh = registry.create("nft", **options)
+    result = apply_plan(fresh, plan)
+    assert result.ok and result.writes["nft_transactions"] == 1
+    assert registry.create("nft", **options).plan(services(2)).empty
+
+
+def test_a_stale_plan_is_refused_and_changes_nothing(director):
+    _lab, options = director
+    apply(options, services(2))
+    plan = registry.create("nft", **options).plan(services(3))
+    apply(options, services(2, weight=2))              # someone else changed the table
+    nft = Nft(options["netns"])
+    before = nft.raw_listing()
+    with pytest.raises(StalePlan):
+        apply_plan(registry.create("nft", **options), plan)
+    assert nft.raw_listing() == before
+
+
+def test_the_change_guard_refuses_a_big_delete_without_force(director):
+    _lab, options = director
+    apply(options, services(5))
+    with pytest.raises(TooMuchChange):
+        session.run("nft", services(0), options, apply=True)
+    assert not registry.create("nft", **options).plan(services(5)).changes
+    apply(options, services(0), force=True)
+    assert registry.create("nft", **options).plan(services(0)).empty
+
+
+def test_a_refused_transaction_applies_nothing_and_says_so(director):
+    lab, options = director
+    apply(options, services(1, backends=2))
+    nft = Nft(options["netns"])
+    target = registry.create("nft", **options)
+    with target.lock():
+        plan = make_plan(target, services(1, backends=1))     # deletes one backend chain
+        doomed = [c for c in plan.changes if c.kind == "backend" and c.action == "delete"]
+        assert len(doomed) == 1
+        chain = "be-" + "-".join(str(p) for p in doomed[0].key)
+        # a rule outside dcnet's plan now jumps to that chain: its delete must fail
+        lab.run("director", ["nft", "add", "rule", "ip", "dcnet", "output", "jump", chain])
+        before = nft.raw_listing()
+        result = apply_plan(target, plan)
+    assert not result.ok and result.applied == [] and result.undone == []
+    assert "nothing of it applied" in str(result.error)
+    assert len(result.more_failures) == len(plan.changes) - 1
+    assert nft.raw_listing() == before
+
+
+def test_concurrent_elbctl_applies_leave_exactly_one_model(director, tmp_path):
+    _lab, options = director
+    elbctl = os.path.join(os.path.dirname(sys.executable), "elbctl")
+    files = []
+    for i in range(4):
+        path = tmp_path / f"model{i}.yaml"
+        path.write_text(synth.model_text(3 + i, 3, weight=i + 1))
+        files.append(str(path))
+    flags = ["--target", "nft", "--nft-netns", options["netns"], "--nft-state-dir",
+             options["state_dir"], "--force"]
+    for _round in range(5):
+        procs = [subprocess.Popen([elbctl, "apply", "-f", f, *flags], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for f in files]
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outputs
+        empty = [f for f in files if subprocess.run(
+            [elbctl, "plan", "-f", f, "--detailed-exitcode", *flags[:-1]],
+            capture_output=True, text=True).returncode == 0]
+        assert len(empty) == 1, empty
