@@ -336,11 +336,13 @@ class DNSTarget(Target):
         for name in names:
             if previous.get(name) is not None:
                 self._put(name, previous[name])
-        if reconfig:
-            self._rndc("reconfig")
-        for name in names:
-            if previous.get(name) is None:
-                self._put(name, None)
+        try:
+            if reconfig:
+                self._rndc("reconfig")
+        finally:
+            for name in names:
+                if previous.get(name) is None:
+                    self._put(name, None)
 
     def undo_change(self, change: Change, plan: Plan) -> None:
         """Put back the previous files ``change`` touched and re-issue its command: the
