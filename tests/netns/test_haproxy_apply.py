@@ -295,3 +295,28 @@ def test_removing_a_service_reloads_and_checks_haproxy_dropped_it(running):
     assert all(r.backend != f"{JOB2}:{hlab.SERVICE_PORT + 1}"
                for r in backend.runtime.servers())
     assert backend.plan(wanted).empty and serves(lab)
+
+
+def test_a_new_server_takes_a_removed_servers_slot_and_undo_gives_it_back(running):
+    lab, backend, _ = running
+    x50, x51, x52 = (f"10.252.0.{n}" for n in (50, 51, 52))
+    full = {RS1: 10, RS2: 10, RS3: 10, x50: 5, x51: 6}          # all 5 slots (1 + 4 spare)
+    assert apply_plan(backend, backend.plan(model(full))).ok
+    slot = next(r.server for r in slot_rows(backend).values() if r.address == x51)
+    rows = rows_of(backend)
+    swapped = {**{k: v for k, v in full.items() if k != x51}, x52: 7}
+    # the same swap with a reload that fails at start: everything is undone
+    plan = backend.plan(model(swapped, listen=[hlab.LB_ADDRESS, "10.251.0.99"]))
+    assert [(c.action.value, c.key[1]) for c in plan.changes if c.kind == "server"] == [
+        ("create", f"{x52}:{hlab.SERVER_PORT}")] * 2 + [
+        ("delete", f"{x51}:{hlab.SERVER_PORT}")] * 2, plan.to_text()
+    result = apply_plan(backend, plan)
+    assert isinstance(result.error, ReloadFailed) and len(result.undone) == 4, \
+        result.to_text()
+    assert rows_of(backend) == rows and backend.plan(model(full)).empty
+    # and without the failure: x52 takes x51's slot (an address change, no reload)
+    plan = backend.plan(model(swapped))
+    assert plan.notes[0] == "4 runtime changes, 0 reloads", plan.to_text()
+    assert apply_plan(backend, plan).ok
+    assert slot_rows(backend)[slot].address == x52
+    assert backend.plan(model(swapped)).empty and serves(lab)
