@@ -31,12 +31,12 @@ import yaml
 
 from dcnet.dns import bind
 from dcnet.dns.backend import DNSBackend
-from dcnet.dns.lab import dig, make_rndc_key, start_named
 from dcnet.dns.layout import layout
 from dcnet.dns.output import render_to_directory
 from dcnet.dns.render import render
 from dcnet.dns.settings import from_env
 from dcnet.lab.builder import Lab
+from dcnet.lab.dns_lab import dig, make_rndc_key, start_named
 from dcnet.model import load_model
 from dcnet.plan import apply_plan
 

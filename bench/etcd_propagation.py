@@ -31,10 +31,10 @@ import tempfile
 import time
 import urllib.request
 
-from dcnet.elbstore import lab as elab
 from dcnet.elbstore.bundle import collect
 from dcnet.elbstore.keys import Keys
 from dcnet.elbstore.store import CountingClient, ElbStore
+from dcnet.lab import elbstore_lab as elab
 from dcnet.lab.builder import Lab
 
 RS1, RS2 = elab.server_address(1), elab.server_address(2)

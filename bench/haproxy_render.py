@@ -18,10 +18,10 @@ import statistics
 import tempfile
 import time
 
-from dcnet.haproxy import lab as hlab
 from dcnet.haproxy.check import render_valid, run_check
 from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.render import render
+from dcnet.lab import haproxy_lab as hlab
 from dcnet.model import JobName
 
 PATHS = Paths(run_dir="/run/dcnet-haproxy-bench")

@@ -18,8 +18,8 @@ import yaml
 from dcnet.dns import bind
 from dcnet.dns.backend import DNSBackend
 from dcnet.dns.carriers import CarrierListError
-from dcnet.dns.lab import dig, make_rndc_key, soa_serial, start_named
 from dcnet.dns.settings import from_env
+from dcnet.lab.dns_lab import dig, make_rndc_key, soa_serial, start_named
 from dcnet.model import load_model
 from dcnet.plan import apply_plan
 from dcnet.sysio import proc

@@ -15,12 +15,12 @@ import threading
 
 import pytest
 
-from dcnet.elbstore import lab as elab
 from dcnet.elbstore.agent import Agent
 from dcnet.elbstore.keys import Keys
 from dcnet.elbstore.records import Status
 from dcnet.elbstore.store import ElbStore
-from dcnet.haproxy import lab as hlab
+from dcnet.lab import elbstore_lab as elab
+from dcnet.lab import haproxy_lab as hlab
 from dcnet.sysio.etcd import EtcdPermissionDenied, Settings
 from dcnet.target import registry
 

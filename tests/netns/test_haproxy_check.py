@@ -13,9 +13,9 @@ import yaml
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
-from dcnet.haproxy import lab as hlab
 from dcnet.haproxy.check import render_valid, run_check
 from dcnet.haproxy.paths import Paths
+from dcnet.lab import haproxy_lab as hlab
 from dcnet.model import load_model
 
 pytestmark = [pytest.mark.netns,

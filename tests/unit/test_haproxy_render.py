@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from dcnet.haproxy import lab as hlab
 from dcnet.haproxy.balance import TABLE, markdown_table
 from dcnet.haproxy.check import CheckResult, blame, render_valid
 from dcnet.haproxy.layout import ServerSpec, assign_slots, haproxy_weights, listeners, server_key
 from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.render import Renderer, parse_file, render, server_lines, static_part
+from dcnet.lab import haproxy_lab as hlab
 from dcnet.model import SCHEDULERS
 
 pytestmark = pytest.mark.unit

@@ -1,6 +1,6 @@
 """The ELB-on-etcd step of ``dcnet-demo --store etcd`` (skipped with the file store).
 
-Its own small lab (``dcnet.elbstore.lab``): a three-member TLS etcd cluster with
+Its own small lab (``dcnet.lab.elbstore_lab``): a three-member TLS etcd cluster with
 authentication on, two HAProxy directors each running ``elbctl agent --target haproxy``
 with its own etcd user, real servers, and a registrar host standing for "a container on
 another machine". It pushes a model, registers a backend with the service's own
@@ -34,9 +34,9 @@ def demo(model, lab, report) -> None:
 
 
 def _run(lab_factory, workdir: str, report) -> None:
-    from dcnet.elbstore import lab as elab
     from dcnet.elbstore.keys import Keys
     from dcnet.elbstore.store import ElbStore
+    from dcnet.lab import elbstore_lab as elab
 
     elb = elab.ElbLab.create(lab_factory, workdir, directors=2, servers=2)
     report.check(True, f"etcd cluster (TLS) up: {', '.join(elb.cluster.endpoints)}")

@@ -16,11 +16,11 @@ import tempfile
 import click
 
 from dcnet.dns.bind import Rndc
-from dcnet.dns.lab import dig, make_rndc_key, start_named
 from dcnet.dns.layout import answer
 from dcnet.dns.output import render_to_directory
 from dcnet.dns.render import ServerOptions
 from dcnet.lab.builder import Lab
+from dcnet.lab.dns_lab import dig, make_rndc_key, start_named
 
 LINK_NET = ipaddress.ip_network("10.53.0.0/16")   # /30 per client link
 OTHER = ("10.53.255.1", "10.53.255.2")             # dns, cli-other

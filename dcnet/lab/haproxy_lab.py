@@ -2,7 +2,7 @@
 
 ``client`` (10.251.0.2) reaches ``lb`` (10.251.0.1, where HAProxy runs) over one veth;
 ``lb`` reaches ``rs1..rsN`` (10.252.0.11..) over the bridge in ``sw``. Each real server
-runs :func:`serve` (``python -m dcnet.haproxy.lab PORT ADDRESS``), a threaded HTTP
+runs :func:`serve` (``python -m dcnet.lab.haproxy_lab PORT ADDRESS``), a threaded HTTP
 server answering 200 to every path with its own address. :func:`model_data` builds a
 service model for it, served on the lb's client-side address. Pure data except
 :func:`serve`, :func:`start_haproxy` and :class:`LoadRun`, which act on a built lab.
@@ -52,7 +52,7 @@ def topology(servers: int, python: str = sys.executable) -> dict:
                       "b": {"host": "sw", "ifname": f"to-rs{i}", "bridge": "br0"}})
         processes.append({"name": f"rs{i}-http", "host": f"rs{i}",
                           "ready_tcp_port": SERVER_PORT,
-                          "argv": [python, "-m", "dcnet.haproxy.lab", str(SERVER_PORT),
+                          "argv": [python, "-m", "dcnet.lab.haproxy_lab", str(SERVER_PORT),
                                    server_address(i)]})
     return {"hosts": hosts, "bridges": [{"name": "br0", "host": "sw"}], "links": links,
             "processes": processes}
@@ -113,7 +113,7 @@ class LoadRun:
         self.stop_file = os.path.join(workdir, f"{name}.stop")
         ready = os.path.join(workdir, f"{name}.ready")
         self.popen = lab.start(host, [
-            sys.executable, "-m", "dcnet.haproxy.loadgen", "--target", target,
+            sys.executable, "-m", "dcnet.lab.haproxy_loadgen", "--target", target,
             "--duration", str(duration), "--max-requests", str(max_requests),
             "--concurrency", str(concurrency), "--stop-file", self.stop_file,
             "--ready-file", ready, "--out", self.out], name=name)

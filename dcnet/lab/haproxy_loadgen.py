@@ -1,6 +1,6 @@
 """A bounded HTTP load loop, run inside a lab namespace to count failed requests.
 
-``python -m dcnet.haproxy.loadgen --target 10.0.0.1:80 --out result.json`` runs
+``python -m dcnet.lab.haproxy_loadgen --target 10.0.0.1:80 --out result.json`` runs
 ``--concurrency`` threads, each doing one HTTP/1.0 request per new TCP connection, until
 ``--duration`` seconds, ``--max-requests`` requests or the ``--stop-file`` appears.
 Anything but a complete ``200`` answer is a failure (with its reason and time). It
@@ -17,6 +17,8 @@ import socket
 import threading
 import time
 from collections import Counter
+
+from dcnet.sysio.files import atomic_write
 
 
 def one_request(host: str, port: int, timeout: float) -> str | None:
@@ -96,10 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     load.stop.set()
     for thread in threads:
         thread.join(args.timeout + 1)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(load.result(), handle)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, json.dumps(load.result()), fsync=False)
 
 
 if __name__ == "__main__":

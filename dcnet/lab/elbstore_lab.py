@@ -19,10 +19,10 @@ import time
 
 import yaml
 
-from dcnet.haproxy import lab as hlab
 from dcnet.haproxy.daemon import wait_ready, write_initial
 from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.runtime import Runtime
+from dcnet.lab import haproxy_lab as hlab
 from dcnet.lab.etcd_lab import EtcdCluster, etcd_hosts_topology, start_etcd_cluster
 from dcnet.model import parse_model
 
@@ -59,7 +59,7 @@ def topology(directors: int, servers: int, python: str = sys.executable) -> dict
                                     "bridge": BRIDGE}})
     topo["processes"] = [{"name": f"rs{i}-http", "host": f"rs{i}",
                           "ready_tcp_port": SERVER_PORT,
-                          "argv": [python, "-m", "dcnet.haproxy.lab", str(SERVER_PORT),
+                          "argv": [python, "-m", "dcnet.lab.haproxy_lab", str(SERVER_PORT),
                                    server_address(i)]} for i in range(1, servers + 1)]
     return topo
 
@@ -220,6 +220,6 @@ class ElbLab:
 
 
 def hlab_one_request(host: str, port: int, timeout: float):
-    from dcnet.haproxy.loadgen import one_request
+    from dcnet.lab.haproxy_loadgen import one_request
 
     return one_request(host, port, timeout)

@@ -15,15 +15,15 @@ import tempfile
 import time
 from ipaddress import ip_address
 
-from dcnet.haproxy.backend import HAProxyBackend
+from dcnet.haproxy.backend import HAProxyTarget
 from dcnet.haproxy.daemon import wait_ready, write_initial
 from dcnet.haproxy.layout import listeners
-from dcnet.haproxy.loadgen import one_request
 from dcnet.haproxy.paths import Paths
 from dcnet.lab.elb_lab import DIRECTOR, real_server_hosts
+from dcnet.lab.haproxy_loadgen import one_request
 from dcnet.model import CheckType, Model, RealServer
-from dcnet.plan import apply_plan
 from dcnet.sysio import proc
+from dcnet.target import apply_plan
 
 
 def demo_model(model: Model) -> Model:
@@ -70,7 +70,7 @@ def _served(lab, model: Model, report) -> None:
                          + (f": {failure}" if failure else ""))
 
 
-def _sessions(backend: HAProxyBackend, name: str, slot: str) -> int:
+def _sessions(backend: HAProxyTarget, name: str, slot: str) -> int:
     for line in backend.runtime.command("show stat").splitlines():
         fields = line.split(",")
         if len(fields) > 7 and fields[0] == name and fields[1] == slot:
@@ -89,7 +89,7 @@ def demo(model: Model, lab, report) -> None:
         write_initial(model, paths)
         popen = lab.start(DIRECTOR, paths.master_argv(), name="haproxy-demo")
         wait_ready(paths, popen)
-        backend = HAProxyBackend(paths=paths, log=lambda text: print(f"  {text}"))
+        backend = HAProxyTarget(run_dir=paths.run_dir, log=lambda text: print(f"  {text}"))
         _served(lab, model, report)
         _add_and_drain(model, lab, backend, report)
     except Exception as exc:      # a demo step reports and lets the others run
@@ -104,7 +104,7 @@ def demo(model: Model, lab, report) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _add_and_drain(model: Model, lab, backend: HAProxyBackend, report) -> None:
+def _add_and_drain(model: Model, lab, backend: HAProxyTarget, report) -> None:
     item = listeners(model)[0]
     service, port = item.service, item.port
     hosts = real_server_hosts(model)
@@ -112,7 +112,7 @@ def _add_and_drain(model: Model, lab, backend: HAProxyBackend, report) -> None:
                                          for r in service.real_servers))
     for p in sorted({service.server_port(RealServer(spare.address), p) for p in
                      service.ports}):
-        lab.start(spare.host, [sys.executable, "-m", "dcnet.haproxy.lab", str(p),
+        lab.start(spare.host, [sys.executable, "-m", "dcnet.lab.haproxy_lab", str(p),
                                spare.address], name=f"haproxy-demo-{spare.host}-{p}")
     added = dataclasses.replace(service, real_servers=(
         *service.real_servers, RealServer(address=ip_address(spare.address), weight=50)))
@@ -158,7 +158,7 @@ def _with_service(model: Model, service) -> Model:
 SRV_ST_RUNNING = 2  # srv_op_state in `show servers state`
 
 
-def _wait_until_up(backend: HAProxyBackend, name: str, slot: str,
+def _wait_until_up(backend: HAProxyTarget, name: str, slot: str,
                    deadline: float = 30.0) -> float | None:
     """Seconds until a server just added is UP (its health checks need ``rise``
     successes first), or None when it is not UP within ``deadline``."""
@@ -171,7 +171,7 @@ def _wait_until_up(backend: HAProxyBackend, name: str, slot: str,
     return None
 
 
-def _slot_of(backend: HAProxyBackend, name: str, address: str) -> str:
+def _slot_of(backend: HAProxyTarget, name: str, address: str) -> str:
     for row in backend.runtime.servers():
         if row.backend == name and row.address == address and not row.free:
             return row.server
