@@ -7,7 +7,7 @@ by a route lookup per carrier VIP (``elbctl verify``); keepalived.conf is render
 passes ``keepalived -t``.
 
 The IPVS part needs IPVS: where this kernel has it, it runs here; otherwise it runs in
-ONE short kernel-lab boot (``python -m dcnet.lvs.demo --ipvs``, about 2-4 minutes under
+ONE short kernel-lab boot (``python -m dcnet.demo.lvs --ipvs``, about 2-4 minutes under
 emulation; ``DCNET_DEMO_LVS_KERNEL_LAB=off`` skips it): the LVS lab of
 :mod:`dcnet.lvs.lab` is built, ``elbctl apply`` programs it, a re-apply writes nothing,
 a client of each carrier fetches a page through the NAT VIP, and the reply is seen
@@ -87,7 +87,7 @@ def _ipvs_part(report) -> None:
     out = tempfile.mkdtemp(prefix="dcnet-demo-lvs-")
     try:
         run = kernel_lab.run_in_guest(
-            [sys.executable, "-m", "dcnet.lvs.demo", "--ipvs"], rwdirs=[out], timeout=900,
+            [sys.executable, "-m", "dcnet.demo.lvs", "--ipvs"], rwdirs=[out], timeout=900,
             env={"PYTHONUNBUFFERED": "1", "HOME": "/root",
                  "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
