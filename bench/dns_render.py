@@ -6,9 +6,10 @@ prefixes each, plus the default view), it measures, R times each, medians printe
 - model load, layout + jinja2 render, named-checkzone (every zone file),
   named-checkconf -z (parses named.conf and loads every zone), and the total;
 - apply to answer: a real named in a lab namespace serves the rendered files; one
-  service's telecom VIP changes; the time from the start of apply (plan: read, render,
-  checks; install; ``rndc reload ZONE IN VIEW``) until a telecom client's dig returns
-  the new VIP, and the part of it after the checks (install + reload + first answer).
+  service's telecom VIP changes; the time from the start of apply (one locked session
+  of the ``dns`` target, as ``elbctl apply --target dns``: plan = read, render, checks;
+  then install; ``rndc reload ZONE IN VIEW``) until a telecom client's dig returns the
+  new VIP, and the part of it after the checks (install + reload + first answer).
 
 It prints the baseline (``--baseline`` services, default 1,000) and the full size
 (``--services``, default 10,000) side by side with their ratio, and the cost of
@@ -18,7 +19,6 @@ rendering relative to named-checkconf. Run as root: ``.venv/bin/python bench/dns
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import statistics
@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from dcnet.dns import bind
-from dcnet.dns.backend import DNSBackend
+from dcnet.dns.backend import DNSTarget
 from dcnet.dns.layout import layout
 from dcnet.dns.output import render_to_directory
 from dcnet.dns.render import render
@@ -38,7 +38,7 @@ from dcnet.dns.settings import from_env
 from dcnet.lab.builder import Lab
 from dcnet.lab.dns_lab import dig, make_rndc_key, start_named
 from dcnet.model import load_model
-from dcnet.plan import apply_plan
+from dcnet.target import apply_plan, make_plan
 
 CARRIERS = [("telecom", 172, 16, 100), ("unicom", 172, 17, 101), ("mobile", 172, 18, 102),
             ("bgp", 172, 19, 103)]
@@ -122,18 +122,20 @@ def measure_apply(model_path: Path, repeats: int) -> dict[str, list[float]]:
         settings = from_env(env={}, directory=bind_dir, netns=lab.netns("dns"))
         make_rndc_key(bind_dir)
         render_to_directory(load_model(model_path), settings.server)
-        backend = DNSBackend(settings, today=dt.date.today())
-        start_named(lab, "dns", bind_dir, backend.rndc, timeout=120)
+        start_named(lab, "dns", bind_dir, DNSTarget(directory=bind_dir, netns=settings.netns).rndc,
+                    timeout=120)
         for r in range(repeats):
             vip = f"172.16.250.{r + 1}"
             data["services"][0]["vips"]["telecom"] = vip
             model_path.write_text(yaml.safe_dump(data, sort_keys=False))
             model = load_model(model_path)
-            backend = DNSBackend(settings)
-            start = time.perf_counter()
-            plan = backend.plan(model)
-            checked = time.perf_counter()
-            result = apply_plan(backend, plan)
+            # as one ``elbctl apply --target dns`` session: lock, plan, apply
+            target = DNSTarget(directory=bind_dir, netns=settings.netns)
+            with target.lock():
+                start = time.perf_counter()
+                plan = make_plan(target, model)
+                checked = time.perf_counter()
+                result = apply_plan(target, plan)
             if not result.ok:
                 raise SystemExit(result.to_text())
             while dig(lab, "cli", CLIENT[0], name) != [vip]:

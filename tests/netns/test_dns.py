@@ -2,11 +2,14 @@
 
 Lab: host ``dns`` runs named (rndc on 127.0.0.1 inside it) and has one link per client;
 ``cli-<carrier>`` clients have addresses inside that carrier's client list, ``cli-none``
-one inside no list. Every query goes from a lab client to the lab's named.
+one inside no list. Every query goes from a lab client to the lab's named. The target is
+driven as every caller drives it: :class:`DNSTarget` + :func:`dcnet.target.apply_plan`,
+or ``elbctl plan|apply --target dns`` subprocesses (one locked session each).
 """
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 import sys
@@ -16,13 +19,13 @@ import pytest
 import yaml
 
 from dcnet.dns import bind
-from dcnet.dns.backend import DNSBackend
+from dcnet.dns.backend import DNSTarget
 from dcnet.dns.carriers import CarrierListError
-from dcnet.dns.settings import from_env
+from dcnet.dns.layout import answer
 from dcnet.lab.dns_lab import dig, make_rndc_key, soa_serial, start_named
 from dcnet.model import load_model
-from dcnet.plan import apply_plan
 from dcnet.sysio import proc
+from dcnet.target import apply_plan
 
 pytestmark = pytest.mark.netns
 
@@ -67,24 +70,25 @@ class DNSLab:
         make_rndc_key(str(self.bind_dir))
         self.netns = lab.netns("dns")
 
-    def settings(self, **overrides):
-        return from_env(env={}, directory=str(self.bind_dir), netns=self.netns, **overrides)
-
-    def backend(self, **overrides) -> DNSBackend:
-        return DNSBackend(self.settings(**overrides))
+    def target(self, **options) -> DNSTarget:
+        return DNSTarget(directory=str(self.bind_dir), netns=self.netns, **options)
 
     def elbctl(self, *args: str) -> subprocess.CompletedProcess:
         return proc.run([sys.executable, "-m", "dcnet.cli.elbctl", *args], netns=self.netns,
                         check=False, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                           "DCNET_DNS_DIR": str(self.bind_dir)})
 
-    def edit_model(self, mutate) -> None:
-        data = yaml.safe_load(self.model_path.read_text())
+    def edit_model(self, mutate, path: Path | None = None) -> Path:
+        """Write the example model after ``mutate(data)`` to ``path`` (default: elb.yaml)."""
+        data = yaml.safe_load((EXAMPLES / "elb.yaml").read_text() if path else
+                              self.model_path.read_text())
         mutate(data)
-        self.model_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        path = path or self.model_path
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
 
-    def model(self):
-        return load_model(self.model_path)
+    def model(self, path: Path | None = None):
+        return load_model(path or self.model_path)
 
     def answer(self, client: str, name: str) -> list[str]:
         return dig(self.lab, f"cli-{client}", CLIENTS[client][0], name)
@@ -115,13 +119,13 @@ def dns(lab_factory, tmp_path) -> DNSLab:
     done = env.elbctl("render", "dns", "-f", str(env.model_path), "-o", str(env.bind_dir))
     assert done.returncode == 0, done.stderr
     assert "checked by named-checkzone and named-checkconf -z" in done.stdout
-    start_named(lab, "dns", str(env.bind_dir), env.backend().rndc)
+    start_named(lab, "dns", str(env.bind_dir), env.target().rndc)
     return env
 
 
 def test_each_carrier_resolves_to_its_own_vip_and_unknown_to_default(dns):
     assert dns.answers() == expected_answers()
-    assert dns.backend().plan(dns.model()).empty      # render and apply agree: no changes
+    assert dns.target().plan(dns.model()).empty      # render and apply agree: no changes
 
 
 def test_change_to_one_service_reloads_only_its_zone(dns):
@@ -130,21 +134,22 @@ def test_change_to_one_service_reloads_only_its_zone(dns):
     def move_push(data):
         data["services"][1]["vips"]["telecom"] = "198.51.100.12"
     dns.edit_model(move_push)
-    backend = dns.backend()
-    plan = backend.plan(dns.model())
+    target = dns.target()
+    plan = target.plan(dns.model())
     assert [(c.action.value, c.kind, c.key) for c in plan.changes] == [
         ("update", "zone", ("telecom", ZONE))]
     assert "apply runs: rndc reload elb.example.com IN telecom" in plan.notes
     assert not any("reconfig" in n for n in plan.notes)
-    result = apply_plan(backend, plan)
+    result = apply_plan(target, plan)
     assert result.ok, result.to_text()
-    assert backend.commands == ["rndc reload elb.example.com IN telecom"]
+    assert target.commands == ["rndc reload elb.example.com IN telecom"]
+    assert result.writes == {"rndc": 1, "files": 1}
     assert dns.answers() == expected_answers(telecom={PUSH: "198.51.100.12"})
     after = dns.serials()
     assert after["telecom"] > serials["telecom"]
     assert {c: s for c, s in after.items() if c != "telecom"} == {
         c: s for c, s in serials.items() if c != "telecom"}
-    assert dns.backend().plan(dns.model()).empty       # a second apply changes nothing
+    assert dns.target().plan(dns.model()).empty       # a second apply changes nothing
 
 
 def test_carrier_down_falls_back_to_default_and_shares_the_zone(dns):
@@ -166,10 +171,11 @@ def test_carrier_down_falls_back_to_default_and_shares_the_zone(dns):
     def mobile_up(data):
         data["carriers"][2]["down"] = False
     dns.edit_model(mobile_up)
-    backend = dns.backend()
-    result = apply_plan(backend, backend.plan(dns.model()))
+    target = dns.target()
+    result = apply_plan(target, target.plan(dns.model()))
     assert result.ok, result.to_text()
-    assert backend.commands[0] == "rndc reconfig"
+    assert target.commands[0] == "rndc reconfig"
+    assert target.commands.count("rndc reconfig") == 1
     assert dns.answers() == expected_answers()
 
 
@@ -203,7 +209,7 @@ def test_config_named_checkconf_rejects_is_never_installed(dns):
         data["services"][1]["vips"]["telecom"] = "198.51.100.12"
     dns.edit_model(move_push)
     with pytest.raises(bind.BindError, match="named-checkconf -z failed"):
-        dns.backend(listen="no-such-acl").plan(dns.model())
+        dns.target(listen="no-such-acl").plan(dns.model())
     assert dns.files() == before
     assert dns.answers() == expected_answers()
 
@@ -211,7 +217,7 @@ def test_config_named_checkconf_rejects_is_never_installed(dns):
 def test_change_guard_refuses_big_list_change_unless_forced(dns):
     (dns.model_dir / "carriers" / "telecom.txt").write_text("100.64.10.0/24\n100.64.11.0/24\n")
     with pytest.raises(CarrierListError, match=r"'telecom'.*200% of its 2 installed"):
-        dns.backend().plan(dns.model())
+        dns.target().plan(dns.model())
     result = dns.elbctl("apply", "--target", "dns", "-f", str(dns.model_path))
     assert result.returncode == 1 and "needs --force" in result.stderr
     assert dns.answers() == expected_answers()
@@ -229,7 +235,104 @@ def test_named_down_gives_a_clear_error_and_installs_nothing(dns):
         data["services"][1]["vips"]["telecom"] = "198.51.100.12"
     dns.edit_model(move_push)
     result = dns.elbctl("apply", "--target", "dns", "-f", str(dns.model_path))
-    assert result.returncode == 1
-    assert "named is not answering rndc at 127.0.0.1#953" in result.stdout
-    assert "Nothing was installed" in result.stdout
+    assert result.returncode == 3                       # the target is unavailable
+    assert "named is not answering rndc at 127.0.0.1#953" in result.stderr
+    assert "Nothing was installed" in result.stderr
     assert dns.files() == before
+
+
+def move_push(data):
+    data["services"][1]["vips"]["telecom"] = "198.51.100.12"
+
+
+def test_a_fresh_instance_applies_a_plan_made_by_another(dns):
+    dns.edit_model(move_push)
+    planner = dns.target()
+    plan = planner.plan(dns.model())
+    fresh = dns.target()
+    result = apply_plan(fresh, plan)
+    assert result.ok, result.to_text()
+    assert planner.commands == [] and fresh.commands == [
+        "rndc reload elb.example.com IN telecom"]
+    assert dns.answers() == expected_answers(telecom={PUSH: "198.51.100.12"})
+    assert dns.target().plan(dns.model()).empty
+
+
+def test_a_plan_made_stale_by_another_apply_is_refused(dns):
+    dns.edit_model(move_push)
+    stale = dns.target().plan(dns.model())
+    first = dns.elbctl("apply", "--target", "dns", "-f", str(dns.model_path))  # wins the race
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = dns.files()
+    with pytest.raises(Exception, match="changed since the plan"):
+        apply_plan(dns.target(), stale)
+    assert dns.files() == before
+
+
+def test_a_failed_apply_puts_the_previous_files_back(dns):
+    """named dies after the named.conf step: the next change fails, undo restores every
+    file (its rndc commands fail too, and are reported); named restarted on the restored
+    files answers as before."""
+    before = dns.files()
+
+    def mobile_down_and_push(data):
+        data["carriers"][2]["down"] = True
+        move_push(data)
+    dns.edit_model(mobile_down_and_push)
+    target = dns.target()
+    plan = target.plan(dns.model())
+    assert len(plan.changes) >= 2 and plan.changes[0].kind == "zone"
+
+    def kill_named(change):
+        if target.commands == ["rndc reconfig"]:
+            proc.stop(dns.lab.process("named"))
+    result = apply_plan(target, plan, on_step=kill_named)
+    assert not result.ok and isinstance(result.error, bind.NamedDown), result.to_text()
+    assert result.undone or result.undo_errors
+    assert dns.files() == before
+    start_named(dns.lab, "dns", str(dns.bind_dir), target.rndc, name="named-again")
+    assert dns.answers() == expected_answers()
+    original = dns.edit_model(lambda data: None, dns.model_path)
+    assert dns.target().plan(dns.model(original)).empty
+
+
+def expected_for(model) -> dict:
+    """What each lab client must be answered for ``model`` (its carrier, or the default)."""
+    carriers = {c.name: c for c in model.carriers}
+    out = {}
+    for client in CLIENTS:
+        carrier = carriers.get(client, model.default_carrier)
+        out[client] = {model.dns.name(s.job): [str(answer(s, carrier, model))]
+                       for s in model.services
+                       if model.dns.name(s.job) in (OCEAN, PUSH, RESOLVER)}
+    return out
+
+
+def test_concurrent_elbctl_applies_leave_named_equal_to_one_model(dns):
+    """Four ``elbctl apply --target dns`` of four models at once, 5 rounds: every round
+    ends with the plan of exactly one of them empty and named answering as it says."""
+    def unicom_ocean(data):
+        data["services"][0]["vips"]["unicom"] = "198.51.100.75"
+
+    def mobile_down(data):
+        data["carriers"][2]["down"] = True
+
+    # any two differ in at most 3 of the 12 objects: under the 30% change guard
+    variants = [lambda data: None, move_push, mobile_down, unicom_ocean]
+    paths = [dns.edit_model(v, dns.model_dir / f"elb-{i}.yaml") for i, v in enumerate(variants)]
+    models = [dns.model(p) for p in paths]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DCNET_DNS_DIR": str(dns.bind_dir),
+           "DCNET_DNS_NETNS": dns.netns}
+    rng = random.Random(12)
+    for round_ in range(5):
+        order = rng.sample(range(4), 4)
+        runs = [subprocess.Popen([sys.executable, "-m", "dcnet.cli.elbctl", "apply",
+                                  "--target", "dns", "-f", str(paths[i])], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for i in order]
+        for run in runs:
+            out, err = run.communicate(timeout=600)
+            assert run.returncode == 0, f"round {round_}: {out}{err}"
+        empty = [i for i, m in enumerate(models) if dns.target().plan(m).empty]
+        assert len(empty) == 1, f"round {round_}: plans empty for models {empty}"
+        assert dns.answers() == expected_for(models[empty[0]]), f"round {round_}"
