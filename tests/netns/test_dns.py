@@ -25,7 +25,7 @@ from dcnet.dns.layout import answer
 from dcnet.lab.dns_lab import dig, make_rndc_key, soa_serial, start_named
 from dcnet.model import load_model
 from dcnet.sysio import proc
-from dcnet.target import apply_plan
+from dcnet.target import StalePlan, apply_plan
 
 pytestmark = pytest.mark.netns
 
@@ -264,7 +264,7 @@ def test_a_plan_made_stale_by_another_apply_is_refused(dns):
     first = dns.elbctl("apply", "--target", "dns", "-f", str(dns.model_path))  # wins the race
     assert first.returncode == 0, first.stdout + first.stderr
     before = dns.files()
-    with pytest.raises(Exception, match="changed since the plan"):
+    with pytest.raises(StalePlan, match="changed since the plan"):
         apply_plan(dns.target(), stale)
     assert dns.files() == before
 
