@@ -226,7 +226,8 @@ class DNSTarget(Target):
         if not key or not os.path.exists(key):
             raise bind.BindError(f"rndc key file {key} does not exist; create it with "
                                  f"'rndc-confgen -a -c {key}' and start named with the "
-                                 "rendered named.conf (or set DCNET_DNS_RNDC_KEY)")
+                                 "rendered named.conf (or give --dns-rndc-key / "
+                                 "DCNET_DNS_RNDC_KEY)")
         current = self.read(model)
         forced = self.check_carrier_lists(model, current)
         bundle = self.bundle(model, current)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
@@ -291,7 +292,7 @@ def target(directory: str, key: str, **options) -> DNSTarget:
 
 
 def files_of(directory: str) -> dict:
-    return {n: open(os.path.join(directory, n)).read() for n in sorted(os.listdir(directory))
+    return {n: Path(directory, n).read_text() for n in sorted(os.listdir(directory))
             if n.startswith(("named.conf", "db."))}
 
 
@@ -458,3 +459,21 @@ def test_elbctl_has_render_dns_and_dns_options_on_plan_and_apply():
     for command in ("plan", "apply"):
         out = runner.invoke(cli, [command, "--help"]).output
         assert "--force" in out and "--dns-dir" in out
+
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "elb.yaml")
+
+
+def test_elbctl_plan_target_dns_is_one_locked_session_with_the_dns_flags(bind_dir, rndc_key):
+    runner = CliRunner()
+    args = ["plan", "--target", "dns", "-f", EXAMPLE, "--dns-dir", bind_dir,
+            "--detailed-exitcode"]
+    done = runner.invoke(cli, [*args, "--dns-rndc-key", rndc_key])
+    assert done.exit_code == 2, done.output                      # everything to create
+    assert "+ view telecom" in done.output and "note: apply runs: rndc reconfig" in done.output
+    assert os.path.exists(os.path.join(bind_dir, ".dcnet-dns.lock"))
+    missing = runner.invoke(cli, [*args, "--dns-rndc-key", bind_dir + "/none.key"])
+    assert missing.exit_code == 1 and "rndc key file" in missing.output
+    assert "Traceback" not in missing.output
+    other = runner.invoke(cli, ["plan", "--target", "lvs", "-f", EXAMPLE, "--dns-dir", bind_dir])
+    assert other.exit_code == 2 and "not of --target lvs" in other.output
