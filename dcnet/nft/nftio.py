@@ -7,6 +7,10 @@ Only dcnet's own table is ever listed, never the whole ruleset: one
 ``(kind, key) -> attrs`` in :mod:`dcnet.nft.ruleset`'s vocabulary; its digest is a hash
 of both listings, which carry rule handles, so any write to the table changes it.
 
+:meth:`Nft.genid` reads the namespace's nftables generation id (one netlink request):
+the nft target's fast path (:mod:`dcnet.nft.fingerprint`) skips the listing when it has
+not moved since dcnet's last transaction.
+
 Writes go through :meth:`Nft.run_script`: one ``nft -f -`` per call, i.e. one atomic
 transaction. The namespace is entered by ``ip netns exec`` (the argv comes from
 :mod:`dcnet.sysio.netns`, the one module that switches namespaces).
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -90,10 +95,44 @@ class Nft:
     def digest(self) -> str:
         return listing_digest(*self.raw_listing())
 
+    def genid(self) -> int:
+        """The namespace's nftables generation: every committed transaction (of any
+        table) bumps it. One netlink request (NFT_MSG_GETGEN), no listing."""
+        if self.netns:
+            if not netns_mod.exists(self.netns):
+                raise NftUnavailable(f"nft: network namespace {self.netns!r} does not exist")
+            return netns_mod.run_in(self.netns, _genid)
+        return _genid()
+
+    def identity(self) -> str:
+        """Which network namespace this is (device and inode of its nsfs file)."""
+        if self.netns:
+            dev, ino = netns_mod.identity(self.netns)
+        else:
+            st = os.stat(netns_mod.CALLER_NETNS_PATH)
+            dev, ino = st.st_dev, st.st_ino
+        return f"{dev}:{ino}"
+
     def read(self) -> Listing:
         table, services = self.raw_listing()
         state, notes = parse_listing(table, services)
         return Listing(state, notes, listing_digest(table, services))
+
+
+def _genid() -> int:
+    from pyroute2.netlink import NLM_F_REQUEST
+    from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, NFTSocket, nft_gen_msg
+
+    sock = NFTSocket()
+    try:
+        msg = nft_gen_msg()
+        msg["nfgen_family"] = 0
+        (reply,) = sock.request_get(msg, NFT_MSG_GETGEN, NLM_F_REQUEST)
+        return int(reply.get_attr("NFTA_GEN_ID"))
+    except Exception as exc:  # netlink refused: report it as the target being unusable
+        raise NftUnavailable(f"nft: cannot read the nftables generation: {exc}") from None
+    finally:
+        sock.close()
 
 
 def listing_digest(table: str | None, services: str | None) -> str:

@@ -121,7 +121,6 @@ class _Builder:
     def __init__(self, maglev_size: int):
         self.state: dict = {}
         self.bodies: dict = {}
-        self.notes: list[str] = []
         self.maglev_size = maglev_size
 
     def add(self, ident: Ident, attrs: dict, body: tuple[str, ...] = ()) -> None:
@@ -198,11 +197,31 @@ def weighted_vmap(active: list[Backend]) -> str:
     return f"numgen random mod {total} vmap {{ {', '.join(parts)} }}"
 
 
-def desired(model, registry: Mapping | None = None,
-            maglev_size: int = maglev.DEFAULT_SIZE) -> Desired:
-    """The ruleset the model asks for (plus the LVS-style dynamic registry, if given)."""
-    b = _Builder(maglev_size)
-    b.infrastructure()
+@dataclass(frozen=True)
+class ServiceInput:
+    """Everything one VIP:port's objects are derived from (its digest keys the fast path)."""
+
+    key3: tuple
+    scheduler: str
+    persistence: int
+    backends: tuple[Backend, ...]
+    maglev_size: int
+
+    def digest(self) -> str:
+        return digest(repr(self))
+
+
+def group_of(ident: Ident) -> tuple:
+    """The VIP:port an object belongs to; () for the table's own objects."""
+    kind, key = ident
+    return () if kind in ("table", "hook") else tuple(key[:3])
+
+
+def inputs(model, registry: Mapping | None = None,
+           maglev_size: int = maglev.DEFAULT_SIZE) -> tuple[dict, tuple[str, ...]]:
+    """({(proto, vip, port): ServiceInput}, notes) of the model (plus the LVS-style
+    dynamic registry, if given): what :func:`build` renders."""
+    out: dict = {}
     skipped: dict[str, int] = {}
     for layout in layouts(model):
         entries = (registry or {}).get(layout.name)
@@ -214,14 +233,32 @@ def desired(model, registry: Mapping | None = None,
                     skipped[why] = skipped.get(why, 0) + 1
                     continue
                 key3 = (port.protocol, vip, port.port)
-                if ("service", key3) in b.state:
+                if key3 in out:
                     continue
-                backends = [Backend((*key3, s.address, s.port or port.backend_port),
-                                    s.weight) for s in servers if ":" not in s.address]
-                b.service(key3, port.scheduler, port.persistence, backends)
-    for why, n in sorted(skipped.items()):
-        b.notes.append(f"{n} VIP port(s) skipped: {why}")
-    return Desired(MappingProxyType(b.state), MappingProxyType(b.bodies), tuple(b.notes))
+                backends = tuple(Backend((*key3, s.address, s.port or port.backend_port),
+                                         s.weight) for s in servers if ":" not in s.address)
+                out[key3] = ServiceInput(key3, port.scheduler, port.persistence, backends,
+                                         maglev_size)
+    notes = tuple(f"{n} VIP port(s) skipped: {why}" for why, n in sorted(skipped.items()))
+    return out, notes
+
+
+def build(services, infrastructure: bool = True, notes: tuple[str, ...] = ()) -> Desired:
+    """The objects of ``services`` (ServiceInputs) and, if asked, the table's own."""
+    b = _Builder(maglev.DEFAULT_SIZE)
+    if infrastructure:
+        b.infrastructure()
+    for s in services:
+        b.maglev_size = s.maglev_size
+        b.service(s.key3, s.scheduler, s.persistence, list(s.backends))
+    return Desired(MappingProxyType(b.state), MappingProxyType(b.bodies), notes)
+
+
+def desired(model, registry: Mapping | None = None,
+            maglev_size: int = maglev.DEFAULT_SIZE) -> Desired:
+    """The ruleset the model asks for (plus the LVS-style dynamic registry, if given)."""
+    found, notes = inputs(model, registry, maglev_size)
+    return build(found.values(), True, notes)
 
 
 def _unsupported(vip: str, forward: str) -> str | None:

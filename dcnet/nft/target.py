@@ -9,6 +9,12 @@ transaction holding every change, which nft applies entirely or not at all (a re
 transaction reports every change of it as failed and nothing as applied, so there is
 nothing to undo). A no-op plan runs no transaction.
 
+Incremental sync (:mod:`dcnet.nft.fingerprint`): a plan first reads the namespace's
+nftables generation id; when it equals the one recorded after the last clean apply, the
+listing is skipped and only the VIP:ports whose inputs changed are built and diffed
+(their current objects come from the record). Such a plan's ``read_digest`` is
+``gen:<id>``: any commit in the namespace makes it stale.
+
 Options: ``--nft-netns`` / ``$DCNET_NFT_NETNS`` (run nft inside that named namespace),
 ``--nft-state-dir`` / ``$DCNET_NFT_STATE_DIR`` (where the lock lives; one lock per
 namespace), ``--nft-maglev-size`` (minimum prime size of Maglev tables).
@@ -16,16 +22,32 @@ namespace), ``--nft-maglev-size`` (minimum prime size of Maglev tables).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
-from dcnet.nft import maglev, ruleset
+from dcnet.nft import fingerprint, maglev, ruleset
 from dcnet.nft import script as nftscript
 from dcnet.nft.nftio import Nft, NftError, NftUnavailable
 from dcnet.plan import Change, Plan, State, diff
 from dcnet.target import Option, Snapshot, Target
 
 DEFAULT_STATE_DIR = "/var/lib/dcnet/nft"
+
+
+@dataclass(frozen=True)
+class NftPayload:
+    """What applying a plan needs besides its changes (immutable)."""
+
+    bodies: Mapping               # (kind, key) -> commands filling a created/updated object
+    genid: int                    # the generation the plan was read at
+    identity: str                 # the namespace it was read in
+    groups: Mapping               # record lines of the groups planned (None: group gone)
+    replace_all: bool             # groups is the whole record (full read) or a delta
+    objects_after: int            # owned objects once applied
+    fast_path: bool               # planned from the record, without a listing
 
 
 class NftTarget(Target):
@@ -56,6 +78,9 @@ class NftTarget(Target):
     def lock_path(self) -> str:
         return os.path.join(self.state_dir, f"lock-{self.netns or 'host'}")
 
+    def fingerprint_path(self) -> str:
+        return os.path.join(self.state_dir, f"fingerprint-{self.netns or 'host'}")
+
     # ------------------------------------------------------------------ read and plan
 
     def read(self, model) -> Snapshot:
@@ -66,16 +91,61 @@ class NftTarget(Target):
         return ruleset.desired(model, maglev_size=self.maglev_size).state
 
     def plan(self, model) -> Plan:
+        """The fast path when the generation id matches the last clean apply's record,
+        else the full read (see :mod:`dcnet.nft.fingerprint`)."""
+        found, notes = ruleset.inputs(model, maglev_size=self.maglev_size)
+        genid, identity = self.nft.genid(), self.nft.identity()
+        record = fingerprint.load(self.fingerprint_path())
+        if record is not None and (record.genid, record.identity) == (genid, identity):
+            return self._fast_plan(found, notes, record)
         current = self.read(model)
-        want = ruleset.desired(model, maglev_size=self.maglev_size)
-        changes = diff(current.state, want.state)
+        want = ruleset.build(found.values(), True, notes)
+        grouped: dict[str, list] = {}
+        for ident, attrs in want.state.items():
+            grouped.setdefault(fingerprint.group_text(ruleset.group_of(ident)), []).append(
+                (ident, attrs))
+        digests = {fingerprint.group_text(k): s.digest() for k, s in found.items()}
+        groups = {g: (digests.get(g, "infra"), fingerprint.encode(items))
+                  for g, items in grouped.items()}
+        payload = NftPayload(want.bodies, genid, identity, MappingProxyType(groups), True,
+                             len(want.state), False)
+        return self._build(current.state, want, current.notes, current.digest, payload)
+
+    def _fast_plan(self, found: dict, notes: tuple[str, ...], record) -> Plan:
+        digests = {fingerprint.group_text(k): (k, s.digest()) for k, s in found.items()}
+        touched = {g for g, (_k, d) in digests.items()
+                   if record.groups.get(g, ("",))[0] != d}
+        touched |= {g for g in record.groups if g != fingerprint.INFRA and g not in digests}
+        current: dict = {}
+        for g in touched & set(record.groups):
+            current.update(fingerprint.decode(record.groups[g][1]))
+        want = ruleset.build([found[digests[g][0]] for g in sorted(touched) if g in digests],
+                             False, notes)
+        grouped: dict[str, list] = {g: [] for g in touched if g in digests}
+        for ident, attrs in want.state.items():
+            grouped[fingerprint.group_text(ruleset.group_of(ident))].append((ident, attrs))
+        groups: dict = dict.fromkeys(touched)
+        groups.update({g: (digests[g][1], fingerprint.encode(items))
+                       for g, items in grouped.items()})
+        after = record.objects - len(current) + len(want.state)
+        payload = NftPayload(want.bodies, record.genid, record.identity,
+                             MappingProxyType(groups), False, after, True)
+        return self._build(current, want, (), f"gen:{record.genid}", payload,
+                           objects=record.objects)
+
+    def _build(self, current, want, read_notes, read_digest, payload, objects=None) -> Plan:
+        changes = diff(current, want.state)
         bodies = {ident: want.bodies[ident] for ident in
                   ((c.kind, c.key) for c in changes) if ident in want.bodies}
-        return Plan.build(self.name, changes, self.kind_order,
-                          (*current.notes, *want.notes), read_digest=current.digest,
-                          objects=len(current.state), payload=MappingProxyType(bodies))
+        payload = dataclasses.replace(payload, bodies=MappingProxyType(bodies))
+        return Plan.build(self.name, changes, self.kind_order, (*read_notes, *want.notes),
+                          read_digest=read_digest,
+                          objects=len(current) if objects is None else objects,
+                          payload=payload)
 
     def current_digest(self, plan: Plan) -> str:
+        if (plan.read_digest or "").startswith("gen:"):
+            return f"gen:{self.nft.genid()}"
         return self.nft.digest()
 
     # ------------------------------------------------------------------ apply
@@ -83,7 +153,7 @@ class NftTarget(Target):
     def apply_batch(self, changes: list[Change], plan: Plan) -> list[BaseException | None]:
         """All ``changes`` as one nft transaction: all applied, or all failed."""
         try:
-            self.nft.run_script(nftscript.script(changes, plan.payload or {}))
+            self.nft.run_script(nftscript.script(changes, plan.payload.bodies))
         except (NftError, nftscript.MissingBody) as exc:
             return [exc] * len(changes)
         return [None] * len(changes)
@@ -92,6 +162,33 @@ class NftTarget(Target):
         error = self.apply_batch([change], plan)[0]
         if error is not None:
             raise error
+
+    def finish(self, plan: Plan, result) -> None:
+        """After a clean apply, record the generation our transaction produced (only if
+        it is exactly the planned one plus that transaction: nobody else committed)."""
+        p = plan.payload
+        if not result.ok or not (p.replace_all or p.groups):
+            return
+        path = self.fingerprint_path()
+        expected = p.genid + (1 if plan.changes else 0)
+        if (self.nft.genid(), self.nft.identity()) != (expected, p.identity):
+            fingerprint.remove(path)
+            return
+        if p.replace_all:
+            groups = {g: v for g, v in p.groups.items() if v is not None}
+        else:
+            old = fingerprint.load(path)
+            if old is None or old.genid != p.genid:
+                fingerprint.remove(path)
+                return
+            groups = dict(old.groups)
+            for g, v in p.groups.items():
+                if v is None:
+                    groups.pop(g, None)
+                else:
+                    groups[g] = v
+        fingerprint.save(path, fingerprint.Record(expected, p.identity, p.objects_after,
+                                                  groups))
 
     def counters(self) -> dict[str, int]:
         return {"nft_transactions": self.nft.transactions, "nft_commands": self.nft.commands}

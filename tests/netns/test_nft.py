@@ -232,3 +232,36 @@ def test_concurrent_elbctl_applies_leave_exactly_one_model(director, tmp_path):
             [elbctl, "plan", "-f", f, "--detailed-exitcode", *flags[:-1]],
             capture_output=True, text=True).returncode == 0]
         assert len(empty) == 1, empty
+
+
+def test_incremental_sync_reads_no_listing_and_matches_a_full_read(director):
+    lab, options = director
+    apply(options, services(20))
+    target = registry.create("nft", **options)
+
+    def no_listing():
+        raise AssertionError("the fast path listed the table")
+
+    target.nft.raw_listing = no_listing
+    noop = target.plan(services(20))
+    assert noop.payload.fast_path and noop.empty
+    one = synth.model(synth.model_text(20, 3, changed=7))     # one service re-weighted
+    with target.lock():
+        plan = make_plan(target, one)
+        assert plan.payload.fast_path
+        assert {c.key[:3] for c in plan.changes} == {("tcp", "10.128.0.8", 80)}
+        assert apply_plan(target, plan).ok
+    assert target.plan(one).empty                     # fast path again, after our commit
+    # a full read (no record) agrees with what the fast path left
+    full = registry.create("nft", **options)
+    os.unlink(full.fingerprint_path())
+    check = full.plan(one)
+    assert not check.payload.fast_path and check.empty, check.to_text()
+    # any other commit in the namespace moves the generation: the full read repairs drift
+    apply(options, one)                                # records again
+    chain = "svc-tcp-10.128.0.8-80"
+    lab.run("director", ["nft", "flush", "chain", "ip", "dcnet", chain])
+    drift = registry.create("nft", **options).plan(one)
+    assert not drift.payload.fast_path
+    assert [c.describe().split(" (")[0] for c in drift.changes] == [
+        "~ service tcp 10.128.0.8 80"]

@@ -1,0 +1,91 @@
+"""The nft target's record of its last clean apply: incremental sync without a listing.
+
+After an apply that ended clean, the target records (in its state directory, one file
+per namespace) the namespace's nftables generation id right after dcnet's transaction,
+the namespace's identity, and per VIP:port (a *group*) the digest of the inputs its
+objects were built from and those objects themselves. A plan first reads the generation
+id (one netlink request); if it still equals the record, nothing (no nft user at all)
+committed since, so the table is exactly what the record says: the plan then builds and
+diffs only the groups whose input digest changed (a no-op reads no listing and builds
+no object; a one-service change builds one group). Any other commit in the namespace,
+or a crash between dcnet's commit and the record, moves the generation past the record
+and the next plan does the full read.
+
+File: line 1 a JSON header ``{"genid", "identity", "objects"}``, then one line per group
+``<group>\\t<input digest>\\t<JSON [[kind, key, attrs], ...]>``; the table's own objects
+are the group ``""``. Object JSON is decoded only for the groups a plan needs. Written
+atomically (:func:`dcnet.sysio.files.atomic_write`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from dcnet.sysio.files import atomic_write
+
+INFRA = ""
+
+
+@dataclass(frozen=True)
+class Record:
+    genid: int
+    identity: str
+    objects: int
+    groups: Mapping[str, tuple[str, str]]     # group -> (input digest, objects JSON)
+
+
+def group_text(key3: tuple) -> str:
+    return " ".join(str(p) for p in key3)
+
+
+def encode(items: Iterable[tuple[tuple[str, tuple], Mapping]]) -> str:
+    return json.dumps([[kind, list(key), dict(attrs)] for (kind, key), attrs in items],
+                      separators=(",", ":"))
+
+
+def decode(text: str) -> dict:
+    """Objects JSON -> state (lists back to tuples, as the desired state holds them)."""
+    out = {}
+    for kind, key, attrs in json.loads(text):
+        out[(kind, tuple(key))] = {k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in attrs.items()}
+    return out
+
+
+def load(path: str) -> Record | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            header = json.loads(fh.readline())
+            groups = {}
+            for line in fh:
+                group, digest, objects = line.rstrip("\n").split("\t", 2)
+                groups[group] = (digest, objects)
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        return Record(int(header["genid"]), str(header["identity"]), int(header["objects"]),
+                      groups)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def save(path: str, record: Record) -> None:
+    header = json.dumps({"genid": record.genid, "identity": record.identity,
+                         "objects": record.objects})
+    lines = [header] + [f"{g}\t{d}\t{objs}" for g, (d, objs) in sorted(record.groups.items())]
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    atomic_write(path, "\n".join(lines) + "\n", mode=0o600)
+
+
+def remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def count(groups: Mapping[str, tuple[str, str]]) -> int:
+    """Objects held by ``groups`` (decodes them: used only for the groups a plan touched)."""
+    return sum(len(json.loads(objs)) for _d, objs in groups.values())
