@@ -8,8 +8,11 @@ the model is loaded (``make_plan`` + ``apply_plan`` under the target's lock; the
 built from the model's types, not parsed: bench/model_load.py measures loading):
 
 1. ``full``: from an empty namespace (one nft transaction);
-2. ``no-op``: the same model again (must write nothing);
-3. ``one``: one service's weights changed (a service chain rewritten).
+2. ``no-op``: the same model again (must write nothing): the generation id still matches
+   the record of step 1, so the table is not listed (dcnet.nft.fingerprint);
+3. ``no-op read``: the same with the record removed first: the full read (one listing of
+   dcnet's table, parse, build, diff), what every no-op would cost without the record;
+4. ``one``: one service's weights changed (a service chain rewritten; fast path).
 
 Prints every run, then the medians, the no-op / full ratio and the Maglev table build
 time at 1000 backends (median of 5).
@@ -68,7 +71,7 @@ def sync(options: dict, model) -> tuple[float, float, int, int]:
 
 def bench_size(services: int, servers: int, runs: int) -> dict[str, list[float]]:
     base, changed = model_for(services, servers), model_for(services, servers, True)
-    times: dict[str, list[float]] = {"full": [], "no-op": [], "one": []}
+    times: dict[str, list[float]] = {"full": [], "no-op": [], "no-op read": [], "one": []}
     print(f"{services} services x {servers} backends", flush=True)
     for run in range(runs):
         name = f"nftbench-{os.getpid()}-{run}"
@@ -76,17 +79,22 @@ def bench_size(services: int, servers: int, runs: int) -> dict[str, list[float]]
         try:
             with tempfile.TemporaryDirectory() as state_dir:
                 options = {"netns": name, "state_dir": state_dir}
-                for label, model in (("full", base), ("no-op", base), ("one", changed)):
+                for label, model in (("full", base), ("no-op", base), ("no-op read", base),
+                                     ("one", changed)):
+                    if label == "no-op read":
+                        os.unlink(os.path.join(state_dir, f"fingerprint-{name}"))
                     plan_s, apply_s, changes, tx = sync(options, model)
                     times[label].append(plan_s + apply_s)
-                    print(f"  run {run + 1}: {label:<6} {plan_s + apply_s:8.3f}s (plan "
+                    print(f"  run {run + 1}: {label:<10} {plan_s + apply_s:8.3f}s (plan "
                           f"{plan_s:.3f}, apply {apply_s:.3f}) {changes} change(s), "
                           f"{tx} transaction(s)", flush=True)
         finally:
             subprocess.run(["ip", "netns", "del", name], check=False)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"  median: full {med['full']:.3f}s, no-op {med['no-op']:.3f}s "
-          f"({med['no-op'] / med['full']:.1%} of full), one service {med['one']:.3f}s "
+          f"({med['no-op'] / med['full']:.1%} of full), no-op with full read "
+          f"{med['no-op read']:.3f}s ({med['no-op read'] / med['full']:.1%}), "
+          f"one service {med['one']:.3f}s "
           f"({med['one'] / med['full']:.1%} of full)", flush=True)
     return times
 
