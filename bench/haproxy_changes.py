@@ -30,7 +30,7 @@ from dcnet.haproxy.paths import Paths
 from dcnet.lab import haproxy_lab as hlab
 from dcnet.lab.builder import Lab
 from dcnet.sysio import proc
-from dcnet.target import apply_plan
+from dcnet.target import apply_plan, make_plan
 
 RS = [hlab.server_address(i) for i in (1, 2)]
 
@@ -38,8 +38,9 @@ RS = [hlab.server_address(i) for i in (1, 2)]
 def apply(backend, **haproxy) -> float:
     weight = haproxy.pop("weight", 10)
     start = time.perf_counter()
-    plan = backend.plan(hlab.model_of(hlab.model_data({RS[0]: weight, RS[1]: 10}, **haproxy)))
-    result = apply_plan(backend, plan)
+    model = hlab.model_of(hlab.model_data({RS[0]: weight, RS[1]: 10}, **haproxy))
+    with backend.lock(60):                 # as elbctl apply does it (session.run)
+        result = apply_plan(backend, make_plan(backend, model))
     elapsed = time.perf_counter() - start
     assert result.ok, result.to_text()
     return elapsed

@@ -248,8 +248,9 @@ class HAProxyTarget(Target):
 
     def finish(self, plan: Plan, result) -> None:
         try:
-            if result.applied and not result.undone:
-                self._save_server_state()     # removals come after the config step
+            configs = [i for i, c in enumerate(result.applied) if c.kind == CONFIG]
+            if configs and configs[-1] < len(result.applied) - 1 and not result.undone:
+                self._save_server_state()     # removals came after the config step
         finally:
             self._applying = None
 
