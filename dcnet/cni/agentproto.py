@@ -21,6 +21,8 @@ per-pod plugin process) plus the framing both halves share.
 from __future__ import annotations
 
 import _socket
+from errno import EAGAIN
+from time import monotonic, sleep
 
 from dcnet.cni import cjson
 
@@ -66,17 +68,45 @@ def read_line(sock, limit: int = MAX_MESSAGE) -> bytes:
             raise ValueError("message too long")
 
 
+def connect(path: str, timeout: float):
+    """A socket connected to ``path``, retrying while the listen backlog is full (EAGAIN:
+    a burst of invocations) until ``timeout``; OSError otherwise (missing, refused)."""
+    deadline = monotonic() + timeout
+    pause = 0.002
+    while True:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(max(deadline - monotonic(), 0.001))
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            left = deadline - monotonic()
+            if left <= 0:
+                raise OSError(EAGAIN, f"its listen backlog stayed full for {timeout:g}s "
+                              "(try again later)") from None
+            sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+        except BaseException:
+            sock.close()
+            raise
+
+
 def call(path: str, message: dict, timeout: float) -> dict:
     """Send one request to the agent at ``path`` and return its decoded answer.
 
-    Unreachable when nobody listens, the answer does not come within ``timeout`` seconds
-    or the connection drops; ValueError for an answer that is not the protocol's.
+    Unreachable when nobody listens, the agent's backlog stays full, the answer does not
+    come within ``timeout`` seconds (one deadline for all of it) or the connection drops;
+    ValueError for an answer that is not the protocol's.
     """
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    deadline = monotonic() + timeout
     try:
-        sock.settimeout(timeout)
+        sock = connect(path, timeout)
+    except OSError as exc:
+        raise Unreachable(exc.errno or 0, f"dcnet-agent at {path}: {exc}") from None
+    try:
         try:
-            sock.connect(path)
+            sock.settimeout(max(deadline - monotonic(), 0.001))
             sock.sendall(encode(message))
             line = read_line(sock)
         except (OSError, ConnectionError) as exc:

@@ -1,8 +1,9 @@
 """The macvlan agent's unix-socket server: one CNI invocation per connection.
 
 ``listen(path, serve, log)`` refuses to start beside a live agent on ``path`` (a dead
-agent's socket is removed), creates the socket with mode 0600, accepts only uid 0 peers
-(SO_PEERCRED) and answers each connection's request (``dcnet.cni.agentproto``) with
+agent's socket is removed), creates the socket with mode 0600 and a listen backlog of
+``BACKLOG`` (socketserver's default of 5 made bursts of pods fail), accepts only uid 0
+peers (SO_PEERCRED) and answers each connection's request (``dcnet.cni.agentproto``) with
 ``serve(message) -> answer`` in its own thread.
 """
 
@@ -20,6 +21,7 @@ from dcnet.cni import agentproto
 from dcnet.cni.errors import DECODE_FAILURE
 
 SO_PEERCRED = 17
+BACKLOG = 256  # as the exec agent's (dcnet.cni.execd): a burst of pods queues, not fails
 
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -27,6 +29,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = BACKLOG
 
     def __init__(self, path: str, serve: Callable[[dict], dict],
                  log: Callable[[str], None]):
