@@ -22,6 +22,7 @@ import os
 import threading
 
 from dcnet.cni.storeapi import Lease, Store, StoreUnavailable
+from dcnet.sysio.files import atomic_write
 
 
 def _key(subnet: str) -> str:
@@ -74,7 +75,7 @@ class FileStore(Store):
     def update(self, lease: Lease) -> None:
         if not os.path.exists(self._file(lease.subnet)):
             raise KeyError(lease.subnet)
-        os.replace(self._temporary(lease), self._file(lease.subnet))
+        atomic_write(self._file(lease.subnet), json.dumps(lease.to_dict()), fsync=False)
 
     def release(self, subnet: str) -> bool:
         try:

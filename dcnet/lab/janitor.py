@@ -12,6 +12,7 @@ state file at all once they are older than a short grace period. A live run
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -98,7 +99,9 @@ def _remove_dead_run(path: str, state: dict[str, Any], report: SweepReport) -> N
     log_dir = state.get("log_dir")
     if log_dir and os.path.basename(log_dir).startswith(f"dcnet-lab-{state['prefix']}-"):
         shutil.rmtree(log_dir, ignore_errors=True)
-    for leftover in (f"{path}.tmp", path):
+    directory, name = os.path.split(path)
+    temporaries = glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.tmp"))
+    for leftover in (*temporaries, path):  # atomic_write's temporaries, then the file
         with contextlib.suppress(FileNotFoundError):
             os.unlink(leftover)
     report.removed_runs.append(state["prefix"])
