@@ -132,10 +132,10 @@ class HAProxyTarget(Target):
     kind_order = ("global", SERVICE, FILE_SERVER, SERVER, CONFIG)
     options = (
         Option("run_dir", "haproxy-run-dir", "Directory of HAProxy's admin and master "
-               "sockets, server-state file and elbctl's lock.", default=DEFAULT_RUN_DIR,
+               "sockets, server-state file and elbctl's lock", default=DEFAULT_RUN_DIR,
                envvar=ENV_RUN_DIR, path=True),
         Option("config", "haproxy-config", "HAProxy's configuration file (default "
-               "<run dir>/haproxy.cfg).", envvar=ENV_CONFIG, path=True),
+               "<run dir>/haproxy.cfg)", envvar=ENV_CONFIG, path=True),
     )
     refused_errors = (ConfigInvalid, TemplateError, ReloadFailed, RuntimeCommandError,
                       NotCarried, ApplyStepError)
