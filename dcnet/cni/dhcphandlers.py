@@ -37,6 +37,7 @@ from dcnet.cni.errors import (
 from dcnet.cni.hostgw import Undo
 from dcnet.cni.macvlan import delete_pod_link, link_alias
 from dcnet.cni.podns import (
+    IFF_RUNNING,
     IFF_UP,
     RELEASE_PREFIX,
     TEMP_PREFIX,
@@ -203,7 +204,10 @@ class RequestHandlers:
 
     def teardown(self, conf: NetConf, cid: str, ifname: str, netns_path: str | None) -> dict:
         """Release the lease (from its address), delete the link, forget the attachment.
-        Best effort and repeatable: whatever is already gone is skipped."""
+        Best effort and repeatable: whatever is already gone is skipped. The release is
+        never lost: when the pod's link cannot carry it (gone or down) it goes from the
+        host side (``release_offline``); when that cannot be sent either, the journal
+        record stays and the release is queued for housekeeping to retry."""
         key = leases.attachment_key(cid, ifname)
         record = None
         with contextlib.suppress(leases.JournalError):
@@ -211,19 +215,46 @@ class RequestHandlers:
         runner = self.runners.pop(key, None)
         released = None
         if runner is not None and runner.alive():
-            runner.stop(release=True)
-            released = "client"
-        elif record is not None and self._releasable(record):
+            usable = self._pod_link_usable(runner.record)
+            runner.stop(release=usable is not False)
+            if usable is False:
+                self.log(f"{key}: {ifname} is gone or down in the pod: releasing from the "
+                         "host side")
+            elif not runner.finished.is_set() or runner.error is not None:
+                self.log(f"{key}: the client could not release ({runner.error}): releasing "
+                         "from the host side")
+            else:
+                released = "client"
+        if released is None and record is not None and self._releasable(record):
             released = self.release_offline(record)
+            if released is None:
+                self.queue.put(cid, ifname, netns_path or record.get("netns") or "")
         path = netns_path or (record or {}).get("netns")
         if path and os.path.exists(path):
             with contextlib.suppress(OSError, RuntimeError):
                 delete_pod_link(path, ifname, link_alias(conf.name, cid, ifname))
         if record is not None:
             self.shim_route((record.get("configured") or {}).get("address"), None)
+            if released is None and self._releasable(record):
+                self.log(f"{key}: release of {(record.get('configured') or {}).get('address')}"
+                         " queued: retried every housekeeping sweep")
+                return {"containerID": cid, "ifname": ifname, "released": None,
+                        "queued": True}
         self.journal.remove(cid, ifname)
         self.queue.remove(cid, ifname)
         return {"containerID": cid, "ifname": ifname, "released": released}
+
+    @staticmethod
+    def _pod_link_usable(record: dict) -> bool | None:
+        """Whether the pod's link can carry a release (there, up, the pod's MAC); None
+        when the pod's namespace cannot be looked into."""
+        try:
+            with pod_netlink(record["netns"]) as pod:
+                link = pod.link(record["ifname"])
+        except (OSError, RuntimeError):
+            return None
+        return (link is not None and bool(link["flags"] & IFF_UP)
+                and link["mac"] == record["mac"])
 
     @staticmethod
     def _releasable(record: dict) -> bool:
@@ -243,7 +274,8 @@ class RequestHandlers:
             try:
                 with pod_netlink(path) as pod:
                     link = pod.link(record["ifname"])
-                if link is not None and link["mac"] == record["mac"]:
+                if (link is not None and link["mac"] == record["mac"]
+                        and link["flags"] & IFF_UP):
                     done = threading.Event()
                     errors: list[BaseException] = []
                     netns.start_thread_in(path, release_thread,
@@ -260,6 +292,11 @@ class RequestHandlers:
                 master = nl.link(record["master"])
                 if master is None:
                     self.log(f"cannot release {lease.ip}: master {record['master']} is gone")
+                    return None
+                if master["flags"] & (IFF_UP | IFF_RUNNING) != IFF_UP | IFF_RUNNING:
+                    # a release sent now would be dropped silently (ENETDOWN)
+                    self.log(f"cannot release {lease.ip} now: master {record['master']} "
+                             "is down")
                     return None
                 nl.delete_link(name)
                 mode = "passthru" if record["mode"] == "passthru" else "bridge"

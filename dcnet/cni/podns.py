@@ -18,6 +18,7 @@ from dcnet.sysio import netns
 TEMP_PREFIX = "dcnt"
 RELEASE_PREFIX = "dcnr"
 IFF_UP = 1
+IFF_RUNNING = 0x40
 
 
 def temp_name(prefix: str, container_id: str, ifname: str) -> str:

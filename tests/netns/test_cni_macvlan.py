@@ -148,7 +148,7 @@ def test_every_spec_version_add_check_del(shared, version):
         runtime.check(cid, path)
     runtime.delete(cid, path)
     runtime.delete(cid, path)  # DEL is repeatable
-    assert address(result) not in shared.server_leases()
+    wait_until(lambda: address(result) not in shared.server_leases(), "the release")
     assert pod_link(path) is None
 
 
@@ -163,18 +163,20 @@ def test_renewal_and_agent_killed_mid_lease(shared):
     result = runtime.add("renew-1", path, args=POD_ARGS.format("renew-1"))
     ip = address(result)
     first = shared.server_leases()[ip]["expiry"]
-    wait_until(lambda: shared.server_leases()[ip]["expiry"] > first, "a renewal", 30)
+
+    def expiry() -> float:  # dnsmasq rewrites its lease file in place: a read may miss it
+        return shared.server_leases().get(ip, {}).get("expiry", 0)
+    wait_until(lambda: expiry() > first, "a renewal", 30)
     shared.stop_agent("n1", kill=True)
     assert pod_ip(path) == [result["ips"][0]["address"]]  # pods keep their address
-    before = shared.server_leases()[ip]["expiry"]
+    before = wait_until(expiry, "the lease in the server's file")
     shared.start_agent("n1", hostShim=True)
-    wait_until(lambda: shared.server_leases()[ip]["expiry"] > before,
-               "a renewal by the restarted agent", 30)
+    wait_until(lambda: expiry() > before, "a renewal by the restarted agent", 30)
     assert "renew-1+eth0: resumed" in shared.agent_log("n1")
     assert pod_ip(path) == [result["ips"][0]["address"]]
     runtime.check("renew-1", path)
     runtime.delete("renew-1", path)
-    assert ip not in shared.server_leases()
+    wait_until(lambda: ip not in shared.server_leases(), "the release reaching the server")
 
 
 def test_del_while_the_agent_is_down_queues_the_release(private):
