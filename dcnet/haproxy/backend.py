@@ -112,7 +112,8 @@ class _Applying:
     plan: Plan
     slots: dict[str, list[str | None]]
     staged: dict[tuple[str, tuple], str] = field(default_factory=dict)
-    view: FileView | None = None
+    view: FileView | None = None          # the plan's validated file
+    written: FileView | None = None       # the file as the config step read it back
 
 
 @dataclass(frozen=True)
@@ -287,8 +288,8 @@ class HAProxyTarget(Target):
             # longer have it
             if (CONFIG, RELOAD) not in now.staged:
                 raise ApplyStepError(f"{change.describe()}: the config reload has not run")
-            found = check_carried(change, FileView(self.running_file()), payload.kept_invalid,
-                                  owner)
+            found = check_carried(change, now.written or FileView(self.running_file()),
+                                  payload.kept_invalid, owner)
             if change.kind == SERVICE and change.key[0] not in payload.kept_invalid:
                 gone = set(st.backends_of(change.key[0], change.old or {}))
                 left = sorted({r.backend for r in self.runtime.servers() if r.backend in gone})
@@ -336,6 +337,7 @@ class HAProxyTarget(Target):
             self.repair(plan)
             self._save_server_state()
         now.staged[(CONFIG, change.key)] = "written"
+        now.written = written
 
     def _save_server_state(self) -> None:
         atomic_write(self.paths.state_file, send(self.paths.admin_socket,
