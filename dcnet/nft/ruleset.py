@@ -28,6 +28,7 @@ a note (see docs/nft.md).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -45,6 +46,7 @@ HOOK_RULE = f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}"
 JHASH_SEED = "0x6463"     # fixed: every director hashes a flow to the same slot
 MAGLEV_SCHEDULERS = {"mh": "ip saddr . th sport", "sh": "ip saddr"}
 ELEMENT_CHUNK = 4096       # map elements per "add element" command
+EXPAND_MAX = 64            # weighted maps up to this many values list every value
 
 Ident = tuple[str, tuple]
 
@@ -186,13 +188,24 @@ class _Builder:
 
 
 def weighted_vmap(active: list[Backend]) -> str:
-    """``numgen random mod W vmap { lo-hi : goto backend, ... }``, ranges sized by weight."""
-    total = sum(b.weight for b in active)
-    parts, low = [], 0
+    """``numgen random mod W vmap { ... }`` with a share of W per backend by weight.
+
+    Weights are divided by their GCD; up to EXPAND_MAX values the map lists every value
+    (a hash set), above it one range per backend (an interval set: markedly slower to
+    create in bulk, see docs/nft.md)."""
+    g = 0
     for b in active:
-        high = low + b.weight - 1
-        span = str(low) if high == low else f"{low}-{high}"
-        parts.append(f"{span} : goto {backend_name(b.key)}")
+        g = math.gcd(g, b.weight)
+    weights = [b.weight // g for b in active]
+    total = sum(weights)
+    parts, low = [], 0
+    for b, w in zip(active, weights, strict=True):
+        high = low + w - 1
+        name = backend_name(b.key)
+        if total <= EXPAND_MAX:
+            parts += [f"{v} : goto {name}" for v in range(low, high + 1)]
+        else:
+            parts.append(f"{low}-{high} : goto {name}" if high > low else f"{low} : goto {name}")
         low = high + 1
     return f"numgen random mod {total} vmap {{ {', '.join(parts)} }}"
 

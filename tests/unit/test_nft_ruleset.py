@@ -65,8 +65,9 @@ def test_weighted_ranges_follow_the_weights_and_drain_leaves_a_backend_out():
     want = desired({"10.20.0.11": 3, "10.20.0.12": 2, "10.20.0.13": 0}, persistence=60)
     rules = want.bodies[("service", KEY3)]
     be = "be-tcp-198.51.100.10-80-10.20.0.1"
-    assert "numgen random mod 5 vmap { 0-2 : goto " + be + "1-8080, 3-4 : goto " + be \
-        + "2-8080 }" in rules[-1]
+    one, two = f"goto {be}1-8080", f"goto {be}2-8080"
+    assert (f"numgen random mod 5 vmap {{ 0 : {one}, 1 : {one}, 2 : {one}, 3 : {two}, "
+            f"4 : {two} }}") in rules[-1]
     # affinity lookups for the two active backends only, before the scheduler
     assert [r.split()[7] for r in rules[:-1]] == ["@aff-tcp-198.51.100.10-80-10.20.0.11-8080-60",
                                                   "@aff-tcp-198.51.100.10-80-10.20.0.12-8080-60"]
@@ -76,6 +77,17 @@ def test_weighted_ranges_follow_the_weights_and_drain_leaves_a_backend_out():
     body = want.bodies[("backend", (*KEY3, "10.20.0.13", 8080))][0]
     assert "update @aff-tcp-198.51.100.10-80-10.20.0.13-8080-60 { ip saddr }" in body
     assert "meta l4proto tcp dnat to 10.20.0.13:8080" in body
+
+
+def test_weights_are_reduced_and_large_totals_use_ranges():
+    b = [ruleset.Backend(("tcp", VIP, 80, f"10.0.0.{i}", 80), w)
+         for i, w in enumerate((200, 100), start=1)]
+    assert ruleset.weighted_vmap(b).startswith("numgen random mod 3 vmap { 0 : goto ")
+    b = [ruleset.Backend(("tcp", VIP, 80, f"10.0.0.{i}", 80), w)
+         for i, w in enumerate((100, 1), start=1)]
+    text = ruleset.weighted_vmap(b)
+    assert text.startswith("numgen random mod 101 vmap { 0-99 : goto ")
+    assert text.endswith("-10.0.0.2-80 }") and " 100 : goto " in text
 
 
 def test_all_drained_drops_and_dr_ports_are_skipped_with_a_note():
