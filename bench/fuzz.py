@@ -53,6 +53,7 @@ from tests.unit.test_fuzz_mutations import cni_inputs, model_texts  # noqa: E402
 BIN = os.path.dirname(sys.executable)
 HOSTILE = ROOT / "tests" / "data" / "hostile"
 MIB = 1 << 20
+TIME = "/usr/bin/time"      # GNU time (Debian package 'time')
 
 
 @dataclass
@@ -61,13 +62,16 @@ class Surface:
     tried: int = 0
     failures: list[str] = field(default_factory=list)
     slowest: tuple[float, str] = (0.0, "")
+    slowest_cpu: tuple[float, str] = (0.0, "")
     peak_kib: int = 0
     largest: int = 0
     verbose: bool = False
 
     def record(self, seconds: float, label: str, size: int, problem: str | None,
-               peak_kib: int = 0) -> None:
+               peak_kib: int = 0, cpu: float | None = None) -> None:
         self.tried += 1
+        if cpu is not None and cpu > self.slowest_cpu[0]:
+            self.slowest_cpu = (cpu, label)
         self.largest = max(self.largest, size)
         self.peak_kib = max(self.peak_kib, peak_kib)
         if seconds > self.slowest[0]:
@@ -75,14 +79,18 @@ class Surface:
         if problem:
             self.failures.append(f"{label}: {problem}")
         if self.verbose:
+            cpu_text = "" if cpu is None else f" ({cpu * 1000:.0f} ms CPU)"
             print(f"  {self.name.split()[0]} {label}: {size / 1024:.0f} KiB, "
-                  f"{seconds * 1000:.0f} ms, {peak_kib / 1024:.0f} MiB"
+                  f"{seconds * 1000:.0f} ms{cpu_text}, {peak_kib / 1024:.0f} MiB"
                   f"{', FAIL ' + problem if problem else ''}", flush=True)
 
     def report(self) -> str:
+        cpu = (f", most CPU {self.slowest_cpu[0] * 1000:.0f} ms ({self.slowest_cpu[1]})"
+               if self.slowest_cpu[1] else "")
         lines = [f"{self.name}: {self.tried} cases, {len(self.failures)} failures, largest "
                  f"input {self.largest / 1024:.0f} KiB, slowest {self.slowest[0] * 1000:.0f} "
-                 f"ms ({self.slowest[1]}), peak memory {self.peak_kib / 1024:.0f} MiB"]
+                 f"ms wall ({self.slowest[1]}){cpu}, peak memory "
+                 f"{self.peak_kib / 1024:.0f} MiB"]
         lines += [f"  FAIL {f}" for f in self.failures[:20]]
         return "\n".join(lines)
 
@@ -116,27 +124,32 @@ def run_in_process(surface: Surface, strategy, outcome, check, examples: int,
 
 
 def child(argv: list[str], stdin: bytes | None = None, env: dict | None = None):
-    """Run ``argv``; (exit code, stdout, stderr, wall seconds, CPU seconds, peak KiB)."""
+    """Run ``argv`` under GNU time; (exit code, stdout, stderr, wall seconds, CPU seconds,
+    peak KiB). GNU time forks the command from its own small image: ``wait4`` on a child
+    forked from this (large) process would report this process's RSS as the child's peak."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.TemporaryFile() as inp:
+            tempfile.TemporaryFile() as inp, tempfile.NamedTemporaryFile("r") as usage:
         inp.write(stdin or b"")
         inp.seek(0)
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        code = subprocess.call([TIME, "-q", "-f", "%x %U %S %M", "-o", usage.name, *argv],
+                               stdin=inp, stdout=out, stderr=err, env=env)
         wall = time.perf_counter() - start
+        fields = usage.read().split()
+        if len(fields) == 4:
+            code = int(fields[0])
         out.seek(0)
         err.seek(0)
-        return (proc.returncode, out.read().decode("utf-8", "replace"),
-                err.read().decode("utf-8", "replace"), wall,
-                usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+        cpu = float(fields[1]) + float(fields[2]) if len(fields) == 4 else 0.0
+        peak = int(fields[3]) if len(fields) == 4 else 0
+        return (code, out.read().decode("utf-8", "replace"),
+                err.read().decode("utf-8", "replace"), wall, cpu, peak)
 
 
 def elbctl_case(surface: Surface, path: Path, expect_ok: bool = False) -> None:
     before = tree_digest(str(path.parent))
-    code, out, err, wall, _cpu, peak = child([os.path.join(BIN, "elbctl"), "validate", "-f",
-                                              str(path)])
+    code, out, err, wall, cpu, peak = child([os.path.join(BIN, "elbctl"), "validate", "-f",
+                                             str(path)])
     problem = None
     if "Traceback" in out + err:
         problem = "traceback: " + err.strip().splitlines()[-1][:150]
@@ -151,7 +164,7 @@ def elbctl_case(surface: Surface, path: Path, expect_ok: bool = False) -> None:
     if tree_digest(str(path.parent)) != before:
         problem = "the model's directory changed"
     surface.record(wall, path.name, path.stat().st_size if path.is_file() else 0, problem,
-                   peak)
+                   peak, cpu)
 
 
 def stress_models(directory: Path) -> list[tuple[Path, bool]]:
@@ -231,8 +244,8 @@ def run_cni_binary(surface: Surface, examples: int, seed_value: int) -> None:
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": "ADD",
                    "CNI_CONTAINERID": "fuzz0001", "CNI_NETNS": f"{tmp}/no-netns",
                    "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent"}
-            code, out, err, wall, _cpu, peak = child([os.path.join(BIN, "dcnet-cni")],
-                                                     stdin, env)
+            code, out, err, wall, cpu, peak = child([os.path.join(BIN, "dcnet-cni")],
+                                                    stdin, env)
             problem = None
             try:
                 answer = json.loads(out)
@@ -245,7 +258,7 @@ def run_cni_binary(surface: Surface, examples: int, seed_value: int) -> None:
                 problem = "traceback: " + err.strip().splitlines()[-1][:150]
             if tree_digest(tmp) != before or sorted(os.listdir("/sys/class/net")) != links:
                 problem = "state changed after a refusal"
-            surface.record(wall, label, len(data), problem, peak)
+            surface.record(wall, label, len(data), problem, peak, cpu)
 
 
 def main() -> None:
@@ -255,6 +268,8 @@ def main() -> None:
     parser.add_argument("--binary-examples", type=int, default=200,
                         help="mutated configs run through the real dcnet-cni")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", choices=["model", "cni-config", "elbctl", "dcnet-cni"],
+                        action="append", help="run only these surfaces (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print every subprocess case (time, peak memory)")
     args = parser.parse_args()
@@ -264,13 +279,19 @@ def main() -> None:
                 Surface("dcnet-cni ADD (subprocess)")]
     surfaces[2].verbose = surfaces[3].verbose = args.verbose
     started = time.perf_counter()
-    run_in_process(surfaces[0], model_texts(), model_outcome,
-                   lambda result: check_model_outcome("m.yaml", result), args.examples,
-                   args.seed)
-    run_in_process(surfaces[1], cni_inputs(), cni_outcome, check_cni_outcome,
-                   args.examples, args.seed)
-    run_elbctl(surfaces[2])
-    run_cni_binary(surfaces[3], args.binary_examples, args.seed)
+    runs = {
+        "model": lambda: run_in_process(surfaces[0], model_texts(), model_outcome,
+                                        lambda r: check_model_outcome("m.yaml", r),
+                                        args.examples, args.seed),
+        "cni-config": lambda: run_in_process(surfaces[1], cni_inputs(), cni_outcome,
+                                             check_cni_outcome, args.examples, args.seed),
+        "elbctl": lambda: run_elbctl(surfaces[2]),
+        "dcnet-cni": lambda: run_cni_binary(surfaces[3], args.binary_examples, args.seed),
+    }
+    chosen = args.only or list(runs)
+    for name in chosen:
+        runs[name]()
+    surfaces = [s for s, name in zip(surfaces, runs, strict=True) if name in chosen]
     print(f"bench/fuzz.py: seed {args.seed}, {time.perf_counter() - started:.0f} s, "
           f"load average {os.getloadavg()[0]:.1f}")
     for surface in surfaces:

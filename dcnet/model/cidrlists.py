@@ -29,11 +29,12 @@ class Overlap:
                 "would win silently")
 
 
-def overlaps(carriers: Sequence[Carrier]) -> list[Overlap]:
+def overlaps(carriers: Sequence[Carrier], limit: int | None = None) -> list[Overlap]:
     """Every pair of prefixes of different carriers that overlap, O(n log n) in prefixes.
 
     CIDR blocks either nest or are disjoint, so after sorting by start address (wider
     first) a stack of the blocks still open holds exactly the blocks containing the next.
+    With ``limit``, stops after that many (model validation lists at most 1,000 problems).
     """
     entries = sorted(
         ((net.version, int(net.network_address), net.prefixlen, pos, net, c)
@@ -54,5 +55,7 @@ def overlaps(carriers: Sequence[Carrier]) -> list[Overlap]:
                 first, second = sorted([(outer[3], other, outer[4]), (entry[3], carrier, net)],
                                        key=lambda t: t[0])
                 found.append(Overlap(first[1], first[2], second[1], second[2]))
+                if limit is not None and len(found) >= limit:
+                    return found
         stack.append(entry)
     return found

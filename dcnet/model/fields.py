@@ -39,6 +39,7 @@ class Problems:
         self.located = located
         self.items: list[Problem] = []
         self.dropped = 0
+        self.stopped_at = ""
 
     def add(self, path: Path, message: str, *, source: str | None = None,
             line: int | None = None) -> None:
@@ -49,10 +50,21 @@ class Problems:
             source, line = self.located.source, self.located.line_of(path)
         self.items.append(Problem(source, line, format_path(path), message))
 
+    @property
+    def full(self) -> bool:
+        """True once ``MAX_PROBLEMS`` are listed: readers may stop early."""
+        return len(self.items) >= self.MAX_PROBLEMS
+
+    def stop(self, path: Path) -> None:
+        """Note that reading stopped before ``path`` because the list is full."""
+        self.stopped_at = format_path(path)
+
     def raise_if_any(self) -> None:
-        if self.dropped:
-            self.items.append(Problem(self.located.source, None, "",
-                                      f"{self.dropped} more problems not listed"))
+        if self.dropped or self.stopped_at:
+            message = (f"reading stopped at {self.stopped_at} after {len(self.items)} "
+                       "problems; more problems not listed" if self.stopped_at else
+                       f"{self.dropped} more problems not listed")
+            self.items.append(Problem(self.located.source, None, "", message))
         if self.items:
             raise ModelError(self.items)
 

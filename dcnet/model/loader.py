@@ -132,14 +132,19 @@ def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
     top.finish()
     settings = {name: section.read(problems, (name,), raw_sections[name])
                 for name, section in SECTIONS.items()}
-    carriers = [
-        _read_carrier(problems, ("carriers", i), item, read_text, files_dir, list_lines)
-        for i, item in enumerate(f.list_of(("carriers",), problems, raw_carriers, "carriers"))
-    ]
-    services = [
-        _read_service(problems, ("services", i), item)
-        for i, item in enumerate(f.list_of(("services",), problems, raw_services, "services"))
-    ]
+    carriers = []
+    for i, item in enumerate(f.list_of(("carriers",), problems, raw_carriers, "carriers")):
+        if problems.full:       # a hostile model: no point reading thousands more
+            problems.stop(("carriers", i))
+            break
+        carriers.append(_read_carrier(problems, ("carriers", i), item, read_text, files_dir,
+                                      list_lines))
+    services = []
+    for i, item in enumerate(f.list_of(("services",), problems, raw_services, "services")):
+        if problems.full:
+            problems.stop(("services", i))
+            break
+        services.append(_read_service(problems, ("services", i), item))
     return ([(i, c) for i, c in enumerate(carriers) if c],
             [(i, s) for i, s in enumerate(services) if s], settings)
 
@@ -244,7 +249,7 @@ def _check_list_overlaps(carriers: list[tuple[int, Carrier]], problems: f.Proble
                          list_lines: dict[str, dict], files_dir: str) -> None:
     """A client prefix in two carriers' lists: DNS views would pick one silently."""
     index = {c.name: i for i, c in carriers}
-    for o in overlaps([c for _, c in carriers]):
+    for o in overlaps([c for _, c in carriers], limit=f.Problems.MAX_PROBLEMS + 1):
         first = (f"{os.path.join(files_dir, o.first.cidr_file)}:"
                  f"{list_lines[o.first.name].get(o.first_prefix)}")
         problems.add(("carriers", index[o.second.name], "cidrs"),

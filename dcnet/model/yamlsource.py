@@ -96,7 +96,12 @@ def load_located(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> Loc
 
 class _Walker:
     """One bounded walk over a composed node graph (which aliases may make a DAG or,
-    with an alias inside its anchor, cyclic)."""
+    with an alias inside its anchor, cyclic).
+
+    _drop_marks: each node's start and end marks are dropped once its line is recorded;
+    they are half of what the composed graph costs (a 1 MiB model of tiny mappings: 64
+    of 129 MB), so the walk's output grows while the graph shrinks. A node reached again
+    through an alias has no marks, and its line is its path's."""
 
     def __init__(self, located: LocatedData, limits: Limits):
         self.located, self.limits = located, limits
@@ -108,7 +113,9 @@ class _Walker:
         self.aliased = 0                               # nodes aliases stand for
 
     def fail(self, node: yaml.Node, path: Path, message: str) -> YAMLSourceError:
-        return YAMLSourceError(self.located.source, node.start_mark.line + 1, message, path)
+        mark = node.start_mark
+        line = mark.line + 1 if mark is not None else self.located.line_of(path)
+        return YAMLSourceError(self.located.source, line, message, path)
 
     def fail_at(self, path: Path, message: str) -> YAMLSourceError:
         """A problem with an alias: named at the line that uses it, not its anchor's."""
@@ -118,7 +125,9 @@ class _Walker:
         """The value of ``node``; sizes of walked collections are kept in ``done``."""
         if isinstance(node, yaml.ScalarNode):
             self.nodes += 1
-            return self.scalar(node, path)
+            value = self.scalar(node, path)
+            node.start_mark = node.end_mark = None      # see _drop_marks
+            return value
         key = id(node)
         seen = self.done.get(key)
         if seen is not None:
@@ -147,11 +156,14 @@ class _Walker:
             value = []
             done, active = self.done, self.active
             for i, item in enumerate(node.value):
-                # an alias's node carries its anchor's line: the list's line is nearer
-                if type(item) is yaml.ScalarNode or (id(item) not in done
-                                                     and id(item) not in active):
-                    lines[(*path, i)] = item.start_mark.line + 1
+                # an alias's node carries its anchor's line (or none, once walked): the
+                # list's line is nearer
+                mark = item.start_mark
+                if mark is not None and (type(item) is yaml.ScalarNode or (
+                        id(item) not in done and id(item) not in active)):
+                    lines[(*path, i)] = mark.line + 1
                 value.append(self.walk(item, (*path, i), depth + 1))
+        node.start_mark = node.end_mark = None
         self.active.discard(key)
         self.done[key] = (value, self.nodes + self.aliased - before)
         return value
@@ -187,11 +199,15 @@ class _Walker:
                 key = str(key)
             if key in result:
                 raise self.fail(key_node, path, f"duplicate key {key!r}")
-            lines[(*path, key)] = key_node.start_mark.line + 1
+            mark = key_node.start_mark
+            if mark is not None:
+                lines[(*path, key)] = mark.line + 1
+                key_node.start_mark = key_node.end_mark = None
             if type(value_node) is scalar_node and value_node.tag == _STR_TAG \
                     and len(value_node.value) <= max_string:
                 self.nodes += 1
                 result[key] = value_node.value
+                value_node.start_mark = value_node.end_mark = None
             else:
                 result[key] = walk(value_node, (*path, key), depth + 1)
         self.nodes += len(node.value)
