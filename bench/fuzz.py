@@ -11,7 +11,8 @@ Surfaces, each reported with cases tried, failures, the slowest case and peak me
   ``runtime_requests``; a failure is anything but CniError, or code 999 (INTERNAL);
 - ``elbctl``: the hostile corpus (tests/data/hostile) and generated worst cases under
   1 MiB (a valid model of ~4,000 services, alias bombs at the budget, 200,000-entry
-  lists, 100,000 unknown keys, three identical 60,000-prefix carrier lists, ...) through
+  lists, 100,000 unknown keys, a 1 MiB carrier list of ~58,000 prefixes, and three
+  identical ones (3 MiB together, so above the 1 MiB line), ...) through
   the real ``elbctl validate`` subprocess: exit 1 (0 for the valid one), every problem
   line FILE:LINE, no traceback, the model's directory unchanged; wall time, CPU time and
   peak RSS of each child from ``wait4``;
@@ -211,6 +212,8 @@ def stress_models(directory: Path) -> list[tuple[Path, bool]]:
         f"{', default: true' if n == 'a' else ''}}}\n"
         for i, n in enumerate("abc"))
     put("overlapping_lists.yaml", f"version: 1\ncarriers:\n{carriers}services: []\n")
+    one = carriers.replace(", cidrs: lists/b.txt", "").replace(", cidrs: lists/c.txt", "")
+    put("one_big_list.yaml", f"version: 1\ncarriers:\n{one}services: []\n", valid=True)
     raw = directory / "random_bytes.yaml"
     raw.write_bytes(os.urandom(MIB - 1))
     out.append((raw, False))
