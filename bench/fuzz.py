@@ -27,6 +27,7 @@ of the subprocess surfaces, the largest child's. Time is wall-clock on a shared 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -101,25 +102,29 @@ def self_peak_kib() -> int:
 
 
 def run_in_process(surface: Surface, strategy, outcome, check, examples: int,
-                   seed_value: int) -> None:
-    """``examples`` hypothesis cases of ``strategy``: ``outcome(data)`` then ``check``."""
+                   seed_value: int, keep_slowest: Path | None = None) -> None:
+    """``examples`` hypothesis cases of ``strategy``: ``outcome(data)`` then ``check``;
+    the slowest input is written to ``keep_slowest``."""
     @seed(seed_value)
     @settings(max_examples=examples, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def one(data: bytes) -> None:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             result = outcome(data)
         except Exception as exc:     # a crash of the surface is the finding
             result = exc
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         problem = None
         try:
             check(result)
         except AssertionError as exc:
             problem = str(exc)[:200] or f"unexpected {type(result).__name__}: {result}"[:200]
-        surface.record(seconds, repr(data[:60]), len(data), problem, self_peak_kib())
+        label = f"{len(data)} bytes, sha1 {hashlib.sha1(data).hexdigest()[:10]}"
+        if seconds > surface.slowest[0] and keep_slowest:
+            keep_slowest.write_bytes(data)
+        surface.record(seconds, label, len(data), problem, self_peak_kib(), cpu)
 
     one()
 
@@ -271,6 +276,8 @@ def main() -> None:
     parser.add_argument("--binary-examples", type=int, default=200,
                         help="mutated configs run through the real dcnet-cni")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep-slowest", metavar="DIR", type=Path,
+                        help="write the slowest in-process input of each surface here")
     parser.add_argument("--only", choices=["model", "cni-config", "elbctl", "dcnet-cni"],
                         action="append", help="run only these surfaces (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -281,13 +288,20 @@ def main() -> None:
                 Surface("elbctl validate (subprocess)"),
                 Surface("dcnet-cni ADD (subprocess)")]
     surfaces[2].verbose = surfaces[3].verbose = args.verbose
+
+    def keep(name: str) -> Path | None:
+        if args.keep_slowest is None:
+            return None
+        args.keep_slowest.mkdir(parents=True, exist_ok=True)
+        return args.keep_slowest / f"slowest-{name}"
     started = time.perf_counter()
     runs = {
         "model": lambda: run_in_process(surfaces[0], model_texts(), model_outcome,
                                         lambda r: check_model_outcome("m.yaml", r),
-                                        args.examples, args.seed),
+                                        args.examples, args.seed, keep("model")),
         "cni-config": lambda: run_in_process(surfaces[1], cni_inputs(), cni_outcome,
-                                             check_cni_outcome, args.examples, args.seed),
+                                             check_cni_outcome, args.examples, args.seed,
+                                             keep("cni.json")),
         "elbctl": lambda: run_elbctl(surfaces[2]),
         "dcnet-cni": lambda: run_cni_binary(surfaces[3], args.binary_examples, args.seed),
     }
