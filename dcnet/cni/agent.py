@@ -35,6 +35,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dcnet.cni import ip4, nodestate
+from dcnet.cni.agentlock import network_lock
 from dcnet.cni.config import NetConf
 from dcnet.cni.routes import Change, desired_routes, diff, route_refusal
 from dcnet.cni.store import Lease, Store, StoreUnavailable
@@ -75,6 +76,7 @@ class Agent:
         self.known: list[Lease] | None = None  # the lease set of the last good read
         self.degraded: str | None = None  # "etcd unreachable since ..." while it lasts
         self.degraded_since: float | None = None
+        self.lock = network_lock(conf.run_dir, conf.name)  # one serving agent per node
 
     def _previous_lease(self) -> Lease | None:
         """This node's subnet as the node file of an earlier life published it."""
@@ -99,6 +101,13 @@ class Agent:
 
     def close(self) -> None:
         self.ipr.close()
+        self.lock.release()
+
+    def _own(self) -> None:
+        """Refuse to change the node while another agent owns it (it writes node.json)."""
+        if not self.lock.try_acquire():
+            raise AgentError(f"dcnet-agent pid {self.lock.holder()} serves network "
+                             f"{self.conf.name} on this node ({self.lock.path})")
 
     # ------------------------------------------------------------ node facts
 
@@ -175,7 +184,9 @@ class Agent:
 
     def reconcile(self) -> dict:
         """One full pass; returns what it did (``degraded`` set when the store was out of
-        reach and the pass ran on what the agent knew)."""
+        reach and the pass ran on what the agent knew). Only the node's owning agent
+        (``AgentLock``) reconciles: AgentError otherwise."""
+        self._own()
         node_ip = self.node_ip()
         try:
             lease, leases = self.read_store(node_ip)
@@ -289,6 +300,7 @@ class Agent:
 
     def leave(self) -> Lease | None:
         """Give up this node's lease and remove the routes this agent owns here."""
+        self._own()
         mine = [le for le in self.store.leases() if le.node == self.node]
         for lease in mine:
             self.store.release(lease.subnet)
@@ -305,8 +317,11 @@ class Agent:
             ) -> None:
         """Reconcile now, then on every change signal until ``request_stop`` (then give
         the lease back only with ``leave_on_exit``: by default a stopped agent's routes
-        stay, and a restart keeps the node's subnet)."""
+        stay, and a restart keeps the node's subnet). While another agent serves the node
+        this one stands by (``AgentLock.acquire``) and takes over when that one exits."""
         stop, wake = self.stopping, self.wake
+        if not self.lock.acquire(stop, self.log, f"network {self.conf.name} on this node"):
+            return
         threads = [
             threading.Thread(target=self._watch_store, args=(stop, wake), daemon=True,
                              name="store-watch"),

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 
 from dcnet.cni import agentsocket, leases
+from dcnet.cni.agentlock import network_lock
 from dcnet.cni.agentsocket import AgentServer
 from dcnet.cni.config import NetConf, load_conf
 from dcnet.cni.dhcphandlers import RequestHandlers
@@ -62,6 +63,7 @@ class MacvlanAgent(RequestHandlers, HostShim, Recovery):
         self.shim_index: int | None = None
         self.stopping = threading.Event()
         self.server: AgentServer | None = None
+        self.lock = network_lock(conf.run_dir, conf.name)  # one serving agent per node
 
     # ------------------------------------------------------------ helpers
 
@@ -109,19 +111,27 @@ class MacvlanAgent(RequestHandlers, HostShim, Recovery):
     def listen(self) -> None:
         self.server = agentsocket.listen(self.conf.socket_path, self.serve, self.log)
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Own the network on this node (standing by while another agent does), then set
+        up the shim, send queued releases, resume the journal and serve; False when
+        stopped before owning it."""
+        if not self.lock.acquire(self.stopping, self.log,
+                                 f"network {self.conf.name} on this node"):
+            return False
         self.setup_shim()
         self.process_release_queue()
         self.resume()
         self.listen()
+        return True
 
     def request_stop(self) -> None:
         self.stopping.set()
 
     def run(self, sweep: float = 5.0) -> None:
         """Start, then do housekeeping every ``sweep`` seconds until ``request_stop``."""
-        self.start()
         try:
+            if not self.start():
+                return
             while not self.stopping.wait(sweep):
                 try:
                     self.housekeeping()
@@ -141,4 +151,5 @@ class MacvlanAgent(RequestHandlers, HostShim, Recovery):
         for key in list(self.runners):
             self._forget(key, release=False)
         self._node_nl.close()
+        self.lock.release()
 

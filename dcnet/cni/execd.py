@@ -37,6 +37,8 @@ import threading
 import traceback
 from collections.abc import Callable
 
+from dcnet.cni.agentlock import AgentLock
+
 MAGIC = b"DCX1"
 DEFAULT_DIR = "/run/dcnet/exec"
 MAX_STDIN = 64 << 20
@@ -221,6 +223,7 @@ class ExecServer:
         self.handler = handler
         self.netns = os.stat("/proc/self/ns/net")
         self.path = socket_path(directory, self.netns.st_ino)
+        self.lock = AgentLock(self.path.removesuffix(".sock") + ".lock")
         self.sock: socket.socket | None = None
         self.inode = 0
         self.stopping = threading.Event()
@@ -303,6 +306,22 @@ class ExecServer:
                 self.active -= 1
                 self.idle.notify_all()
 
+    def serve_when_owner(self) -> None:
+        """Listen now if no other agent serves this namespace; else stand by in a thread
+        and listen as soon as that agent exits (``AgentLock``)."""
+        if self.lock.try_acquire():
+            self.listen()
+            return
+
+        def standby() -> None:
+            if self.lock.acquire(self.stopping, self.log,
+                                 "CNI invocations in this network namespace"):
+                try:
+                    self.listen()
+                except (OSError, RuntimeError) as exc:
+                    self.log(f"not serving CNI invocations: {exc}")
+        threading.Thread(target=standby, name="cni-exec-standby", daemon=True).start()
+
     def close(self, grace: float = 10.0) -> None:
         """Stop accepting, let requests in flight finish (up to ``grace`` s), unlink."""
         self.stopping.set()
@@ -316,14 +335,16 @@ class ExecServer:
             self.sock = None
         with self.idle:
             self.idle.wait_for(lambda: self.active == 0, timeout=grace)
+        self.lock.release()  # a standby takes over from here
 
 
 def start(directory: str = DEFAULT_DIR, log: Callable[[str], None] | None = None
           ) -> ExecServer | None:
-    """Start serving, or log why not and return None (the shim then falls back)."""
+    """Start serving (or stand by while another agent serves this namespace), or log why
+    not and return None (the shim then falls back)."""
     server = ExecServer(directory, log)
     try:
-        server.listen()
+        server.serve_when_owner()
     except (OSError, RuntimeError) as exc:
         server.log(f"not serving CNI invocations: {exc}")
         return None

@@ -88,6 +88,8 @@ static int write_all(int fd, const char *p, size_t n) {
  * bytes through a memfd (or an unlinked temporary file). Never returns. */
 static void fallback(const struct buf *in, const char *why) {
     if (why) fprintf(stderr, "dcnet: %s; running the plugin in-process\n", why);
+    /* tells the plugin it runs without the agent (STATUS reports fallback-only) */
+    setenv("DCNET_FALLBACK", why ? why : "no dcnet-agent serves this network namespace", 1);
     if (in) {
         int fd = memfd_create("dcnet-stdin", 0);
         if (fd < 0) fd = open("/tmp", O_TMPFILE | O_RDWR, 0600);
