@@ -23,6 +23,10 @@ worker, puts the last known good file back when the reload fails, and repairs wh
 checks that the file and HAProxy no longer have it; a removed server is put in
 maintenance. Undo runs in reverse (last known good back, runtime changes reverted).
 
+Backends changed by ``elbctl backend`` (:mod:`dcnet.backendfile`, in the run
+directory) are merged into every model planned, and the model of each successful apply
+is recorded there for ``elbctl backend`` to plan against.
+
 Options: ``run_dir`` (``--haproxy-run-dir``, ``$DCNET_HAPROXY_RUN_DIR``) and ``config``
 (``--haproxy-config``, ``$DCNET_HAPROXY_CONFIG``), see :mod:`dcnet.haproxy.paths`; the
 lock file is ``<run dir>/elbctl.lock``.
@@ -38,7 +42,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from dcnet.haproxy import limits
+from dcnet.backendfile import BackendFile
+from dcnet.elbstore.effective import effective_model
+from dcnet.haproxy import drain, limits
 from dcnet.haproxy import state as st
 from dcnet.haproxy.carry import (
     FILE_KINDS,
@@ -73,10 +79,12 @@ class ApplyStepError(RuntimeError):
     """A step of a HAProxy plan cannot run (out of order, or its slot is gone)."""
 
 
-def read_fingerprint(text: str, rows: list[ServerRow]) -> str:
-    """Digest of the running file and of what ``show servers state`` says of each slot
-    (address, port, maintenance, weight or drain; not health, which moves by itself)."""
+def read_fingerprint(text: str, rows: list[ServerRow], registry: Mapping | None = None) -> str:
+    """Digest of the running file, of what ``show servers state`` says of each slot
+    (address, port, maintenance, weight or drain; not health, which moves by itself) and
+    of the backend registry."""
     h = hashlib.sha256(text.encode())
+    h.update(json.dumps(registry or {}, sort_keys=True).encode())
     for row in sorted(rows, key=lambda r: (r.backend, r.server_id)):
         h.update(json.dumps([row.backend, row.server, row.key, row.free, row.attrs()],
                             sort_keys=True).encode())
@@ -100,6 +108,7 @@ class HAProxyPayload:
     text: str | None = None                # the validated file the config step writes
     reload: bool = False
     kept_invalid: tuple[str, ...] = ()     # services whose running block is kept
+    source: Model | None = None            # the model as given (before the registry)
 
     def spec(self, backend: str, key: str) -> ServerSpec | None:
         return self.specs.get(backend, {}).get(key)
@@ -120,6 +129,7 @@ class _Applying:
 class _Read:
     text: str
     rows: list[ServerRow]
+    registry: Mapping = field(default_factory=dict)
 
     @property
     def parsed(self):
@@ -149,6 +159,7 @@ class HAProxyTarget(Target):
         self.file_writes = 0
         self.repairs = 0
         self._applying: _Applying | None = None
+        self.backends = BackendFile(self.paths.run_dir, self.name)
 
     def lock_path(self) -> str:
         return os.path.join(self.paths.run_dir, "elbctl.lock")
@@ -168,19 +179,24 @@ class HAProxyTarget(Target):
 
     def _read_raw(self) -> _Read:
         rows = self.runtime.servers()      # first: HAProxy down is the clearer error
-        return _Read(self.running_file(), rows)
+        return _Read(self.running_file(), rows, self.backends.registry())
 
     def read(self, model=None) -> Snapshot:
         raw = self._read_raw()
         return Snapshot(st.current_state(raw.parsed, raw.rows),
-                        digest=read_fingerprint(raw.text, raw.rows))
+                        digest=read_fingerprint(raw.text, raw.rows, raw.registry))
 
     def desired(self, model, current: Snapshot | None = None) -> State:
         return st.desired_state(model, Renderer(model, self.paths))
 
     def current_digest(self, plan: Plan) -> str:
         raw = self._read_raw()
-        return read_fingerprint(raw.text, raw.rows)
+        return read_fingerprint(raw.text, raw.rows, raw.registry)
+
+    def wait_drained(self, model: Model, service: str, ident: str):
+        """After an apply drained ``ident`` of ``service``: wait until it has no session
+        or ``drain_deadline`` passed, then shut its sessions down (a DrainOutcome)."""
+        return drain.drain_server(self.runtime, model, service, ident)
 
     def _master_pid(self) -> int | None:
         try:
@@ -192,6 +208,7 @@ class HAProxyTarget(Target):
 
     def plan(self, model) -> Plan:
         raw = self._read_raw()
+        source, model = model, effective_model(model, raw.registry)
         parsed = raw.parsed
         current = st.current_state(parsed, raw.rows)
         owned = {b for name, attrs in parsed.services.items() for b in st.backends_of(name, attrs)}
@@ -232,9 +249,9 @@ class HAProxyTarget(Target):
             owners=_frozen({item.name: item.service.name for item in items}),
             specs=_frozen({item.name: _frozen({s.key: s for s in item.servers})
                            for item in items}),
-            text=text, reload=bool(carried), kept_invalid=tuple(sorted(bad)))
+            text=text, reload=bool(carried), kept_invalid=tuple(sorted(bad)), source=source)
         return Plan.build(self.name, changes, self.kind_order, tuple(notes),
-                          read_digest=read_fingerprint(raw.text, raw.rows),
+                          read_digest=read_fingerprint(raw.text, raw.rows, raw.registry),
                           objects=len(current), payload=payload)
 
     # ------------------------------------------------------------------ applying
@@ -252,6 +269,8 @@ class HAProxyTarget(Target):
             configs = [i for i, c in enumerate(result.applied) if c.kind == CONFIG]
             if configs and configs[-1] < len(result.applied) - 1 and not result.undone:
                 self._save_server_state()     # removals came after the config step
+            if result.ok and plan.payload.source is not None:
+                self.backends.save_model(plan.payload.source)
         finally:
             self._applying = None
 

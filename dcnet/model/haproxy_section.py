@@ -2,7 +2,9 @@
 
 Used on cloud clusters, where there is no LVS: HAProxy listens on the cluster's own
 addresses (``listen``) for every service port. The section also holds the proxy's
-timeouts, how long old workers may live after a reload (``hard_stop_after``) and an
+timeouts, how long old workers may live after a reload (``hard_stop_after``), how long
+a drained or removed server's sessions may last (``drain_deadline``, at most
+``hard_stop_after``) and an
 optional directory of operator templates (``templates``, relative to the model file)
 that override the built-in ones per service (see docs/haproxy.md).
 """
@@ -25,6 +27,7 @@ class HAProxySettings:
     timeout_client: float = 60.0    # seconds of client inactivity
     timeout_server: float = 60.0    # seconds of server inactivity
     hard_stop_after: int = 300      # seconds an old worker may serve after a reload
+    drain_deadline: int = 30        # seconds a drained/removed server's sessions may last
     templates: str | None = None    # operator template directory (None = built-ins only)
 
 
@@ -48,13 +51,19 @@ def read(problems: f.Problems, path: tuple, data: object) -> HAProxySettings | N
         "timeout_client": r.optional("timeout_client", f.number(0.001, 86400), d.timeout_client),
         "timeout_server": r.optional("timeout_server", f.number(0.001, 86400), d.timeout_server),
         "hard_stop_after": r.optional("hard_stop_after", f.integer(1, 86400), d.hard_stop_after),
+        "drain_deadline": r.optional("drain_deadline", f.integer(0, 3600), d.drain_deadline),
         "templates": r.optional("templates", _TEMPLATE_DIR, None),
     }
     return HAProxySettings(**values) if r.finish() else None
 
 
 def check(settings: HAProxySettings, carriers, services, problems: f.Problems) -> None:
-    """With shared ``listen`` addresses, two services cannot use the same TCP port."""
+    """A drain ends before old workers are stopped; with shared ``listen`` addresses,
+    two services cannot use the same TCP port."""
+    if settings.drain_deadline > settings.hard_stop_after:
+        problems.add(("haproxy", "drain_deadline"),
+                     f"{settings.drain_deadline} s is longer than haproxy.hard_stop_after "
+                     f"({settings.hard_stop_after} s): a reload would cut the drain short")
     if not settings.listen:
         return
     owners: dict[int, int] = {}
