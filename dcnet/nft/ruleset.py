@@ -18,9 +18,12 @@ by the service chain's update in the same transaction, then the old map is delet
 
 Schedulers: ``mh`` is Maglev keyed on ``jhash ip saddr . th sport`` (a flow hash), ``sh``
 Maglev keyed on ``jhash ip saddr`` (source hashing); every other IPVS scheduler name is
-served by weighted random (``numgen random mod W`` with one range per backend sized by its
-weight, as kube-proxy does). Weight 0 (drain) leaves a backend out of new-flow selection
-and of affinity lookups; its chain stays, and conntrack keeps established flows on it.
+served by weighted random: up to RULES_MAX active backends one rule each,
+``numgen random mod R < w goto backend`` (R: the weight not yet passed over), above it
+``numgen random mod W vmap`` with a share of W per backend (as kube-proxy does): the
+common case creates no set per service (sets made bulk creation slow). Weight 0 (drain)
+leaves a backend out of new-flow selection and of affinity lookups; its chain stays, and
+conntrack keeps established flows on it.
 Only NAT forwarding of IPv4 VIPs is rendered; DR/TUN ports and IPv6 VIPs are skipped with
 a note (see docs/nft.md).
 """
@@ -47,6 +50,7 @@ JHASH_SEED = "0x6463"     # fixed: every director hashes a flow to the same slot
 MAGLEV_SCHEDULERS = {"mh": "ip saddr . th sport", "sh": "ip saddr"}
 ELEMENT_CHUNK = 4096       # map elements per "add element" command
 EXPAND_MAX = 64            # weighted maps up to this many values list every value
+RULES_MAX = 32             # up to this many active backends: one numgen rule each
 
 Ident = tuple[str, tuple]
 
@@ -165,6 +169,8 @@ class _Builder:
             texts.append(self.maglev(key3, scheduler, active))
         elif len(active) == 1:
             texts.append(f"goto {backend_name(active[0].key)}")
+        elif len(active) <= RULES_MAX:
+            texts += weighted_rules(active)
         else:
             texts.append(weighted_vmap(active))
         self.chain("service", key3, name, texts)
@@ -187,16 +193,33 @@ class _Builder:
         return f"jhash {hashed} mod {size} seed {JHASH_SEED} vmap @{map_name}"
 
 
+def _reduced(active: list[Backend]) -> list[int]:
+    g = 0
+    for b in active:
+        g = math.gcd(g, b.weight)
+    return [b.weight // g for b in active]
+
+
+def weighted_rules(active: list[Backend]) -> list[str]:
+    """One rule per backend, each drawing ``numgen random mod R < w`` with R the weight
+    not yet passed over: backend i is chosen with probability w_i / W (the product
+    telescopes), with no set at all (iptables kube-proxy's ``statistic`` chain)."""
+    weights = _reduced(active)
+    remaining = sum(weights)
+    out = []
+    for b, w in zip(active[:-1], weights, strict=False):
+        out.append(f"numgen random mod {remaining} < {w} goto {backend_name(b.key)}")
+        remaining -= w
+    return [*out, f"goto {backend_name(active[-1].key)}"]
+
+
 def weighted_vmap(active: list[Backend]) -> str:
     """``numgen random mod W vmap { ... }`` with a share of W per backend by weight.
 
     Weights are divided by their GCD; up to EXPAND_MAX values the map lists every value
     (a hash set), above it one range per backend (an interval set: markedly slower to
     create in bulk, see docs/nft.md)."""
-    g = 0
-    for b in active:
-        g = math.gcd(g, b.weight)
-    weights = [b.weight // g for b in active]
+    weights = _reduced(active)
     total = sum(weights)
     parts, low = [], 0
     for b, w in zip(active, weights, strict=True):

@@ -22,17 +22,18 @@ def job(i: int) -> str:
 def model_text(services: int, backends: int, *, weight: int = 1, scheduler: str = "wrr",
                persistence: int = 0, changed: int | None = None) -> str:
     """``services`` services on VIPs from 10.128.0.0/12, ``backends`` servers each
-    (from 10.64.0.0/12); service ``changed`` (if any) gets weight ``weight + 1``."""
+    (from 10.64.0.0/12); service ``changed`` (if any) gives its first server
+    ``weight + 1``."""
     vips = ipaddress.ip_network("10.128.0.0/12")
     rips = ipaddress.ip_network("10.64.0.0/12")
     lines = ["version: 1\n", CARRIER % vips, "services:\n"]
     for i in range(services):
-        w = weight + 1 if i == changed else weight
         lines.append(f"  - job: {job(i)}\n    vips: {{telecom: {vips[i + 1]}}}\n"
                      f"    ports: [{{port: 80, scheduler: {scheduler}, forward: nat, "
                      f"target_port: 8080, persistence: {persistence}}}]\n"
                      "    real_servers:\n")
-        lines += [f"      - {{address: {rips[i * backends + j + 1]}, weight: {w}}}\n"
+        lines += [f"      - {{address: {rips[i * backends + j + 1]}, "
+                  f"weight: {weight + 1 if i == changed and j == 0 else weight}}}\n"
                   for j in range(backends)]
     return "".join(lines)
 

@@ -175,7 +175,7 @@ def test_a_stale_plan_is_refused_and_changes_nothing(director):
     _lab, options = director
     apply(options, services(2))
     plan = registry.create("nft", **options).plan(services(3))
-    apply(options, services(2, weight=2))              # someone else changed the table
+    apply(options, services(2, backends=2))            # someone else changed the table
     nft = Nft(options["netns"])
     before = nft.raw_listing()
     with pytest.raises(StalePlan):

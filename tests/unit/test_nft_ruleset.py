@@ -65,11 +65,10 @@ def test_weighted_ranges_follow_the_weights_and_drain_leaves_a_backend_out():
     want = desired({"10.20.0.11": 3, "10.20.0.12": 2, "10.20.0.13": 0}, persistence=60)
     rules = want.bodies[("service", KEY3)]
     be = "be-tcp-198.51.100.10-80-10.20.0.1"
-    one, two = f"goto {be}1-8080", f"goto {be}2-8080"
-    assert (f"numgen random mod 5 vmap {{ 0 : {one}, 1 : {one}, 2 : {one}, 3 : {two}, "
-            f"4 : {two} }}") in rules[-1]
+    assert f"numgen random mod 5 < 3 goto {be}1-8080 comment" in rules[-2]
+    assert f"goto {be}2-8080 comment" in rules[-1]
     # affinity lookups for the two active backends only, before the scheduler
-    assert [r.split()[7] for r in rules[:-1]] == ["@aff-tcp-198.51.100.10-80-10.20.0.11-8080-60",
+    assert [r.split()[7] for r in rules[:-2]] == ["@aff-tcp-198.51.100.10-80-10.20.0.11-8080-60",
                                                   "@aff-tcp-198.51.100.10-80-10.20.0.12-8080-60"]
     # the drained backend keeps its chain (and its affinity set): established flows
     assert ("backend", (*KEY3, "10.20.0.13", 8080)) in want.state
@@ -77,6 +76,22 @@ def test_weighted_ranges_follow_the_weights_and_drain_leaves_a_backend_out():
     body = want.bodies[("backend", (*KEY3, "10.20.0.13", 8080))][0]
     assert "update @aff-tcp-198.51.100.10-80-10.20.0.13-8080-60 { ip saddr }" in body
     assert "meta l4proto tcp dnat to 10.20.0.13:8080" in body
+
+
+def test_weighted_rules_choose_each_backend_with_its_share():
+    b = [ruleset.Backend(("tcp", VIP, 80, f"10.0.0.{i}", 80), w)
+         for i, w in enumerate((4, 2, 6, 2), start=1)]
+    rules = ruleset.weighted_rules(b)
+    assert [r.split("goto ")[0].strip() for r in rules] == [
+        "numgen random mod 7 < 2", "numgen random mod 5 < 1", "numgen random mod 4 < 3", ""]
+    # exact probabilities: each rule is reached when all earlier ones missed
+    left, shares = 1.0, []
+    for r in rules[:-1]:
+        mod, below = (int(x) for x in r.split(" goto ")[0].split()[3::2])
+        shares.append(left * below / mod)
+        left *= 1 - below / mod
+    shares.append(left)
+    assert [round(x * 7, 9) for x in shares] == [2, 1, 3, 1]
 
 
 def test_weights_are_reduced_and_large_totals_use_ranges():
