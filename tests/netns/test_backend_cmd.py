@@ -68,7 +68,7 @@ def members(paths: Paths) -> set[str]:
 
 
 def test_backend_needs_an_applied_model_and_a_target_with_a_registry(director):
-    paths, model_file, env = director
+    paths, _, env = director
     code, output = run("backend", "add", hlab.JOB, ADDED[0], "--target", "haproxy", env=env)
     assert code == 1 and "no applied model recorded" in output, output
     assert not BackendFile(paths.run_dir, "haproxy").registry()

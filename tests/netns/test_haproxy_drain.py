@@ -1,0 +1,105 @@
+"""Removal and drain that finish, under keep-alive clients (issue 14).
+
+Real servers are HTTP/1.1 keep-alive servers (bench/haproxy_peers.py) that log every
+request; a client in the client namespace keeps persistent connections open. After
+``elbctl backend remove`` returns, the removed server gets no more requests: counted on
+the server, while the client goes on until the remaining server answered 100 more.
+In TCP mode a connection stays on its server, so the drain runs to ``drain_deadline``
+and ends with ``shutdown sessions`` (the command says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import yaml
+
+from dcnet.haproxy.paths import Paths
+from dcnet.lab import haproxy_lab as hlab
+
+pytestmark = pytest.mark.netns
+
+PEERS = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "haproxy_peers.py")
+RS1, RS2 = hlab.server_address(1), hlab.server_address(2)
+PORT = 8081          # the peers' keep-alive servers (the lab's own listen on 8080)
+
+
+@pytest.fixture
+def workdir():
+    path = tempfile.mkdtemp(prefix="dcnet-drain-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def model_data(mode: str | None) -> dict:
+    data = hlab.model_data({RS1: 10, RS2: 10}, drain_deadline=2)
+    port = data["services"][0]["ports"][0]
+    port["target_port"] = PORT
+    if mode:
+        port["mode"] = mode
+    return data
+
+
+def count(path: str) -> int:
+    with open(path) as handle:
+        return sum(1 for _ in handle)
+
+
+def wait_for(predicate, what: str, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def removal_under_keepalive(lab_factory, workdir: str, mode: str | None) -> str:
+    lab = lab_factory(hlab.topology(2))
+    logs = {}
+    for i, address in ((1, RS1), (2, RS2)):
+        logs[address] = os.path.join(workdir, f"rs{i}.log")
+        open(logs[address], "w").close()
+        lab.start(f"rs{i}", [sys.executable, PEERS, "server", str(PORT), address,
+                             logs[address]], name=f"rs{i}-keepalive")
+    data = model_data(mode)
+    paths = Paths(run_dir=f"{workdir}/run")
+    hlab.start_haproxy(lab, hlab.model_of(data), paths)
+    model_file = os.path.join(workdir, "model.yaml")
+    with open(model_file, "w") as handle:
+        yaml.safe_dump(data, handle)
+    env = {**os.environ, "DCNET_HAPROXY_RUN_DIR": paths.run_dir}
+    elbctl = [sys.executable, "-m", "dcnet.cli.elbctl"]
+    done = subprocess.run([*elbctl, "apply", "-f", model_file, "--target", "haproxy"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out, stop = os.path.join(workdir, "client.json"), os.path.join(workdir, "client.stop")
+    client = lab.start("client", [sys.executable, PEERS, "client",
+                                  f"{hlab.LB_ADDRESS}:{hlab.SERVICE_PORT}", out, stop,
+                                  "--connections", "4", "--interval", "0.01"], name="client")
+    wait_for(lambda: count(logs[RS1]) > 20 and count(logs[RS2]) > 20, "both servers serving")
+    done = subprocess.run([*elbctl, "backend", "remove", hlab.JOB, RS2, "--target", "haproxy"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = count(logs[RS2])
+    base = count(logs[RS1])
+    wait_for(lambda: count(logs[RS1]) >= base + 100, "100 more requests on rs1")
+    assert count(logs[RS2]) == after, "the removed server got requests after remove returned"
+    with open(stop, "w") as handle:
+        handle.write("stop\n")
+    client.wait(30)
+    with open(out) as handle:
+        result = json.load(handle)
+    assert result["ok"] > 0
+    return done.stdout
+
+
+def test_tcp_mode_remove_shuts_keepalive_sessions_down_at_the_deadline(lab_factory, workdir):
+    output = removal_under_keepalive(lab_factory, workdir, None)
+    assert "deadline passed" in output and "session(s) shut down" in output, output
