@@ -12,8 +12,7 @@ whole set runs in one guest boot; no Python process is started per server).
   (nftables counters in the gateway namespaces); draining a server under load fails no
   request;
 - hundreds of concurrent ``backend add`` (forked processes) during full applies lose
-  none; four concurrent ``elbctl apply --target lvs`` processes with four models leave
-  the director equal to one of them, five rounds in a row;
+  none (four concurrent ``elbctl apply`` processes: tests/kernel/test_lvs_cli.py);
 - keepalived started on the rendered configuration programs the same IPVS table as
   ``elbctl apply`` from the same model.
 """
@@ -24,7 +23,6 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -43,7 +41,7 @@ from dcnet.lvs.routing import Routing
 from dcnet.lvs.store import Store
 from dcnet.lvs.verify import verify
 from dcnet.sysio import proc
-from dcnet.target import apply_plan, make_plan, session
+from dcnet.target import apply_plan, make_plan
 from tests.unit.test_lvs_contract import IPVSContract, observed
 
 pytestmark = pytest.mark.kernel
@@ -398,57 +396,6 @@ def test_concurrency(applied):
             assert ("dest", ("tcp", vip, 80, address, 8080)) in got
     plan, result = apply(make_backend(ns, state_dir), model)
     assert plan.empty, plan.to_text()                   # the full apply keeps all of them
-
-
-ROUNDS = 5
-
-
-def _model_files(directory, weight: int) -> str:
-    """The lab model with rs1's weight (both services) set to ``weight``; its path."""
-    os.makedirs(directory, exist_ok=True)
-    for name, text in lvslab.CIDR_FILES.items():
-        with open(os.path.join(directory, name), "w") as fh:
-            fh.write(text)
-    path = os.path.join(directory, "model.yaml")
-    text = lvslab.model_text()
-    assert text.count("weight: 3}") == 2
-    with open(path, "w") as fh:
-        fh.write(text.replace("weight: 3}", f"weight: {weight}}}"))
-    return path
-
-
-def test_concurrent_elbctl_applies(director_ns, tmp_path):
-    """Four ``elbctl apply --target lvs`` processes with four models at once, five rounds:
-    each round leaves the director equal to exactly one of the four models (the target's
-    lock serializes read -> apply; before the contract, interleaved runs could leave a
-    mix). Which one is found by planning each: exactly one plan is empty."""
-    from dcnet.model import load_model
-
-    add_dummies(director_ns, "ctc0", "cuc0", "elb0")
-    state_dir = str(tmp_path / "state")
-    paths = [_model_files(str(tmp_path / f"m{i}"), 10 + i) for i in range(4)]
-    models = [load_model(p) for p in paths]
-    elbctl = [sys.executable, "-m", "dcnet.cli.elbctl"]
-    options = {"netns": director_ns, "state_dir": state_dir}
-    winners = []
-    for round_ in range(ROUNDS):
-        order = paths[round_ % 4:] + paths[:round_ % 4]       # vary who starts first
-        runs = [subprocess.Popen([*elbctl, "apply", "-f", path, "--target", "lvs",
-                                  "--lvs-netns", director_ns, "--lvs-state-dir", state_dir],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for path in order]
-        outputs = [run.communicate(timeout=1800)[0] for run in runs]
-        assert [run.returncode for run in runs] == [0] * 4, "\n".join(outputs)
-        empty = [i for i, model in enumerate(models)
-                 if session.run("lvs", model, options, apply=False).plan.empty]
-        assert len(empty) == 1, (round_, empty, outputs)
-        winners.append(empty[0])
-    # the CLI agrees: plan of the last winner has nothing to change
-    last = subprocess.run([*elbctl, "plan", "-f", paths[winners[-1]], "--target", "lvs",
-                           "--lvs-netns", director_ns, "--lvs-state-dir", state_dir,
-                           "--detailed-exitcode"], capture_output=True, text=True)
-    assert last.returncode == 0, last.stdout + last.stderr
-    assert "lvs: no changes" in last.stdout
 
 
 # --------------------------------------------------------------------- keepalived
