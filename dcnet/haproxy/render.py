@@ -162,6 +162,7 @@ class Renderer:
             context.append({
                 "name": item.name, "binds": item.binds, "balance": item.balance,
                 "scheduler": item.port.scheduler, "persistence": item.port.persistence,
+                "mode": item.port.mode,
                 "servers": item.servers,
                 "server_lines": server_lines(servers, layouts[item.name],
                                              item.port.backend_port)})

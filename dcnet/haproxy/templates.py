@@ -1,5 +1,8 @@
 """The built-in jinja2 templates: ``haproxy.cfg.j2`` (global and defaults) and
-``service.cfg.j2`` (one service: a frontend and a backend per TCP port).
+``service.cfg.j2`` (one service: a frontend and a backend per TCP port; a port with
+``mode: http`` gets ``mode http``, ``X-Forwarded-For``, HTTP timeouts and
+``option idle-close-on-response``, so an old worker's keep-alive clients get
+``Connection: close`` on their next answer after a reload).
 
 They are kept here as strings so they ship with the package whatever the install
 method. Operators override them without forking: a template directory
@@ -39,12 +42,22 @@ frontend {{ l.name }}
 {%- for bind in l.binds %}
     bind {{ bind }}
 {%- endfor %}
+{%- if l.mode == "http" %}
+    mode http
+    option forwardfor
+    option idle-close-on-response
+    timeout http-request {{ ms(settings.timeout_http_request) }}ms
+    timeout http-keep-alive {{ ms(settings.timeout_http_keep_alive) }}ms
+{%- endif %}
     default_backend {{ l.name }}
 {%- block frontend_options scoped %}{% endblock %}
 
 backend {{ l.name }}
     # scheduler {{ l.scheduler }} -> balance {{ l.balance.algorithm }}
     {%- if not l.balance.exact %} (no exact match: {{ l.balance.note }}){% endif %}
+{%- if l.mode == "http" %}
+    mode http
+{%- endif %}
     balance {{ l.balance.algorithm }}
 {%- for option in l.balance.options %}
     {{ option }}

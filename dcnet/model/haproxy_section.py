@@ -26,6 +26,8 @@ class HAProxySettings:
     timeout_connect: float = 5.0    # seconds to connect to a real server
     timeout_client: float = 60.0    # seconds of client inactivity
     timeout_server: float = 60.0    # seconds of server inactivity
+    timeout_http_request: float = 10.0     # mode http: seconds to receive a request
+    timeout_http_keep_alive: float = 5.0   # mode http: idle seconds between requests
     hard_stop_after: int = 300      # seconds an old worker may serve after a reload
     drain_deadline: int = 30        # seconds a drained/removed server's sessions may last
     templates: str | None = None    # operator template directory (None = built-ins only)
@@ -50,6 +52,11 @@ def read(problems: f.Problems, path: tuple, data: object) -> HAProxySettings | N
                                       d.timeout_connect),
         "timeout_client": r.optional("timeout_client", f.number(0.001, 86400), d.timeout_client),
         "timeout_server": r.optional("timeout_server", f.number(0.001, 86400), d.timeout_server),
+        "timeout_http_request": r.optional("timeout_http_request", f.number(0.001, 3600),
+                                           d.timeout_http_request),
+        "timeout_http_keep_alive": r.optional("timeout_http_keep_alive",
+                                              f.number(0.001, 3600),
+                                              d.timeout_http_keep_alive),
         "hard_stop_after": r.optional("hard_stop_after", f.integer(1, 86400), d.hard_stop_after),
         "drain_deadline": r.optional("drain_deadline", f.integer(0, 3600), d.drain_deadline),
         "templates": r.optional("templates", _TEMPLATE_DIR, None),

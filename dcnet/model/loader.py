@@ -25,6 +25,7 @@ from dcnet.model.rules import check_model
 from dcnet.model.sections import SECTIONS
 from dcnet.model.types import (
     MAX_WEIGHT,
+    PORT_MODES,
     SCHEDULERS,
     Carrier,
     CheckType,
@@ -311,8 +312,15 @@ def _read_port(problems: f.Problems, path: Path, data: object) -> Port | None:
         "forward": r.optional("forward", f.choice(Forwarding), Forwarding.DR),
         "persistence": r.optional("persistence", _PERSISTENCE, 0),
         "target_port": r.optional("target_port", _PORT),
+        "mode": r.optional("mode", f.one_of(PORT_MODES, "mode"), "tcp"),
     }
-    return Port(**values) if r.finish() else None
+    if not r.finish():
+        return None
+    if values["mode"] == "http" and values["protocol"] is not Protocol.TCP:
+        problems.add((*path, "mode"), f"mode http needs protocol tcp, not "
+                                      f"{values['protocol'].value}")
+        return None
+    return Port(**values)
 
 
 def _read_real_server(problems: f.Problems, path: Path, data: object) -> RealServer | None:

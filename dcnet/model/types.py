@@ -40,6 +40,7 @@ class CheckType(StrEnum):
 
 
 # Every scheduler the Linux IPVS code ships (net/netfilter/ipvs/ip_vs_*.c).
+PORT_MODES = frozenset({"tcp", "http"})   # how HAProxy proxies a port (L4 or L7)
 SCHEDULERS = frozenset({
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
     "twos",
@@ -75,6 +76,7 @@ class Port:
     forward: Forwarding = Forwarding.DR
     persistence: int = 0
     target_port: int | None = None
+    mode: str = "tcp"           # HAProxy: "tcp" (L4) or "http" (L7, tcp ports only)
 
     @property
     def backend_port(self) -> int:

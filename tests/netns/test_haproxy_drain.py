@@ -103,3 +103,43 @@ def removal_under_keepalive(lab_factory, workdir: str, mode: str | None) -> str:
 def test_tcp_mode_remove_shuts_keepalive_sessions_down_at_the_deadline(lab_factory, workdir):
     output = removal_under_keepalive(lab_factory, workdir, None)
     assert "deadline passed" in output and "session(s) shut down" in output, output
+
+
+def test_http_mode_remove_is_idle_at_once_and_the_server_gets_no_more_requests(
+        lab_factory, workdir):
+    # each request is balanced on its own: the drained server finishes what it has
+    output = removal_under_keepalive(lab_factory, workdir, "http")
+    assert "no session left" in output and "safe to stop the server" in output, output
+
+
+def test_http_mode_reload_closes_keepalive_clients_gracefully(lab_factory, workdir):
+    """The old worker answers its keep-alive clients with Connection: close and exits
+    long before hard-stop-after; no request fails."""
+    from dcnet.haproxy.runtime import Runtime
+
+    lab = lab_factory(hlab.topology(1))
+    log = os.path.join(workdir, "rs1.log")
+    lab.start("rs1", [sys.executable, PEERS, "server", str(PORT), RS1, log], name="ka")
+    data = model_data("http")
+    data["haproxy"]["hard_stop_after"] = 600
+    data["services"][0]["real_servers"] = [{"address": RS1, "weight": 10}]
+    paths = Paths(run_dir=f"{workdir}/run")
+    hlab.start_haproxy(lab, hlab.model_of(data), paths)
+    out, stop = os.path.join(workdir, "client.json"), os.path.join(workdir, "client.stop")
+    client = lab.start("client", [sys.executable, PEERS, "client",
+                                  f"{hlab.LB_ADDRESS}:{hlab.SERVICE_PORT}", out, stop,
+                                  "--connections", "4", "--interval", "0.01"], name="client")
+    wait_for(lambda: os.path.exists(log) and count(log) > 20, "the client being served")
+    runtime = Runtime(paths.admin_socket, paths.master_socket)
+    for _ in range(3):
+        runtime.reload()
+        # gone well before hard-stop-after (600 s): the give-up limit is 60 s
+        wait_for(lambda: not runtime.proc().old_workers, "the old worker to exit", 60)
+    base = count(log)
+    wait_for(lambda: count(log) >= base + 100, "100 more requests")
+    with open(stop, "w") as handle:
+        handle.write("stop\n")
+    client.wait(30)
+    with open(out) as handle:
+        result = json.load(handle)
+    assert result["ok"] > 100 and result["failures"] == [], result["failures"][:5]
