@@ -37,6 +37,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
+from dcnet.cni import nsref
 from dcnet.cni.agentlock import AgentLock
 
 MAGIC = b"DCX1"
@@ -118,7 +119,27 @@ def decode_reply(data: bytes) -> tuple[str, int, bytes, bytes]:
 
 def read_request(sock) -> bytes:
     """Exactly one request from ``sock`` (lengths checked against the limits)."""
-    head = _recv_exact(sock, 8)
+    request, fds = read_request_fds(sock)
+    for fd in fds:
+        os.close(fd)
+    return request
+
+
+def read_request_fds(sock) -> tuple[bytes, list[int]]:
+    """One request and the descriptors passed with it (SCM_RIGHTS: the shim's open
+    CNI_NETNS); the caller closes them."""
+    first, fds, _flags, _addr = socket.recv_fds(sock, 8, 4, socket.MSG_CMSG_CLOEXEC)
+    try:
+        if not first:
+            raise ProtocolError("connection closed mid-request")
+        return _read_rest(sock, first + _recv_exact(sock, 8 - len(first))), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _read_rest(sock, head: bytes) -> bytes:
     if head[:4] != MAGIC:
         raise ProtocolError("not a DCX1 request")
     env_len = struct.unpack(">I", head[4:])[0]
@@ -292,12 +313,19 @@ class ExecServer:
                     self.log(f"refused a shim connection: {problem}")
                     return
                 conn.settimeout(READ_TIMEOUT)
-                env, stdin = decode_request(read_request(conn))
-                conn.settimeout(None)
-                if problem or self.stopping.is_set():  # (read first: no reset, a clean F)
-                    conn.sendall(encode_decline(problem or "the agent is stopping"))
-                    return
-                code, out, err = self.handler(env, stdin)
+                request, fds = read_request_fds(conn)
+                try:
+                    env, stdin = decode_request(request)
+                    conn.settimeout(None)
+                    if problem or self.stopping.is_set():  # (read first: a clean F)
+                        conn.sendall(encode_decline(problem or "the agent is stopping"))
+                        return
+                    # the pod's namespace through the shim's descriptor (nsref)
+                    with nsref.pinned(env.get("CNI_NETNS", ""), fds[0] if fds else None):
+                        code, out, err = self.handler(env, stdin)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
                 conn.sendall(encode_reply(code, out, err))
         except (OSError, ProtocolError) as exc:
             self.log(f"shim request failed: {type(exc).__name__}: {exc}")

@@ -28,6 +28,7 @@ from dcnet.cni.errors import (
     CniError,
 )
 from dcnet.cni.ipam import Reservations, pool
+from dcnet.cni.nsref import resolve
 from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, Netlink
 from dcnet.cni.version import to_canonical
 from dcnet.hashing import fnv1a_64
@@ -71,7 +72,7 @@ class HostGw:
             raise CniError(TRY_AGAIN_LATER, problem, "the node agent keeps routes and the "
                            "subnet lease; ADD waits for it")
         try:
-            pod_fd = os.open(args.netns, os.O_RDONLY | os.O_CLOEXEC)
+            pod_fd = os.open(resolve(args.netns), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise CniError(UNKNOWN_CONTAINER,
                            f"network namespace {args.netns} does not exist") from None
@@ -111,7 +112,7 @@ class HostGw:
         except OSError as exc:
             raise self._veth_error(exc, nl, host_name, args) from None
         undo.push(f"delete veth {host_name}", lambda: nl.delete_link(host_name))
-        pod = _pod_netlink(args.netns)
+        pod = _pod_netlink(resolve(args.netns))
         try:
             link = pod.link(args.ifname)
             if link is None:
@@ -279,7 +280,7 @@ class Checker:
             raise self.fail(f"prevResult address: {exc}") from None
         self.check_reservation(address)
         self.check_host_side()
-        if not os.path.exists(args.netns):
+        if not os.path.exists(resolve(args.netns)):
             raise CniError(UNKNOWN_CONTAINER, f"network namespace {args.netns} does not exist")
         self.check_pod_side(iface, address, plen, gateway)
 
@@ -299,7 +300,7 @@ class Checker:
             raise self.fail(f"host veth {name} is not in bridge {self.conf.bridge}")
 
     def check_pod_side(self, iface: dict, address: int, plen: int, gateway: int) -> None:
-        pod = _pod_netlink(self.args.netns)
+        pod = _pod_netlink(resolve(self.args.netns))
         try:
             link = pod.link(self.args.ifname)
             if link is None:

@@ -21,6 +21,7 @@ from dcnet.cni import agentproto
 from dcnet.cni.args import parse_args
 from dcnet.cni.config import NetConf, load_conf
 from dcnet.cni.errors import NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER, CniError
+from dcnet.cni.nsref import resolve
 
 # Added to the DHCP timeout for the agent's own work (link creation, configuration).
 ADD_MARGIN = 15.0
@@ -53,7 +54,7 @@ class Macvlan:
     def add(self, args) -> dict:
         conf = load_conf(args.conf)
         parse_args(args.args)
-        if not os.path.exists(args.netns):
+        if not os.path.exists(resolve(args.netns)):
             raise CniError(UNKNOWN_CONTAINER, f"network namespace {args.netns} does not exist")
         try:
             return self._call(conf, args, conf.dhcp_timeout + ADD_MARGIN)
@@ -71,8 +72,8 @@ class Macvlan:
         from dcnet.cni.leases import ReleaseQueue
 
         ReleaseQueue(conf.lease_dir).put(args.container_id, args.ifname, args.netns)
-        if args.netns and os.path.exists(args.netns):
-            delete_pod_link(args.netns, args.ifname,
+        if args.netns and os.path.exists(resolve(args.netns)):
+            delete_pod_link(resolve(args.netns), args.ifname,
                             link_alias(conf.name, args.container_id, args.ifname))
 
     def check(self, args) -> None:

@@ -26,6 +26,7 @@ from dcnet.cni.errors import (
     UNKNOWN_CONTAINER,
     CniError,
 )
+from dcnet.cni.nsref import resolve
 
 COMMANDS = ("ADD", "CHECK", "DEL", "GC", "STATUS", "VERSION")
 # variable -> commands that require it (as in skel.getCmdArgsFromEnv)
@@ -134,7 +135,7 @@ def check_netns(args: CmdArgs) -> None:
     if not args.netns or args.netns_override.upper() in ("TRUE", "1"):
         return
     try:
-        target = os.stat(args.netns)
+        target = os.stat(resolve(args.netns))
     except OSError:
         return  # the plugin itself reports a missing namespace
     own = os.stat("/proc/self/ns/net")
@@ -193,7 +194,7 @@ def _call(plugin, args: CmdArgs):
     except CniError:
         raise
     except FileNotFoundError as exc:
-        if args.command != "DEL" and exc.filename == args.netns:
+        if args.command != "DEL" and exc.filename in (args.netns, resolve(args.netns)):
             raise CniError(UNKNOWN_CONTAINER, f"network namespace {args.netns} does not exist",
                            str(exc)) from None
         raise CniError(IO_FAILURE, str(exc)) from None

@@ -1,7 +1,9 @@
 /* dcnet-cni-shim: the per-pod CNI process, a client of the node's dcnet-agent.
  *
  * Forwards the CNI invocation (every CNI_* environment variable and stdin, byte for
- * byte) to the agent of this network namespace over a unix socket, then writes the
+ * byte, plus CNI_NETNS opened here and passed as a descriptor with SCM_RIGHTS: the
+ * agent may live in a mount namespace that cannot see that path) to the agent of this
+ * network namespace over a unix socket, then writes the
  * agent's stdout and stderr back and exits with its exit code. The agent runs the same
  * Python plugin code (dcnet.cni.skel + the mode's plugin) with everything imported.
  *
@@ -29,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -127,6 +130,21 @@ static int connect_agent(void) {
     return fd;
 }
 
+/* send() that also passes descriptor passfd (SCM_RIGHTS) with the first byte. */
+static ssize_t send_with_fd(int sock, const char *p, size_t n, int passfd) {
+    struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                         .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &passfd, sizeof(int));
+    return sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
+
 static int read_fd(int fd, struct buf *b, size_t limit) {
     for (;;) {
         if (grow(b, 65536)) return -1;
@@ -164,13 +182,20 @@ int main(void) {
         put(&req, env.data, env.len) || put_u32(&req, (uint32_t)in.len) ||
         put(&req, in.data, in.len))
         fallback(&in, "out of memory");
+    /* The pod's namespace as this process (the runtime's mount namespace) sees it: the
+     * agent may not see CNI_NETNS at all, so it gets the open descriptor instead. */
+    const char *netns = getenv("CNI_NETNS");
+    int nsfd = netns && *netns ? open(netns, O_RDONLY | O_CLOEXEC) : -1;
     size_t off = 0;
     while (off < req.len) {
-        ssize_t w = send(fd, req.data + off, req.len - off, MSG_NOSIGNAL);
+        ssize_t w = off == 0 && nsfd >= 0
+                        ? send_with_fd(fd, req.data, req.len, nsfd)
+                        : send(fd, req.data + off, req.len - off, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) fallback(&in, "dcnet-agent hung up before reading the request");
         off += (size_t)w;
     }
+    if (nsfd >= 0) close(nsfd);
     if (read_fd(fd, &rep, MAX_REPLY) < 0)
         fallback(&in, "lost the connection to dcnet-agent mid-request");
     close(fd);
