@@ -35,6 +35,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from dcnet.lvs.layout import effective_servers, layouts
 from dcnet.nft import maglev
@@ -108,8 +109,7 @@ def rule(chain: str, text: str) -> tuple[str, str]:
     return d, f'add rule {T} {chain} {text} comment "dcnet:{d}"'
 
 
-@dataclass(frozen=True)
-class Backend:
+class Backend(NamedTuple):
     key: tuple          # (proto, vip, port, rip, rport)
     weight: int
 
@@ -244,7 +244,8 @@ class ServiceInput:
     maglev_size: int
 
     def digest(self) -> str:
-        return digest(repr(self))
+        return digest(repr((self.key3, self.scheduler, self.persistence, self.backends,
+                            self.maglev_size)))
 
 
 def group_of(ident: Ident) -> tuple:
