@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dcnet.metrics.status import recording
 from dcnet.plan import Plan
 from dcnet.target import registry
 from dcnet.target.apply import DEFAULT_MAX_CHANGE, ApplyResult, apply_plan, make_plan
@@ -31,11 +32,13 @@ def run(target_name: str, model, options: dict | None = None, *, apply: bool,
     """Plan ``model`` on the target (and apply it) under the target's lock."""
     target = registry.create(target_name, **(options or {}))
     try:
-        with target.lock(lock_timeout):
-            plan = make_plan(target, model)
+        with target.lock(lock_timeout), recording(target.name, target.lock_path(),
+                                                   apply) as record:
+            plan = record.plan = make_plan(target, model)
             if not apply:
                 return Outcome(plan)
-            return Outcome(plan, apply_plan(target, plan, rollback=rollback, force=force,
-                                            max_change=max_change))
+            record.result = apply_plan(target, plan, rollback=rollback, force=force,
+                                       max_change=max_change)
+            return Outcome(plan, record.result)
     finally:
         target.close()
