@@ -1,6 +1,7 @@
 """``elbctl render haproxy``: the model as a validated haproxy.cfg.
 
-Writes to ``-o FILE`` atomically (or prints). Every file written passes ``haproxy -c``;
+Writes to ``-o FILE`` atomically, mode 0600, in a directory made 0700 when missing (or
+prints). Every file written passes ``haproxy -c``;
 services that break it are named on stderr and left out while the others render
 (exit 1). ``--run-dir`` (or ``DCNET_HAPROXY_RUN_DIR``) sets where the admin socket and
 server-state file live, as the running HAProxy will use them.
@@ -8,6 +9,7 @@ server-state file live, as the running HAProxy will use them.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -39,12 +41,18 @@ def render_haproxy(model_path: str, output: str | None, run_dir: str | None) -> 
     except ConfigInvalid as exc:
         click.echo(f"elbctl: {exc}", err=True)
         sys.exit(1)
+    from dcnet.haproxy import limits
+
+    for warning in filter(None, (checked.warning, limits.problem(checked.rendered.text))):
+        click.echo(f"elbctl: warning: {warning}", err=True)
     for name, errors in sorted(checked.bad.items()):
         click.echo(f"service {name}: invalid, left out:", err=True)
         for error in errors:
             click.echo(f"  {error}", err=True)
     if output:
-        atomic_write(output, checked.rendered.text)
+        # a missing directory is made 0700; an existing one is left as it is
+        os.makedirs(os.path.dirname(os.path.abspath(output)), mode=0o700, exist_ok=True)
+        atomic_write(output, checked.rendered.text, mode=0o600)
         click.echo(f"wrote {output}: {len(model.services) - len(checked.bad)} services, "
                    f"{len(checked.bad)} invalid, {checked.checks} haproxy -c run(s)", err=True)
     else:

@@ -174,7 +174,7 @@ def status_cmd(store_url: str, output: str) -> None:
 @click.option("--target", required=True, help="The target this director applies to "
               "(lvs, haproxy, dns, ...).")
 @click.option("--cache-dir", default=None, help="Where the current model's files are "
-              "written (default /var/lib/dcnet/elb-agent/DIRECTOR).")
+              "written, kept 0700 (default /var/lib/dcnet/elb-agent/DIRECTOR).")
 @click.option("--debounce", type=float, default=0.05, show_default=True,
               help="Seconds without a new change before applying.")
 @click.option("--debounce-max", type=float, default=0.5, show_default=True,

@@ -254,10 +254,19 @@ class Agent:
     def _model(self, record):
         if self._parsed is not None and self._parsed[0] == record.revision:
             return self._parsed[1]
+        self._private_cache()
         model = bundle.load_files(record.files, record.model_file,
                                   os.path.join(self.cache_dir, "model"))
         self._parsed = (record.revision, model)
         return model
+
+    def _private_cache(self) -> None:
+        """The cache directory 0700 (made so, or tightened when it is ours and looser):
+        it holds the model's files and templates (issue 14)."""
+        os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
+        info = os.stat(self.cache_dir)
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            os.chmod(self.cache_dir, 0o700)
 
     # ------------------------------------------------------------------ status
 

@@ -225,6 +225,8 @@ class HAProxyTarget(Target):
         if changes:
             checked = render_valid(model, self.paths, split.layouts, fallback=parsed.blocks)
             text, bad = checked.rendered.text, checked.bad
+            if checked.warning:
+                notes.append(checked.warning)
             for name, errors in sorted(bad.items()):
                 kept = "its running configuration is kept" if name in parsed.blocks else \
                     "it is left out"

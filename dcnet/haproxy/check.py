@@ -91,6 +91,7 @@ class ValidRender:
     rendered: Rendered
     bad: dict[str, list[str]] = field(default_factory=dict)
     checks: int = 0
+    warning: str | None = None      # e.g. maxconn lowered to fit the descriptor limit
 
 
 Checker = Callable[[str], CheckResult]
@@ -136,6 +137,7 @@ def render_valid(model: Model, paths: Paths, layouts: Mapping | None = None, *,
             continue      # template errors: set aside already; render again without them
         if outcome.ok:
             result.rendered = rendered
+            result.warning = renderer.warning
             return result
         found, unplaced = blame(outcome.alerts, rendered)
         for name, alerts in found.items():

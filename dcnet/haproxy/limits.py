@@ -7,6 +7,8 @@ Measured on HAProxy 2.6.12: maxconn 20000 with 1 bind -> 40017; maxconn 15000 wi
 binds -> 30019. A reload inherits the master's hard limit, so :func:`problem` compares
 the rendered file's need with the hard limit of the master process (or of this process
 when HAProxy is not running yet) and explains the mismatch before any file is written.
+When the model sets no ``maxconn``, :func:`fitting_maxconn` picks 20000 or the most the
+limit allows, so the documented commands start on a host with a low limit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import re
 
 SPARE_FDS = 16
+DEFAULT_MAXCONN = 20000
 _LISTENER = re.compile(r"^\s*(?:bind|stats\s+socket)\s", re.MULTILINE)
 _MAXCONN = re.compile(r"^\s*maxconn\s+(\d+)", re.MULTILINE)
 
@@ -51,6 +54,20 @@ def hard_nofile(pid: int | None = None) -> int | None:
     except (OSError, IndexError, ValueError):
         return None
     return None
+
+
+def fitting_maxconn(listener_count: int, pid: int | None = None,
+                    preferred: int = DEFAULT_MAXCONN) -> tuple[int, str | None]:
+    """The default maxconn: ``preferred``, or the most the hard descriptor limit of
+    ``pid`` (this process when None) allows for ``listener_count`` listeners; with a
+    warning when it had to be lowered."""
+    limit = hard_nofile(pid)
+    if limit is None or needed_fds(preferred, listener_count) <= limit:
+        return preferred, None
+    most = max(1, (limit - listener_count - SPARE_FDS) // 2)
+    return most, (f"haproxy.maxconn not set: using {most} instead of {preferred}, the most "
+                  f"a hard RLIMIT_NOFILE of {limit} allows (raise the limit, e.g. "
+                  "LimitNOFILE= in HAProxy's systemd unit, or set haproxy.maxconn)")
 
 
 def problem(config_text: str, pid: int | None = None) -> str | None:

@@ -20,6 +20,7 @@ lets validation errors be mapped back to the service that caused them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
-from dcnet.haproxy import templates
+from dcnet.haproxy import limits, templates
 from dcnet.haproxy.layout import (
     Listener,
     ServerSpec,
@@ -123,6 +124,7 @@ class Renderer:
 
     def __init__(self, model: Model, paths: Paths, folder: str | None = None):
         self.model, self.paths = model, paths
+        self.warning: str | None = None     # maxconn lowered to fit the descriptor limit
         folder = folder if folder is not None else template_dir(model)
         loaders: list[jinja2.BaseLoader] = []
         self.overrides: set[str] = set()
@@ -141,14 +143,22 @@ class Renderer:
         own = f"{service.name}.cfg.j2"
         return own if own in self.overrides else "service.cfg.j2"
 
+    def settings(self):
+        """The haproxy settings with ``maxconn`` decided (see :mod:`dcnet.haproxy.limits`)."""
+        s = self.model.haproxy
+        if s.maxconn is not None:
+            return s
+        binds = sum(len(item.binds) for item in listeners(self.model)) + 2
+        maxconn, self.warning = limits.fitting_maxconn(binds)
+        return dataclasses.replace(s, maxconn=maxconn)
+
     def global_block(self) -> tuple[str, dict]:
+        s = self.settings()
         try:
             text = self.env.get_template("haproxy.cfg.j2").render(
-                settings=self.model.haproxy, paths=self.paths,
-                max_reloads=MAX_OLD_WORKER_RELOADS)
+                settings=s, paths=self.paths, max_reloads=MAX_OLD_WORKER_RELOADS)
         except jinja2.TemplateError as exc:
             raise TemplateError("global", exc) from exc
-        s = self.model.haproxy
         attrs = {"maxconn": s.maxconn, "hard_stop_after": s.hard_stop_after,
                  "timeouts": [s.timeout_connect, s.timeout_client, s.timeout_server],
                  "admin_socket": self.paths.admin_socket, "config": digest(text)}

@@ -16,8 +16,6 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-import click
-
 from dcnet.haproxy.layout import server_key
 
 TIMEOUT = 10.0
@@ -27,10 +25,9 @@ ADMIN_MAINT = 0x01 | 0x02 | 0x20 | 0x40
 ADMIN_DRAIN = 0x08 | 0x10
 
 
-class HAProxyUnavailable(click.ClickException):
-    """HAProxy is not running, or its socket is missing or stale (elbctl exits 3)."""
-
-    exit_code = 3
+class HAProxyUnavailable(RuntimeError):
+    """HAProxy is not running, or its socket is missing or stale (listed in
+    ``HAProxyTarget.unavailable_errors``: elbctl exits 3)."""
 
 
 class RuntimeCommandError(RuntimeError):

@@ -21,7 +21,7 @@ _TEMPLATE_DIR = f.text(r"[^\x00\n]{1,4096}", "a directory path")
 @dataclass(frozen=True)
 class HAProxySettings:
     listen: tuple = ()          # addresses HAProxy binds service ports on; () = the VIPs
-    maxconn: int = 20000
+    maxconn: int | None = None      # None: 20000, or less when the descriptor limit is lower
     spare_slots: int = 4        # pre-allocated server slots per backend for runtime growth
     timeout_connect: float = 5.0    # seconds to connect to a real server
     timeout_client: float = 60.0    # seconds of client inactivity

@@ -47,3 +47,30 @@ def test_problem_names_the_field_and_a_value_that_fits():
     assert limits.needed_fds(most, 5) <= limit < limits.needed_fds(most + 1, 5) + 1
     assert limits.problem(CONFIG.replace("maxconn 15000", f"maxconn {most}"), os.getpid()) \
         is None
+
+
+def test_default_maxconn_fits_the_descriptor_limit(monkeypatch):
+    monkeypatch.setattr(limits, "hard_nofile", lambda pid=None: 20000)
+    maxconn, warning = limits.fitting_maxconn(3)
+    assert limits.needed_fds(maxconn, 3) <= 20000 < limits.needed_fds(maxconn + 1, 3)
+    assert "using 9990 instead of 20000" in warning
+    monkeypatch.setattr(limits, "hard_nofile", lambda pid=None: 1 << 20)
+    assert limits.fitting_maxconn(3) == (limits.DEFAULT_MAXCONN, None)
+
+
+def test_a_model_without_maxconn_renders_one_that_starts(monkeypatch):
+    import yaml
+
+    from dcnet.haproxy.check import render_valid
+    from dcnet.haproxy.paths import Paths
+    from dcnet.lab import haproxy_lab as hlab
+    from dcnet.model import parse_model
+
+    data = hlab.model_data({hlab.server_address(1): 1})
+    del data["haproxy"]["maxconn"]
+    model = parse_model(yaml.safe_dump(data))
+    assert model.haproxy.maxconn is None
+    monkeypatch.setattr(limits, "hard_nofile", lambda pid=None: 20000)
+    checked = render_valid(model, Paths("/run/x"))
+    assert limits.problem(checked.rendered.text) is None
+    assert "haproxy.maxconn not set" in checked.warning
