@@ -2,9 +2,8 @@
 
 - ``verify -f MODEL``: a route lookup per carrier VIP (``ip route get GW-side client from
   VIP``) must leave by the carrier's uplink and gateway;
-- ``backend add|remove|drain SERVICE ADDR[:PORT] [--weight W]``; with ``--store URL``
-  (or ``$DCNET_ELB_STORE``) the change is recorded in etcd instead, for the directors'
-  agents to apply (:mod:`dcnet.elbstore`);
+- (``backend add|remove|drain`` is generic over the targets: dcnet/cli/elbctl_backend.py,
+  which calls LVS's fast path for ``--target lvs``);
 - ``render keepalived -f MODEL`` and ``render realserver -f MODEL``.
 
 Exit codes as elbctl's: 1 invalid input or failed apply/check, 3 IPVS or state unavailable.
@@ -19,18 +18,12 @@ import sys
 import click
 
 from dcnet.cli.common import load_model_or_exit
-from dcnet.lvs.dynamic import ACTIONS, BackendCommandError, change_backend
-from dcnet.lvs.store import Store
-from dcnet.sysio.flock import LockTimeout
 
 EXIT_INVALID, EXIT_UNAVAILABLE = 1, 3
 
 netns_option = click.option("--lvs-netns", "lvs_netns", default=None,
                             help="Network namespace of the director (default "
                                  "$DCNET_LVS_NETNS, else this one).")
-state_option = click.option("--lvs-state-dir", "lvs_state_dir", default=None,
-                            help="elbctl's LVS state directory (default $DCNET_LVS_STATE_DIR"
-                                 " or /var/lib/dcnet/lvs).")
 
 
 @click.command("verify")
@@ -56,52 +49,6 @@ def verify_cmd(model_path: str, lvs_netns: str | None, output: str) -> None:
             click.echo(c.describe())
         click.echo(f"{len(checks) - len(bad)} of {len(checks)} route lookups as expected")
     sys.exit(EXIT_INVALID if bad else 0)
-
-
-@click.command("backend")
-@click.argument("action", type=click.Choice(ACTIONS))
-@click.argument("service")
-@click.argument("server")
-@click.option("--weight", type=int, default=None, help="Weight (add/drain keep the current "
-              "one when not given).")
-@netns_option
-@state_option
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True,
-              help="Seconds to wait for a running apply.")
-@click.option("--store", "store_url", envvar="DCNET_ELB_STORE", default=None, metavar="URL",
-              help="Record the change in etcd (etcd://...) for the directors' agents "
-                   "instead of programming this machine (default $DCNET_ELB_STORE).")
-def backend_cmd(action: str, service: str, server: str, weight: int | None,
-                lvs_netns: str | None, lvs_state_dir: str | None, lock_timeout: float,
-                store_url: str | None) -> None:
-    """Add, remove (drain, then delete) or drain one real server of SERVICE now."""
-    if store_url:
-        from dcnet.cli.elbctl_store import run_backend_store
-
-        run_backend_store(store_url, action, service, server, weight)
-        return
-    from dcnet.lvs.genl import NetlinkError
-    from dcnet.lvs.ipvs import KernelIPVS
-
-    netns = lvs_netns or os.environ.get("DCNET_LVS_NETNS") or None
-    try:
-        ipvs = KernelIPVS(netns)
-    except (NetlinkError, OSError) as exc:
-        click.echo(f"elbctl: lvs: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    try:
-        result = change_backend(Store(lvs_state_dir), ipvs, action, service, server, weight,
-                                lock_timeout=lock_timeout)
-    except BackendCommandError as exc:
-        click.echo(f"elbctl: backend {action}: {exc}", err=True)
-        sys.exit(EXIT_INVALID)
-    except LockTimeout as exc:
-        click.echo(f"elbctl: backend {action}: {exc}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    finally:
-        ipvs.close()
-    click.echo(result.to_text())
-    sys.exit(EXIT_INVALID if result.errors else 0)
 
 
 @click.command("keepalived")
@@ -157,6 +104,5 @@ def render_realserver(model_path: str, servers: tuple[str, ...], vias: tuple[str
 
 def register(cli: click.Group, render_group: click.Group) -> None:
     cli.add_command(verify_cmd)
-    cli.add_command(backend_cmd)
     render_group.add_command(render_keepalived)
     render_group.add_command(render_realserver)

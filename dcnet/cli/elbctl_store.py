@@ -8,7 +8,7 @@
 - ``agent --store URL --director NAME --target lvs|haproxy|dns [target options]``;
 - ``acl setup|user|enable --store URL``: etcd roles, users and authentication.
 
-``elbctl backend add|remove|drain ... --store URL`` lives in :mod:`dcnet.cli.elbctl_lvs` and
+``elbctl backend add|remove|drain ... --store URL`` lives in :mod:`dcnet.cli.elbctl_backend` and
 calls :func:`run_backend_store`. The store URL may come from ``$DCNET_ELB_STORE``.
 Exit codes: 1 invalid input or failed, 2 usage (bad URL), 3 etcd unavailable,
 4 permission denied by etcd.
