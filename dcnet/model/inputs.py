@@ -24,10 +24,11 @@ _BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
 
 
 class InputError(ValueError):
-    """A file that cannot be used; ``line`` is where the problem is, when one is known."""
+    """A file that cannot be used; ``line`` is where the problem is, when one is known;
+    ``unreadable`` when the operating system refused (the message is its reason)."""
 
-    def __init__(self, message: str, line: int | None = None):
-        self.line = line
+    def __init__(self, message: str, line: int | None = None, unreadable: bool = False):
+        self.line, self.unreadable = line, unreadable
         super().__init__(message)
 
 
@@ -36,11 +37,11 @@ def read_bounded(path: str, limit: int) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}") from None
+        raise InputError(exc.strerror or str(exc), unreadable=True) from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise InputError("cannot read: is a directory")
+            raise InputError("Is a directory", unreadable=True)
         if stat.S_ISREG(info.st_mode) and info.st_size > limit:
             raise InputError(f"file is {info.st_size} bytes, more than the limit of "
                              f"{limit} bytes", line=1)
@@ -52,7 +53,7 @@ def read_bounded(path: str, limit: int) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
     except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}") from None
+        raise InputError(exc.strerror or str(exc), unreadable=True) from None
     finally:
         os.close(fd)
     data = b"".join(chunks)

@@ -72,7 +72,8 @@ def read_model_text(path: str) -> str:
     try:
         return inputs.read_text(path, inputs.MAX_MODEL_BYTES)
     except inputs.InputError as exc:
-        raise ModelError([Problem(path, exc.line, "", f"cannot use model: {exc}")]) from None
+        what = "cannot read model" if exc.unreadable else "cannot use model"
+        raise ModelError([Problem(path, exc.line, "", f"{what}: {exc}")]) from None
 
 
 def parse_model(text: str, source: str = "<model>", read_text: ReadText | None = None,

@@ -47,7 +47,7 @@ def test_read_bounded_stops_an_endless_device_at_the_limit():
 
 
 def test_read_bounded_refuses_a_directory(tmp_path):
-    with pytest.raises(inputs.InputError, match="is a directory"):
+    with pytest.raises(inputs.InputError, match="Is a directory"):
         inputs.read_bounded(str(tmp_path), 100)
 
 
