@@ -16,7 +16,14 @@ import sys
 
 import click
 
-from dcnet.cli import elbctl_backend, elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_store
+from dcnet.cli import (
+    elbctl_backend,
+    elbctl_dns,
+    elbctl_haproxy,
+    elbctl_lvs,
+    elbctl_metrics,
+    elbctl_store,
+)
 from dcnet.cli.common import (
     EXIT_INVALID,
     load_model_or_exit,
@@ -153,7 +160,8 @@ def render() -> None:
     """Render configuration files (keepalived, HAProxy, BIND) from the model."""
 
 
-for _module in (elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_backend, elbctl_store):
+for _module in (elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_backend, elbctl_store,
+                elbctl_metrics):
     _module.register(cli, render)
 
 

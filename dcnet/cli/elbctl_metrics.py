@@ -1,0 +1,262 @@
+"""``elbctl exporter`` and ``elbctl metrics sd|rules``: Prometheus metrics of a director.
+
+``elbctl exporter`` serves ``/metrics`` for a director without etcd: per target
+(``--target``, repeatable: haproxy, lvs, ...) the apply status that every run leaves
+(:mod:`dcnet.metrics.status`), drift (the plan of the last applied model not empty,
+checked every ``--drift-interval`` seconds off the scrape path, under the target's lock
+with a short wait), HAProxy's backends and servers (runtime API ``show stat``) and IPVS
+connections per namespace (``--ipvs-netns``, ``/proc/net/ip_vs`` and ``ip_vs_stats``).
+``elbctl agent --metrics-address`` serves the same collector (:func:`elb_registry`).
+The model labels the series (``-f``; else the last model the target applied).
+
+``elbctl metrics sd`` prints a Prometheus file-SD document (:mod:`dcnet.metrics.sd`);
+``elbctl metrics rules`` prints the shipped recording and alert rules.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import click
+
+from dcnet.cli.common import all_target_options, load_model_or_exit, with_target_options
+from dcnet.metrics import sd
+from dcnet.metrics.cardinality import DEFAULT_MAX_SERVER_SERIES, MODES, Bound
+from dcnet.metrics.elb import ELBCollector, IPVSRow, IPVSTable, parse_ip_vs_stats
+from dcnet.metrics.server import serve
+from dcnet.metrics.status import status_path
+from dcnet.target import registry, session
+
+STATS_PATH = "/proc/thread-self/net/ip_vs_stats"
+
+
+def register(cli: click.Group, render: click.Group) -> None:
+    cli.add_command(exporter)
+    cli.add_command(metrics)
+
+
+def options_for(target: str, params: dict) -> dict:
+    """The flags given on the command line that belong to ``target`` (others ignored)."""
+    mine = {opt.flag: opt.name for opt in registry.target_class(target).options}
+    out = {}
+    for flag in all_target_options():
+        value = params.get("t_" + flag.replace("-", "_"))
+        if flag in mine and value not in (None, False):
+            out[mine[flag]] = value
+    return out
+
+
+class Watch:
+    """The model that labels series and the drift of each target, refreshed in a thread
+    every ``interval`` seconds (0: once at start, no drift check)."""
+
+    def __init__(self, targets: dict[str, dict], model=None, interval: float = 60.0,
+                 lock_timeout: float = 5.0):
+        self.targets, self.given, self.interval = targets, model, interval
+        self.lock_timeout = lock_timeout
+        self.current = model
+        self.drifts: dict[str, bool | None] = {}
+        self.stop = threading.Event()
+        self.refresh_model()
+        if interval > 0:
+            threading.Thread(target=self._loop, name="drift", daemon=True).start()
+
+    def last_applied(self, target: str):
+        instance = registry.create(target, **self.targets[target])
+        try:
+            backends = getattr(instance, "backends", None)
+            return backends.last_model() if backends is not None else None
+        except Exception:          # unreadable or unsafe file: no model from it
+            return None
+        finally:
+            instance.close()
+
+    def refresh_model(self) -> None:
+        if self.given is None:
+            for target in self.targets:
+                model = self.last_applied(target)
+                if model is not None:
+                    self.current = model
+                    break
+
+    def check(self) -> None:
+        self.refresh_model()
+        out: dict[str, bool | None] = {}
+        for target, options in self.targets.items():
+            model = self.given if self.given is not None else self.last_applied(target)
+            if model is None:
+                out[target] = None
+                continue
+            try:
+                outcome = session.run(target, model, options, apply=False,
+                                      lock_timeout=self.lock_timeout)
+                out[target] = not outcome.plan.empty
+            except Exception:      # busy or unavailable: unknown this round
+                out[target] = self.drifts.get(target)
+        self.drifts = out
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.check()
+            self.stop.wait(self.interval)
+
+
+def haproxy_source(options: dict) -> Callable[[], str]:
+    from dcnet.haproxy.paths import Paths
+    from dcnet.haproxy.runtime import send
+
+    socket_path = Paths.from_env(options.get("run_dir"), options.get("config")).admin_socket
+    return lambda: send(socket_path, "show stat", timeout=5.0)
+
+
+def ipvs_source(namespaces: list[str]) -> Callable[[], dict[str, IPVSTable]]:
+    from dcnet.lvs import procfs
+    from dcnet.sysio import netns
+
+    def read_stats() -> str:
+        with open(STATS_PATH, encoding="ascii") as handle:
+            return handle.read()
+
+    def tables() -> dict[str, IPVSTable]:
+        out = {}
+        for name in namespaces:
+            path = None if name == "host" else netns.path_of(name)
+            text = procfs.read_in(path)
+            stats = read_stats() if path is None else netns.call_here_in(path, read_stats)
+            rows = []
+            for service, dests in procfs.parse(text).items():
+                if service[0] == "fwmark":
+                    continue
+                protocol = procfs.PROTOCOL_NAME.get(service[0], str(service[0]))
+                for d in dests:
+                    server = f"[{d[1]}]:{d[2]}" if ":" in d[1] else f"{d[1]}:{d[2]}"
+                    rows.append(IPVSRow(service[1], service[2], protocol, server, d[7], d[8],
+                                        d[4]))
+            out[name] = IPVSTable(rows, parse_ip_vs_stats(stats))
+        return out
+
+    return tables
+
+
+def elb_registry(targets: dict[str, dict], watch: Watch, bound: Bound,
+                 ipvs_netns: list[str] | None = None):
+    """A registry holding the ELB collector for ``targets`` ({name: options})."""
+    from prometheus_client import CollectorRegistry
+
+    status_paths = {}
+    for name, options in targets.items():
+        instance = registry.create(name, **options)
+        try:
+            lock = instance.lock_path()
+        finally:
+            instance.close()
+        if lock is not None:
+            status_paths[name] = status_path(lock)
+    collector = ELBCollector(
+        model=lambda: watch.current,
+        haproxy_stat=haproxy_source(targets["haproxy"]) if "haproxy" in targets else None,
+        ipvs_tables=ipvs_source(ipvs_netns) if ipvs_netns else None,
+        status_paths=status_paths, drift=lambda: watch.drifts, bound=bound)
+    out = CollectorRegistry(auto_describe=False)
+    out.register(collector)
+    return out
+
+
+def wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(3600):
+        pass
+
+
+metrics_address_option = click.option(
+    "--metrics-address", default=":9108", show_default=True, envvar="DCNET_METRICS_ADDRESS",
+    help="Where /metrics listens: HOST:PORT, [V6]:PORT or :PORT.")
+bound_options = [
+    click.option("--max-server-series", type=click.IntRange(0), show_default=True,
+                 default=DEFAULT_MAX_SERVER_SERIES,
+                 help="Per-real-server series only up to this many server rows per source."),
+    click.option("--cardinality", type=click.Choice(MODES), default="auto", show_default=True,
+                 help="auto: per server up to the bound; server/service: always/never."),
+]
+
+
+@click.command()
+@click.option("-f", "--file", "model_path", type=click.Path(dir_okay=False),
+              help="The service model labelling the series (default: the last model "
+                   "the target applied).")
+@click.option("--target", "targets", multiple=True, default=("haproxy",), show_default=True,
+              help="A target of this director (repeatable).")
+@metrics_address_option
+@click.option("--netns", "listen_netns", help="Listen inside this network namespace.")
+@click.option("--ipvs-netns", multiple=True,
+              help="Read IPVS in this namespace ('host': this one); repeatable.")
+@click.option("--drift-interval", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds between drift checks (0: none).")
+@bound_options[0]
+@bound_options[1]
+@with_target_options
+def exporter(model_path: str | None, targets: tuple[str, ...], metrics_address: str,
+             listen_netns: str | None, ipvs_netns: tuple[str, ...], drift_interval: float,
+             max_server_series: int, cardinality: str, **params) -> None:
+    """Serve Prometheus metrics of this director's targets (no etcd needed)."""
+    from dcnet.sysio import netns
+
+    model = load_model_or_exit(model_path) if model_path else None
+    chosen = {name: options_for(name, params) for name in targets}
+    watch = Watch(chosen, model, drift_interval)
+    reg = elb_registry(chosen, watch, Bound(max_server_series, cardinality), list(ipvs_netns))
+    try:
+        server = serve(reg, metrics_address,
+                       netns.path_of(listen_netns) if listen_netns else None)
+    except (OSError, ValueError) as exc:
+        click.echo(f"elbctl exporter: cannot listen on {metrics_address}: {exc}", err=True)
+        sys.exit(3)
+    click.echo(f"elbctl exporter: serving {server.url}", err=True)
+    try:
+        wait_for_signal()
+    finally:
+        watch.stop.set()
+        server.close()
+
+
+@click.group()
+def metrics() -> None:
+    """Prometheus discovery and rules for dcnet daemons."""
+
+
+@metrics.command("sd")
+@click.option("-f", "--file", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="The service model.")
+@click.option("--director", "directors", multiple=True,
+              help="A director's metrics endpoint HOST:PORT (repeatable).")
+@click.option("--agent", "agents", multiple=True,
+              help="A dcnet-agent's metrics endpoint HOST:PORT (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write here atomically (Prometheus re-reads it) instead of printing.")
+def metrics_sd(model_path: str, directors: tuple[str, ...], agents: tuple[str, ...],
+               output: str | None) -> None:
+    """Print a Prometheus file-SD document for the model's directors and agents."""
+    from dcnet.sysio.files import atomic_write
+
+    model = load_model_or_exit(model_path)
+    text = sd.render(sd.groups(model, list(directors), list(agents)))
+    if output:
+        atomic_write(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+@metrics.command("rules")
+@click.option("--path", "path_only", is_flag=True, help="Print the file's path only.")
+def metrics_rules(path_only: bool) -> None:
+    """Print the shipped recording and alert rules (promtool check rules clean)."""
+    if path_only:
+        click.echo(sd.RULES_PATH)
+    else:
+        with open(sd.RULES_PATH, encoding="utf-8") as handle:
+            click.echo(handle.read(), nl=False)

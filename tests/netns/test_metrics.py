@@ -1,0 +1,203 @@
+"""Metrics against real daemons: a real Prometheus (Debian's) scrapes ``elbctl exporter``
+in front of a real HAProxy, found through the file-SD document ``elbctl metrics sd``
+writes; its HTTP API returns the expected series after known operations (an apply, a
+drift, a killed real server), and ``promtool check metrics`` / ``check rules`` are clean.
+
+Everything listens on the loopback of the lab's ``lb`` namespace: the exporter is started
+in the root namespace and opens its socket there with ``--netns``; Prometheus runs inside
+the namespace, and the test queries it from a thread inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+import yaml
+
+from dcnet.haproxy.paths import Paths
+from dcnet.haproxy.runtime import send
+from dcnet.lab import haproxy_lab as hlab
+from dcnet.metrics.elb import parse_show_stat
+from dcnet.metrics.sd import RULES_PATH
+from dcnet.target import session
+
+pytestmark = [pytest.mark.netns,
+              pytest.mark.skipif(shutil.which("prometheus") is None,
+                                 reason="Debian's prometheus is not installed (scripts/setup)")]
+
+RS1, RS2 = hlab.server_address(1), hlab.server_address(2)
+EXPORTER_PORT, PROMETHEUS_PORT = 9108, 9090
+SCRAPE = "1s"
+BACKEND = f"{hlab.JOB}:{hlab.SERVICE_PORT}"
+
+
+def model(servers):
+    return hlab.model_of(hlab.model_data(servers))
+
+
+def fetch(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        return answer.read().decode()
+
+
+@pytest.fixture
+def director(lab_factory):
+    """HAProxy over rs1 and rs2 (applied through session.run), ``elbctl exporter`` in front
+    of it listening in lb, and Prometheus scraping it; yields a small helper object."""
+    work = tempfile.mkdtemp(prefix="dcnet-metrics-")
+    lab = lab_factory(hlab.topology(2))
+    paths = Paths(run_dir=f"{work}/run")
+    hlab.start_haproxy(lab, model({RS1: 10}), paths)
+    assert session.run("haproxy", model({RS1: 10, RS2: 10}), {"run_dir": paths.run_dir},
+                       apply=True).ok
+    model_path = os.path.join(work, "model.yaml")
+    with open(model_path, "w") as handle:
+        yaml.safe_dump(hlab.model_data({RS1: 10, RS2: 10}), handle)
+    with open(os.path.join(work, "exporter.log"), "w") as log:
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "dcnet.cli.elbctl", "exporter", "-f", model_path,
+             "--target", "haproxy", "--haproxy-run-dir", paths.run_dir,
+             "--netns", lab.netns("lb"), "--metrics-address", f"127.0.0.1:{EXPORTER_PORT}",
+             "--drift-interval", "0.5"], stdout=log, stderr=subprocess.STDOUT)
+    helper = Director(lab, work, paths, model_path)
+    try:
+        helper.wait(lambda: helper.exporter_text(), "the exporter to answer", exporter)
+        sd_path = os.path.join(work, "targets.json")
+        subprocess.run([sys.executable, "-m", "dcnet.cli.elbctl", "metrics", "sd",
+                        "-f", model_path, "--director", f"127.0.0.1:{EXPORTER_PORT}",
+                        "-o", sd_path], check=True)
+        config = {"global": {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE},
+                  "rule_files": [RULES_PATH],
+                  "scrape_configs": [{"job_name": "dcnet", "file_sd_configs": [
+                      {"files": [sd_path], "refresh_interval": "1s"}]}]}
+        with open(os.path.join(work, "prometheus.yml"), "w") as handle:
+            yaml.safe_dump(config, handle)
+        lab.start("lb", ["prometheus", f"--config.file={work}/prometheus.yml",
+                         f"--storage.tsdb.path={work}/tsdb",
+                         f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
+                  name="prometheus")
+        helper.wait(lambda: helper.query('up{job="dcnet"} == 1'), "a first scrape")
+        yield helper
+    finally:
+        exporter.send_signal(signal.SIGTERM)
+        try:
+            exporter.wait(10)
+        except subprocess.TimeoutExpired:
+            exporter.kill()
+            exporter.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class Director:
+    def __init__(self, lab, work, paths, model_path):
+        self.lab, self.work, self.paths, self.model_path = lab, work, paths, model_path
+
+    def exporter_text(self) -> str:
+        return self.lab.call("lb", fetch, f"http://127.0.0.1:{EXPORTER_PORT}/metrics")
+
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        params = {"query": expr, **({"time": str(at)} if at is not None else {})}
+        url = (f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query?"
+               + urllib.parse.urlencode(params))
+        answer = json.loads(self.lab.call("lb", fetch, url))
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def value(self, expr: str, at: float | None = None) -> float | None:
+        result = self.query(expr, at)
+        return float(result[0]["value"][1]) if result else None
+
+    def last_scrape(self) -> float:
+        return float(self.query('timestamp(up{job="dcnet"})')[0]["value"][1])
+
+    def wait(self, condition, what: str, process=None, limit: float = 60.0):
+        """Wait (bounded) until ``condition()`` is truthy, failing with ``what``."""
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                value = condition()
+            except OSError:
+                value = None
+            if value:
+                return value
+            if process is not None and process.poll() is not None:
+                pytest.fail(f"the process waited for exited ({process.returncode})")
+            if time.monotonic() > deadline:
+                pytest.fail(f"gave up waiting for {what}")
+            time.sleep(0.2)
+
+
+def test_prometheus_sees_the_apply_the_servers_and_the_service_info(director):
+    applies = director.value('dcnet_elb_applies_total{target="haproxy",result="ok"}')
+    assert applies == 1
+    assert director.value(f'dcnet_haproxy_backend_servers{{service="{hlab.JOB}",'
+                          f'state="up"}}') == 2 or director.wait(
+        lambda: director.value(f'dcnet_haproxy_backend_servers{{service="{hlab.JOB}",'
+                               f'state="up"}}') == 2, "both servers up")
+    assert director.value(f'dcnet_elb_vip_healthy_servers{{service="{hlab.JOB}",'
+                          f'carrier="bgp"}}') == 2
+    info = director.query("dcnet_service_info")
+    assert info[0]["metric"]["tag_cluster"] == "prod"
+    assert info[0]["metric"]["carriers"] == "bgp"
+    assert director.value('dcnet_elb_seconds_since_last_successful_sync{target="haproxy"}') \
+        < 3600
+    # a known operation: one more apply (rs2 removed) is counted, its writes too
+    assert session.run("haproxy", model({RS1: 10}), {"run_dir": director.paths.run_dir},
+                       apply=True).ok
+    director.wait(lambda: director.value(
+        'dcnet_elb_applies_total{target="haproxy",result="ok"}') == 2, "the second apply")
+    director.wait(lambda: director.value(
+        f'dcnet_haproxy_backend_servers{{service="{hlab.JOB}",state="up"}}') == 1,
+        "one server left")
+    assert director.value('sum(dcnet_elb_writes_total{target="haproxy"})') > 0
+
+
+def test_drift_is_seen_when_haproxy_differs_from_the_applied_model(director):
+    assert director.wait(lambda: director.query('dcnet_elb_drift{target="haproxy"} == 0'),
+                         "a first drift check")
+    send(director.paths.admin_socket, f"set server {BACKEND}/s1 weight 1")
+    director.wait(lambda: director.query('dcnet_elb_drift{target="haproxy"} == 1'),
+                  "drift to be reported")
+
+
+def test_a_killed_real_server_is_visible_within_one_scrape(director):
+    server = f'dcnet_haproxy_server_up{{service="{hlab.JOB}",server="{RS1}:{hlab.SERVER_PORT}"}}'
+    director.wait(lambda: director.value(server) == 1, "rs1 up in Prometheus")
+    director.lab.process("rs1-http").kill()
+    # HAProxy's own health check decides when rs1 is down (fall x interval); from then
+    # on the very next scrape must show it
+    def rs1_state():
+        stats = parse_show_stat(send(director.paths.admin_socket, "show stat"))
+        return next(s.state for s in stats.servers if s.server.startswith(f"{RS1}:")
+                    and s.port == str(hlab.SERVICE_PORT))
+
+    director.wait(lambda: rs1_state() == "down", "HAProxy to mark rs1 down")
+    seen_down = time.time()
+    director.wait(lambda: director.last_scrape() > seen_down, "the next scrape")
+    assert director.value(f"{server} == 0", at=director.last_scrape()) is not None
+    assert director.value(f'dcnet_elb_vip_healthy_servers{{service="{hlab.JOB}"}}',
+                          at=director.last_scrape()) == 1
+
+
+def test_promtool_check_metrics_is_clean_on_the_exporter(director):
+    text = director.exporter_text()
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                           capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip() == "" and check.stderr.strip() == "", check.stderr
+
+
+def test_promtool_check_rules_is_clean_on_the_shipped_rules():
+    check = subprocess.run(["promtool", "check", "rules", RULES_PATH], capture_output=True,
+                           text=True)
+    assert check.returncode == 0 and "SUCCESS" in check.stdout, check.stdout + check.stderr
