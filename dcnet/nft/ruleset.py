@@ -9,7 +9,11 @@ Everything lives in dcnet's own table, ``table ip dcnet``. Kinds, in creation or
     maglev    (proto, vip, port, digest)           {size}     map slot -> goto backend chain
     service   (proto, vip, port)                   {rules}    chain: affinity, then scheduler
     element   (proto, vip, port)                   {chain}    services map element -> goto
-    hook      (chain,)                             {hook, priority, rules}  nat base chains
+    hook      (chain,)                             {hook, priority, rules}  base chains
+
+(``route`` and ``rule``, carrier return routing, come first; see :mod:`dcnet.nft.carriers`;
+with it every service chain starts with ``ct mark set <carrier table>`` and the
+``replies`` base chain copies that mark to reply packets.)
 
 A chain's ``rules`` are the short digests of its rules' text, which every rule carries as
 its comment (``dcnet:<digest>``); a rule without one reads as ``?`` and is rewritten.
@@ -42,10 +46,13 @@ from dcnet.nft import maglev
 
 FAMILY, TABLE = "ip", "dcnet"
 T = f"{FAMILY} {TABLE}"
-KIND_ORDER = ("table", "affinity", "backend", "maglev", "service", "element", "hook")
+KIND_ORDER = ("route", "rule",                      # rtnetlink: dcnet.nft.carriers
+              "table", "affinity", "backend", "maglev", "service", "element", "hook")
+NFT_KINDS = KIND_ORDER[2:]
 SERVICES_MAP = "services"
 SERVICES_TYPE = "ipv4_addr . inet_proto . inet_service"
-HOOKS = {"prerouting": ("prerouting", -100), "output": ("output", -100)}
+HOOKS = {"prerouting": ("nat", "prerouting", -100), "output": ("nat", "output", -100),
+         "replies": ("filter", "prerouting", -150)}    # replies: carrier routing only
 HOOK_RULE = f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}"
 JHASH_SEED = "0x6463"     # fixed: every director hashes a flow to the same slot
 MAGLEV_SCHEDULERS = {"mh": "ip saddr . th sport", "sh": "ip saddr"}
@@ -140,18 +147,24 @@ class _Builder:
         self.add((kind, key), {**(extra or {}), "rules": tuple(d for d, _ in pairs)},
                  tuple(cmd for _, cmd in pairs))
 
-    def infrastructure(self) -> None:
+    def infrastructure(self, marks: tuple[int, ...] = ()) -> None:
         self.add(("table", (SERVICES_MAP,)), {"type": SERVICES_TYPE})
-        for name, (hook, priority) in HOOKS.items():
-            self.chain("hook", (name,), name, [HOOK_RULE],
-                       {"hook": hook, "priority": priority})
+        for name, (_type, hook, priority) in HOOKS.items():
+            rule = HOOK_RULE
+            if name == "replies":
+                if not marks:
+                    continue
+                wanted = (str(marks[0]) if len(marks) == 1
+                          else "{ " + ", ".join(map(str, marks)) + " }")
+                rule = f"ct direction reply ct mark {wanted} meta mark set ct mark"
+            self.chain("hook", (name,), name, [rule], {"hook": hook, "priority": priority})
 
     def service(self, key3: tuple, scheduler: str, persistence: int,
-                backends: list[Backend]) -> None:
+                backends: list[Backend], mark: int = 0) -> None:
         proto = key3[0]
         name = svc_name(key3)
         active = [b for b in backends if b.weight > 0]
-        texts: list[str] = []
+        texts: list[str] = [f"ct mark set {mark}"] if mark else []
         for b in backends:
             be_texts = []
             if persistence:
@@ -242,20 +255,21 @@ class ServiceInput:
     persistence: int
     backends: tuple[Backend, ...]
     maglev_size: int
+    mark: int = 0                 # carrier routing: the connection mark (carrier table)
 
     def digest(self) -> str:
         return digest(repr((self.key3, self.scheduler, self.persistence, self.backends,
-                            self.maglev_size)))
+                            self.maglev_size, self.mark)))
 
 
 def group_of(ident: Ident) -> tuple:
     """The VIP:port an object belongs to; () for the table's own objects."""
     kind, key = ident
-    return () if kind in ("table", "hook") else tuple(key[:3])
+    return () if kind in ("table", "hook", "route", "rule") else tuple(key[:3])
 
 
-def inputs(model, registry: Mapping | None = None,
-           maglev_size: int = maglev.DEFAULT_SIZE) -> tuple[dict, tuple[str, ...]]:
+def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEFAULT_SIZE,
+           marks: Mapping[str, int] | None = None) -> tuple[dict, tuple[str, ...]]:
     """({(proto, vip, port): ServiceInput}, notes) of the model (plus the LVS-style
     dynamic registry, if given): what :func:`build` renders."""
     out: dict = {}
@@ -263,7 +277,7 @@ def inputs(model, registry: Mapping | None = None,
     for layout in layouts(model):
         entries = (registry or {}).get(layout.name)
         servers = effective_servers(layout, dict(entries)) if entries else layout.servers
-        for _carrier, vip in layout.vips:
+        for carrier, vip in layout.vips:
             for port in layout.ports:
                 why = _unsupported(vip, port.forward)
                 if why:
@@ -275,19 +289,21 @@ def inputs(model, registry: Mapping | None = None,
                 backends = tuple(Backend((*key3, s.address, s.port or port.backend_port),
                                          s.weight) for s in servers if ":" not in s.address)
                 out[key3] = ServiceInput(key3, port.scheduler, port.persistence, backends,
-                                         maglev_size)
+                                         maglev_size, (marks or {}).get(carrier, 0))
     notes = tuple(f"{n} VIP port(s) skipped: {why}" for why, n in sorted(skipped.items()))
     return out, notes
 
 
-def build(services, infrastructure: bool = True, notes: tuple[str, ...] = ()) -> Desired:
-    """The objects of ``services`` (ServiceInputs) and, if asked, the table's own."""
+def build(services, infrastructure: bool = True, notes: tuple[str, ...] = (),
+          marks: tuple[int, ...] = ()) -> Desired:
+    """The objects of ``services`` (ServiceInputs) and, if asked, the table's own
+    (``marks``: the carrier marks the replies chain restores; none: no such chain)."""
     b = _Builder(maglev.DEFAULT_SIZE)
     if infrastructure:
-        b.infrastructure()
+        b.infrastructure(tuple(sorted(set(marks))))
     for s in services:
         b.maglev_size = s.maglev_size
-        b.service(s.key3, s.scheduler, s.persistence, list(s.backends))
+        b.service(s.key3, s.scheduler, s.persistence, list(s.backends), s.mark)
     return Desired(MappingProxyType(b.state), MappingProxyType(b.bodies), notes)
 
 

@@ -85,8 +85,8 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
             return [f"flush chain {T} {name}", f"delete chain {T} {name}"]
         spec = ""
         if kind == "hook":
-            hook, priority = HOOKS[name]
-            spec = (f" {{ type nat hook {hook} priority {priority}; policy accept; }}")
+            chain_type, hook, priority = HOOKS[name]
+            spec = f" {{ type {chain_type} hook {hook} priority {priority}; policy accept; }}"
         head = [f"add chain {T} {name}{spec}"]
         if action is Action.UPDATE:
             head.append(f"flush chain {T} {name}")

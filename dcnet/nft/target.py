@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from dcnet.nft import fingerprint, maglev, ruleset
+from dcnet.nft import carriers, fingerprint, maglev, ruleset
 from dcnet.nft import script as nftscript
 from dcnet.nft.nftio import Nft, NftError, NftUnavailable
-from dcnet.plan import Change, Plan, State, diff
+from dcnet.plan import Change, Plan, State, diff, state_digest
 from dcnet.target import Option, Snapshot, Target
 
 DEFAULT_STATE_DIR = "/var/lib/dcnet/nft"
@@ -48,6 +48,7 @@ class NftPayload:
     replace_all: bool             # groups is the whole record (full read) or a delta
     objects_after: int            # owned objects once applied
     fast_path: bool               # planned from the record, without a listing
+    routing: tuple | None = None  # carrier routing: (rule prio min, max, route proto, tables)
 
 
 class NftTarget(Target):
@@ -60,15 +61,20 @@ class NftTarget(Target):
                default=DEFAULT_STATE_DIR, envvar="DCNET_NFT_STATE_DIR", path=True),
         Option("maglev_size", "nft-maglev-size", "minimum (prime) size of Maglev tables",
                type=int, default=maglev.DEFAULT_SIZE, envvar="DCNET_NFT_MAGLEV_SIZE"),
+        Option("carrier_routing", "nft-carrier-routing", "mark connections by carrier and "
+               "route their replies by the carrier tables (fwmark rules, default routes)",
+               type=bool, default=False, envvar="DCNET_NFT_CARRIER_ROUTING", is_flag=True),
     )
-    batch_kinds = frozenset(ruleset.KIND_ORDER)
+    batch_kinds = frozenset(ruleset.NFT_KINDS)
     batch_size = 1 << 62            # one transaction for the whole plan
     refused_errors = (NftError, nftscript.MissingBody, ValueError)
     unavailable_errors = (NftUnavailable,)
 
     def __init__(self, netns: str | None = None, state_dir: str | None = None,
-                 maglev_size: int | None = None):
+                 maglev_size: int | None = None, carrier_routing: bool = False):
         self.netns = netns or None
+        self.carrier_routing = bool(carrier_routing)
+        self.routes: carriers.Routes | None = None
         self.state_dir = state_dir or DEFAULT_STATE_DIR
         self.maglev_size = maglev_size or maglev.DEFAULT_SIZE
         if not maglev.is_prime(self.maglev_size):
@@ -92,35 +98,57 @@ class NftTarget(Target):
 
     def plan(self, model) -> Plan:
         """The fast path when the generation id matches the last clean apply's record,
-        else the full read (see :mod:`dcnet.nft.fingerprint`)."""
-        found, notes = ruleset.inputs(model, maglev_size=self.maglev_size)
+        else the full read (see :mod:`dcnet.nft.fingerprint`); with carrier routing the
+        fwmark rules and carrier routes are read (one rule and one route dump) and
+        diffed too."""
+        marks = carriers.marks(model) if self.carrier_routing else {}
+        found, notes = ruleset.inputs(model, maglev_size=self.maglev_size, marks=marks)
+        infra = ("infra", ruleset.digest(repr(sorted(set(marks.values())))))
+        routing = None
+        r_current: dict = {}
+        r_want: dict = {}
+        if self.carrier_routing:
+            lvs = model.lvs
+            routing = (lvs.rule_priority_min, lvs.rule_priority_max, lvs.route_protocol,
+                       tuple(sorted(set(marks.values()))))
+            r_current = self._routes(routing).read(routing[3])
+            r_want = carriers.desired(model)
+        suffix = f"|{state_digest(r_current)}" if routing else ""
         genid, identity = self.nft.genid(), self.nft.identity()
         record = fingerprint.load(self.fingerprint_path())
+        base = NftPayload(MappingProxyType({}), genid, identity, MappingProxyType({}), True,
+                          0, False, routing)
         if record is not None and (record.genid, record.identity) == (genid, identity):
-            return self._fast_plan(found, notes, record)
+            return self._fast_plan(found, notes, record, infra, base, r_current, r_want,
+                                   suffix)
         current = self.read(model)
-        want = ruleset.build(found.values(), True, notes)
+        want = ruleset.build(found.values(), True, notes, tuple(marks.values()))
         grouped: dict[str, list] = {}
         for ident, attrs in want.state.items():
             grouped.setdefault(fingerprint.group_text(ruleset.group_of(ident)), []).append(
                 (ident, attrs))
         digests = {fingerprint.group_text(k): s.digest() for k, s in found.items()}
-        groups = {g: (digests.get(g, "infra"), fingerprint.encode(items))
-                  for g, items in grouped.items()}
-        payload = NftPayload(want.bodies, genid, identity, MappingProxyType(groups), True,
-                             len(want.state), False)
-        return self._build(current.state, want, current.notes, current.digest, payload)
+        digests[fingerprint.INFRA] = infra[1]
+        groups = {g: (digests[g], fingerprint.encode(items)) for g, items in grouped.items()}
+        payload = dataclasses.replace(base, groups=MappingProxyType(groups),
+                                      objects_after=len(want.state))
+        return self._build({**current.state, **r_current}, want, r_want, current.notes,
+                           current.digest + suffix, payload)
 
-    def _fast_plan(self, found: dict, notes: tuple[str, ...], record) -> Plan:
+    def _fast_plan(self, found: dict, notes, record, infra, base, r_current, r_want,
+                   suffix) -> Plan:
         digests = {fingerprint.group_text(k): (k, s.digest()) for k, s in found.items()}
+        digests[fingerprint.INFRA] = infra
         touched = {g for g, (_k, d) in digests.items()
                    if record.groups.get(g, ("",))[0] != d}
-        touched |= {g for g in record.groups if g != fingerprint.INFRA and g not in digests}
+        touched |= {g for g in record.groups if g not in digests}
         current: dict = {}
         for g in touched & set(record.groups):
             current.update(fingerprint.decode(record.groups[g][1]))
-        want = ruleset.build([found[digests[g][0]] for g in sorted(touched) if g in digests],
-                             False, notes)
+        marks = tuple(s.mark for s in found.values() if s.mark)
+        want = ruleset.build([found[digests[g][0]] for g in sorted(touched)
+                              if g in digests and g != fingerprint.INFRA],
+                             fingerprint.INFRA in touched, notes, marks)
         grouped: dict[str, list] = {g: [] for g in touched if g in digests}
         for ident, attrs in want.state.items():
             grouped[fingerprint.group_text(ruleset.group_of(ident))].append((ident, attrs))
@@ -128,13 +156,15 @@ class NftTarget(Target):
         groups.update({g: (digests[g][1], fingerprint.encode(items))
                        for g, items in grouped.items()})
         after = record.objects - len(current) + len(want.state)
-        payload = NftPayload(want.bodies, record.genid, record.identity,
-                             MappingProxyType(groups), False, after, True)
-        return self._build(current, want, (), f"gen:{record.genid}", payload,
-                           objects=record.objects)
+        payload = dataclasses.replace(base, genid=record.genid, groups=MappingProxyType(groups),
+                                      replace_all=False, objects_after=after, fast_path=True)
+        return self._build({**current, **r_current}, want, r_want, (),
+                           f"gen:{record.genid}{suffix}", payload,
+                           objects=record.objects + len(r_current))
 
-    def _build(self, current, want, read_notes, read_digest, payload, objects=None) -> Plan:
-        changes = diff(current, want.state)
+    def _build(self, current, want, r_want, read_notes, read_digest, payload,
+               objects=None) -> Plan:
+        changes = diff(current, {**want.state, **r_want})
         bodies = {ident: want.bodies[ident] for ident in
                   ((c.kind, c.key) for c in changes) if ident in want.bodies}
         payload = dataclasses.replace(payload, bodies=MappingProxyType(bodies))
@@ -143,10 +173,26 @@ class NftTarget(Target):
                           objects=len(current) if objects is None else objects,
                           payload=payload)
 
+    def _routes(self, routing: tuple) -> carriers.Routes:
+        if self.routes is None or (self.routes.low, self.routes.high,
+                                   self.routes.proto) != routing[:3]:
+            if self.routes is not None:
+                self.routes.close()
+            self.routes = carriers.Routes(self.netns, *routing[:3])
+        return self.routes
+
     def current_digest(self, plan: Plan) -> str:
+        p = plan.payload
+        suffix = (f"|{state_digest(self._routes(p.routing).read(p.routing[3]))}"
+                  if p.routing else "")
         if (plan.read_digest or "").startswith("gen:"):
-            return f"gen:{self.nft.genid()}"
-        return self.nft.digest()
+            return f"gen:{self.nft.genid()}{suffix}"
+        return self.nft.digest() + suffix
+
+    def close(self) -> None:
+        if self.routes is not None:
+            self.routes.close()
+            self.routes = None
 
     # ------------------------------------------------------------------ apply
 
@@ -159,6 +205,9 @@ class NftTarget(Target):
         return [None] * len(changes)
 
     def apply_change(self, change: Change, plan: Plan) -> None:
+        if change.kind in ("route", "rule"):
+            self._routes(plan.payload.routing).apply(change)
+            return
         error = self.apply_batch([change], plan)[0]
         if error is not None:
             raise error
@@ -191,4 +240,5 @@ class NftTarget(Target):
                                                   groups))
 
     def counters(self) -> dict[str, int]:
-        return {"nft_transactions": self.nft.transactions, "nft_commands": self.nft.commands}
+        return {"nft_transactions": self.nft.transactions, "nft_commands": self.nft.commands,
+                "rtnetlink": self.routes.writes if self.routes else 0}

@@ -1,0 +1,136 @@
+"""Carrier-aware return routing for the nft target (``--nft-carrier-routing``).
+
+A NAT reply leaves the director by the carrier its request came in on. IPVS reroutes
+the reply after un-NATing it (``snat_reroute``); with nftables the reply's source is
+rewritten only in postrouting, after the routing decision, so ``from VIP`` rules never
+match it. Instead:
+
+- the service chain of a VIP marks the connection with its carrier's routing table
+  number (``ct mark set 101``) on its first packet (:mod:`dcnet.nft.ruleset`);
+- the ``replies`` chain (filter, prerouting, priority mangle) copies that mark to every
+  reply packet (``ct direction reply ct mark { 101, 102 } meta mark set ct mark``);
+- here: one policy rule per carrier, ``fwmark TABLE lookup TABLE`` at the model's
+  ``lvs.rule_priority_min``, and the carrier table's default route via its gateway on
+  its uplink (route protocol ``lvs.route_protocol``), through rtnetlink.
+
+Kinds: ``route (table, "0.0.0.0/0") {gateway, dev}`` and ``rule (mark,) {table, priority}``.
+Owned: fwmark rules in the ``lvs.rule_priority_min..max`` range and routes of the route
+protocol in the carrier tables (IPv4). Each change is one rtnetlink request.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from dcnet.plan import Action, Change, state_digest
+from dcnet.sysio import netns as netns_mod
+
+FR_ACT_TO_TBL = 1
+DEFAULT = "0.0.0.0/0"
+
+
+def marks(model) -> dict[str, int]:
+    """Carrier name -> the connection mark of its VIPs (its routing table number)."""
+    return {c.name: c.table for c in model.carriers if c.gateway.version == 4}
+
+
+def desired(model) -> dict:
+    lvs = model.lvs
+    out: dict = {}
+    for carrier in model.carriers:
+        if carrier.gateway.version != 4:
+            continue
+        out[("route", (carrier.table, DEFAULT))] = {"gateway": str(carrier.gateway),
+                                                    "dev": carrier.uplink}
+        out[("rule", (carrier.table,))] = {"table": carrier.table,
+                                           "priority": lvs.rule_priority_min}
+    return out
+
+
+class Routes:
+    """The fwmark rules and carrier default routes of one namespace (None: the caller's)."""
+
+    def __init__(self, netns: str | None, priority_min: int, priority_max: int,
+                 route_protocol: int):
+        self.netns = netns
+        self.low, self.high, self.proto = priority_min, priority_max, route_protocol
+        self.writes = 0
+        self._ipr = None
+
+    @property
+    def ipr(self):
+        if self._ipr is None:
+            if self.netns:
+                self._ipr = netns_mod.iproute(self.netns)
+            else:
+                from pyroute2 import IPRoute
+
+                self._ipr = IPRoute()
+        return self._ipr
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+    def read(self, tables) -> dict:
+        tables = set(tables)
+        out: dict = {}
+        for msg in self.ipr.get_rules(family=socket.AF_INET):
+            priority = msg.get_attr("FRA_PRIORITY") or 0
+            mark = msg.get_attr("FRA_FWMARK")
+            if mark is None or not self.low <= priority <= self.high:
+                continue
+            out[("rule", (mark,))] = {"table": msg.get_attr("FRA_TABLE") or msg["table"],
+                                      "priority": priority}
+        names: dict = {}
+        for msg in self.ipr.route("dump", family=socket.AF_INET):
+            table = msg.get_attr("RTA_TABLE") or msg["table"]
+            if msg["proto"] != self.proto or table not in tables or msg["dst_len"]:
+                continue
+            oif = msg.get_attr("RTA_OIF")
+            if oif not in names:
+                links = self.ipr.get_links(oif) if oif else []
+                names[oif] = links[0].get_attr("IFLA_IFNAME") if links else None
+            out[("route", (table, DEFAULT))] = {"gateway": msg.get_attr("RTA_GATEWAY"),
+                                                "dev": names[oif]}
+        return out
+
+    def digest(self, tables) -> str:
+        return state_digest(self.read(tables))
+
+    def apply(self, change: Change) -> None:
+        if change.kind == "rule":
+            if change.old is not None:
+                self._quiet(errno.ENOENT, "rule", "del", **self._rule(change.key, change.old))
+            if change.new is not None:
+                self.ipr.rule("add", **self._rule(change.key, change.new))
+                self.writes += 1
+            return
+        table = change.key[0]
+        if change.action is Action.DELETE:
+            self._quiet(errno.ESRCH, "route", "del", family=socket.AF_INET, table=table,
+                        proto=self.proto, dst_len=0)
+            return
+        found = self.ipr.link_lookup(ifname=change.new["dev"])
+        if not found:
+            raise RuntimeError(f"uplink {change.new['dev']} does not exist")
+        self.ipr.route("replace", family=socket.AF_INET, table=table, proto=self.proto,
+                       dst_len=0, gateway=change.new["gateway"], oif=found[0])
+        self.writes += 1
+
+    @staticmethod
+    def _rule(key: tuple, attrs: dict) -> dict:
+        return {"family": socket.AF_INET, "fwmark": key[0], "table": attrs["table"],
+                "priority": attrs["priority"], "action": FR_ACT_TO_TBL}
+
+    def _quiet(self, code: int, what: str, *args, **kwargs) -> None:
+        from pyroute2 import NetlinkError
+
+        try:
+            getattr(self.ipr, what)(*args, **kwargs)
+        except NetlinkError as exc:
+            if exc.code != code:
+                raise
+        self.writes += 1
