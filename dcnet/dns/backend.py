@@ -33,8 +33,10 @@ previous named.conf, reconfig).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,9 +48,11 @@ from dcnet.dns.output import client_lists
 from dcnet.dns.render import NAMED_CONF, Bundle, render
 from dcnet.dns.settings import OPTIONS, build
 from dcnet.plan import Action, Change, Plan, State, diff
+from dcnet.sysio.files import atomic_write
 from dcnet.target.base import Snapshot, Target
 
 RECONFIG_KINDS = ("server", "acl", "view")
+BASELINE = ".dcnet-carrier-baseline.json"    # carrier lists' baseline (not a named file)
 
 
 def prefixes_digest(prefixes: Iterable) -> str:
@@ -157,6 +161,7 @@ class DNSPayload:
 
     bundle: Bundle
     previous: Mapping[str, str | None]
+    baseline: Mapping[str, tuple[str, ...]] | None = None   # carrier baseline to record
 
 
 class DNSTarget(Target):
@@ -211,10 +216,26 @@ class DNSTarget(Target):
         bundle = self.bundle(model, current)
         return state_of_layout(bundle.layout, bundle)
 
-    def check_carrier_lists(self, model, current: DNSSnapshot) -> list[carriers.ListChange]:
+    def check_carrier_lists(self, model, current: DNSSnapshot) -> list:
         carriers.check_overlaps(model.carriers)
-        return carriers.change_guard(current.config.acls, client_lists(model),
-                                     force=self.settings.force)
+        lists = client_lists(model)
+        return [*carriers.change_guard(current.config.acls, lists, force=self.settings.force),
+                *carriers.baseline_guard(self._baseline(), lists, force=self.settings.force)]
+
+    def _baseline(self) -> dict:
+        """The carrier lists' recorded baseline (:func:`dcnet.dns.carriers.baseline_guard`)."""
+        try:
+            with open(self._path(BASELINE), encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return {}
+
+    def finish(self, plan: Plan, result) -> None:
+        record = plan.payload.baseline
+        data = {k: list(v) for k, v in (record or {}).items()}
+        if result.ok and record is not None and data != self._baseline():
+            os.makedirs(self.directory, exist_ok=True)
+            atomic_write(self._path(BASELINE), json.dumps(data, sort_keys=True), mode=0o600)
 
     def make_payload(self, current: DNSSnapshot, bundle: Bundle) -> DNSPayload:
         names = set(current.files) | set(bundle.files())
@@ -242,9 +263,13 @@ class DNSTarget(Target):
         if changes:
             notes.append("checked: named-checkzone and named-checkconf -z accept the "
                          "rendered files")
+        record = carriers.next_baseline(self._baseline(), client_lists(model),
+                                        bool(self.settings.force))
+        payload = dataclasses.replace(self.make_payload(current, bundle), baseline=(
+            MappingProxyType({k: tuple(v) for k, v in record.items()})))
         return Plan.build(self.name, changes, self.kind_order, tuple(notes),
                           read_digest=current.digest, objects=len(current.state),
-                          payload=self.make_payload(current, bundle))
+                          payload=payload)
 
     # -- apply
 
