@@ -127,6 +127,39 @@ def test_maglev_spreads_flows_and_source_hashing_pins_a_client(traffic_lab):
     assert len(hits(lab, 20)) == 1
 
 
+def test_carrier_routing_returns_replies_by_the_carrier_they_came_in_on(traffic_lab):
+    """lvs.lab's model: one NAT service with a telecom and a unicom VIP. The director's
+    main default route is unicom's, and unicom's gateway cannot reach telecom clients:
+    only carrier routing brings telecom replies back."""
+    lab, options = traffic_lab
+    telecom_vip, unicom_vip = lvslab.VIPS["telecom"][0], lvslab.VIPS["unicom"][0]
+    lab.run("director", ["ip", "addr", "add", f"{telecom_vip}/32", "dev", "lo"])
+    for carrier in ("telecom", "unicom"):
+        lab.run(f"isp-{carrier}", ["nft", "-f", "-"],
+                input=lvslab.observe_script([telecom_vip, unicom_vip]))
+    telecom_url = f"http://{telecom_vip}/id"
+
+    def answers(url: str, client: str, count: int) -> list[str]:
+        out = lab.run(client, lvslab.curl_loop(url, count, timeout=2), timeout=120).stdout
+        return [code for code, _body in lvslab.parse_curl(out)]
+
+    apply(options, lvslab.model())
+    assert answers(telecom_url, "cli-telecom", 2) == ["000", "000"]    # lost via unicom
+    routed = {**options, "carrier_routing": True}
+    first = apply(routed, lvslab.model(), force=True)
+    assert first.result.writes["rtnetlink"] == 4              # 2 fwmark rules, 2 routes
+    assert answers(telecom_url, "cli-telecom", 20) == ["200"] * 20
+    assert answers(URL, CLIENT, 20) == ["200"] * 20
+    seen = {c: lvslab.counters(lab.run(f"isp-{c}", ["nft", "list", "table", "ip", "obs"]).stdout)
+            for c in ("telecom", "unicom")}
+    assert seen["telecom"][telecom_vip] > 0 and seen["unicom"][unicom_vip] > 0
+    assert seen["telecom"][unicom_vip] == 0
+    rules = lab.run("director", ["ip", "rule", "show"]).stdout
+    assert "fwmark 0x65 lookup 101" in rules and "fwmark 0x66 lookup 102" in rules
+    again = apply(routed, lvslab.model())
+    assert again.plan.empty and not any(again.result.writes.values()), again.plan.to_text()
+
+
 class _HeldConnection:
     """A TCP connection opened from a namespace and kept idle until :meth:`request`."""
 
