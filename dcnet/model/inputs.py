@@ -32,7 +32,7 @@ class InputError(ValueError):
         super().__init__(message)
 
 
-def read_bounded(path: str, limit: int) -> bytes:
+def read_bounded(path: str, limit: int) -> bytearray:
     """The bytes of ``path``, refusing a file (regular or not) of more than ``limit``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
@@ -45,25 +45,23 @@ def read_bounded(path: str, limit: int) -> bytes:
         if stat.S_ISREG(info.st_mode) and info.st_size > limit:
             raise InputError(f"file is {info.st_size} bytes, more than the limit of "
                              f"{limit} bytes", line=1)
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(_CHUNK, limit + 1 - size))
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - len(data)))
             if not chunk:
                 break
-            chunks.append(chunk)
-            size += len(chunk)
+            data += chunk
     except OSError as exc:
         raise InputError(exc.strerror or str(exc), unreadable=True) from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
-    if size > limit:
+    if len(data) > limit:
         raise InputError(f"more than the limit of {limit} bytes (stopped reading there)",
                          line=data.count(b"\n", 0, limit) + 1)
     return data
 
 
-def decode_utf8(data: bytes) -> str:
+def decode_utf8(data: bytes | bytearray) -> str:
     """``data`` as text: UTF-8 only (a leading UTF-8 byte order mark is dropped)."""
     for bom, name in _BOMS:
         if data.startswith(bom):
