@@ -329,6 +329,7 @@ def test_sigterm_from_outside_tears_the_lab_down():
     stray_start = proc.start_time(info["stray"])
     child.send_signal(signal.SIGTERM)
     assert child.wait(15) == 128 + signal.SIGTERM
+    child.stdout.close()
     assert not proc.is_same_process(info["sleeper"], sleeper_start)
     assert not proc.is_same_process(info["stray"], stray_start)  # every pid in the netns dies
     assert_gone(info["prefix"], info["netns"])
@@ -377,6 +378,7 @@ def test_janitor_cleans_a_killed_run_but_not_a_live_one(lab_factory):
     stray_start = proc.start_time(info["stray"])
     child.kill()
     child.wait(10)
+    child.stdout.close()
     assert all(netns_mod.exists(name) for name in info["netns"])
     assert os.path.exists(state_path(info["prefix"]))
 

@@ -296,6 +296,7 @@ def test_agent_lost_mid_request_runs_the_fallback_with_the_same_input(shim, beha
         done = shim.run(ADD_ENV, stdin)
     finally:
         server.wait(timeout=60)
+        server.stdout.close()
         if os.path.exists(shim.socket):
             os.unlink(shim.socket)
     if behaviour == "kill":
@@ -341,6 +342,7 @@ def test_a_server_that_is_not_root_is_never_used(request):
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
 
 
 def test_server_socket_is_root_only_and_replaced_when_stale(tmp_path):

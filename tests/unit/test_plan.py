@@ -229,5 +229,6 @@ def test_the_lock_names_its_holder_and_times_out(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     with target.lock(5):                   # released when the holder died
         assert target.locked
