@@ -23,6 +23,8 @@ class Problem:
 class ModelError(ValueError):
     """A model that failed validation; carries every problem found, not just the first."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], last: Problem | None = None):
         self.problems = sorted(problems, key=lambda p: (p.source, p.line or 0, p.path))
+        if last is not None:     # e.g. "N more problems not listed": after the others
+            self.problems.append(last)
         super().__init__("\n".join(str(p) for p in self.problems))

@@ -64,7 +64,7 @@ class Problems:
             message = (f"reading stopped at {self.stopped_at} after {len(self.items)} "
                        "problems; more problems not listed" if self.stopped_at else
                        f"{self.dropped} more problems not listed")
-            self.items.append(Problem(self.located.source, None, "", message))
+            raise ModelError(self.items, last=Problem(self.located.source, None, "", message))
         if self.items:
             raise ModelError(self.items)
 
