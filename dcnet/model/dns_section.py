@@ -4,7 +4,8 @@ Every service gets a name under the zone, derived from its JOBNAME by ``pattern`
 dot-separated template whose ``{tag}`` placeholders name JOBNAME tags. The default,
 ``{service}.{cluster}.{pdl}.{owt}``, gives e.g.
 ``ocean-monitor-job.production-ig.ocean.inf.elb.example.com``. Names that are not valid
-DNS names, placeholders a service lacks, and two services with one name are errors.
+DNS names, placeholders a service lacks, two services with one name, and a service
+named like the zone's own name server record (``dcnet-ns``) are errors.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dcnet.model import fields as f
 from dcnet.model.jobname import TAGS, JobName
 
 DEFAULT_PATTERN = "{service}.{cluster}.{pdl}.{owt}"
+# the zone's name server record; equal to dcnet.dns.layout.NS_LABEL (a test checks), kept
+# here because the model may not import the DNS back end
+NS_LABEL = "dcnet-ns"
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _PLACEHOLDER = re.compile(r"\{([a-z]+)\}")
 _ZONE = f.text(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}",
@@ -91,4 +95,7 @@ def check(settings: DNSSettings, carriers, services, problems: f.Problems) -> No
         if name in owners:
             problems.add(("services", index, "job"), f"DNS name {name} collides with "
                          f"services[{owners[name]}] (dns.pattern {settings.pattern!r})")
+        elif name == f"{NS_LABEL}.{settings.zone}":
+            problems.add(("services", index, "job"), f"DNS name {name} is the zone's name "
+                         f"server record, which dcnet owns; change dns.pattern")
         owners.setdefault(name, index)

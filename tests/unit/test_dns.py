@@ -28,11 +28,11 @@ from dcnet.dns.backend import (
     state_of_layout,
 )
 from dcnet.dns.installed import InstalledError, parse_named_conf, parse_zone_file
-from dcnet.dns.layout import LayoutError, layout
+from dcnet.dns.layout import layout
 from dcnet.dns.output import render_to_directory
 from dcnet.dns.render import ServerOptions, render
 from dcnet.dns.serial import Installed, next_serial
-from dcnet.model import parse_model
+from dcnet.model import ModelError, parse_model
 from dcnet.plan import Action, diff
 from dcnet.sysio import proc
 from dcnet.target import StalePlan, TargetError, TooMuchChange, apply_plan, registry
@@ -115,8 +115,8 @@ def test_a_service_named_like_the_ns_record_is_refused():
     def clash(data):
         data["dns"] = {"pattern": "{service}-ns"}
         data["services"][0]["job"] = JOB_A.replace("service.shop", "service.dcnet")
-    with pytest.raises(LayoutError, match="dcnet-ns"):
-        layout(model(clash))
+    with pytest.raises(ModelError, match="is the zone's name server record"):
+        model(clash)         # refused by validation now (issue #15), before any layout
 
 
 def test_ipv6_vips_get_aaaa_records():

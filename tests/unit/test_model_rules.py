@@ -377,3 +377,16 @@ def test_lvs_rule_range_inverted():
 def test_haproxy_listen_must_be_addresses():
     expect(lambda d: d.update(haproxy={"listen": ["nowhere"]}), "haproxy.listen",
            "not an IP address")
+
+
+def test_dns_name_of_the_zone_name_server_record():
+    expect(lambda d: (d.update(dns={"pattern": "{job}"}),
+                      d["services"][0].update(job=JOB_A.replace("job.web_", "job.dcnet-ns_"))),
+           "services[0].job", "is the zone's name server record")
+
+
+def test_ns_label_is_the_dns_back_ends():
+    from dcnet.dns.layout import NS_LABEL
+    from dcnet.model.dns_section import NS_LABEL as MODEL_NS_LABEL
+
+    assert MODEL_NS_LABEL == NS_LABEL
