@@ -12,7 +12,9 @@ there): one JSON object and a newline,
 and the answer is one JSON line, ``{"proto": 1, "result": {...}}`` (the 1.1.0 form; the
 plugin converts it to the config's version) or ``{"proto": 1, "error": {"code", "msg",
 "details"}}`` with the CNI error code the plugin reports as is. The agent listens on a
-socket of mode 0600 and accepts only uid 0 peers (SO_PEERCRED).
+socket of mode 0600 and accepts only uid 0 peers (SO_PEERCRED). The plugin passes the
+pod's namespace as an open descriptor with the request (SCM_RIGHTS) when it has one
+(``dcnet.cni.nsref``): the agent may not see ``CNI_NETNS`` in its mount namespace.
 
 This module is the client half (stdlib ``_socket`` and ``cjson`` only: it runs in the
 per-pod plugin process) plus the framing both halves share.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import _socket
 from errno import EAGAIN
+from sys import byteorder
 from time import monotonic, sleep
 
 from dcnet.cni import cjson
@@ -92,12 +95,13 @@ def connect(path: str, timeout: float):
             raise
 
 
-def call(path: str, message: dict, timeout: float) -> dict:
+def call(path: str, message: dict, timeout: float, fd: int | None = None) -> dict:
     """Send one request to the agent at ``path`` and return its decoded answer.
 
     Unreachable when nobody listens, the agent's backlog stays full, the answer does not
     come within ``timeout`` seconds (one deadline for all of it) or the connection drops;
-    ValueError for an answer that is not the protocol's.
+    ValueError for an answer that is not the protocol's. ``fd`` (the pod's namespace as
+    the plugin opened it) travels with the request (SCM_RIGHTS).
     """
     deadline = monotonic() + timeout
     try:
@@ -107,7 +111,13 @@ def call(path: str, message: dict, timeout: float) -> dict:
     try:
         try:
             sock.settimeout(max(deadline - monotonic(), 0.001))
-            sock.sendall(encode(message))
+            data = encode(message)
+            if fd is not None:
+                ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                              fd.to_bytes(4, byteorder))]
+                data = data[sock.sendmsg([data], ancillary):]
+            if data:  # (a send of nothing to an agent that already answered: EPIPE)
+                sock.sendall(data)
             line = read_line(sock)
         except (OSError, ConnectionError) as exc:
             raise Unreachable(getattr(exc, "errno", None) or 0,

@@ -4,7 +4,9 @@
 agent's socket is removed), creates the socket with mode 0600 and a listen backlog of
 ``BACKLOG`` (socketserver's default of 5 made bursts of pods fail), accepts only uid 0
 peers (SO_PEERCRED) and answers each connection's request (``dcnet.cni.agentproto``) with
-``serve(message) -> answer`` in its own thread.
+``serve(message) -> answer`` in its own thread. A descriptor passed with the request
+(SCM_RIGHTS: the pod's namespace as the plugin opened it) is pinned for that thread
+(``dcnet.cni.nsref``) while it serves, then closed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import struct
 import threading
 from collections.abc import Callable
 
-from dcnet.cni import agentproto
+from dcnet.cni import agentproto, nsref
 from dcnet.cni.errors import DECODE_FAILURE
 
 SO_PEERCRED = 17
@@ -50,15 +52,34 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock = self.request
         sock.settimeout(30.0)
+        fds: list[int] = []
         try:
-            message = agentproto.decode(agentproto.read_line(sock))
-        except (OSError, ValueError, ConnectionError) as exc:
-            answer = {"proto": agentproto.PROTO, "error": {
-                "code": DECODE_FAILURE, "msg": f"bad request: {exc}"}}
-        else:
-            answer = self.server.serve(message)
+            try:
+                first, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4,
+                                                            socket.MSG_CMSG_CLOEXEC)
+                message = agentproto.decode(_line(sock, first))
+            except (OSError, ValueError, ConnectionError) as exc:
+                answer = {"proto": agentproto.PROTO, "error": {
+                    "code": DECODE_FAILURE, "msg": f"bad request: {exc}"}}
+            else:
+                netns = str((message.get("env") or {}).get("CNI_NETNS") or "")
+                with nsref.pinned(netns, fds[0] if fds else None):
+                    answer = self.server.serve(message)
+        finally:
+            for fd in fds:
+                os.close(fd)
         with contextlib.suppress(OSError):
             sock.sendall(agentproto.encode(answer))
+
+
+def _line(sock, first: bytes) -> bytes:
+    """The request line: ``first`` (the bytes that came with the descriptors) and more."""
+    if not first:
+        raise ConnectionError("connection closed before a full message")
+    newline = first.find(b"\n")
+    if newline >= 0:
+        return first[:newline]
+    return first + agentproto.read_line(sock, agentproto.MAX_MESSAGE - len(first))
 
 
 def listen(path: str, serve: Callable[[dict], dict],

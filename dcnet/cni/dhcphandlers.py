@@ -36,6 +36,7 @@ from dcnet.cni.errors import (
 )
 from dcnet.cni.hostgw import Undo
 from dcnet.cni.macvlan import delete_pod_link, link_alias
+from dcnet.cni.nsref import resolve
 from dcnet.cni.podns import (
     IFF_RUNNING,
     IFF_UP,
@@ -97,7 +98,7 @@ class RequestHandlers:
                                f"exceeds the MTU {master['mtu']} of master {master['name']}")
             mtu = conf.mtu if conf.mtu_explicit else master["mtu"]
             try:
-                pod_fd = os.open(args.netns, os.O_RDONLY | os.O_CLOEXEC)
+                pod_fd = os.open(resolve(args.netns), os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 raise CniError(UNKNOWN_CONTAINER,
                                f"network namespace {args.netns} does not exist") from None
@@ -138,12 +139,13 @@ class RequestHandlers:
             except OSError as exc:
                 raise CniError(LINK_FAILURE, f"renaming {temporary} to {ifname} failed",
                                str(exc)) from None
-            undo.push(f"delete {ifname}", lambda: delete_pod_link(args.netns, ifname, alias))
+            undo.push(f"delete {ifname}",
+                      lambda: delete_pod_link(resolve(args.netns), ifname, alias))
             for key in ("arp_notify", "promote_secondaries"):  # see Runner.on_lease
-                netns.call_here_in(args.netns, write,
+                netns.call_here_in(resolve(args.netns), write,
                                    f"/proc/sys/net/ipv4/conf/{ifname}/{key}", "1")
             with contextlib.suppress(OSError):  # IPv6 may be disabled in the pod
-                netns.call_here_in(args.netns, write,
+                netns.call_here_in(resolve(args.netns), write,
                                    f"/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify", "1")
             pod.set_up(link["index"])
             link = pod.link(ifname) or link
@@ -230,9 +232,9 @@ class RequestHandlers:
             if released is None:
                 self.queue.put(cid, ifname, netns_path or record.get("netns") or "")
         path = netns_path or (record or {}).get("netns")
-        if path and os.path.exists(path):
+        if path and os.path.exists(resolve(path)):
             with contextlib.suppress(OSError, RuntimeError):
-                delete_pod_link(path, ifname, link_alias(conf.name, cid, ifname))
+                delete_pod_link(resolve(path), ifname, link_alias(conf.name, cid, ifname))
         if record is not None:
             self.shim_route((record.get("configured") or {}).get("address"), None)
             if released is None and self._releasable(record):
@@ -278,7 +280,7 @@ class RequestHandlers:
                         and link["flags"] & IFF_UP):
                     done = threading.Event()
                     errors: list[BaseException] = []
-                    netns.start_thread_in(path, release_thread,
+                    netns.start_thread_in(resolve(path), release_thread,
                                           client_config(record, lease_type), done, errors)
                     done.wait(STOP_TIMEOUT)
                     if not errors:
@@ -349,7 +351,7 @@ class RequestHandlers:
         runner = self.runners.get(leases.attachment_key(args.container_id, args.ifname))
         if runner is None or not runner.alive():
             raise fail("no DHCP client is keeping the lease")
-        if not os.path.exists(args.netns):
+        if not os.path.exists(resolve(args.netns)):
             raise CniError(UNKNOWN_CONTAINER, f"network namespace {args.netns} does not exist")
         address, plen = ip4.parse_cidr(configured["address"])
         with pod_netlink(args.netns) as pod:

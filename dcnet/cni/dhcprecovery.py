@@ -17,7 +17,7 @@ from dcnet.cni import ip4, leases
 from dcnet.cni.dhcpclient import lease_from_record
 from dcnet.cni.dhcprunner import Runner
 from dcnet.cni.macvlan import link_alias
-from dcnet.cni.podns import netns_identity, pod_netlink
+from dcnet.cni.podns import is_namespace, netns_identity, pod_netlink
 
 
 class Recovery:
@@ -33,7 +33,12 @@ class Recovery:
 
     def netns_alive(self, record: dict) -> bool:
         wanted = tuple(record.get("netnsID") or ())
-        return bool(wanted) and netns_identity(record["netns"]) == wanted
+        if not wanted:
+            return False
+        found = netns_identity(record["netns"])
+        # a plain file where the namespace was mounted: this agent's mount namespace does
+        # not see the pod's (mounted after the agent started); only DEL or GC end it
+        return found == wanted or (found is not None and not is_namespace(found))
 
     def resume(self) -> None:
         """Pick up every journaled lease (see the module docstring)."""

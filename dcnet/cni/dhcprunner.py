@@ -25,7 +25,9 @@ from pyroute2.dhcp.leases import Lease
 
 from dcnet.cni import ip4, leases
 from dcnet.cni.dhcpclient import JournalLease, LeaseClient, client_config
+from dcnet.cni.nsref import resolve
 from dcnet.cni.rtnl import Netlink
+from dcnet.metrics import cni as cni_metrics
 from dcnet.sysio import netns
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ class Runner:
         self.agent.log(f"{self.key}: {text}")
 
     def start(self) -> None:
-        self.thread = netns.start_thread_in(self.record["netns"], self._main,
+        self.thread = netns.start_thread_in(resolve(self.record["netns"]), self._main,
                                             name=f"dhcp-{self.key}"[:15])
 
     def alive(self) -> bool:
@@ -160,6 +162,7 @@ class Runner:
                 self.nl.delete_route(b"\0\0\0\0", 0, index)
 
     def on_lease(self, lease: Lease, how: str) -> None:
+        cni_metrics.dhcp(how)
         ack = leases.sanitize_ack(lease.ack)
         view = leases.lease_view(ack)
         index = self._link_index()
@@ -193,6 +196,7 @@ class Runner:
         self.bound.set()
 
     def on_expired(self, lease: Lease) -> None:
+        cni_metrics.dhcp("expired")
         index = self._link_index()
         old = self.record.get("configured") or {}
         if index is not None:
@@ -209,6 +213,7 @@ class Runner:
     def on_unbound(self, lease: Lease) -> None:
         if self.stopping:
             return  # DEL: the release follows, then the link goes
+        cni_metrics.dhcp("nak")
         remaining = lease.expiration_in
         grace = NAK_GRACE if remaining is None else max(0.0, min(NAK_GRACE, remaining))
         self.log(f"server refused {lease.ip} (NAK): asking for a new lease, keeping the "

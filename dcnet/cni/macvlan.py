@@ -21,7 +21,7 @@ from dcnet.cni import agentproto
 from dcnet.cni.args import parse_args
 from dcnet.cni.config import NetConf, load_conf
 from dcnet.cni.errors import NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER, CniError
-from dcnet.cni.nsref import resolve
+from dcnet.cni.nsref import pinned_fd, resolve
 
 # Added to the DHCP timeout for the agent's own work (link creation, configuration).
 ADD_MARGIN = 15.0
@@ -44,7 +44,8 @@ class Macvlan:
         env = {"CNI_CONTAINERID": args.container_id, "CNI_NETNS": args.netns,
                "CNI_IFNAME": args.ifname, "CNI_ARGS": args.args, "CNI_PATH": args.path}
         answer = agentproto.call(conf.socket_path,
-                                 agentproto.request(args.command, env, args.conf), timeout)
+                                 agentproto.request(args.command, env, args.conf), timeout,
+                                 pinned_fd(args.netns))
         error = answer.get("error")
         if error:
             raise CniError(int(error.get("code") or 999), str(error.get("msg", "")),

@@ -30,9 +30,10 @@ class pinned:  # a context manager used like a function
     def __enter__(self) -> None:
         if self.path and self.fd is not None:
             _pins.map = {self.path: f"/proc/self/fd/{self.fd}"}
+            _pins.fd = self.fd
 
     def __exit__(self, *exc) -> None:
-        _pins.map = None
+        _pins.map = _pins.fd = None
 
 
 def resolve(path: str) -> str:
@@ -41,3 +42,11 @@ def resolve(path: str) -> str:
     if pins:
         return pins.get(path, path)
     return path
+
+
+def pinned_fd(path: str) -> int | None:
+    """The descriptor pinned for ``path`` in this thread (to pass on to the macvlan
+    agent), None when there is none."""
+    pins = getattr(_pins, "map", None)
+    return getattr(_pins, "fd", None) if pins and path in pins else None
+
