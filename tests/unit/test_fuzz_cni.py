@@ -3,8 +3,9 @@
 In process (hypothesis, deterministic): ``decode_conf`` + ``load_conf`` +
 ``runtime_requests`` on mutated host-gw and macvlan configs (alone or in a conflist) and
 on mutated CNI_ARGS either accept the input or raise ``CniError`` with a code, never
-anything else. Through the real ``dcnet-cni`` (CNI_COMMAND=ADD, a namespace path that
-does not exist, every directory of the config under a temporary root): the answer on
+anything else, and a bad value (code 7) names its field. Through the real ``dcnet-cni``
+(CNI_COMMAND=ADD, a namespace path that does not exist, every directory of the config
+under a temporary root): the answer on
 stdout is a CNI error JSON with a code, stderr has no traceback, the code is never
 INTERNAL (an unexpected exception), and neither the temporary tree nor the host's links
 change.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from hypothesis import strategies as st
 
 from dcnet.cni.args import parse_args
 from dcnet.cni.config import load_conf, runtime_requests
-from dcnet.cni.errors import INTERNAL, CniError
+from dcnet.cni.errors import INTERNAL, INVALID_CONFIG, CniError
 from dcnet.cni.skel import decode_conf
 from tests.unit.test_fuzz_model import tree_digest
 from tests.unit.test_fuzz_mutations import CNI_BASE, CNI_MACVLAN, cni_inputs, mutate_data
@@ -48,10 +50,17 @@ def parse_outcome(data: bytes, cni_args: str = "") -> object:
         return exc
 
 
+# a bad value (code 7) names its field: the location, for a JSON config
+NAMES_A_FIELD = re.compile(r"invalid network config: [\w.\[\]]+: |missing network name|"
+                           r"invalid characters found in network name")
+
+
 def check_cni_outcome(outcome: object) -> None:
     if isinstance(outcome, CniError):
         assert isinstance(outcome.code, int) and outcome.code != INTERNAL
         assert outcome.msg
+        if outcome.code == INVALID_CONFIG:
+            assert NAMES_A_FIELD.match(outcome.msg), outcome.msg
         json.dumps(outcome.to_json("1.1.0"))
 
 
