@@ -5,10 +5,9 @@ In process (hypothesis, deterministic): ``decode_conf`` + ``load_conf`` +
 on mutated CNI_ARGS either accept the input or raise ``CniError`` with a code, never
 anything else, and a bad value (code 7) names its field. Through the real ``dcnet-cni``
 (CNI_COMMAND=ADD, a namespace path that does not exist, every directory of the config
-under a temporary root): the answer on
-stdout is a CNI error JSON with a code, stderr has no traceback, the code is never
-INTERNAL (an unexpected exception), and neither the temporary tree nor the host's links
-change.
+under a temporary root): the answer on stdout is a CNI error JSON with a code, stderr
+has no traceback, the code is never INTERNAL (an unexpected exception), and neither the
+temporary tree nor the host's links change.
 """
 
 from __future__ import annotations
