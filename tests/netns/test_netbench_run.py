@@ -205,9 +205,9 @@ def test_interrupted_run_leaves_nothing_and_still_writes_results(tmp_path, signu
 
 def test_demo_step_runs_and_cleans_up(capsys):
     from dcnet.cli.demo import STEPS, Report
-    from dcnet.netbench.demo import demo
+    from dcnet.demo.netbench import demo
 
-    assert STEPS[-1] == "dcnet.netbench.demo"
+    assert STEPS[-1] == "dcnet.demo.netbench"
     report = Report()
     demo(None, None, report)
     out = capsys.readouterr().out
