@@ -3,8 +3,8 @@
 Run by path inside a lab namespace:
 
 - ``server PORT ADDRESS LOG``: an HTTP/1.1 real server (keep-alive), 200 ``ok ADDRESS``
-  to every GET; each request for ``/`` (not health checks) appends one line to LOG, so
-  a test counts what a server received after it was removed;
+  to every GET; each request for ``/`` (not health checks) appends its time as one line
+  to LOG, so a test counts what a server received after it was removed;
 - ``client HOST:PORT OUT STOPFILE [--connections N] [--interval S]``: N threads, each
   with ONE persistent HTTP/1.1 connection (``http.client``), a request every S seconds;
   a failed request is recorded (time, reason) and the thread reconnects. It rewrites OUT
@@ -35,7 +35,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
         if self.path == "/":
             with self.server.log_lock:
-                self.server.log.write("x\n")
+                self.server.log.write(f"{time.time():.4f}\n")
                 self.server.log.flush()
 
     def log_message(self, *args) -> None:
