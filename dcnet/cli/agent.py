@@ -87,8 +87,19 @@ def _serve_cni(exec_dir: str | None, enabled: bool):
     return execd.start(exec_dir or execd.DEFAULT_DIR)
 
 
+def _serve_metrics(address: str | None, agent):
+    """Serve ``/metrics`` of ``agent`` on ``address`` (None: no metrics)."""
+    from dcnet.metrics.cni import serve_agent
+
+    try:
+        return serve_agent(address, agent)
+    except (OSError, ValueError) as exc:
+        click.echo(f"dcnet-agent: cannot serve metrics on {address}: {exc}", err=True)
+        sys.exit(3)
+
+
 def _run_macvlan(conf_path: str, sweep: float, exec_dir: str | None,
-                 serve_cni: bool) -> None:
+                 serve_cni: bool, metrics_address: str | None = None) -> None:
     import logging
 
     from dcnet.cni.dhcpagent import MacvlanAgent
@@ -105,6 +116,7 @@ def _run_macvlan(conf_path: str, sweep: float, exec_dir: str | None,
     signal.signal(signal.SIGINT, on_signal)
     agent.log(f"macvlan network {agent.conf.name}: journal {agent.conf.lease_dir}")
     server = _serve_cni(exec_dir, serve_cni)
+    metrics = _serve_metrics(metrics_address, agent)
     try:
         agent.run(sweep=sweep)
     except Exception as exc:
@@ -113,6 +125,8 @@ def _run_macvlan(conf_path: str, sweep: float, exec_dir: str | None,
     finally:
         if server is not None:
             server.close()
+        if metrics is not None:
+            metrics.close()
 
 
 _COMMON = [
@@ -153,12 +167,15 @@ def cli() -> None:
 @click.option("--leave-on-exit", is_flag=True,
               help="host-gw: release the node's subnet when stopped (default: keep it, so "
                    "a restart changes nothing).")
+@click.option("--metrics-address", default=None, envvar="DCNET_AGENT_METRICS_ADDRESS",
+              help="Serve Prometheus /metrics on HOST:PORT (default: none).")
 def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None,
         store_url: str | None, lease_ttl: int | None, resync: float, sweep: float,
-        exec_dir: str | None, serve_cni: bool, leave_on_exit: bool) -> None:
+        exec_dir: str | None, serve_cni: bool, leave_on_exit: bool,
+        metrics_address: str | None) -> None:
     """Keep this node's subnet, bridge and routes (or its pods' DHCP leases) right."""
     if _mode(conf_path) == "macvlan":
-        _run_macvlan(conf_path, sweep, exec_dir, serve_cni)
+        _run_macvlan(conf_path, sweep, exec_dir, serve_cni, metrics_address)
         return
     agent = _make_agent(conf_path, node, node_ip, iface, store_url, lease_ttl)
 
@@ -169,11 +186,14 @@ def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None
     signal.signal(signal.SIGINT, on_signal)
     agent.log(f"node {agent.node}: watching {conf_path}")
     server = _serve_cni(exec_dir, serve_cni)
+    metrics = _serve_metrics(metrics_address, agent)
     try:
         agent.run(resync=resync, leave_on_exit=leave_on_exit)
     finally:
         if server is not None:
             server.close()
+        if metrics is not None:
+            metrics.close()
         agent.close()
         agent.store.close()
 

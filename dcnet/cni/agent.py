@@ -40,6 +40,7 @@ from dcnet.cni.config import NetConf
 from dcnet.cni.routes import Change, desired_routes, diff, route_refusal
 from dcnet.cni.store import Lease, Store, StoreUnavailable
 from dcnet.cni.subnets import acquire
+from dcnet.metrics import cni as cni_metrics
 
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
@@ -334,12 +335,14 @@ class Agent:
             wait = resync
             try:
                 result = self.reconcile()
+                cni_metrics.reconcile(result)
                 if result["changes"]:
                     self.log(f"reconciled: {len(result['changes'])} change(s)")
                 if result["degraded"]:
                     wait = retry  # try the store again soon
             except Exception as exc:  # keep serving; report and retry soon
                 self.log(f"reconcile failed: {type(exc).__name__}: {exc}")
+                cni_metrics.reconcile(None)
                 wait = retry
             wake.wait(wait)
             if not stop.is_set():

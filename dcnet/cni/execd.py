@@ -34,11 +34,13 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 
 from dcnet.cni import nsref
 from dcnet.cni.agentlock import AgentLock
+from dcnet.metrics import cni as cni_metrics
 
 MAGIC = b"DCX1"
 DEFAULT_DIR = "/run/dcnet/exec"
@@ -206,6 +208,7 @@ def run_plugin(env: dict[str, str], stdin: bytes) -> tuple[int, bytes, bytes]:
     from dcnet.cni.plugin import ModeRouter
     from dcnet.cni.skel import dispatch
 
+    started = time.monotonic()
     capture = _capturing_stderr()
     out, err = io.StringIO(), io.StringIO()
     capture.local.buffer = err
@@ -217,6 +220,7 @@ def run_plugin(env: dict[str, str], stdin: bytes) -> tuple[int, bytes, bytes]:
         code = 1
     finally:
         capture.local.buffer = None
+    cni_metrics.operation(env.get("CNI_COMMAND", ""), code, time.monotonic() - started)
     return code, out.getvalue().encode(), err.getvalue().encode("utf-8", "surrogateescape")
 
 

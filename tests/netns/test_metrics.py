@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -27,8 +28,10 @@ import yaml
 from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.runtime import send
 from dcnet.lab import haproxy_lab as hlab
+from dcnet.lab.cni_invoke import PluginError
 from dcnet.metrics.elb import parse_show_stat
 from dcnet.metrics.sd import RULES_PATH
+from dcnet.sysio import netns
 from dcnet.target import session
 
 pytestmark = [pytest.mark.netns,
@@ -36,7 +39,7 @@ pytestmark = [pytest.mark.netns,
                                  reason="Debian's prometheus is not installed (scripts/setup)")]
 
 RS1, RS2 = hlab.server_address(1), hlab.server_address(2)
-EXPORTER_PORT, PROMETHEUS_PORT = 9108, 9090
+EXPORTER_PORT, PROMETHEUS_PORT, AGENT_PORT = 9108, 9090, 9109
 SCRAPE = "1s"
 BACKEND = f"{hlab.JOB}:{hlab.SERVICE_PORT}"
 
@@ -46,8 +49,12 @@ def model(servers):
 
 
 def fetch(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as answer:
-        return answer.read().decode()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return answer.read().decode()
+    except urllib.error.HTTPError as exc:    # e.g. 503 while Prometheus starts
+        exc.close()                          # (it holds the open response)
+        raise OSError(f"{url}: HTTP {exc.code}") from None
 
 
 @pytest.fixture
@@ -72,20 +79,7 @@ def director(lab_factory):
     helper = Director(lab, work, paths, model_path)
     try:
         helper.wait(lambda: helper.exporter_text(), "the exporter to answer", exporter)
-        sd_path = os.path.join(work, "targets.json")
-        subprocess.run([sys.executable, "-m", "dcnet.cli.elbctl", "metrics", "sd",
-                        "-f", model_path, "--director", f"127.0.0.1:{EXPORTER_PORT}",
-                        "-o", sd_path], check=True)
-        config = {"global": {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE},
-                  "rule_files": [RULES_PATH],
-                  "scrape_configs": [{"job_name": "dcnet", "file_sd_configs": [
-                      {"files": [sd_path], "refresh_interval": "1s"}]}]}
-        with open(os.path.join(work, "prometheus.yml"), "w") as handle:
-            yaml.safe_dump(config, handle)
-        lab.start("lb", ["prometheus", f"--config.file={work}/prometheus.yml",
-                         f"--storage.tsdb.path={work}/tsdb",
-                         f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
-                  name="prometheus")
+        start_prometheus(lab, "lb", work, model_path, "--director", f"127.0.0.1:{EXPORTER_PORT}")
         helper.wait(lambda: helper.query('up{job="dcnet"} == 1'), "a first scrape")
         yield helper
     finally:
@@ -98,18 +92,37 @@ def director(lab_factory):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def start_prometheus(lab, host: str, work: str, model_path: str, *sd_args: str) -> None:
+    """Prometheus inside ``host`` on its loopback, scraping what ``elbctl metrics sd``
+    lists (file SD), every second, with the shipped rules loaded."""
+    sd_path = os.path.join(work, "targets.json")
+    subprocess.run([sys.executable, "-m", "dcnet.cli.elbctl", "metrics", "sd",
+                    "-f", model_path, *sd_args, "-o", sd_path], check=True)
+    config = {"global": {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE},
+              "rule_files": [RULES_PATH],
+              "scrape_configs": [{"job_name": "dcnet", "file_sd_configs": [
+                  {"files": [sd_path], "refresh_interval": "1s"}]}]}
+    with open(os.path.join(work, "prometheus.yml"), "w") as handle:
+        yaml.safe_dump(config, handle)
+    lab.start(host, ["prometheus", f"--config.file={work}/prometheus.yml",
+                     f"--storage.tsdb.path={work}/tsdb",
+                     f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
+              name="prometheus")
+
+
 class Director:
-    def __init__(self, lab, work, paths, model_path):
+    def __init__(self, lab, work, paths, model_path, host="lb", port=EXPORTER_PORT):
         self.lab, self.work, self.paths, self.model_path = lab, work, paths, model_path
+        self.host, self.port = host, port
 
     def exporter_text(self) -> str:
-        return self.lab.call("lb", fetch, f"http://127.0.0.1:{EXPORTER_PORT}/metrics")
+        return self.lab.call(self.host, fetch, f"http://127.0.0.1:{self.port}/metrics")
 
     def query(self, expr: str, at: float | None = None) -> list[dict]:
         params = {"query": expr, **({"time": str(at)} if at is not None else {})}
         url = (f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query?"
                + urllib.parse.urlencode(params))
-        answer = json.loads(self.lab.call("lb", fetch, url))
+        answer = json.loads(self.lab.call(self.host, fetch, url))
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
 
@@ -201,3 +214,55 @@ def test_promtool_check_rules_is_clean_on_the_shipped_rules():
     check = subprocess.run(["promtool", "check", "rules", RULES_PATH], capture_output=True,
                            text=True)
     assert check.returncode == 0 and "SUCCESS" in check.stdout, check.stdout + check.stderr
+
+
+@pytest.fixture
+def agent_node(lab_factory, tmp_path):
+    """A host-gw ``dcnet-agent`` serving the shim and ``--metrics-address`` in its node
+    namespace, scraped by Prometheus there (found through ``elbctl metrics sd --agent``)."""
+    from tests.netns.test_cni_shim import Node
+
+    made = Node(lab_factory({"hosts": ["n1"]}), tmp_path)
+    made.start_agent("--metrics-address", f"127.0.0.1:{AGENT_PORT}")
+    model_path = os.path.join(str(tmp_path), "model.yaml")
+    with open(model_path, "w") as handle:
+        yaml.safe_dump(hlab.model_data({RS1: 1}), handle)
+    helper = Director(made.lab, str(tmp_path), None, model_path, host="n1", port=AGENT_PORT)
+    start_prometheus(made.lab, "n1", str(tmp_path), model_path,
+                     "--agent", f"127.0.0.1:{AGENT_PORT}")
+    helper.wait(lambda: helper.query('up{job="dcnet",dcnet_role="agent"} == 1'),
+                "a first scrape of the agent")
+    yield made, helper
+    for name in made.pods:
+        netns.remove(name)
+    if made.agent.poll() is None:
+        made.agent.terminate()
+        made.agent.wait(timeout=10)
+    if os.path.exists(made.socket):
+        os.unlink(made.socket)
+
+
+def test_prometheus_sees_the_agent_operations_pool_and_reconcile(agent_node):
+    node, prom = agent_node
+    rt = node.runtime()
+    pod = node.pod("p0")
+    rt.add("c0", pod)
+    rt.check("c0", pod)
+    with pytest.raises(PluginError):
+        rt.add("c1", "/run/netns/no-such-pod")
+    prom.wait(lambda: prom.value('dcnet_agent_cni_operations_total{command="CHECK",'
+                                 'result="ok"}') == 1, "the CHECK")
+    assert prom.value('dcnet_agent_cni_operations_total{command="ADD",result="ok"}') == 1
+    assert prom.value('dcnet_agent_cni_operations_total{command="ADD",result="error"}') == 1
+    assert prom.value('dcnet_agent_cni_operation_duration_seconds_count{command="ADD"}') == 2
+    assert prom.value('dcnet_agent_ipam_pool_addresses{state="used"}') == 1
+    assert prom.value('dcnet_agent_ipam_pool_addresses{state="size"}') == 253
+    assert prom.value('dcnet_agent_reconcile_passes_total{result="ok"}') >= 1
+    assert prom.value("dcnet_agent_store_degraded") == 0
+    rt.delete("c0", pod)
+    prom.wait(lambda: prom.value('dcnet_agent_ipam_pool_addresses{state="used"}') == 0,
+              "the address back in the pool")
+    check = subprocess.run(["promtool", "check", "metrics"], input=prom.exporter_text(),
+                           text=True, capture_output=True)
+    assert check.returncode == 0 and not (check.stdout + check.stderr).strip(), \
+        check.stdout + check.stderr
