@@ -10,13 +10,16 @@ Without a C compiler (or with ``client="launcher"``) ``dcnet`` is the Python lau
 itself, as before; ``client="python"`` installs the shim's Python twin
 (``shim/thin.py``), kept for the benchmark. Every file is written under a temporary
 name and renamed into place, so a runtime exec'ing the old one never sees a half-written
-file ("text file busy" cannot happen on rename). ``load_conf_file`` reads a .conf or
-.conflist for tools.
+file ("text file busy" cannot happen on rename). With ``conf_dir`` the network's conflist
+is written there too (``install_conflist``: checked first, written atomically under a
+stable name, ``10-dcnet.conflist`` unless told otherwise, so a re-install replaces it and
+kubelet never reads half a file). Nothing is written into the installed Python package
+(no byte-compiling there: it may be read-only, shared, or owned by the OS packager).
+``load_conf_file`` reads a .conf or .conflist for tools.
 """
 
 from __future__ import annotations
 
-import compileall
 import json
 import os
 import shutil
@@ -26,11 +29,13 @@ import tempfile
 
 import dcnet
 from dcnet.cni.config import NetConf, load_conf, pick_plugin
+from dcnet.cni.errors import CniError
 from dcnet.sysio.files import atomic_write
 
 PLUGIN_NAME = "dcnet"
 FALLBACK_NAME = "dcnet-python"
 CLIENTS = ("auto", "c", "python", "launcher")
+CONF_NAME = "10-dcnet.conflist"
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim")
 SHIM_SOURCE = os.path.join(SHIM_DIR, "dcnet-cni-shim.c")
 THIN_SOURCE = os.path.join(SHIM_DIR, "thin.py")
@@ -98,6 +103,30 @@ def _write_atomic(target: str, text: str | None = None, build=None) -> None:
     atomic_write(target, data, mode=0o755, fsync=False)
 
 
+def check_conflist(source: str) -> bytes:
+    """The bytes of the conflist ``source`` once it parses with a usable ``dcnet`` entry;
+    InstallError names what is wrong with it."""
+    try:
+        with open(source, "rb") as handle:
+            data = handle.read()
+        load_conf_file(source)
+    except (OSError, ValueError, CniError) as exc:
+        raise InstallError(f"{source}: {exc}") from None
+    return data
+
+
+def install_conflist(conf_dir: str, source: str, name: str = CONF_NAME) -> str:
+    """Check the conflist ``source`` and write it as ``<conf_dir>/<name>`` atomically
+    (mode 0644, fsynced: kubelet reads it at boot); returns the path."""
+    if os.sep in name or not name.endswith((".conflist", ".conf")):
+        raise InstallError(f"conf name {name!r}: a file name ending .conflist or .conf")
+    data = check_conflist(source)
+    os.makedirs(conf_dir, exist_ok=True)
+    target = os.path.join(conf_dir, name)
+    atomic_write(target, data, mode=0o644, fsync=True)
+    return target
+
+
 def install(bin_dir: str, python: str | None = None, client: str = "auto",
             exec_dir: str | None = None) -> str:
     """Write ``<bin_dir>/dcnet-python`` and ``<bin_dir>/dcnet`` (mode 0755); returns the
@@ -126,10 +155,6 @@ def install(bin_dir: str, python: str | None = None, client: str = "auto",
             _write_atomic(target, launcher_text(python))
     else:
         _write_atomic(target, launcher_text(python))
-    root = package_root()
-    for sub in ("dcnet/cni", "dcnet/sysio"):
-        compileall.compile_dir(os.path.join(root, sub), quiet=1)
-    compileall.compile_file(os.path.join(root, "dcnet", "__init__.py"), quiet=1)
     return target
 
 
