@@ -169,6 +169,11 @@ class Lab:
         """The Popen of a process started by name (topology processes included)."""
         return self._processes[name]
 
+    def defer(self, description: str, action: Callable[[], Any]) -> None:
+        """Run ``action`` at teardown, before undoing what was built until now (e.g. to
+        close clients of daemons the lab runs); its failure is a teardown error."""
+        self._push(description, action)
+
     def call(self, host: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a Python callable inside host's namespace (in a helper thread)."""
         return netns_mod.run_in(self.netns(host), func, *args, **kwargs)

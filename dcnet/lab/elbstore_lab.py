@@ -68,7 +68,7 @@ BASE = {
     "version": 1,
     "carriers": [{"name": "bgp", "uplink": "bgp0", "gateway": "203.0.113.1", "table": 104,
                   "vip_ranges": ["203.0.113.0/24"], "default": True}],
-    "haproxy": {"spare_slots": 4, "hard_stop_after": 10, "maxconn": 2000},
+    "haproxy": {"spare_slots": 4, "hard_stop_after": 30, "maxconn": 2000},
     "services": [],
 }
 
@@ -100,6 +100,7 @@ class ElbLab:
         lab = lab_factory(topology(directors, servers))
         cluster = start_etcd_cluster(lab, list(ETCD_HOSTS), os.path.join(workdir, "etcd"),
                                      client_host=SWITCH)
+        lab.defer("close the etcd clients handed out", cluster.close)
         cluster.wait_healthy(60.0)
         return cls(lab, cluster, workdir, directors)
 
