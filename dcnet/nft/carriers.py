@@ -56,28 +56,31 @@ class Routes:
         self.netns = netns
         self.low, self.high, self.proto = priority_min, priority_max, route_protocol
         self.writes = 0
-        self._ipr = None
 
-    @property
-    def ipr(self):
-        if self._ipr is None:
-            if self.netns:
-                self._ipr = netns_mod.iproute(self.netns)
-            else:
-                from pyroute2 import IPRoute
+    def _call(self, func):
+        """``func(ipr)`` with an IPRoute opened in the namespace (by a thread that enters
+        it: :func:`dcnet.sysio.netns.run_in`; pyroute2's own netns= forks a helper that
+        inherits the caller's signal handlers) and closed after."""
+        def run():
+            from pyroute2 import IPRoute
 
-                self._ipr = IPRoute()
-        return self._ipr
+            ipr = IPRoute()
+            try:
+                return func(ipr)
+            finally:
+                ipr.close()
+
+        return netns_mod.run_in(self.netns, run) if self.netns else run()
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        return None
 
     def read(self, tables) -> dict:
-        tables = set(tables)
+        return self._call(lambda ipr: self._read(ipr, set(tables)))
+
+    def _read(self, ipr, tables: set) -> dict:
         out: dict = {}
-        for msg in self.ipr.get_rules(family=socket.AF_INET):
+        for msg in ipr.get_rules(family=socket.AF_INET):
             priority = msg.get_attr("FRA_PRIORITY") or 0
             mark = msg.get_attr("FRA_FWMARK")
             if mark is None or not self.low <= priority <= self.high:
@@ -85,13 +88,13 @@ class Routes:
             out[("rule", (mark,))] = {"table": msg.get_attr("FRA_TABLE") or msg["table"],
                                       "priority": priority}
         names: dict = {}
-        for msg in self.ipr.route("dump", family=socket.AF_INET):
+        for msg in ipr.route("dump", family=socket.AF_INET):
             table = msg.get_attr("RTA_TABLE") or msg["table"]
             if msg["proto"] != self.proto or table not in tables or msg["dst_len"]:
                 continue
             oif = msg.get_attr("RTA_OIF")
             if oif not in names:
-                links = self.ipr.get_links(oif) if oif else []
+                links = ipr.get_links(oif) if oif else []
                 names[oif] = links[0].get_attr("IFLA_IFNAME") if links else None
             out[("route", (table, DEFAULT))] = {"gateway": msg.get_attr("RTA_GATEWAY"),
                                                 "dev": names[oif]}
@@ -101,23 +104,27 @@ class Routes:
         return state_digest(self.read(tables))
 
     def apply(self, change: Change) -> None:
+        self._call(lambda ipr: self._apply(ipr, change))
+
+    def _apply(self, ipr, change: Change) -> None:
         if change.kind == "rule":
             if change.old is not None:
-                self._quiet(errno.ENOENT, "rule", "del", **self._rule(change.key, change.old))
+                self._quiet(ipr, errno.ENOENT, "rule", "del",
+                            **self._rule(change.key, change.old))
             if change.new is not None:
-                self.ipr.rule("add", **self._rule(change.key, change.new))
+                ipr.rule("add", **self._rule(change.key, change.new))
                 self.writes += 1
             return
         table = change.key[0]
         if change.action is Action.DELETE:
-            self._quiet(errno.ESRCH, "route", "del", family=socket.AF_INET, table=table,
+            self._quiet(ipr, errno.ESRCH, "route", "del", family=socket.AF_INET, table=table,
                         proto=self.proto, dst_len=0)
             return
-        found = self.ipr.link_lookup(ifname=change.new["dev"])
+        found = ipr.link_lookup(ifname=change.new["dev"])
         if not found:
             raise RuntimeError(f"uplink {change.new['dev']} does not exist")
-        self.ipr.route("replace", family=socket.AF_INET, table=table, proto=self.proto,
-                       dst_len=0, gateway=change.new["gateway"], oif=found[0])
+        ipr.route("replace", family=socket.AF_INET, table=table, proto=self.proto,
+                  dst_len=0, gateway=change.new["gateway"], oif=found[0])
         self.writes += 1
 
     @staticmethod
@@ -125,11 +132,11 @@ class Routes:
         return {"family": socket.AF_INET, "fwmark": key[0], "table": attrs["table"],
                 "priority": attrs["priority"], "action": FR_ACT_TO_TBL}
 
-    def _quiet(self, code: int, what: str, *args, **kwargs) -> None:
+    def _quiet(self, ipr, code: int, what: str, *args, **kwargs) -> None:
         from pyroute2 import NetlinkError
 
         try:
-            getattr(self.ipr, what)(*args, **kwargs)
+            getattr(ipr, what)(*args, **kwargs)
         except NetlinkError as exc:
             if exc.code != code:
                 raise

@@ -59,9 +59,9 @@ class Nft:
 
     def argv(self, *args: str) -> list[str]:
         if shutil.which(self.binary) is None:
-            raise NftUnavailable(f"nft: no {self.binary!r} binary on PATH")
+            raise NftUnavailable(f"no {self.binary!r} binary on PATH")
         if self.netns and not netns_mod.exists(self.netns):
-            raise NftUnavailable(f"nft: network namespace {self.netns!r} does not exist")
+            raise NftUnavailable(f"network namespace {self.netns!r} does not exist")
         return netns_mod.exec_argv(self.netns, [self.binary, *args])
 
     def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -100,7 +100,7 @@ class Nft:
         table) bumps it. One netlink request (NFT_MSG_GETGEN), no listing."""
         if self.netns:
             if not netns_mod.exists(self.netns):
-                raise NftUnavailable(f"nft: network namespace {self.netns!r} does not exist")
+                raise NftUnavailable(f"network namespace {self.netns!r} does not exist")
             return netns_mod.run_in(self.netns, _genid)
         return _genid()
 
@@ -130,7 +130,7 @@ def _genid() -> int:
         (reply,) = sock.request_get(msg, NFT_MSG_GETGEN, NLM_F_REQUEST)
         return int(reply.get_attr("NFTA_GEN_ID"))
     except Exception as exc:  # netlink refused: report it as the target being unusable
-        raise NftUnavailable(f"nft: cannot read the nftables generation: {exc}") from None
+        raise NftUnavailable(f"cannot read the nftables generation: {exc}") from None
     finally:
         sock.close()
 

@@ -78,7 +78,7 @@ class NftTarget(Target):
         self.state_dir = state_dir or DEFAULT_STATE_DIR
         self.maglev_size = maglev_size or maglev.DEFAULT_SIZE
         if not maglev.is_prime(self.maglev_size):
-            raise NftError(f"nft: --nft-maglev-size {self.maglev_size} is not prime")
+            raise NftError(f"--nft-maglev-size {self.maglev_size} is not prime")
         self.nft = Nft(self.netns)
 
     def lock_path(self) -> str:
@@ -94,7 +94,14 @@ class NftTarget(Target):
         return Snapshot(MappingProxyType(listing.state), listing.notes, listing.digest)
 
     def desired(self, model, current: Snapshot) -> State:
-        return ruleset.desired(model, maglev_size=self.maglev_size).state
+        """The whole desired state (what :meth:`plan` diffs, group by group on its fast
+        path): the ruleset, and with carrier routing the rules and routes too."""
+        marks = carriers.marks(model) if self.carrier_routing else {}
+        found, notes = ruleset.inputs(model, maglev_size=self.maglev_size, marks=marks)
+        state = dict(ruleset.build(found.values(), True, notes, tuple(marks.values())).state)
+        if self.carrier_routing:
+            state.update(carriers.desired(model))
+        return MappingProxyType(state)
 
     def plan(self, model) -> Plan:
         """The fast path when the generation id matches the last clean apply's record,
