@@ -226,7 +226,8 @@ class NftTarget(Target):
         if not result.ok or not (p.replace_all or p.groups):
             return
         path = self.fingerprint_path()
-        expected = p.genid + (1 if plan.changes else 0)
+        ran = any(c.kind in self.batch_kinds for c in plan.changes)
+        expected = p.genid + (1 if ran else 0)
         if (self.nft.genid(), self.nft.identity()) != (expected, p.identity):
             fingerprint.remove(path)
             return

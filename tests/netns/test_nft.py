@@ -158,6 +158,14 @@ def test_carrier_routing_returns_replies_by_the_carrier_they_came_in_on(traffic_
     assert "fwmark 0x65 lookup 101" in rules and "fwmark 0x66 lookup 102" in rules
     again = apply(routed, lvslab.model())
     assert again.plan.empty and not any(again.result.writes.values()), again.plan.to_text()
+    assert again.plan.payload.fast_path
+    # routing is read on every plan, the fast path too; repairing it keeps the record
+    lab.run("director", ["ip", "route", "del", "default", "table", "101"])
+    repair = apply(routed, lvslab.model())
+    assert repair.plan.payload.fast_path
+    assert [c.describe() for c in repair.plan.changes] == [
+        "+ route 101 0.0.0.0/0 (dev=ctc0, gateway=198.51.100.1)"]
+    assert apply(routed, lvslab.model()).plan.payload.fast_path
 
 
 class _HeldConnection:
