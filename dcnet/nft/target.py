@@ -61,6 +61,9 @@ class NftTarget(Target):
                default=DEFAULT_STATE_DIR, envvar="DCNET_NFT_STATE_DIR", path=True),
         Option("maglev_size", "nft-maglev-size", "minimum (prime) size of Maglev tables",
                type=int, default=maglev.DEFAULT_SIZE, envvar="DCNET_NFT_MAGLEV_SIZE"),
+        Option("registry_dir", "nft-registry-dir", "merge the dynamic registry of this LVS "
+               "state directory (elbctl backend add/drain/remove) into the model",
+               envvar="DCNET_NFT_REGISTRY_DIR", path=True),
         Option("carrier_routing", "nft-carrier-routing", "mark connections by carrier and "
                "route their replies by the carrier tables (fwmark rules, default routes)",
                type=bool, default=False, envvar="DCNET_NFT_CARRIER_ROUTING", is_flag=True),
@@ -71,8 +74,10 @@ class NftTarget(Target):
     unavailable_errors = (NftUnavailable,)
 
     def __init__(self, netns: str | None = None, state_dir: str | None = None,
-                 maglev_size: int | None = None, carrier_routing: bool = False):
+                 maglev_size: int | None = None, carrier_routing: bool = False,
+                 registry_dir: str | None = None):
         self.netns = netns or None
+        self.registry_dir = registry_dir or None
         self.carrier_routing = bool(carrier_routing)
         self.routes: carriers.Routes | None = None
         self.state_dir = state_dir or DEFAULT_STATE_DIR
@@ -97,7 +102,7 @@ class NftTarget(Target):
         """The whole desired state (what :meth:`plan` diffs, group by group on its fast
         path): the ruleset, and with carrier routing the rules and routes too."""
         marks = carriers.marks(model) if self.carrier_routing else {}
-        found, notes = ruleset.inputs(model, maglev_size=self.maglev_size, marks=marks)
+        found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks)
         state = dict(ruleset.build(found.values(), True, notes, tuple(marks.values())).state)
         if self.carrier_routing:
             state.update(carriers.desired(model))
@@ -109,7 +114,7 @@ class NftTarget(Target):
         fwmark rules and carrier routes are read (one rule and one route dump) and
         diffed too."""
         marks = carriers.marks(model) if self.carrier_routing else {}
-        found, notes = ruleset.inputs(model, maglev_size=self.maglev_size, marks=marks)
+        found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks)
         infra = ("infra", ruleset.digest(repr(sorted(set(marks.values())))))
         routing = None
         r_current: dict = {}
@@ -179,6 +184,15 @@ class NftTarget(Target):
                           read_digest=read_digest,
                           objects=len(current) if objects is None else objects,
                           payload=payload)
+
+    def _registry(self) -> dict | None:
+        """The LVS dynamic registry (``elbctl backend``), when one is configured: its
+        ``draining`` servers get weight 0, ``removed`` ones go, ``active`` ones are added."""
+        if self.registry_dir is None:
+            return None
+        from dcnet.lvs.store import Store
+
+        return Store(self.registry_dir).registry()
 
     def _routes(self, routing: tuple) -> carriers.Routes:
         if self.routes is None or (self.routes.low, self.routes.high,

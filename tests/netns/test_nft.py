@@ -276,6 +276,26 @@ def test_concurrent_elbctl_applies_leave_exactly_one_model(director, tmp_path):
         assert len(empty) == 1, empty
 
 
+def test_a_registry_drain_stops_new_flows_to_that_server_only(director, tmp_path):
+    """``elbctl backend drain`` state (the LVS registry) merged by --nft-registry-dir."""
+    from dcnet.lvs.store import Store
+
+    lab, options = director
+    m = services(1, backends=3)
+    apply(options, m)
+    registry_dir = str(tmp_path / "lvs")
+    Store(registry_dir).save_registry({synth.job(0): {"10.64.0.1": {"state": "draining",
+                                                                    "weight": 1}}})
+    drained = apply({**options, "registry_dir": registry_dir}, m)
+    assert [c.describe().split(" (")[0] for c in drained.plan.changes] == [
+        "~ service tcp 10.128.0.1 80"]
+    chains = lab.run("director", ["nft", "list", "table", "ip", "dcnet"]).stdout
+    service = chains.split("chain svc-tcp-10.128.0.1-80 {")[1].split("}")[0]
+    assert "10.64.0.1-8080" not in service and "10.64.0.2-8080" in service
+    assert "chain be-tcp-10.128.0.1-80-10.64.0.1-8080 {" in chains   # established flows
+    assert registry.create("nft", **options).plan(m).changes      # without it: undrained
+
+
 def test_incremental_sync_reads_no_listing_and_matches_a_full_read(director):
     lab, options = director
     apply(options, services(20))
