@@ -98,3 +98,17 @@ def test_a_drain_past_its_deadline_shuts_the_sessions_down():
     assert not outcome.idle and outcome.shut == {("web:80", "s1"): 2}
     assert fake.sent == ["shutdown sessions server web:80/s1"]
     assert "deadline passed" in outcome.describe() and "2 session(s)" in outcome.describe()
+
+
+def test_the_backend_command_routes_lvs_to_its_fast_path_and_checks_target_flags():
+    from click.testing import CliRunner
+
+    from dcnet.cli.elbctl import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["backend", "add", hlab.JOB, RS1, "--lvs-netns",
+                                 "dcnet-no-such-netns"])
+    assert result.exit_code == 3 and "lvs:" in result.output, result.output
+    result = runner.invoke(cli, ["backend", "add", hlab.JOB, RS1, "--haproxy-run-dir",
+                                 "/nonexistent"])
+    assert result.exit_code == 2 and "not of --target lvs" in result.output, result.output
