@@ -303,6 +303,10 @@ class ExecServer:
             return f"uid {uid} is not root"
         try:
             peer = os.stat(f"/proc/{pid}/ns/net")
+        except PermissionError:
+            # No CAP_SYS_PTRACE (a DaemonSet granting only NET_ADMIN and SYS_ADMIN): the
+            # shim picked this socket by its own namespace's inode (net-<ino>.sock).
+            return None
         except OSError as exc:
             return f"cannot see the namespace of pid {pid}: {exc}"
         if (peer.st_dev, peer.st_ino) != (self.netns.st_dev, self.netns.st_ino):
