@@ -16,6 +16,9 @@ Surfaces, each reported with cases tried, failures, the slowest case and peak me
   the real ``elbctl validate`` subprocess: exit 1 (0 for the valid one), every problem
   line FILE:LINE, no traceback, the model's directory unchanged; wall time, CPU time and
   peak RSS of each child from ``wait4``;
+- ``elbctl-push``: the same files through ``elbctl push`` to a closed store port: every
+  invalid one refused (exit 1, FILE:LINE) before the store is contacted, the valid ones
+  exit 3 (store unavailable) after every check passed;
 - ``dcnet-cni``: mutated configs through the real ``dcnet-cni`` with CNI_COMMAND=ADD and a
   namespace path that does not exist: an error JSON with a code (never 999), no
   traceback, the config's directories and the host's links unchanged.
@@ -152,14 +155,18 @@ def child(argv: list[str], stdin: bytes | None = None, env: dict | None = None):
                 err.read().decode("utf-8", "replace"), wall, cpu, peak)
 
 
-def elbctl_case(surface: Surface, path: Path, expect_ok: bool = False) -> None:
+PUSH = ("push", "--store", "etcd://127.0.0.1:9")   # refused before the (closed) store
+
+
+def elbctl_case(surface: Surface, path: Path, expect_ok: bool = False,
+                command: tuple[str, ...] = ("validate",), ok_code: int = 0) -> None:
     before = tree_digest(str(path.parent))
-    code, out, err, wall, cpu, peak = child([os.path.join(BIN, "elbctl"), "validate", "-f",
+    code, out, err, wall, cpu, peak = child([os.path.join(BIN, "elbctl"), *command, "-f",
                                              str(path)])
     problem = None
     if "Traceback" in out + err:
         problem = "traceback: " + err.strip().splitlines()[-1][:150]
-    elif code != (0 if expect_ok else 1):
+    elif code != (ok_code if expect_ok else 1):
         problem = f"exit {code}: {err.strip()[:150]}"
     elif not expect_ok:
         lines = [x.strip() for x in err.splitlines()[1:] if x.strip()]
@@ -225,12 +232,13 @@ def stress_models(directory: Path) -> list[tuple[Path, bool]]:
     return out
 
 
-def run_elbctl(surface: Surface) -> None:
+def run_elbctl(surface: Surface, command: tuple[str, ...] = ("validate",),
+               ok_code: int = 0) -> None:
     for path in sorted(HOSTILE.glob("*.yaml")):
-        elbctl_case(surface, path)
+        elbctl_case(surface, path, command=command)
     with tempfile.TemporaryDirectory() as tmp:
         for path, valid in stress_models(Path(tmp)):
-            elbctl_case(surface, path, expect_ok=valid)
+            elbctl_case(surface, path, expect_ok=valid, command=command, ok_code=ok_code)
 
 
 def run_cni_binary(surface: Surface, examples: int, seed_value: int) -> None:
@@ -278,7 +286,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-slowest", metavar="DIR", type=Path,
                         help="write the slowest in-process input of each surface here")
-    parser.add_argument("--only", choices=["model", "cni-config", "elbctl", "dcnet-cni"],
+    parser.add_argument("--only", choices=["model", "cni-config", "elbctl", "dcnet-cni",
+                                           "elbctl-push"],
                         action="append", help="run only these surfaces (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print every subprocess case (time, peak memory)")
@@ -286,8 +295,9 @@ def main() -> None:
     surfaces = [Surface("model (parse_model, in process)"),
                 Surface("cni-config (load_conf, in process)"),
                 Surface("elbctl validate (subprocess)"),
-                Surface("dcnet-cni ADD (subprocess)")]
-    surfaces[2].verbose = surfaces[3].verbose = args.verbose
+                Surface("dcnet-cni ADD (subprocess)"),
+                Surface("elbctl push (subprocess, closed store)")]
+    surfaces[2].verbose = surfaces[3].verbose = surfaces[4].verbose = args.verbose
 
     def keep(name: str) -> Path | None:
         if args.keep_slowest is None:
@@ -304,6 +314,8 @@ def main() -> None:
                                              keep("cni.json")),
         "elbctl": lambda: run_elbctl(surfaces[2]),
         "dcnet-cni": lambda: run_cni_binary(surfaces[3], args.binary_examples, args.seed),
+        # a valid model gets through every check and then exits 3: the store is closed
+        "elbctl-push": lambda: run_elbctl(surfaces[4], PUSH, ok_code=3),
     }
     chosen = args.only or list(runs)
     for name in chosen:

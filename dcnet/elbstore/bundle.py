@@ -7,6 +7,11 @@ model's directory (a relative path without ``..``): an agent recreates the same 
 its own cache directory and loads it with ``load_model``, so what a director applies is
 what the loader validated at push time. A problem is a :class:`ModelError` naming file,
 line and field, raised before anything is written to etcd.
+
+Every file is read through :mod:`dcnet.model.inputs`, like ``load_model`` reads it: size
+bounded (a FIFO or ``/dev/zero`` is refused at the limit), UTF-8 only with the line of
+the first bad byte, and confined after symlinks are resolved (a list file or template
+that is a symlink leading out of the model's directory is refused, never stored).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import tempfile
 from dataclasses import dataclass
 
 from dcnet.lvs.layout import layouts
-from dcnet.model import Model, ModelError, Problem, load_model, parse_model
+from dcnet.model import Model, ModelError, Problem, inputs, load_model, parse_model
+from dcnet.model.loader import read_model_text
 
 MAX_TEMPLATE_FILES = 1000
+MAX_TEMPLATE_BYTES = 1024 * 1024       # one template file
 
 
 @dataclass(frozen=True)
@@ -39,22 +46,18 @@ def inside(name: str) -> bool:
 def collect(model_path: str) -> Collected:
     """The validated model and every file it needs, keyed by path relative to its dir."""
     path = os.fspath(model_path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ModelError([Problem(path, None, "", f"cannot read model: {exc.strerror}")]) \
-            from None
+    text = read_model_text(path)
     base = os.path.dirname(os.path.abspath(path))
     model_file = os.path.basename(path)
     files = {model_file: text}
+    allowed = [os.path.realpath(base)]
 
     def read_text(name: str) -> str:
         if not inside(name):
-            raise OSError(f"{name!r} is outside the model's directory; a model stored in "
-                          "etcd may only name files inside it")
-        with open(os.path.join(base, name), encoding="utf-8") as fh:
-            content = fh.read()
+            raise inputs.InputError(f"{name!r} is outside the model's directory; a model "
+                                    "stored in etcd may only name files inside it")
+        real = inputs.confine(base, name, allowed)
+        content = inputs.read_text(real, inputs.MAX_LIST_BYTES)
         files[os.path.normpath(name)] = content
         return content
 
@@ -77,15 +80,17 @@ def _templates(path: str, base: str, folder: str) -> dict[str, str]:
     if not os.path.isdir(root):
         raise problem(f"template directory {root} does not exist")
     out: dict[str, str] = {}
+    allowed = [os.path.realpath(base)]
     for dirpath, _dirs, names in os.walk(root):
         for name in sorted(names):
             full = os.path.join(dirpath, name)
             rel = os.path.normpath(os.path.relpath(full, base))
             try:
-                with open(full, encoding="utf-8") as fh:
-                    out[rel] = fh.read()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise problem(f"cannot read template {full}: {exc}") from None
+                out[rel] = inputs.read_text(inputs.confine(base, rel, allowed),
+                                            MAX_TEMPLATE_BYTES)
+            except inputs.InputError as exc:
+                raise ModelError([Problem(full, exc.line, "haproxy.templates",
+                                          f"cannot use template: {exc}")]) from None
             if len(out) > MAX_TEMPLATE_FILES:
                 raise problem(f"more than {MAX_TEMPLATE_FILES} files under {root}")
     return out
