@@ -25,8 +25,6 @@ import click
 from dcnet.cli.common import all_target_options, load_model_or_exit, with_target_options
 from dcnet.metrics import sd
 from dcnet.metrics.cardinality import DEFAULT_MAX_SERVER_SERIES, MODES, Bound
-from dcnet.metrics.elb import ELBCollector, IPVSRow, IPVSTable, parse_ip_vs_stats
-from dcnet.metrics.server import serve
 from dcnet.metrics.status import status_path
 from dcnet.target import registry, session
 
@@ -54,8 +52,9 @@ class Watch:
     every ``interval`` seconds (0: once at start, no drift check)."""
 
     def __init__(self, targets: dict[str, dict], model=None, interval: float = 60.0,
-                 lock_timeout: float = 5.0):
+                 lock_timeout: float = 5.0, source: Callable[[], object] | None = None):
         self.targets, self.given, self.interval = targets, model, interval
+        self.source = source          # the model applied now (elbctl agent), when known
         self.lock_timeout = lock_timeout
         self.current = model
         self.drifts: dict[str, bool | None] = {}
@@ -75,7 +74,9 @@ class Watch:
             instance.close()
 
     def refresh_model(self) -> None:
-        if self.given is None:
+        if self.source is not None:
+            self.given = self.current = self.source()
+        elif self.given is None:
             for target in self.targets:
                 model = self.last_applied(target)
                 if model is not None:
@@ -112,8 +113,9 @@ def haproxy_source(options: dict) -> Callable[[], str]:
     return lambda: send(socket_path, "show stat", timeout=5.0)
 
 
-def ipvs_source(namespaces: list[str]) -> Callable[[], dict[str, IPVSTable]]:
+def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
     from dcnet.lvs import procfs
+    from dcnet.metrics.elb import IPVSRow, IPVSTable, parse_ip_vs_stats
     from dcnet.sysio import netns
 
     def read_stats() -> str:
@@ -141,10 +143,71 @@ def ipvs_source(namespaces: list[str]) -> Callable[[], dict[str, IPVSTable]]:
     return tables
 
 
+class EtcdHealth:
+    """Scrape-time etcd health of ``elbctl agent``: one ``status`` call on a client of
+    its own, plus the agent's apply count and the model revision it follows."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.client = None
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        up = GaugeMetricFamily("dcnet_elb_agent_etcd_up", "1 when etcd answered a status "
+                               "request at this scrape")
+        try:
+            if self.client is None:
+                self.client = self.agent._client_factory()
+            self.client.status()
+            up.add_metric([], 1)
+        except Exception:          # unreachable, TLS or auth failure: down
+            self.client = None
+            up.add_metric([], 0)
+        yield up
+        converges = CounterMetricFamily("dcnet_elb_agent_converges", "Applies the agent "
+                                        "started (every target run is in dcnet_elb_applies)")
+        converges.add_metric([], self.agent.applies)
+        yield converges
+        revision = GaugeMetricFamily("dcnet_elb_agent_model_revision", "Model revision "
+                                     "the agent follows (-1: none yet)")
+        current = self.agent.state.current
+        revision.add_metric([], -1 if current is None else current)
+        yield revision
+
+
+def serve_agent_metrics(address: str | None, agent, target: str, options: dict,
+                        max_server_series: int = DEFAULT_MAX_SERVER_SERIES):
+    """``elbctl agent --metrics-address``: the ELB collector of its target (labelled and
+    drift-checked with the model it applies) plus etcd health; None without address."""
+    if not address:
+        return None
+
+    def applied():
+        parsed = agent._parsed
+        return parsed[1] if parsed is not None else None
+
+    from dcnet.metrics.server import serve
+
+    watch = Watch({target: options}, None, 60.0, source=applied)
+    reg = elb_registry({target: options}, watch, Bound(max_server_series))
+    reg.register(EtcdHealth(agent))
+    try:
+        return serve(reg, address)
+    except (OSError, ValueError) as exc:
+        click.echo(f"elbctl agent: cannot serve metrics on {address}: {exc}", err=True)
+        sys.exit(3)
+
+
 def elb_registry(targets: dict[str, dict], watch: Watch, bound: Bound,
                  ipvs_netns: list[str] | None = None):
     """A registry holding the ELB collector for ``targets`` ({name: options})."""
     from prometheus_client import CollectorRegistry
+
+    from dcnet.metrics.elb import ELBCollector
 
     status_paths = {}
     for name, options in targets.items():
@@ -204,6 +267,7 @@ def exporter(model_path: str | None, targets: tuple[str, ...], metrics_address: 
              listen_netns: str | None, ipvs_netns: tuple[str, ...], drift_interval: float,
              max_server_series: int, cardinality: str, **params) -> None:
     """Serve Prometheus metrics of this director's targets (no etcd needed)."""
+    from dcnet.metrics.server import serve
     from dcnet.sysio import netns
 
     model = load_model_or_exit(model_path) if model_path else None

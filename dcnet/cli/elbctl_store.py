@@ -181,9 +181,12 @@ def status_cmd(store_url: str, output: str) -> None:
               help="At most this long after the first change.")
 @click.option("--resync", type=float, default=60.0, show_default=True,
               help="Apply the desired state again this often (repairs drift).")
+@click.option("--metrics-address", default=None, envvar="DCNET_METRICS_ADDRESS",
+              help="Serve Prometheus /metrics on HOST:PORT (default: none).")
 @with_target_options
 def agent_cmd(store_url: str, director: str, target: str, cache_dir: str | None,
-              debounce: float, debounce_max: float, resync: float, **params) -> None:
+              debounce: float, debounce_max: float, resync: float,
+              metrics_address: str | None, **params) -> None:
     """Make this director follow the current model and the registered backends."""
     from dcnet.elbstore.agent import Agent
     from dcnet.elbstore.keys import KeyNameError
@@ -204,7 +207,14 @@ def agent_cmd(store_url: str, director: str, target: str, cache_dir: str | None,
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    agent.run(stop)
+    from dcnet.cli.elbctl_metrics import serve_agent_metrics
+
+    metrics = serve_agent_metrics(metrics_address, agent, target, options)
+    try:
+        agent.run(stop)
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 # ---------------------------------------------------------------------- acl

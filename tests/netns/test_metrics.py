@@ -266,3 +266,42 @@ def test_prometheus_sees_the_agent_operations_pool_and_reconcile(agent_node):
                            text=True, capture_output=True)
     assert check.returncode == 0 and not (check.stdout + check.stderr).strip(), \
         check.stdout + check.stderr
+
+
+def test_elbctl_agent_serves_sync_status_and_etcd_health(lab_factory, tmp_path):
+    """``elbctl agent --metrics-address`` on a director following etcd: its applies (the
+    same status series as ``elbctl exporter``), HAProxy's servers and etcd health."""
+    from dcnet.lab import elbstore_lab as elab
+
+    elb = elab.ElbLab.create(lab_factory, str(tmp_path), directors=1, servers=2)
+    v1 = elab.model_data({elab.server_address(1): 10})
+    assert elb.push(v1, user=None) == 1
+    name = elb.directors[0]
+    elb.start_director(name, v1)
+    plain = elb.agents[f"agent-{name}"]
+    plain.terminate()
+    plain.wait(10)
+    paths = elb.paths(name)
+    elb.lab.start(name, [sys.executable, "-m", "dcnet.cli.elbctl", "agent", "--store",
+                         elb.url(), "--director", name, "--target", "haproxy",
+                         "--haproxy-run-dir", paths.run_dir, "--cache-dir",
+                         str(tmp_path / name / "cache2"), "--metrics-address",
+                         f"127.0.0.1:{EXPORTER_PORT}"], name="agent-metrics")
+    scrape = Director(elb.lab, str(tmp_path), paths, None, host=name)
+    assert elb.push(elab.model_data({elab.server_address(1): 10,
+                                     elab.server_address(2): 10}), user=None) == 2
+
+    def synced():
+        text = scrape.exporter_text()
+        return ('dcnet_elb_applies_total{result="ok",target="haproxy"}' in text
+                and "dcnet_elb_agent_model_revision 2.0" in text
+                and f'dcnet_service_info{{carriers="bgp",service="{elab.JOB}"' in text
+                and text)
+
+    text = scrape.wait(synced, "the agent to apply revision 2")
+    assert "dcnet_elb_agent_etcd_up 1.0" in text
+    assert 'dcnet_exporter_source_up{source="haproxy"} 1.0' in text
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                           capture_output=True)
+    assert check.returncode == 0 and not (check.stdout + check.stderr).strip(), \
+        check.stdout + check.stderr
