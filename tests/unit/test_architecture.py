@@ -170,7 +170,7 @@ def subpackage_cycles() -> list[str]:
 # ---------------------------------------------------------------- the checker itself
 
 
-def test_the_parser_sees_imports_inside_functions_and_relative_ones(tmp_path):
+def test_the_parser_sees_imports_inside_functions_and_relative_ones():
     source = ("import os\nfrom dcnet.sysio import proc\nfrom . import ipam\n"
               "def f():\n    import dcnet.cli.demo\n    from ..lab import builder\n")
     fake = Module("dcnet.cni.fake", PACKAGE / "cni" / "fake.py", ast.parse(source), 6)
