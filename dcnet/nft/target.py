@@ -115,14 +115,15 @@ class NftTarget(Target):
         diffed too."""
         marks = carriers.marks(model) if self.carrier_routing else {}
         found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks)
-        infra = ("infra", ruleset.digest(repr(sorted(set(marks.values())))))
+        all_marks = tuple(sorted(set(marks.values())))
+        infra = ("infra", ruleset.digest(repr(all_marks)))
         routing = None
         r_current: dict = {}
         r_want: dict = {}
         if self.carrier_routing:
             lvs = model.lvs
             routing = (lvs.rule_priority_min, lvs.rule_priority_max, lvs.route_protocol,
-                       tuple(sorted(set(marks.values()))))
+                       all_marks)
             r_current = self._routes(routing).read(routing[3])
             r_want = carriers.desired(model)
         suffix = f"|{state_digest(r_current)}" if routing else ""
@@ -131,10 +132,10 @@ class NftTarget(Target):
         base = NftPayload(MappingProxyType({}), genid, identity, MappingProxyType({}), True,
                           0, False, routing)
         if record is not None and (record.genid, record.identity) == (genid, identity):
-            return self._fast_plan(found, notes, record, infra, base, r_current, r_want,
-                                   suffix)
+            return self._fast_plan(found, notes, record, infra, all_marks, base, r_current,
+                                   r_want, suffix)
         current = self.read(model)
-        want = ruleset.build(found.values(), True, notes, tuple(marks.values()))
+        want = ruleset.build(found.values(), True, notes, all_marks)
         grouped: dict[str, list] = {}
         for ident, attrs in want.state.items():
             grouped.setdefault(fingerprint.group_text(ruleset.group_of(ident)), []).append(
@@ -147,7 +148,7 @@ class NftTarget(Target):
         return self._build({**current.state, **r_current}, want, r_want, current.notes,
                            current.digest + suffix, payload)
 
-    def _fast_plan(self, found: dict, notes, record, infra, base, r_current, r_want,
+    def _fast_plan(self, found: dict, notes, record, infra, marks, base, r_current, r_want,
                    suffix) -> Plan:
         digests = {fingerprint.group_text(k): (k, s.digest()) for k, s in found.items()}
         digests[fingerprint.INFRA] = infra
@@ -157,7 +158,6 @@ class NftTarget(Target):
         current: dict = {}
         for g in touched & set(record.groups):
             current.update(fingerprint.decode(record.groups[g][1]))
-        marks = tuple(s.mark for s in found.values() if s.mark)
         want = ruleset.build([found[digests[g][0]] for g in sorted(touched)
                               if g in digests and g != fingerprint.INFRA],
                              fingerprint.INFRA in touched, notes, marks)

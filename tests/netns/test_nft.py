@@ -166,6 +166,15 @@ def test_carrier_routing_returns_replies_by_the_carrier_they_came_in_on(traffic_
     assert [c.describe() for c in repair.plan.changes] == [
         "+ route 101 0.0.0.0/0 (dev=ctc0, gateway=198.51.100.1)"]
     assert apply(routed, lvslab.model()).plan.payload.fast_path
+    # turning it off on the fast path takes the marks and the replies chain away, and a
+    # full read then agrees (the routes and rules stay: without the option they are not
+    # the nft target's business)
+    off = apply(options, lvslab.model(), force=True)
+    assert off.plan.payload.fast_path
+    assert ("hook", ("replies",)) in {(c.kind, c.key) for c in off.plan.changes}
+    target = registry.create("nft", **options)
+    os.unlink(target.fingerprint_path())
+    assert target.plan(lvslab.model()).empty
 
 
 class _HeldConnection:
