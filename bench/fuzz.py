@@ -19,6 +19,9 @@ Surfaces, each reported with cases tried, failures, the slowest case and peak me
 - ``elbctl-push``: the same files through ``elbctl push`` to a closed store port: every
   invalid one refused (exit 1, FILE:LINE) before the store is contacted, the valid ones
   exit 3 (store unavailable) after every check passed;
+- ``netbench``: tests/data/hostile/netbench, ``/dev/zero`` and worst cases under 1 MiB
+  (200,000 modes, 999 nested lists, a 1 MiB comment, 20,000 broken tests, random bytes)
+  through the real ``netbench run`` (root): exit 2, every line FILE:LINE, nothing built;
 - ``dcnet-cni``: mutated configs through the real ``dcnet-cni`` with CNI_COMMAND=ADD and a
   namespace path that does not exist: an error JSON with a code (never 999), no
   traceback, the config's directories and the host's links unchanged.
@@ -241,6 +244,39 @@ def run_elbctl(surface: Surface, command: tuple[str, ...] = ("validate",),
             elbctl_case(surface, path, expect_ok=valid, command=command, ok_code=ok_code)
 
 
+def run_netbench(surface: Surface) -> None:
+    """The netbench corpus and worst cases under 1 MiB through the real ``netbench run``
+    (as root): exit 2 (a schema error), every line FILE:LINE, no run directory made."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gen = Path(tmp)
+        head = "netbench: 1\nname: x\nbaseline: veth\ntests: []\n"
+        cases = {"modes_200000.yaml": head + "modes: [" + "veth," * 199_990 + "veth]\n",
+                 "nested_999.yaml": head + "modes: " + "[" * 999 + "]" * 999 + "\n",
+                 "comment_1mib.yaml": head + "#" * (MIB - 200) + "\nmodes: [veth]\n",
+                 "tests_20000.yaml": head.replace("tests: []\n", "modes: [veth]\ntests:\n") +
+                 "  - {name: t, kind: tcp, streams: 0, bogus: 1}\n" * 20_000}
+        for name, text in cases.items():
+            (gen / name).write_text(text)
+        (gen / "random.yaml").write_bytes(os.urandom(MIB - 1))
+        paths = sorted((HOSTILE / "netbench").glob("*.yaml")) + sorted(gen.glob("*.yaml"))
+        for path in [*paths, Path("/dev/zero")]:
+            out = gen / "out"
+            code, stdout, err, wall, cpu, peak = child(
+                [os.path.join(BIN, "netbench"), "run", str(path), "-o", str(out)])
+            lines = [x.removeprefix("netbench: ") for x in err.splitlines() if x.strip()]
+            problem = None
+            if "Traceback" in stdout + err:
+                problem = "traceback: " + err.strip().splitlines()[-1][:150]
+            elif code != 2:
+                problem = f"exit {code}: {err.strip()[:150]}"
+            elif not lines or any(not re.match(r"\S+:\d+: ", x) for x in lines):
+                problem = f"problem without a line: {err.strip()[:150]}"
+            elif out.exists():
+                problem = "a run directory was created"
+            size = path.stat().st_size if path.is_file() else 0
+            surface.record(wall, path.name, size, problem, peak, cpu)
+
+
 def run_cni_binary(surface: Surface, examples: int, seed_value: int) -> None:
     cases = list(BINARY_CASES)
 
@@ -287,7 +323,7 @@ def main() -> None:
     parser.add_argument("--keep-slowest", metavar="DIR", type=Path,
                         help="write the slowest in-process input of each surface here")
     parser.add_argument("--only", choices=["model", "cni-config", "elbctl", "dcnet-cni",
-                                           "elbctl-push"],
+                                           "elbctl-push", "netbench"],
                         action="append", help="run only these surfaces (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print every subprocess case (time, peak memory)")
@@ -296,8 +332,10 @@ def main() -> None:
                 Surface("cni-config (load_conf, in process)"),
                 Surface("elbctl validate (subprocess)"),
                 Surface("dcnet-cni ADD (subprocess)"),
-                Surface("elbctl push (subprocess, closed store)")]
-    surfaces[2].verbose = surfaces[3].verbose = surfaces[4].verbose = args.verbose
+                Surface("elbctl push (subprocess, closed store)"),
+                Surface("netbench run DEF (subprocess)")]
+    for surface in surfaces[2:]:
+        surface.verbose = args.verbose
 
     def keep(name: str) -> Path | None:
         if args.keep_slowest is None:
@@ -316,6 +354,7 @@ def main() -> None:
         "dcnet-cni": lambda: run_cni_binary(surfaces[3], args.binary_examples, args.seed),
         # a valid model gets through every check and then exits 3: the store is closed
         "elbctl-push": lambda: run_elbctl(surfaces[4], PUSH, ok_code=3),
+        "netbench": lambda: run_netbench(surfaces[5]),
     }
     chosen = args.only or list(runs)
     for name in chosen:

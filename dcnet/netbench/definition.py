@@ -4,7 +4,9 @@ A definition says which modes to build, which tests to run on each, how many mea
 rounds (``repeats``) follow how many dropped warm-up rounds, and the durations. Nothing
 in it is executed: every field is read by a typed reader, and every problem is reported
 with its file, line and field path (``quick.yaml:12: tests[1].streams: must be between 1
-and 128, got 0``), all problems at once.
+and 128, got 0``), all problems at once. The file is read like a service model
+(:mod:`dcnet.model.inputs`): at most :data:`MAX_DEFINITION_BYTES` (a FIFO or
+``/dev/zero`` is refused at the limit), UTF-8 only, the line of the first bad byte named.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dcnet.model import inputs
 from dcnet.model.errors import ModelError, Problem
 from dcnet.model.fields import (
     MISSING,
@@ -35,6 +38,7 @@ KINDS = frozenset({"tcp", "udp", "latency", "connrate"})
 _NAME = r"[a-z0-9][a-z0-9_-]{0,39}"
 _BITRATE = r"[0-9]+(\.[0-9]+)?[KMG]?"
 DEFINITIONS_DIR = Path(__file__).parent / "definitions"
+MAX_DEFINITION_BYTES = 1024 * 1024     # the shipped ones are about 2 KiB
 
 
 class DefinitionError(ModelError):
@@ -114,9 +118,10 @@ def load(path: str | os.PathLike[str]) -> Definition:
     """Read and check a definition file; DefinitionError lists every problem."""
     source = str(path)
     try:
-        content = Path(source).read_text()
-    except OSError as exc:
-        raise DefinitionError([Problem(source, None, "", f"cannot read: {exc.strerror}")]) from None
+        content = inputs.read_text(source, MAX_DEFINITION_BYTES)
+    except inputs.InputError as exc:
+        what = "cannot read" if exc.unreadable else "cannot use"
+        raise DefinitionError([Problem(source, exc.line, "", f"{what}: {exc}")]) from None
     return loads(content, source)
 
 
@@ -127,6 +132,9 @@ def loads(content: str, source: str = "<definition>") -> Definition:
     except YAMLSourceError as exc:
         raise DefinitionError([Problem(source, exc.line, "", str(exc).split(": ", 1)[-1])]) \
             from None
+    if located.data is None:
+        raise DefinitionError([Problem(source, 1, "", "the definition is empty (expected a "
+                                       "mapping with netbench, name, modes and tests)")])
     return _Reader(located).definition()
 
 
