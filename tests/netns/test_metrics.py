@@ -202,6 +202,26 @@ def test_a_killed_real_server_is_visible_within_one_scrape(director):
                           at=director.last_scrape()) == 1
 
 
+def test_a_short_lived_apply_pushes_to_a_real_pushgateway(director):
+    gateway = "127.0.0.1:9091"
+    director.lab.start("lb", ["prometheus-pushgateway", f"--web.listen-address={gateway}",
+                              "--persistence.file="], name="pushgateway")
+    director.wait(lambda: director.lab.call("lb", fetch, f"http://{gateway}/-/ready"),
+                  "the Pushgateway")
+    with open(director.model_path, "w") as handle:
+        yaml.safe_dump(hlab.model_data({RS1: 5, RS2: 10}), handle)
+    done = director.lab.run("lb", [sys.executable, "-m", "dcnet.cli.elbctl", "apply", "-f",
+                                   director.model_path, "--target", "haproxy",
+                                   "--haproxy-run-dir", director.paths.run_dir],
+                            env={**os.environ, "DCNET_PUSHGATEWAY": gateway})
+    assert done.stdout.startswith("applied 2 of 2"), done.stdout + done.stderr
+    pushed = director.lab.call("lb", fetch, f"http://{gateway}/metrics")
+    assert 'dcnet_elbctl_last_run_success{instance="",job="dcnet_elbctl",target="haproxy"} 1' \
+        in pushed
+    assert ('dcnet_elbctl_last_run_changes{instance="",job="dcnet_elbctl",outcome="applied",'
+            'target="haproxy"} 2') in pushed
+
+
 def test_promtool_check_metrics_is_clean_on_the_exporter(director):
     text = director.exporter_text()
     check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
