@@ -384,4 +384,7 @@ def start(directory: str = DEFAULT_DIR, log: Callable[[str], None] | None = None
     except (OSError, RuntimeError) as exc:
         server.log(f"not serving CNI invocations: {exc}")
         return None
+    from dcnet.cni import reaper
+
+    reaper.enable(server.log)  # DEL retires host veths; this process deletes them
     return server

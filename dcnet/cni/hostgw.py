@@ -4,7 +4,9 @@ ADD reserves an address from the node's subnet (published by the agent), creates
 pair whose host end joins the node bridge and whose other end is created directly in
 the pod namespace under CNI_IFNAME, then addresses it and adds the default route via the
 bridge gateway. Every step pushes its undo; a failure unwinds the stack, so a failed ADD
-leaves no link and no reservation. DEL is best effort and repeatable; CHECK only reads;
+leaves no link and no reservation. DEL is best effort and repeatable; it retires the host
+veth (down and renamed: unusable at once, deleted by the agent's reaper after DEL answers,
+see ``reaper``) before releasing the address; CHECK only reads;
 STATUS says whether ADD could succeed (and warns on stderr when the agent runs degraded,
 e.g. etcd unreachable: ADD still works then); GC releases what valid attachments do not name.
 Kernel I/O goes through ``rtnl`` (no pyroute2 on this path).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from dcnet.cni import ip4, nodestate
+from dcnet.cni import ip4, nodestate, reaper
 from dcnet.cni.args import parse_args
 from dcnet.cni.config import NetConf, load_conf, runtime_requests
 from dcnet.cni.errors import (
@@ -159,11 +161,11 @@ class HostGw:
     def delete(self, args) -> None:
         conf = load_conf(args.conf)
         parse_args(args.args)
+        with Netlink() as nl:  # first the link (unusable now, deleted soon: reaper)
+            reaper.retire(nl, host_veth_name(args.container_id, args.ifname))
         if os.path.isdir(conf.ipam_dir):
             with Reservations(conf.ipam_dir) as reservations:
                 reservations.release(args.container_id, args.ifname)
-        with Netlink() as nl:
-            nl.delete_link(host_veth_name(args.container_id, args.ifname))
 
     # ------------------------------------------------------------ CHECK
 
@@ -207,8 +209,9 @@ class HostGw:
             bridge = nl.link(conf.bridge)
             for link in nl.links() if bridge else []:
                 name = link["name"] or ""
-                if (link["master"] == bridge["index"] and name.startswith(VETH_PREFIX)
-                        and name not in keep):
+                dying = name.startswith(reaper.DYING_PREFIX)  # retired by a DEL
+                if dying or (link["master"] == bridge["index"]
+                             and name.startswith(VETH_PREFIX) and name not in keep):
                     try:
                         if nl.delete_link(name):
                             removed.append(name)
