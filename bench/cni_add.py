@@ -77,6 +77,8 @@ class Side:
             self.runs[command].append(done)
             if self.agent_pid:
                 self.agent_cpu[command] += process_cpu(self.agent_pid) - before
+        if command == "DEL" and self.agent_pid:
+            settle(rt.node_netns)  # the reaper's deletion must not slow the next call
         return done
 
     def peak_rss(self, command: str, container_id: str, pod_path: str) -> int:
@@ -120,6 +122,20 @@ def peak_rss_kib(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
+
+
+def settle(node_netns: str, timeout: float = 10.0) -> None:
+    """Wait (unmeasured) until the agent's reaper deleted every retired veth, so its
+    kernel work lands on no measured call (DEL answers before the link is deleted)."""
+    from dcnet.cni.reaper import DYING_PREFIX
+    from dcnet.cni.rtnl import Netlink
+
+    def dying() -> bool:
+        with Netlink() as nl:
+            return any((link["name"] or "").startswith(DYING_PREFIX) for link in nl.links())
+    deadline = time.monotonic() + timeout
+    while netns.run_in(node_netns, dying) and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 def wait_for(path: str, timeout: float = 20.0) -> None:
