@@ -213,7 +213,9 @@ class HAProxyTarget(Target):
         current = st.current_state(parsed, raw.rows)
         owned = {b for name, attrs in parsed.services.items() for b in st.backends_of(name, attrs)}
         live = st.live_slots(raw.rows, owned)
-        split = st.classify(diff(current, self.desired(model)), model, live)
+        master = self._master_pid()      # maxconn by default fits the master's limit
+        renderer = Renderer(model, self.paths, nofile_pid=master)
+        split = st.classify(diff(current, st.desired_state(model, renderer)), model, live)
         # servers of a backend the reload removes go with the file, not the runtime API
         runtime = [c for c in split.runtime if c.key[0] in split.layouts]
         carried = [Change(c.action, FILE_SERVER, c.key, c.old, c.new) if c.kind == SERVER
@@ -223,7 +225,8 @@ class HAProxyTarget(Target):
         changes = [*runtime, *carried]
         text, bad = None, {}
         if changes:
-            checked = render_valid(model, self.paths, split.layouts, fallback=parsed.blocks)
+            checked = render_valid(model, self.paths, split.layouts, fallback=parsed.blocks,
+                                   renderer=renderer)
             text, bad = checked.rendered.text, checked.bad
             if checked.warning:
                 notes.append(checked.warning)
@@ -231,7 +234,7 @@ class HAProxyTarget(Target):
                 kept = "its running configuration is kept" if name in parsed.blocks else \
                     "it is left out"
                 notes.append(f"service {name} is invalid ({'; '.join(errors)}); {kept}")
-            too_many = limits.problem(text, self._master_pid())
+            too_many = limits.problem(text, master)
             if too_many:  # the new worker would not start: refuse the plan, as for -c
                 raise ConfigInvalid([too_many], "the model")
             new = {"file": digest(text)}

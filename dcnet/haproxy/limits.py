@@ -17,6 +17,10 @@ import re
 
 SPARE_FDS = 16
 DEFAULT_MAXCONN = 20000
+# a default maxconn leaves this many more descriptors free: HAProxy's own figure grows
+# with master-worker mode, threads and sockets (2.6.12, -W -S, 2 binds + stats socket:
+# 2 x maxconn + 41, not + 20)
+DEFAULT_MARGIN = 100
 _LISTENER = re.compile(r"^\s*(?:bind|stats\s+socket)\s", re.MULTILINE)
 _MAXCONN = re.compile(r"^\s*maxconn\s+(\d+)", re.MULTILINE)
 
@@ -62,9 +66,9 @@ def fitting_maxconn(listener_count: int, pid: int | None = None,
     ``pid`` (this process when None) allows for ``listener_count`` listeners; with a
     warning when it had to be lowered."""
     limit = hard_nofile(pid)
-    if limit is None or needed_fds(preferred, listener_count) <= limit:
+    if limit is None or needed_fds(preferred, listener_count) + DEFAULT_MARGIN <= limit:
         return preferred, None
-    most = max(1, (limit - listener_count - SPARE_FDS) // 2)
+    most = max(1, (limit - listener_count - SPARE_FDS - DEFAULT_MARGIN) // 2)
     return most, (f"haproxy.maxconn not set: using {most} instead of {preferred}, the most "
                   f"a hard RLIMIT_NOFILE of {limit} allows (raise the limit, e.g. "
                   "LimitNOFILE= in HAProxy's systemd unit, or set haproxy.maxconn)")

@@ -122,8 +122,10 @@ def server_lines(servers: Mapping[str, ServerSpec], slots: Slots, port: int) -> 
 class Renderer:
     """Renders global and service blocks with the built-in or the operator's templates."""
 
-    def __init__(self, model: Model, paths: Paths, folder: str | None = None):
+    def __init__(self, model: Model, paths: Paths, folder: str | None = None,
+                 nofile_pid: int | None = None):
         self.model, self.paths = model, paths
+        self.nofile_pid = nofile_pid        # whose descriptor limit a default maxconn fits
         self.warning: str | None = None     # maxconn lowered to fit the descriptor limit
         folder = folder if folder is not None else template_dir(model)
         loaders: list[jinja2.BaseLoader] = []
@@ -149,7 +151,7 @@ class Renderer:
         if s.maxconn is not None:
             return s
         binds = sum(len(item.binds) for item in listeners(self.model)) + 2
-        maxconn, self.warning = limits.fitting_maxconn(binds)
+        maxconn, self.warning = limits.fitting_maxconn(binds, self.nofile_pid)
         return dataclasses.replace(s, maxconn=maxconn)
 
     def global_block(self) -> tuple[str, dict]:

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
+from dcnet.haproxy import limits
 from dcnet.haproxy.backend import ApplyStepError, HAProxyTarget
 from dcnet.haproxy.check import ConfigInvalid
 from dcnet.haproxy.paths import Paths
@@ -211,6 +212,23 @@ def test_maxconn_beyond_the_masters_fd_limit_is_refused_before_any_change(runnin
     plan = backend.plan(model({RS1: 10}, maxconn=2400))   # 2 x 2400 + listeners fits
     assert apply_plan(backend, plan).ok and backend.runtime.proc().reloads == reloads + 1
     assert serves(lab)
+
+
+def test_without_maxconn_the_file_fits_the_masters_fd_limit_and_plan_says_so(running):
+    lab, backend, paths = running
+    master = backend.runtime.proc().master_pid
+    resource.prlimit(master, resource.RLIMIT_NOFILE, (5000, 5000))
+    data = hlab.model_data({RS1: 10}, services=2)
+    del data["haproxy"]["maxconn"]
+    unset = hlab.model_of(data)
+    plan = backend.plan(unset)                  # not refused: the default fits
+    assert any("haproxy.maxconn not set: using 2" in note for note in plan.notes), \
+        plan.to_text()
+    result = apply_plan(backend, plan)
+    assert result.ok and serves(lab), result.to_text()
+    with open(paths.config) as handle:
+        assert limits.problem(handle.read(), master) is None
+    assert backend.plan(unset).empty
 
 
 def rows_of(target):
