@@ -20,6 +20,7 @@ from dcnet.cli import (
     elbctl_backend,
     elbctl_dns,
     elbctl_haproxy,
+    elbctl_lint,
     elbctl_lvs,
     elbctl_metrics,
     elbctl_store,
@@ -161,7 +162,7 @@ def render() -> None:
 
 
 for _module in (elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_backend, elbctl_store,
-                elbctl_metrics):
+                elbctl_metrics, elbctl_lint):
     _module.register(cli, render)
 
 

@@ -269,7 +269,9 @@ def _read_service(problems: f.Problems, path: Path, data: object) -> Service | N
     raw_ports = r.required("ports", f.raw)
     raw_servers = r.optional("real_servers", f.raw, [])
     raw_check = r.optional("health_check", f.raw)
+    raw_lint = r.optional("lint", f.raw)
     ok = r.finish()
+    lint_ignore = _read_lint(problems, (*path, "lint"), raw_lint)
     vips = _read_vips(problems, (*path, "vips"), raw_vips) if raw_vips is not f.MISSING else None
     port_items = f.list_of((*path, "ports"), problems, raw_ports, "ports")
     if raw_ports is not f.MISSING and isinstance(raw_ports, list) and not raw_ports:
@@ -283,11 +285,31 @@ def _read_service(problems: f.Problems, path: Path, data: object) -> Service | N
     ]
     check = HealthCheck() if raw_check is None else _read_health_check(
         problems, (*path, "health_check"), raw_check)
-    parts = [vips, check, *ports, *servers]
+    parts = [vips, check, lint_ignore, *ports, *servers]
     if not ok or any(p is None for p in parts) or job is f.MISSING:
         return None
     return Service(job=job, vips=vips, ports=tuple(ports), real_servers=tuple(servers),
-                   health_check=check)
+                   health_check=check, lint_ignore=lint_ignore)
+
+
+_LINT_ID = f.text(r"ELB\d{3}", "an elbctl lint rule id such as ELB001")
+
+
+def _read_lint(problems: f.Problems, path: Path, data: object) -> tuple[str, ...] | None:
+    """``lint: {ignore: [ELB001, ...]}``: the lint rules silenced for one service."""
+    if data is None:
+        return ()
+    r = f.MappingReader(problems, path, data, "lint")
+    raw = r.optional("ignore", f.raw, [])
+    ok = r.finish()
+    ids = []
+    for i, item in enumerate(f.list_of((*path, "ignore"), problems, raw, "ignore")):
+        try:
+            ids.append(_LINT_ID(item))
+        except ValueError as exc:
+            problems.add((*path, "ignore", i), str(exc))
+            ok = False
+    return tuple(ids) if ok else None
 
 
 def _read_vips(problems: f.Problems, path: Path, data: object):

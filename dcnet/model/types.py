@@ -125,6 +125,7 @@ class Service:
     ports: tuple[Port, ...]
     real_servers: tuple[RealServer, ...] = ()
     health_check: HealthCheck = field(default_factory=HealthCheck)
+    lint_ignore: tuple[str, ...] = ()   # elbctl lint rule ids silenced for this service
 
     @property
     def name(self) -> str:
