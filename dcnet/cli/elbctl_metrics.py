@@ -110,7 +110,7 @@ def haproxy_source(options: dict) -> Callable[[], str]:
     from dcnet.haproxy.runtime import send
 
     socket_path = Paths.from_env(options.get("run_dir"), options.get("config")).admin_socket
-    return lambda: send(socket_path, "show stat", timeout=5.0)
+    return lambda: send(socket_path, "show stat -1 6 -1", timeout=10.0)  # backends, servers
 
 
 def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:

@@ -20,8 +20,6 @@ model. Nothing is labelled by client or connection.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -80,33 +78,48 @@ def _state(status_text: str, weight: int) -> str:
     return "down"
 
 
-def _int(row: dict, key: str) -> int:
-    value = row.get(key) or "0"
-    return int(value) if value.isdigit() else 0
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else 0
 
 
 def parse_show_stat(text: str) -> HAProxyStats:
-    """Pure: backends and filled server slots of dcnet listeners from ``show stat``."""
-    lines = text.splitlines()
+    """Pure: backends and filled server slots of dcnet listeners from ``show stat``.
+
+    Fields are picked by position from the header line (a plain split: HAProxy quotes
+    nothing in these columns), so 150,000 rows cost one split each."""
+    lines = text.split("\n")
     if not lines or not lines[0].startswith("# "):
         return HAProxyStats()
-    reader = csv.DictReader(io.StringIO("\n".join([lines[0][2:], *lines[1:]])))
+    column = {name: i for i, name in enumerate(lines[0][2:].split(","))}
+    try:
+        px, kind, scur, stot, bin_, bout = (column[c] for c in (
+            "pxname", "type", "scur", "stot", "bin", "bout"))
+        status, weight, addr = column["status"], column["weight"], column.get("addr")
+    except KeyError:
+        return HAProxyStats()
+    width = max(px, kind, scur, stot, bin_, bout, status, weight, addr or 0) + 1
     out = HAProxyStats()
-    for row in reader:
-        names = _split_backend(row.get("pxname") or "")
+    backends, servers = out.backends, out.servers
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) < width:
+            continue
+        row_type = fields[kind]
+        if row_type not in ("1", "2"):
+            continue
+        names = _split_backend(fields[px])
         if names is None:
             continue
-        kind = row.get("type")
-        if kind == "1":
-            out.backends.append(HAProxyBackend(*names, _int(row, "scur"), _int(row, "stot"),
-                                               _int(row, "bin"), _int(row, "bout")))
-        elif kind == "2":
-            address = row.get("addr") or ""
-            if not address or address.startswith("0.0.0.0:"):
-                continue                  # a free slot
-            out.servers.append(HAProxyServer(
-                *names, address, _state(row.get("status") or "", _int(row, "weight")),
-                _int(row, "scur"), _int(row, "stot")))
+        if row_type == "1":
+            backends.append(HAProxyBackend(*names, _int(fields[scur]), _int(fields[stot]),
+                                           _int(fields[bin_]), _int(fields[bout])))
+            continue
+        address = fields[addr] if addr is not None else ""
+        if not address or address.startswith("0.0.0.0:"):
+            continue                  # a free slot
+        servers.append(HAProxyServer(*names, address,
+                                     _state(fields[status], _int(fields[weight])),
+                                     _int(fields[scur]), _int(fields[stot])))
     return out
 
 
