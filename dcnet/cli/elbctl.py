@@ -19,6 +19,7 @@ import click
 from dcnet.cli import (
     elbctl_backend,
     elbctl_dns,
+    elbctl_drift,
     elbctl_haproxy,
     elbctl_lint,
     elbctl_lvs,
@@ -162,7 +163,7 @@ def render() -> None:
 
 
 for _module in (elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_backend, elbctl_store,
-                elbctl_metrics, elbctl_lint):
+                elbctl_metrics, elbctl_lint, elbctl_drift):
     _module.register(cli, render)
 
 
