@@ -6,19 +6,29 @@ to resume, and it computes T1/T2 with ``leases.lease_timers``. ``LeaseClient`` a
 ``resume`` (straight to BOUND with a journaled, still valid lease), ``client_config``
 builds a client's configuration from a journal record, and ``release_thread`` sends a
 DHCPRELEASE for a lease by opening a client on it and leaving at once.
+
+Packets from the network are hostile input: ``LeaseClient`` drops a packet that pyroute2
+cannot decode or handle (a client identifier of 0 bytes raises IndexError in its
+decoder, a message type of 99 or none at all raises in its dispatch), where pyroute2
+would let the exception end the client's receive loop and the lease would silently
+stop being renewed (tests/netns/test_hostile_dhcp.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
 from pyroute2.dhcp import fsm
 from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
+from pyroute2.dhcp.dhcp4socket import AsyncDHCP4Socket
 from pyroute2.dhcp.leases import Lease
 
 from dcnet.cni import leases
+
+LOG = logging.getLogger(__name__)
 
 
 class JournalLease(Lease):
@@ -56,8 +66,35 @@ def lease_from_record(record: dict) -> JournalLease:
                         server_mac=lease["server_mac"], obtained=float(lease["obtained"]))
 
 
+class DropBadPackets(AsyncDHCP4Socket):
+    """pyroute2's DHCP socket; a packet its decoder fails on in any way is dropped (it
+    drops only ValueError)."""
+
+    @classmethod
+    def _decode_msg(cls, data: bytes):
+        try:
+            return super()._decode_msg(data)
+        except ValueError:
+            raise
+        except Exception as exc:  # any packet from the network
+            raise ValueError(f"undecodable DHCP packet ({type(exc).__name__}: {exc})") \
+                from None
+
+
 class LeaseClient(AsyncDHCPClient):
-    """pyroute2's client plus ``resume``: carry on with a journaled, still valid lease."""
+    """pyroute2's client plus ``resume``: carry on with a journaled, still valid lease;
+    packets it cannot decode or handle are dropped, not fatal."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        super().__init__(config)
+        self._sock = DropBadPackets(config.interface)   # opened in __aenter__
+
+    async def _process_msg(self, msg) -> None:
+        try:
+            await super()._process_msg(msg)
+        except Exception as exc:  # a reply from the network
+            LOG.warning("%s: dropped a DHCP reply that cannot be handled: %s: %s",
+                        self.config.interface, type(exc).__name__, exc)
 
     async def resume(self) -> None:
         """From INIT_REBOOT (the lease type loaded the journaled lease) straight to BOUND,
