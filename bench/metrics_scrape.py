@@ -1,0 +1,180 @@
+"""Benchmark: the cost of one scrape of ``elbctl exporter``'s ELB collector at 10,000
+services x 10 real servers (HAProxy source), per cardinality mode.
+
+A child process serves the collector on loopback (the real ``dcnet.metrics.server``
+and ``ELBCollector``, labelled by a 10k-service model) over a ``show stat`` answer in
+HAProxy 2.6's CSV layout for that many backends and slots (generated once: starting a
+real HAProxy with 110,000 server slots is left out, see docs/metrics.md); the parent
+scrapes it ``--scrapes`` times back to back and reports medians of the scrape duration
+(HTTP round trip, whole body read), the child's CPU seconds per scrape (utime+stime from
+/proc, and that as a share of one core at a 15 s scrape interval), its RSS after the
+scrapes and its peak RSS, the body size and the number of series.
+
+    .venv/bin/python bench/metrics_scrape.py [--services 10000] [--servers 10]
+        [--scrapes 7] [--modes auto,server]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+HEADER = ("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,"
+          "eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,"
+          "qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,"
+          "check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,"
+          "hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,"
+          "comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,"
+          "ttime,agent_status,agent_code,agent_duration,check_desc,agent_desc,check_rise,"
+          "check_fall,check_health,agent_rise,agent_fall,agent_health,addr,cookie,mode,algo,"
+          "conn_rate,conn_rate_max,conn_tot,intercepted,dcon,dses,wrew,connect,reuse,"
+          "cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,"
+          "ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight,"
+          "agg_server_status,agg_server_check_status,agg_check_status,-,ssl_sess,"
+          "ssl_reused_sess,ssl_failed_handshake,h2_headers_rcvd,h2_data_rcvd,"
+          "h2_settings_rcvd,h2_rst_stream_rcvd,h2_goaway_rcvd,h2_detected_conn_protocol_err,"
+          "h2_detected_strm_protocol_err,h2_rst_stream_resp,h2_goaway_resp,h2_open_connections,"
+          "h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,")
+COLUMNS = HEADER[2:].split(",")
+SPARE = 4
+
+
+def job(n: int) -> str:
+    return f"job.svc{n}_service.svc{n}_cluster.prod_pdl.retail_owt.sre_cop.example"
+
+
+def row(**values) -> str:
+    return ",".join(str(values.get(c, "")) for c in COLUMNS)
+
+
+def show_stat(services: int, servers: int) -> str:
+    """A ``show stat`` answer for ``services`` backends of ``servers`` filled slots
+    (plus SPARE free ones), frontends included."""
+    lines = [HEADER]
+    for n in range(services):
+        name = f"{job(n)}:80"
+        lines.append(row(pxname=name, svname="FRONTEND", scur=3, stot=1000, status="OPEN",
+                         type=0, mode="tcp"))
+        for s in range(servers + SPARE):
+            filled = s < servers
+            lines.append(row(
+                pxname=name, svname=f"s{s + 1}", scur=int(filled), stot=100 * filled,
+                bin=12345, bout=67890, status="UP" if filled else "MAINT", weight=1, act=1,
+                type=2, addr=f"10.{n // 256 % 256}.{n % 256}.{s + 1}:8080" if filled
+                else "0.0.0.0:0", check_status="L4OK" if filled else "", mode="tcp"))
+        lines.append(row(pxname=name, svname="BACKEND", scur=servers, stot=100 * servers,
+                         bin=1, bout=1, status="UP", weight=servers, type=1, mode="tcp"))
+    return "\n".join(lines) + "\n\n"
+
+
+def model(services: int):
+    import yaml
+
+    from dcnet.model import parse_model
+    data = {"version": 1, "carriers": [{"name": "bgp", "uplink": "bgp0",
+                                        "gateway": "203.0.113.1", "table": 104,
+                                        "vip_ranges": ["10.128.0.0/9"], "default": True}],
+            "services": [{"job": job(n), "vips": {"bgp": f"10.{128 + n // 65536}."
+                                                  f"{n // 256 % 256}.{n % 256}"},
+                          "ports": [{"port": 80}],
+                          "real_servers": [{"address": "10.0.0.1"}]}
+                         for n in range(services)]}
+    return parse_model(yaml.safe_dump(data), source="<bench>")
+
+
+def serve(args) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from dcnet.metrics.cardinality import Bound
+    from dcnet.metrics.elb import ELBCollector
+    from dcnet.metrics.server import serve as start
+
+    text = show_stat(args.services, args.servers)
+    the_model = model(args.services)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ELBCollector(model=lambda: the_model, haproxy_stat=lambda: text,
+                                   bound=Bound(mode=args.mode)))
+    server = start(registry, f"127.0.0.1:{args.port}")
+    print("ready", flush=True)
+    sys.stdin.read()                       # until the parent closes our stdin
+    server.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss(pid: int) -> tuple[float, float]:
+    values = {}
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def measure(args, mode: str) -> dict:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    child = subprocess.Popen([sys.executable, __file__, "--serve", "--mode", mode,
+                              "--port", str(port), "--services", str(args.services),
+                              "--servers", str(args.servers)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        durations, cpus = [], []
+        body = b""
+        for _ in range(args.scrapes):
+            before = cpu_seconds(child.pid)
+            started = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120) as r:
+                body = r.read()
+            durations.append(time.perf_counter() - started)
+            cpus.append(cpu_seconds(child.pid) - before)
+        now, peak = rss(child.pid)
+    finally:
+        child.stdin.close()
+        child.wait(30)
+    series = sum(1 for line in body.decode().splitlines() if line and line[0] != "#")
+    cpu = statistics.median(cpus)
+    return {"mode": mode, "scrape_ms": statistics.median(durations) * 1000,
+            "cpu_s": cpu, "core_at_15s": cpu / 15, "rss_mib": now, "peak_mib": peak,
+            "body_mib": len(body) / 2**20, "series": series}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--servers", type=int, default=10)
+    parser.add_argument("--scrapes", type=int, default=7)
+    parser.add_argument("--modes", default="auto,server")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args)
+        return
+    print(f"{args.services} services x {args.servers} real servers (+{SPARE} free slots "
+          f"each), {args.scrapes} scrapes, medians; host {os.uname().nodename}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'mode':<8} {'scrape ms':>10} {'CPU s':>7} {'core@15s':>9} {'RSS MiB':>8} "
+          f"{'peak MiB':>9} {'body MiB':>9} {'series':>8}")
+    for mode in args.modes.split(","):
+        r = measure(args, mode)
+        print(f"{r['mode']:<8} {r['scrape_ms']:>10.0f} {r['cpu_s']:>7.2f} "
+              f"{r['core_at_15s']:>8.1%} {r['rss_mib']:>8.0f} {r['peak_mib']:>9.0f} "
+              f"{r['body_mib']:>9.1f} {r['series']:>8}")
+
+
+if __name__ == "__main__":
+    main()
