@@ -200,6 +200,10 @@ class Agent:
                     retry_at, backoff = None, 1.0
             self._flush_status()
         self._flush_status()
+        watcher.join(10.0)          # the watch ends with ``stop``; then close both clients
+        for client in (self.watch_client, self.main_client):
+            with contextlib.suppress(Exception):
+                client.close()
 
     # ------------------------------------------------------------------ one apply
 
