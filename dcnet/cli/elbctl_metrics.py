@@ -113,31 +113,39 @@ def haproxy_source(options: dict) -> Callable[[], str]:
     return lambda: send(socket_path, "show stat -1 6 -1", timeout=10.0)  # backends, servers
 
 
-def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
+def ipvs_table(text: str, stats: str):
+    """Pure: an :class:`dcnet.metrics.elb.IPVSTable` from the text of ``/proc/net/ip_vs``
+    and ``/proc/net/ip_vs_stats`` (fwmark services have no VIP: skipped)."""
     from dcnet.lvs import procfs
     from dcnet.metrics.elb import IPVSRow, IPVSTable, parse_ip_vs_stats
+
+    rows = []
+    for service, dests in procfs.parse(text).items():
+        if service[0] == "fwmark":
+            continue
+        protocol = procfs.PROTOCOL_NAME.get(service[0], str(service[0]))
+        for d in dests:
+            server = f"[{d[1]}]:{d[2]}" if ":" in d[1] else f"{d[1]}:{d[2]}"
+            rows.append(IPVSRow(service[1], service[2], protocol, server, d[7], d[8], d[4]))
+    return IPVSTable(rows, parse_ip_vs_stats(stats))
+
+
+def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
+    """Per namespace name ('host': this one), the IPVS table as the kernel prints it."""
+    from dcnet.lvs import procfs
     from dcnet.sysio import netns
 
     def read_stats() -> str:
         with open(STATS_PATH, encoding="ascii") as handle:
             return handle.read()
 
-    def tables() -> dict[str, IPVSTable]:
+    def tables() -> dict:
         out = {}
         for name in namespaces:
             path = None if name == "host" else netns.path_of(name)
             text = procfs.read_in(path)
             stats = read_stats() if path is None else netns.call_here_in(path, read_stats)
-            rows = []
-            for service, dests in procfs.parse(text).items():
-                if service[0] == "fwmark":
-                    continue
-                protocol = procfs.PROTOCOL_NAME.get(service[0], str(service[0]))
-                for d in dests:
-                    server = f"[{d[1]}]:{d[2]}" if ":" in d[1] else f"{d[1]}:{d[2]}"
-                    rows.append(IPVSRow(service[1], service[2], protocol, server, d[7], d[8],
-                                        d[4]))
-            out[name] = IPVSTable(rows, parse_ip_vs_stats(stats))
+            out[name] = ipvs_table(text, stats)
         return out
 
     return tables
