@@ -100,6 +100,7 @@ def parse_show_stat(text: str) -> HAProxyStats:
     width = max(px, kind, scur, stot, bin_, bout, status, weight, addr or 0) + 1
     out = HAProxyStats()
     backends, servers = out.backends, out.servers
+    seen: dict[str, tuple[str, str] | None] = {}
     for line in lines[1:]:
         fields = line.split(",")
         if len(fields) < width:
@@ -107,7 +108,10 @@ def parse_show_stat(text: str) -> HAProxyStats:
         row_type = fields[kind]
         if row_type not in ("1", "2"):
             continue
-        names = _split_backend(fields[px])
+        name = fields[px]
+        names = seen.get(name, False)
+        if names is False:
+            names = seen[name] = _split_backend(name)   # 15 rows per backend: split once
         if names is None:
             continue
         if row_type == "1":
