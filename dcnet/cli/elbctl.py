@@ -17,6 +17,7 @@ import sys
 import click
 
 from dcnet.cli import (
+    chaos,
     elbctl_backend,
     elbctl_dns,
     elbctl_drift,
@@ -163,7 +164,7 @@ def render() -> None:
 
 
 for _module in (elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_backend, elbctl_store,
-                elbctl_metrics, elbctl_lint, elbctl_drift):
+                elbctl_metrics, elbctl_lint, elbctl_drift, chaos):
     _module.register(cli, render)
 
 

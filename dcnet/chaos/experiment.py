@@ -1,0 +1,232 @@
+"""Chaos experiments as data: the schema of an experiment file and its reader.
+
+An experiment (YAML, read through :mod:`dcnet.model.inputs`: bounded, UTF-8) names the
+namespaces it may touch (``namespaces``: its scope), HTTP probes whose success ratio is
+the steady-state hypothesis, a method (faults with targets and durations, and pauses)
+and rollbacks (processes to start again). ``${NAME}`` in the text is replaced by a
+variable given to :func:`load` (lab namespace names differ per run). Every problem is
+reported with file, line and field, like a service model's. Pure except :func:`load`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dcnet.model import inputs
+from dcnet.model.errors import ModelError, Problem
+from dcnet.model.fields import (
+    MISSING,
+    MappingReader,
+    Problems,
+    integer,
+    ip_network,
+    list_of,
+    number,
+    one_of,
+    text,
+)
+from dcnet.model.yamlsource import YAMLSourceError, load_located
+
+FORMAT_VERSION = 1
+MAX_EXPERIMENT_BYTES = 256 * 1024
+EXPERIMENTS_DIR = Path(__file__).with_name("experiments")
+FAULTS = frozenset({"kill", "stop", "loss", "partition"})
+SIGNALS = frozenset({"KILL", "TERM", "INT", "QUIT"})
+_NAME = text(r"[a-z][a-z0-9-]{0,40}", "lower-case letters, digits and '-', at most 41")
+_NETNS = text(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a network namespace name")
+_URL = text(r"http://[^/\s:]+(:\d{1,5})?(/\S*)?", "an http:// URL (host[:port][/path])")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ExperimentError(ModelError):
+    """An experiment failed the schema; ``problems`` names file, line and field of each."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    namespace: str
+    url: str
+    min_success: float = 0.99
+    timeout: float = 1.0
+    concurrency: int = 2
+    interval: float = 0.01
+
+
+@dataclass(frozen=True)
+class Step:
+    """One method step: a fault (``kind`` in FAULTS) or a pause (``kind == 'pause'``)."""
+
+    kind: str
+    duration: float
+    namespace: str = ""
+    process: str = ""           # regex searched in the command lines of the namespace
+    pidfile: str = ""
+    signal: str = "KILL"
+    percent: int = 100
+    peer: str = ""              # loss/partition: only traffic to/from this prefix
+
+
+@dataclass(frozen=True)
+class Rollback:
+    namespace: str
+    argv: tuple[str, ...]
+    ready_tcp: str = ""         # "address:port" accepting connections = started
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    source: str
+    namespaces: tuple[str, ...]
+    probes: tuple[Probe, ...]
+    method: tuple[Step, ...]
+    rollbacks: tuple[Rollback, ...] = ()
+    steady_seconds: float = 2.0
+    description: str = ""
+
+
+def builtin(name: str) -> str:
+    """The path of an experiment shipped with dcnet."""
+    return str(EXPERIMENTS_DIR / f"{name}.yaml")
+
+
+def load(path: str, variables: dict[str, str] | None = None) -> Experiment:
+    try:
+        content = inputs.read_text(path, MAX_EXPERIMENT_BYTES)
+    except inputs.InputError as exc:
+        what = "cannot read" if exc.unreadable else "cannot use"
+        raise ExperimentError([Problem(path, exc.line, "", f"{what}: {exc}")]) from None
+    return loads(content, path, variables)
+
+
+def loads(content: str, source: str = "<experiment>",
+          variables: dict[str, str] | None = None) -> Experiment:
+    content = _substitute(content, source, variables or {})
+    try:
+        located = load_located(content, source)
+    except YAMLSourceError as exc:
+        raise ExperimentError([Problem(source, exc.line, "", exc.message)]) from None
+    if located.data is None:
+        raise ExperimentError([Problem(source, 1, "", "the experiment is empty")])
+    problems = Problems(located)
+    experiment = _read(problems, located.data, source)
+    problems.raise_if_any()
+    return experiment
+
+
+def _substitute(content: str, source: str, variables: dict[str, str]) -> str:
+    missing = []
+    for match in _VAR.finditer(content):
+        if match.group(1) not in variables:
+            line = content.count("\n", 0, match.start()) + 1
+            missing.append(Problem(source, line, "", f"undefined variable ${{{match.group(1)}}}"
+                                   " (give it with --var NAME=VALUE)"))
+    if missing:
+        raise ExperimentError(missing)
+    return _VAR.sub(lambda m: variables[m.group(1)], content)
+
+
+def _read(problems: Problems, data: object, source: str) -> Experiment | None:
+    top = MappingReader(problems, (), data, "an experiment")
+    top.required("chaos", integer(FORMAT_VERSION, FORMAT_VERSION))
+    name = top.required("name", _NAME)
+    description = top.optional("description", text(r"(?s).*", "text"), "")
+    raw_ns = top.required("namespaces", lambda v: v)
+    raw_probes = top.required("probes", lambda v: v)
+    raw_method = top.required("method", lambda v: v)
+    raw_rollbacks = top.optional("rollbacks", lambda v: v, [])
+    steady = top.optional("steady_seconds", number(0.2, 600), 2.0)
+    top.finish()
+    namespaces = []
+    for i, item in enumerate(list_of(("namespaces",), problems, raw_ns, "namespaces")):
+        try:
+            namespaces.append(_NETNS(item))
+        except ValueError as exc:
+            problems.add(("namespaces", i), str(exc))
+    scope = frozenset(namespaces)
+
+    def in_scope(reader: MappingReader, key: str) -> str:
+        value = reader.required(key, _NETNS)
+        if isinstance(value, str) and value not in scope:
+            problems.add((*reader.path, key), f"namespace {value!r} is not in the "
+                         "experiment's namespaces (its scope)")
+        return value
+
+    probes = []
+    for i, item in enumerate(list_of(("probes",), problems, raw_probes, "probes")):
+        r = MappingReader(problems, ("probes", i), item, "a probe")
+        values = {"name": r.required("name", _NAME), "namespace": in_scope(r, "namespace"),
+                  "url": r.required("url", _URL),
+                  "min_success": r.optional("min_success", number(0.0, 1.0), 0.99),
+                  "timeout": r.optional("timeout", number(0.05, 60), 1.0),
+                  "concurrency": r.optional("concurrency", integer(1, 32), 2),
+                  "interval": r.optional("interval", number(0.0, 10), 0.01)}
+        if r.finish():
+            probes.append(Probe(**values))
+    if isinstance(raw_probes, list) and not raw_probes:
+        problems.add(("probes",), "an experiment needs at least one probe (its steady state)")
+    method = []
+    for i, item in enumerate(list_of(("method",), problems, raw_method, "method")):
+        step = _read_step(problems, ("method", i), item, in_scope)
+        if step is not None:
+            method.append(step)
+    if isinstance(raw_method, list) and not raw_method:
+        problems.add(("method",), "the method needs at least one step")
+    rollbacks = []
+    for i, item in enumerate(list_of(("rollbacks",), problems, raw_rollbacks, "rollbacks")):
+        r = MappingReader(problems, ("rollbacks", i), item, "a rollback")
+        start = r.required("start", lambda v: v)
+        r.finish()
+        s = MappingReader(problems, ("rollbacks", i, "start"), start, "start")
+        namespace = in_scope(s, "namespace")
+        raw_argv = s.required("argv", lambda v: v)
+        ready = s.optional("ready_tcp", text(r"[0-9a-fA-F.:]+:\d{1,5}", "address:port"), "")
+        timeout = s.optional("timeout", number(0.1, 600), 10.0)
+        argv = list_of(("rollbacks", i, "start", "argv"), problems, raw_argv, "argv")
+        if raw_argv is not MISSING and (not argv or not all(isinstance(a, str) for a in argv)):
+            problems.add(("rollbacks", i, "start", "argv"), "argv must be a non-empty list "
+                         "of strings")
+        elif s.finish() and raw_argv is not MISSING:
+            rollbacks.append(Rollback(namespace, tuple(argv), ready, timeout))
+    if problems.items:
+        return None
+    return Experiment(name=name, source=source, namespaces=tuple(namespaces),
+                      probes=tuple(probes), method=tuple(method), rollbacks=tuple(rollbacks),
+                      steady_seconds=steady, description=description.strip())
+
+
+def _read_step(problems: Problems, path: tuple, data: object, in_scope) -> Step | None:
+    r = MappingReader(problems, path, data, "a method step")
+    if isinstance(data, dict) and "pause" in data:
+        pause = r.required("pause", number(0.0, 3600))
+        return Step("pause", pause) if r.finish() else None
+    kind = r.required("fault", one_of(FAULTS, "fault"))
+    namespace = in_scope(r, "namespace")
+    duration = r.required("duration", number(0.0, 3600))
+    values = {}
+    if kind in ("kill", "stop"):
+        values["process"] = r.optional("process", text(r".{1,200}", "a regex"), "")
+        values["pidfile"] = r.optional("pidfile", text(r"/\S+", "an absolute path"), "")
+        if kind == "kill":
+            values["signal"] = r.optional("signal", one_of(SIGNALS, "signal"), "KILL")
+        if isinstance(data, dict) and bool(data.get("process")) == bool(data.get("pidfile")):
+            problems.add(path, f"a {kind} fault needs exactly one of 'process' or 'pidfile'")
+            r.failed = True
+        elif values["process"]:
+            try:
+                re.compile(values["process"])
+            except re.error as exc:
+                problems.add((*path, "process"), f"not a regular expression: {exc}")
+                r.failed = True
+    elif kind in ("loss", "partition"):
+        if kind == "loss":
+            values["percent"] = r.required("percent", integer(1, 100))
+        peer = r.optional("peer", ip_network)
+        values["peer"] = str(peer) if peer not in (None, MISSING) else ""
+    if not r.finish() or kind is MISSING:
+        return None
+    return Step(kind, duration, namespace, **values)

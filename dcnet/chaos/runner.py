@@ -1,0 +1,211 @@
+"""Running an experiment: steady state, method, rollbacks, steady state, and the result.
+
+It owns the run's order and its safety: under the journal's lock it first reverts what
+an earlier runner left (:func:`recover`), checks the steady state (the probes' success
+ratio over ``steady_seconds``; no fault is applied when it does not hold), applies each
+fault after journaling it, waits its duration, reverts it, runs the rollbacks and checks
+the steady state again. Whatever happens (an error, Ctrl-C, SIGTERM) every journaled
+fault is reverted before it returns; after a SIGKILL the next run or ``recover`` does it.
+The result (a dict, also written as JSON) has per probe and per fault step the failed
+requests during and after the fault, the time from the fault to the last failure in it
+(time to detect), and the state left over after the run (goal: none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+from dcnet.chaos import faults
+from dcnet.chaos.experiment import Experiment, Rollback, Step
+from dcnet.chaos.journal import Journal
+from dcnet.chaos.probes import HTTPProbe, window
+from dcnet.sysio import files, netns, proc
+
+Log = Callable[[str], None]
+
+
+class SteadyStateFailed(RuntimeError):
+    """The steady-state hypothesis did not hold before the method: nothing was injected."""
+
+
+def recover(journal: Journal, log: Log = print) -> list[str]:
+    """Revert every fault the journal holds as applied and not reverted (caller holds the
+    journal's lock); what was done, one line each."""
+    done = []
+    for number, record in journal.pending():
+        try:
+            done.append(faults.revert(record))
+        except (proc.CommandError, OSError) as exc:
+            done.append(f"fault {number} ({record['kind']} in {record['namespace']}): revert "
+                        f"failed: {exc}")
+            log(done[-1])
+            continue
+        journal.reverted(number)
+        log(done[-1])
+    journal.clear_if_done()
+    return done
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(experiment: Experiment, journal: Journal, out: str | None = None,
+        log: Log = print, lock_timeout: float = 10.0) -> dict:
+    with journal.locked(lock_timeout), _sigterm_interrupts():
+        recovered = recover(journal, log)
+        result = {"experiment": experiment.name, "source": experiment.source,
+                  "director": socket.gethostname(), "recovered_at_start": recovered,
+                  "steps": [], "rollbacks": [], "interrupted": False, "error": None}
+        probes = [HTTPProbe(p) for p in experiment.probes]
+        for probe in probes:
+            probe.start()
+        t0 = time.monotonic()
+        marks: list[dict] = []
+        try:
+            _steady(experiment, probes, "before", result)
+            for index, step in enumerate(experiment.method):
+                marks.append(_step(experiment, journal, index, step, log))
+            for rollback in experiment.rollbacks:
+                result["rollbacks"].append(_rollback(rollback, log))
+            time.sleep(experiment.steady_seconds)
+        except KeyboardInterrupt as exc:
+            result["interrupted"] = True
+            result["error"] = f"interrupted ({exc or 'Ctrl-C'})"
+        except (faults.FaultError, SteadyStateFailed, proc.CommandError, OSError) as exc:
+            result["error"] = str(exc)
+        finally:
+            result["reverted_at_end"] = recover(journal, log)
+            end = time.monotonic()
+            for probe in probes:
+                probe.stop()
+        _summarise(experiment, probes, marks, t0, end, result)
+        result["leftovers"] = leftovers(experiment, journal, marks)
+        result["ok"] = result["error"] is None and all(
+            p["after"]["ok"] for p in result["probes"]) and not result["leftovers"]
+        if out:
+            files.atomic_write(out, json.dumps(result, indent=2, sort_keys=True) + "\n")
+        return result
+
+
+def _steady(experiment: Experiment, probes: list[HTTPProbe], phase: str, result: dict):
+    start = time.monotonic()
+    time.sleep(experiment.steady_seconds)
+    for probe in probes:
+        w = window(probe.records, start, time.monotonic())
+        if w["success"] is None or w["success"] < probe.probe.min_success:
+            raise SteadyStateFailed(f"steady state {phase} the method does not hold: probe "
+                                    f"{probe.probe.name} {w}")
+
+
+def _step(experiment: Experiment, journal: Journal, index: int, step: Step, log: Log) -> dict:
+    mark = {"index": index, "kind": step.kind, "namespace": step.namespace,
+            "duration": step.duration}
+    if step.kind == "pause":
+        mark["start"] = time.monotonic()
+        time.sleep(step.duration)
+        mark["end"] = time.monotonic()
+        return mark
+    record = faults.prepare(step, experiment.name, index)
+    number = journal.record(record)              # BEFORE the fault exists
+    mark["fault"] = record
+    mark["start"] = time.monotonic()
+    faults.apply(record)
+    mark["injected"] = time.monotonic()
+    log(f"fault {index}: {step.kind} in {step.namespace} for {step.duration:g}s")
+    try:
+        time.sleep(step.duration)
+    finally:
+        mark["end"] = time.monotonic()
+        log(faults.revert(record))
+        journal.reverted(number)
+        mark["reverted"] = time.monotonic()
+    return mark
+
+
+def _rollback(rollback: Rollback, log: Log) -> dict:
+    started = time.monotonic()
+    # setsid -f: the process outlives the runner and is nobody's child here
+    proc.run(["sh", "-c", 'setsid -f "$@" </dev/null >/dev/null 2>&1', "sh",
+              *rollback.argv], netns=rollback.namespace)
+    ready = True
+    if rollback.ready_tcp:
+        address, port = rollback.ready_tcp.rsplit(":", 1)
+        ready = netns.run_in(rollback.namespace, _wait_tcp, address, int(port),
+                             rollback.timeout)
+    log(f"rollback: started {rollback.argv[0]} in {rollback.namespace} (ready: {ready})")
+    return {"namespace": rollback.namespace, "argv": list(rollback.argv),
+            "ready": ready, "seconds": round(time.monotonic() - started, 3)}
+
+
+def _wait_tcp(address: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((address, port), 0.5):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _summarise(experiment: Experiment, probes: list[HTTPProbe], marks: list[dict],
+               t0: float, end: float, result: dict) -> None:
+    result["probes"] = []
+    for probe in probes:
+        first = marks[0]["start"] if marks else end
+        last = max((m["end"] for m in marks), default=end)
+        summary = {"name": probe.probe.name, "url": probe.probe.url,
+                   "before": window(probe.records, t0, first),
+                   "after": window(probe.records, last, end)}
+        summary["after"]["ok"] = (summary["after"]["success"] or 0) >= probe.probe.min_success
+        summary["total"] = window(probe.records, t0, end)
+        result["probes"].append(summary)
+    for m in marks:
+        step = {k: m[k] for k in ("index", "kind", "namespace", "duration")}
+        if "fault" in m:
+            step["fault"] = m["fault"]
+            step["inject_seconds"] = round(m["injected"] - m["start"], 4)
+            step["revert_seconds"] = round(m["reverted"] - m["end"], 4)
+        step["probes"] = {}
+        for probe in probes:
+            during = window(probe.records, m["start"], m["end"])
+            after = window(probe.records, m["end"], end)
+            step["probes"][probe.probe.name] = {
+                "during": during, "after": after,
+                "time_to_detect": during["last_failure"]}
+        result["steps"].append(step)
+
+
+def leftovers(experiment: Experiment, journal: Journal, marks: list[dict]) -> list[str]:
+    """What the run left behind: faults still journaled, chaos nft tables, processes it
+    stopped and that are still stopped."""
+    left = [f"journal: fault {n} ({r['kind']} in {r['namespace']}) not reverted"
+            for n, r in journal.pending()]
+    for name in experiment.namespaces:
+        if netns.exists(name):
+            left += [f"{name}: nft table {t}" for t in faults.tables(name)]
+    for m in marks:
+        if m.get("kind") == "stop":
+            for pid, started in m["fault"]["pids"]:
+                if proc.is_same_process(pid, started) and _state(pid) == "T":
+                    left.append(f"pid {pid} still stopped")
+    return left
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
