@@ -19,6 +19,12 @@ serves, the agent's CPU per call; peak RSS per invocation (GNU time); burst wall
 the ratios to the reference; start-up floors; the agent's peak RSS.
 
     sudo .venv/bin/python bench/cni_add.py [--pods 50] [--burst 50] [--python PY]
+
+``--rolling-restart`` runs another scenario instead: a node's agent replaced under load
+as a DaemonSet surge rollout does it (the new agent starts and stands by, the old one
+gets SIGTERM while ``--burst`` ADDs, started over 0.4 s, run in parallel through the shim,
+halfway through them); prints failed ADDs,
+duplicate addresses, ADDs that went through the fallback, and ADD latency p50/p99.
 """
 
 from __future__ import annotations
@@ -203,6 +209,8 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--no-thin", action="store_true", help="skip the Python thin client")
+    parser.add_argument("--rolling-restart", action="store_true",
+                        help="instead: replace the agent during a burst of --burst ADDs")
     parser.add_argument("--python", default=None,
                         help="interpreter for dcnet-python and the thin client (default: "
                              "this one; /usr/bin/python3 is a statically linked build that "
@@ -210,6 +218,8 @@ def main() -> int:
     opts = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="dcnet-bench-")
     try:
+        if opts.rolling_restart:
+            return rolling_restart(opts, tmp)
         return run_benchmark(opts, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -288,6 +298,105 @@ def run_benchmark(opts, tmp: str) -> int:
             agent.terminate()
         report(sides, bursts, opts, bins, agent_rss, load, floors)
     return 0
+
+
+def rolling_restart(opts, tmp: str) -> int:
+    """The agent replaced during a burst of parallel ADDs through the installed shim."""
+    exec_dir, bin_dir = f"{tmp}/exec", f"{tmp}/bin"
+    install(bin_dir, opts.python, "c", exec_dir)
+    marker = f"{tmp}/fallbacks"
+    os.replace(f"{bin_dir}/dcnet-python", f"{bin_dir}/dcnet-python.real")
+    with open(f"{bin_dir}/dcnet-python", "w") as handle:  # count the fallback's runs
+        handle.write(f"#!/bin/sh\necho \"$CNI_COMMAND\" >> {marker}\n"
+                     f"exec {bin_dir}/dcnet-python.real\n")
+    os.chmod(f"{bin_dir}/dcnet-python", 0o755)
+    conf = {"cniVersion": "1.0.0", "name": "bench", "type": "dcnet",
+            "clusterCIDR": "10.201.0.0/16", "subnetLen": 22, "runDir": f"{tmp}/run",
+            "dataDir": f"{tmp}/data", "store": {"type": "file", "path": f"{tmp}/store"}}
+    with open(f"{tmp}/dcnet.conf", "w") as handle:
+        json.dump(conf, handle)
+    argv = [os.path.join(os.path.dirname(sys.executable), "dcnet-agent"), "run", "--conf",
+            f"{tmp}/dcnet.conf", "--node", "bench", "--node-ip", "192.0.2.10",
+            "--exec-dir", exec_dir]
+    load = [os.getloadavg()[0]]
+    with Lab({"hosts": ["dcn"]}) as lab:
+        side = Side("shim", CniRuntime(conf, [bin_dir], lab.netns("dcn")), "s")
+        old = lab.start("dcn", argv, name="agent-old")
+        wait_for(f"{tmp}/run/bench/node.json")
+        wait_for(f"{exec_dir}/net-{netns.identity(lab.netns('dcn'))[1]}.sock")
+        pods = [f"{lab.prefix}-roll{i}" for i in range(opts.burst)]
+        for name in pods:
+            netns.create(name)
+        try:
+            side.call("ADD", "warm", f"/run/netns/{pods[0]}", record=False)
+            side.call("DEL", "warm", f"/run/netns/{pods[0]}", record=False)
+            open(marker, "w").close()
+            new = lab.start("dcn", argv, name="agent-new")  # surge: stands by
+            time.sleep(1.0)  # the new agent is up and waiting on the lock
+
+            spacing = 0.4 / len(pods)  # ADDs start over 0.4 s; the old agent goes at 0.2 s
+
+            starts: list[float] = []
+
+            def add(index: int) -> tuple[float, str | None, str]:
+                time.sleep(index * spacing)
+                starts.append(time.monotonic())
+                try:
+                    done = side.call("ADD", f"r{index}", f"/run/netns/{pods[index]}",
+                                     record=False)
+                except RuntimeError as exc:
+                    return 0.0, None, str(exc)
+                return done.seconds, json.loads(done.stdout)["ips"][-1]["address"], ""
+            with ThreadPoolExecutor(max_workers=len(pods)) as pool:
+                futures = [pool.submit(add, i) for i in range(len(pods))]
+                time.sleep(0.2)  # half the burst has started: roll the agent
+                rolled = time.monotonic()
+                old.terminate()
+                results = [f.result() for f in futures]
+            try:
+                old.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stuck = {t: open(f"/proc/{old.pid}/task/{t}/wchan").read()  # noqa: SIM115
+                         for t in os.listdir(f"/proc/{old.pid}/task")}
+                with open(os.path.join(lab.log_dir, "agent-old.log")) as handle:
+                    log = handle.read()[-3000:]
+                print(f"old agent still running 30 s after SIGTERM: threads {stuck}\n{log}")
+                old.kill()
+            load.append(os.getloadavg()[0])
+            deadline = time.monotonic() + 5.0  # the standby takes over within 0.1 s
+            owner = 0
+            while owner != new.pid and time.monotonic() < deadline:
+                with open(f"{tmp}/run/bench/node.json") as handle:
+                    owner = json.load(handle)["agentPid"]
+                time.sleep(0.02)
+            for index in range(len(pods)):
+                side.call("DEL", f"r{index}", f"/run/netns/{pods[index]}", record=False)
+            with open(marker) as handle:
+                fallbacks = handle.read().split()
+        finally:
+            for name in pods:
+                netns.remove(name)
+    ms = [r[0] * 1000 for r in results if r[1]]
+    addresses = [r[1] for r in results if r[1]]
+    failed = [r[2] for r in results if not r[1]]
+    print(f"rolling agent restart under a burst of {len(pods)} parallel ADDs (C shim; "
+          f"{os.cpu_count()} CPUs, load {' -> '.join(f'{x:.2f}' for x in load)}):")
+    print(f"  ADDs started after the old agent's SIGTERM  "
+          f"{sum(1 for t in starts if t >= rolled)}")
+    print(f"  failed ADDs          {len(failed)}")
+    print(f"  duplicate addresses  {len(addresses) - len(set(addresses))}")
+    print(f"  ADDs via fallback    {fallbacks.count('ADD')}")
+    print(f"  new agent owns node  {owner == new.pid} (node.json within 5 s)")
+    if ms:
+        print(f"  ADD latency          p50 {statistics.median(ms):.1f} ms, "
+              f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms")
+    for problem in failed[:5]:
+        print(f"  failure: {problem.strip()[:300]}")
+    if opts.json:
+        print(json.dumps({"failed": len(failed), "load": load, "latency_ms": ms,
+                          "duplicates": len(addresses) - len(set(addresses)),
+                          "fallback_adds": fallbacks.count("ADD")}))
+    return 1 if failed or len(addresses) != len(set(addresses)) else 0
 
 
 def start_floors(node_netns: str, bins: dict) -> list[tuple[str, float, float]]:

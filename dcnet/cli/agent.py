@@ -20,9 +20,11 @@ stopping it keeps the leases (they are journaled), so pods keep their addresses.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
+import threading
 
 import click
 
@@ -98,6 +100,41 @@ def _serve_metrics(address: str | None, agent):
         sys.exit(3)
 
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+class _Signals:
+    """SIGTERM/SIGINT, blocked in this thread and so in every thread started after it
+    (they inherit the mask), taken by a thread of its own with sigwait: it calls
+    ``request_stop`` once the agent exists (set by ``_stop_on_signal``), or exits as the
+    default action would before that. (A Python handler runs only in the main thread
+    once it wakes: with the signal delivered to another thread, a main thread waiting
+    on an Event slept on until its resync; seen as an agent ignoring SIGTERM during a
+    rolling restart under load.)"""
+
+    request_stop = None
+
+    @classmethod
+    def block(cls) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        threading.Thread(target=cls._wait, name="signals", daemon=True).start()
+
+    @classmethod
+    def _wait(cls) -> None:
+        signum = signal.sigwait(_STOP_SIGNALS)
+        if cls.request_stop is None:
+            os._exit(128 + signum)
+        cls.request_stop()
+
+
+def _block_stop_signals() -> None:
+    _Signals.block()
+
+
+def _stop_on_signal(request_stop) -> None:
+    _Signals.request_stop = request_stop
+
+
 def _run_macvlan(conf_path: str, sweep: float, exec_dir: str | None,
                  serve_cni: bool, metrics_address: str | None = None) -> None:
     import logging
@@ -109,11 +146,7 @@ def _run_macvlan(conf_path: str, sweep: float, exec_dir: str | None,
                         format="dcnet-agent: %(name)s: %(message)s")
     agent = MacvlanAgent(load_conf_file(conf_path))
 
-    def on_signal(signum, frame) -> None:
-        agent.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signal(agent.request_stop)
     agent.log(f"macvlan network {agent.conf.name}: journal {agent.conf.lease_dir}")
     server = _serve_cni(exec_dir, serve_cni)
     metrics = _serve_metrics(metrics_address, agent)
@@ -174,16 +207,13 @@ def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None
         exec_dir: str | None, serve_cni: bool, leave_on_exit: bool,
         metrics_address: str | None) -> None:
     """Keep this node's subnet, bridge and routes (or its pods' DHCP leases) right."""
+    _block_stop_signals()  # before any thread starts
     if _mode(conf_path) == "macvlan":
         _run_macvlan(conf_path, sweep, exec_dir, serve_cni, metrics_address)
         return
     agent = _make_agent(conf_path, node, node_ip, iface, store_url, lease_ttl)
 
-    def on_signal(signum, frame) -> None:
-        agent.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signal(agent.request_stop)
     agent.log(f"node {agent.node}: watching {conf_path}")
     server = _serve_cni(exec_dir, serve_cni)
     metrics = _serve_metrics(metrics_address, agent)
