@@ -89,7 +89,8 @@ class Client:
                     conn = None
             except (OSError, http.client.HTTPException, RuntimeError) as exc:
                 with self.lock:
-                    self.failures.append((time.time(), type(exc).__name__))
+                    self.failures.append((time.time(), str(exc) if isinstance(
+                        exc, RuntimeError) else type(exc).__name__))
                 conn.close()
                 conn = None
             time.sleep(self.interval)
