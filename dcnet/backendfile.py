@@ -115,17 +115,22 @@ class BackendFile:
 
 
 def record(files: BackendFile, model: Model, action: str, service: str, server_text: str,
-           weight: int | None) -> tuple[str, str, dict[str, Any] | None]:
+           weight: int | None, *, only_known: bool = False
+           ) -> tuple[str, str, dict[str, Any] | None]:
     """Record one change durably: (service JOBNAME, ADDR[:PORT], its entry or None).
 
     Raises :class:`BackendCommandError` (nothing recorded) for an unknown service, a bad
-    address, port or weight; the rules are the model's, as for LVS."""
+    address, port or weight; the rules are the model's, as for LVS. ``only_known``:
+    record nothing (entry None) for a server neither the model nor the registry has."""
     if action not in ACTIONS:
         raise BackendCommandError(f"unknown action {action!r}")
     layout = _resolve({s.name: s for s in layouts(model)}, service)
     ident = check_request(layout, server_text, weight)
     registry = files.registry()
     entries = dict(registry.get(layout.name, {}))
+    known = ident in entries or any(s.ident == ident for s in layout.servers)
+    if only_known and not known:
+        return layout.name, ident, None
     update_registry(entries, layout, ident, action, weight)
     registry[layout.name] = entries
     files.save_registry(registry)

@@ -109,10 +109,10 @@ def _generic(target: str, action: str, service: str, server: str, weight: int | 
                  "that do: lvs, haproxy)")
         try:
             first = "drain" if action == "remove" else action
-            model, name, ident = _change(instance, files, first, service, server, weight,
-                                         lock_timeout)
-            if action == "add":
-                return
+            model, name, ident, entry = _change(instance, files, first, service, server,
+                                                weight, lock_timeout, action == "remove")
+            if action == "add" or entry is None:
+                return                  # added, or removing a server nobody runs
             waiter = getattr(instance, "wait_drained", None)
             if waiter is None:
                 click.echo(f"  note: {target} cannot count a server's sessions: not waited")
@@ -131,8 +131,9 @@ def _generic(target: str, action: str, service: str, server: str, weight: int | 
 
 
 def _change(instance, files, action: str, service: str, server: str, weight: int | None,
-            lock_timeout: float):
-    """Record ``action`` and apply last model + registry, under the target's lock."""
+            lock_timeout: float, only_known: bool = False):
+    """Record ``action`` and apply last model + registry, under the target's lock
+    (``only_known``: nothing for a server neither the model nor the registry has)."""
     from dcnet.backendfile import BackendCommandError, record
     from dcnet.target.apply import apply_plan, make_plan
 
@@ -142,7 +143,12 @@ def _change(instance, files, action: str, service: str, server: str, weight: int
             raise BackendCommandError(
                 f"no applied model recorded in {files.model_path}: run 'elbctl apply "
                 f"--target {instance.name} -f MODEL' first")
-        name, ident, entry = record(files, model, action, service, server, weight)
+        name, ident, entry = record(files, model, action, service, server, weight,
+                                    only_known=only_known)
+        if entry is None and only_known:
+            click.echo(f"remove {ident} in {name}: not in the model nor the registry; "
+                       "nothing to do")
+            return model, name, ident, None
         state = f"{entry['state']}, weight {entry['weight']}" if entry else "gone"
         click.echo(f"{action} {ident} in {name}: recorded ({state})")
         result = apply_plan(instance, make_plan(instance, model))
@@ -150,7 +156,7 @@ def _change(instance, files, action: str, service: str, server: str, weight: int
         click.echo(f"  {line}")
     if not result.ok:
         sys.exit(EXIT_INVALID)
-    return model, name, ident
+    return model, name, ident, entry
 
 
 def register(cli: click.Group, render: click.Group) -> None:

@@ -112,3 +112,10 @@ def test_concurrent_adds_lose_nothing_and_a_full_apply_keeps_them(director):
     assert RS1 not in members(paths)
     assert BackendFile(paths.run_dir, "haproxy").registry()[hlab.JOB][RS1]["state"] == \
         "removed"
+    # removing a server nobody runs changes nothing (no transient add in drain state)
+    before = members(paths)
+    code, output = run("backend", "remove", hlab.JOB, "10.252.9.9", "--target", "haproxy",
+                       env=env)
+    assert code == 0 and "nothing to do" in output, output
+    assert members(paths) == before
+    assert "10.252.9.9" not in BackendFile(paths.run_dir, "haproxy").registry()[hlab.JOB]

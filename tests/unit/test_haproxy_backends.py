@@ -112,3 +112,12 @@ def test_the_backend_command_routes_lvs_to_its_fast_path_and_checks_target_flags
     result = runner.invoke(cli, ["backend", "add", hlab.JOB, RS1, "--haproxy-run-dir",
                                  "/nonexistent"])
     assert result.exit_code == 2 and "not of --target lvs" in result.output, result.output
+
+
+def test_only_known_records_nothing_for_an_unknown_server(files):
+    model = hlab.model_of(hlab.model_data({RS1: 10}))
+    assert record(files, model, "drain", hlab.JOB, "10.252.9.9", None, only_known=True) == \
+        (hlab.JOB, "10.252.9.9", None)
+    assert files.registry() == {}
+    assert record(files, model, "drain", hlab.JOB, RS1, None, only_known=True)[2] == \
+        {"weight": 10, "state": "draining"}
