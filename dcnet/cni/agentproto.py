@@ -17,7 +17,11 @@ pod's namespace as an open descriptor with the request (SCM_RIGHTS) when it has 
 (``dcnet.cni.nsref``): the agent may not see ``CNI_NETNS`` in its mount namespace.
 
 This module is the client half (stdlib ``_socket`` and ``cjson`` only: it runs in the
-per-pod plugin process) plus the framing both halves share.
+per-pod plugin process) plus the framing both halves share. The server half refuses,
+with a ``bad request`` error answer, a line over ``MAX_MESSAGE`` bytes (reading stops
+there), one not whole by its deadline (a client that connects and never sends, or
+drips), one that is not JSON or nested past the parser's recursion limit, and a request
+of the wrong shape (:func:`check_request`).
 """
 
 from __future__ import annotations
@@ -48,16 +52,39 @@ def encode(message: dict) -> bytes:
 
 
 def decode(line: bytes) -> dict:
-    message = cjson.loads(line)
+    try:
+        message = cjson.loads(line)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if not isinstance(message, dict) or message.get("proto") != PROTO:
         raise ValueError(f"not a proto {PROTO} message")
     return message
 
 
-def read_line(sock, limit: int = MAX_MESSAGE) -> bytes:
-    """Bytes up to the first newline; ConnectionError when the peer hangs up first."""
+def check_request(message: dict) -> dict:
+    """``message`` if it has a request's shape (command a string, env a mapping of
+    strings, conf a mapping); ValueError naming the field otherwise."""
+    if not isinstance(message.get("command"), str):
+        raise ValueError("command: not a string")
+    env = message.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in env.items()):
+        raise ValueError("env: not a mapping of strings to strings")
+    if not isinstance(message.get("conf"), dict):
+        raise ValueError("conf: not a mapping")
+    return message
+
+
+def read_line(sock, limit: int = MAX_MESSAGE, deadline: float | None = None) -> bytes:
+    """Bytes up to the first newline; ConnectionError when the peer hangs up first,
+    TimeoutError when ``deadline`` (``time.monotonic``) passes first."""
     chunks, size = [], 0
     while True:
+        if deadline is not None:
+            left = deadline - monotonic()
+            if left <= 0:
+                raise TimeoutError("no whole request line in time")
+            sock.settimeout(left)
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("connection closed before a full message")

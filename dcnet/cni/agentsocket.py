@@ -4,9 +4,10 @@
 agent's socket is removed), creates the socket with mode 0600 and a listen backlog of
 ``BACKLOG`` (socketserver's default of 5 made bursts of pods fail), accepts only uid 0
 peers (SO_PEERCRED) and answers each connection's request (``dcnet.cni.agentproto``) with
-``serve(message) -> answer`` in its own thread. A descriptor passed with the request
-(SCM_RIGHTS: the pod's namespace as the plugin opened it) is pinned for that thread
-(``dcnet.cni.nsref``) while it serves, then closed.
+``serve(message) -> answer`` in its own thread; a request line not whole within
+``REQUEST_TIMEOUT`` or of the wrong shape gets a ``bad request`` answer instead. A
+descriptor passed with the request (SCM_RIGHTS: the pod's namespace as the plugin
+opened it) is pinned for that thread (``dcnet.cni.nsref``) while it serves, then closed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable
 
 from dcnet.cni import agentproto, nsref
@@ -24,6 +26,7 @@ from dcnet.cni.errors import DECODE_FAILURE
 
 SO_PEERCRED = 17
 BACKLOG = 256  # as the exec agent's (dcnet.cni.execd): a burst of pods queues, not fails
+REQUEST_TIMEOUT = 30.0  # to read a whole request line (a client that never sends, or drips)
 
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -51,13 +54,15 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock = self.request
-        sock.settimeout(30.0)
+        sock.settimeout(REQUEST_TIMEOUT)
+        deadline = time.monotonic() + REQUEST_TIMEOUT   # the whole request, not each recv
         fds: list[int] = []
         try:
             try:
                 first, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4,
                                                             socket.MSG_CMSG_CLOEXEC)
-                message = agentproto.decode(_line(sock, first))
+                message = agentproto.check_request(
+                    agentproto.decode(_line(sock, first, deadline)))
             except (OSError, ValueError, ConnectionError) as exc:
                 answer = {"proto": agentproto.PROTO, "error": {
                     "code": DECODE_FAILURE, "msg": f"bad request: {exc}"}}
@@ -72,14 +77,14 @@ class _Handler(socketserver.BaseRequestHandler):
             sock.sendall(agentproto.encode(answer))
 
 
-def _line(sock, first: bytes) -> bytes:
+def _line(sock, first: bytes, deadline: float) -> bytes:
     """The request line: ``first`` (the bytes that came with the descriptors) and more."""
     if not first:
         raise ConnectionError("connection closed before a full message")
     newline = first.find(b"\n")
     if newline >= 0:
         return first[:newline]
-    return first + agentproto.read_line(sock, agentproto.MAX_MESSAGE - len(first))
+    return first + agentproto.read_line(sock, agentproto.MAX_MESSAGE - len(first), deadline)
 
 
 def listen(path: str, serve: Callable[[dict], dict],

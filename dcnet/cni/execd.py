@@ -127,36 +127,42 @@ def read_request(sock) -> bytes:
     return request
 
 
-def read_request_fds(sock) -> tuple[bytes, list[int]]:
+def read_request_fds(sock, deadline: float | None = None) -> tuple[bytes, list[int]]:
     """One request and the descriptors passed with it (SCM_RIGHTS: the shim's open
-    CNI_NETNS); the caller closes them."""
+    CNI_NETNS); the caller closes them. ``deadline`` (``time.monotonic``) bounds the
+    whole read (a client dripping bytes never trips a per-recv timeout)."""
     first, fds, _flags, _addr = socket.recv_fds(sock, 8, 4, socket.MSG_CMSG_CLOEXEC)
     try:
         if not first:
             raise ProtocolError("connection closed mid-request")
-        return _read_rest(sock, first + _recv_exact(sock, 8 - len(first))), fds
+        head = first + _recv_exact(sock, 8 - len(first), deadline)
+        return _read_rest(sock, head, deadline), fds
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
 
 
-def _read_rest(sock, head: bytes) -> bytes:
+def _read_rest(sock, head: bytes, deadline: float | None) -> bytes:
     if head[:4] != MAGIC:
         raise ProtocolError("not a DCX1 request")
     env_len = struct.unpack(">I", head[4:])[0]
     if env_len > MAX_ENV:
         raise ProtocolError("environment too large")
-    env_and_len = _recv_exact(sock, env_len + 4)
+    env_and_len = _recv_exact(sock, env_len + 4, deadline)
     stdin_len = struct.unpack(">I", env_and_len[-4:])[0]
     if stdin_len > MAX_STDIN:
         raise ProtocolError("stdin too large")
-    return head + env_and_len + _recv_exact(sock, stdin_len)
+    return head + env_and_len + _recv_exact(sock, stdin_len, deadline)
 
 
-def _recv_exact(sock, size: int) -> bytes:
+def _recv_exact(sock, size: int, deadline: float | None = None) -> bytes:
     chunks, left = [], size
     while left:
+        if deadline is not None:
+            if deadline <= time.monotonic():
+                raise ProtocolError("request not whole in time")
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
         chunk = sock.recv(min(left, 1 << 20))
         if not chunk:
             raise ProtocolError("connection closed mid-request")
@@ -321,7 +327,7 @@ class ExecServer:
                     self.log(f"refused a shim connection: {problem}")
                     return
                 conn.settimeout(READ_TIMEOUT)
-                request, fds = read_request_fds(conn)
+                request, fds = read_request_fds(conn, time.monotonic() + READ_TIMEOUT)
                 try:
                     env, stdin = decode_request(request)
                     conn.settimeout(None)
