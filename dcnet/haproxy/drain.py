@@ -2,38 +2,77 @@
 
 A drained or removed server (``set server B/S state drain``, done by the plan) gets no
 new requests at once. :func:`wait_drained` then polls the server's current sessions
-(``scur`` of ``show stat``) until every slot that runs the server has none, or the
-deadline passes; past the deadline it ends what is left with ``shutdown sessions server
-B/S`` (clients reconnect and land on another server). It says which happened, so the
-caller (``elbctl backend drain|remove``, a container init hook) knows whether the server
-was left idle or its sessions were cut.
+(``scur`` of ``show stat``, rows matched by the server's address) in the current worker
+AND in every old worker still finishing its connections after a reload (through the
+master socket, ``@!PID``), until none is left or the deadline passes; past the deadline
+it ends what is left: ``shutdown sessions server B/S`` in the current worker, ``shutdown
+session ID`` per stream in an old one (whose stopped proxies refuse the former). Clients
+reconnect and land on another server. It says which happened, so the caller (``elbctl
+backend drain|remove``, a container init hook) knows whether the server was left idle
+or its sessions were cut.
 """
 
 from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dcnet.haproxy.layout import listeners
+from dcnet.haproxy.runtime import HAProxyUnavailable, send
 from dcnet.lvs.layout import parse_server
 from dcnet.model import Model
 
 POLL = 0.1
 
 
+@dataclass(frozen=True)
+class Match:
+    """Which server rows to drain: the service's backends, the address, the port."""
+
+    backends: frozenset[str]
+    address: str
+    port: int | None = None
+
+    def __call__(self, backend: str, addr: str) -> bool:
+        host, _, port = addr.rpartition(":")
+        return (backend in self.backends and host.strip("[]") == self.address
+                and (self.port is None or port == str(self.port)))
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One HAProxy worker: ``command`` sends it a runtime API command."""
+
+    command: Callable[[str], str]
+    label: str = ""          # "" for the current worker, "old worker PID" otherwise
+
+    def sessions(self, match: Match) -> dict[tuple[str, str], int]:
+        rows = parse_stat(self.command("show stat -1 4 -1"))
+        return {(r["pxname"], r["svname"]): int(r.get("scur") or 0) for r in rows
+                if match(r["pxname"], r.get("addr") or "")}
+
+    def shutdown(self, backend: str, server: str) -> None:
+        if not self.label:
+            self.command(f"shutdown sessions server {backend}/{server}")
+            return
+        for line in self.command("show sess").splitlines():
+            if f" be={backend} srv={server} " in line:
+                self.command(f"shutdown session {line.split(':', 1)[0]}")
+
+
 @dataclass
 class DrainOutcome:
     """What a drain ended with: ``idle`` (no session left) or sessions shut down."""
 
-    slots: list[tuple[str, str]]
+    slots: list[str]
     idle: bool
     waited: float
-    shut: dict[tuple[str, str], int] = field(default_factory=dict)   # sessions cut
+    shut: dict[str, int] = field(default_factory=dict)   # slot -> sessions cut
 
     def describe(self) -> str:
-        where = ", ".join(f"{b}/{s}" for b, s in self.slots) or "no running slot"
+        where = ", ".join(self.slots) or "no running slot"
         if self.idle:
             return (f"drained after {self.waited:.1f}s: no session left on {where}; safe to "
                     "stop the server")
@@ -42,57 +81,70 @@ class DrainOutcome:
                 f"{where}; safe to stop the server (those clients reconnect elsewhere)")
 
 
-def parse_sessions(text: str) -> dict[tuple[str, str], int]:
-    """Pure: ``(backend, server) -> scur`` from ``show stat`` CSV."""
+def parse_stat(text: str) -> list[dict[str, str]]:
+    """Pure: the server rows of ``show stat`` CSV, as dicts by column name."""
     lines = text.splitlines()
     if not lines or not lines[0].startswith("# "):
-        return {}
+        return []
     rows = csv.DictReader([lines[0][2:], *[line for line in lines[1:] if line.strip()]])
-    out = {}
-    for row in rows:
-        name = row.get("svname")
-        if name in (None, "FRONTEND", "BACKEND"):
-            continue
-        out[(row["pxname"], name)] = int(row.get("scur") or 0)
-    return out
+    return [row for row in rows if row.get("svname") not in (None, "FRONTEND", "BACKEND")]
 
 
-def sessions(command: Callable[[str], str], slots: Iterable[tuple[str, str]]) -> dict:
-    """Current sessions of ``slots`` (a slot HAProxy does not know counts 0)."""
-    found = parse_sessions(command("show stat -1 4 -1"))
-    return {slot: found.get(slot, 0) for slot in slots}
+def _name(worker: Worker, slot: tuple[str, str]) -> str:
+    return f"{slot[0]}/{slot[1]}" + (f" ({worker.label})" if worker.label else "")
 
 
-def wait_drained(command: Callable[[str], str], slots: list[tuple[str, str]],
-                 deadline: float, *, poll: float = POLL, clock=time.monotonic,
-                 sleep=time.sleep) -> DrainOutcome:
-    """Wait until ``slots`` have no session, at most ``deadline`` seconds, then shut
-    down what is left. ``command`` sends one runtime API command."""
+def _poll(workers: list[Worker], match: Match) -> dict[tuple[int, tuple[str, str]], int]:
+    found = {}
+    for index, worker in enumerate(workers):
+        try:
+            rows = worker.sessions(match)
+        except HAProxyUnavailable:
+            if not worker.label:
+                raise
+            continue                  # an old worker that exited meanwhile: nothing left
+        found.update({(index, slot): n for slot, n in rows.items()})
+    return found
+
+
+def wait_drained(workers: list[Worker], match: Match, deadline: float, *,
+                 poll: float = POLL, clock=time.monotonic, sleep=time.sleep) -> DrainOutcome:
+    """Wait until no worker has a session on a server ``match`` selects, at most
+    ``deadline`` seconds, then shut down what is left."""
     start = clock()
+    found = _poll(workers, match)
+    slots = [_name(workers[i], slot) for i, slot in sorted(found)]
     while True:
-        left = {slot: n for slot, n in sessions(command, slots).items() if n}
+        left = {key: n for key, n in found.items() if n}
         if not left:
             return DrainOutcome(slots, True, clock() - start)
         if clock() - start >= deadline:
             break
         sleep(poll)
-    for backend, server in left:
-        command(f"shutdown sessions server {backend}/{server}")
-    return DrainOutcome(slots, False, clock() - start, left)
+        found = _poll(workers, match)
+    for index, slot in sorted(left):
+        try:
+            workers[index].shutdown(*slot)
+        except HAProxyUnavailable:
+            if not workers[index].label:
+                raise
+    return DrainOutcome(slots, False, clock() - start,
+                        {_name(workers[i], slot): n for (i, slot), n in sorted(left.items())})
 
 
-def server_slots(runtime, model: Model, service: str, ident: str) -> list[tuple[str, str]]:
-    """The (backend, slot) pairs running ``ident`` (``ADDR[:PORT]``) for ``service``."""
-    address, port = parse_server(ident)
-    backends = {item.name for item in listeners(model) if item.service.name == service}
-    return sorted((r.backend, r.server) for r in runtime.servers() if r.backend in backends
-                  and not r.free and r.address == address and port in (None, r.port))
+def workers(runtime) -> list[Worker]:
+    """The current worker (admin socket) and the old ones (master socket, ``@!PID``)."""
+    old = runtime.proc().old_workers
+    return [Worker(runtime.command),
+            *(Worker(lambda text, pid=pid: send(runtime.master_socket, f"@!{pid} {text}"),
+                     f"old worker {pid}") for pid in old)]
 
 
 def drain_server(runtime, model: Model, service: str, ident: str,
                  deadline: float | None = None) -> DrainOutcome:
-    """Wait for ``ident`` of ``service`` (drained already) to be idle, at most the
-    model's ``haproxy.drain_deadline`` (or ``deadline``)."""
-    slots = server_slots(runtime, model, service, ident)
+    """Wait for ``ident`` of ``service`` (drained already) to be idle in every worker, at
+    most the model's ``haproxy.drain_deadline`` (or ``deadline``)."""
+    address, port = parse_server(ident)
+    backends = frozenset(i.name for i in listeners(model) if i.service.name == service)
     limit = model.haproxy.drain_deadline if deadline is None else deadline
-    return wait_drained(runtime.command, slots, limit)
+    return wait_drained(workers(runtime), Match(backends, address, port), limit)

@@ -60,7 +60,8 @@ def wait_for(predicate, what: str, limit: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def removal_under_keepalive(lab_factory, workdir: str, mode: str | None) -> str:
+def removal_under_keepalive(lab_factory, workdir: str, mode: str | None,
+                            reload_first: bool = False) -> str:
     lab = lab_factory(hlab.topology(2))
     logs = {}
     for i, address in ((1, RS1), (2, RS2)):
@@ -84,6 +85,12 @@ def removal_under_keepalive(lab_factory, workdir: str, mode: str | None) -> str:
                                   f"{hlab.LB_ADDRESS}:{hlab.SERVICE_PORT}", out, stop,
                                   "--connections", "4", "--interval", "0.01"], name="client")
     wait_for(lambda: count(logs[RS1]) > 20 and count(logs[RS2]) > 20, "both servers serving")
+    if reload_first:        # the old worker keeps the keep-alive connections (TCP mode)
+        from dcnet.haproxy.runtime import Runtime
+
+        runtime = Runtime(paths.admin_socket, paths.master_socket)
+        runtime.reload()
+        assert runtime.proc().old_workers
     done = subprocess.run([*elbctl, "backend", "remove", hlab.JOB, RS2, "--target", "haproxy"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -148,3 +155,9 @@ def test_http_mode_reload_closes_keepalive_clients_gracefully(lab_factory, workd
         result = json.load(handle)
     failed = [f for f in result["failures"] if f[0] >= start]
     assert result["ok"] > 100 and failed == [], failed[:5]
+
+
+def test_tcp_mode_remove_after_a_reload_also_ends_the_old_workers_sessions(lab_factory,
+                                                                          workdir):
+    output = removal_under_keepalive(lab_factory, workdir, None, reload_first=True)
+    assert "deadline passed" in output and "(old worker" in output, output

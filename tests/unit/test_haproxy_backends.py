@@ -50,54 +50,73 @@ def test_the_model_round_trips_and_an_unsafe_file_is_refused(files):
         files.last_model()
 
 
-STAT = """# pxname,svname,qcur,qmax,scur,smax
-web:80,s1,0,0,3,5
-web:80,s2,0,0,0,1
-web:80,BACKEND,0,0,3,6
+STAT = """# pxname,svname,qcur,qmax,scur,smax,addr
+web:80,s1,0,0,3,5,10.0.0.1:8080
+web:80,s2,0,0,0,1,10.0.0.2:8080
+web:80,BACKEND,0,0,3,6,
 """
 
 
-def test_parse_sessions():
-    assert drain.parse_sessions(STAT) == {("web:80", "s1"): 3, ("web:80", "s2"): 0}
-    assert drain.parse_sessions("") == {}
+def test_parse_stat_and_match_by_address():
+    rows = drain.parse_stat(STAT)
+    assert [(r["svname"], r["scur"], r["addr"]) for r in rows] == \
+        [("s1", "3", "10.0.0.1:8080"), ("s2", "0", "10.0.0.2:8080")]
+    assert drain.parse_stat("") == []
+    match = drain.Match(frozenset({"web:80"}), "10.0.0.1")
+    assert match("web:80", "10.0.0.1:8080") and not match("web:80", "10.0.0.11:8080")
+    assert not match("other:80", "10.0.0.1:8080")
+    assert not drain.Match(frozenset({"web:80"}), "10.0.0.1", 9)("web:80", "10.0.0.1:8080")
+    six = drain.Match(frozenset({"web:80"}), "2001:db8::1", 80)
+    assert six("web:80", "[2001:db8::1]:80")
 
 
-class FakeRuntime:
-    """Sessions that end after ``ends`` polls (None: never); records commands."""
+class FakeWorker:
+    """A worker whose sessions on s1 end after ``ends`` polls (None: never)."""
 
-    def __init__(self, ends):
-        self.ends, self.polls, self.sent = ends, 0, []
+    def __init__(self, ends, label=""):
+        self.ends, self.polls, self.sent, self.label = ends, 0, [], label
 
     def command(self, text: str) -> str:
         if text.startswith("show stat"):
             self.polls += 1
             left = 0 if self.ends is not None and self.polls > self.ends else 2
-            return f"# pxname,svname,scur\nweb:80,s1,{left}\n"
+            return f"# pxname,svname,scur,addr\nweb:80,s1,{left},10.0.0.1:8080\n"
+        if text == "show sess":
+            return ("0x1: proto=tcpv4 fe=web:80 be=web:80 srv=s1 ts=00\n"
+                    "0x2: proto=tcpv4 fe=web:80 be=web:80 srv=s2 ts=00\n")
         self.sent.append(text)
         return ""
 
+    def worker(self):
+        return drain.Worker(self.command, self.label)
 
-def run(fake, deadline=1.0):
+
+def run(fakes, deadline=1.0):
     now = [0.0]
 
     def sleep(seconds):
         now[0] += seconds
-    return drain.wait_drained(fake.command, [("web:80", "s1")], deadline, poll=0.1,
-                              clock=lambda: now[0], sleep=sleep)
+    return drain.wait_drained([f.worker() for f in fakes],
+                              drain.Match(frozenset({"web:80"}), "10.0.0.1"), deadline,
+                              poll=0.1, clock=lambda: now[0], sleep=sleep)
 
 
 def test_a_drain_that_ends_idle_shuts_nothing_down():
-    fake = FakeRuntime(ends=3)
-    outcome = run(fake)
-    assert outcome.idle and fake.sent == [] and "no session left" in outcome.describe()
+    current, old = FakeWorker(ends=3), FakeWorker(ends=5, label="old worker 7")
+    outcome = run([current, old])
+    assert outcome.idle and current.sent == old.sent == []
+    assert outcome.slots == ["web:80/s1", "web:80/s1 (old worker 7)"]
+    assert "no session left" in outcome.describe()
 
 
-def test_a_drain_past_its_deadline_shuts_the_sessions_down():
-    fake = FakeRuntime(ends=None)
-    outcome = run(fake)
-    assert not outcome.idle and outcome.shut == {("web:80", "s1"): 2}
-    assert fake.sent == ["shutdown sessions server web:80/s1"]
-    assert "deadline passed" in outcome.describe() and "2 session(s)" in outcome.describe()
+def test_a_drain_past_its_deadline_shuts_the_sessions_down_in_every_worker():
+    current, old = FakeWorker(ends=None), FakeWorker(ends=None, label="old worker 7")
+    outcome = run([current, old])
+    assert not outcome.idle
+    assert outcome.shut == {"web:80/s1": 2, "web:80/s1 (old worker 7)": 2}
+    assert current.sent == ["shutdown sessions server web:80/s1"]
+    assert old.sent == ["shutdown session 0x1"]        # per stream: its proxy is stopped
+    assert "deadline passed" in outcome.describe() and "4 session(s)" in outcome.describe()
 
 
 def test_the_backend_command_routes_lvs_to_its_fast_path_and_checks_target_flags():
