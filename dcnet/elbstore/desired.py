@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dcnet.elbstore.keys import Keys
-from dcnet.elbstore.records import ModelRevision, RecordError, decode_current, decode_entry
+from dcnet.elbstore.records import ModelRevision, RecordError, decode_backend, decode_current
+
+MAX_PROBLEMS = 100          # unreadable keys remembered (a service may write garbage often)
 
 
 @dataclass
@@ -78,13 +80,14 @@ class DesiredState:
                 return what[1] == self.current
             if what[0] == "backend":
                 _, job, ident = what
-                entry = decode_entry(value, key)
+                entry = decode_backend(ident, value, key)
                 entries = self.registry.setdefault(job, {})
                 changed = entries.get(ident) != entry
                 entries[ident] = entry
                 return changed
         except RecordError as exc:
             self.problems.append(str(exc))
+            del self.problems[:-MAX_PROBLEMS]
         return False
 
     def _delete(self, key: str) -> bool:

@@ -9,6 +9,13 @@ the metadata next to it stays readable with ``etcdctl get``.
 
 A backend entry is the file registry's entry (``{"weight": W, "state": S}``, see
 :mod:`dcnet.lvs.store`) plus who wrote it and when. A status says what a director applied.
+
+Every value here comes from etcd, and a service's credential may write its own
+JOBNAME's backend keys, so decoding trusts nothing: any value that is not the document
+(not JSON, not UTF-8, nested past the parser's recursion limit, wrong types, a weight
+outside 0..65535, a key that is not ``ADDR[:PORT]``, a payload that inflates past
+``MAX_PAYLOAD``) is a :class:`RecordError` naming the key (shortened), which the agent
+reports and skips; unknown fields are ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +27,27 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from dcnet.lvs.layout import parse_server
+from dcnet.model.types import MAX_WEIGHT
+
 FORMAT = 1
+MAX_PAYLOAD = 256 << 20     # a model revision's files inflated (a zlib bomb stops here)
+_DECODE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError)
+
+
+def short(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a message (keys may be long), bytes that
+    were not UTF-8 (surrogate escapes) shown as escapes."""
+    cut = text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
+    return cut.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _inflate(packed: str) -> bytes:
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(base64.b64decode(packed), MAX_PAYLOAD)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"payload inflates past {MAX_PAYLOAD} bytes")
+    return data
 
 
 class RecordError(ValueError):
@@ -66,7 +93,7 @@ class ModelRevision:
             doc = json.loads(value)
             if doc.get("format") != FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
-            payload = json.loads(zlib.decompress(base64.b64decode(doc["payload"])))
+            payload = json.loads(_inflate(doc["payload"]))
             return cls(revision=int(doc["revision"]), files=dict(payload["files"]),
                        model_file=payload["model_file"], layouts=list(payload["layouts"]),
                        drain_seconds=int(payload["drain_seconds"]),
@@ -74,9 +101,9 @@ class ModelRevision:
                        pushed_by=str(doc.get("pushed_by", "")),
                        comment=str(doc.get("comment", "")), rollback_of=doc.get("rollback_of"),
                        source=str(doc.get("source", "")))
-        except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
-            raise RecordError(f"{key}: not a model revision this elbctl can read: {exc}") \
-                from None
+        except (*_DECODE_ERRORS, zlib.error) as exc:
+            raise RecordError(f"{short(key)}: not a model revision this elbctl can read: "
+                              f"{short(str(exc))}") from None
 
     def as_revision(self, revision: int, *, pushed_at: float, pushed_by: str, comment: str,
                     rollback_of: int | None = None) -> ModelRevision:
@@ -100,11 +127,12 @@ def encode_current(revision: int) -> str:
 def decode_current(value: bytes | str, key: str = "<current>") -> int:
     try:
         revision = json.loads(value)["revision"]
-        if not isinstance(revision, int) or revision < 1:
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
             raise ValueError(f"bad revision {revision!r}")
         return revision
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise RecordError(f"{key}: not a current-revision pointer: {exc}") from None
+    except _DECODE_ERRORS as exc:
+        raise RecordError(f"{short(key)}: not a current-revision pointer: "
+                          f"{short(str(exc))}") from None
 
 
 def encode_entry(entry: dict, by: str = "", at: float = 0.0) -> str:
@@ -118,11 +146,23 @@ def decode_entry(value: bytes | str, key: str = "<backend>") -> dict:
     try:
         doc = json.loads(value)
         weight, state = doc["weight"], doc["state"]
-        if not isinstance(weight, int) or state not in ("active", "draining", "removed"):
+        if isinstance(weight, bool) or not isinstance(weight, int) or \
+                not 0 <= weight <= MAX_WEIGHT or state not in ("active", "draining", "removed"):
             raise ValueError(f"weight {weight!r} / state {state!r}")
         return {"weight": weight, "state": state}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise RecordError(f"{key}: not a backend entry: {exc}") from None
+    except _DECODE_ERRORS as exc:
+        raise RecordError(f"{short(key)}: not a backend entry: {short(str(exc))}") from None
+
+
+def decode_backend(ident: str, value: bytes | str, key: str = "<backend>") -> dict:
+    """:func:`decode_entry` for the backend key ending in ``ident``, which must be
+    ``ADDR``, ``ADDR:PORT`` or ``[V6]:PORT`` (the merge parses it)."""
+    try:
+        parse_server(ident)
+    except ValueError:
+        raise RecordError(f"{short(key)}: not a backend key: {short(ident)!r} is not "
+                          "ADDR[:PORT]") from None
+    return decode_entry(value, key)
 
 
 @dataclass
@@ -153,5 +193,6 @@ class Status:
             doc = json.loads(value)
             known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
             return cls(**known)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise RecordError(f"{key}: not a director status: {exc}") from None
+        except _DECODE_ERRORS as exc:
+            raise RecordError(f"{short(key)}: not a director status: {short(str(exc))}") \
+                from None
