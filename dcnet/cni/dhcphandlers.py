@@ -34,7 +34,6 @@ from dcnet.cni.errors import (
     UNKNOWN_CONTAINER,
     CniError,
 )
-from dcnet.cni.hostgw import Undo
 from dcnet.cni.macvlan import delete_pod_link, link_alias
 from dcnet.cni.nsref import resolve
 from dcnet.cni.podns import (
@@ -50,6 +49,7 @@ from dcnet.cni.podns import (
 from dcnet.cni.skel import CmdArgs
 from dcnet.cni.version import to_canonical
 from dcnet.sysio import netns
+from dcnet.undo import Undo
 
 
 class RequestHandlers:
