@@ -72,8 +72,9 @@ def director(lab_factory):
         yaml.safe_dump(hlab.model_data({RS1: 10, RS2: 10}), handle)
     with open(os.path.join(work, "exporter.log"), "w") as log:
         exporter = subprocess.Popen(
-            [sys.executable, "-m", "dcnet.cli.elbctl", "exporter", "-f", model_path,
-             "--target", "haproxy", "--haproxy-run-dir", paths.run_dir,
+            # no -f: the series are labelled (and drift checked) with the applied model
+            [sys.executable, "-m", "dcnet.cli.elbctl", "exporter", "--target", "haproxy",
+             "--haproxy-run-dir", paths.run_dir,
              "--netns", lab.netns("lb"), "--metrics-address", f"127.0.0.1:{EXPORTER_PORT}",
              "--drift-interval", "0.5"], stdout=log, stderr=subprocess.STDOUT)
     helper = Director(lab, work, paths, model_path)
