@@ -103,8 +103,11 @@ def run(experiment: Experiment, journal: Journal, out: str | None = None,
 def _steady(experiment: Experiment, probes: list[HTTPProbe], phase: str, result: dict):
     start = time.monotonic()
     time.sleep(experiment.steady_seconds)
+    end = time.monotonic()
+    # a request is recorded when it ends: let the ones started in the window finish
+    time.sleep(max(p.probe.timeout for p in probes) + 0.1)
     for probe in probes:
-        w = window(probe.records, start, time.monotonic())
+        w = window(probe.records, start, end)
         if w["success"] is None or w["success"] < probe.probe.min_success:
             raise SteadyStateFailed(f"steady state {phase} the method does not hold: probe "
                                     f"{probe.probe.name} {w}")

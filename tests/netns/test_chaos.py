@@ -23,6 +23,7 @@ from dcnet.chaos.journal import Journal
 from dcnet.cli.elbctl import cli
 from dcnet.haproxy.paths import Paths
 from dcnet.lab import haproxy_lab as hlab
+from dcnet.lab.haproxy_loadgen import one_request
 
 pytestmark = pytest.mark.netns
 
@@ -41,6 +42,13 @@ def lab(lab_factory, workdir):
     lab = lab_factory(hlab.topology(2))
     paths = Paths(run_dir=f"{workdir}/run")
     hlab.start_haproxy(lab, hlab.model_of(hlab.model_data({RS1: 10, RS2: 10})), paths)
+    # the steady state an experiment needs: 30 answers in a row (both servers' checks up)
+    deadline, row = time.monotonic() + 30, 0
+    while row < 30:
+        ok = lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT, 1.0) is None
+        row = row + 1 if ok else 0
+        assert time.monotonic() < deadline, "HAProxy does not serve steadily"
+        time.sleep(0.1)
     return lab
 
 
@@ -82,13 +90,15 @@ def start_runner(lab, journal: str, duration: float) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "dcnet.cli.elbctl", "chaos", "run", "haproxy-partition",
          "--var", f"LAB={lab.prefix}", "--var", f"DURATION={duration}", "--journal", journal],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for_fault(lab, runner: subprocess.Popen) -> list[str]:
     deadline = time.monotonic() + 30
     while not (tables := faults.tables(lab.netns("lb"))):
-        assert runner.poll() is None and time.monotonic() < deadline, "no fault injected"
+        if runner.poll() is not None or time.monotonic() > deadline:
+            runner.kill()
+            pytest.fail(f"no fault injected: {runner.communicate()[0]}")
         time.sleep(0.1)
     return tables
 
@@ -101,7 +111,7 @@ def test_sigkilled_runner_is_reverted_by_recover_and_by_the_next_run(lab, workdi
         tables = wait_for_fault(lab, runner)
     finally:
         runner.send_signal(signal.SIGKILL)
-        runner.wait()
+        runner.communicate()
     assert tables == ["dcnet_chaos_haproxy_partition_0"]
     assert faults.tables(lab.netns("lb")) == tables              # survives its runner
     assert not lab.call("lb", reaches, RS1, hlab.SERVER_PORT)     # the partition is real
@@ -122,7 +132,7 @@ def test_sigkilled_runner_is_reverted_by_recover_and_by_the_next_run(lab, workdi
         wait_for_fault(lab, runner)
     finally:
         runner.send_signal(signal.SIGKILL)
-        runner.wait()
+        runner.communicate()
     out = f"{workdir}/result.json"
     result = CliRunner().invoke(cli, [                           # ...the next run reverts it
         "chaos", "run", "haproxy-partition", "--var", f"LAB={lab.prefix}",
@@ -134,3 +144,75 @@ def test_sigkilled_runner_is_reverted_by_recover_and_by_the_next_run(lab, workdi
     assert result.exit_code == 0, result.output
     assert report["leftovers"] == [] and faults.tables(lab.netns("lb")) == []
     assert report["steps"][0]["fault"]["peer"] == f"{RS1}/32"
+
+
+def test_ctrl_c_and_sigterm_revert_the_fault_before_the_runner_exits(lab, workdir):
+    journal = f"{workdir}/journal.jsonl"
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        runner = start_runner(lab, journal, 120)
+        try:
+            wait_for_fault(lab, runner)
+            runner.send_signal(signum)
+            output = runner.communicate(timeout=30)[0]
+            assert runner.returncode == 130, output
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+            runner.communicate()
+        assert faults.tables(lab.netns("lb")) == []
+        assert not os.path.exists(journal)
+        assert lab.call("lb", reaches, RS1, hlab.SERVER_PORT)
+
+
+EXPERIMENT = """\
+chaos: 1
+name: stop-and-loss
+namespaces: [{lab}-client, {lab}-lb, {lab}-rs1]
+steady_seconds: 1
+probes:
+  - name: vip
+    namespace: {lab}-client
+    url: http://10.251.0.1:80/
+    min_success: 0.9
+method:
+  - fault: stop
+    namespace: {lab}-rs1
+    process: haproxy_lab 8080
+    duration: 2
+  - fault: loss
+    namespace: {lab}-lb
+    peer: 10.252.0.12
+    percent: 50
+    duration: 2
+"""
+
+
+def test_stop_is_resumed_and_loss_drops_some_packets(lab, workdir):
+    path = f"{workdir}/experiment.yaml"
+    with open(path, "w") as handle:
+        handle.write(EXPERIMENT.format(lab=lab.prefix))
+    seen: dict = {}
+    rs1 = lab.process("rs1-http").pid
+
+    def watch(line: str) -> None:        # runs in the runner, while each fault is in place
+        if line.startswith("fault 0"):       # SIGSTOP is delivered asynchronously
+            for _ in range(100):
+                with open(f"/proc/{rs1}/stat") as handle:
+                    seen["state"] = handle.read().rsplit(")", 1)[1].split()[0]
+                if seen["state"] == "T":
+                    break
+                time.sleep(0.01)
+        if line.startswith("fault 1"):
+            seen["tables"] = faults.tables(lab.netns("lb"))
+            answers = [lab.call("lb", reaches, RS2, hlab.SERVER_PORT) for _ in range(20)]
+            seen["reached"] = sum(answers)
+
+    from dcnet.chaos import experiment, runner
+    report = runner.run(experiment.load(path), Journal(f"{workdir}/j.jsonl"), log=watch)
+    assert report["error"] is None, report
+    assert seen["state"] == "T"                                   # SIGSTOPped
+    with open(f"/proc/{rs1}/stat") as handle:                     # and resumed
+        assert handle.read().rsplit(")", 1)[1].split()[0] in ("S", "R")
+    assert seen["tables"] == ["dcnet_chaos_stop_and_loss_1"]
+    assert 0 < seen["reached"] < 20, seen                         # some lost, not all
+    assert report["leftovers"] == [] and faults.tables(lab.netns("lb")) == []
