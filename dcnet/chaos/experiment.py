@@ -114,7 +114,10 @@ def loads(content: str, source: str = "<experiment>",
         raise ExperimentError([Problem(source, 1, "", "the experiment is empty")])
     problems = Problems(located)
     experiment = _read(problems, located.data, source)
-    problems.raise_if_any()
+    try:
+        problems.raise_if_any()
+    except ModelError as exc:
+        raise ExperimentError(exc.problems) from None
     return experiment
 
 
@@ -227,6 +230,8 @@ def _read_step(problems: Problems, path: tuple, data: object, in_scope) -> Step 
             values["percent"] = r.required("percent", integer(1, 100))
         peer = r.optional("peer", ip_network)
         values["peer"] = str(peer) if peer not in (None, MISSING) else ""
-    if not r.finish() or kind is MISSING:
+    if kind is MISSING:         # its other fields cannot be judged
+        return None
+    if not r.finish():
         return None
     return Step(kind, duration, namespace, **values)
