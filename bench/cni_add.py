@@ -334,7 +334,7 @@ def rolling_restart(opts, tmp: str) -> int:
             new = lab.start("dcn", argv, name="agent-new")  # surge: stands by
             time.sleep(1.0)  # the new agent is up and waiting on the lock
 
-            spacing = 0.4 / len(pods)  # ADDs start over 0.4 s; the old agent goes at 0.2 s
+            spacing = 2.0 / len(pods)  # ADDs start over 2 s; the old agent goes at 0.5 s
 
             starts: list[float] = []
 
@@ -349,7 +349,7 @@ def rolling_restart(opts, tmp: str) -> int:
                 return done.seconds, json.loads(done.stdout)["ips"][-1]["address"], ""
             with ThreadPoolExecutor(max_workers=len(pods)) as pool:
                 futures = [pool.submit(add, i) for i in range(len(pods))]
-                time.sleep(0.2)  # half the burst has started: roll the agent
+                time.sleep(0.5)  # a quarter of the burst has started: roll the agent
                 rolled = time.monotonic()
                 old.terminate()
                 results = [f.result() for f in futures]

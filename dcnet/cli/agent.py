@@ -135,6 +135,40 @@ def _stop_on_signal(request_stop) -> None:
     _Signals.request_stop = request_stop
 
 
+HANDOVER = 1.0
+
+
+def _hand_over(agent, server) -> None:
+    """A stopping host-gw agent lets a standby take over before it stops serving: it
+    releases both locks, keeps answering the shim (the socket stays bound) until the
+    successor has published node.json and renamed its socket into place, or ``HANDOVER``
+    seconds when none comes. Otherwise ADDs in the gap between the old agent's exit and
+    the new one's node.json fell back and failed (code 11, seen in
+    ``bench/cni_add.py --rolling-restart``). Both serving for a moment is safe: IPAM
+    serialises on its flock, as it does with the fallback process."""
+    import json
+    import time
+
+    agent.lock.release()  # the standby's run() reconciles and writes node.json
+    if server is None or server.sock is None:
+        return
+    server.lock.release()  # the standby binds and renames its socket over ours
+
+    def succeeded() -> bool:
+        try:
+            with open(agent.conf.node_file) as handle:
+                if json.load(handle).get("agentPid") == os.getpid():
+                    return False
+            return os.stat(server.path).st_ino != server.inode
+        except (OSError, ValueError):
+            return False
+    deadline = time.monotonic() + HANDOVER
+    while not succeeded() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if time.monotonic() < deadline:
+        time.sleep(0.2)  # serve what queued on our socket before the rename (backlog)
+
+
 def _run_macvlan(conf_path: str, sweep: float, exec_dir: str | None,
                  serve_cni: bool, metrics_address: str | None = None) -> None:
     import logging
@@ -220,6 +254,7 @@ def run(conf_path: str, node: str | None, node_ip: str | None, iface: str | None
     try:
         agent.run(resync=resync, leave_on_exit=leave_on_exit)
     finally:
+        _hand_over(agent, server)
         if server is not None:
             server.close()
         if metrics is not None:
