@@ -17,6 +17,7 @@ import click
 from dcnet.cli.common import load_model_or_exit
 from dcnet.haproxy.check import ConfigInvalid, render_valid
 from dcnet.haproxy.paths import Paths
+from dcnet.haproxy.render import TemplateError
 
 
 def register(cli: click.Group, render: click.Group) -> None:
@@ -38,7 +39,7 @@ def render_haproxy(model_path: str, output: str | None, run_dir: str | None) -> 
     paths = Paths.from_env(run_dir)
     try:
         checked = render_valid(model, paths)
-    except ConfigInvalid as exc:
+    except (ConfigInvalid, TemplateError) as exc:   # TemplateError: the global template
         click.echo(f"elbctl: {exc}", err=True)
         sys.exit(1)
     from dcnet.haproxy import limits

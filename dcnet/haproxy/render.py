@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import jinja2
 
+from dcnet import templating
 from dcnet.haproxy import limits, templates
 from dcnet.haproxy.layout import (
     Listener,
@@ -136,9 +137,9 @@ class Renderer:
                 self.overrides = {n for n in os.listdir(folder) if n.endswith(".cfg.j2")}
         loaders += [jinja2.DictLoader(templates.BUILTIN),
                     jinja2.PrefixLoader({"builtin": jinja2.DictLoader(templates.BUILTIN)})]
-        self.env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders),
-                                      undefined=jinja2.StrictUndefined, autoescape=False,
-                                      keep_trailing_newline=True)
+        # sandboxed, deadline, output limit, located errors (dcnet.templating)
+        self.env = templating.environment(jinja2.ChoiceLoader(loaders))
+        self.timed_out: dict[str, templating.TemplateFailure] = {}
         self.env.globals["ms"] = _ms
 
     def template_name(self, service: Service) -> str:
@@ -157,10 +158,10 @@ class Renderer:
     def global_block(self) -> tuple[str, dict]:
         s = self.settings()
         try:
-            text = self.env.get_template("haproxy.cfg.j2").render(
-                settings=s, paths=self.paths, max_reloads=MAX_OLD_WORKER_RELOADS)
-        except jinja2.TemplateError as exc:
-            raise TemplateError("global", exc) from exc
+            text = templating.render(self.env, "haproxy.cfg.j2", settings=s,
+                                     paths=self.paths, max_reloads=MAX_OLD_WORKER_RELOADS)
+        except templating.TemplateFailure as exc:
+            raise TemplateError("global", exc) from None
         attrs = {"maxconn": s.maxconn, "hard_stop_after": s.hard_stop_after,
                  "timeouts": [s.timeout_connect, s.timeout_client, s.timeout_server],
                  "admin_socket": self.paths.admin_socket, "config": digest(text)}
@@ -179,12 +180,15 @@ class Renderer:
                 "server_lines": server_lines(servers, layouts[item.name],
                                              item.port.backend_port)})
         name = self.template_name(service)
+        if name in self.timed_out:      # one deadline per template, not one per service
+            raise TemplateError(service.name, self.timed_out[name])
         try:
-            text = self.env.get_template(name).render(
-                service=service, listeners=context, check=service.health_check,
-                settings=self.model.haproxy)
-        except jinja2.TemplateError as exc:
-            raise TemplateError(service.name, exc) from exc
+            text = templating.render(self.env, name, service=service, listeners=context,
+                                     check=service.health_check, settings=self.model.haproxy)
+        except templating.TemplateFailure as exc:
+            if exc.timed_out:
+                self.timed_out[name] = exc
+            raise TemplateError(service.name, exc) from None
         attrs = {
             "binds": sorted({b for item in items for b in item.binds}),
             "balance": {str(i.port.port): i.balance.algorithm for i in items},

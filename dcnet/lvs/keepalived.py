@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from importlib import resources
 
+from dcnet import templating
 from dcnet.sysio.files import atomic_write
 
 KIND = {"nat": "NAT", "dr": "DR", "tun": "TUN"}
@@ -102,18 +103,16 @@ def environment(templates: str | None = None):
             raise KeepalivedError(f"template directory {templates} does not exist")
         loaders.append(jinja2.FileSystemLoader(templates))
     loaders.append(jinja2.FileSystemLoader(str(resources.files("dcnet.lvs") / "templates")))
-    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True, autoescape=False)
+    # sandboxed, deadline, output limit, errors naming template file and line
+    return templating.environment(jinja2.ChoiceLoader(loaders))
 
 
 def render(model, director: str | None = None, templates: str | None = None) -> str:
-    import jinja2
-
     try:
-        template = environment(templates).get_template("keepalived.conf.j2")
-        return template.render(**context(model, director))
-    except jinja2.TemplateError as exc:
-        raise KeepalivedError(f"template error: {exc}") from exc
+        return templating.render(environment(templates), "keepalived.conf.j2",
+                                 **context(model, director))
+    except templating.TemplateFailure as exc:
+        raise KeepalivedError(f"template error: {exc}") from None
 
 
 def interfaces(model) -> list[str]:
