@@ -5,7 +5,8 @@
 ``--out``); exit 0 when the steady state held after the run and nothing was left over,
 1 otherwise, 130 when interrupted (after reverting every fault). ``recover`` reverts what
 the journal holds (after a SIGKILLed runner). ``validate`` checks an experiment file and
-prints every problem with file, line and field.
+prints every problem with file, line and field. ``unused`` is the janitor
+(:mod:`dcnet.chaos.janitor`): what the targets run that the model does not declare.
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ import sys
 import click
 
 from dcnet.chaos import experiment as exp
-from dcnet.chaos import runner
+from dcnet.chaos import janitor, runner
 from dcnet.chaos.journal import DEFAULT_JOURNAL, ENV_JOURNAL, Journal
+from dcnet.cli.common import (
+    load_model_or_exit,
+    output_option,
+    report_target_error,
+    target_class_of,
+    target_errors,
+    target_kwargs,
+    with_target_options,
+)
+from dcnet.target.session import DEFAULT_LOCK_TIMEOUT
 
 journal_option = click.option("--journal", default=DEFAULT_JOURNAL, show_default=True,
                               envvar=ENV_JOURNAL, help="The fault journal file.")
@@ -91,3 +102,37 @@ def recover(journal: str) -> None:
 
 def register(cli: click.Group, render: click.Group) -> None:
     cli.add_command(chaos)
+
+
+@chaos.command("unused")
+@click.option("-f", "--file", "model_path", required=True, help="The service model (YAML).")
+@click.option("--target", "targets", multiple=True, required=True,
+              help="A target to look at (repeatable: lvs, haproxy, dns, nft...).")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Remove what is unused, through the owning target.")
+@click.option("--force", is_flag=True, help="Let the removal exceed the change guard.")
+@click.option("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT, show_default=True,
+              envvar="DCNET_LOCK_TIMEOUT", help="Seconds to wait for a target's lock.")
+@output_option
+@with_target_options
+def unused(model_path: str, targets: tuple[str, ...], do_apply: bool, force: bool,
+           lock_timeout: float, output: str, **params) -> None:
+    """The janitor: what the targets run that the model does not declare (a plan);
+    --apply removes it. Exit 0 nothing unused or removed, 2 unused left, 1 failed."""
+    model = load_model_or_exit(model_path)
+    reports = []
+    for target in targets:
+        own = {"t_" + o.flag.replace("-", "_") for o in target_class_of(target).options}
+        options = target_kwargs(target, {k: v for k, v in params.items() if k in own})
+        refused, unavailable = target_errors(target)
+        try:
+            reports.append(janitor.unused(target, model, options, lock_timeout=lock_timeout,
+                                          apply=do_apply, force=force))
+        except (*refused, *unavailable) as exc:
+            report_target_error(target, exc)
+    for report in reports:
+        click.echo(json.dumps(report.to_dict()) if output == "json" else report.to_text())
+    if any(not r.ok for r in reports):
+        sys.exit(1)
+    if any(r.unused and not r.applied for r in reports):
+        sys.exit(2)

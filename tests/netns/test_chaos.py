@@ -16,6 +16,7 @@ import tempfile
 import time
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from dcnet.chaos import faults
@@ -216,3 +217,35 @@ def test_stop_is_resumed_and_loss_drops_some_packets(lab, workdir):
     assert seen["tables"] == ["dcnet_chaos_stop_and_loss_1"]
     assert 0 < seen["reached"] < 20, seen                         # some lost, not all
     assert report["leftovers"] == [] and faults.tables(lab.netns("lb")) == []
+
+
+def test_janitor_lists_a_backend_not_in_the_model_and_removes_it_through_haproxy(
+        lab_factory, workdir):
+    lab = lab_factory(hlab.topology(2))
+    paths = Paths(run_dir=f"{workdir}/run")
+    two = hlab.model_data({RS1: 10, RS2: 10}, services=2)
+    hlab.start_haproxy(lab, hlab.model_of(two), paths)
+    one = hlab.model_data({RS1: 10, RS2: 10}, services=1)
+    model_file = f"{workdir}/model.yaml"
+    with open(model_file, "w") as handle:
+        yaml.safe_dump(one, handle)
+    args = ["chaos", "unused", "-f", model_file, "--target", "haproxy",
+            "--haproxy-run-dir", paths.run_dir, "-o", "json"]
+    gone = hlab.job_name(1)
+    runner = CliRunner()
+
+    listed = runner.invoke(cli, args)
+    assert listed.exit_code == 2, listed.output
+    report = json.loads(listed.output)
+    assert report["unused"] and not report["applied"]
+    assert all(gone in json.dumps(c["key"]) for c in report["unused"]), report["unused"]
+    assert lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT + 1, 1.0) is None
+
+    removed = runner.invoke(cli, [*args, "--apply"])
+    assert removed.exit_code == 0, removed.output
+    assert json.loads(removed.output)["applied"] and json.loads(removed.output)["ok"]
+    assert lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT + 1,
+                    1.0) is not None                                  # the port is gone
+    assert lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT, 1.0) is None
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0 and json.loads(again.output)["unused"] == []
