@@ -1,0 +1,142 @@
+"""Netns tests of traffic mirroring (issue #19): the director's nft ``dup`` copies the
+client->server packets into a mirror namespace, the recorder there reassembles every
+session exactly, nothing from the mirror side reaches the client or the server; replay
+delivers every recorded request to a target at x1 and x10, each copy from its own
+namespace and address, without duplicates and in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from dcnet.mirror import recording, rules
+from dcnet.mirror.logserver import http_sessions, read_log
+
+pytestmark = pytest.mark.netns
+
+PY = sys.executable
+CLIENT, DIRECTOR_C, DIRECTOR_S, SERVER = "10.91.0.1", "10.91.0.254", "10.91.1.254", "10.91.1.2"
+MIRROR_D, MIRROR = "10.91.9.1", "10.91.9.2"
+TARGET = "10.92.0.254"
+PORT = 8080
+COPIES = 10
+
+
+def topology(log_dir: str) -> dict:
+    links = [
+        {"a": {"host": "client", "ifname": "eth0", "addresses": [f"{CLIENT}/24"]},
+         "b": {"host": "director", "ifname": "c0", "addresses": [f"{DIRECTOR_C}/24"]}},
+        {"a": {"host": "director", "ifname": "s0", "addresses": [f"{DIRECTOR_S}/24"]},
+         "b": {"host": "server", "ifname": "eth0", "addresses": [f"{SERVER}/24"]}},
+        {"a": {"host": "director", "ifname": "mir0", "addresses": [f"{MIRROR_D}/30"]},
+         "b": {"host": "mirror", "ifname": "eth0", "addresses": [f"{MIRROR}/30"]}},
+        {"a": {"host": "target", "ifname": "eth0", "addresses": [f"{TARGET}/24"]},
+         "b": {"host": "sw", "ifname": "p-t", "bridge": "br0"}},
+    ]
+    for i in range(COPIES):
+        links.append({"a": {"host": f"r{i}", "ifname": "eth0",
+                            "addresses": [f"10.92.0.{10 + i}/24"]},
+                      "b": {"host": "sw", "ifname": f"p-r{i}", "bridge": "br0"}})
+    serve = [PY, "-m", "dcnet.mirror.logserver", "--port", str(PORT), "--log"]
+    return {
+        "hosts": ["client", {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1}},
+                  "server", "mirror", "target", "sw", *[f"r{i}" for i in range(COPIES)]],
+        "bridges": [{"name": "br0", "host": "sw"}],
+        "links": links,
+        "routes": [{"host": "client", "dst": "default", "via": DIRECTOR_C},
+                   {"host": "server", "dst": "default", "via": DIRECTOR_S}],
+        "processes": [
+            {"name": "prod", "host": "server", "argv": [*serve, f"{log_dir}/prod.log"],
+             "ready_tcp_port": PORT},
+            {"name": "target", "host": "target", "argv": [*serve, f"{log_dir}/target.log"],
+             "ready_tcp_port": PORT},
+        ],
+    }
+
+
+WATCH = """table ip watch {
+  counter from_mirror { }
+  counter syn_in { }
+  chain input {
+    type filter hook prerouting priority -400; policy accept;
+    ip saddr 10.91.9.0/24 counter name from_mirror
+    tcp flags & (syn | ack) == syn counter name syn_in
+  }
+}
+"""
+
+
+def watch_counters(lab, host: str) -> dict[str, int]:
+    done = lab.run(host, ["nft", "-j", "list", "counters", "table", "ip", "watch"])
+    return {item["counter"]["name"]: item["counter"]["packets"]
+            for item in json.loads(done.stdout)["nftables"] if "counter" in item}
+
+
+def wait_for(path: str, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{what}: {path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def mirrored(lab_factory, tmp_path):
+    """The lab with the mirror rules applied at the director; yields (lab, tmp_path)."""
+    lab = lab_factory(topology(str(tmp_path)))
+    for host in ("client", "server"):
+        lab.run(host, ["nft", "-f", "-"], input=WATCH)
+    return lab, tmp_path
+
+
+def record(lab, tmp_path, percent: int, sessions: int, requests: int, *extra: str):
+    spec = rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0", percent)
+    rules.apply(spec, netns=lab.netns("director"))
+    out = str(tmp_path / "rec.jsonl")
+    recorder = lab.start("mirror", [PY, "-m", "dcnet.mirror.recorder", "--ifname", "eth0",
+                                    "--out", out, *extra], name="recorder")
+    wait_for(out, "recorder")
+    sent = lab.call("client", http_sessions, SERVER, PORT, sessions, requests)
+    time.sleep(0.3)   # the last ACK/FIN copies are in flight to the mirror veth
+    os.kill(recorder.pid, signal.SIGTERM)
+    assert recorder.wait(10) == 0
+    return sent, recording.read(out)
+
+
+def test_every_session_is_recorded_exactly_and_the_mirror_never_answers(mirrored):
+    lab, tmp_path = mirrored
+    sent, sessions = record(lab, tmp_path, 100, sessions=20, requests=3)
+    assert len(sent) == 20
+    by_port = {int(s.client.rpartition(":")[2]): s for s in sessions}
+    assert set(by_port) == set(sent)
+    for port, data in sent.items():
+        session = by_port[port]
+        assert session.payload == data, port
+        assert session.syn and session.end == "fin" and session.missing == 0
+        assert session.client == f"{CLIENT}:{port}" and session.server == f"{SERVER}:{PORT}"
+        offsets = [c.offset for c in session.chunks]
+        assert offsets == sorted(offsets) and offsets[0] == 0
+        assert len(session.chunks) == 3    # one request a chunk: the client waited
+    assert len(read_log(str(tmp_path / "prod.log"))) == 60
+    director = rules.counters(lab.netns("director"))
+    assert director["copied"] > 0 and director["from_mirror"] == 0
+    assert watch_counters(lab, "client")["from_mirror"] == 0
+    server = watch_counters(lab, "server")
+    assert server["from_mirror"] == 0
+    assert server["syn_in"] == 20      # no copy of a SYN reached production
+
+
+def test_a_share_of_sessions_by_hash_and_anonymised_clients(mirrored):
+    lab, tmp_path = mirrored
+    sent, sessions = record(lab, tmp_path, 50, 40, 1, "--anonymise-key", "random")
+    assert 0 < len(sessions) < 40      # P(0 or 40 of 40 at 50%) ~ 2e-12
+    ports = set()
+    for session in sessions:
+        assert CLIENT not in session.client and session.client.startswith("anon-")
+        ports.add(int(session.client.rpartition(":")[2]))
+        assert session.payload == sent[int(session.client.rpartition(":")[2])]
+    assert ports <= set(sent)
