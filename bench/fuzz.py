@@ -22,6 +22,9 @@ Surfaces, each reported with cases tried, failures, the slowest case and peak me
 - ``netbench``: tests/data/hostile/netbench, ``/dev/zero`` and worst cases under 1 MiB
   (200,000 modes, 999 nested lists, a 1 MiB comment, 20,000 broken tests, random bytes)
   through the real ``netbench run`` (root): exit 2, every line FILE:LINE, nothing built;
+- ``etcd-values``: a hostile backend key and value (tests/unit/test_hostile_etcd_values.py:
+  JSON of any shape, bytes, any key) put into an ELB agent's desired state, then the
+  effective model built; a failure is any exception, or a problem not naming the key;
 - ``dcnet-cni``: mutated configs through the real ``dcnet-cni`` with CNI_COMMAND=ADD and a
   namespace path that does not exist: an error JSON with a code (never 999), no
   traceback, the config's directories and the host's links unchanged.
@@ -57,6 +60,11 @@ from tests.unit.test_fuzz_cni import parse_outcome as cni_outcome  # noqa: E402
 from tests.unit.test_fuzz_model import check_model_outcome, tree_digest  # noqa: E402
 from tests.unit.test_fuzz_model import parse_outcome as model_outcome  # noqa: E402
 from tests.unit.test_fuzz_mutations import cni_inputs, model_texts  # noqa: E402
+from tests.unit.test_hostile_etcd_values import (  # noqa: E402
+    backend_puts,
+    check_put_outcome,
+    put_outcome,
+)
 
 BIN = os.path.dirname(sys.executable)
 HOSTILE = ROOT / "tests" / "data" / "hostile"
@@ -323,7 +331,7 @@ def main() -> None:
     parser.add_argument("--keep-slowest", metavar="DIR", type=Path,
                         help="write the slowest in-process input of each surface here")
     parser.add_argument("--only", choices=["model", "cni-config", "elbctl", "dcnet-cni",
-                                           "elbctl-push", "netbench"],
+                                           "elbctl-push", "netbench", "etcd-values"],
                         action="append", help="run only these surfaces (repeatable)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print every subprocess case (time, peak memory)")
@@ -333,7 +341,8 @@ def main() -> None:
                 Surface("elbctl validate (subprocess)"),
                 Surface("dcnet-cni ADD (subprocess)"),
                 Surface("elbctl push (subprocess, closed store)"),
-                Surface("netbench run DEF (subprocess)")]
+                Surface("netbench run DEF (subprocess)"),
+                Surface("etcd backend values (DesiredState + effective_model, in process)")]
     for surface in surfaces[2:]:
         surface.verbose = args.verbose
 
@@ -355,6 +364,9 @@ def main() -> None:
         # a valid model gets through every check and then exits 3: the store is closed
         "elbctl-push": lambda: run_elbctl(surfaces[4], PUSH, ok_code=3),
         "netbench": lambda: run_netbench(surfaces[5]),
+        "etcd-values": lambda: run_in_process(surfaces[6], backend_puts(), put_outcome,
+                                              check_put_outcome, args.examples, args.seed,
+                                              keep("etcd-value")),
     }
     chosen = args.only or list(runs)
     for name in chosen:

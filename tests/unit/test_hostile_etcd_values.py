@@ -17,6 +17,8 @@ import json
 import zlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dcnet.elbstore import records
 from dcnet.elbstore.desired import MAX_PROBLEMS, DesiredState
@@ -158,3 +160,50 @@ def test_zlib_bomb_payload_stops_at_the_limit(monkeypatch):
 def test_garbage_status_is_refused(value):
     with pytest.raises(RecordError, match=r"^/k: not a director status"):
         Status.decode(value, "/k")
+
+
+# ---------------------------------------------------------------- property (CI short, bench long)
+
+
+def _json_values():
+    leaves = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) |
+              st.text(max_size=20))
+    return st.recursive(leaves, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+        st.sampled_from(["weight", "state", "by", "at"]) | st.text(max_size=5), kids,
+        max_size=4), max_leaves=12)
+
+
+def backend_puts():
+    """``IDENT\\nVALUE`` bytes: a backend key's last part and the value put there."""
+    values = _json_values()
+    docs = st.fixed_dictionaries({"weight": values | st.integers(-2, 70000),
+                                  "state": st.sampled_from(["active", "draining", "removed",
+                                                            "x"]) | values}) | values
+    value = docs.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=300)
+    ident = st.sampled_from(["10.0.0.9", "10.0.0.9:8080", "[2001:db8::1]:80", "10.0.0.9:0"]) | \
+        st.text(max_size=30).filter(lambda t: "\n" not in t)
+    return st.tuples(ident, value).map(
+        lambda pair: pair[0].encode("utf-8", "surrogatepass") + b"\n" + pair[1])
+
+
+def put_outcome(data: bytes) -> object:
+    """The effective model's servers after one hostile put (or the exception)."""
+    ident, _, value = data.partition(b"\n")
+    state = loaded()
+    key = KEYS.backends + f"{JOB_A}/" + ident.decode("utf-8", "surrogateescape")
+    state.apply_events(3, [put(key, value, 3)])
+    for problem in state.problems:
+        assert problem.startswith(KEYS.backends[:20]), problem
+        problem.encode("utf-8")
+    return effective_servers(state)
+
+
+def check_put_outcome(outcome: object) -> None:
+    assert not isinstance(outcome, BaseException), f"{type(outcome).__name__}: {outcome}"
+
+
+@settings(max_examples=150, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(backend_puts())
+def test_any_put_leaves_a_model_the_director_can_apply(data):
+    check_put_outcome(put_outcome(data))
