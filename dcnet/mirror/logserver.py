@@ -64,7 +64,7 @@ def read_log(path: str) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _read_response(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
+def read_response(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
     """One HTTP response with Content-Length from sock; returns (response, rest)."""
     while b"\r\n\r\n" not in buffer:
         data = sock.recv(65536)
@@ -101,7 +101,7 @@ def http_sessions(address: str, port: int, sessions: int, requests: int,
                 data = request_bytes(address, f"/{tag}{s}/r{r}")
                 sock.sendall(data)
                 total += data
-                _, rest = _read_response(sock, rest)
+                _, rest = read_response(sock, rest)
             sent[sock.getsockname()[1]] = total
     return sent
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from dcnet.mirror import recording, rules
+from dcnet.mirror import recording, replay, rules
 from dcnet.mirror.logserver import http_sessions, read_log
 
 pytestmark = pytest.mark.netns
@@ -140,3 +140,46 @@ def test_a_share_of_sessions_by_hash_and_anonymised_clients(mirrored):
         ports.add(int(session.client.rpartition(":")[2]))
         assert session.payload == sent[int(session.client.rpartition(":")[2])]
     assert ports <= set(sent)
+
+
+def check_deliveries(entries: list[dict], sessions, copies: int) -> None:
+    """Every recorded request once per copy, from that copy's own address, in order."""
+    wanted = sorted(p for s in sessions for p in paths_of(s.payload))
+    by_copy: dict[str, list[str]] = {}
+    for entry in entries:
+        by_copy.setdefault(entry["src"].rpartition(":")[0], []).append(entry["path"])
+    assert sorted(by_copy) == sorted(f"10.92.0.{10 + i}" for i in range(copies))
+    for source, paths in by_copy.items():
+        assert sorted(paths) == wanted, source          # all delivered, no duplicate
+        for session in {p.split("/")[1] for p in paths}:
+            mine = [p for p in paths if p.split("/")[1] == session]
+            assert mine == sorted(mine), (source, mine)  # order kept within a session
+
+
+def paths_of(payload: bytes) -> list[str]:
+    return [line.split(b" ")[1].decode() for line in payload.split(b"\r\n")
+            if line.startswith(b"GET ")]
+
+
+def test_replay_at_x1_and_x10_delivers_every_request_once_in_order(mirrored):
+    lab, tmp_path = mirrored
+    sent, sessions = record(lab, tmp_path, 100, sessions=20, requests=3)
+    assert len(sessions) == len(sent) == 20
+    rec = str(tmp_path / "rec.jsonl")
+    namespaces = [lab.netns(f"r{i}") for i in range(COPIES)]
+    target_log = str(tmp_path / "target.log")
+    done = 0
+    for factor, copies in ((1.0, 1), (10.0, 10)):
+        out = tmp_path / f"x{factor:g}"
+        out.mkdir()
+        summary = replay.run_replay(rec, factor, f"{TARGET}:{PORT}", namespaces, str(out))
+        assert [c["copy"] for c in summary["copies"]] == list(range(copies))
+        for copy in summary["copies"]:
+            assert (copy["exit"], copy["replayed"], copy["errors"]) == (0, 20, 0), copy
+        entries = read_log(target_log)[done:]
+        done += len(entries)
+        assert len(entries) == 60 * copies
+        check_deliveries(entries, sessions, copies)
+    # production saw only its own 60 requests: replay never touched it
+    assert len(read_log(str(tmp_path / "prod.log"))) == 60
+    assert watch_counters(lab, "server")["syn_in"] == 20
