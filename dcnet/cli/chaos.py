@@ -18,7 +18,7 @@ import sys
 import click
 
 from dcnet.chaos import experiment as exp
-from dcnet.chaos import janitor, runner
+from dcnet.chaos import janitor, janitor_cni, runner
 from dcnet.chaos.journal import DEFAULT_JOURNAL, ENV_JOURNAL, Journal
 from dcnet.cli.common import (
     load_model_or_exit,
@@ -105,9 +105,14 @@ def register(cli: click.Group, render: click.Group) -> None:
 
 
 @chaos.command("unused")
-@click.option("-f", "--file", "model_path", required=True, help="The service model (YAML).")
-@click.option("--target", "targets", multiple=True, required=True,
+@click.option("-f", "--file", "model_path", help="The service model (YAML), for --target.")
+@click.option("--target", "targets", multiple=True,
               help="A target to look at (repeatable: lvs, haproxy, dns, nft...).")
+@click.option("--cni-conf", help="A host-gw node's CNI conflist (or dcnet conf): IPAM "
+                                 "reservations and host veths without pods.")
+@click.option("--cni-netns", help="The node's network namespace (default: this one).")
+@click.option("--min-age", type=float, default=60.0, show_default=True,
+              help="Seconds a reservation must exist before it counts as unused.")
 @click.option("--apply", "do_apply", is_flag=True,
               help="Remove what is unused, through the owning target.")
 @click.option("--force", is_flag=True, help="Let the removal exceed the change guard.")
@@ -115,11 +120,15 @@ def register(cli: click.Group, render: click.Group) -> None:
               envvar="DCNET_LOCK_TIMEOUT", help="Seconds to wait for a target's lock.")
 @output_option
 @with_target_options
-def unused(model_path: str, targets: tuple[str, ...], do_apply: bool, force: bool,
+def unused(model_path: str | None, targets: tuple[str, ...], cni_conf: str | None,
+           cni_netns: str | None, min_age: float, do_apply: bool, force: bool,
            lock_timeout: float, output: str, **params) -> None:
-    """The janitor: what the targets run that the model does not declare (a plan);
-    --apply removes it. Exit 0 nothing unused or removed, 2 unused left, 1 failed."""
-    model = load_model_or_exit(model_path)
+    """The janitor: what the targets run that the model does not declare, and CNI
+    reservations and veths without pods (a plan); --apply removes it through the owning
+    component. Exit 0 nothing unused (or all removed), 2 unused left, 1 failed."""
+    if not (targets and model_path) and not cni_conf:
+        raise click.UsageError("give -f MODEL with --target, or --cni-conf, or both")
+    model = load_model_or_exit(model_path) if targets else None
     reports = []
     for target in targets:
         own = {"t_" + o.flag.replace("-", "_") for o in target_class_of(target).options}
@@ -130,9 +139,16 @@ def unused(model_path: str, targets: tuple[str, ...], do_apply: bool, force: boo
                                           apply=do_apply, force=force))
         except (*refused, *unavailable) as exc:
             report_target_error(target, exc)
+    left = any(r.unused and not r.applied for r in reports)
+    failed = any(not r.ok for r in reports)
+    if cni_conf:
+        cni = janitor_cni.unused(cni_conf, cni_netns, apply=do_apply, min_age=min_age)
+        reports.append(cni)
+        left = left or bool((cni.reservations or cni.veths) and cni.applied is None)
+        failed = failed or bool(cni.applied and cni.applied["errors"])
     for report in reports:
         click.echo(json.dumps(report.to_dict()) if output == "json" else report.to_text())
-    if any(not r.ok for r in reports):
+    if failed:
         sys.exit(1)
-    if any(r.unused and not r.applied for r in reports):
+    if left:
         sys.exit(2)

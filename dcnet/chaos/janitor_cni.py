@@ -1,0 +1,100 @@
+"""The janitor's CNI part (host-gw): IPAM reservations without a pod and host veths
+without a reservation, on one node.
+
+A host-gw pod is alive while its host veth (``host_veth_name(containerID, ifname)``) is
+on the node bridge (the kernel deletes the pair with the pod's namespace). So a
+reservation whose veth is not on the bridge, older than ``min_age`` seconds (an ADD in
+progress reserves before it creates the veth), belongs to no pod; a ``dcn`` veth on the
+bridge that no reservation names, or a retired (dying) one, has no pod either. Removal
+goes through the owning component: host-gw's own CNI GC
+(:meth:`dcnet.cni.hostgw.HostGw.gc`) with, as valid attachments, every reservation that
+is not unused. Run inside the node's namespace (``netns``) when given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from dcnet.cni import ip4, reaper
+from dcnet.cni.config import load_conf
+from dcnet.cni.hostgw import VETH_PREFIX, HostGw, host_veth_name
+from dcnet.cni.ipam import Reservations
+from dcnet.cni.rtnl import Netlink
+from dcnet.sysio import netns as netns_mod
+
+
+@dataclass
+class CNIReport:
+    reservations: list[dict]            # unused: {address, containerID, ifname}
+    veths: list[str]                    # unused host veths
+    kept: list[tuple[str, str]]         # attachments with a pod (the valid ones)
+    applied: dict | None = None         # host-gw GC's answer
+
+    def to_dict(self) -> dict:
+        return {"reservations": self.reservations, "veths": self.veths,
+                "kept": [list(k) for k in self.kept], "applied": self.applied}
+
+    def to_text(self) -> str:
+        lines = [f"cni host-gw: {len(self.reservations)} reservations and "
+                 f"{len(self.veths)} host veths without a pod"]
+        lines += [f"  - reservation {r['address']} ({r['containerID']}/{r['ifname']})"
+                  for r in self.reservations]
+        lines += [f"  - veth {name}" for name in self.veths]
+        if self.applied is not None:
+            lines.append(f"  removed through host-gw GC: {len(self.applied['releasedAddresses'])}"
+                         f" addresses, links {self.applied['removedLinks']}, errors "
+                         f"{self.applied['errors']}")
+        return "\n".join(lines)
+
+
+def read_conf(path: str) -> dict:
+    """The dcnet plugin's conf from a conflist (name and cniVersion merged in) or a conf."""
+    with open(path) as handle:
+        raw = json.load(handle)
+    if "plugins" not in raw:
+        return raw
+    plugin = next(p for p in raw["plugins"] if p.get("type") == "dcnet")
+    return {**plugin, "name": raw.get("name", ""), "cniVersion": raw.get("cniVersion", "")}
+
+
+def unused(conf_path: str, netns: str | None = None, apply: bool = False,
+           min_age: float = 60.0) -> CNIReport:
+    raw = read_conf(conf_path)
+    if netns:
+        return netns_mod.run_in(netns, _unused, raw, apply, min_age)
+    return _unused(raw, apply, min_age)
+
+
+def _unused(raw: dict, apply: bool, min_age: float) -> CNIReport:
+    conf = load_conf(raw)
+    with Netlink() as nl:
+        bridge = nl.link(conf.bridge)
+        links = [link["name"] or "" for link in nl.links()
+                 if bridge and link["master"] == bridge["index"]] if bridge else []
+    veths = {n for n in links if n.startswith((VETH_PREFIX, reaper.DYING_PREFIX))}
+    owners = Reservations(conf.ipam_dir).all()
+    now = time.time()
+    unused_res, kept = [], set()
+    for address, (cid, ifname) in sorted(owners.items()):
+        path = os.path.join(conf.ipam_dir, ip4.fmt_ip(address))
+        try:
+            young = now - os.stat(path).st_mtime < min_age
+        except FileNotFoundError:
+            continue
+        if host_veth_name(cid, ifname) in veths or young:
+            kept.add((cid, ifname))
+        else:
+            unused_res.append({"address": ip4.fmt_ip(address), "containerID": cid,
+                               "ifname": ifname})
+    names = {host_veth_name(c, i) for c, i in kept}
+    unused_veths = sorted(v for v in veths if v not in names)
+    report = CNIReport(unused_res, unused_veths, sorted(kept))
+    if apply and (unused_res or unused_veths):
+        valid = [{"containerID": c, "ifname": i} for c, i in sorted(kept)]
+        report.applied = HostGw().gc(SimpleNamespace(
+            conf={**raw, "cni.dev/valid-attachments": valid}))
+    return report

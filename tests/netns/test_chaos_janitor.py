@@ -1,0 +1,75 @@
+"""``elbctl chaos unused --cni-conf``: on a host-gw node (a namespace with dcnet
+installed and its agent, as tests/netns/test_cni_hostgw.py builds), a reservation whose
+pod is gone and a host veth whose reservation is gone are listed, left alone while
+younger than --min-age, and removed with --apply through host-gw's own GC; the healthy
+pod keeps its address and veth and passes CHECK."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from dcnet.cli.elbctl import cli
+from dcnet.cni.hostgw import host_veth_name
+from dcnet.sysio import netns
+from tests.netns.test_cni_hostgw import Cluster, underlay, wait_until
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def node(lab_factory, tmp_path):
+    made = Cluster(lab_factory(underlay(("n1",))), tmp_path, nodes=("n1",))
+    made.start_agent("n1")
+    yield made
+    made.remove_pods()
+
+
+def test_janitor_finds_and_removes_cni_leftovers_through_host_gw_gc(node):
+    runtime = node.runtime("n1")
+    paths = [node.pod(f"jan{i}") for i in range(3)]
+    for index, path in enumerate(paths):
+        runtime.add(f"jan-{index}", path)
+    veths = [host_veth_name(f"jan-{i}", "eth0") for i in range(3)]
+    assert set(veths) <= node.pod_veths("n1")
+    # the pod of jan-0 disappears without a DEL: its veth goes with its namespace
+    gone = paths[0].rsplit("/", 1)[1]
+    netns.remove(gone)
+    node.pods.remove(gone)
+    wait_until(lambda: veths[0] not in node.pod_veths("n1"), "jan-0's veth to go")
+    # jan-1's reservation is lost (its veth stays)
+    reservations = node.reservations("n1")
+    [(address1, _)] = [(a, t) for a, t in reservations.items() if t.startswith("jan-1\n")]
+    os.unlink(node.ipam_dir("n1") / address1)
+    [address0] = [a for a, t in reservations.items() if t.startswith("jan-0\n")]
+
+    args = ["chaos", "unused", "--cni-conf", node.conf_path("n1"), "--cni-netns",
+            node.lab.netns("n1"), "-o", "json"]
+    runner = CliRunner()
+    young = runner.invoke(cli, args)                       # default --min-age 60
+    assert young.exit_code == 2, young.output
+    assert json.loads(young.output)["reservations"] == []
+    assert json.loads(young.output)["veths"] == [veths[1]]
+
+    listed = runner.invoke(cli, [*args, "--min-age", "0"])
+    assert listed.exit_code == 2, listed.output
+    report = json.loads(listed.output)
+    assert report["reservations"] == [{"address": address0, "containerID": "jan-0",
+                                       "ifname": "eth0"}]
+    assert report["veths"] == [veths[1]] and report["applied"] is None
+    assert address0 in node.reservations("n1")            # a plan only
+
+    removed = runner.invoke(cli, [*args, "--min-age", "0", "--apply"])
+    assert removed.exit_code == 0, removed.output
+    applied = json.loads(removed.output)["applied"]
+    assert [r["containerID"] for r in applied["releasedAddresses"]] == ["jan-0"]
+    assert applied["removedLinks"] == [veths[1]] and applied["errors"] == []
+    assert [t.splitlines()[0] for t in node.reservations("n1").values()] == ["jan-2"]
+    assert node.pod_veths("n1") == {veths[2]}
+    runtime.check("jan-2", paths[2])
+    again = runner.invoke(cli, [*args, "--min-age", "0"])
+    assert again.exit_code == 0, again.output
+    runtime.delete("jan-2", paths[2])
