@@ -25,6 +25,7 @@ from dcnet.cli import (
     elbctl_lint,
     elbctl_lvs,
     elbctl_metrics,
+    elbctl_mirror,
     elbctl_store,
 )
 from dcnet.cli.common import (
@@ -164,7 +165,7 @@ def render() -> None:
 
 
 for _module in (elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_backend, elbctl_store,
-                elbctl_metrics, elbctl_lint, elbctl_drift, chaos):
+                elbctl_metrics, elbctl_lint, elbctl_drift, chaos, elbctl_mirror):
     _module.register(cli, render)
 
 

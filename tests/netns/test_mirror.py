@@ -13,7 +13,9 @@ import sys
 import time
 
 import pytest
+from click.testing import CliRunner
 
+from dcnet.cli.elbctl import cli
 from dcnet.mirror import recording, replay, rules
 from dcnet.mirror.logserver import http_sessions, read_log
 
@@ -93,9 +95,17 @@ def mirrored(lab_factory, tmp_path):
     return lab, tmp_path
 
 
-def record(lab, tmp_path, percent: int, sessions: int, requests: int, *extra: str):
-    spec = rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0", percent)
-    rules.apply(spec, netns=lab.netns("director"))
+def record(lab, tmp_path, percent: int, sessions: int, requests: int, *extra: str,
+           via_cli: bool = False):
+    if via_cli:
+        done = CliRunner().invoke(cli, [
+            "mirror", "rules", "--service", f"{SERVER}:{PORT}", "--to", MIRROR,
+            "--device", "mir0", "--percent", str(percent), "--netns", lab.netns("director"),
+            "--apply"])
+        assert done.exit_code == 0, done.output
+    else:
+        spec = rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0", percent)
+        rules.apply(spec, netns=lab.netns("director"))
     out = str(tmp_path / "rec.jsonl")
     recorder = lab.start("mirror", [PY, "-m", "dcnet.mirror.recorder", "--ifname", "eth0",
                                     "--out", out, *extra], name="recorder")
@@ -132,7 +142,10 @@ def test_every_session_is_recorded_exactly_and_the_mirror_never_answers(mirrored
 
 def test_a_share_of_sessions_by_hash_and_anonymised_clients(mirrored):
     lab, tmp_path = mirrored
-    sent, sessions = record(lab, tmp_path, 50, 40, 1, "--anonymise-key", "random")
+    sent, sessions = record(lab, tmp_path, 50, 40, 1, "--anonymise-key", "random",
+                            via_cli=True)
+    shown = CliRunner().invoke(cli, ["mirror", "show", str(tmp_path / "rec.jsonl")])
+    assert json.loads(shown.output)["sessions"] == len(sessions)
     assert 0 < len(sessions) < 40      # P(0 or 40 of 40 at 50%) ~ 2e-12
     ports = set()
     for session in sessions:
