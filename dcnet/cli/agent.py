@@ -135,17 +135,17 @@ def _stop_on_signal(request_stop) -> None:
     _Signals.request_stop = request_stop
 
 
-HANDOVER = 1.0
+HANDOVER = 5.0
 
 
 def _hand_over(agent, server) -> None:
     """A stopping host-gw agent lets a standby take over before it stops serving: it
     releases both locks, keeps answering the shim (the socket stays bound) until the
-    successor has published node.json and renamed its socket into place, or ``HANDOVER``
-    seconds when none comes. Otherwise ADDs in the gap between the old agent's exit and
-    the new one's node.json fell back and failed (code 11, seen in
-    ``bench/cni_add.py --rolling-restart``). Both serving for a moment is safe: IPAM
-    serialises on its flock, as it does with the fallback process."""
+    successor has published node.json and renamed its socket into place (``HANDOVER``
+    seconds at most; 0.5 s when no standby took the lock). Otherwise ADDs in the gap
+    between the old agent's exit and the new one's node.json fell back and failed (code
+    11, seen in ``bench/cni_add.py --rolling-restart``). Both serving for a moment is
+    safe: IPAM serialises on its flock, as it does with the fallback process."""
     import json
     import time
 
@@ -162,11 +162,30 @@ def _hand_over(agent, server) -> None:
             return os.stat(server.path).st_ino != server.inode
         except (OSError, ValueError):
             return False
-    deadline = time.monotonic() + HANDOVER
-    while not succeeded() and time.monotonic() < deadline:
+    started = time.monotonic()
+    while not succeeded():
+        waited = time.monotonic() - started
+        if waited > HANDOVER or (waited > 0.5 and not _lock_taken(agent.lock.path)):
+            return  # a successor too slow, or none standing by
         time.sleep(0.02)
-    if time.monotonic() < deadline:
-        time.sleep(0.2)  # serve what queued on our socket before the rename (backlog)
+    time.sleep(0.2)  # serve what queued on our socket before the rename (backlog)
+
+
+def _lock_taken(path: str) -> bool:
+    """Whether another process holds the flock at ``path`` (a standby took over)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (drops our probe's lock if it got it)
+    return False
 
 
 def _run_macvlan(conf_path: str, sweep: float, exec_dir: str | None,
