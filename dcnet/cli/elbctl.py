@@ -4,7 +4,8 @@ Commands: ``validate`` (OK or every error with file, line and field; non-zero ex
 errors), ``show`` (what the model declares), ``plan`` and ``apply`` (diff against the
 live target, one locked run through :func:`dcnet.target.session.run`; every target's
 options are flags, built from the targets' declarations). The back ends' own commands
-(``render``, ``verify``, ``backend``, the etcd commands) live in ``dcnet.cli.elbctl_*``.
+(``render``, ``verify``, ``backend``, the etcd commands) live in ``dcnet.cli.elbctl_*``;
+``lint``, ``drift`` and ``chaos`` (issue #20) in ``elbctl_lint``, ``elbctl_drift``, ``chaos``.
 Exit codes: 0 success, 1 invalid model, refused or failed apply, 2 usage error, 3 target
 unavailable; ``plan --detailed-exitcode``: 0 no changes, 1 error, 2 changes.
 """
