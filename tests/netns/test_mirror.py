@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
-from dcnet.mirror import recording, replay, rules
-from dcnet.mirror.logserver import http_sessions, read_log
+from dcnet.mirror import diff, recording, replay, rules
+from dcnet.mirror.logserver import http_sessions, read_log, request_bytes
 
 pytestmark = pytest.mark.netns
 
@@ -57,6 +57,11 @@ def topology(log_dir: str) -> dict:
              "ready_tcp_port": PORT},
             {"name": "target", "host": "target", "argv": [*serve, f"{log_dir}/target.log"],
              "ready_tcp_port": PORT},
+            {"name": "secondary", "host": "target", "ready_tcp_port": PORT + 1, "argv": [
+                *serve[:3], "--port", str(PORT + 1), "--log", f"{log_dir}/secondary.log"]},
+            {"name": "candidate", "host": "target", "ready_tcp_port": PORT + 2, "argv": [
+                *serve[:3], "--port", str(PORT + 2), "--log", f"{log_dir}/candidate.log",
+                "--variant", "changed"]},
         ],
     }
 
@@ -196,3 +201,25 @@ def test_replay_at_x1_and_x10_delivers_every_request_once_in_order(mirrored):
     # production saw only its own 60 requests: replay never touched it
     assert len(read_log(str(tmp_path / "prod.log"))) == 60
     assert watch_counters(lab, "server")["syn_in"] == 20
+
+
+def test_diff_reports_the_changed_endpoint_and_no_false_difference(mirrored):
+    lab, _ = mirrored
+    sessions = []
+    for i in range(30):
+        paths = [f"/item/{i}", f"/item/{i}/changed" if i % 3 == 0 else f"/list/{i}"]
+        payload = b"".join(request_bytes(TARGET, p) for p in paths)
+        sessions.append(recording.Session(
+            f"s{i}", f"{CLIENT}:{40000 + i}", f"{SERVER}:{PORT}", 0.0,
+            chunks=(recording.Chunk(0, 0.0, payload),)))
+    report = lab.call("r0", diff.run_diff, sessions, (TARGET, PORT + 2), (TARGET, PORT),
+                      (TARGET, PORT + 1))
+    assert (report["requests"], report["failed_sessions"], report["skipped_sessions"]) == \
+        (60, 0, 0)
+    endpoints = report["endpoints"]
+    assert endpoints["GET /item/N/changed"]["differences"] == 10
+    assert endpoints["GET /item/N/changed"]["fields"] == ["body"]
+    assert report["differences"] == 10           # nothing else: no false difference
+    example = endpoints["GET /item/N/changed"]["examples"][0]["fields"]["body"]
+    assert example["candidate"].startswith("GET /item/") and \
+        example["candidate"] != example["primary"]
