@@ -1,0 +1,206 @@
+"""Benchmark: traffic mirroring (issue #19), all in namespaces of one lab run.
+
+Topology: client -- director (router) -- server (the production logserver); the
+director's nft ``dup`` copies client->server packets into a mirror namespace where the
+recorder runs; a target namespace and one namespace per replay copy on a bridge.
+
+1. Production latency with and without mirroring: rounds alternate (off, on, off, on,
+   ...) so both see the same machine load; each round runs ``--threads`` clients doing
+   keep-alive sessions of ``--requests`` requests; per-request latency p50/p99 and the
+   recorder's CPU seconds (from /proc) are printed.
+2. Capture: sessions and requests the recorder wrote against what the production
+   server logged during the mirrored rounds; kernel drops of the recorder's socket.
+3. Replay of that recording at x1 and x10: requests delivered per copy (against the
+   recording), duplicates, order violations within a session, failed sessions.
+
+    sudo .venv/bin/python bench/mirror.py [--rounds 4] [--sessions 100] [--requests 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+
+from dcnet.lab.builder import Lab
+from dcnet.mirror import recording, replay, rules
+from dcnet.mirror.logserver import read_log, read_response, request_bytes
+
+PY = sys.executable
+CLIENT, SERVER, MIRROR, TARGET, PORT = "10.93.0.1", "10.93.1.2", "10.93.9.2", "10.94.0.254", 8080
+COPIES = 10
+
+
+def topology(log_dir: str) -> dict:
+    links = [
+        {"a": {"host": "client", "ifname": "eth0", "addresses": [f"{CLIENT}/24"]},
+         "b": {"host": "director", "ifname": "c0", "addresses": ["10.93.0.254/24"]}},
+        {"a": {"host": "director", "ifname": "s0", "addresses": ["10.93.1.254/24"]},
+         "b": {"host": "server", "ifname": "eth0", "addresses": [f"{SERVER}/24"]}},
+        {"a": {"host": "director", "ifname": "mir0", "addresses": ["10.93.9.1/30"]},
+         "b": {"host": "mirror", "ifname": "eth0", "addresses": [f"{MIRROR}/30"]}},
+        {"a": {"host": "target", "ifname": "eth0", "addresses": [f"{TARGET}/24"]},
+         "b": {"host": "sw", "ifname": "p-t", "bridge": "br0"}},
+    ] + [{"a": {"host": f"r{i}", "ifname": "eth0", "addresses": [f"10.94.0.{10 + i}/24"]},
+          "b": {"host": "sw", "ifname": f"p-r{i}", "bridge": "br0"}} for i in range(COPIES)]
+    serve = [PY, "-m", "dcnet.mirror.logserver", "--port", str(PORT), "--log"]
+    return {
+        "hosts": ["client", {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1}},
+                  "server", "mirror", "target", "sw", *[f"r{i}" for i in range(COPIES)]],
+        "bridges": [{"name": "br0", "host": "sw"}],
+        "links": links,
+        "routes": [{"host": "client", "dst": "default", "via": "10.93.0.254"},
+                   {"host": "server", "dst": "default", "via": "10.93.1.254"}],
+        "processes": [
+            {"name": "prod", "host": "server", "argv": [*serve, f"{log_dir}/prod.log"],
+             "ready_tcp_port": PORT},
+            {"name": "target", "host": "target", "argv": [*serve, f"{log_dir}/target.log"],
+             "ready_tcp_port": PORT},
+        ],
+    }
+
+
+def load(threads: int, sessions: int, requests: int, tag: str) -> list[float]:
+    """Client load (runs in the client namespace); per-request latencies in seconds."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        mine = []
+        for s in range(sessions):
+            with socket.create_connection((SERVER, PORT), timeout=10) as sock:
+                rest = b""
+                for r in range(requests):
+                    begin = time.perf_counter()
+                    sock.sendall(request_bytes(SERVER, f"/{tag}w{w}s{s}/r{r}"))
+                    _, rest = read_response(sock, rest)
+                    mine.append(time.perf_counter() - begin)
+        with lock:
+            latencies.extend(mine)
+    pool = [threading.Thread(target=worker, args=(w,)) for w in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def paths_of(payload: bytes) -> list[str]:
+    return [line.split(b" ")[1].decode() for line in payload.split(b"\r\n")
+            if line.startswith(b"GET ")]
+
+
+def replay_check(entries: list[dict], sessions: list[recording.Session]) -> list[dict]:
+    wanted = Counter(p for s in sessions for p in paths_of(s.payload))
+    per_copy: dict[str, list[str]] = {}
+    for entry in entries:
+        per_copy.setdefault(entry["src"].rpartition(":")[0], []).append(entry["path"])
+    out = []
+    for source, paths in sorted(per_copy.items()):
+        got = Counter(paths)
+        order = 0
+        last: dict[str, int] = {}
+        for p in paths:
+            session, _, r = p.rpartition("/r")
+            if int(r) < last.get(session, -1):
+                order += 1
+            last[session] = int(r)
+        out.append({"source": source, "recorded": sum(wanted.values()),
+                    "delivered": sum(min(got[p], n) for p, n in wanted.items()),
+                    "duplicates": sum(max(0, got[p] - wanted[p]) for p in got),
+                    "order_violations": order})
+    return out
+
+
+def recorder_stats(path: str) -> dict:
+    """The recorder's last stderr line: sessions, segments, kernel packets and drops."""
+    with open(path) as handle:
+        return json.loads(handle.read().strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--sessions", type=int, default=50, help="per thread and round")
+    parser.add_argument("--requests", type=int, default=5)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="dcnet-mirror-bench-")
+    result: dict = {"args": vars(args), "cpus": os.cpu_count()}
+    with Lab(topology(work)) as lab:
+        spec = rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0")
+        rec = f"{work}/rec.jsonl"
+        recorder = lab.start("mirror", [PY, "-m", "dcnet.mirror.recorder", "--ifname", "eth0",
+                                        "--out", rec], name="recorder",
+                             log_path=f"{work}/recorder.log")
+        while not os.path.exists(rec):
+            time.sleep(0.05)
+        lat = {"off": [], "on": []}
+        mirrored_paths: set[str] = set()
+        for i in range(args.rounds * 2):
+            mode = "on" if i % 2 else "off"
+            if mode == "on":
+                rules.apply(spec, lab.netns("director"))
+            lat[mode] += lab.call("client", load, args.threads, args.sessions, args.requests,
+                                  f"x{i}")
+            if mode == "on":
+                rules.remove(lab.netns("director"))
+                mirrored_paths |= {e["path"] for e in read_log(f"{work}/prod.log")
+                                   if e["path"].startswith(f"/x{i}")}
+        time.sleep(0.5)
+        cpu = cpu_seconds(recorder.pid)
+        os.kill(recorder.pid, signal.SIGTERM)
+        recorder.wait(30)
+        sessions = recording.read(rec)
+        recorded = [p for s in sessions for p in paths_of(s.payload)]
+        result["production_latency_ms"] = {
+            mode: {"requests": len(v), "p50": round(statistics.median(v) * 1e3, 3),
+                   "p99": round(pct(v, 99) * 1e3, 3)} for mode, v in lat.items()}
+        result["capture"] = {
+            "production_requests_mirrored_rounds": len(mirrored_paths),
+            "recorded_requests": len(recorded),
+            "recorded_of_production": len(set(recorded) & mirrored_paths),
+            "sessions": len(sessions), "sessions_with_missing_bytes":
+                sum(1 for s in sessions if s.missing), "recorder_cpu_s": round(cpu, 2),
+            "recorder_stats": recorder_stats(f"{work}/recorder.log")}
+        namespaces = [lab.netns(f"r{i}") for i in range(COPIES)]
+        done = 0
+        for factor in (1.0, 10.0):
+            out = f"{work}/x{factor:g}"
+            os.makedirs(out)
+            begin = time.monotonic()
+            summary = replay.run_replay(rec, factor, f"{TARGET}:{PORT}", namespaces, out)
+            wall = time.monotonic() - begin
+            entries = read_log(f"{work}/target.log")[done:]
+            done += len(entries)
+            result[f"replay_x{factor:g}"] = {
+                "wall_s": round(wall, 2),
+                "failed_sessions": sum(c["errors"] for c in summary["copies"]),
+                "copies": len(summary["copies"]),
+                "per_copy": [" ".join(f"{k}={v}" for k, v in c.items())
+                             for c in replay_check(entries, sessions)]}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
