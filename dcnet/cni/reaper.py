@@ -22,11 +22,11 @@ same address never shares the wire with the old one.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
-from collections.abc import Callable
 
 from dcnet.cni.rtnl import Netlink
+
+# queue and threading are imported by the agent's Reaper only: the plugin's hot path
+# (hostgw imports this module) stays without them (docs/cni.md, "Keeping ADD light").
 
 DYING_PREFIX = "dcx"
 SWEEP = 5.0
@@ -61,9 +61,13 @@ def retire(nl: Netlink, name: str) -> bool:
 class Reaper:
     """The agent's thread deleting retired links (see the module docstring)."""
 
-    def __init__(self, log: Callable[[str], None]):
+    def __init__(self, log):
+        import queue
+        import threading
+
         self.log = log
-        self.queue: queue.Queue[str] = queue.Queue()
+        self.queue = queue.Queue()
+        self.empty = queue.Empty
         self.thread = threading.Thread(target=self._run, name="veth-reaper", daemon=True)
 
     def start(self) -> None:
@@ -87,7 +91,7 @@ class Reaper:
             while True:
                 try:
                     name = self.queue.get(timeout=SWEEP)
-                except queue.Empty:
+                except self.empty:
                     self._sweep()
                     continue
                 try:
@@ -102,7 +106,7 @@ class Reaper:
             self.log(f"collecting retired links: {exc}")
 
 
-def enable(log: Callable[[str], None]) -> Reaper:
+def enable(log) -> Reaper:
     """Retire links from now on in this process (the agent); idempotent."""
     global _reaper
     if _reaper is None:
