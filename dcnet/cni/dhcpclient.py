@@ -11,7 +11,8 @@ Packets from the network are hostile input: ``LeaseClient`` drops a packet that 
 cannot decode or handle (a client identifier of 0 bytes raises IndexError in its
 decoder, a message type of 99 or none at all raises in its dispatch), where pyroute2
 would let the exception end the client's receive loop and the lease would silently
-stop being renewed (tests/netns/test_hostile_dhcp.py).
+stop being renewed (tests/netns/test_hostile_dhcp.py). A rogue server's OFFER or ACK
+with lease time 0, and its ACK or NAK to a REQUEST meant for another server, are ignored.
 """
 
 from __future__ import annotations
@@ -95,6 +96,52 @@ class LeaseClient(AsyncDHCPClient):
         except Exception as exc:  # a reply from the network
             LOG.warning("%s: dropped a DHCP reply that cannot be handled: %s: %s",
                         self.config.interface, type(exc).__name__, exc)
+
+    # A reply with the right xid may still come from a rogue server on the segment: an
+    # OFFER or ACK granting no time (lease time 0) is ignored, and so is an ACK or NAK
+    # answering a REQUEST addressed to another server (REQUESTING: the offer selected;
+    # RENEWING: the lease's server, RFC 2131 4.4.5). REBOOTING and REBINDING accept any
+    # server, as the RFC says.
+
+    _selected: str | None = None
+
+    def _grants_no_time(self, msg) -> bool:
+        lease_time = msg.dhcp["options"].get("lease_time")
+        return lease_time is not None and lease_time <= 0
+
+    def _from_another_server(self, msg) -> bool:
+        state = msg.xid.request_state
+        if state is fsm.State.REQUESTING:
+            expected = self._selected
+        elif state is fsm.State.RENEWING and self.lease is not None:
+            expected = self.lease.server_id
+        else:
+            return False
+        got = msg.dhcp["options"].get("server_id")
+        return expected is not None and got is not None and str(got) != str(expected)
+
+    def _ignore(self, msg, why: str) -> None:
+        LOG.warning("%s: ignored a DHCP %s from %s: %s", self.config.interface,
+                    msg.dhcp["options"].get("message_type"), msg.eth_src, why)
+
+    async def offer_received(self, msg) -> None:
+        if self._grants_no_time(msg):
+            return self._ignore(msg, "lease time 0")
+        if self.state is fsm.State.SELECTING:
+            self._selected = msg.dhcp["options"].get("server_id")
+        await super().offer_received(msg)
+
+    async def ack_received(self, msg) -> None:
+        if self._grants_no_time(msg):
+            return self._ignore(msg, "lease time 0")
+        if self._from_another_server(msg):
+            return self._ignore(msg, "not from the server the request was for")
+        await super().ack_received(msg)
+
+    async def nak_received(self, msg) -> None:
+        if self._from_another_server(msg):
+            return self._ignore(msg, "not from the server the request was for")
+        await super().nak_received(msg)
 
     async def resume(self) -> None:
         """From INIT_REBOOT (the lease type loaded the journaled lease) straight to BOUND,
