@@ -1,4 +1,5 @@
 """The chaos army (issue #20): fault experiments (:mod:`dcnet.chaos.experiment`,
-:mod:`dcnet.chaos.runner`, :mod:`dcnet.chaos.faults`, :mod:`dcnet.chaos.journal`) and the
-drift watcher's audit events (:mod:`dcnet.chaos.drift`). The model linter is
-:mod:`dcnet.lint`."""
+:mod:`dcnet.chaos.runner`, :mod:`dcnet.chaos.faults`, :mod:`dcnet.chaos.journal`,
+:mod:`dcnet.chaos.probes`), the drift watcher's audit events (:mod:`dcnet.chaos.drift`)
+and the janitor (:mod:`dcnet.chaos.janitor` for ELB targets,
+:mod:`dcnet.chaos.janitor_cni` for host-gw). The model linter is :mod:`dcnet.lint`."""
