@@ -1,0 +1,32 @@
+"""The whole point of dcnet-init: a rolling restart of every instance behind HAProxy
+under keep-alive and new-connection load, with full ``elbctl apply`` runs going on at
+the same time, fails no request (HTTP mode), and the ELB ends as the model says."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
+
+from dcnet.lab import haproxy_lab as hlab
+from dcnet.lab.init_lab import rolling_restart
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def workdir():
+    path = tempfile.mkdtemp(prefix="dcnet-init-elb-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_rolling_restart_under_load_fails_no_request(lab_factory, workdir):
+    lab = lab_factory(hlab.topology(3))
+    result = rolling_restart(lab, workdir, instances=3, hooks=True)
+    assert result.keepalive["ok"] > 100 and result.new_connections["ok"] > 100
+    assert result.keepalive["failures"] == [], result.keepalive["failures"][:5]
+    assert result.new_connections["failed"] == 0, result.new_connections["reasons"]
+    assert result.applies > 0 and result.apply_failures == [], result.apply_failures[:2]
+    assert result.final_plan_empty
