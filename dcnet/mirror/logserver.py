@@ -34,6 +34,7 @@ def serve(bind: str, port: int, log_path: str, variant: str = "") -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True   # headers and body are two writes
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
