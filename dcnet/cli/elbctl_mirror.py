@@ -3,7 +3,8 @@
 Subcommands: ``rules`` prints (or with ``--apply`` installs, ``--remove`` deletes) the
 director's nftables ``dup`` table; ``record`` runs the recorder on the mirror veth (run
 it inside the mirror namespace); ``replay`` sends a recording to a target at a factor,
-one worker per copy inside the namespaces given with ``--netns``; ``show`` summarises a
+one worker per copy inside the namespaces given with ``--netns``; ``diff`` compares a
+candidate's answers with two instances of the current version; ``show`` summarises a
 recording. Exit 1 on invalid arguments.
 """
 
@@ -14,7 +15,7 @@ import os
 
 import click
 
-from dcnet.mirror import recorder, recording, replay, rules
+from dcnet.mirror import diff, recorder, recording, replay, rules
 
 
 @click.group("mirror")
@@ -80,6 +81,28 @@ def replay_command(recording_path, target, factor, namespaces, out_dir, timing, 
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2))
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.UsageError(f"bad address {text!r} (IP:PORT)")
+    return host, int(port)
+
+
+@mirror.command("diff")
+@click.option("--recording", "recording_path", required=True)
+@click.option("--candidate", required=True, metavar="IP:PORT", help="The new version.")
+@click.option("--primary", required=True, metavar="IP:PORT", help="The current version.")
+@click.option("--secondary", required=True, metavar="IP:PORT",
+              help="A second instance of the current version (its differences are noise).")
+@click.option("--ignore-header", "ignored", multiple=True, default=diff.DEFAULT_IGNORED,
+              show_default=True, help="Header never compared (repeatable).")
+def diff_command(recording_path, candidate, primary, secondary, ignored) -> None:
+    """Send every HTTP session to three targets; report the candidate's differences."""
+    report = diff.run_diff(recording.read(recording_path), _address(candidate),
+                           _address(primary), _address(secondary), ignored)
+    click.echo(json.dumps(report, indent=2))
 
 
 @mirror.command("show")

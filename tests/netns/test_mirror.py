@@ -204,7 +204,7 @@ def test_replay_at_x1_and_x10_delivers_every_request_once_in_order(mirrored):
 
 
 def test_diff_reports_the_changed_endpoint_and_no_false_difference(mirrored):
-    lab, _ = mirrored
+    lab, tmp_path = mirrored
     sessions = []
     for i in range(30):
         paths = [f"/item/{i}", f"/item/{i}/changed" if i % 3 == 0 else f"/list/{i}"]
@@ -223,3 +223,10 @@ def test_diff_reports_the_changed_endpoint_and_no_false_difference(mirrored):
     example = endpoints["GET /item/N/changed"]["examples"][0]["fields"]["body"]
     assert example["candidate"].startswith("GET /item/") and \
         example["candidate"] != example["primary"]
+    rec = str(tmp_path / "synthetic.jsonl")
+    recording.write(rec, sessions)
+    done = lab.call("r0", CliRunner().invoke, cli, [
+        "mirror", "diff", "--recording", rec, "--candidate", f"{TARGET}:{PORT + 2}",
+        "--primary", f"{TARGET}:{PORT}", "--secondary", f"{TARGET}:{PORT + 1}"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["differences"] == 10
