@@ -6,14 +6,18 @@ namespace and address, without duplicates and in order."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 
 import pytest
 from click.testing import CliRunner
+from scapy.layers.inet import IP, TCP
 
 from dcnet.cli.elbctl import cli
 from dcnet.mirror import diff, recording, replay, rules
@@ -179,6 +183,31 @@ def paths_of(payload: bytes) -> list[str]:
             if line.startswith(b"GET ")]
 
 
+class Capture:
+    """Raw IPv4 packets seen in a namespace (an AF_PACKET socket opened there), parsed
+    with scapy afterwards."""
+
+    def __init__(self, lab, host: str):
+        self.sock = lab.call(host, socket.socket, socket.AF_PACKET, socket.SOCK_DGRAM,
+                             socket.htons(0x0800))
+        self.sock.settimeout(0.1)
+        self.packets: list[bytes] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._read)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                self.packets.append(self.sock.recv(65535))
+
+    def finish(self) -> list:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+        return [IP(data) for data in self.packets]
+
+
 def test_replay_at_x1_and_x10_delivers_every_request_once_in_order(mirrored):
     lab, tmp_path = mirrored
     sent, sessions = record(lab, tmp_path, 100, sessions=20, requests=3)
@@ -190,7 +219,15 @@ def test_replay_at_x1_and_x10_delivers_every_request_once_in_order(mirrored):
     for factor, copies in ((1.0, 1), (10.0, 10)):
         out = tmp_path / f"x{factor:g}"
         out.mkdir()
+        target_side, client_side = Capture(lab, "target"), Capture(lab, "client")
         summary = replay.run_replay(rec, factor, f"{TARGET}:{PORT}", namespaces, str(out))
+        seen = target_side.finish()
+        syns = [p for p in seen if TCP in p and p[TCP].flags == "S"]
+        assert len(syns) == 20 * copies                     # one connection a session
+        assert {p[IP].src for p in syns} == {f"10.92.0.{10 + i}" for i in range(copies)}
+        assert len({(p[IP].src, p[TCP].sport) for p in syns}) == len(syns)   # no reuse
+        assert all(p[IP].src.startswith("10.92.0.") or p[IP].src == TARGET for p in seen)
+        assert client_side.finish() == []       # no copy's packet or reply at the client
         assert [c["copy"] for c in summary["copies"]] == list(range(copies))
         for copy in summary["copies"]:
             assert (copy["exit"], copy["replayed"], copy["errors"]) == (0, 20, 0), copy
