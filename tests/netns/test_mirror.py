@@ -117,7 +117,8 @@ def record(lab, tmp_path, percent: int, sessions: int, requests: int, *extra: st
         rules.apply(spec, netns=lab.netns("director"))
     out = str(tmp_path / "rec.jsonl")
     recorder = lab.start("mirror", [PY, "-m", "dcnet.mirror.recorder", "--ifname", "eth0",
-                                    "--out", out, *extra], name="recorder")
+                                    "--out", out, *extra], name="recorder",
+                         log_path=str(tmp_path / "recorder.log"))
     wait_for(out, "recorder")
     sent = lab.call("client", http_sessions, SERVER, PORT, sessions, requests)
     time.sleep(0.3)   # the last ACK/FIN copies are in flight to the mirror veth
@@ -143,6 +144,11 @@ def test_every_session_is_recorded_exactly_and_the_mirror_never_answers(mirrored
     assert len(read_log(str(tmp_path / "prod.log"))) == 60
     director = rules.counters(lab.netns("director"))
     assert director["copied"] > 0 and director["from_mirror"] == 0
+    with open(tmp_path / "recorder.log") as handle:
+        stats = json.loads(handle.read().splitlines()[-1])
+    # every copy the kernel made reached the recorder's socket, none dropped there
+    assert (stats["kernel_packets"], stats["kernel_drops"]) == (director["copied"], 0)
+    assert stats["sessions"] == 20
     assert watch_counters(lab, "client")["from_mirror"] == 0
     server = watch_counters(lab, "server")
     assert server["from_mirror"] == 0
