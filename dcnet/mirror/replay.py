@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -146,7 +147,10 @@ def run_replay(recording_path: str, factor: float, target: str, namespaces: Sequ
                                                log_path=f"{out_dir}/copy-{index}.log")))
     summary = {"factor": factor, "copies": []}
     for index, out, popen in workers:
-        code = popen.wait(timeout)
+        try:
+            code = popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = proc.stop(popen)     # counted as a failed copy, never left running
         results = []
         if code == 0:
             with open(out) as handle:
