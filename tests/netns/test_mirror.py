@@ -273,3 +273,60 @@ def test_diff_reports_the_changed_endpoint_and_no_false_difference(mirrored):
         "--primary", f"{TARGET}:{PORT}", "--secondary", f"{TARGET}:{PORT + 1}"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["differences"] == 10
+
+
+SINK = """
+import socket, sys, threading
+log = open(sys.argv[1], "a")
+lock = threading.Lock()
+def serve(conn):
+    data = b""
+    while True:
+        more = conn.recv(65536)
+        if not more:
+            break
+        data += more
+    conn.sendall(b"got %d" % len(data))
+    conn.close()
+    with lock:
+        log.write(data.hex() + "\\n")
+        log.flush()
+srv = socket.create_server(("0.0.0.0", int(sys.argv[2])))
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+
+def test_raw_tcp_sessions_are_replayed_in_order_with_timing(mirrored):
+    lab, tmp_path = mirrored
+    sink_log = tmp_path / "sink.log"
+    lab.start("target", [PY, "-c", SINK, str(sink_log), str(PORT + 3)], name="sink")
+    lab.call("r0", wait_port, TARGET, PORT + 3)
+    sessions = [recording.Session(
+        f"raw{i}", f"{CLIENT}:{41000 + i}", f"{SERVER}:{PORT}", 0.0,
+        chunks=tuple(recording.Chunk(o, o / 1000, bytes([i, o]) * 3)
+                     for o in range(0, 30, 6))) for i in range(5)]
+    rec = str(tmp_path / "raw.jsonl")
+    recording.write(rec, sessions)
+    summary = replay.run_replay(rec, 2.0, f"{TARGET}:{PORT + 3}",
+                                [lab.netns("r0"), lab.netns("r1")], str(tmp_path),
+                                timing=True, speed=2.0)
+    assert [(c["exit"], c["replayed"], c["errors"]) for c in summary["copies"]] == \
+        [(0, 5, 0), (0, 5, 0)]
+    with open(tmp_path / "copy-1.jsonl") as handle:
+        results = [json.loads(line) for line in handle]
+    assert {r["mode"] for r in results} == {"raw"}
+    assert [r["answers"] for r in results] == [["Z290IDMw"]] * 5     # b"got 30"
+    received = sorted(bytes.fromhex(line) for line in sink_log.read_text().split())
+    assert received == sorted([s.payload for s in sessions] * 2)    # whole, in order
+
+
+def wait_port(address: str, port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((address, port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{address}:{port} never listened"
+            time.sleep(0.05)
