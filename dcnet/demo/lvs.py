@@ -9,7 +9,7 @@ passes ``keepalived -t``.
 The IPVS part needs IPVS: where this kernel has it, it runs here; otherwise it runs in
 ONE short kernel-lab boot (``python -m dcnet.demo.lvs --ipvs``, about 2-4 minutes under
 emulation; ``DCNET_DEMO_LVS_KERNEL_LAB=off`` skips it): the LVS lab of
-:mod:`dcnet.lvs.lab` is built, ``elbctl apply`` programs it, a re-apply writes nothing,
+:mod:`dcnet.lab.lvs_lab` is built, ``elbctl apply`` programs it, a re-apply writes nothing,
 a client of each carrier fetches a page through the NAT VIP, and the reply is seen
 arriving at that carrier's own gateway only.
 """
@@ -109,8 +109,8 @@ def _writes_line(result) -> str:
 
 def run_ipvs_demo() -> int:
     """The IPVS half (run where IPVS exists): returns the number of failed checks."""
+    from dcnet.lab import lvs_lab as lvslab
     from dcnet.lab.builder import Lab
-    from dcnet.lvs import lab as lvslab
     from dcnet.target import session
 
     failures = 0

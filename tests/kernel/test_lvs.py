@@ -6,7 +6,7 @@ whole set runs in one guest boot; no Python process is started per server).
 - apply, re-apply with zero writes and without reading IPVS (the fingerprint of the last
   clean apply matches), tampering with ipvsadm (weight, dests, services) breaks the
   fingerprint and apply converges, a failing step stops and the next apply converges;
-- traffic (lab of dcnet.lvs.lab): clients of each carrier reach a NAT VIP and a DR VIP
+- traffic (lab of dcnet.lab.lvs_lab): clients of each carrier reach a NAT VIP and a DR VIP
   through the director and three busybox HTTP servers; wrr weights 3:2:1 hold within
   +-0.1 of each server's share; replies arrive at the carrier's own gateway only
   (nftables counters in the gateway namespaces); draining a server under load fails no
@@ -29,8 +29,8 @@ from collections import Counter
 
 import pytest
 
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.lab.builder import Lab
-from dcnet.lvs import lab as lvslab
 from dcnet.lvs import state
 from dcnet.lvs.backend import LVSTarget
 from dcnet.lvs.dynamic import change_backend

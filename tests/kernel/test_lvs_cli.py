@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.target import session
 from tests.kernel.test_lvs import add_dummies, drop_netns, scratch_netns
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.lvs.keepalived import KeepalivedError, check_config, interfaces, render
 from dcnet.model import load_model, parse_model
 from dcnet.sysio import proc

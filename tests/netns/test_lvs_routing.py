@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.lvs import state
 from dcnet.lvs.routing import Routing
 from dcnet.lvs.verify import verify

@@ -1,6 +1,6 @@
 """The nft target on this kernel, in namespaces: traffic through a VIP and the contract.
 
-Traffic lab (:mod:`dcnet.lvs.lab`'s topology): a director namespace holding the unicom
+Traffic lab (:mod:`dcnet.lab.lvs_lab`'s topology): a director namespace holding the unicom
 VIP (on ``lo``; the nft target does not manage addresses), three real servers answering
 HTTP (busybox httpd, the body names the server) whose default route is the director (NAT
 replies come back through it), and a client behind the unicom gateway. Contract tests
@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.nft import synth
 from dcnet.nft.nftio import Nft
 from dcnet.sysio import netns as netns_mod

@@ -20,7 +20,7 @@ import pytest
 from dcnet import templating
 from dcnet.haproxy import render as hrender
 from dcnet.haproxy.paths import Paths
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.lvs.keepalived import KeepalivedError, render
 from dcnet.model import parse_model
 

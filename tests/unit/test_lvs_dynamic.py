@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.lvs.dynamic import BackendCommandError, change_backend
 from dcnet.lvs.fake import FakeIPVS
 from dcnet.lvs.ipvs import WireService

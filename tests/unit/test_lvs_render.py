@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.lvs.keepalived import KeepalivedError, context, render
 from dcnet.lvs.realserver import RealServerError, render_all
 from dcnet.model import parse_model

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.lvs.backend import LVSPayload, LVSTarget
 from dcnet.lvs.dynamic import change_backend
 from dcnet.lvs.fake import FakeIPVS

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dcnet.lvs import lab as lvslab
+from dcnet.lab import lvs_lab as lvslab
 from dcnet.nft import ruleset, script, synth
 from dcnet.nft.nftio import parse_listing
 from dcnet.plan import Action, Change, Plan, diff
