@@ -1,7 +1,9 @@
 """``elbctl apply --target lvs`` processes against the real IPVS, in the kernel lab (the
 same guest boot as tests/kernel/test_lvs.py, whose namespace helpers it uses): four
-concurrent applies of four models leave the director equal to exactly one of them, five
-rounds in a row (the target's lock serializes each run's read -> apply)."""
+concurrent applies of four models leave the director equal to exactly one of them, two
+rounds in a row (the target's lock serializes each run's read -> apply). Two, not the
+five of the HAProxy, DNS and nft tests on the host: every Python process costs ~30 s
+under emulation, and the lock is the same shared code (dcnet.target, dcnet.sysio.flock)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def director_ns():
     drop_netns(name)
 
 
-ROUNDS = 5
+ROUNDS = 2
 
 
 def _model_files(directory, weight: int) -> str:
@@ -43,7 +45,7 @@ def _model_files(directory, weight: int) -> str:
 
 
 def test_concurrent_elbctl_applies(director_ns, tmp_path):
-    """Four ``elbctl apply --target lvs`` processes with four models at once, five rounds:
+    """Four ``elbctl apply --target lvs`` processes with four models at once, ROUNDS rounds:
     each round leaves the director equal to exactly one of the four models (the target's
     lock serializes read -> apply; before the contract, interleaved runs could leave a
     mix). Which one is found by planning each: exactly one plan is empty."""
