@@ -6,8 +6,9 @@
     netbench compare A B         run B against run A: ratios, intervals, significance
     netbench modes               the modes known and whether each can run here
 
-Exit codes: 0 done; 1 a mode failed to build or samples failed (results still written);
-2 bad definition, missing tool or unreadable results; 130 interrupted (results written).
+Exit codes: 0 done; 1 refused input (a bad definition or results file: one line naming
+file, line and field) or a mode failed to build or samples failed (results still
+written); 2 usage (not root, a missing tool); 130 interrupted (results written).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def run_command(definition_path: str, out_dir: str, no_progress: bool,
     try:
         loaded = definition.load(definition.resolve(definition_path))
         engine.check_tools(loaded)
-    except (definition.DefinitionError, ToolMissing) as exc:
+    except definition.DefinitionError as exc:
+        click.echo(f"netbench: {exc}", err=True)
+        sys.exit(1)
+    except ToolMissing as exc:
         click.echo(f"netbench: {exc}", err=True)
         sys.exit(2)
     progress = Progress(0, enabled=not no_progress)
@@ -77,7 +81,7 @@ def report_command(run_dir: str, no_plots: bool, to_stdout: bool, baseline: str 
         data = results.load(run_dir)
     except results.ResultsError as exc:
         click.echo(f"netbench: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(1)
     directory = out_dir or (run_dir if os.path.isdir(run_dir)
                             else os.path.dirname(run_dir) or ".")
     try:
@@ -105,7 +109,7 @@ def compare_command(run_a: str, run_b: str, min_effect: float | None) -> None:
         a, b = results.load(run_a), results.load(run_b)
     except results.ResultsError as exc:
         click.echo(f"netbench: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(1)
     click.echo(compare.render(a, b, min_effect))
 
 

@@ -144,7 +144,7 @@ def test_schema_error_names_file_line_and_field_and_builds_nothing(tmp_path):
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "duration: 0" in row)
     before = set(netns.list_names())
     done = netbench("run", str(bad), "-o", str(tmp_path / "out"))
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert f"{bad}:{line}: tests[0].duration: must be between 0.5 and 600.0, got 0" in done.stderr
     assert not (tmp_path / "out").exists()
     assert not {n for n in set(netns.list_names()) - before if "netbench" in n}

@@ -3,7 +3,7 @@
 Every file of tests/data/hostile/netbench is refused with one ``FILE:LINE: ...`` line per
 problem (no traceback, nothing executed), and so are ``/dev/zero``, an endless FIFO, a
 file over the size limit and a directory. Through the real ``netbench run`` (which needs
-root, so those cases skip without it): exit 2 as for any schema error, nothing built,
+root, so those cases skip without it): exit 1 as for any schema error, nothing built,
 no run directory created.
 """
 
@@ -104,7 +104,7 @@ def test_netbench_run_refuses_with_one_located_line_and_builds_nothing(name, tmp
     out = tmp_path / "out"
     done = subprocess.run([NETBENCH, "run", str(CORPUS / name), "-o", str(out),
                            "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done
+    assert done.returncode == 1, done
     assert "Traceback" not in done.stderr + done.stdout
     line, fragment = EXPECTED[name]
     assert done.stderr.startswith(f"netbench: {CORPUS / name}:{line}: ") and \

@@ -166,7 +166,7 @@ def test_cli_report_and_compare_on_captured_run(tmp_path):
     assert done.exit_code == 0 and "| veth | tcp-1 | throughput |" in done.output
     (tmp_path / "bad.json").write_text("{}")
     done = runner.invoke(cli, ["report", str(tmp_path / "bad.json")])
-    assert done.exit_code == 2 and "not a netbench result file" in done.output
+    assert done.exit_code == 1 and "not a netbench result file" in done.output
 
 
 def test_full_captured_run_report_and_other_baseline():
