@@ -176,7 +176,7 @@ class DNSTarget(Target):
                  key_file: str | None = None, control: str | None = None,
                  port: int | None = None, listen: str | None = None,
                  ns_address: str | None = None, netns: str | None = None, *,
-                 today: dt.date | None = None):
+                 today: dt.date | None = None, rndc: bind.Rndc | None = None):
         self.settings = build(**{k: v for k, v in dict(
             directory=directory, force=force, key_file=key_file, control=control,
             port=port, listen=listen, ns_address=ns_address, netns=netns).items()
@@ -184,8 +184,9 @@ class DNSTarget(Target):
         self.directory = self.settings.directory
         self.today = today      # None: the date of each read
         server = self.settings.server
-        self.rndc = bind.Rndc(server.key_file or "", server.control_address,
-                              server.control_port, self.settings.netns)
+        # ``rndc``: a stand-in for tests (dcnet.dns.fake.FakeRndc); not an option
+        self.rndc = rndc or bind.Rndc(server.key_file or "", server.control_address,
+                                      server.control_port, self.settings.netns)
         self.commands: list[str] = []           # rndc commands issued, in order (a log)
         self.file_writes = 0                    # files installed or removed
 
