@@ -14,7 +14,9 @@ named in a network namespace, which keeps it honest. What it models:
 - ``reload ZONE IN VIEW`` re-reads that zone's file as the loaded configuration names it
   (an unknown zone or view: :class:`~dcnet.dns.bind.BindError`);
 - a zone declared ``in-view`` serves the zone of the view it names;
-- ``down = True`` (or :meth:`stop`) makes every call raise :class:`~dcnet.dns.bind.NamedDown`.
+- ``down = True`` (or :meth:`stop`) makes every call raise :class:`~dcnet.dns.bind.NamedDown`;
+  a call listed in ``refuse`` (e.g. ``"reload ZONE IN VIEW"``) raises
+  :class:`~dcnet.dns.bind.BindError` and changes nothing (a fault for unit tests only).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class FakeRndc:
         self.declared: dict[Key, dict] = {}          # the loaded configuration's zones
         self.loaded: dict[Key, int | None] = {}      # own-file zones: serial served
         self.calls: list[str] = []                   # every call that reached named
+        self.refuse: set[str] = set()                # calls ("reload Z IN V") to fail
         self.start()
 
     # -- named's life
@@ -91,6 +94,8 @@ class FakeRndc:
             raise NamedDown(f"named is not answering rndc (fake, down) for {call!r}; "
                             "is named running with this control channel?")
         self.calls.append(call)
+        if call in self.refuse:
+            raise BindError(f"rndc {call} failed: refused (fake)")
 
     def _read(self, name: str) -> str | None:
         try:
