@@ -3,8 +3,9 @@
 These are the operations the CNI uses: veth and macvlan created straight into another
 namespace, rename with alias, up/down, addresses, routes and deletes, each with the
 answers callers rely on (EEXIST, False for "already gone"). The suite is parametrised over
-implementations: today only the real kernel, in namespaces this test makes; a stateful
-fake for unit tests must be added to ``IMPLEMENTATIONS`` and pass the same tests.
+``IMPLEMENTATIONS``: the real kernel, in namespaces this test makes (marker netns), and
+the stateful fake of unit tests (:mod:`dcnet.cni.fake_rtnl`), which must pass the same
+tests.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from dataclasses import dataclass
 import pytest
 
 from dcnet.cni import ip4
+from dcnet.cni.fake_rtnl import FakeKernel
 from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, RTPROT_BOOT, Netlink
 from dcnet.sysio import netns
-
-pytestmark = pytest.mark.netns
 
 IFF_UP = 1
 TOPOLOGY = {"hosts": ["node", "pod", "peer"],
@@ -42,8 +42,8 @@ class World:
     master: int  # index of the node's uplink eth0
 
 
-def _real(lab_factory) -> Iterator[World]:
-    lab = lab_factory(TOPOLOGY)
+def _real(request) -> Iterator[World]:
+    lab = request.getfixturevalue("lab_factory")(TOPOLOGY)
 
     def open_in(host: str) -> Netlink:
         path = f"/run/netns/{lab.netns(host)}"
@@ -61,12 +61,27 @@ def _real(lab_factory) -> Iterator[World]:
         pod.close()
 
 
-IMPLEMENTATIONS: dict[str, Callable[..., Iterator[World]]] = {"real": _real}
+def _fake(request) -> Iterator[World]:
+    """The same namespaces in a :class:`FakeKernel`: node and peer joined by veth eth0,
+    addressed and up as the lab leaves them."""
+    kernel = FakeKernel()
+    node_ns, peer_ns = kernel.namespace("node"), kernel.namespace("peer")
+    kernel.veth(node_ns, "eth0", peer_ns, "eth0")
+    for name, address in (("node", "10.251.0.1"), ("peer", "10.251.0.2")):
+        rtnl = kernel.netlink(name)
+        index = rtnl.link("eth0")["index"]
+        rtnl.add_address(index, _ip(address), 24, _ip("10.251.0.255"))
+        rtnl.set_up(index)
+    node = kernel.netlink("node")
+    yield World(node, kernel.netlink("pod"), kernel.fd("pod"), node.link("eth0")["index"])
 
 
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def world(request, lab_factory) -> Iterator[World]:
-    yield from IMPLEMENTATIONS[request.param](lab_factory)
+IMPLEMENTATIONS: dict[str, Callable[..., Iterator[World]]] = {"fake": _fake, "real": _real}
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.netns)])
+def world(request) -> Iterator[World]:
+    yield from IMPLEMENTATIONS[request.param](request)
 
 
 def _ip(text: str) -> bytes:
