@@ -64,7 +64,6 @@ from dcnet.haproxy.runtime import (
     Runtime,
     RuntimeCommandError,
     ServerRow,
-    send,
 )
 from dcnet.model import Model
 from dcnet.plan import Action, Change, Plan, State, diff
@@ -152,9 +151,11 @@ class HAProxyTarget(Target):
                       NotCarried, ApplyStepError)
     unavailable_errors = (HAProxyUnavailable,)
 
-    def __init__(self, run_dir: str | None = None, config: str | None = None, *, log=None):
+    def __init__(self, run_dir: str | None = None, config: str | None = None, *, log=None,
+                 runtime=None):
         self.paths = Paths.from_env(run_dir, config)
-        self.runtime = Runtime(self.paths.admin_socket, self.paths.master_socket)
+        # runtime: a stand-in for unit tests (dcnet.haproxy.fake.FakeRuntime)
+        self.runtime = runtime or Runtime(self.paths.admin_socket, self.paths.master_socket)
         self.log = log or (lambda text: print(f"haproxy: {text}", file=sys.stderr))
         self.file_writes = 0
         self.repairs = 0
@@ -364,8 +365,8 @@ class HAProxyTarget(Target):
         now.written = written
 
     def _save_server_state(self) -> None:
-        atomic_write(self.paths.state_file, send(self.paths.admin_socket,
-                                                 "show servers state"), mode=0o600)
+        atomic_write(self.paths.state_file, self.runtime.command("show servers state") + "\n",
+                     mode=0o600)
 
     def _restore_last_known_good(self, reload: bool) -> None:
         if not os.path.exists(self.paths.last_known_good):

@@ -15,6 +15,7 @@ against a real HAProxy in a lab, so the fake stays honest.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from dcnet.haproxy.runtime import (
@@ -79,7 +80,7 @@ class FakeRuntime:
         self.backends = parse_config(config_text)
         self.commands = 0       # changing runtime API commands (as Runtime counts them)
         self.reloads = 0        # reloads asked for
-        self.master_pid, self.failed = 1, 0
+        self.master_pid, self.failed = os.getpid(), 0    # the master is our child
         self.worker, self.old_workers = 2, []
         self.shutdowns: list[str] = []     # "backend/slot" whose sessions were shut down
 
