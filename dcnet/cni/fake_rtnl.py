@@ -70,8 +70,8 @@ class FakeNamespace:
 
     def connect(self, index: int) -> None:
         """The connected routes of ``index``'s addresses (when it is up)."""
-        if not self.links[index].flags & IFF_UP:
-            return
+        if self.links[index].flags & (IFF_UP | IFF_LOOPBACK) != IFF_UP:
+            return                      # lo's prefix route is in the local table: not kept
         for a in self.addresses:
             if a["index"] == index:
                 dst = _mask(a["address"], a["plen"])

@@ -62,9 +62,13 @@ def _real(request) -> Iterator[World]:
 
 
 def _fake(request) -> Iterator[World]:
-    """The same namespaces in a :class:`FakeKernel`: node and peer joined by veth eth0,
-    addressed and up as the lab leaves them."""
+    """The same namespaces in a :class:`FakeKernel`: lo up, node and peer joined by veth
+    eth0, addressed and up, as the lab leaves them."""
     kernel = FakeKernel()
+    for name in TOPOLOGY["hosts"]:                        # the lab brings lo up
+        lo = kernel.netlink(name)
+        lo.set_up(1)
+        lo.add_address(1, _ip("127.0.0.1"), 8, None)
     node_ns, peer_ns = kernel.namespace("node"), kernel.namespace("peer")
     kernel.veth(node_ns, "eth0", peer_ns, "eth0")
     for name, address in (("node", "10.251.0.1"), ("peer", "10.251.0.2")):
@@ -180,3 +184,43 @@ def test_routes_add_replace_list_delete(world):
     assert world.pod.delete_route(b"\0\0\0\0", 0, index) is True
     assert default() == []
     assert world.pod.delete_route(b"\0\0\0\0", 0) is False
+
+
+def test_connected_routes_follow_addresses_and_link_state(world):
+    world.node.add_macvlan("mv0", world.master, "bridge", world.pod_fd, alias="dcnet/c3/eth0")
+    link = world.pod.link("mv0")
+    index = link["index"]
+    assert link["alias"] is None and link["mtu"] == 1500 and link["link"] == world.master
+    gateway = _ip("192.168.9.1")
+    with pytest.raises(OSError) as down:
+        world.pod.add_route(_ip("10.9.9.0"), 24, None, index)
+    assert down.value.errno == errno.ENETDOWN
+    world.pod.add_address(index, _ip("192.168.9.5"), 24, None)
+    assert world.pod.routes() == []                       # no connected route while down
+    world.pod.set_up(index)
+    connected = {"dst": _ip("192.168.9.0"), "plen": 24, "gateway": None, "oif": index,
+                 "protocol": 2}                          # RTPROT_KERNEL
+    assert world.pod.routes() == [connected]
+    with pytest.raises(OSError) as unreachable:
+        world.pod.add_route(b"\0\0\0\0", 0, _ip("192.168.10.1"), index)
+    assert unreachable.value.errno == errno.ENETUNREACH
+    world.pod.add_route(b"\0\0\0\0", 0, gateway, index)
+    world.pod.set_down(index)
+    assert world.pod.routes() == []                       # a down link's routes go
+    world.pod.set_up(index)
+    assert world.pod.routes() == [connected]              # only the connected one returns
+    assert world.pod.delete_address(index, _ip("192.168.9.5"), 24) is True
+    assert world.pod.routes() == []
+    assert world.pod.delete_link("mv0") is True
+    assert world.pod.link("mv0") is None
+    assert [a for a in world.pod.addresses() if a["index"] == index] == []
+
+
+def test_missing_links_are_enodev(world):
+    for call in (lambda: world.pod.set_up(999), lambda: world.pod.rename(999, "x"),
+                 lambda: world.pod.add_address(999, _ip("192.168.9.5"), 24, None),
+                 lambda: world.node.add_macvlan("mv9", 999, "bridge")):
+        with pytest.raises(OSError) as missing:
+            call()
+        assert missing.value.errno == errno.ENODEV
+    assert world.pod.link("mv9") is None and world.node.link("mv9") is None
