@@ -224,3 +224,14 @@ def test_missing_links_are_enodev(world):
             call()
         assert missing.value.errno == errno.ENODEV
     assert world.pod.link("mv9") is None and world.node.link("mv9") is None
+
+
+def test_rename_onto_a_taken_name_is_eexist(world):
+    world.node.add_veth("vh0", "vp0", world.pod_fd, 1400)
+    index = world.pod.link("vp0")["index"]
+    world.pod.set_down(index)
+    with pytest.raises(OSError) as taken:
+        world.pod.rename(index, "lo")
+    assert taken.value.errno == errno.EEXIST
+    assert world.pod.link("vp0")["index"] == index and world.pod.link("lo")["index"] != index
+    assert world.node.delete_link("vh0") is True
