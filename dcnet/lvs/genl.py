@@ -257,6 +257,13 @@ class IPVSSocket:
     def close(self) -> None:
         self.sock.close()
 
+    def __del__(self) -> None:
+        # a table dropped without close() (a short-lived reader) closes its socket here
+        # instead of leaving it to the socket's finalizer (a ResourceWarning)
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            sock.close()
+
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFFFFFF or 1
         return self.seq

@@ -61,6 +61,12 @@ class Routing:
             self._ipr.close()
             self._ipr = None
 
+    def __del__(self) -> None:
+        # dropped without close(): release pyroute2's socket and event loop here rather
+        # than leave them to their finalizers (ResourceWarnings)
+        if getattr(self, "_ipr", None) is not None:
+            self.close()
+
     # ------------------------------------------------------------------ read
 
     def read(self, carrier_tables: Iterable[int] = (), vips: Iterable[str] = (),
