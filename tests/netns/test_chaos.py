@@ -246,6 +246,12 @@ def test_janitor_lists_a_backend_not_in_the_model_and_removes_it_through_haproxy
     assert json.loads(removed.output)["applied"] and json.loads(removed.output)["ok"]
     assert lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT + 1,
                     1.0) is not None                                  # the port is gone
+    # the kept service serves again once the reloaded worker's checks see its servers
+    # (this test is about the janitor; reloads under load are tests/netns/test_haproxy_load)
+    deadline = time.monotonic() + 20
+    while (lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT, 1.0) is not None
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
     assert lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT, 1.0) is None
     again = runner.invoke(cli, args)
     assert again.exit_code == 0 and json.loads(again.output)["unused"] == []
