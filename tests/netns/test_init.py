@@ -31,6 +31,16 @@ def pid1(*argv: str) -> list[str]:
     return ["unshare", "--pid", "--fork", "--mount-proc", *argv]
 
 
+def reap(proc: subprocess.Popen) -> None:
+    """Kill (if still running), wait, and close the pipes (warnings are errors here)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def wait_for(predicate, timeout=20.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,8 +112,7 @@ def test_signals_are_forwarded_to_the_group(init, tmp_path):
         assert proc.wait(30) == 0
         assert log.read_text().split()[-1] == "TERM"
     finally:
-        proc.kill()
-        proc.wait()
+        reap(proc)
 
 
 def _child_of(pid: int) -> int | None:
@@ -165,8 +174,7 @@ def test_lifecycle_registers_when_healthy_and_drains_before_stopping(tmp_path):
         assert http_status(health) == 503            # draining: the ELB's checks fail too
         assert proc.wait(30) == 0
     finally:
-        proc.kill()
-        proc.wait()
+        reap(proc)
     assert log.read_text().split() == ["listening", "start-hook", "drain-hook", "drained",
                                        "app-term", "stop-hook"]
 
@@ -187,8 +195,11 @@ def test_an_app_that_ignores_term_is_killed_after_the_grace(tmp_path):
                             stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 128 + 9
-    assert "SIGKILL" in proc.stderr.read()
+    try:
+        assert proc.wait(30) == 128 + 9
+        assert "SIGKILL" in proc.stderr.read()
+    finally:
+        reap(proc)
 
 
 def test_debug_mode_keeps_the_container_up_with_the_last_output(tmp_path):
@@ -209,8 +220,7 @@ def test_debug_mode_keeps_the_container_up_with_the_last_output(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 5
     finally:
-        proc.kill()
-        proc.wait()
+        reap(proc)
 
 
 def test_environment_injection_on_and_off(tmp_path):
