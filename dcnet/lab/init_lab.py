@@ -105,7 +105,7 @@ class Instances:
 
 
 def rolling_restart(lab, workdir: str, instances: int = 3, hooks: bool = True,
-                    settle: float = 1.0) -> RollingResult:
+                    settle: float = 1.0, concurrent_applies: bool = True) -> RollingResult:
     data = model_data(instances)
     paths = Paths(run_dir=f"{workdir}/run")
     model_file = os.path.join(workdir, "model.yaml")
@@ -145,7 +145,8 @@ def rolling_restart(lab, workdir: str, instances: int = 3, hooks: bool = True,
             stop_applying.wait(0.3)
 
     applier = threading.Thread(target=apply_loop, daemon=True)
-    applier.start()
+    if concurrent_applies:
+        applier.start()
     try:
         for i in range(1, instances + 1):
             started = time.monotonic()
@@ -158,7 +159,8 @@ def rolling_restart(lab, workdir: str, instances: int = 3, hooks: bool = True,
             time.sleep(settle)
     finally:
         stop_applying.set()
-        applier.join(130)
+        if concurrent_applies:
+            applier.join(130)
     with open(ka_stop, "w") as handle:
         handle.write("stop\n")
     keepalive.wait(30)
