@@ -17,7 +17,11 @@ from dcnet.lab import lvs_lab as lvslab
 from dcnet.target import session
 from tests.kernel.test_lvs import add_dummies, drop_netns, scratch_netns
 
-pytestmark = pytest.mark.kernel
+# pyroute2 (IPRoute and its asyncio event loop) leaves some netlink and socketpair
+# sockets to the garbage collector in the guest; their ResourceWarnings, raised in
+# finalizers at an arbitrary later test, are the only warnings not made errors here
+# (seen in 4 of 15 kernel tests on a clean clone after dcnet's own sockets were closed)
+pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::ResourceWarning")]
 
 
 @pytest.fixture
