@@ -10,7 +10,7 @@ No I/O, no heavy imports: this is on the ADD path.
 
 from __future__ import annotations
 
-from dcnet.cni import ip4
+from dcnet.cni import ip4, ip6
 from dcnet.cni.errors import DECODE_FAILURE, INVALID_CONFIG, CniError
 
 PLUGIN_TYPE = "dcnet"
@@ -22,6 +22,7 @@ DEFAULTS = {
     "bridge": "dcnet0",
     "mtu": 1500,
     "subnetLen": 24,
+    "subnetLenV6": 64,
     "dataDir": "/var/lib/cni/networks",
     "runDir": "/run/dcnet",
     "routeProtocol": 217,
@@ -35,11 +36,12 @@ IFNAME_MAX = 15
 class NetConf:
     """One validated dcnet plugin config (host-gw or macvlan)."""
 
-    __slots__ = ("agent_socket", "bridge", "client_id", "cluster_cidr", "cni_version",
+    __slots__ = ("agent_socket", "bridge", "client_id", "cluster_cidr", "cluster_cidr6",
+                 "cni_version",
                  "data_dir", "dhcp_timeout", "host_shim", "macvlan_mode", "master", "mode",
                  "mtu", "mtu_explicit", "name", "prev_result", "raw", "route_protocol",
                  "run_dir", "runtime_config", "send_hostname", "state_dir", "store",
-                 "subnet_len", "valid_attachments")
+                 "subnet_len", "subnet_len6", "valid_attachments")
 
     def __init__(self, raw: dict):
         self.raw = raw
@@ -49,7 +51,9 @@ class NetConf:
         self.bridge: str = DEFAULTS["bridge"]
         self.mtu: int = DEFAULTS["mtu"]
         self.subnet_len: int = DEFAULTS["subnetLen"]
-        self.cluster_cidr: tuple[int, int] | None = None
+        self.cluster_cidr: tuple[int, int] | None = None  # IPv4 (address int, plen)
+        self.subnet_len6: int = DEFAULTS["subnetLenV6"]
+        self.cluster_cidr6: tuple[int, int] | None = None  # IPv6 (address int, plen)
         self.data_dir: str = DEFAULTS["dataDir"]
         self.run_dir: str = DEFAULTS["runDir"]
         self.route_protocol: int = DEFAULTS["routeProtocol"]
@@ -125,18 +129,11 @@ def load_conf(raw: dict) -> NetConf:
         raise _bad("bridge", f"invalid interface name {conf.bridge!r}")
     conf.mtu = _integer(raw, "mtu", DEFAULTS["mtu"], 68, 65535)
     conf.mtu_explicit = "mtu" in raw
-    conf.subnet_len = _integer(raw, "subnetLen", DEFAULTS["subnetLen"], 8, 30)
     conf.route_protocol = _integer(raw, "routeProtocol", DEFAULTS["routeProtocol"], 5, 255)
     conf.data_dir = _path(raw, "dataDir", DEFAULTS["dataDir"])
     conf.run_dir = _path(raw, "runDir", DEFAULTS["runDir"])
-    if "clusterCIDR" in raw:
-        try:
-            conf.cluster_cidr = ip4.parse_cidr(raw["clusterCIDR"], strict=True)
-        except ValueError as exc:
-            raise _bad("clusterCIDR", str(exc)) from None
-        if conf.cluster_cidr[1] > conf.subnet_len:
-            raise _bad("subnetLen", f"{conf.subnet_len} is shorter than the cluster CIDR's "
-                                    f"/{conf.cluster_cidr[1]}")
+    if "clusterCIDR" in raw or "subnetLen" in raw or "subnetLenV6" in raw:
+        _load_cluster(conf, raw)
     store = raw.get("store", conf.store)
     if not isinstance(store, dict) or not isinstance(store.get("type", "file"), str):
         raise _bad("store", "expected an object like {\"type\": \"file\", \"path\": ...}")
@@ -154,6 +151,43 @@ def load_conf(raw: dict) -> NetConf:
     if conf.mode == "macvlan":
         _load_macvlan(conf, raw)
     return conf
+
+
+def _load_cluster(conf: NetConf, raw: dict) -> None:
+    """``clusterCIDR``: one IPv4 and/or one IPv6 range, as a string, a comma-separated
+    string (kube-controller-manager's ``--cluster-cidr``) or a list; ``subnetLen`` and
+    ``subnetLenV6`` (``--node-cidr-mask-size-ipv4/-ipv6``) size each node's subnet."""
+    ranges = raw.get("clusterCIDR", [])
+    if isinstance(ranges, str):
+        ranges = [part.strip() for part in ranges.split(",")]
+    if not isinstance(ranges, list) or not all(isinstance(r, str) for r in ranges):
+        raise _bad("clusterCIDR", "expected a CIDR, \"v4,v6\" or a list of one IPv4 and/or "
+                                  f"one IPv6 CIDR, got {raw.get('clusterCIDR')!r}")
+    if "clusterCIDR" in raw and not ranges:
+        raise _bad("clusterCIDR", "expected at least one CIDR")
+    for index, text in enumerate(ranges):
+        field = "clusterCIDR" if len(ranges) == 1 else f"clusterCIDR[{index}]"
+        family = ip6.family_of(text)
+        try:
+            parsed = family.parse_cidr(text, strict=True)
+        except ValueError as exc:
+            raise _bad(field, str(exc)) from None
+        slot = "cluster_cidr6" if family is ip6 else "cluster_cidr"
+        if getattr(conf, slot) is not None:
+            name = "IPv6" if family is ip6 else "IPv4"
+            raise _bad(field, f"a second {name} range {text!r}: give at most one IPv4 and "
+                              "one IPv6 range")
+        setattr(conf, slot, parsed)
+    v4_only_hint = "" if conf.cluster_cidr is not None or conf.cluster_cidr6 is None else (
+        " (subnetLen sizes IPv4 node subnets; IPv6 ones take subnetLenV6)")
+    conf.subnet_len = _integer(raw, "subnetLen", DEFAULTS["subnetLen"], 8, 30,
+                               hint=v4_only_hint)
+    conf.subnet_len6 = _integer(raw, "subnetLenV6", DEFAULTS["subnetLenV6"], 8, 126)
+    for slot, field, length in (("cluster_cidr", "subnetLen", conf.subnet_len),
+                                ("cluster_cidr6", "subnetLenV6", conf.subnet_len6)):
+        cidr = getattr(conf, slot)
+        if cidr is not None and cidr[1] > length:
+            raise _bad(field, f"{length} is shorter than the cluster CIDR's /{cidr[1]}")
 
 
 def _load_macvlan(conf: NetConf, raw: dict) -> None:
@@ -203,29 +237,45 @@ def _ifname(raw: dict, key: str, field: str | None = None) -> str:
     return value
 
 
-def runtime_requests(conf: NetConf, cni_args: dict[str, str]) -> tuple[int | None, str | None]:
-    """(requested IPv4 as int or None, requested MAC or None) from runtimeConfig/CNI_ARGS."""
-    requested_ip = None
+def requested_ips(conf: NetConf, cni_args: dict[str, str]) -> tuple[dict[int, int], str | None]:
+    """({4: IPv4 int, 6: IPv6 int} requested, MAC or None) from runtimeConfig/CNI_ARGS:
+    at most one address per family (``ips`` capability, else CNI_ARGS ``IP``, which may
+    be ``v4,v6`` as in Kubernetes' dual-stack annotations)."""
+    requested: dict[int, int] = {}
     ips = conf.runtime_config.get("ips")
-    if ips is not None:
-        if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
-            raise _bad("runtimeConfig.ips", "expected a list of addresses")
-        if len(ips) > 1:
-            raise _bad("runtimeConfig.ips", "host-gw gives one IPv4 address per interface")
-        if ips:
-            requested_ip = _address(ips[0], "runtimeConfig.ips[0]")
-    if requested_ip is None and cni_args.get("IP"):
-        requested_ip = _address(cni_args["IP"], "CNI_ARGS IP")
+    field = "runtimeConfig.ips"
+    if ips is not None and (not isinstance(ips, list)
+                            or not all(isinstance(i, str) for i in ips)):
+        raise _bad(field, "expected a list of addresses")
+    if not ips and cni_args.get("IP"):
+        ips, field = cni_args["IP"].split(","), "CNI_ARGS IP"
+    for index, text in enumerate(ips or []):
+        family, value = _address(text, f"{field}[{index}]")
+        if family in requested:
+            raise _bad(field, f"host-gw gives one IPv{family} address per interface "
+                              "(one IPv4 and one IPv6 at most)")
+        requested[family] = value
     mac = conf.runtime_config.get("mac") or cni_args.get("MAC") or None
     if mac is not None and not _is_mac(mac):
         raise _bad("runtimeConfig.mac", f"invalid MAC address {mac!r}")
-    return requested_ip, mac
+    return requested, mac
 
 
-def _address(text: object, field: str) -> int:
-    text = str(text).split("/", 1)[0]
+def runtime_requests(conf: NetConf, cni_args: dict[str, str]) -> tuple[int | None, str | None]:
+    """(requested IPv4 as int or None, requested MAC or None), for IPv4-only callers."""
+    requested, mac = requested_ips(conf, cni_args)
+    if 6 in requested:
+        raise _bad("runtimeConfig.ips", "IPv6 is not supported here (an IPv6 address was "
+                                        f"requested in {conf.mode} mode)")
+    return requested.get(4), mac
+
+
+def _address(text: object, field: str) -> tuple[int, int]:
+    """(family 4 or 6, address int) of an address, a '/len' suffix ignored."""
+    text = str(text).strip().split("/", 1)[0]
+    family = ip6.family_of(text)
     try:
-        return ip4.parse_ip(text)
+        return (6 if family is ip6 else 4), family.parse_ip(text)
     except ValueError as exc:
         raise _bad(field, str(exc)) from None
 
@@ -258,13 +308,13 @@ def _path(raw: dict, key: str, default: str) -> str:
 
 
 def _integer(raw: dict, key: str, default: int, low: int, high: int,
-             field: str | None = None) -> int:
+             field: str | None = None, hint: str = "") -> int:
     value = raw.get(key, default)
     field = field or key
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(field, f"expected an integer, got {value!r}")
     if not low <= value <= high:
-        raise _bad(field, f"{value} out of range {low}..{high}")
+        raise _bad(field, f"{value} out of range {low}..{high}{hint}")
     return value
 
 
