@@ -4,7 +4,10 @@
 hands out "namespace descriptors" (ints) for the calls that create a link in another
 namespace; :class:`FakeNetlink` is one socket bound in one namespace, with the methods,
 return shapes and errors (OSError with the kernel's errno: EEXIST, ENODEV, ENETUNREACH,
-ENETDOWN; False for "already gone") of the real class. Like the kernel, it keeps the
+ENETDOWN, and EHOSTUNREACH for an IPv6 gateway off-link; False for "already gone") of the
+real class. IPv4 and IPv6 live side by side (the address bytes' length tells them
+apart); as in the kernel, a link going down loses its IPv6 addresses (IPv4 ones stay).
+Link-local IPv6 (fe80::/64 and its addresses) is not modelled. Like the kernel, it keeps the
 connected route of an address on an up link, drops a link's routes when it goes down or
 away, deletes both ends of a veth, creates a veth peer down and ignores an alias given at
 creation. tests/netns/test_cni_rtnl.py runs the same contract against this fake and the
@@ -18,7 +21,7 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-from dcnet.cni.rtnl import IFF_UP, MACVLAN_MODES, RT_TABLE_MAIN, RTPROT_BOOT
+from dcnet.cni.rtnl import AF_INET, AF_INET6, IFF_UP, MACVLAN_MODES, RT_TABLE_MAIN, RTPROT_BOOT
 
 RTPROT_KERNEL = 2
 IFF_BROADCAST, IFF_LOOPBACK, IFF_MULTICAST = 0x2, 0x8, 0x1000
@@ -29,8 +32,10 @@ def _error(code: int) -> OSError:
 
 
 def _mask(address: bytes, plen: int) -> bytes:
-    value = int.from_bytes(address, "big") & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)
-    return value.to_bytes(4, "big")
+    bits = len(address) * 8
+    ones = (1 << bits) - 1
+    value = int.from_bytes(address, "big") & ((ones << (bits - plen)) & ones)
+    return value.to_bytes(len(address), "big")
 
 
 @dataclass
@@ -81,6 +86,11 @@ class FakeNamespace:
     def drop_routes(self, index: int) -> None:
         for key in [k for k, r in self.routes.items() if r["oif"] == index]:
             del self.routes[key]
+
+    def drop_ipv6_addresses(self, index: int) -> None:
+        """A link going down loses its IPv6 addresses (no keep_addr_on_down)."""
+        self.addresses[:] = [a for a in self.addresses
+                             if a["index"] != index or len(a["address"]) == 4]
 
 
 class FakeKernel:
@@ -180,6 +190,7 @@ class FakeNetlink:
     def set_down(self, index: int) -> None:
         self.ns.get(index).flags &= ~IFF_UP
         self.ns.drop_routes(index)
+        self.ns.drop_ipv6_addresses(index)
 
     def rename(self, index: int, name: str, alias: str | None = None) -> None:
         link = self.ns.get(index)
@@ -217,7 +228,8 @@ class FakeNetlink:
         return next((a for a in self.ns.addresses if (a["index"], a["address"], a["plen"])
                      == (index, address, plen)), None)
 
-    def add_address(self, index: int, address: bytes, plen: int, brd: bytes | None) -> None:
+    def add_address(self, index: int, address: bytes, plen: int, brd: bytes | None,
+                    nodad: bool = False) -> None:
         self.ns.get(index)
         if self._find_address(index, address, plen):
             raise _error(errno.EEXIST)
@@ -226,7 +238,7 @@ class FakeNetlink:
         self.ns.connect(index)
 
     def replace_address(self, index: int, address: bytes, plen: int,
-                        brd: bytes | None) -> None:
+                        brd: bytes | None, nodad: bool = False) -> None:
         self.ns.get(index)
         found = self._find_address(index, address, plen)
         if found:
@@ -245,9 +257,10 @@ class FakeNetlink:
             del self.ns.routes[key]
         return True
 
-    def addresses(self) -> list[dict]:
+    def addresses(self, family: int = AF_INET) -> list[dict]:
+        size = 16 if family == AF_INET6 else 4
         return [{"index": a["index"], "address": a["address"], "plen": a["plen"]}
-                for a in self.ns.addresses]
+                for a in self.ns.addresses if len(a["address"]) == size]
 
     # ------------------------------------------------------------ routes
 
@@ -277,9 +290,10 @@ class FakeNetlink:
         """The link of the connected route covering ``gateway`` (on ``oif`` if given)."""
         for (table, dst, plen), route in self.ns.routes.items():
             if (table == RT_TABLE_MAIN and route["protocol"] == RTPROT_KERNEL
+                    and len(dst) == len(gateway)
                     and _mask(gateway, plen) == dst and oif in (None, route["oif"])):
                 return route["oif"]
-        raise _error(errno.ENETUNREACH)
+        raise _error(errno.EHOSTUNREACH if len(gateway) == 16 else errno.ENETUNREACH)
 
     def delete_route(self, dst: bytes, plen: int, oif: int | None = None,
                      table: int = RT_TABLE_MAIN) -> bool:
@@ -290,8 +304,9 @@ class FakeNetlink:
         del self.ns.routes[key]
         return True
 
-    def routes(self, table: int = RT_TABLE_MAIN) -> list[dict]:
+    def routes(self, table: int = RT_TABLE_MAIN, family: int = AF_INET) -> list[dict]:
+        size = 16 if family == AF_INET6 else 4
         return [{"dst": dst, "plen": plen, **route}
                 for (rtable, dst, plen), route in sorted(self.ns.routes.items(),
                                                          key=lambda item: item[0][1:])
-                if rtable == table]
+                if rtable == table and len(dst) == size]

@@ -1,11 +1,13 @@
 """A minimal rtnetlink client on the stdlib ``_socket`` module, for the CNI hot path.
 
-It owns the handful of IPv4 link, address and route operations the plugin needs (veth
+It owns the handful of link, address and route operations the plugin needs (veth
 and macvlan creation straight into another namespace, rename, up/down, link
 lookup/list/delete, address and route add/replace/delete/list), message packing with
 ``struct`` and reply parsing. Errors are OSError with the kernel's errno. pyroute2 costs
 ~140 ms and ~30 MB to import; this module costs well under a millisecond, which is why
-the ADD path uses it. The host-gw agent uses pyroute2 as the rest of dcnet does; the
+the ADD path uses it. Addresses and routes are IPv4 or IPv6 by the length of the
+address bytes given (4 or 16); listing takes the family (``AF_INET`` by default). The
+host-gw agent uses pyroute2 as the rest of dcnet does; the
 macvlan agent uses this module too, from its DHCP loops' threads (pyroute2's synchronous
 IPRoute cannot run inside a running event loop).
 """
@@ -18,6 +20,7 @@ from struct import Struct
 
 AF_NETLINK = 16
 AF_INET = 2
+AF_INET6 = 10
 NETLINK_ROUTE = 0
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -35,6 +38,7 @@ IFLA_MACVLAN_MODE = 1
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 RTM_DELADDR = 21
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
+IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 NLA_F_NESTED = 0x8000
 IFF_UP = 0x1
@@ -242,24 +246,33 @@ class Netlink:
 
     # ------------------------------------------------------------ addresses
 
-    def add_address(self, index: int, address: bytes, plen: int, brd: bytes | None) -> None:
-        attrs = attr(IFA_LOCAL, address) + attr(IFA_ADDRESS, address)
-        if brd:
-            attrs += attr(IFA_BROADCAST, brd)
-        body = _IFADDRMSG.pack(AF_INET, plen, 0, RT_SCOPE_UNIVERSE, index) + attrs
-        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
+    def add_address(self, index: int, address: bytes, plen: int, brd: bytes | None,
+                    nodad: bool = False) -> None:
+        """Add an IPv4 (4 bytes) or IPv6 (16 bytes) address; ``nodad`` makes an IPv6
+        address usable at once (no duplicate address detection: IPAM made it unique)."""
+        self._new_address(NLM_F_CREATE | NLM_F_EXCL, index, address, plen, brd, nodad)
 
     def replace_address(self, index: int, address: bytes, plen: int,
-                        brd: bytes | None) -> None:
-        attrs = attr(IFA_LOCAL, address) + attr(IFA_ADDRESS, address)
-        if brd:
-            attrs += attr(IFA_BROADCAST, brd)
-        body = _IFADDRMSG.pack(AF_INET, plen, 0, RT_SCOPE_UNIVERSE, index) + attrs
-        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, body)
+                        brd: bytes | None, nodad: bool = False) -> None:
+        self._new_address(NLM_F_CREATE | NLM_F_REPLACE, index, address, plen, brd, nodad)
+
+    def _new_address(self, flags: int, index: int, address: bytes, plen: int,
+                     brd: bytes | None, nodad: bool) -> None:
+        if len(address) == 16:
+            attrs = attr(IFA_ADDRESS, address)
+            body = _IFADDRMSG.pack(AF_INET6, plen, IFA_F_NODAD if nodad else 0,
+                                   RT_SCOPE_UNIVERSE, index) + attrs
+        else:
+            attrs = attr(IFA_LOCAL, address) + attr(IFA_ADDRESS, address)
+            if brd:
+                attrs += attr(IFA_BROADCAST, brd)
+            body = _IFADDRMSG.pack(AF_INET, plen, 0, RT_SCOPE_UNIVERSE, index) + attrs
+        self.request(RTM_NEWADDR, flags, body)
 
     def delete_address(self, index: int, address: bytes, plen: int) -> bool:
-        """Delete one IPv4 address; False when it was not there."""
-        body = _IFADDRMSG.pack(AF_INET, plen, 0, 0, index) + attr(IFA_LOCAL, address)
+        """Delete one IPv4 or IPv6 address; False when it was not there."""
+        family, kind = (AF_INET6, IFA_ADDRESS) if len(address) == 16 else (AF_INET, IFA_LOCAL)
+        body = _IFADDRMSG.pack(family, plen, 0, 0, index) + attr(kind, address)
         try:
             self.request(RTM_DELADDR, 0, body)
         except OSError as exc:
@@ -268,17 +281,17 @@ class Netlink:
             raise
         return True
 
-    def addresses(self) -> list[dict]:
-        """Every IPv4 address: {index, address (bytes), plen}."""
-        body = _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)
+    def addresses(self, family: int = AF_INET) -> list[dict]:
+        """Every address of ``family``: {index, address (bytes), plen}."""
+        body = _IFADDRMSG.pack(family, 0, 0, 0, 0)
         out = []
         for kind, reply in self.request(RTM_GETADDR, NLM_F_DUMP, body):
             if kind != RTM_NEWADDR:
                 continue
-            family, plen, _, _, index = _IFADDRMSG.unpack_from(reply)
+            got, plen, _, _, index = _IFADDRMSG.unpack_from(reply)
             attrs = parse_attrs(reply, _IFADDRMSG.size)
             local = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-            if family == AF_INET and local:
+            if got == family and local:
                 out.append({"index": index, "address": local, "plen": plen})
         return out
 
@@ -296,7 +309,10 @@ class Netlink:
     def _new_route(self, flags: int, dst: bytes, plen: int, gateway: bytes | None,
                    oif: int | None, protocol: int, table: int) -> None:
         scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
-        body = _RTMSG.pack(AF_INET, plen, 0, 0, table if table < 256 else 0, protocol, scope,
+        if len(dst) == 16:
+            scope = RT_SCOPE_UNIVERSE  # IPv6 routes are all universe scope
+        family = AF_INET6 if len(dst) == 16 else AF_INET
+        body = _RTMSG.pack(family, plen, 0, 0, table if table < 256 else 0, protocol, scope,
                            RTN_UNICAST, 0)
         if plen:
             body += attr(RTA_DST, dst)
@@ -311,7 +327,8 @@ class Netlink:
                      table: int = RT_TABLE_MAIN) -> bool:
         """Delete the route to dst/plen (on ``oif`` when given); False when absent."""
         # scope RT_SCOPE_NOWHERE and type 0 match a route of any scope and type
-        body = _RTMSG.pack(AF_INET, plen, 0, 0, table if table < 256 else 0, 0, 255, 0, 0)
+        family = AF_INET6 if len(dst) == 16 else AF_INET
+        body = _RTMSG.pack(family, plen, 0, 0, table if table < 256 else 0, 0, 255, 0, 0)
         if plen:
             body += attr(RTA_DST, dst)
         if oif is not None:
@@ -325,9 +342,11 @@ class Netlink:
             raise
         return True
 
-    def routes(self, table: int = RT_TABLE_MAIN) -> list[dict]:
-        """IPv4 unicast routes of ``table``: {dst, plen, gateway, oif, protocol} (bytes ips)."""
-        body = _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    def routes(self, table: int = RT_TABLE_MAIN, family: int = AF_INET) -> list[dict]:
+        """Unicast routes of ``family`` in ``table``: {dst, plen, gateway, oif, protocol}
+        (addresses as bytes)."""
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        zero = bytes(16 if family == AF_INET6 else 4)
         out = []
         for kind, reply in self.request(RTM_GETROUTE, NLM_F_DUMP, body):
             if kind != RTM_NEWROUTE:
@@ -337,7 +356,7 @@ class Netlink:
             rtable = _u32(attrs.get(RTA_TABLE)) or rtable
             if rtable != table or rtype != RTN_UNICAST:
                 continue
-            out.append({"dst": attrs.get(RTA_DST, b"\0\0\0\0"), "plen": plen,
+            out.append({"dst": attrs.get(RTA_DST, zero), "plen": plen,
                         "gateway": attrs.get(RTA_GATEWAY), "oif": _u32(attrs.get(RTA_OIF)),
                         "protocol": protocol})
         return out

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from dcnet.cni import ip4
+from dcnet.cni import ip4, ip6
 from dcnet.cni.fake_rtnl import FakeKernel
-from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, RTPROT_BOOT, Netlink
+from dcnet.cni.rtnl import AF_INET6, AF_NETLINK, NETLINK_ROUTE, RTPROT_BOOT, Netlink
 from dcnet.sysio import netns
 
 IFF_UP = 1
@@ -235,3 +235,77 @@ def test_rename_onto_a_taken_name_is_eexist(world):
     assert taken.value.errno == errno.EEXIST
     assert world.pod.link("vp0")["index"] == index and world.pod.link("lo")["index"] != index
     assert world.node.delete_link("vh0") is True
+
+
+# ---------------------------------------------------------------- IPv6 (dual-stack host-gw)
+
+
+def _ip6(text: str) -> bytes:
+    return ip6.ip_bytes(ip6.parse_ip(text))
+
+
+def _global6(rows: list[dict], key: str) -> list[dict]:
+    """Rows whose ``key`` address is not link-local (fe80::/10: the kernel's own, which
+    the fake does not model)."""
+    return [r for r in rows if r[key][:2] != b"\xfe\x80"]
+
+
+def test_ipv6_addresses_and_routes_beside_ipv4(world):
+    world.node.add_veth("vh6", "vp6", world.pod_fd, 1400)
+    index = world.pod.link("vp6")["index"]
+    world.pod.set_up(index)
+    world.pod.add_address(index, _ip("10.9.0.5"), 24, None)
+    world.pod.add_address(index, _ip6("fd00:9::5"), 64, None, nodad=True)
+    with pytest.raises(OSError) as taken:
+        world.pod.add_address(index, _ip6("fd00:9::5"), 64, None, nodad=True)
+    assert taken.value.errno == errno.EEXIST
+    assert [(a["address"], a["plen"]) for a in _global6(world.pod.addresses(AF_INET6),
+                                                         "address")
+            if a["index"] == index] == [(_ip6("fd00:9::5"), 64)]
+    assert [a["address"] for a in world.pod.addresses() if a["index"] == index] == [
+        _ip("10.9.0.5")]                                   # AF_INET lists IPv4 only
+    connected6 = {"dst": _ip6("fd00:9::"), "plen": 64, "gateway": None, "oif": index,
+                  "protocol": 2}                          # RTPROT_KERNEL, at once (nodad)
+    assert _global6(world.pod.routes(family=AF_INET6), "dst") == [connected6]
+    zero6 = bytes(16)
+    world.pod.add_route(zero6, 0, _ip6("fd00:9::1"), index)
+    world.pod.add_route(b"\0\0\0\0", 0, _ip("10.9.0.1"), index)
+    default6 = [r for r in world.pod.routes(family=AF_INET6) if r["plen"] == 0]
+    assert default6 == [{"dst": zero6, "plen": 0, "gateway": _ip6("fd00:9::1"),
+                         "oif": index, "protocol": RTPROT_BOOT}]
+    assert [r["gateway"] for r in world.pod.routes() if r["plen"] == 0] == [
+        _ip("10.9.0.1")]
+    with pytest.raises(OSError) as twice:
+        world.pod.add_route(zero6, 0, _ip6("fd00:9::1"), index)
+    assert twice.value.errno == errno.EEXIST
+    world.pod.replace_route(zero6, 0, _ip6("fd00:9::2"), index)
+    assert [r["gateway"] for r in world.pod.routes(family=AF_INET6) if r["plen"] == 0] == [
+        _ip6("fd00:9::2")]
+    with pytest.raises(OSError) as off_link:
+        world.pod.add_route(_ip6("fd00:77::"), 64, _ip6("fd00:8::1"), index)
+    assert off_link.value.errno == errno.EHOSTUNREACH
+    world.pod.replace_route(_ip6("fd00:77::"), 64, _ip6("fd00:9::7"), index, protocol=217)
+    assert [(r["dst"], r["gateway"], r["protocol"]) for r in world.pod.routes(family=AF_INET6)
+            if r["plen"] == 64 and r["dst"] == _ip6("fd00:77::")] == [
+        (_ip6("fd00:77::"), _ip6("fd00:9::7"), 217)]
+    assert world.pod.delete_route(_ip6("fd00:77::"), 64, index) is True
+    assert world.pod.delete_route(_ip6("fd00:77::"), 64, index) is False
+    assert world.pod.delete_route(zero6, 0, index) is True
+    assert [r for r in world.pod.routes(family=AF_INET6) if r["plen"] == 0] == []
+    assert world.pod.delete_address(index, _ip6("fd00:9::5"), 64) is True
+    assert world.pod.delete_address(index, _ip6("fd00:9::5"), 64) is False
+    assert _global6(world.pod.routes(family=AF_INET6), "dst") == []
+    assert [r["gateway"] for r in world.pod.routes() if r["plen"] == 0] == [
+        _ip("10.9.0.1")]                                   # IPv4 untouched throughout
+
+
+def test_ipv6_addresses_go_with_the_link_down_ipv4_ones_stay(world):
+    world.node.add_veth("vh7", "vp7", world.pod_fd, 1400)
+    index = world.pod.link("vp7")["index"]
+    world.pod.set_up(index)
+    world.pod.add_address(index, _ip("10.9.0.5"), 24, None)
+    world.pod.add_address(index, _ip6("fd00:9::5"), 64, None, nodad=True)
+    world.pod.set_down(index)
+    assert [a for a in world.pod.addresses(AF_INET6) if a["index"] == index] == []
+    assert [a["address"] for a in world.pod.addresses() if a["index"] == index] == [
+        _ip("10.9.0.5")]
