@@ -4,7 +4,10 @@ One real server of one service, changed now (container init hooks), on any targe
 keeps a backend registry:
 
 - ``--target lvs`` (the default): LVS's fast path, :func:`dcnet.lvs.dynamic.change_backend`
-  (its registry and drain set in the LVS state directory);
+  (its registry and drain set in the LVS state directory); ``drain|remove`` wait
+  (unlocked) until the server has no active connection or ``lvs.drain_deadline``
+  passed (:func:`dcnet.lvs.dynamic.drain_backend`: exit 0 safe, 4 deadline passed, 5
+  added back meanwhile); ``remove --now`` deletes at once;
 - other targets (``haproxy``): under the target's lock the change is recorded in the
   target's registry (:mod:`dcnet.backendfile`), then "last applied model + registry" is
   planned and applied like ``elbctl apply`` (for HAProxy a runtime API change, no
@@ -47,12 +50,15 @@ ACTIONS = ("add", "remove", "drain")
               help="The target to change (lvs, haproxy).")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for a running apply.")
+@click.option("--now", is_flag=True, help="lvs: remove without draining nor waiting "
+              "(a crashed server): its dests are deleted at once.")
 @click.option("--store", "store_url", envvar="DCNET_ELB_STORE", default=None, metavar="URL",
               help="Record the change in etcd (etcd://...) for the directors' agents "
                    "instead of programming this machine (default $DCNET_ELB_STORE).")
 @with_target_options
 def backend_cmd(action: str, service: str, server: str, weight: int | None, target: str,
-                lock_timeout: float, store_url: str | None, **params) -> None:
+                lock_timeout: float, store_url: str | None, now: bool = False,
+                **params) -> None:
     """Add, remove (drain, then take out) or drain one real server of SERVICE now."""
     if store_url:
         from dcnet.cli.elbctl_store import run_backend_store
@@ -61,35 +67,49 @@ def backend_cmd(action: str, service: str, server: str, weight: int | None, targ
         return
     options = target_kwargs(target, params)
     if target == "lvs":
-        _lvs(action, service, server, weight, options, lock_timeout)
+        _lvs(action, service, server, weight, options, lock_timeout, now)
     else:
         _generic(target, action, service, server, weight, options, lock_timeout)
 
 
 def _lvs(action: str, service: str, server: str, weight: int | None, options: dict,
-         lock_timeout: float) -> None:
-    from dcnet.lvs.dynamic import BackendCommandError, change_backend
+         lock_timeout: float, now: bool = False) -> None:
+    """add: one locked change; drain/remove: drain, wait (unlocked) until safe or
+    ``lvs.drain_deadline``, remove deletes (exit 0 safe, 4 deadline passed, 5 added back
+    meanwhile, 1 failed; see :func:`dcnet.lvs.dynamic.drain_backend`)."""
+    from dcnet.lvs.dynamic import BackendCommandError, change_backend, drain_backend
     from dcnet.lvs.genl import NetlinkError
     from dcnet.lvs.ipvs import KernelIPVS
     from dcnet.lvs.store import Store
     from dcnet.sysio.flock import LockTimeout
 
+    if now and action != "remove":
+        fail(f"backend {action}: --now is for remove only")
     netns = options.get("netns") or os.environ.get("DCNET_LVS_NETNS") or None
     try:
         ipvs = KernelIPVS(netns)
     except (NetlinkError, OSError) as exc:
         fail(f"lvs: {exc}", EXIT_UNAVAILABLE)
+    store = Store(options.get("state_dir"))
     try:
-        result = change_backend(Store(options.get("state_dir")), ipvs, action, service,
-                                server, weight, lock_timeout=lock_timeout)
+        if action == "add":
+            result = change_backend(store, ipvs, action, service, server, weight,
+                                    lock_timeout=lock_timeout)
+            code = EXIT_INVALID if result.errors else 0
+        else:
+            result = drain_backend(store, ipvs, action, service, server, weight, now=now,
+                                   lock_timeout=lock_timeout)
+            code = result.exit_code
     except BackendCommandError as exc:
         fail(f"backend {action}: {exc}")
     except LockTimeout as exc:
         fail(f"backend {action}: {exc}", EXIT_UNAVAILABLE)
+    except (NetlinkError, OSError) as exc:
+        fail(f"backend {action}: lvs: {exc}", EXIT_UNAVAILABLE)
     finally:
         ipvs.close()
     click.echo(result.to_text())
-    sys.exit(EXIT_INVALID if result.errors else 0)
+    sys.exit(code)
 
 
 def _generic(target: str, action: str, service: str, server: str, weight: int | None,

@@ -365,6 +365,7 @@ class LVSTarget(Target):
 
     def _save_intentions(self, payload: LVSPayload) -> None:
         self.store.save_drain_set({**self.store.drain_set(), **payload.draining})
+        self.store.save_drain_deadline(payload.settings.drain_deadline)
         if payload.layouts is not None:
             self.store.save_layouts(payload.layouts, payload.drain_seconds)
 

@@ -1,4 +1,6 @@
-"""Drain-first removal (pure): which removed real servers stay at weight 0, which go.
+"""Draining real servers: which removed ones stay at weight 0 (pure), and waiting for one.
+
+:func:`reconcile` (pure), for full applies and ``elbctl backend``:
 
 A real server that leaves the desired state is not deleted while it still has
 connections: it is kept at weight 0 (new connections go elsewhere) until its counters
@@ -6,11 +8,19 @@ reach zero or its deadline (first seen draining + ``drain_seconds``) passes. Its
 stays while any of its dests drain, and the service's VIP and rule stay with it. The
 drain set (dest key -> deadline, epoch seconds) is persisted by :mod:`dcnet.lvs.store`
 so an elbctl restart keeps the deadlines.
+
+:func:`wait_idle`, for ``elbctl backend drain|remove`` (:mod:`dcnet.lvs.dynamic`): poll a
+drained server's connection counters (ActiveConn/InActConn of its dests, one IPVS dump
+per service key) until it has no active (ESTABLISHED) connection, or the deadline
+passed, or it carries weight again (added back meanwhile), and say which
+(:class:`DrainOutcome`). Inactive entries (FIN_WAIT, TIME_WAIT, ...) do not count: their
+connections are closing and send nothing the server must answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from dcnet.lvs.state import Key, StateDict
@@ -56,3 +66,66 @@ def reconcile(current: Mapping, desired: Mapping, conns: Mapping[Key, int],
 def _keep(out: StateDict, current: Mapping, ident: tuple) -> None:
     if ident not in out and ident in current:
         out[ident] = current[ident]
+
+
+# ------------------------------------------------------------------ waiting for one server
+
+POLL = 0.2
+SAFE, DEADLINE, READDED, ABSENT = "safe", "deadline passed", "weighted again", "not programmed"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One poll of a server's dests: how many, their connections, their total weight."""
+
+    dests: int = 0
+    active: int = 0
+    inactive: int = 0
+    weight: int = 0
+
+
+@dataclass(frozen=True)
+class DrainOutcome:
+    """How a wait ended: ``state`` is SAFE, DEADLINE, READDED or ABSENT."""
+
+    server: str
+    state: str
+    waited: float
+    counts: Counts = Counts()
+
+    @property
+    def safe(self) -> bool:
+        return self.state in (SAFE, ABSENT)
+
+    def describe(self) -> str:
+        c = self.counts
+        if self.state == SAFE:
+            return (f"safe: {self.server} has no active connection after {self.waited:.1f}s "
+                    f"({c.inactive} closing connection entr{'y' if c.inactive == 1 else 'ies'}"
+                    " left); safe to stop the server")
+        if self.state == ABSENT:
+            return f"safe: {self.server} is not programmed in IPVS; nothing to wait for"
+        if self.state == READDED:
+            return (f"not drained: {self.server} carries weight {c.weight} again after "
+                    f"{self.waited:.1f}s (added back meanwhile); do not stop it")
+        return (f"deadline passed after {self.waited:.1f}s with {c.active} active "
+                f"connection(s) on {self.server}; stopping it cuts them")
+
+
+def wait_idle(server: str, read: Callable[[], Counts], deadline: float, *,
+              poll: float = POLL, clock=time.monotonic, sleep=time.sleep) -> DrainOutcome:
+    """Poll ``read`` until the server has no active connection, is weighted again, has
+    no dest, or ``deadline`` seconds passed (at least one read, then one per ``poll``)."""
+    start = clock()
+    while True:
+        counts = read()
+        waited = clock() - start
+        if counts.dests == 0:
+            return DrainOutcome(server, ABSENT, waited, counts)
+        if counts.weight > 0:
+            return DrainOutcome(server, READDED, waited, counts)
+        if counts.active == 0:
+            return DrainOutcome(server, SAFE, waited, counts)
+        if waited >= deadline:
+            return DrainOutcome(server, DEADLINE, waited, counts)
+        sleep(min(poll, max(deadline - waited, 0.0)))

@@ -10,6 +10,8 @@ Files under the state directory (``--lvs-state-dir``, ``$DCNET_LVS_STATE_DIR``, 
   service; a full apply merges it into the model so it never undoes them;
 - ``drain.json``: dests being drained and their deadlines (survives restarts);
 - ``layouts.json``: the services of the last applied model, for ``elbctl backend``;
+- ``settings.json``: the last applied model's ``lvs.drain_deadline``, for ``elbctl
+  backend drain|remove`` (:mod:`dcnet.lvs.dynamic`);
 - ``ipvs_fingerprint.json``: the fingerprint pair recorded after the last clean apply
   (digest of the masked ``/proc/net/ip_vs`` text, digest of the desired IPVS inputs),
   removed before every apply's first write (see :mod:`dcnet.lvs.fingerprint`).
@@ -118,6 +120,17 @@ class Store:
                 "drain_seconds": drain_seconds}
         if self._read("layouts.json", None) != data:
             self._write("layouts.json", data)
+
+    # -- settings of the last applied model that elbctl backend needs
+
+    def drain_deadline(self, default: int = 30) -> int:
+        """The last applied model's ``lvs.drain_deadline`` (``default`` before any)."""
+        return int(self._read("settings.json", {}).get("drain_deadline", default))
+
+    def save_drain_deadline(self, seconds: int) -> None:
+        data = {"version": 1, "drain_deadline": seconds}
+        if self._read("settings.json", None) != data:
+            self._write("settings.json", data)
 
     # -- IPVS fingerprint of the last clean apply (dcnet.lvs.fingerprint)
 

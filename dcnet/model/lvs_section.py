@@ -2,7 +2,10 @@
 
 elbctl touches only its own objects: VIPs on its own interface, policy rules in a
 reserved priority range, and routes in the carrier tables marked with its own route
-protocol number. Removed real servers drain for at most ``drain_seconds``.
+protocol number. Removed real servers drain for at most ``drain_seconds`` (a full
+apply keeps a dest that left the model at weight 0 that long while it has connections);
+``elbctl backend drain|remove`` waits at most ``drain_deadline`` seconds for a drained
+server's active connections to end before it says "deadline passed".
 
 For keepalived (``elbctl render keepalived``) the section also declares the directors
 (name and VRRP priority) and the director groups: a group is one ``vrrp_instance``
@@ -48,6 +51,7 @@ class LVSSettings:
     rule_priority_max: int = 20999
     route_protocol: int = 180       # rtnetlink protocol number marking elbctl's routes
     drain_seconds: int = 300        # how long a removed real server may drain
+    drain_deadline: int = 30        # how long `elbctl backend drain|remove` waits
     vrrp_interface: str | None = None   # default VRRP interface of every group
     vrrp_router_id_base: int = 50       # router id of derived group i: base + i
     directors: tuple[Director, ...] = ()
@@ -79,6 +83,7 @@ def read(problems: f.Problems, path: tuple, data: object) -> LVSSettings | None:
                                         d.rule_priority_max),
         "route_protocol": r.optional("route_protocol", f.integer(5, 255), d.route_protocol),
         "drain_seconds": r.optional("drain_seconds", f.integer(0, 86400), d.drain_seconds),
+        "drain_deadline": r.optional("drain_deadline", f.integer(0, 3600), d.drain_deadline),
         "vrrp_interface": r.optional("vrrp_interface", _IFNAME, None),
         "vrrp_router_id_base": r.optional("vrrp_router_id_base", _ROUTER_ID,
                                           d.vrrp_router_id_base),
