@@ -11,9 +11,11 @@ named like the zone's own name server record (``dcnet-ns``) are errors.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dcnet.model import fields as f
+from dcnet.model.dns_health import DNSHealth
+from dcnet.model.dns_health import read as read_health
 from dcnet.model.jobname import TAGS, JobName
 
 DEFAULT_PATTERN = "{service}.{cluster}.{pdl}.{owt}"
@@ -31,6 +33,7 @@ class DNSSettings:
     zone: str = "elb.internal"
     pattern: str = DEFAULT_PATTERN
     ttl: int = 60
+    health: DNSHealth = field(default_factory=DNSHealth)   # dns.health (dns_health.py)
 
     def relative_name(self, job: JobName) -> str:
         """The service's name relative to the zone; ValueError when it cannot be made."""
@@ -79,8 +82,9 @@ def read(problems: f.Problems, path: tuple, data: object) -> DNSSettings | None:
         "zone": r.optional("zone", _ZONE, DNSSettings.zone),
         "pattern": r.optional("pattern", _pattern, DEFAULT_PATTERN),
         "ttl": r.optional("ttl", f.integer(0, 2**31 - 1), DNSSettings.ttl),
+        "health": read_health(problems, (*path, "health"), r.optional("health", f.raw)),
     }
-    return DNSSettings(**values) if r.finish() else None
+    return DNSSettings(**values) if r.finish() and values["health"] else None
 
 
 def check(settings: DNSSettings, carriers, services, problems: f.Problems) -> None:
