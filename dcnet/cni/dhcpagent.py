@@ -9,7 +9,8 @@ part:
 - ``dcnet.cni.dhcprunner``: the per-pod DHCP client thread and its hooks (address, route,
   journal);
 - ``dcnet.cni.dhcpclient``: pyroute2's DHCP client glued to the lease journal;
-- ``dcnet.cni.hostshim``: the host shim macvlan and its per-pod routes;
+- ``dcnet.cni.hostshim``: the host shim macvlan and its per-pod routes (IPv4 and IPv6);
+- ``dcnet.cni.macvlan6``: the pods' IPv6 (SLAAC) in ADD, CHECK and the result;
 - ``dcnet.cni.dhcprecovery``: resuming, expiring and releasing journaled leases at start
   and in housekeeping.
 
@@ -36,14 +37,16 @@ from dcnet.cni.dhcprecovery import Recovery
 from dcnet.cni.dhcprunner import Runner
 from dcnet.cni.errors import INVALID_CONFIG, TRY_AGAIN_LATER, CniError
 from dcnet.cni.hostshim import HostShim
+from dcnet.cni.macvlan6 import Ipv6Pod
 from dcnet.cni.podns import temp_name
 from dcnet.cni.rtnl import Netlink
 from dcnet.cni.skel import CmdArgs
+from dcnet.cni.slaac import ipv6_settings
 
 __all__ = ["MacvlanAgent", "Runner", "temp_name"]
 
 
-class MacvlanAgent(RequestHandlers, HostShim, Recovery):
+class MacvlanAgent(RequestHandlers, HostShim, Ipv6Pod, Recovery):
     """The node agent of one macvlan/DHCP network (see the module docstring)."""
 
     def __init__(self, conf: NetConf, log: Callable[[str], None] | None = None):
@@ -61,6 +64,8 @@ class MacvlanAgent(RequestHandlers, HostShim, Recovery):
         self._node_lock = threading.Lock()
         self._node_nl = Netlink()  # bound to the agent's (node) namespace for its life
         self.shim_index: int | None = None
+        self.ipv6 = ipv6_settings(conf.raw)
+        self._shim6_warned = False
         self.stopping = threading.Event()
         self.server: AgentServer | None = None
         self.lock = network_lock(conf.run_dir, conf.name)  # one serving agent per node
@@ -81,6 +86,7 @@ class MacvlanAgent(RequestHandlers, HostShim, Recovery):
         if conf.mode != "macvlan":
             raise CniError(INVALID_CONFIG, f"invalid network config: mode: this agent serves "
                            f"macvlan, not {conf.mode!r}")
+        ipv6_settings(conf.raw)  # validates the ipv6 fields (code 7 naming the field)
         if conf.name != self.conf.name:
             raise CniError(INVALID_CONFIG, f"invalid network config: name: this agent serves "
                            f"network {self.conf.name!r}, not {conf.name!r}")

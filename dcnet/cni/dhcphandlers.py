@@ -147,6 +147,7 @@ class RequestHandlers:
             with contextlib.suppress(OSError):  # IPv6 may be disabled in the pod
                 netns.call_here_in(resolve(args.netns), write,
                                    f"/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify", "1")
+            self.prepare_pod6(conf, args, cni_args)  # SLAAC sysctls before the link is up
             pod.set_up(link["index"])
             link = pod.link(ifname) or link
         finally:
@@ -172,10 +173,10 @@ class RequestHandlers:
                        else f"no DHCP lease within {conf.dhcp_timeout}s")
                 raise CniError(TRY_AGAIN_LATER, f"{why} ({ifname} on master {master['name']})",
                                "is a DHCP server answering on that segment?")
+        self.wait_pod6(conf, args, record, link["index"], undo)
         return self._result(args, record, mtu, prev)
 
-    @staticmethod
-    def _result(args: CmdArgs, record: dict, mtu: int, prev: dict | None) -> dict:
+    def _result(self, args: CmdArgs, record: dict, mtu: int, prev: dict | None) -> dict:
         result = prev or {"interfaces": [], "ips": [], "routes": [], "dns": {}}
         index = len(result["interfaces"])
         result["interfaces"].append({"name": args.ifname, "mac": record["mac"], "mtu": mtu,
@@ -186,6 +187,7 @@ class RequestHandlers:
             ip_entry["gateway"] = configured["gateway"]
             result["routes"].append({"dst": "0.0.0.0/0", "gw": configured["gateway"]})
         result["ips"].append(ip_entry)
+        self.result6(result, record, index)
         if record.get("dns"):
             result["dns"] = dict(result.get("dns") or {}, **record["dns"])
         return result
@@ -237,6 +239,7 @@ class RequestHandlers:
                 delete_pod_link(resolve(path), ifname, link_alias(conf.name, cid, ifname))
         if record is not None:
             self.shim_route((record.get("configured") or {}).get("address"), None)
+            self.shim_route6((record.get("configured6") or {}).get("address"), None)
             if released is None and self._releasable(record):
                 self.log(f"{key}: release of {(record.get('configured') or {}).get('address')}"
                          " queued: retried every housekeeping sweep")
@@ -371,6 +374,7 @@ class RequestHandlers:
                     r["plen"] == 0 and r["gateway"] == ip4.ip_bytes(ip4.parse_ip(gateway))
                     and r["oif"] == link["index"] for r in pod.routes()):
                 raise fail(f"no default route via {gateway} on {args.ifname}")
+            self.check6(args, record, ips, pod, link)
 
     # ------------------------------------------------------------ STATUS and GC
 

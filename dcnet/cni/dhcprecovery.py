@@ -51,8 +51,13 @@ class Recovery:
             key = leases.attachment_key(record["containerID"], record["ifname"])
             with self._lock(key):
                 self._resume_one(key, record)
-        self.sweep_shim_routes({(r.get("configured") or {}).get("address", "/").split("/")[0]
-                                for r in self.journal.records()[0]})
+        live = self.journal.records()[0]
+        self.sweep_shim_routes(
+            {(r.get(k) or {}).get("address", "/").split("/")[0]
+             for r in live for k in ("configured", "configured6")})
+        for record in live:  # the shim may have been made anew: its IPv6 routes with it
+            if record["state"] == leases.BOUND and record.get("configured6"):
+                self.shim_route6(None, record["configured6"]["address"])
 
     def _resume_one(self, key: str, record: dict) -> None:
         if key in self.runners:

@@ -4,12 +4,21 @@ its own pods (a macvlan's parent cannot), with one /32 route per pod address.
 ``HostShim`` is mixed into ``dcnet.cni.dhcpagent.MacvlanAgent``: ``setup_shim`` creates
 (or keeps) the shim link and its address, ``shim_route`` moves a pod's /32 route when its
 address changes, ``sweep_shim_routes`` removes routes of addresses no lease holds.
+
+With ``ipv6: slaac`` the shim carries IPv6 too: it takes no router advertisements itself
+(accept_ra and autoconf off), gets the node's address (``hostShim.address6``, default
+the master's first global IPv6 address) as a /128 without DAD, so the pods' neighbour
+solicitations for the node's address are answered on the shim, and one /128 route per
+pod's SLAAC address (``shim_route6``); the address is retried while the master has none.
 """
 
 from __future__ import annotations
 
-from dcnet.cni import ip4
+import contextlib
+
+from dcnet.cni import ip4, slaac
 from dcnet.cni.errors import TRY_AGAIN_LATER, CniError
+from dcnet.cni.podns import write
 
 
 class HostShim:
@@ -50,8 +59,56 @@ class HostShim:
             if not any(a["index"] == link["index"] and a["address"] == ip4.ip_bytes(address)
                        for a in nl.addresses()):
                 nl.replace_address(link["index"], ip4.ip_bytes(address), plen, None)
+            if self.ipv6.enabled:
+                for key, value in (("disable_ipv6", "0"), ("accept_ra", "0"),
+                                   ("autoconf", "0")):
+                    with contextlib.suppress(OSError):
+                        write(f"/proc/sys/net/ipv6/conf/{shim['name']}/{key}", value)
             nl.set_up(link["index"])
             self.shim_index = link["index"]
+        self.setup_shim6()
+
+    def setup_shim6(self) -> bool:
+        """Put the node's IPv6 address on the shim (/128, no DAD); False while the
+        master has none (logged once; retried when a pod route is added)."""
+        if self.shim_index is None:
+            return False
+        settings = self.ipv6
+        if not settings.enabled:
+            return False
+        master = self.master_link(self.conf)
+        with self.node() as nl:
+            have = slaac.addresses6(nl)
+            if settings.shim_address:
+                address = slaac.parse_cidr6(settings.shim_address)[0]
+            else:
+                mine = slaac.usable_global([a for a in have if a["index"] == master["index"]])
+                if not mine:
+                    if not self._shim6_warned:
+                        self._shim6_warned = True
+                        self.log(f"host shim: master {master['name']} has no global IPv6 "
+                                 "address (yet): the node cannot reach its pods over IPv6 "
+                                 "until it has one (or give hostShim.address6)")
+                    return False
+                address = mine[0]["address"]
+            if not any(a["index"] == self.shim_index and a["address"] == address
+                       for a in have):
+                slaac.add_address6(nl, self.shim_index, address, 128)
+                self.log(f"host shim: {slaac.fmt6(address)}/128 on {self.conf.host_shim['name']}")
+        return True
+
+    def shim_route6(self, old_cidr: str | None, new_cidr: str | None) -> None:
+        """Keep the host shim's /128 route per pod IPv6 address (no-op without a shim)."""
+        if self.shim_index is None or old_cidr == new_cidr:
+            return
+        if new_cidr:
+            self.setup_shim6()
+        with self.node() as nl:
+            if old_cidr:
+                slaac.delete_route6(nl, slaac.parse_cidr6(old_cidr)[0], 128, self.shim_index)
+            if new_cidr:
+                slaac.replace_route6(nl, slaac.parse_cidr6(new_cidr)[0], 128,
+                                     self.shim_index, protocol=self.conf.route_protocol)
 
     def sweep_shim_routes(self, wanted: set[str]) -> None:
         if self.shim_index is None:
@@ -64,4 +121,11 @@ class HostShim:
                     if dst not in wanted:
                         nl.delete_route(route["dst"], 32, self.shim_index)
                         self.log(f"removed stale shim route {dst}/32")
+            for route in slaac.routes6(nl):
+                if (route["oif"] == self.shim_index and route["plen"] == 128
+                        and route["protocol"] == self.conf.route_protocol):
+                    dst = slaac.fmt6(route["dst"])
+                    if dst not in wanted:
+                        slaac.delete_route6(nl, route["dst"], 128, self.shim_index)
+                        self.log(f"removed stale shim route {dst}/128")
 

@@ -2,8 +2,10 @@
 
 ADD, CHECK, STATUS and GC are forwarded to ``dcnet-agent`` over its unix socket
 (``dcnet.cni.agentproto``): the agent creates the macvlan link in the pod, runs DHCP in
-the pod's namespace, configures the pod from the lease and keeps renewing it. The plugin
-process only imports ``_socket``, ``cjson`` and the skeleton (no pyroute2).
+the pod's namespace, configures the pod from the lease (and, with ``ipv6: slaac``, from
+the router advertisement) and keeps renewing it. The plugin process only imports
+``_socket``, ``cjson``, the skeleton and ``dcnet.cni.slaac``'s config check (no
+pyroute2).
 
 Without an agent: ADD fails with 11 (try again later) having created nothing, STATUS
 answers 50, CHECK and GC answer 11. DEL never fails for that reason: it queues the
@@ -22,6 +24,7 @@ from dcnet.cni.args import parse_args
 from dcnet.cni.config import NetConf, load_conf
 from dcnet.cni.errors import NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER, CniError
 from dcnet.cni.nsref import pinned_fd, resolve
+from dcnet.cni.slaac import ipv6_settings
 
 # Added to the DHCP timeout for the agent's own work (link creation, configuration).
 ADD_MARGIN = 15.0
@@ -54,11 +57,13 @@ class Macvlan:
 
     def add(self, args) -> dict:
         conf = load_conf(args.conf)
+        ipv6 = ipv6_settings(conf.raw)
         parse_args(args.args)
         if not os.path.exists(resolve(args.netns)):
             raise CniError(UNKNOWN_CONTAINER, f"network namespace {args.netns} does not exist")
+        wait = conf.dhcp_timeout + (ipv6.timeout if ipv6.enabled else 0)
         try:
-            return self._call(conf, args, conf.dhcp_timeout + ADD_MARGIN)
+            return self._call(conf, args, wait + ADD_MARGIN)
         except agentproto.Unreachable as exc:
             raise CniError(TRY_AGAIN_LATER, "dcnet-agent is unreachable", str(exc)) from None
 

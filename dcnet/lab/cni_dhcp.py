@@ -26,6 +26,8 @@ AGENT = os.path.join(os.path.dirname(sys.executable), "dcnet-agent")
 NET = "192.168.77"
 ROUTER = f"{NET}.254"
 SERVER = f"{NET}.250"
+NET6 = "fd77:77::"  # the segment's IPv6 /64 (``ipv6=True``): dnsmasq's RA announces it
+SERVER6 = f"{NET6}250"
 
 
 def wait_until(predicate, what: str, timeout: float = 30.0, step: float = 0.05):
@@ -40,12 +42,18 @@ def wait_until(predicate, what: str, timeout: float = 30.0, step: float = 0.05):
         time.sleep(step)
 
 
-def topology(nodes=("n1", "n2")) -> dict:
+def topology(nodes=("n1", "n2"), ipv6: bool = False) -> dict:
+    """Nodes and the ``dhcp`` host on one bridge; with ``ipv6`` every host also has an
+    address in ``NET6``/64 (the node's is what the host shim takes)."""
+    def addresses(v4: str, host: int) -> list[str]:
+        return [f"{v4}/24", f"{NET6}{host:x}/64"] if ipv6 else [f"{v4}/24"]
     hosts = [*nodes, "dhcp", "sw"]
-    links = [{"a": {"host": node, "ifname": "eth0", "addresses": [f"{NET}.{i + 1}/24"]},
+    links = [{"a": {"host": node, "ifname": "eth0",
+                    "addresses": addresses(f"{NET}.{i + 1}", i + 1)},
               "b": {"host": "sw", "ifname": f"p-{node}", "bridge": "br0"}}
              for i, node in enumerate(nodes)]
-    links.append({"a": {"host": "dhcp", "ifname": "eth0", "addresses": [f"{SERVER}/24"]},
+    links.append({"a": {"host": "dhcp", "ifname": "eth0",
+                        "addresses": addresses(SERVER, 0x250)},
                   "b": {"host": "sw", "ifname": "p-dhcp", "bridge": "br0"}})
     return {"hosts": hosts, "bridges": [{"name": "br0", "host": "sw"}], "links": links,
             "routes": [{"host": node, "dst": "default", "via": ROUTER} for node in nodes]}
@@ -69,7 +77,10 @@ class DhcpLab:
 
     def start_dnsmasq(self, first: int = 100, last: int = 199, t1: int | None = 6,
                       t2: int | None = 10, lease: str = "2m", fresh: bool = False,
-                      ping: bool = False, extra: tuple[str, ...] = ()) -> None:
+                      ping: bool = False, ra: bool = False,
+                      extra: tuple[str, ...] = ()) -> None:
+        """dnsmasq serving DHCPv4; with ``ra`` also router advertisements of ``NET6``/64
+        (autonomous flag, no DHCPv6: SLAAC), every 4 s, router lifetime 600 s."""
         if fresh and self.lease_file.exists():
             self.lease_file.unlink()
         argv = ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
@@ -81,6 +92,9 @@ class DhcpLab:
                 f"{SERVER}", "--dhcp-option=option:domain-name,pods.lab"]
         if not ping:
             argv.append("--no-ping")
+        if ra:
+            argv += ["--enable-ra", "--dhcp-range=::,constructor:eth0,ra-only,64,10m",
+                     "--ra-param=eth0,4,600"]
         argv += list(extra)
         if t1:
             argv.append(f"--dhcp-option=option:T1,{t1}")
@@ -251,6 +265,17 @@ def pod_ip(path: str, ifname: str = "eth0") -> list[str]:
         return []
     return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out)
             for a in link.get("addr_info", [])]
+
+
+def pod_ip6(path: str, ifname: str = "eth0") -> list[str]:
+    """The global IPv6 addresses (cidr) on the pod's interface."""
+    name = path.rsplit("/", 1)[1]
+    out = subprocess.run(["ip", "-n", name, "-j", "-6", "addr", "show", "dev", ifname,
+                          "scope", "global"], capture_output=True, text=True).stdout
+    if not out.strip():
+        return []
+    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out)
+            for a in link.get("addr_info", []) if "local" in a]
 
 
 def pod_link(path: str, ifname: str = "eth0") -> dict | None:
