@@ -1,11 +1,14 @@
 """``elbctl render keepalived``: keepalived.conf from the model, through jinja2 templates.
 
-One ``vrrp_instance`` per director group (:meth:`LVSSettings.groups`) holding its
-carriers' VIPs (each on its carrier's uplink, so gratuitous ARP leaves by the link the
-carrier's router listens on) with ``virtual_routes`` (the carrier table's default route,
-with elbctl's route protocol) and ``virtual_rules`` (``from VIP lookup <table>``); one
-``virtual_server`` per VIP and port with the model's scheduler, forwarding, persistence,
-weights and health check (``inhibit_on_failure``: a failing server goes to weight 0
+One ``vrrp_instance`` per director group (:meth:`LVSSettings.groups`) and address
+family (``NAME`` for IPv4, ``NAME-v6`` for IPv6, VRRP version 3) holding its carriers'
+VIPs (each on its carrier's uplink, so gratuitous ARP and unsolicited neighbour
+advertisements leave by the link the carrier's router listens on) with
+``virtual_routes`` (the carrier table's default route, with elbctl's route protocol;
+``::/0`` via ``gateway6`` for IPv6) and ``virtual_rules`` (``from VIP lookup <table>``);
+one ``virtual_server`` per VIP and port with the model's scheduler, forwarding,
+persistence, weights (real servers of the VIP's family unless TUN) and health check
+(``inhibit_on_failure``: a failing server goes to weight 0
 instead of being deleted, so its connections drain).
 
 Templates are ``keepalived.conf.j2``, ``vrrp_instance.j2`` and ``virtual_server.j2``
@@ -54,23 +57,39 @@ def context(model, director: str | None = None) -> dict:
                 vips_of[name].append(str(vip))
     groups = []
     for group in lvs.groups(model.carriers):
-        entry = {"name": group.name, "state": state, "interface": group.interface,
-                 "vrid": group.virtual_router_id, "priority": priority,
-                 "advert_int": group.advert_int, "vips": [], "routes": [], "rules": []}
-        for name in group.carriers:
-            carrier = carriers[name]
-            entry["routes"].append({"dst": "default", "gateway": str(carrier.gateway),
-                                    "dev": carrier.uplink, "table": carrier.table,
-                                    "protocol": lvs.route_protocol})
-            for vip in vips_of.get(name, []):
-                bits = 128 if ":" in vip else 32
-                entry["vips"].append({"address": vip, "bits": bits, "dev": carrier.uplink})
-                entry["rules"].append({"src": vip, "bits": bits, "table": carrier.table,
-                                       "priority": lvs.rule_priority_min})
-        if entry["vips"]:
-            groups.append(entry)
+        for family in (4, 6):
+            entry = _instance(group, family, state, priority, carriers, vips_of, lvs)
+            if entry["vips"]:
+                groups.append(entry)
     return {"source": model.source, "router_id": director or "elbctl", "groups": groups,
             "virtual_servers": virtual_servers(model)}
+
+
+def _instance(group, family: int, state: str, priority: int, carriers: dict,
+              vips_of: dict[str, list[str]], lvs) -> dict:
+    """The vrrp_instance of one director group for one address family: keepalived holds
+    one family per instance (the VIPs decide it; IPv6 ones run VRRP version 3), so a
+    dual-stack group has ``NAME`` (IPv4) and ``NAME-v6`` (same virtual router id: the
+    families are separate VRRP protocols)."""
+    entry = {"name": group.name if family == 4 else f"{group.name}-v6", "family": family,
+             "state": state, "interface": group.interface, "vrid": group.virtual_router_id,
+             "priority": priority, "advert_int": group.advert_int, "vips": [], "routes": [],
+             "rules": []}
+    bits = 32 if family == 4 else 128
+    for name in group.carriers:
+        carrier = carriers[name]
+        gateway = carrier.gateway_of(family)
+        if gateway is not None:
+            entry["routes"].append({"dst": "default" if family == 4 else "::/0",
+                                    "gateway": str(gateway), "dev": carrier.uplink,
+                                    "table": carrier.table, "protocol": lvs.route_protocol})
+        for vip in vips_of.get(name, []):
+            if (":" in vip) != (family == 6):
+                continue
+            entry["vips"].append({"address": vip, "bits": bits, "dev": carrier.uplink})
+            entry["rules"].append({"src": vip, "bits": bits, "table": carrier.table,
+                                   "priority": lvs.rule_priority_min})
+    return entry
 
 
 def virtual_servers(model) -> list[dict]:
@@ -87,9 +106,12 @@ def virtual_servers(model) -> list[dict]:
                     "scheduler": port.scheduler, "kind": KIND[port.forward.value],
                     "persistence": port.persistence, "delay_loop": _num(hc.interval),
                     "check": check,
+                    # NAT/DR pair a VIP with real servers of its family (TUN mixes)
                     "real_servers": [{"address": str(r.address),
                                       "port": service.server_port(r, port),
-                                      "weight": r.weight} for r in service.real_servers],
+                                      "weight": r.weight} for r in service.real_servers
+                                     if port.forward.value == "tun"
+                                     or r.address.version == vip.version],
                 })
     return out
 

@@ -5,8 +5,9 @@ address on it; policy rules whose priority is in ``lvs.rule_priority_min..max``;
 (any table) whose protocol is ``lvs.route_protocol``; the sysctls of
 :data:`dcnet.lvs.state.SYSCTLS`. Anything else is only reported: routes of other
 protocols in the carrier tables, rules outside the range that point at a carrier table
-or come from a VIP. ``writes`` counts rtnetlink write requests, ``sysctl_writes`` sysctl
-writes.
+or come from a VIP. IPv4 and IPv6 alike: a dual-stack line has a default route per
+family in its table and a rule per VIP (``ip -6 rule``). ``writes`` counts rtnetlink
+write requests, ``sysctl_writes`` sysctl writes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dcnet.lvs.state import StateDict, host_bits, norm
 from dcnet.plan import Action, Change
 
 FR_ACT_TO_TBL = 1
+IFA_F_NODAD = 0x02
 
 
 @dataclass
@@ -194,8 +196,12 @@ class Routing:
                          address=address, prefixlen=change.old["prefixlen"])
             self.writes += 1
         if change.new is not None:
+            # an IPv6 VIP skips duplicate address detection: it would stay tentative (not
+            # usable as a reply's source) for a second, or for good on a link without
+            # carrier; the VIP is the director's by the model (keepalived does the same)
+            extra = {"flags": IFA_F_NODAD} if ":" in address else {}
             self.ipr.addr("add", index=index, address=address,
-                          prefixlen=change.new["prefixlen"])
+                          prefixlen=change.new["prefixlen"], **extra)
             self.writes += 1
 
     @staticmethod

@@ -78,6 +78,8 @@ def desired_ipvs(layouts: Iterable[ServiceLayout],
                 out[("service", (proto, vip, number))] = {"scheduler": port.scheduler,
                                                           "persistence": port.persistence}
                 for s in servers:
+                    if forward != "tun" and (":" in s.address) != (":" in vip):
+                        continue            # dual stack: NAT/DR pair a VIP with its family
                     rport = s.port if s.port is not None else mapped
                     attrs = shared.get((forward, s.weight))
                     if attrs is None:
@@ -88,14 +90,15 @@ def desired_ipvs(layouts: Iterable[ServiceLayout],
 
 
 def desired_routing(model) -> StateDict:
-    """elbctl's interface, the carrier tables' default routes, a rule and an address per
-    VIP."""
+    """elbctl's interface, the carrier tables' default routes (one per family the line
+    has a gateway for), a rule and an address per VIP (IPv4 and IPv6 alike)."""
     lvs = model.lvs
     out: StateDict = {("link", (lvs.vip_interface,)): {"state": "up"}}
     for carrier in model.carriers:
-        dst = "0.0.0.0/0" if carrier.gateway.version == 4 else "::/0"
-        out[("route", (carrier.table, dst))] = {"gateway": str(carrier.gateway),
-                                                "dev": carrier.uplink}
+        for gateway in carrier.gateways():       # dual-stack lines: one per family
+            dst = "0.0.0.0/0" if gateway.version == 4 else "::/0"
+            out[("route", (carrier.table, dst))] = {"gateway": str(gateway),
+                                                    "dev": carrier.uplink}
     for service in model.services:
         for name, vip in service.vips:
             table = model.carrier(name).table

@@ -1,8 +1,9 @@
 """``elbctl verify``: does every VIP's reply path leave by its carrier? (route lookups)
 
 For each VIP of each carrier it asks the kernel ``ip route get <probe> from <VIP>``,
-where the probe is the carrier's first client prefix (or a documentation address when
-the carrier lists none), and expects the carrier's uplink and gateway. A mismatch names
+where the probe is the carrier's first client prefix of the VIP's family (or a
+documentation address when the carrier lists none), and expects the carrier's uplink and
+its gateway of that family (``gateway6`` for the IPv6 VIPs of a dual-stack line). A mismatch names
 what the kernel chose instead.
 """
 
@@ -38,11 +39,14 @@ class RouteCheck:
         return f"{head}: {got}" + ("" if self.ok else f", expected {want}")
 
 
-def probe_address(carrier) -> str:
+def probe_address(carrier, version: int | None = None) -> str:
+    """The first host of the carrier's first client prefix of IP ``version`` (default:
+    its gateway's family), or a documentation address."""
+    version = version or carrier.gateway.version
     for net in carrier.cidrs:
-        if net.num_addresses > 2:
+        if net.version == version and net.num_addresses > 2:
             return str(next(net.hosts()))
-    return PROBE[carrier.gateway.version]
+    return PROBE[version]
 
 
 def verify(model, routing) -> list[RouteCheck]:
@@ -54,8 +58,9 @@ def verify(model, routing) -> list[RouteCheck]:
             vips.setdefault(name, set()).add(str(vip))
     for carrier in model.carriers:
         for vip in sorted(vips.get(carrier.name, ())):
-            check = RouteCheck(carrier.name, vip, probe_address(carrier), carrier.uplink,
-                               str(carrier.gateway))
+            version = 6 if ":" in vip else 4       # dual stack: the family's gateway
+            check = RouteCheck(carrier.name, vip, probe_address(carrier, version),
+                               carrier.uplink, str(carrier.gateway_of(version)))
             try:
                 got = routing.lookup(check.probe, vip)
                 check.got_dev, check.got_gateway = got["dev"], got["gateway"]

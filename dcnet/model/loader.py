@@ -166,7 +166,12 @@ def _read_carrier(problems: f.Problems, path: Path, data: object, read_text: Rea
     cidr_file = r.optional("cidrs", f.text(r".+", "a file name"))
     default = r.optional("default", f.boolean, False)
     down = r.optional("down", f.boolean, False)
+    gateway6 = r.optional("gateway6", f.ip_address, None)
     ok = r.finish()
+    if ok and gateway6 is not None and (gateway6.version != 6 or gateway.version != 4):
+        problems.add((*path, "gateway6"), "gateway6 is the IPv6 next hop of a line whose "
+                     "gateway is IPv4 (an IPv6-only line sets gateway alone)")
+        ok = False
     ranges = []
     for i, item in enumerate(f.list_of((*path, "vip_ranges"), problems, raw_ranges, "vip_ranges")):
         try:
@@ -185,7 +190,7 @@ def _read_carrier(problems: f.Problems, path: Path, data: object, read_text: Rea
     list_lines[name] = lines
     return Carrier(name=name, uplink=uplink, gateway=gateway, table=table,
                    vip_ranges=tuple(ranges), cidr_file=cidr_file, cidrs=cidrs, default=default,
-                   down=down)
+                   down=down, gateway6=gateway6)
 
 
 def _read_cidr_file(problems: f.Problems, path: Path, name: str, read_text: ReadText,
@@ -318,11 +323,18 @@ def _read_vips(problems: f.Problems, path: Path, data: object):
         return None
     vips, ok = [], True
     for carrier, value in data.items():
+        # an address, or a list of at most one IPv4 and one IPv6 address (dual stack)
+        values = value if isinstance(value, list) and value else [value]
         try:
-            vips.append((carrier, f.ip_address(value)))
+            addresses = [f.ip_address(v) for v in values]
         except ValueError as exc:
             problems.add((*path, carrier), str(exc))
             ok = False
+            continue
+        if len({a.version for a in addresses}) != len(addresses):
+            problems.add((*path, carrier), "at most one IPv4 and one IPv6 VIP per carrier")
+            ok = False
+        vips.extend((carrier, a) for a in addresses)
     return tuple(vips) if ok else None
 
 

@@ -70,6 +70,10 @@ def check_service(index: int, service: Service, carriers: dict[str, Carrier],
             ranges = ", ".join(str(n) for n in carrier.vip_ranges)
             problems.add((*path, "vips", carrier_name),
                          f"VIP {vip} is outside carrier {carrier_name!r}'s VIP ranges ({ranges})")
+        elif carrier.gateway_of(vip.version) is None:
+            problems.add((*path, "vips", carrier_name),
+                         f"VIP {vip} is IPv{vip.version} but carrier {carrier_name!r} has no "
+                         f"IPv{vip.version} gateway (set gateway6 for a dual-stack line)")
     default = next((c.name for c in carriers.values() if c.default), None)
     if default and service.vip(default) is None:
         problems.add((*path, "vips"), f"no VIP on the default carrier {default!r}")

@@ -61,9 +61,18 @@ class Carrier:
     cidrs: tuple[IPNetwork, ...] = ()
     default: bool = False
     down: bool = False          # line marked down: DNS answers its clients with the default
+    gateway6: IPAddress | None = None   # the IPv6 next hop of a dual-stack line
 
     def owns_vip(self, vip: IPAddress) -> bool:
         return any(vip in net for net in self.vip_ranges)
+
+    def gateways(self) -> tuple[IPAddress, ...]:
+        """The line's next hops, one per address family (``gateway`` first)."""
+        return (self.gateway,) if self.gateway6 is None else (self.gateway, self.gateway6)
+
+    def gateway_of(self, version: int) -> IPAddress | None:
+        """The next hop for VIPs of IP ``version`` (4 or 6), None when the line has none."""
+        return next((g for g in self.gateways() if g.version == version), None)
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,8 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Service:
-    """An ELB service named by its JOBNAME, with one VIP per carrier line."""
+    """An ELB service named by its JOBNAME, with one VIP per carrier line and address
+    family (a dual-stack carrier has an IPv4 and an IPv6 VIP: two pairs in ``vips``)."""
 
     job: JobName
     vips: tuple[tuple[str, IPAddress], ...]
@@ -131,8 +141,10 @@ class Service:
     def name(self) -> str:
         return str(self.job)
 
-    def vip(self, carrier: str) -> IPAddress | None:
-        return dict(self.vips).get(carrier)
+    def vip(self, carrier: str, version: int | None = None) -> IPAddress | None:
+        """The carrier's first VIP (of IP ``version`` when given), None if it has none."""
+        return next((v for c, v in self.vips
+                     if c == carrier and (version is None or v.version == version)), None)
 
     def server_port(self, server: RealServer, port: Port) -> int:
         return server.port if server.port is not None else port.backend_port

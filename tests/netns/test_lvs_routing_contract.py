@@ -21,9 +21,11 @@ SYSCTL = "net.ipv4.ip_forward"
 TOPOLOGY = {
     "hosts": [{"name": "director"}, *({"name": f"isp-{c}"} for c in lvslab.UPLINKS)],
     "links": [{"a": {"host": "director", "ifname": uplink,
-                     "addresses": [lvslab.DIRECTOR_UPLINK[carrier]]},
+                     "addresses": [lvslab.DIRECTOR_UPLINK[carrier],
+                                   lvslab.DIRECTOR_UPLINK6[carrier]]},
                "b": {"host": f"isp-{carrier}", "ifname": "down0",
-                     "addresses": [f"{lvslab.GATEWAYS[carrier]}/26"]}}
+                     "addresses": [f"{lvslab.GATEWAYS[carrier]}/26",
+                                   f"{lvslab.GATEWAYS6[carrier]}/64"]}}
               for carrier, uplink in lvslab.UPLINKS.items()],
     # no dummy devices on this kernel: a port-less bridge stands in for elbctl's elb0
     "bridges": [{"name": "elb0", "host": "director"}],
@@ -43,7 +45,7 @@ def fake_side() -> Side:
     fake = FakeRouting(links=(*lvslab.UPLINKS.values(), "elb0"), sysctls={SYSCTL: "0"})
 
     def ip(*args):
-        words = list(args)
+        words = [w for w in args if w != "-6"]      # the fake tells families by address
         if words[:2] == ["rule", "add"]:
             spec = dict(zip(words[2::2], words[3::2], strict=True))
             fake.add_rule(priority=int(spec["priority"]), table=int(spec["lookup"]),
@@ -178,3 +180,42 @@ def test_tampering_is_repaired_and_foreign_objects_left_alone(side):
     assert apply(routing, plan) == (2, 0)
     assert current(routing, model)[0] == desired(model)
     assert plan_of(routing, model).notes == plan.notes     # foreign objects still there
+
+
+def test_a_dual_stack_model_applies_once_and_reads_back_as_desired(side):
+    model = lvslab.model(ipv6=True)
+    routing = side.routing
+    first = plan_of(routing, model)
+    created = {(c.kind, c.key) for c in first.changes}
+    assert ("route", (101, "::/0")) in created and ("route", (102, "::/0")) in created
+    assert ("rule", (lvslab.VIPS6["telecom"][0],)) in created
+    # 4 routes (a default per family and line), 8 rules, 8 addresses; one sysctl
+    assert apply(routing, first) == (20, 1)
+    assert current(routing, model)[0] == desired(model)
+    assert plan_of(routing, model).empty
+    assert desired(model)[("route", (101, "::/0"))] == {"gateway": lvslab.GATEWAYS6["telecom"],
+                                                        "dev": "ctc0"}
+
+
+def test_ipv6_tampering_is_repaired_and_foreign_objects_left_alone(side):
+    model = lvslab.model(ipv6=True)
+    routing, ip = side.routing, side.ip
+    apply(routing, plan_of(routing, model))
+    vip6 = lvslab.VIPS6["unicom"][1]
+    # foreign rule and route, a stray VIP
+    ip("-6", "rule", "add", "from", "2001:db8:10::99", "lookup", "101", "priority", "100")
+    ip("route", "add", "2001:db8:99::/64", "table", "101", "via", "2001:db8:1::1")
+    ip("addr", "add", "2001:db8:10::20/128", "dev", "elb0")
+    routing.apply(Change(Action.DELETE, "rule", (vip6,), old={"table": 102,
+                                                               "priority": 20000}), {})
+    plan = plan_of(routing, model)
+    summary = sorted((c.action.value, c.kind, c.key) for c in plan.changes)
+    assert summary == [("create", "rule", (vip6,)),
+                       ("delete", "vip", ("2001:db8:10::20",))], plan.to_text()
+    assert sorted(plan.notes) == [
+        "left alone: route 2001:db8:99::/64 in carrier table 101 (protocol 3, not elbctl's "
+        "180)",
+        "left alone: rule priority 100 from 2001:db8:10::99 lookup 101 (outside elbctl's "
+        "range 20000-20999)"], plan.notes
+    assert apply(routing, plan) == (2, 0)
+    assert current(routing, model)[0] == desired(model)
