@@ -2,7 +2,9 @@
 
 ``BuildContext`` carries the teardown stack, the work and log directories and the labs
 built so far; ``lab_mode`` wraps a lab whose client and server are lab hosts into a
-:class:`~dcnet.netbench.live.LiveMode`. Both the plain modes (``dcnet.netbench.modes``)
+:class:`~dcnet.netbench.live.LiveMode` of one address family (IPv6 servers listen on
+their own ports, :data:`DEFAULT_PORTS_V6`); ``family_address`` picks an interface's
+address of a family from the lab's topology. Both the plain modes (``dcnet.netbench.modes``)
 and the CNI modes (``dcnet.netbench.cnimodes``) build on this module, which imports
 neither.
 """
@@ -10,6 +12,7 @@ neither.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,7 @@ from dcnet.netbench.live import LiveMode, lab_starter
 
 DEFAULT_PORTS = {"iperf3": 5201, "sockperf-tcp": 11111, "sockperf-udp": 11112,
                  "connrate": 7100}
+DEFAULT_PORTS_V6 = {key: port + 100 for key, port in DEFAULT_PORTS.items()}
 
 
 @dataclass
@@ -39,12 +43,24 @@ class BuildContext:
         return [name for lab in self.labs for name in lab.netns_names]
 
 
+def family_address(lab: Lab, host: str, ifname: str, family: str) -> str:
+    """The first ``family`` address (no prefix length) of host/ifname in lab's topology."""
+    version = 6 if family == "ipv6" else 4
+    for text in lab.topology.addresses_of(host, ifname):
+        address = ipaddress.ip_interface(text)
+        if address.version == version:
+            return str(address.ip)
+    raise KeyError(f"interface {ifname!r} on host {host!r} has no {family} address")
+
+
 def lab_mode(name: str, context: BuildContext, lab: Lab, client: str, server: str,
              address: str, interfaces: list[tuple[str, str]], target: str | None = None,
-             **notes: Any) -> LiveMode:
-    """A LiveMode for a lab whose client and server are lab hosts."""
+             family: str = "ipv4", **notes: Any) -> LiveMode:
+    """A LiveMode of ``family`` for a lab whose client and server are lab hosts."""
+    ports = DEFAULT_PORTS_V6 if family == "ipv6" else DEFAULT_PORTS
     return LiveMode(
         name=name, client_ns=lab.netns(client), server_ns=lab.netns(server),
-        bind_address=address, target=target or address, ports=dict(DEFAULT_PORTS),
+        bind_address=address, target=target or address, ports=dict(ports),
         interfaces=[(lab.netns(host), ifname) for host, ifname in interfaces],
-        starter=lab_starter(lab, server), log_dir=context.log_dir, notes=notes, labs=[lab])
+        starter=lab_starter(lab, server), log_dir=context.log_dir, notes=notes, labs=[lab],
+        family=family)

@@ -1,7 +1,9 @@
 """The catalogue of network modes netbench knows: names, titles and what each path crosses.
 
 Pure data, no I/O: the definition schema checks mode names against it and the report
-prints the descriptions. How each mode is built lives in :mod:`dcnet.netbench.modes`.
+prints the descriptions. ``ipv6_reason`` says why a mode is not measured over IPv6 (empty:
+it is); such a mode is recorded ``skipped`` for IPv6 with that reason, never failed.
+How each mode is built lives in :mod:`dcnet.netbench.modes`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ class ModeInfo:
     title: str
     path: str
     cross_node: bool = False
+    ipv6_reason: str = ""
 
+    @property
+    def ipv6(self) -> bool:
+        return not self.ipv6_reason
+
+
+_NO_IPV6 = "IPv6 not supported by this mode yet"
+_NO_IPV6_CNI = (f"{_NO_IPV6}: netbench builds this CNI mode's pods single-stack (IPv4 "
+                "pod subnets and IPAM ranges only)")
 
 MODES: tuple[ModeInfo, ...] = (
     ModeInfo("loopback", "root-namespace loopback (baseline)",
@@ -38,20 +49,21 @@ MODES: tuple[ModeInfo, ...] = (
     ModeInfo("cni-dcnet-host-gw", "dcnet CNI plugin, host-gw mode",
              "pods made by the installed dcnet binary, host-gw routes by dcnet-agent; "
              "same underlay as host-gw",
-             cross_node=True),
+             cross_node=True, ipv6_reason=_NO_IPV6_CNI),
     ModeInfo("cni-dcnet-macvlan", "dcnet CNI plugin, MACVLAN mode",
              "pods made by the dcnet binary in MACVLAN mode (dcnet-agent, DHCP from "
              "dnsmasq on the underlay); macvlan -> node uplink -> switch -> macvlan",
-             cross_node=True),
+             cross_node=True, ipv6_reason=_NO_IPV6_CNI),
     ModeInfo("cni-ref-bridge", "reference CNI bridge + host-local",
              "pods made by /usr/lib/cni/bridge with host-local, node routes as host-gw",
-             cross_node=True),
+             cross_node=True, ipv6_reason=_NO_IPV6_CNI),
     ModeInfo("cni-ref-macvlan", "reference CNI macvlan + host-local",
              "pods made by /usr/lib/cni/macvlan (bridge mode) on each node's uplink; "
              "macvlan -> node uplink -> switch -> macvlan",
-             cross_node=True),
+             cross_node=True, ipv6_reason=_NO_IPV6_CNI),
     ModeInfo("ipvs", "IPVS NAT path (client -> VIP -> real server)",
-             "client -> director (IPVS masquerading) -> real server; needs kernel IPVS"),
+             "client -> director (IPVS masquerading) -> real server; needs kernel IPVS",
+             ipv6_reason=f"{_NO_IPV6}: the IPVS services are IPv4 only"),
 )
 
 BY_NAME: dict[str, ModeInfo] = {mode.name: mode for mode in MODES}

@@ -4,8 +4,9 @@ For every (mode, test, metric) measured in both runs it gives A's and B's median
 ratio B/A with its 95 % bootstrap interval, the exact Mann-Whitney U p-value, and a
 verdict: ``better``/``worse`` when significant (p < 0.05, the ratio's interval excludes 1
 and the ratio is at least ``min_effect`` away from 1; higher-is-better is known per
-metric), otherwise ``same``. Pure: two loaded
-result documents in, rows and Markdown text out.
+metric), otherwise ``same``. Each address family is compared with the same family of the
+other run (IPv6 rows are labelled ``mode IPv6``). Pure: two loaded result documents in,
+rows and Markdown text out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dcnet.netbench import stats, summary
+from dcnet.netbench import results, stats, summary
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Row:
     a: stats.Estimate
     b: stats.Estimate
     comparison: stats.Comparison
+    family: str = "ipv4"
 
     @property
     def verdict(self) -> str:
@@ -34,17 +36,21 @@ def rows(a: dict[str, Any], b: dict[str, Any], min_effect: float | None = None,
          seed: int = 1) -> list[Row]:
     if min_effect is None:
         min_effect = float(b["definition"].get("min_effect", 0.05))
-    values_a, values_b = summary.values(a), summary.values(b)
     out = []
-    for (mode, test, key), samples_b in values_b.items():
-        samples_a = values_a.get((mode, test, key))
-        if not samples_a:
-            continue
-        out.append(Row(mode, test, summary.BY_KEY[key], stats.estimate(samples_a, seed),
-                       stats.estimate(samples_b, seed),
-                       stats.compare(samples_a, samples_b, seed=seed, min_effect=min_effect)))
+    for family in results.families(b):
+        values_a, values_b = summary.values(a, family), summary.values(b, family)
+        for (mode, test, key), samples_b in values_b.items():
+            samples_a = values_a.get((mode, test, key))
+            if not samples_a:
+                continue
+            out.append(Row(mode, test, summary.BY_KEY[key], stats.estimate(samples_a, seed),
+                           stats.estimate(samples_b, seed),
+                           stats.compare(samples_a, samples_b, seed=seed,
+                                         min_effect=min_effect), family))
     order = {m.key: i for i, m in enumerate(summary.METRICS)}
-    return sorted(out, key=lambda r: (r.mode, r.test, order[r.metric.key]))
+    families = {name: i for i, name in enumerate(("ipv4", "ipv6"))}
+    return sorted(out, key=lambda r: (r.mode, families.get(r.family, 9), r.test,
+                                      order[r.metric.key]))
 
 
 def render(a: dict[str, Any], b: dict[str, Any], min_effect: float | None = None) -> str:
@@ -60,7 +66,7 @@ def render(a: dict[str, Any], b: dict[str, Any], min_effect: float | None = None
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in table:
         lines.append(
-            f"| {row.mode} | {row.test} | {row.metric.label} | "
+            f"| {summary.label(row.mode, row.family)} | {row.test} | {row.metric.label} | "
             f"{summary.format_value(row.a.median, row.metric)} (n={row.a.n}) | "
             f"{summary.format_value(row.b.median, row.metric)} (n={row.b.n}) | "
             f"{summary.format_ratio(row.comparison)} | {row.comparison.p_value:.3f} | "
@@ -69,7 +75,7 @@ def render(a: dict[str, Any], b: dict[str, Any], min_effect: float | None = None
     lines.append("")
     if significant:
         lines.append(f"Significant differences ({len(significant)} of {len(table)}):")
-        lines += [f"- {r.mode} {r.test} {r.metric.label}: {r.verdict} "
+        lines += [f"- {summary.label(r.mode, r.family)} {r.test} {r.metric.label}: {r.verdict} "
                   f"({r.comparison.ratio:.2f}x)" for r in significant]
     else:
         lines.append(f"No significant difference in {len(table)} comparisons.")

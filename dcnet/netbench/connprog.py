@@ -7,6 +7,7 @@ wait for the server's FIN (the server accepts and closes at once, so TIME_WAIT s
 the server side and the client's ephemeral ports do not run out), close. The client is
 bounded by wall time, by a connection count and by a per-connection timeout, and prints
 one JSON line: connections, failures by errno name, and the measured seconds.
+IPv6 addresses work as they are (the server listens on an AF_INET6 socket for them).
 Standard library only; nothing here is timed by tests.
 """
 
@@ -22,7 +23,8 @@ import time
 
 def serve(host: str, port: int) -> None:
     """Accept and immediately close connections until killed."""
-    listener = socket.create_server((host, port), backlog=4096)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=4096)
     while True:
         try:
             conn, _ = listener.accept()

@@ -35,6 +35,7 @@ from dcnet.netbench.catalogue import MODE_NAMES
 
 FORMAT_VERSION = 1
 KINDS = frozenset({"tcp", "udp", "latency", "connrate"})
+FAMILIES = ("ipv4", "ipv6")
 _NAME = r"[a-z0-9][a-z0-9_-]{0,39}"
 _BITRATE = r"[0-9]+(\.[0-9]+)?[KMG]?"
 DEFINITIONS_DIR = Path(__file__).parent / "definitions"
@@ -83,10 +84,12 @@ class Definition:
     description: str = ""
     source: str = ""
     settle: float = 0.0
+    families: tuple[str, ...] = ("ipv4",)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["modes"] = list(self.modes)
+        data["families"] = list(self.families)
         data["tests"] = [test.to_dict() for test in self.tests]
         data["netbench"] = FORMAT_VERSION
         return data
@@ -157,6 +160,7 @@ class _Reader:
         min_effect = top.optional("min_effect", number(0.0, 1.0), 0.05)
         settle = top.optional("settle", number(0.0, 10.0), 0.0)
         modes = self.modes(top.required("modes", lambda value: value))
+        families = self.families(top.optional("families", lambda value: value, ["ipv4"]))
         baseline = top.required("baseline", one_of(MODE_NAMES, "mode"))
         tests = self.tests(top.required("tests", lambda value: value))
         top.finish()
@@ -168,7 +172,8 @@ class _Reader:
         return Definition(name=name, modes=tuple(modes), tests=tuple(tests), baseline=baseline,
                           repeats=repeats, warmup_rounds=warmup, seed=seed,
                           min_effect=min_effect, description=description.strip(),
-                          source=self.located.source, settle=settle)
+                          source=self.located.source, settle=settle,
+                          families=tuple(families))
 
     def modes(self, value: object) -> list[str]:
         items = list_of(("modes",), self.problems, value, "modes")
@@ -186,6 +191,25 @@ class _Reader:
                 self.problems.add(("modes", index), f"duplicate mode {name!r}")
             names.append(name)
         return names
+
+    def families(self, value: object) -> list[str]:
+        """``families``: a non-empty list of ``ipv4``/``ipv6`` without duplicates."""
+        items = list_of(("families",), self.problems, value, "families")
+        if isinstance(value, list) and not items:
+            self.problems.add(("families",), "at least one address family is required "
+                                             "(ipv4, ipv6)")
+        names: list[str] = []
+        check = one_of(frozenset(FAMILIES), "address family")
+        for index, item in enumerate(items):
+            try:
+                name = check(item)
+            except ValueError as exc:
+                self.problems.add(("families", index), str(exc))
+                continue
+            if name in names:
+                self.problems.add(("families", index), f"duplicate address family {name!r}")
+            names.append(name)
+        return [family for family in FAMILIES if family in names]
 
     def tests(self, value: object) -> list[TestSpec]:
         items = list_of(("tests",), self.problems, value, "tests")

@@ -1,14 +1,17 @@
 """``netbench run``: build the modes, run the schedule, write results, always tear down.
 
 Order of work: check that the tools the tests need exist (before anything is built);
-record the environment; build every mode of the definition on one ExitStack (a mode
-that cannot run here is recorded ``unavailable`` with the reason, one whose build fails
-is recorded ``failed`` and the run goes on without it); start the servers each mode
-needs; run the shuffled, interleaved schedule, writing the result file after every
-sample; then unwind the stack (CNI DEL, servers, labs) and check that no namespace of
-the run is left. Ctrl-C and SIGTERM (turned into KeyboardInterrupt while a run is live)
-stop the schedule, tear everything down and still write what was measured, with the run
-state ``interrupted``.
+record the environment; build every mode of the definition on one ExitStack (a mode that
+cannot run here is recorded ``unavailable`` with the reason, one whose build fails is
+recorded ``failed`` and the run goes on without it); start the servers each mode needs;
+run the shuffled, interleaved schedule of (mode, address family, test), writing the
+result file after every sample; then unwind the stack (CNI DEL, servers, labs) and check
+that no namespace of the run is left. Ctrl-C and SIGTERM (turned into KeyboardInterrupt
+while a run is live) stop the schedule, tear everything down and still write what was
+measured, with the run state ``interrupted``. A mode that cannot use a family of the
+definition (IPv6 on a CNI mode) and a test whose tool cannot (sockperf 3.7 over IPv6)
+are recorded ``skipped`` for that family with the reason, never failed; the mode still
+runs its other families.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dcnet.netbench import catalogue, environment, modes, sampler, schedule
+from dcnet.netbench import catalogue, environment, modes, sampler, schedule, sockperf
 from dcnet.netbench.definition import Definition
 from dcnet.netbench.live import LiveMode
 from dcnet.netbench.progress import Progress, headline
@@ -31,6 +34,7 @@ from dcnet.netbench.results import ResultFile
 from dcnet.sysio import netns, proc
 
 MIN_REPEATS_FOR_CI = 5
+TestSkips = dict[tuple[str, str], str]   # (family, test name) -> why it is not run
 
 
 @dataclass
@@ -51,6 +55,21 @@ def tools_needed(definition: Definition) -> list[Any]:
         if runner not in needed:
             needed.append(runner)
     return needed
+
+
+def test_skips(definition: Definition, sockperf_version: str | None = None) -> TestSkips:
+    """(family, test) cells no mode can run with the installed tools, with the reason."""
+    skips: TestSkips = {}
+    if "ipv6" not in definition.families:
+        return skips
+    latency = [test.name for test in definition.tests if test.kind == "latency"]
+    if latency:
+        if sockperf_version is None:
+            sockperf_version = sockperf.version()
+        reason = sockperf.ipv6_unsupported(sockperf_version)
+        if reason:
+            skips.update({("ipv6", name): reason for name in latency})
+    return skips
 
 
 def check_tools(definition: Definition) -> None:
@@ -87,7 +106,8 @@ def run(definition: Definition, out_dir: str, progress: Progress | None = None,
                           f"least {MIN_REPEATS_FOR_CI} to mean much")
     results.write()
     outcome = Outcome("running", results.path)
-    live_modes: dict[str, LiveMode] = {}
+    live_modes: dict[tuple[str, str], LiveMode] = {}
+    skips = test_skips(definition)
     context: modes.BuildContext | None = None
     work_dir = tempfile.mkdtemp(prefix="dcnet-netbench-")
     state = "failed"
@@ -96,9 +116,9 @@ def run(definition: Definition, out_dir: str, progress: Progress | None = None,
             context = modes.BuildContext(stack, work_dir, _log_dir(out_dir))
             for name in definition.modes:
                 _build_mode(name, definition, context, results, live_modes, outcome,
-                            progress)
+                            progress, skips)
             outcome.samples = _run_schedule(definition, live_modes, results, out_dir,
-                                            progress)
+                                            progress, skips)
             state = "complete"
     except KeyboardInterrupt:
         state = "interrupted"
@@ -121,9 +141,12 @@ def _log_dir(out_dir: str) -> str:
     return path
 
 
-def _servers_needed(definition: Definition) -> list[str]:
+def _servers_needed(definition: Definition, family: str = "ipv4",
+                    skips: TestSkips | None = None) -> list[str]:
     keys: list[str] = []
     for test in definition.tests:
+        if (family, test.name) in (skips or {}):
+            continue
         key = sampler.port_key(test)
         if key not in keys:
             keys.append(key)
@@ -131,8 +154,8 @@ def _servers_needed(definition: Definition) -> list[str]:
 
 
 def _build_mode(name: str, definition: Definition, context: modes.BuildContext,
-                results: ResultFile, live_modes: dict[str, LiveMode], outcome: Outcome,
-                progress: Progress | None) -> None:
+                results: ResultFile, live_modes: dict[tuple[str, str], LiveMode],
+                outcome: Outcome, progress: Progress | None, skips: TestSkips) -> None:
     info = catalogue.info(name)
     results.set_mode(name, title=info.title, path=info.path, cross_node=info.cross_node)
     reason = modes.unavailable(name)
@@ -142,12 +165,28 @@ def _build_mode(name: str, definition: Definition, context: modes.BuildContext,
             progress.message(f"netbench: mode {name} unavailable: {reason}")
         results.write()
         return
+    families, skipped = [], {}
+    for family in definition.families:
+        why = modes.family_unavailable(name, family)
+        if why:
+            skipped[family] = {"status": "skipped", "reason": why}
+            if progress:
+                progress.message(f"netbench: mode {name} skipped over {family}: {why}")
+        else:
+            families.append(family)
+    results.set_mode(name, families=skipped)
+    if not families:
+        results.set_mode(name, status="skipped",
+                         reason="; ".join(entry["reason"] for entry in skipped.values()))
+        results.write()
+        return
     started = time.monotonic()
     try:
-        live = modes.build(name, context)
-        for key in _servers_needed(definition):
-            argv, protocol = sampler.server_argv(key, live)
-            live.start_server(key, argv, protocol, live.ports[key])
+        built = modes.build(name, context, families)
+        for family, live in built.items():
+            for key in _servers_needed(definition, family, skips):
+                argv, protocol = sampler.server_argv(key, live)
+                live.start_server(key, argv, protocol, live.ports[key])
     except Exception as exc:
         results.set_mode(name, status="failed", reason=f"{type(exc).__name__}: {exc}")
         outcome.failed_modes.append(name)
@@ -155,36 +194,54 @@ def _build_mode(name: str, definition: Definition, context: modes.BuildContext,
             progress.message(f"netbench: mode {name} FAILED to build: {exc}")
         results.write()
         return
-    live_modes[name] = live
+    for family, live in built.items():
+        live_modes[(name, family)] = live
+        skipped[family] = {
+            "status": "ok", "target": live.target, "bind_address": live.bind_address,
+            "ports": live.ports, "skipped_tests": {test: why for (fam, test), why
+                                                   in skips.items() if fam == family},
+            "servers": _servers(live)}
+    first = next(iter(built.values()))
     results.set_mode(name, status="ok", build_s=round(time.monotonic() - started, 3),
-                     lab_prefixes=live.lab_prefixes(), namespaces=live.namespaces(),
-                     client_netns=live.client_ns or "<root>",
-                     server_netns=live.server_ns or "<root>", target=live.target,
-                     ports=live.ports, notes=live.notes,
-                     servers={key: {"pid": popen.pid, "start_time": proc.start_time(popen.pid)}
-                              for key, popen in live.servers.items()},
+                     lab_prefixes=first.lab_prefixes(), namespaces=first.namespaces(),
+                     client_netns=first.client_ns or "<root>",
+                     server_netns=first.server_ns or "<root>", target=first.target,
+                     ports=first.ports, notes=first.notes, servers=_servers(first),
+                     families={family: skipped[family] for family in definition.families},
                      interfaces=[environment.interface(ns, ifname)
-                                 for ns, ifname in live.interfaces],
-                     client_sysctls=environment.namespace_sysctls(live.client_ns))
+                                 for ns, ifname in first.interfaces],
+                     client_sysctls=environment.namespace_sysctls(first.client_ns))
     results.write()
 
 
-def _run_schedule(definition: Definition, live_modes: dict[str, LiveMode],
-                  results: ResultFile, out_dir: str, progress: Progress | None) -> int:
-    items = schedule.plan(list(live_modes), [t.name for t in definition.tests],
-                          definition.repeats, definition.warmup_rounds, definition.seed)
+def _servers(live: LiveMode) -> dict[str, dict[str, Any]]:
+    return {key: {"pid": popen.pid, "start_time": proc.start_time(popen.pid)}
+            for key, popen in live.servers.items()}
+
+
+def _run_schedule(definition: Definition, live_modes: dict[tuple[str, str], LiveMode],
+                  results: ResultFile, out_dir: str, progress: Progress | None,
+                  skips: TestSkips) -> int:
+    names = list(dict.fromkeys(mode for mode, _ in live_modes))
+    tests = [t.name for t in definition.tests]
+    skip = {(mode, family, test) for mode in names for family in definition.families
+            for test in tests
+            if (mode, family) not in live_modes or (family, test) in skips}
+    items = schedule.plan(names, tests, definition.repeats, definition.warmup_rounds,
+                          definition.seed, definition.families, skip)
     if progress:
         progress.total = len(items)
     raw_dir = os.path.join(out_dir, "raw")
     for item in items:
         test = definition.test(item.test)
-        sample = sampler.run(item, test, live_modes[item.mode], raw_dir)
+        sample = sampler.run(item, test, live_modes[(item.mode, item.family)], raw_dir)
         results.add_sample(sample)
         if progress:
             figure = headline(test.kind, sample.metrics) if sample.ok else \
                 f"FAILED: {sample.error}"
             warm = " (warm-up)" if item.warmup else ""
-            progress.step(f"{item.mode} {item.test}{warm}: {figure}")
+            family = "" if item.family == "ipv4" else f" {item.family}"
+            progress.step(f"{item.mode}{family} {item.test}{warm}: {figure}")
         if definition.settle:
             time.sleep(definition.settle)
     return len(items)

@@ -2,9 +2,10 @@
 
 The parser reads only the JSON document: iperf3 3.12 exits 0 even when it could not
 connect or the server was busy, and says so in the document's ``error`` field, which
-becomes :class:`ToolFailed`. Throughput is the receiver's (``sum_received``); the bytes
-of every interval, omitted warm-up ones included, are kept too, because CPU time is
-sampled over the whole client run.
+becomes :class:`ToolFailed`. An IPv6 target (``fd00:...``, ``::1``) adds ``-6`` to the
+client, so iperf3 never falls back to another family. Throughput is the receiver's
+(``sum_received``); the bytes of every interval, omitted warm-up ones included, are kept
+too, because CPU time is sampled over the whole client run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def client_argv(test: TestSpec, address: str, port: int = DEFAULT_PORT) -> list[
     argv = [PROGRAM, "-c", address, "-p", str(port), "-J",
             "-t", _seconds(test.duration), "-O", str(test.omit), "-P", str(test.streams),
             "--connect-timeout", str(CONNECT_TIMEOUT_MS)]
+    if ":" in address:
+        argv.append("-6")
     if test.kind == "udp":
         argv += ["-u", "-b", test.bitrate]
     if test.length:

@@ -3,7 +3,9 @@
 :class:`LiveMode` names the client and server namespaces (``None`` is the root
 namespace, used only by the loopback baseline), the address servers bind to and the one
 the client connects to (the VIP for IPVS), the ports, and the interfaces whose MTU,
-offloads and qdisc the result file records. ``start_server`` starts a long-running
+offloads and qdisc the result file records, and the address ``family`` (``ipv4`` or
+``ipv6``): a dual-stack mode is two LiveModes on the same labs, each with its own servers
+on its own ports. ``start_server`` starts a long-running
 server and waits until it listens; every server is stopped when the mode is torn down
 (lab servers also by the lab itself, which kills whatever lives in its namespaces).
 """
@@ -46,13 +48,18 @@ class LiveMode:
     notes: dict[str, Any] = field(default_factory=dict)
     labs: list[Lab] = field(default_factory=list)
     servers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    family: str = "ipv4"
+
+    def server_name(self, key: str) -> str:
+        """``key``, suffixed ``-ipv6`` for IPv6 servers (log files, lab process names)."""
+        return key if self.family == "ipv4" else f"{key}-{self.family}"
 
     def start_server(self, key: str, argv: list[str], protocol: str, port: int) -> None:
         """Start ``argv`` in the server namespace as ``key`` and wait for ``port``."""
         if key in self.servers and self.servers[key].poll() is None:
             return
-        log_path = os.path.join(self.log_dir, f"{self.name}-{key}.log")
-        popen = self.starter(key, argv, log_path)
+        log_path = os.path.join(self.log_dir, f"{self.name}-{self.server_name(key)}.log")
+        popen = self.starter(self.server_name(key), argv, log_path)
         self.servers[key] = popen
         wait_listening(self.server_ns, protocol, port, popen, log_path)
 
@@ -125,15 +132,17 @@ def root_starter(stack: contextlib.ExitStack) -> Callable[[str, list[str], str],
     return start
 
 
-def free_loopback_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (asked of the kernel, then released)."""
+def free_loopback_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on ``host`` (127.0.0.1 or ::1; asked of the
+    kernel, then released)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
+        with socket.socket(family, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
             port = tcp.getsockname()[1]
             try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                    udp.bind(("127.0.0.1", port))
+                with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                    udp.bind((host, port))
             except OSError:
                 continue
             return port

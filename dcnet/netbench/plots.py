@@ -2,7 +2,8 @@
 
 matplotlib is imported only here and only when plotting (Agg backend: no display).
 Each chart has one bar group per mode and one bar per test (or percentile), the bar at
-the median and the error bar spanning the bootstrap interval.
+the median and the error bar spanning the bootstrap interval. In a dual-stack run each
+mode's IPv6 group (``mode IPv6``) follows its IPv4 group.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from dcnet.netbench.summary import Figure
+from dcnet.netbench.summary import Figure, label
 
 CHARTS = (
     # file name, title, x label, (kinds, metric keys)
@@ -26,16 +27,17 @@ CHARTS = (
 
 def _series(figures: Sequence[Figure], kinds: Sequence[str],
             metrics: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Figure]]]:
-    """Modes in order, and series label -> mode -> figure."""
+    """Row labels (mode, or ``mode IPv6``) in order, and series -> row label -> figure."""
     modes: list[str] = []
     series: dict[str, dict[str, Figure]] = {}
     for figure in figures:
         if figure.kind not in kinds or figure.metric.key not in metrics:
             continue
-        if figure.mode not in modes:
-            modes.append(figure.mode)
-        label = figure.test if len(metrics) == 1 else f"{figure.test} {figure.metric.short}"
-        series.setdefault(label, {})[figure.mode] = figure
+        row = label(figure.mode, figure.family)
+        if row not in modes:
+            modes.append(row)
+        name = figure.test if len(metrics) == 1 else f"{figure.test} {figure.metric.short}"
+        series.setdefault(name, {})[row] = figure
     return modes, series
 
 
@@ -53,7 +55,7 @@ def write_all(figures: Sequence[Figure], directory: str) -> list[str]:
             continue
         height = 0.8 / len(series)
         fig, ax = plt.subplots(figsize=(8, 1.0 + 0.45 * len(modes) * max(1, len(series)) ** 0.5))
-        for index, (label, by_mode) in enumerate(series.items()):
+        for index, (series_name, by_mode) in enumerate(series.items()):
             positions, medians, lows, highs = [], [], [], []
             for row, mode in enumerate(modes):
                 figure = by_mode.get(mode)
@@ -64,7 +66,7 @@ def write_all(figures: Sequence[Figure], directory: str) -> list[str]:
                 lows.append(figure.estimate.median - figure.estimate.low)
                 highs.append(figure.estimate.high - figure.estimate.median)
             ax.barh(positions, medians, height=height, xerr=[lows, highs], capsize=2,
-                    label=label)
+                    label=series_name)
         ax.set_yticks([row + height * (len(series) - 1) / 2 for row in range(len(modes))])
         ax.set_yticklabels(modes)
         ax.invert_yaxis()

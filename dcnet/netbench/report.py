@@ -4,6 +4,9 @@ The report states the run (state, samples, repeats, warm-up dropped), the machin
 (kernel, CPU, load average, tool versions), the caveat that on one host no NIC is in the
 path, every mode's status and path, a table of ratios to the baseline mode with their
 95 % intervals (``*`` marks a significant difference), and the absolute figures per test.
+In a dual-stack run every mode's IPv6 row (``mode IPv6``) follows its IPv4 row, ratios to
+the baseline compare the same family, a table gives each mode's IPv6 / IPv4 ratios, and a
+(mode, family, test) that was skipped says ``skipped`` with the reason listed.
 ``render`` is pure (a result document in, Markdown out); ``write`` adds the plots.
 """
 
@@ -15,7 +18,8 @@ import time
 from typing import Any
 
 from dcnet.netbench import summary
-from dcnet.netbench.summary import Figure
+from dcnet.netbench.results import families, family_of, family_status
+from dcnet.netbench.summary import Figure, label
 
 REPORT_FILE = "report.md"
 CAVEAT = ("All traffic stays on one host: there is no NIC in any path, so modes that "
@@ -64,6 +68,9 @@ def header(data: dict[str, Any], baseline: str) -> list[str]:
         f"ratios are mode / {baseline} with a bootstrap interval; `*` = "
         f"significant (exact Mann-Whitney U p < 0.05, interval excluding 1 and at "
         f"least {definition.get('min_effect', 0.05):.0%} apart).",
+        f"- Address families: {', '.join(families(data))}"
+        + ("; each mode's IPv6 row follows its IPv4 row, and ratios to the baseline compare "
+           "the same family." if len(families(data)) > 1 else "."),
         "",
         f"> {CAVEAT}",
         "",
@@ -73,17 +80,32 @@ def header(data: dict[str, Any], baseline: str) -> list[str]:
     return lines
 
 
+def _rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(mode, family) rows in definition order, each mode's families together."""
+    return [(mode, family) for mode in data["definition"]["modes"]
+            for family in families(data)]
+
+
+def _skipped_tests(data: dict[str, Any], mode: str, family: str) -> dict[str, str]:
+    entry = (data["modes"].get(mode, {}).get("families") or {}).get(family) or {}
+    return entry.get("skipped_tests") or {}
+
+
 def modes_table(data: dict[str, Any]) -> list[str]:
     lines = ["## Modes", "", "| mode | status | path | MTU (client) |",
              "| --- | --- | --- | --- |"]
-    for name in data["definition"]["modes"]:
+    for name, family in _rows(data):
         mode = data["modes"].get(name, {})
-        status = mode.get("status", "not built")
+        status, reason = family_status(data, name, family)
         if status != "ok":
-            status = f"{status}: {mode.get('reason', '')}"
+            status = f"{status}: {reason}"
+        skipped = _skipped_tests(data, name, family)
+        if skipped:
+            status += "; skipped: " + "; ".join(f"{test}: {why}"
+                                                for test, why in skipped.items())
         interfaces = mode.get("interfaces") or [{}]
         mtu = interfaces[0].get("mtu", "-")
-        lines.append(f"| {name} | {status} | {mode.get('path', '')} | {mtu} |")
+        lines.append(f"| {label(name, family)} | {status} | {mode.get('path', '')} | {mtu} |")
     return [*lines, ""]
 
 
@@ -101,20 +123,24 @@ def ratio_table(data: dict[str, Any], figures: list[Figure],
                 baseline: str | None = None) -> list[str]:
     baseline = baseline or data["definition"]["baseline"]
     columns = _headline_columns(data)
+    same = " over the same address family" if len(families(data)) > 1 else ""
     lines = [f"## Ratios to the {baseline} baseline", "",
-             "Each cell: mode / baseline, 95 % interval in brackets, `*` significant. "
+             f"Each cell: mode / baseline{same}, 95 % interval in brackets, `*` significant. "
              "Throughput and connection rate: higher is better; latency and CPU per GB: "
              f"lower is better. The {baseline} row gives the absolute medians.", "",
              "| mode | " + " | ".join(summary.title(t, summary.BY_KEY[k])
                                       for t, k in columns) + " |",
              "| --- |" + " --- |" * len(columns)]
-    for mode in data["definition"]["modes"]:
-        if data["modes"].get(mode, {}).get("status") != "ok":
+    for mode, family in _rows(data):
+        if family_status(data, mode, family)[0] != "ok":
             continue
+        skipped = _skipped_tests(data, mode, family)
         cells = []
         for test, key in columns:
-            figure = summary.find(figures, mode, test, key)
-            if figure is None:
+            figure = summary.find(figures, mode, test, key, family)
+            if test in skipped:
+                cells.append("skipped")
+            elif figure is None:
                 cells.append("-")
             elif mode == baseline:
                 cells.append(summary.format_value(figure.estimate.median, figure.metric))
@@ -122,6 +148,37 @@ def ratio_table(data: dict[str, Any], figures: list[Figure],
                 cells.append("no baseline")
             else:
                 cells.append(summary.format_ratio(figure.vs_baseline))
+        lines.append(f"| {label(mode, family)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def family_table(data: dict[str, Any], figures: list[Figure]) -> list[str]:
+    """Each mode's IPv6 / IPv4 ratios (empty unless the run has both families)."""
+    if families(data) != ["ipv4", "ipv6"]:
+        return []
+    columns = _headline_columns(data)
+    lines = ["## IPv6 / IPv4 per mode", "",
+             "Each cell: the mode's IPv6 median / its IPv4 median, 95 % interval, `*` "
+             "significant; same direction of better as above.", "",
+             "| mode | " + " | ".join(summary.title(t, summary.BY_KEY[k])
+                                      for t, k in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    for mode in data["definition"]["modes"]:
+        status, reason = family_status(data, mode, "ipv6")
+        if family_status(data, mode, "ipv4")[0] != "ok" or status != "ok":
+            if data["modes"].get(mode, {}).get("status") == "ok":
+                lines.append(f"| {mode} | {status}: {reason} |" + " |" * (len(columns) - 1))
+            continue
+        skipped = _skipped_tests(data, mode, "ipv6")
+        cells = []
+        for test, key in columns:
+            figure = summary.find(figures, mode, test, key, "ipv6")
+            if test in skipped:
+                cells.append("skipped")
+            elif figure is None or figure.vs_ipv4 is None:
+                cells.append("-")
+            else:
+                cells.append(summary.format_ratio(figure.vs_ipv4))
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -138,13 +195,13 @@ def detail_tables(data: dict[str, Any], figures: list[Figure]) -> list[str]:
                   "| mode | n | " + " | ".join(
                       f"{m.label}{f' ({m.unit})' if m.unit else ''}" for m in present) + " |",
                   "| --- | --- |" + " --- |" * len(present)]
-        for mode in data["definition"]["modes"]:
-            row = [summary.find(figures, mode, test["name"], m.key) for m in present]
+        for mode, family in _rows(data):
+            row = [summary.find(figures, mode, test["name"], m.key, family) for m in present]
             if not any(row):
                 continue
             n = max(f.estimate.n for f in row if f)
             cells = [summary.format_estimate(f.estimate, f.metric) if f else "-" for f in row]
-            lines.append(f"| {mode} | {n} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(mode, family)} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
@@ -156,7 +213,8 @@ def failures(data: dict[str, Any]) -> list[str]:
     lines = ["## Failed samples", ""]
     seen: dict[tuple[str, str, str], int] = {}
     for sample in failed:
-        key = (sample["mode"], sample["test"], sample.get("error") or "")
+        key = (label(sample["mode"], family_of(sample)), sample["test"],
+               sample.get("error") or "")
         seen[key] = seen.get(key, 0) + 1
     for (mode, test, error), count in seen.items():
         lines.append(f"- {mode} {test} x{count}: {error}")
@@ -172,7 +230,7 @@ def render(data: dict[str, Any], plots: list[str] | None = None,
                          f"({', '.join(data['definition']['modes'])})")
     figures = summary.figures(data, baseline)
     lines = [*header(data, baseline), *modes_table(data), *ratio_table(data, figures, baseline),
-             *detail_tables(data, figures), *failures(data)]
+             *family_table(data, figures), *detail_tables(data, figures), *failures(data)]
     if plots:
         lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
     return "\n".join(lines)

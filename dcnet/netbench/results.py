@@ -7,6 +7,11 @@ its lab prefixes and interfaces), and every sample (warm-up ones flagged). It is
 atomically (temporary file + rename) after every sample, so a run stopped by Ctrl-C, by
 SIGTERM or even by SIGKILL leaves a valid file holding what was measured until then.
 Raw per-message latencies, when kept, go to ``DIR/raw/*.txt.gz``.
+
+Version 2 adds the address family: the definition's ``families``, every sample's
+``family`` (``ipv4``/``ipv6``), and per mode ``families`` with each family's status
+(``ok``; ``skipped`` with the reason, e.g. a mode without IPv6) and the tests skipped
+over it. Version 1 files (IPv4 only) are still read: ``load`` fills those fields in.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 from dcnet.sysio.files import atomic_write
 
 FORMAT = "dcnet-netbench-results"
-VERSION = 1
+VERSION = 2
+READ_VERSIONS = (1, 2)
 RESULTS_FILE = "results.json"
 STATES = ("running", "complete", "interrupted", "failed")
 
@@ -47,6 +53,7 @@ class Sample:
     cpu: dict[str, Any] = field(default_factory=dict)
     load_average: list[float] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    family: str = "ipv4"
 
 
 def results_path(directory: str) -> str:
@@ -118,14 +125,48 @@ def load(path: str) -> dict[str, Any]:
         raise ResultsError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ResultsError(f"{path}: not a netbench result file (format is not {FORMAT!r})")
-    if data.get("version") != VERSION:
+    if data.get("version") not in READ_VERSIONS:
         raise ResultsError(f"{path}: result format version {data.get('version')!r} is not "
-                           f"supported (this netbench reads version {VERSION})")
+                           f"supported (this netbench reads versions "
+                           f"{', '.join(map(str, READ_VERSIONS))})")
     for key in ("run", "definition", "environment", "modes", "samples"):
         if key not in data:
             raise ResultsError(f"{path}: result file lacks '{key}'")
+    upgrade(data)
     data["_path"] = path
     return data
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill in what a version 1 document (IPv4 only) lacks; idempotent."""
+    if isinstance(data.get("definition"), dict):
+        data["definition"].setdefault("families", ["ipv4"])
+    for sample in data.get("samples") or []:
+        if isinstance(sample, dict):
+            sample.setdefault("family", "ipv4")
+    return data
+
+
+def families(data: dict[str, Any]) -> list[str]:
+    """The address families of a run, in definition order (``["ipv4"]`` before v2)."""
+    return list(data["definition"].get("families") or ["ipv4"])
+
+
+def family_of(sample: dict[str, Any]) -> str:
+    return sample.get("family") or "ipv4"
+
+
+def family_status(data: dict[str, Any], mode: str, family: str) -> tuple[str, str]:
+    """(status, reason) of ``mode`` over ``family``: the mode's own status unless the
+    family was skipped (or the mode is ok and the file predates families)."""
+    info = data["modes"].get(mode, {})
+    status = info.get("status", "not built")
+    if status != "ok":
+        return status, info.get("reason", "")
+    entry = (info.get("families") or {}).get(family)
+    if entry is None:
+        return ("ok", "") if family == "ipv4" else ("not built", "")
+    return entry.get("status", "ok"), entry.get("reason", "")
 
 
 def measured(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -78,7 +78,9 @@ def run(item: Item, test: TestSpec, live: LiveMode, raw_dir: str) -> Sample:
     full_log = None
     if test.kind == "latency" and test.keep_raw:
         os.makedirs(raw_dir, exist_ok=True)
-        full_log = os.path.join(raw_dir, f".{live.name}-{test.name}-r{item.round}.csv")
+        family = "" if item.family == "ipv4" else f"-{item.family}"
+        full_log = os.path.join(raw_dir,
+                                f".{live.name}{family}-{test.name}-r{item.round}.csv")
     sample = _attempt(item, test, live, full_log)
     if (not sample.ok and test.kind in ("tcp", "udp") and sample.error
             and "busy" in sample.error):
@@ -98,7 +100,7 @@ def _attempt(item: Item, test: TestSpec, live: LiveMode, full_log: str | None) -
     before = cpustat.read()
     sample = Sample(mode=item.mode, test=item.test, kind=test.kind, round=item.round,
                     warmup=item.warmup, order=item.order, started=started, wall_s=0.0,
-                    ok=False, load_average=load)
+                    ok=False, load_average=load, family=item.family)
     try:
         done = proc.run(argv, netns=live.client_ns, check=False,
                         timeout=runner.client_timeout(test))

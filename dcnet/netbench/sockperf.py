@@ -6,6 +6,9 @@ sockperf 3.7 exits 0 even when it cannot connect, so failure is recognised from 
 ``ERROR:`` / ``Invalid`` lines or from a summary without percentiles. With ``keep_raw``
 the client also writes every message's latency (``--full-log``), kept gzip'ed beside
 the results: the reference method keeps raw samples and never averages percentiles.
+sockperf 3.7 (Debian 12) refuses IPv6 addresses (``'-i' Invalid address: ::1``); IPv6
+came with sockperf 3.8, so :func:`ipv6_unsupported` says why latency over IPv6 is skipped
+with the installed version.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ PROGRAM = "sockperf"
 PACKAGE = "sockperf"
 TCP_PORT = 11111
 UDP_PORT = 11112
+IPV6_SINCE = (3, 8)
 
 _PERCENTILE = re.compile(r"--->\s+percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
 _MAX = re.compile(r"--->\s+<MAX> observation\s*=\s*([0-9.]+)")
@@ -38,6 +42,18 @@ def check() -> str:
 
 def version() -> str:
     return version_of([PROGRAM, "--version"])
+
+
+def ipv6_unsupported(version_text: str) -> str | None:
+    """Why this sockperf (its ``--version`` text) cannot measure over IPv6, or None."""
+    match = re.search(r"version\s+(\d+)\.(\d+)", version_text)
+    if match is None:
+        return None
+    found = (int(match.group(1)), int(match.group(2)))
+    if found >= IPV6_SINCE:
+        return None
+    return (f"sockperf {found[0]}.{found[1]} cannot use IPv6 addresses ('-i ::1': Invalid "
+            f"address); IPv6 came with sockperf {IPV6_SINCE[0]}.{IPV6_SINCE[1]}")
 
 
 def port_for(test: TestSpec) -> int:

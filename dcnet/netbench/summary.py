@@ -4,7 +4,9 @@ Pure: works on a loaded result document. Only successful, non-warm-up samples co
 The metric catalogue says which metrics each test kind reports, their units and whether
 higher is better (so a report can say "better"/"worse" rather than "up"/"down").
 Percentiles are never averaged: each sample's p50/p99 is one value, and the figures are
-the median of those values over the repeats.
+the median of those values over the repeats. Figures are per address family: a mode's
+ratio to the baseline compares like with like (IPv6 to the baseline's IPv6), and every
+IPv6 figure also carries its ratio to the same mode's IPv4 figure (``vs_ipv4``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dcnet.netbench import stats
-from dcnet.netbench.results import measured
+from dcnet.netbench.results import families, family_of, measured
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ HEADLINE = {"tcp": ("gbps",), "udp": ("gbps",), "latency": ("p50_us", "p99_us"),
 
 @dataclass(frozen=True)
 class Figure:
-    """One metric of one test on one mode, and its ratio to the baseline mode."""
+    """One metric of one test on one mode over one family, its ratio to the baseline mode
+    (same family) and, for IPv6, its ratio to the mode's IPv4 figure."""
 
     mode: str
     test: str
@@ -57,12 +60,22 @@ class Figure:
     metric: Metric
     estimate: stats.Estimate
     vs_baseline: stats.Comparison | None
+    family: str = "ipv4"
+    vs_ipv4: stats.Comparison | None = None
 
 
-def values(data: dict[str, Any]) -> dict[tuple[str, str, str], list[float]]:
-    """(mode, test, metric) -> the measured values, in sample order."""
+def label(mode: str, family: str) -> str:
+    """A row label: the mode for IPv4, ``mode IPv6`` for IPv6."""
+    return mode if family == "ipv4" else f"{mode} IPv6"
+
+
+def values(data: dict[str, Any],
+           family: str = "ipv4") -> dict[tuple[str, str, str], list[float]]:
+    """(mode, test, metric) -> the measured values over ``family``, in sample order."""
     out: dict[tuple[str, str, str], list[float]] = {}
     for sample in measured(data):
+        if family_of(sample) != family:
+            continue
         for key, value in sample["metrics"].items():
             if key in BY_KEY and sample["kind"] in BY_KEY[key].kinds and value == value:
                 out.setdefault((sample["mode"], sample["test"], key), []).append(float(value))
@@ -75,34 +88,44 @@ def kinds(data: dict[str, Any]) -> dict[str, str]:
 
 
 def figures(data: dict[str, Any], baseline: str | None = None) -> list[Figure]:
-    """Every figure of a run, in definition order of modes, tests and metrics; ratios are
-    to ``baseline`` (default: the definition's baseline mode)."""
+    """Every figure of a run, in definition order of modes, families, tests and metrics;
+    ratios are to ``baseline`` (default: the definition's baseline mode) over the same
+    family, and IPv6 figures also to the mode's IPv4 figure."""
     definition = data["definition"]
     seed = int(definition.get("seed", 1))
     min_effect = float(definition.get("min_effect", 0.05))
     baseline = baseline or definition["baseline"]
-    table = values(data)
+    tables = {family: values(data, family) for family in families(data)}
+    ipv4 = tables.get("ipv4") or {}
     test_kinds = kinds(data)
     out: list[Figure] = []
     for mode in definition["modes"]:
-        for test, kind in test_kinds.items():
-            for metric in METRICS:
-                samples = table.get((mode, test, metric.key))
-                if kind not in metric.kinds or not samples:
-                    continue
-                reference = table.get((baseline, test, metric.key))
-                comparison = None
-                if reference and mode != baseline:
-                    comparison = stats.compare(reference, samples, seed=seed,
-                                               min_effect=min_effect)
-                out.append(Figure(mode, test, kind, metric, stats.estimate(samples, seed),
-                                  comparison))
+        for family, table in tables.items():
+            for test, kind in test_kinds.items():
+                for metric in METRICS:
+                    samples = table.get((mode, test, metric.key))
+                    if kind not in metric.kinds or not samples:
+                        continue
+                    reference = table.get((baseline, test, metric.key))
+                    comparison = None
+                    if reference and mode != baseline:
+                        comparison = stats.compare(reference, samples, seed=seed,
+                                                   min_effect=min_effect)
+                    same_mode_v4 = ipv4.get((mode, test, metric.key))
+                    vs_ipv4 = None
+                    if family != "ipv4" and same_mode_v4:
+                        vs_ipv4 = stats.compare(same_mode_v4, samples, seed=seed,
+                                                min_effect=min_effect)
+                    out.append(Figure(mode, test, kind, metric, stats.estimate(samples, seed),
+                                      comparison, family, vs_ipv4))
     return out
 
 
-def find(figs: list[Figure], mode: str, test: str, metric: str) -> Figure | None:
+def find(figs: list[Figure], mode: str, test: str, metric: str,
+         family: str = "ipv4") -> Figure | None:
     for figure in figs:
-        if (figure.mode, figure.test, figure.metric.key) == (mode, test, metric):
+        if (figure.mode, figure.test, figure.metric.key, figure.family) == \
+                (mode, test, metric, family):
             return figure
     return None
 
