@@ -11,7 +11,8 @@ so an elbctl restart keeps the deadlines.
 
 :func:`wait_idle`, for ``elbctl backend drain|remove`` (:mod:`dcnet.lvs.dynamic`): poll a
 drained server's connection counters (ActiveConn/InActConn of its dests, one IPVS dump
-per service key) until it has no active (ESTABLISHED) connection, or the deadline
+per service key) until it has no active (ESTABLISHED) connection (two polls in a row),
+or the deadline
 passed, or it carries weight again (added back meanwhile), and say which
 (:class:`DrainOutcome`). Inactive entries (FIN_WAIT, TIME_WAIT, ...) do not count: their
 connections are closing and send nothing the server must answer.
@@ -113,10 +114,17 @@ class DrainOutcome:
 
 
 def wait_idle(server: str, read: Callable[[], Counts], deadline: float, *,
-              poll: float = POLL, clock=time.monotonic, sleep=time.sleep) -> DrainOutcome:
-    """Poll ``read`` until the server has no active connection, is weighted again, has
-    no dest, or ``deadline`` seconds passed (at least one read, then one per ``poll``)."""
+              poll: float = POLL, quiet: int = 2, clock=time.monotonic,
+              sleep=time.sleep) -> DrainOutcome:
+    """Poll ``read`` until the server has had no active connection ``quiet`` polls in a
+    row (or once the deadline passed), is weighted again, has no dest, or ``deadline``
+    seconds passed with active connections (one read, then one per ``poll``).
+
+    Two quiet polls, not one: a connection whose handshake was under way when the
+    weight went to 0 is SYN_RECV (counted inactive) for one round trip, then
+    ESTABLISHED; the second read, ``poll`` later, sees it."""
     start = clock()
+    zeros = 0
     while True:
         counts = read()
         waited = clock() - start
@@ -124,8 +132,9 @@ def wait_idle(server: str, read: Callable[[], Counts], deadline: float, *,
             return DrainOutcome(server, ABSENT, waited, counts)
         if counts.weight > 0:
             return DrainOutcome(server, READDED, waited, counts)
-        if counts.active == 0:
+        zeros = zeros + 1 if counts.active == 0 else 0
+        if zeros >= quiet or (zeros and waited >= deadline):
             return DrainOutcome(server, SAFE, waited, counts)
         if waited >= deadline:
             return DrainOutcome(server, DEADLINE, waited, counts)
-        sleep(min(poll, max(deadline - waited, 0.0)))
+        sleep(min(poll, max(deadline - waited, 0.0)) if counts.active else poll)

@@ -224,3 +224,14 @@ def test_a_server_that_is_not_programmed_is_safe_at_once():
     outcome = drain.wait_idle("x", lambda: drain.Counts(), 30, clock=script.clock,
                               sleep=script.sleep)
     assert outcome.state == drain.ABSENT and outcome.safe and script.sleeps == 0
+
+
+def test_safe_needs_two_quiet_polls_in_a_row():
+    """A handshake under way at the first read (SYN_RECV counts inactive) shows up as
+    active at the second: not safe until two reads in a row see none."""
+    reads = iter([drain.Counts(2, 0, 1), drain.Counts(2, 1, 0), drain.Counts(2, 0, 1),
+                  drain.Counts(2, 0, 1)])
+    script = Script({})
+    outcome = drain.wait_idle("x", lambda: next(reads), 30, clock=script.clock,
+                              sleep=script.sleep)
+    assert outcome.state == drain.SAFE and script.sleeps == 3
