@@ -1,0 +1,59 @@
+"""DNS follows health with real daemons: named, HAProxy and ``elbctl dns follow`` in a lab.
+
+Stopping the service's last real server makes HAProxy mark it down; the follow loop
+(reading HAProxy's server states as telecom's) withdraws telecom's answer, so a telecom
+client's ``dig`` gets the default line's VIP; starting the server again restores it.
+Waits are bounded by generous deadlines; no duration is asserted (see bench/dns_health.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dcnet.lab.dns_health_lab import DEFAULT_VIP, TELECOM_VIP, HealthLab, topology
+
+pytestmark = [pytest.mark.netns,
+              pytest.mark.skipif(shutil.which("haproxy") is None or shutil.which("named")
+                                 is None, reason="needs haproxy and named")]
+
+
+@pytest.fixture
+def health_lab(lab_factory, tmp_path) -> HealthLab:
+    return HealthLab(lab_factory(topology()), str(tmp_path / "elb"))
+
+
+def test_last_real_server_down_withdraws_the_carrier_answer_and_up_restores_it(health_lab):
+    env = health_lab
+    assert env.answer("telecom") == [TELECOM_VIP]
+    assert env.answer("none") == [DEFAULT_VIP]
+    env.wait_answer("telecom", TELECOM_VIP)
+    env.stop_server()
+    env.wait_answer("telecom", DEFAULT_VIP, deadline=90)
+    assert env.answer("none") == [DEFAULT_VIP]
+    assert "on telecom: withdrawn (no healthy real server for" in env.log()
+    env.start_server()
+    env.wait_answer("telecom", TELECOM_VIP, deadline=90)
+    assert "on telecom: restored (healthy for" in env.log()
+    assert env.follow.poll() is None
+    # named serves what the follow loop last applied: an explicit plan of the overlay
+    # with nothing withdrawn is empty (nothing left behind)
+    done = env.elbctl("plan", "--target", "dns", "-f", env.model_path, "--dns-dir",
+                      env.bind_dir, "--dns-rndc-key", env.key, "--detailed-exitcode")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_restarted_loop_keeps_the_answer_withdrawn(health_lab, lab_factory):
+    env = health_lab
+    env.stop_server()
+    env.wait_answer("telecom", DEFAULT_VIP, deadline=90)
+    from dcnet.sysio import proc
+    proc.stop(env.follow, 3.0)
+    once = env.elbctl("dns", "follow", "-f", env.model_path, "--haproxy",
+                      f"{env.paths.admin_socket}=telecom", "--once", "--dns-dir",
+                      env.bind_dir, "--dns-rndc-key", env.key)
+    assert once.returncode == 0, once.stderr
+    assert "restored state: withdrawn" in once.stderr
+    assert "dns applied" not in once.stderr          # BIND already says so: no change
+    assert env.answer("telecom") == [DEFAULT_VIP]
