@@ -6,7 +6,8 @@ client namespace. Each client connection is a whole short TCP life: connect (han
 wait for the server's FIN (the server accepts and closes at once, so TIME_WAIT stays on
 the server side and the client's ephemeral ports do not run out), close. The client is
 bounded by wall time, by a connection count and by a per-connection timeout, and prints
-one JSON line: connections, failures by errno name, and the measured seconds.
+one JSON line: connections, failures by errno name, the measured seconds and the
+address family of the last connection made.
 IPv6 addresses work as they are (the server listens on an AF_INET6 socket for them).
 Standard library only; nothing here is timed by tests.
 """
@@ -33,10 +34,12 @@ def serve(host: str, port: int) -> None:
         conn.close()
 
 
-def one_connection(host: str, port: int, timeout: float) -> None:
+def one_connection(host: str, port: int, timeout: float) -> str:
+    """One whole connection life; returns its address family's name (AF_INET6)."""
     with socket.create_connection((host, port), timeout=timeout) as conn:
         while conn.recv(64):
             pass
+        return conn.family.name
 
 
 def run_client(host: str, port: int, duration: float, max_connections: int,
@@ -44,6 +47,7 @@ def run_client(host: str, port: int, duration: float, max_connections: int,
     """Open connections one after another until ``duration`` or ``max_connections``."""
     done = 0
     failures: dict[str, int] = {}
+    family = None
     started = time.monotonic()
     deadline = started + duration
     while done + sum(failures.values()) < max_connections:
@@ -51,14 +55,14 @@ def run_client(host: str, port: int, duration: float, max_connections: int,
         if now >= deadline:
             break
         try:
-            one_connection(host, port, timeout)
+            family = one_connection(host, port, timeout)
             done += 1
         except OSError as exc:
             name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
             failures[name] = failures.get(name, 0) + 1
     seconds = time.monotonic() - started
     return {"tool": "dcnet-connrate", "version": 1, "connections": done,
-            "failures": failures, "seconds": seconds}
+            "failures": failures, "seconds": seconds, "family": family}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,4 +61,7 @@ def parse(stdout: str, stderr: str = "", returncode: int = 0) -> Measurement:
     metrics = {"connections_per_s": connections / seconds if seconds > 0 else 0.0,
                "connections": float(connections), "failures": float(failed),
                "seconds": seconds}
-    return Measurement(metrics, {"failures": failures})
+    details: dict = {"failures": failures}
+    if result.get("family"):
+        details["address_family"] = str(result["family"])
+    return Measurement(metrics, details)

@@ -184,6 +184,7 @@ def _build_mode(name: str, definition: Definition, context: modes.BuildContext,
     try:
         built = modes.build(name, context, families)
         for family, live in built.items():
+            live.wait_reachable()
             for key in _servers_needed(definition, family, skips):
                 argv, protocol = sampler.server_argv(key, live)
                 live.start_server(key, argv, protocol, live.ports[key])

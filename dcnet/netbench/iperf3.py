@@ -109,6 +109,14 @@ def _cpu(end: dict[str, Any]) -> dict[str, float]:
             "server_cpu_pct": float(cpu.get("remote_total", 0.0))}
 
 
+def _connected(document: dict[str, Any]) -> dict[str, str]:
+    """The first data connection's local and remote addresses, as iperf3 reports them
+    (the evidence of which address family carried the test)."""
+    connected = (document.get("start") or {}).get("connected") or [{}]
+    first = connected[0] if isinstance(connected[0], dict) else {}
+    return {key: str(first[key]) for key in ("local_host", "remote_host") if key in first}
+
+
 def _tcp(document: dict[str, Any], end: dict[str, Any]) -> Measurement:
     received = _require(end, "sum_received")
     sent = _require(end, "sum_sent")
@@ -123,7 +131,8 @@ def _tcp(document: dict[str, Any], end: dict[str, Any]) -> Measurement:
     }
     details = {"congestion": end.get("sender_tcp_congestion"),
                "streams": len(end.get("streams") or []),
-               "version": (document.get("start") or {}).get("version")}
+               "version": (document.get("start") or {}).get("version"),
+               **_connected(document)}
     return Measurement(metrics, details)
 
 
@@ -140,5 +149,6 @@ def _udp(document: dict[str, Any], end: dict[str, Any]) -> Measurement:
         "run_bytes": _interval_bytes(document),
         **_cpu(end),
     }
-    details = {"version": (document.get("start") or {}).get("version")}
+    details = {"version": (document.get("start") or {}).get("version"),
+               **_connected(document)}
     return Measurement(metrics, details)

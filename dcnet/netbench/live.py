@@ -6,7 +6,9 @@ the client connects to (the VIP for IPVS), the ports, and the interfaces whose M
 offloads and qdisc the result file records, and the address ``family`` (``ipv4`` or
 ``ipv6``): a dual-stack mode is two LiveModes on the same labs, each with its own servers
 on its own ports. ``start_server`` starts a long-running
-server and waits until it listens; every server is stopped when the mode is torn down
+server and waits until it listens; ``wait_reachable`` pings the target from the client
+until it answers (a fresh IPv6 path resolves its neighbours first), so no sample pays
+for that; every server is stopped when the mode is torn down
 (lab servers also by the lab itself, which kills whatever lives in its namespaces).
 """
 
@@ -25,6 +27,7 @@ from dcnet.lab.builder import Lab
 from dcnet.sysio import netns, proc
 
 READY_TIMEOUT = 15.0
+REACHABLE_TIMEOUT = 30.0
 _TCP_LISTEN = "0A"
 
 
@@ -62,6 +65,24 @@ class LiveMode:
         popen = self.starter(self.server_name(key), argv, log_path)
         self.servers[key] = popen
         wait_listening(self.server_ns, protocol, port, popen, log_path)
+
+    def wait_reachable(self, timeout: float = REACHABLE_TIMEOUT) -> int:
+        """Ping the target from the client until it answers; returns the pings sent.
+        RuntimeError when it never does within ``timeout`` (a wait bound, not a figure)."""
+        deadline = time.monotonic() + timeout
+        sent = 0
+        while True:
+            sent += 1
+            done = proc.run(["ping", "-n", "-c", "1", "-W", "1", self.target],
+                            netns=self.client_ns, check=False, timeout=10.0)
+            if done.returncode == 0:
+                return sent
+            if time.monotonic() > deadline:
+                tail = (done.stdout + done.stderr).strip().splitlines()[-1:]
+                raise RuntimeError(f"{self.name} over {self.family}: {self.target} did not "
+                                   f"answer ping from the client within {timeout:g}s "
+                                   f"({sent} tries; {' '.join(tail)})")
+            time.sleep(0.1)
 
     def lab_prefixes(self) -> list[str]:
         return [lab.prefix for lab in self.labs]
