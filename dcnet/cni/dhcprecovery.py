@@ -55,7 +55,9 @@ class Recovery:
         self.sweep_shim_routes(
             {(r.get(k) or {}).get("address", "/").split("/")[0]
              for r in live for k in ("configured", "configured6")})
-        for record in live:  # the shim may have been made anew: its IPv6 routes with it
+        for record in live:  # the shim may have been made anew: its routes with it
+            if record["state"] == leases.BOUND and record.get("configured"):
+                self.shim_route(None, record["configured"]["address"])
             if record["state"] == leases.BOUND and record.get("configured6"):
                 self.shim_route6(None, record["configured6"]["address"])
 

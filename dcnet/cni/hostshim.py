@@ -1,5 +1,6 @@
 """The macvlan agent's host shim: a macvlan on the master through which the node reaches
-its own pods (a macvlan's parent cannot), with one /32 route per pod address.
+its own pods (a macvlan's parent cannot), with one /32 route per pod address. Its MAC
+is fixed per shim name and master (``shim_mac``), so a shim made again keeps it.
 
 ``HostShim`` is mixed into ``dcnet.cni.dhcpagent.MacvlanAgent``: ``setup_shim`` creates
 (or keeps) the shim link and its address, ``shim_route`` moves a pod's /32 route when its
@@ -19,6 +20,15 @@ import contextlib
 from dcnet.cni import ip4, slaac
 from dcnet.cni.errors import TRY_AGAIN_LATER, CniError
 from dcnet.cni.podns import write
+from dcnet.hashing import fnv1a_64
+
+
+def shim_mac(name: str, master_mac: str) -> str:
+    """The shim's MAC, fixed per (shim, master): a shim made anew (agent restarted after
+    it was deleted) answers at the MAC the pods' neighbour caches already hold for the
+    node's addresses (a new random one left them talking to the old one for seconds)."""
+    value = fnv1a_64(f"dcnshim {name} {master_mac}") & ((1 << 40) - 1)
+    return ":".join(["0a", *(f"{(value >> s) & 0xFF:02x}" for s in range(32, -1, -8))])
 
 
 class HostShim:
@@ -44,7 +54,8 @@ class HostShim:
         with self.node() as nl:
             link = nl.link(shim["name"])
             if link is None:
-                nl.add_macvlan(shim["name"], master["index"], "bridge")
+                nl.add_macvlan(shim["name"], master["index"], "bridge",
+                               mac=shim_mac(shim["name"], master["mac"] or ""))
                 link = nl.link(shim["name"])
                 self.log(f"created host shim {shim['name']} on {master['name']}")
             assert link is not None
@@ -81,8 +92,12 @@ class HostShim:
             have = slaac.addresses6(nl)
             if settings.shim_address:
                 address = slaac.parse_cidr6(settings.shim_address)[0]
-            else:
-                mine = slaac.usable_global([a for a in have if a["index"] == master["index"]])
+            elif any(a["index"] == self.shim_index and a["scope"] == 0 for a in have):
+                return True  # keeps the address it has (the master's may come and go)
+            else:  # static (permanent) addresses first: SLAAC ones follow the RAs
+                mine = sorted(slaac.usable_global([a for a in have
+                                                   if a["index"] == master["index"]]),
+                              key=lambda a: not a["flags"] & slaac.IFA_F_PERMANENT)
                 if not mine:
                     if not self._shim6_warned:
                         self._shim6_warned = True

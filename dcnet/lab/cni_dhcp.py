@@ -202,9 +202,11 @@ class DhcpLab:
                                       "--sweep", "0.5"], name=f"agent-{node}-{self.starts}")
         self.agents[node] = popen
 
-        def ready() -> bool:
+        log_name = f"agent-{node}-{self.starts}"
+
+        def ready() -> bool:  # this run's agent serves the network's socket
             assert popen.poll() is None, f"agent on {node} exited: {self.agent_log(node)}"
-            return "serving" in self.agent_log(node)
+            return f"serving {self.socket_path(node)}" in self.log(log_name)
         wait_until(ready, f"agent on {node}")
         return popen
 

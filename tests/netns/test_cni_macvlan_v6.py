@@ -43,15 +43,17 @@ PORT = 7006
 
 @pytest.fixture(scope="module")
 def dual(tmp_path_factory):
-    """n1 with an agent (ipv6 slaac, host shim); dnsmasq with DHCPv4 and RAs."""
+    """n1 (ipv6 slaac, host shim) and n2 (ipv6 slaac, no shim) with agents; dnsmasq with
+    DHCPv4 and RAs."""
     if os.geteuid() != 0:
         pytest.skip("netns test: needs root")
     root = tmp_path_factory.mktemp("dcnet-macvlan-v6")
-    with Lab(topology(("n1",), ipv6=True)) as lab:
-        made = DhcpLab(lab, root, nodes=("n1",))
+    with Lab(topology(("n1", "n2"), ipv6=True)) as lab:
+        made = DhcpLab(lab, root)
         try:
             made.start_dnsmasq(ra=True)
             made.start_agent("n1", hostShim=True, ipv6="slaac")
+            made.start_agent("n2", ipv6="slaac")
             yield made
         finally:
             made.close()
@@ -157,6 +159,23 @@ def test_pod_gets_both_families_reaches_the_lan_and_the_node_reaches_it(dual):
     rt.delete("dual-1", path)  # repeatable
 
 
+def test_without_the_shim_the_node_cannot_reach_its_pod_over_ipv6(dual):
+    """The control for the shim tests: a macvlan's parent cannot talk to its children."""
+    rt = dual.runtime("n2", "1.1.0", ipv6="slaac")
+    path = dual.pod("noshim")
+    name = path.rsplit("/", 1)[1]
+    _v4, v6 = split(rt.add("noshim-1", path, args=POD_ARGS.format("noshim-1")))
+    ip6 = v6["address"].split("/")[0]
+    server = echo_server(name, socket.AF_INET6, ip6)
+    try:
+        assert dual.lab.call("n2", talk, ip6).startswith(b"error")
+        assert dual.lab.call("n1", talk, ip6) == b"hello " + ip6.encode()  # via n1's shim
+    finally:
+        server.close()
+    rt.delete("noshim-1", path)
+    assert dual.journal("n2") == {}
+
+
 def test_check_detects_a_missing_ipv6_address_and_route(dual):
     rt = runtime(dual)
     path = dual.pod("drift6")
@@ -231,5 +250,35 @@ def test_no_router_advertisement_fails_add_naming_the_timeout_and_leaves_nothing
         assert pod_link(path) is None and lab.journal("n1") == {}
         # the DHCPv4 lease the failed ADD took is released
         wait_until(lambda: not lab.server_leases(), "the failed ADD's release")
+    finally:
+        lab.close()
+
+
+def test_agent_restart_with_the_shim_gone_puts_both_shim_routes_back(lab_factory, tmp_path):
+    """SIGKILL the agent, delete the shim while it is down: the restarted agent makes the
+    shim again with the node's addresses and both of the pod's routes; CHECK and DEL work."""
+    lab = DhcpLab(lab_factory(topology(("n1",), ipv6=True)), tmp_path, nodes=("n1",))
+    try:
+        lab.start_dnsmasq(ra=True)
+        lab.start_agent("n1", hostShim=True, ipv6="slaac")
+        rt = runtime(lab)
+        path = lab.pod("again6")
+        name = path.rsplit("/", 1)[1]
+        v4, v6 = split(rt.add("again6-1", path, args=POD_ARGS.format("again6-1")))
+        ip4, ip6 = v4["address"].split("/")[0], v6["address"].split("/")[0]
+        lab.stop_agent("n1", kill=True)
+        lab.lab.run("n1", ["ip", "link", "del", "dcnshim0"])
+        lab.start_agent("n1", hostShim=True, ipv6="slaac")
+        pod = [echo_server(name, socket.AF_INET, ip4), echo_server(name, socket.AF_INET6, ip6)]
+        try:
+            for ip in (ip4, ip6):
+                assert lab.lab.call("n1", talk, ip) == b"hello " + ip.encode()
+        finally:
+            for server in pod:
+                server.close()
+        rt.check("again6-1", path)
+        rt.delete("again6-1", path)
+        assert ip4 not in shim_routes(lab, "-4") and ip6 not in shim_routes(lab, "-6")
+        assert pod_link(path) is None and lab.journal("n1") == {}
     finally:
         lab.close()
