@@ -219,7 +219,8 @@ _COMMON = [
     click.option("--conf", "conf_path", required=True, type=click.Path(dir_okay=False),
                  help="The CNI .conf/.conflist holding the dcnet config."),
     click.option("--node", default=None, help="Node name (default: the host name)."),
-    click.option("--node-ip", default=None, help="This node's underlay IPv4 address."),
+    click.option("--node-ip", default=None,
+                 help="This node's underlay address: IPv4, IPv6, or 'v4,v6' (dual stack)."),
     click.option("--iface", default=None, help="Take the node IP from this interface."),
     click.option("--store", "store_url", default=None, metavar="URL",
                  help="Where node subnet leases live: etcd://HOST:PORT[,...][/PREFIX][?...] "
@@ -296,7 +297,9 @@ def once(conf_path: str, node: str | None, node_ip: str | None, iface: str | Non
     finally:
         agent.close()
         agent.store.close()
-    click.echo(f"lease {result['lease'].subnet}; changes: {result['changes'] or 'none'}")
+    subnets = ", ".join(le.subnet for le in result.get("leases", {}).values())
+    changes = result["changes"] or "none"
+    click.echo(f"lease {subnets or result['lease'].subnet}; changes: {changes}")
     if result["degraded"]:
         click.echo(f"degraded: {result['degraded']}")
     for problem in result["refused"]:

@@ -17,6 +17,12 @@ with ``degraded`` set (so ADD keeps working and STATUS warns), retries every few
 and converges when the store is back. A node whose lease vanished meanwhile (its etcd
 lease expired) claims its previous subnet again if nobody took it, so its pods keep their
 addresses; at start the previous subnet comes from the node file of the earlier life.
+
+Dual stack: with an IPv4 and/or an IPv6 cluster range the node holds one lease per
+family (each a ``Lease`` of that family's subnet and the node's address of that family:
+``--node-ip v4,v6``, or the global addresses of ``--iface``), the bridge carries both
+gateways (``agentbridge``) and the routes of both families are marked and swept alike
+(``ip -6 route ... via <node IPv6> proto 217``).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from datetime import UTC, datetime
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from dcnet.cni import ip4, nodestate
+from dcnet.cni import ip4, ip6, nodestate
+from dcnet.cni.agentbridge import setup_bridge
 from dcnet.cni.agentlock import network_lock
 from dcnet.cni.config import NetConf
 from dcnet.cni.routes import Change, desired_routes, diff, route_refusal
@@ -44,9 +51,16 @@ from dcnet.metrics import cni as cni_metrics
 
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
 RTN_LOCAL = 2
 MAIN_TABLE = 254
-BRIDGE_MAC_PREFIX = b"\x0a\x58"
+IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
+FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def version_of(cidr: str) -> int:
+    return 6 if ":" in cidr else 4
 
 
 class AgentError(RuntimeError):
@@ -58,13 +72,24 @@ class Agent:
 
     def __init__(self, conf: NetConf, store: Store, node: str, node_ip: str | None = None,
                  iface: str | None = None, log: Callable[[str], None] | None = None):
-        if conf.cluster_cidr is None:
+        if conf.cluster_cidr is None and conf.cluster_cidr6 is None:
             raise AgentError("the network config has no clusterCIDR")
         if not node_ip and not iface:
             raise AgentError("give the node IP or the interface that carries it")
         self.conf, self.store, self.node = conf, store, node
-        self.fixed_ip, self.iface = node_ip, iface
-        self.cluster = ip4.fmt_cidr(*conf.cluster_cidr)
+        self.iface = iface
+        # {4: cluster, 6: cluster}: the families this network has, with their node subnet size
+        self.clusters: dict[int, str] = {}
+        self.subnet_lens: dict[int, int] = {4: conf.subnet_len, 6: conf.subnet_len6}
+        if conf.cluster_cidr is not None:
+            self.clusters[4] = ip4.fmt_cidr(*conf.cluster_cidr)
+        if conf.cluster_cidr6 is not None:
+            self.clusters[6] = ip6.fmt_cidr(*conf.cluster_cidr6)
+        self.cluster = next(iter(self.clusters.values()))  # the first (IPv4 if any)
+        self.fixed_ips: dict[int, str] = {}
+        for text in (node_ip or "").split(","):
+            if text.strip():
+                self.fixed_ips[version_of(text)] = text.strip()
         self.log = log or (lambda text: print(f"dcnet-agent: {text}", file=sys.stderr,
                                               flush=True))
         self.ipr = IPRoute()
@@ -73,27 +98,41 @@ class Agent:
         self.refused: list[str] = []
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.lease: Lease | None = self._previous_lease()  # last known own lease
+        self.leases: dict[int, Lease] = self._previous_leases()  # last known own leases
         self.known: list[Lease] | None = None  # the lease set of the last good read
         self.degraded: str | None = None  # "etcd unreachable since ..." while it lasts
         self.degraded_since: float | None = None
         self.lock = network_lock(conf.run_dir, conf.name)  # one serving agent per node
 
-    def _previous_lease(self) -> Lease | None:
-        """This node's subnet as the node file of an earlier life published it."""
+    @property
+    def lease(self) -> Lease | None:
+        """The node's first lease (IPv4 if it has one)."""
+        return next(iter(self.leases.values()), None)
+
+    def _previous_leases(self) -> dict[int, Lease]:
+        """This node's subnets as the node file of an earlier life published them."""
         import json
 
+        out: dict[int, Lease] = {}
         try:
             with open(self.conf.node_file) as handle:
                 data = json.load(handle)
-            lease = Lease(self.node, str(data["nodeIP"]), str(data["subnet"]))
-            inside = ipaddress.ip_network(lease.subnet).subnet_of(
-                ipaddress.ip_network(self.cluster))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if data.get("node") != self.node or data.get("network") != self.conf.name:
-            return None
-        return lease if inside else None
+        except (OSError, ValueError):
+            return out
+        if (not isinstance(data, dict) or data.get("node") != self.node
+                or data.get("network") != self.conf.name):
+            return out
+        for version, suffix in ((4, ""), (6, "6")):
+            try:
+                lease = Lease(self.node, str(data[f"nodeIP{suffix}"]),
+                              str(data[f"subnet{suffix}"]))
+                inside = version in self.clusters and ipaddress.ip_network(
+                    lease.subnet).subnet_of(ipaddress.ip_network(self.clusters[version]))
+            except (ValueError, KeyError, TypeError):
+                continue
+            if inside:
+                out[version] = lease
+        return out
 
     def request_stop(self) -> None:
         """Ask ``run`` to return (safe from a signal handler)."""
@@ -112,30 +151,46 @@ class Agent:
 
     # ------------------------------------------------------------ node facts
 
-    def node_ip(self) -> str:
-        if self.fixed_ip:
-            return self.fixed_ip
+    def node_ips(self) -> dict[int, str]:
+        """This node's address of each family the network has ({4: ..., 6: ...})."""
+        return {version: self.node_ip(version) for version in self.clusters}
+
+    def node_ip(self, version: int = 4) -> str:
+        if version in self.fixed_ips:
+            return self.fixed_ips[version]
+        if not self.iface:
+            raise AgentError(f"no IPv{version} node address given (--node-ip v4,v6) for "
+                             f"the IPv{version} cluster range {self.clusters.get(version)}")
         found = self.ipr.link_lookup(ifname=self.iface)
         if not found:
             raise AgentError(f"interface {self.iface} does not exist")
-        for addr in self.ipr.get_addr(index=found[0], family=socket.AF_INET):
+        for addr in self.ipr.get_addr(index=found[0], family=FAMILIES[version]):
+            flags = addr.get("IFA_FLAGS", addr["flags"])
+            if version == 6 and (addr["scope"] != 0 or flags & IFA_F_DADFAILED):
+                continue  # link-local, host, or a duplicate
             return addr.get("address")
-        raise AgentError(f"interface {self.iface} has no IPv4 address")
+        kind = "global IPv6" if version == 6 else "IPv4"
+        raise AgentError(f"interface {self.iface} has no {kind} address")
 
     def current_routes(self) -> dict[str, str]:
-        """Our routes (by protocol) in the main table: {dst: via}."""
+        """Our routes (by protocol) in the main table, both families: {dst: via}."""
         out = {}
-        for route in self.ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
-            if route["proto"] != self.conf.route_protocol:
+        for version, family in FAMILIES.items():
+            if version not in self.clusters:
                 continue
-            dst = f"{route.get('dst') or '0.0.0.0'}/{route['dst_len']}"
-            out[dst] = route.get("gateway")
+            for route in self.ipr.route("dump", family=family, table=MAIN_TABLE):
+                if route["proto"] != self.conf.route_protocol:
+                    continue
+                zero = "::" if version == 6 else "0.0.0.0"
+                dst = f"{route.get('dst') or zero}/{route['dst_len']}"
+                out[dst] = route.get("gateway")
         return out
 
     def lookup(self, address: str) -> dict | None:
         """How the kernel reaches ``address``: gateway, dev and whether it is local."""
         try:
-            route = next(iter(self.ipr.route("get", dst=address)))
+            route = next(iter(self.ipr.route("get", dst=address,
+                                             family=FAMILIES[version_of(address)])))
         except NetlinkError:
             return None
         if route["type"] not in (1, RTN_LOCAL):  # unicast or local
@@ -150,36 +205,15 @@ class Agent:
 
     # ------------------------------------------------------------ node set-up
 
-    def setup_bridge(self, lease: Lease) -> None:
-        net, plen = ip4.parse_cidr(lease.subnet, strict=True)
-        gateway = net + 1
-        mac = ip4.mac_from_ip(BRIDGE_MAC_PREFIX, gateway)
-        name = self.conf.bridge
-        found = self.ipr.link_lookup(ifname=name)
-        if not found:
-            self.ipr.link("add", ifname=name, kind="bridge", address=mac)
-            found = self.ipr.link_lookup(ifname=name)
-            self.log(f"created bridge {name} ({mac})")
-        index = found[0]
-        link = self.ipr.get_links(index)[0]
-        if link.get("address") != mac:
-            self.ipr.link("set", index=index, address=mac)  # pinned: ports never change it
-        wanted = (ip4.fmt_ip(gateway), plen)
-        cluster = ipaddress.ip_network(self.cluster)
-        present = set()
-        for addr in self.ipr.get_addr(index=index, family=socket.AF_INET):
-            here = (addr.get("address"), addr["prefixlen"])
-            present.add(here)
-            if here != wanted and ipaddress.ip_address(here[0]) in cluster:
-                self.ipr.addr("del", index=index, address=here[0], prefixlen=here[1])
-                self.log(f"removed stale gateway {here[0]}/{here[1]} from {name}")
-        if wanted not in present:
-            self.ipr.addr("add", index=index, address=wanted[0], prefixlen=plen)
-        self.ipr.link("set", index=index, state="up")
-        with open("/proc/sys/net/ipv4/ip_forward", "r+") as handle:
-            if handle.read().strip() != "1":
-                handle.seek(0)
-                handle.write("1")
+    def setup_bridge(self, leases: dict[int, Lease]) -> None:
+        """The bridge with the gateway of each of the node's subnets (``agentbridge``)."""
+        gateways = []
+        for version in sorted(leases):
+            fam = ip6 if version == 6 else ip4
+            net, plen = fam.parse_cidr(leases[version].subnet, strict=True)
+            gateways.append((fam.fmt_ip(net + 1), plen))
+        setup_bridge(self.ipr, self.conf.bridge, gateways, list(self.clusters.values()),
+                     self.log)
 
     # ------------------------------------------------------------ reconcile
 
@@ -188,42 +222,51 @@ class Agent:
         reach and the pass ran on what the agent knew). Only the node's owning agent
         (``AgentLock``) reconciles: AgentError otherwise."""
         self._own()
-        node_ip = self.node_ip()
+        node_ip = self.node_ips()
         try:
-            lease, leases = self.read_store(node_ip)
+            mine, leases = self.read_store(node_ip)
         except StoreUnavailable as exc:
             return self.reconcile_degraded(node_ip, exc)
         if self.degraded is not None:
             self.log(f"store reachable again after {time.time() - self.degraded_since:.0f} s "
                      f"({self.degraded}): converging")
         self.degraded = self.degraded_since = None
-        self.lease, self.known = lease, leases
-        self.setup_bridge(lease)
+        self.leases, self.known = mine, leases
+        self.setup_bridge(mine)
         desired, refused = self.desired(leases)
         changes = diff(desired, self.current_routes())
         for change in changes:
             self.apply(change)
-        self.publish(lease, node_ip)
-        return {"lease": lease, "changes": changes, "refused": refused, "degraded": None}
+        self.publish(mine, node_ip)
+        return {"lease": self.lease, "leases": mine, "changes": changes, "refused": refused,
+                "degraded": None}
 
-    def read_store(self, node_ip: str) -> tuple[Lease, list[Lease]]:
-        """This node's lease (kept, re-claimed or newly claimed) and every lease of the
-        cluster CIDR; StoreUnavailable when the store cannot be reached."""
-        self.reclaim_previous(node_ip)
-        lease = acquire(self.store, self.cluster, self.conf.subnet_len, self.node, node_ip)
-        self.store.hold(lease)
-        cluster = ipaddress.ip_network(self.cluster)
-        leases = [le for le in self.store.leases()
-                  if ipaddress.ip_network(le.subnet).subnet_of(cluster)]
-        return lease, leases
+    def in_cluster(self, subnet: str, version: int | None = None) -> bool:
+        """Whether ``subnet`` lies in this network's cluster range (of ``version``)."""
+        net = ipaddress.ip_network(subnet)
+        return any(v == net.version and net.subnet_of(ipaddress.ip_network(cidr))
+                   for v, cidr in self.clusters.items() if version in (None, v))
 
-    def reclaim_previous(self, node_ip: str) -> None:
-        """Claim this node's last known subnet again when its lease is gone (expired
-        while the store was out of reach, or a restart after the TTL) and it is free."""
-        previous = self.lease
+    def read_store(self, node_ip: dict[int, str]) -> tuple[dict[int, Lease], list[Lease]]:
+        """This node's lease of each family (kept, re-claimed or newly claimed) and every
+        lease of the cluster ranges; StoreUnavailable when the store cannot be reached."""
+        mine = {}
+        for version, cluster in self.clusters.items():
+            self.reclaim_previous(version, node_ip[version])
+            mine[version] = acquire(self.store, cluster, self.subnet_lens[version], self.node,
+                                    node_ip[version])
+            self.store.hold(mine[version])
+        leases = [le for le in self.store.leases() if self.in_cluster(le.subnet)]
+        return mine, leases
+
+    def reclaim_previous(self, version: int, node_ip: str) -> None:
+        """Claim this node's last known subnet of ``version`` again when its lease is gone
+        (expired while the store was out of reach, or a restart after the TTL) and it is
+        free."""
+        previous = self.leases.get(version)
         if previous is None:
             return
-        leases = self.store.leases()
+        leases = [le for le in self.store.leases() if self.in_cluster(le.subnet, version)]
         if any(le.node == self.node for le in leases):
             return
         holder = next((le.node for le in leases if le.subnet == previous.subnet), None)
@@ -231,12 +274,12 @@ class Agent:
             self.log(f"this node's previous subnet {previous.subnet} is now held by "
                      f"{holder}: taking another one (pods on the old subnet lose their "
                      f"routes)")
-            self.lease = None
+            del self.leases[version]
             return
         if self.store.claim(Lease(self.node, node_ip, previous.subnet)):
             self.log(f"claimed this node's previous subnet {previous.subnet} again")
 
-    def reconcile_degraded(self, node_ip: str, exc: StoreUnavailable) -> dict:
+    def reconcile_degraded(self, node_ip: dict[int, str], exc: StoreUnavailable) -> dict:
         """The store is out of reach: keep the subnet, bridge and routes the agent knows,
         re-add (never delete) routes from the last lease set, publish ``degraded``."""
         if self.degraded_since is None:
@@ -244,19 +287,19 @@ class Agent:
             self.log(f"degraded: {exc}; keeping routes and the node subnet")
         since = datetime.fromtimestamp(self.degraded_since, UTC)
         self.degraded = f"{exc.summary} since {since:%Y-%m-%dT%H:%M:%SZ}"
-        lease = self.lease
-        if lease is None:
+        mine = self.leases
+        if not mine:
             raise AgentError(f"no subnet yet and the store is out of reach ({exc})")
-        self.setup_bridge(lease)
+        self.setup_bridge(mine)
         changes: list[Change] = []
         if self.known is not None:
             desired, _refused = self.desired(self.known)
             changes = [c for c in diff(desired, self.current_routes()) if c.action != "del"]
             for change in changes:
                 self.apply(change)
-        self.publish(lease, node_ip)
-        return {"lease": lease, "changes": changes, "refused": self.refused,
-                "degraded": self.degraded}
+        self.publish(mine, node_ip)
+        return {"lease": self.lease, "leases": mine, "changes": changes,
+                "refused": self.refused, "degraded": self.degraded}
 
     def desired(self, leases: list[Lease]) -> tuple[dict[str, str], list[str]]:
         """Routes to every other node's subnet, and the refusals (logged once each)."""
@@ -276,8 +319,8 @@ class Agent:
         return desired, refused
 
     def apply(self, change: Change) -> None:
-        spec = {"dst": change.dst, "family": socket.AF_INET, "table": MAIN_TABLE,
-                "proto": self.conf.route_protocol}
+        spec = {"dst": change.dst, "family": FAMILIES[version_of(change.dst)],
+                "table": MAIN_TABLE, "proto": self.conf.route_protocol}
         if change.action == "del":
             try:
                 self.ipr.route("del", **spec)
@@ -288,14 +331,19 @@ class Agent:
             self.ipr.route("replace", gateway=change.via, **spec)
         self.log(f"route {change}")
 
-    def publish(self, lease: Lease, node_ip: str) -> None:
-        net, _plen = ip4.parse_cidr(lease.subnet, strict=True)
-        nodestate.write(self.conf.node_file, {
-            "network": self.conf.name, "node": self.node, "nodeIP": node_ip,
-            "subnet": lease.subnet, "gateway": ip4.fmt_ip(net + 1), "bridge": self.conf.bridge,
-            "agentPid": os.getpid(), "agentStart": self.started,
-            "refusedRoutes": self.refused, "degraded": self.degraded,
-        })
+    def publish(self, leases: dict[int, Lease], node_ip: dict[int, str]) -> None:
+        data: dict = {"network": self.conf.name, "node": self.node}
+        for version, suffix in ((4, ""), (6, "6")):
+            lease = leases.get(version)
+            fam = ip6 if version == 6 else ip4
+            net = fam.parse_cidr(lease.subnet, strict=True)[0] if lease else None
+            data.update({f"nodeIP{suffix}": node_ip.get(version) if lease else None,
+                         f"subnet{suffix}": lease.subnet if lease else None,
+                         f"gateway{suffix}": fam.fmt_ip(net + 1) if lease else None})
+        data.update({"bridge": self.conf.bridge, "agentPid": os.getpid(),
+                     "agentStart": self.started, "refusedRoutes": self.refused,
+                     "degraded": self.degraded})
+        nodestate.write(self.conf.node_file, data)
 
     # ------------------------------------------------------------ leaving
 
@@ -370,7 +418,8 @@ class Agent:
 
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
-            sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE))
+            sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
+                       | RTMGRP_IPV6_ROUTE))
             while not stop.is_set():
                 ready, _, _ = select.select([sock], [], [], 1.0)
                 if ready:

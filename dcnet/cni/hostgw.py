@@ -10,6 +10,13 @@ see ``reaper``) before releasing the address; CHECK only reads;
 STATUS says whether ADD could succeed (and warns on stderr when the agent runs degraded,
 e.g. etcd unreachable: ADD still works then); GC releases what valid attachments do not name.
 Kernel I/O goes through ``rtnl`` (no pyroute2 on this path).
+
+Dual stack: the node file lists the node's subnet of each family (``nodestate.Pool``);
+ADD reserves one address per family (IPAM per family, one directory), adds each to the
+pod interface (IPv6 without DAD: IPAM made it unique, so it is usable at once) with a
+default route per family via that family's bridge gateway, and the result lists both.
+DEL, GC and STATUS cover both families; CHECK (``hostgwcheck``) checks every address of
+the cached result.
 """
 
 from __future__ import annotations
@@ -17,11 +24,11 @@ from __future__ import annotations
 import os
 import sys
 
-from dcnet.cni import ip4, nodestate, reaper
+from dcnet.cni import ip4, ip6, nodestate, reaper
 from dcnet.cni.args import parse_args
-from dcnet.cni.config import NetConf, load_conf, runtime_requests
+from dcnet.cni.config import NetConf, load_conf, requested_ips
 from dcnet.cni.errors import (
-    CHECK_FAILED,
+    ADDRESS_UNAVAILABLE,
     INVALID_CONFIG,
     LINK_FAILURE,
     NOT_AVAILABLE,
@@ -29,9 +36,10 @@ from dcnet.cni.errors import (
     UNKNOWN_CONTAINER,
     CniError,
 )
+from dcnet.cni.hostgwcheck import Checker
 from dcnet.cni.ipam import Reservations, pool
 from dcnet.cni.nsref import resolve
-from dcnet.cni.rtnl import AF_NETLINK, NETLINK_ROUTE, Netlink
+from dcnet.cni.rtnl import AF_INET6, AF_NETLINK, NETLINK_ROUTE, Netlink
 from dcnet.cni.version import to_canonical
 from dcnet.hashing import fnv1a_64
 from dcnet.undo import Undo
@@ -39,7 +47,8 @@ from dcnet.undo import Undo
 VETH_PREFIX = "dcn"
 POD_MAC_PREFIX = b"\x0a\x58"
 HOST_MAC_PREFIX = b"\x0a\x59"
-DEFAULT_DST = "0.0.0.0/0"
+DEFAULT_DST = {4: "0.0.0.0/0", 6: "::/0"}
+EACCES = 13  # adding an IPv6 address where IPv6 is disabled
 
 
 def host_veth_name(container_id: str, ifname: str) -> str:
@@ -66,7 +75,7 @@ class HostGw:
 
     def add(self, args) -> dict:
         conf = load_conf(args.conf)
-        requested_ip, requested_mac = runtime_requests(conf, parse_args(args.args))
+        requested_ip, requested_mac = requested_ips(conf, parse_args(args.args))
         prev = to_canonical(conf.prev_result) if conf.prev_result else None
         node = nodestate.read(conf.node_file)
         problem = nodestate.agent_problem(node)
@@ -98,15 +107,11 @@ class HostGw:
         if bridge is None:
             raise CniError(TRY_AGAIN_LATER, f"bridge {conf.bridge} does not exist",
                            "dcnet-agent creates it when it takes the node's subnet")
-        reservations = Reservations(conf.ipam_dir)
-        with reservations:
-            address = reservations.reserve(args.container_id, args.ifname, node.subnet,
-                                           node.plen, requested_ip)
-        undo.push(f"release {ip4.fmt_ip(address)}",
-                  lambda: _release(reservations, address))
+        addresses = self._reserve(args, conf, node, undo, requested_ip)
         host_name = host_veth_name(args.container_id, args.ifname)
-        pod_mac = requested_mac or ip4.mac_from_ip(POD_MAC_PREFIX, address)
-        host_mac = ip4.mac_from_ip(HOST_MAC_PREFIX, address)
+        first = addresses[0]
+        pod_mac = requested_mac or ip4.mac_from_ip(POD_MAC_PREFIX, first & 0xFFFFFFFF)
+        host_mac = ip4.mac_from_ip(HOST_MAC_PREFIX, first & 0xFFFFFFFF)
         try:
             nl.add_veth(host_name, args.ifname, pod_fd, conf.mtu, master=bridge["index"],
                         mac=host_mac, peer_mac=pod_mac,
@@ -120,15 +125,34 @@ class HostGw:
             if link is None:
                 raise CniError(LINK_FAILURE, f"{args.ifname} vanished from {args.netns}")
             pod.set_up(link["index"])
-            pod.add_address(link["index"], ip4.ip_bytes(address), node.plen,
-                            ip4.ip_bytes(ip4.broadcast(address, node.plen)))
-            pod.add_route(b"\0\0\0\0", 0, ip4.ip_bytes(node.gateway), link["index"])
+            for address, pool_ in zip(addresses, node.pools, strict=True):
+                _configure(pod, args, link["index"], pool_, address)
         except OSError as exc:
             raise CniError(LINK_FAILURE, f"configuring {args.ifname} in {args.netns} failed",
                            str(exc)) from None
         finally:
             pod.close()
-        return self._result(args, conf, node, address, host_name, host_mac, pod_mac, prev)
+        return self._result(args, conf, node, addresses, host_name, host_mac, pod_mac, prev)
+
+    @staticmethod
+    def _reserve(args, conf: NetConf, node, undo: Undo, requested: dict[int, int]
+                 ) -> list[int]:
+        """One address from each of the node's subnets (the requested one if given)."""
+        versions = {p.version for p in node.pools}
+        for version in requested:
+            if version not in versions:
+                raise CniError(ADDRESS_UNAVAILABLE, f"an IPv{version} address was requested "
+                               f"but network {conf.name} has no IPv{version} range here")
+        addresses = []
+        for pool_ in node.pools:
+            reservations = Reservations(conf.ipam_dir, pool_.fam)
+            with reservations:
+                address = reservations.reserve(args.container_id, args.ifname, pool_.net,
+                                               pool_.plen, requested.get(pool_.version))
+            undo.push(f"release {pool_.fam.fmt_ip(address)}",
+                      lambda r=reservations, a=address: _release(r, a))
+            addresses.append(address)
+        return addresses
 
     @staticmethod
     def _veth_error(exc: OSError, nl: Netlink, host_name: str, args) -> CniError:
@@ -142,18 +166,19 @@ class HostGw:
                         str(exc))
 
     @staticmethod
-    def _result(args, conf: NetConf, node, address: int, host_name: str, host_mac: str,
-                pod_mac: str, prev) -> dict:
+    def _result(args, conf: NetConf, node, addresses: list[int], host_name: str,
+                host_mac: str, pod_mac: str, prev) -> dict:
         result = prev or {"interfaces": [], "ips": [], "routes": [], "dns": {}}
         base = len(result["interfaces"])
         result["interfaces"] += [
             {"name": host_name, "mac": host_mac},
             {"name": args.ifname, "mac": pod_mac, "mtu": conf.mtu, "sandbox": args.netns},
         ]
-        gateway = ip4.fmt_ip(node.gateway)
-        result["ips"].append({"address": ip4.fmt_cidr(address, node.plen),
-                              "gateway": gateway, "interface": base + 1})
-        result["routes"].append({"dst": DEFAULT_DST, "gw": gateway})
+        for address, pool_ in zip(addresses, node.pools, strict=True):
+            gateway = pool_.fam.fmt_ip(pool_.gateway)
+            result["ips"].append({"address": pool_.fam.fmt_cidr(address, pool_.plen),
+                                  "gateway": gateway, "interface": base + 1})
+            result["routes"].append({"dst": DEFAULT_DST[pool_.version], "gw": gateway})
         return result
 
     # ------------------------------------------------------------ DEL
@@ -164,8 +189,9 @@ class HostGw:
         with Netlink() as nl:  # first the link (unusable now, deleted soon: reaper)
             reaper.retire(nl, host_veth_name(args.container_id, args.ifname))
         if os.path.isdir(conf.ipam_dir):
-            with Reservations(conf.ipam_dir) as reservations:
-                reservations.release(args.container_id, args.ifname)
+            for fam in (ip4, ip6):
+                with Reservations(conf.ipam_dir, fam) as reservations:
+                    reservations.release(args.container_id, args.ifname)
 
     # ------------------------------------------------------------ CHECK
 
@@ -199,10 +225,11 @@ class HostGw:
         released: list[dict] = []
         errors: list[str] = []
         if os.path.isdir(conf.ipam_dir):
-            with Reservations(conf.ipam_dir) as reservations:
-                for address, cid, ifname in reservations.gc(valid):
-                    released.append({"address": ip4.fmt_ip(address), "containerID": cid,
-                                     "ifname": ifname})
+            for fam in (ip4, ip6):
+                with Reservations(conf.ipam_dir, fam) as reservations:
+                    for address, cid, ifname in reservations.gc(valid):
+                        released.append({"address": fam.fmt_ip(address), "containerID": cid,
+                                         "ifname": ifname})
         keep = {host_veth_name(cid, ifname) for cid, ifname in valid}
         removed = []
         with Netlink() as nl:
@@ -221,6 +248,34 @@ class HostGw:
             _log(f"GC: {line}")
         return {"gc": conf.name, "releasedAddresses": released, "removedLinks": removed,
                 "errors": errors}
+
+
+def _configure(pod: Netlink, args, index: int, pool_, address: int) -> None:
+    """One family's address and default route on the pod interface."""
+    fam = pool_.fam
+    if pool_.version == 4:
+        pod.add_address(index, fam.ip_bytes(address), pool_.plen,
+                        fam.ip_bytes(fam.broadcast(address, pool_.plen)))
+    else:
+        try:
+            pod.add_address(index, fam.ip_bytes(address), pool_.plen, None, nodad=True)
+        except OSError as exc:
+            if exc.errno != EACCES:
+                raise
+            _enable_ipv6(args)  # the pod's namespace starts with IPv6 disabled
+            pod.add_address(index, fam.ip_bytes(address), pool_.plen, None, nodad=True)
+    pod.add_route(bytes(len(fam.ip_bytes(0))), 0, fam.ip_bytes(pool_.gateway), index)
+
+
+def _enable_ipv6(args) -> None:
+    """net.ipv6.conf.{all,<ifname>}.disable_ipv6=0 inside the pod's namespace."""
+    from dcnet.sysio.netns import call_here_in
+
+    def write(path: str) -> None:
+        with open(path, "w") as handle:
+            handle.write("0")
+    for name in ("all", args.ifname):
+        call_here_in(resolve(args.netns), write, f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
 
 
 def _release(reservations: Reservations, address: int) -> None:
@@ -243,82 +298,15 @@ def status_problem(conf: NetConf) -> str | None:
             return f"bridge {conf.bridge} does not exist"
         if not bridge["flags"] & 1:
             return f"bridge {conf.bridge} is down"
-        gateway = ip4.ip_bytes(node.gateway)
-        if not any(a["index"] == bridge["index"] and a["address"] == gateway
-                   for a in nl.addresses()):
-            return f"bridge {conf.bridge} lacks gateway {ip4.fmt_ip(node.gateway)}"
-    _, first, last = pool(node.subnet, node.plen)
-    taken = Reservations(conf.ipam_dir).addresses()
-    if sum(1 for a in taken if first <= a <= last) >= last - first + 1:
-        return f"no free address left in {ip4.fmt_cidr(node.subnet, node.plen)}"
+        for pool_ in node.pools:
+            gateway = pool_.fam.ip_bytes(pool_.gateway)
+            family = AF_INET6 if pool_.version == 6 else 2
+            if not any(a["index"] == bridge["index"] and a["address"] == gateway
+                       for a in nl.addresses(family)):
+                return f"bridge {conf.bridge} lacks gateway {pool_.fam.fmt_ip(pool_.gateway)}"
+    for pool_ in node.pools:
+        _, first, last = pool(pool_.net, pool_.plen, pool_.fam)
+        taken = Reservations(conf.ipam_dir, pool_.fam).addresses()
+        if sum(1 for a in taken if first <= a <= last) >= last - first + 1:
+            return f"no free address left in {pool_.fam.fmt_cidr(pool_.net, pool_.plen)}"
     return None
-
-
-class Checker:
-    """CHECK: compare prevResult with the live state; reads only."""
-
-    def __init__(self, conf: NetConf, args, prev: dict):
-        self.conf, self.args, self.prev = conf, args, prev
-
-    def fail(self, problem: str) -> CniError:
-        return CniError(CHECK_FAILED, f"CHECK failed: {problem}")
-
-    def run(self) -> None:
-        args, prev = self.args, self.prev
-        ours = [i for i, iface in enumerate(prev["interfaces"])
-                if iface.get("name") == args.ifname and iface.get("sandbox")]
-        if not ours:
-            raise self.fail(f"prevResult has no interface {args.ifname} with a sandbox")
-        index = ours[-1]
-        iface = prev["interfaces"][index]
-        if iface["sandbox"] != args.netns:
-            raise self.fail(f"prevResult sandbox {iface['sandbox']} is not {args.netns}")
-        ips = [ip for ip in prev["ips"] if ip.get("interface") == index]
-        if not ips:
-            raise self.fail(f"prevResult has no address on {args.ifname}")
-        try:
-            address, plen = ip4.parse_cidr(ips[0]["address"])
-            gateway = ip4.parse_ip(ips[0].get("gateway", ""))
-        except ValueError as exc:
-            raise self.fail(f"prevResult address: {exc}") from None
-        self.check_reservation(address)
-        self.check_host_side()
-        if not os.path.exists(resolve(args.netns)):
-            raise CniError(UNKNOWN_CONTAINER, f"network namespace {args.netns} does not exist")
-        self.check_pod_side(iface, address, plen, gateway)
-
-    def check_reservation(self, address: int) -> None:
-        owner = Reservations(self.conf.ipam_dir).owner(address)
-        if owner != (self.args.container_id, self.args.ifname):
-            raise self.fail(f"{ip4.fmt_ip(address)} is reserved for {owner}, not "
-                            f"{self.args.container_id}/{self.args.ifname}")
-
-    def check_host_side(self) -> None:
-        name = host_veth_name(self.args.container_id, self.args.ifname)
-        with Netlink() as nl:
-            link, bridge = nl.link(name), nl.link(self.conf.bridge)
-        if link is None:
-            raise self.fail(f"host veth {name} is missing")
-        if bridge is None or link["master"] != bridge["index"]:
-            raise self.fail(f"host veth {name} is not in bridge {self.conf.bridge}")
-
-    def check_pod_side(self, iface: dict, address: int, plen: int, gateway: int) -> None:
-        pod = _pod_netlink(resolve(self.args.netns))
-        try:
-            link = pod.link(self.args.ifname)
-            if link is None:
-                raise self.fail(f"{self.args.ifname} is missing in {self.args.netns}")
-            if iface.get("mac") and link["mac"] != iface["mac"].lower():
-                raise self.fail(f"{self.args.ifname} has MAC {link['mac']}, prevResult says "
-                                f"{iface['mac']}")
-            if not link["flags"] & 1:
-                raise self.fail(f"{self.args.ifname} is down")
-            if not any(a["index"] == link["index"] and a["address"] == ip4.ip_bytes(address)
-                       and a["plen"] == plen for a in pod.addresses()):
-                raise self.fail(f"{self.args.ifname} lacks {ip4.fmt_cidr(address, plen)}")
-            if not any(r["plen"] == 0 and r["gateway"] == ip4.ip_bytes(gateway)
-                       and r["oif"] == link["index"] for r in pod.routes()):
-                raise self.fail(f"no default route via {ip4.fmt_ip(gateway)} on "
-                                f"{self.args.ifname}")
-        finally:
-            pod.close()

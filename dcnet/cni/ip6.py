@@ -10,8 +10,10 @@ Errors are ValueError. ``family_of`` picks ``ip4`` or this module for a text.
 
 from __future__ import annotations
 
+import sys
 from _socket import AF_INET6, inet_ntop, inet_pton
-from types import ModuleType
+
+ModuleType = type(sys)  # types.ModuleType without importing types
 
 BITS = 32 * 4
 ALL_ONES = (1 << BITS) - 1

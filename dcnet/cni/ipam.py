@@ -5,29 +5,37 @@ allocated address in ``<dataDir>/<network>/`` (named by the address, holding
 ``containerID\\r\\nifname`` exactly as host-local writes it), ``last_reserved_ip.0`` for
 round-robin and a ``lock`` file; every change happens under an exclusive ``flock`` on
 that lock file and every reservation file is created with O_EXCL, so concurrent ADDs can
-never hand out one address twice. Addresses are IPv4 integers (see ``ip4``).
+never hand out one address twice. Addresses are integers of one family: a
+``Reservations`` is made for ``ip4`` (the default) or ``ip6``; both families share the
+directory as host-local's range sets do (IPv6 files are named by the compressed address,
+round-robin in ``last_reserved_ip.1``), and each only sees its own files.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sys
 
 from dcnet.cni import ip4
 from dcnet.cni.errors import ADDRESS_UNAVAILABLE, NO_FREE_ADDRESS, CniError
 from dcnet.sysio.files import atomic_write
 
+ModuleType = type(sys)  # types.ModuleType without importing types
+
 LAST_RESERVED = "last_reserved_ip.0"
+LAST_RESERVED_V6 = "last_reserved_ip.1"
 LOCK = "lock"
 LINE_BREAK = "\r\n"
 
 
-def pool(net: int, plen: int) -> tuple[int, int, int]:
-    """(gateway, first, last) of a node subnet: .1 is the bridge, the rest go to pods."""
-    if plen > 30:
-        raise ValueError("a node subnet needs at least /30")
+def pool(net: int, plen: int, family: ModuleType = ip4) -> tuple[int, int, int]:
+    """(gateway, first, last) of a node subnet: .1 (::1) is the bridge, the rest go to
+    pods (short of the broadcast, or of the last IPv6 address)."""
+    if plen > (30 if family is ip4 else 126):
+        raise ValueError(f"a node subnet needs at least /{30 if family is ip4 else 126}")
     gateway = net + 1
-    return gateway, gateway + 1, ip4.broadcast(net, plen) - 1
+    return gateway, gateway + 1, family.broadcast(net, plen) - 1
 
 
 def next_free(first: int, last: int, used: set[int], last_reserved: int | None) -> int | None:
@@ -46,8 +54,10 @@ def next_free(first: int, last: int, used: set[int], last_reserved: int | None) 
 class Reservations:
     """The reservation directory of one network on one node."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, family: ModuleType = ip4):
         self.dir = directory
+        self.fam = family
+        self.last_file = LAST_RESERVED if family is ip4 else LAST_RESERVED_V6
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------ locking
@@ -75,7 +85,7 @@ class Reservations:
             return out
         for name in names:
             try:
-                address = ip4.parse_ip(name)
+                address = self.fam.parse_ip(name)
             except ValueError:
                 continue
             owner = self.owner(address)
@@ -85,7 +95,7 @@ class Reservations:
 
     def owner(self, address: int) -> tuple[str, str] | None:
         try:
-            with open(f"{self.dir}/{ip4.fmt_ip(address)}") as handle:
+            with open(f"{self.dir}/{self.fam.fmt_ip(address)}") as handle:
                 text = handle.read()
         except FileNotFoundError:
             return None
@@ -97,8 +107,8 @@ class Reservations:
 
     def last_reserved(self) -> int | None:
         try:
-            with open(f"{self.dir}/{LAST_RESERVED}") as handle:
-                return ip4.parse_ip(handle.read().strip())
+            with open(f"{self.dir}/{self.last_file}") as handle:
+                return self.fam.parse_ip(handle.read().strip())
         except (FileNotFoundError, ValueError):
             return None
 
@@ -111,10 +121,11 @@ class Reservations:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return out
+        parse = self.fam.parse_ip
         for name in names:
-            if name[:1].isdigit():
+            if name[:1] not in "l.":  # lock, last_reserved_ip.N, temporary files
                 try:
-                    out.add(ip4.parse_ip(name))
+                    out.add(parse(name))
                 except ValueError:
                     continue
         return out
@@ -128,27 +139,28 @@ class Reservations:
         """
         self._require_lock()
         taken = self.addresses()
-        _, first, last = pool(net, plen)
+        fam = self.fam
+        _, first, last = pool(net, plen, fam)
         if requested is not None:
             if not first <= requested <= last:
                 raise CniError(ADDRESS_UNAVAILABLE,
-                               f"requested address {ip4.fmt_ip(requested)} is outside this "
-                               f"node's pool {ip4.fmt_ip(first)}-{ip4.fmt_ip(last)}")
+                               f"requested address {fam.fmt_ip(requested)} is outside this "
+                               f"node's pool {fam.fmt_ip(first)}-{fam.fmt_ip(last)}")
             if requested in taken:
                 owner = self.owner(requested) or ("?", "?")
                 raise CniError(ADDRESS_UNAVAILABLE,
-                               f"requested address {ip4.fmt_ip(requested)} is already "
+                               f"requested address {fam.fmt_ip(requested)} is already "
                                f"allocated to {owner[0]}/{owner[1]}")
             address = requested
         else:
             address = next_free(first, last, taken, self.last_reserved())
             if address is None:
                 raise CniError(NO_FREE_ADDRESS,
-                               f"no IP addresses available in {ip4.fmt_cidr(net, plen)}",
+                               f"no IP addresses available in {fam.fmt_cidr(net, plen)}",
                                f"{len(taken)} reservations in {self.dir}")
         self._write_new(address, f"{container_id}{LINE_BREAK}{ifname}")
         if requested is None:
-            self._write_replace(LAST_RESERVED, ip4.fmt_ip(address))
+            self._write_replace(self.last_file, fam.fmt_ip(address))
         return address
 
     def release(self, container_id: str, ifname: str) -> list[int]:
@@ -162,7 +174,7 @@ class Reservations:
     def release_address(self, address: int) -> bool:
         self._require_lock()
         try:
-            os.unlink(f"{self.dir}/{ip4.fmt_ip(address)}")
+            os.unlink(f"{self.dir}/{self.fam.fmt_ip(address)}")
         except FileNotFoundError:
             return False
         return True
@@ -181,7 +193,7 @@ class Reservations:
             raise RuntimeError("Reservations: changes need the lock (use 'with')")
 
     def _write_new(self, name: str | int, text: str) -> None:
-        path = f"{self.dir}/{ip4.fmt_ip(name) if isinstance(name, int) else name}"
+        path = f"{self.dir}/{self.fam.fmt_ip(name) if isinstance(name, int) else name}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, text.encode())

@@ -2,7 +2,9 @@
 
 ``acquire`` is the lease protocol every agent runs against a ``Store``: keep the node's
 existing lease (updating its IP if it changed), else claim the first free subnet; a lost
-race (another node claimed it first) just moves on to the next one.
+race (another node claimed it first) just moves on to the next one. A dual-stack node
+runs it once per family, each with that family's cluster range, subnet length and node
+address; leases of the other family are never its own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def node_subnets(cluster_cidr: str, subnet_len: int) -> Iterator[str]:
         yield str(subnet)
 
 
+def inside(subnet: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """Whether ``subnet`` lies in ``network`` (False across address families)."""
+    net = ipaddress.ip_network(subnet)
+    return net.version == network.version and net.subnet_of(network)
+
+
 def own_lease(leases: list[Lease], node: str) -> Lease | None:
     mine = [lease for lease in leases if lease.node == node]
     return mine[0] if mine else None
@@ -37,8 +45,7 @@ def acquire(store: Store, cluster_cidr: str, subnet_len: int, node: str,
     """The node's lease: its existing one (IP refreshed) or a newly claimed free subnet."""
     network = ipaddress.ip_network(cluster_cidr)
     leases = store.leases()
-    existing = own_lease([le for le in leases
-                          if ipaddress.ip_network(le.subnet).subnet_of(network)], node)
+    existing = own_lease([le for le in leases if inside(le.subnet, network)], node)
     if existing is not None:
         if existing.node_ip != node_ip:
             existing = Lease(node, node_ip, existing.subnet)
