@@ -161,8 +161,8 @@ def follow_cmd(model_path: str, haproxy: tuple[str, ...], ipvs: bool,
     def log(text: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} elbctl dns follow: {text}", err=True)
 
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    stopping: list[bool] = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     follower = Follower(
         model, sources, lambda: registry.create("dns", **given),
         state_dir or os.path.join(directory, ".dcnet-health"), log=log, resync=resync,
@@ -177,3 +177,5 @@ def follow_cmd(model_path: str, haproxy: tuple[str, ...], ipvs: bool,
         fail(exc)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

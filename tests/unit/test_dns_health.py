@@ -244,3 +244,29 @@ def test_follow_keeps_dns_as_it_is_when_the_source_cannot_be_read(tmp_path, rndc
         assert result.withdrawn == frozenset() and result.errors
     assert named.calls == [] and telecom_answer(directory) == TELECOM_VIP
     assert any("unreadable" in line for line in logs)
+
+
+def test_elbctl_dns_follow_once_needs_a_source_and_runs_one_round(tmp_path, rndc_key):
+    from click.testing import CliRunner
+
+    from dcnet.cli.elbctl import cli
+    from dcnet.model.dns_section import DNSSettings
+
+    models = tmp_path / "m"
+    models.mkdir()
+    (models / "telecom.txt").write_text("192.0.2.0/26\n")
+    (models / "elb.yaml").write_text(model_text())
+    directory = str(tmp_path / "bind")
+    m = model()
+    assert m.dns == DNSSettings()
+    render_to_directory(m, ServerOptions(directory, key_file=rndc_key), check=False)
+    base = ["dns", "follow", "-f", str(models / "elb.yaml"), "--dns-dir", directory,
+            "--dns-rndc-key", rndc_key]
+    result = CliRunner().invoke(cli, [*base, "--once"])
+    assert result.exit_code == 2 and "at least one health source" in result.output
+    result = CliRunner().invoke(cli, [*base, "--once", "--haproxy",
+                                      f"{tmp_path / 'none.sock'}=telecom"])
+    assert result.exit_code == 0, result.output
+    assert "health source unreadable" in result.output
+    assert "dns applied" not in result.output
+    assert stat.S_IMODE(os.stat(tmp_path / "bind" / ".dcnet-health").st_mode) == 0o700
