@@ -25,6 +25,9 @@ as a DaemonSet surge rollout does it (the new agent starts and stands by, the ol
 gets SIGTERM while ``--burst`` ADDs, started over 0.4 s, run in parallel through the shim,
 halfway through them); prints failed ADDs,
 duplicate addresses, ADDs that went through the fallback, and ADD latency p50/p99.
+
+Dual stack against IPv4 only (ADD/DEL medians and their ratio, shim and fallback) is
+``bench/cni_add_dualstack.py``, which reuses this module's ``Side``.
 """
 
 from __future__ import annotations
