@@ -1,11 +1,13 @@
 """Running ``nft`` (optionally inside a named network namespace) and reading dcnet's table.
 
 Only dcnet's own table is ever listed, never the whole ruleset: one
-``nft -j -t list table ip dcnet`` (terse: no set elements, so neither the Maglev maps'
-65,537 slots nor the affinity sets' live entries are read) and one
-``nft -j list map ip dcnet services`` for the service elements. The read state is
+``nft -j -t list table inet dcnet`` (terse: no set elements, so neither the Maglev maps'
+65,537 slots nor the affinity sets' live entries are read), ``nft -j list map inet dcnet
+services`` and ``... services6`` for the service elements, and ``nft -j list tables ip``
+(table names only) to find the IPv4-only ``table ip dcnet`` of earlier versions, read
+as the ``legacy`` object that every plan then deletes. The read state is
 ``(kind, key) -> attrs`` in :mod:`dcnet.nft.ruleset`'s vocabulary; its digest is a hash
-of both listings, which carry rule handles, so any write to the table changes it.
+of the listings, which carry rule handles, so any write to the table changes it.
 
 :meth:`Nft.genid` reads the namespace's nftables generation id (one netlink request):
 the nft target's fast path (:mod:`dcnet.nft.fingerprint`) skips the listing when it has
@@ -19,13 +21,14 @@ transaction. The namespace is entered by ``ip netns exec`` (the argv comes from
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 
-from dcnet.nft.ruleset import FAMILY, SERVICES_MAP, TABLE, parse_name
+from dcnet.nft.ruleset import FAMILY, LEGACY, SERVICES_MAP, SERVICES_MAP6, TABLE, parse_name
 from dcnet.sysio import netns as netns_mod
 from dcnet.target import TargetError, TargetUnavailable
 
@@ -86,11 +89,20 @@ class Nft:
             raise NftError(f"nft list {' '.join(what)}: " + _first_error(done.stderr))
         return done.stdout
 
-    def raw_listing(self) -> tuple[str | None, str | None]:
+    def raw_listing(self) -> tuple[str | None, tuple[str, ...], bool]:
+        """(terse table listing, both services maps' listings, legacy table present)."""
+        legacy = self.legacy_present()
         table = self.list_json("table", FAMILY, TABLE, terse=True)
         if table is None:
-            return None, None
-        return table, self.list_json("map", FAMILY, TABLE, SERVICES_MAP)
+            return None, (), legacy
+        maps = [self.list_json("map", FAMILY, TABLE, m) for m in (SERVICES_MAP, SERVICES_MAP6)]
+        return table, tuple(m for m in maps if m is not None), legacy
+
+    def legacy_present(self) -> bool:
+        """Does the IPv4-only ``table ip dcnet`` of earlier versions exist?"""
+        listing = self.list_json("tables", LEGACY[0]) or "{}"
+        return any(item.get("table", {}).get("name") == LEGACY[1]
+                   for item in json.loads(listing).get("nftables", []))
 
     def digest(self) -> str:
         return listing_digest(*self.raw_listing())
@@ -114,9 +126,11 @@ class Nft:
         return f"{dev}:{ino}"
 
     def read(self) -> Listing:
-        table, services = self.raw_listing()
+        table, services, legacy = self.raw_listing()
         state, notes = parse_listing(table, services)
-        return Listing(state, notes, listing_digest(table, services))
+        if legacy:
+            state[("legacy", LEGACY)] = {}
+        return Listing(state, notes, listing_digest(table, services, legacy))
 
 
 def _genid() -> int:
@@ -135,11 +149,14 @@ def _genid() -> int:
         sock.close()
 
 
-def listing_digest(table: str | None, services: str | None) -> str:
+def listing_digest(table: str | None, services, legacy: bool = False) -> str:
+    """A hash of the listings (``services``: the maps' listings, or one as a string)."""
     if table is None:
-        return ABSENT
+        return ABSENT + ("+legacy" if legacy else "")
     h = hashlib.sha256(table.encode())
-    h.update(b"\0" + (services or "").encode())
+    for listing in _listings(services):
+        h.update(b"\0" + listing.encode())
+    h.update(b"\0legacy" if legacy else b"")
     return h.hexdigest()[:16]
 
 
@@ -149,8 +166,15 @@ def _first_error(stderr: str) -> str:
     return (errors or lines or ["(no message)"])[0][:300]
 
 
-def parse_listing(table: str | None, services: str | None) -> tuple[dict, tuple[str, ...]]:
-    """(state, notes) from the two JSON listings (pure)."""
+def _listings(services) -> tuple[str, ...]:
+    if services is None:
+        return ()
+    return (services,) if isinstance(services, str) else tuple(services)
+
+
+def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
+    """(state, notes) from the table's JSON listing and the services maps' (one string or
+    a sequence of them; pure)."""
     state: dict = {}
     notes: list[str] = []
     if table is None:
@@ -188,12 +212,13 @@ def parse_listing(table: str | None, services: str | None) -> tuple[dict, tuple[
         if ident[0] == "hook":
             attrs = {"hook": chain.get("hook"), "priority": chain.get("prio"), **attrs}
         state[ident] = attrs
-    if services is not None:
-        for item in json.loads(services).get("nftables", []):
+    for listing in _listings(services):
+        for item in json.loads(listing).get("nftables", []):
             for key, verdict in (item.get("map") or {}).get("elem", []):
                 vip, proto, port = key["concat"]
                 target = (verdict.get("goto") or verdict.get("jump") or {}).get("target")
-                state[("element", (str(proto), str(vip), int(port)))] = {"chain": target}
+                state[("element", (str(proto), str(ipaddress.ip_address(vip)),
+                                   int(port)))] = {"chain": target}
     return state, tuple(notes)
 
 

@@ -1,15 +1,22 @@
 """The nft target's state vocabulary and the desired ruleset of a model (pure).
 
-Everything lives in dcnet's own table, ``table ip dcnet``. Kinds, in creation order
-(deletes run in reverse)::
+Everything lives in dcnet's own table, ``table inet dcnet``: one table for both address
+families (one listing, one generation-id record, one transaction), with one services map
+per family (``services`` keyed ``ipv4_addr``, ``services6`` keyed ``ipv6_addr``); every
+other object belongs to one VIP, whose family decides its expressions (``ip saddr`` or
+``ip6 saddr``, ``dnat ip to A:P`` or ``dnat ip6 to [A]:P``, ``ipv4_addr`` or ``ipv6_addr``
+affinity sets). Object names carry addresses with ``:`` written ``_`` (nft identifiers
+have no colon): ``svc-tcp-2001_db8__10-80``. Kinds, in creation order (deletes run in
+reverse)::
 
-    table     ("services",)                        {type}     the verdict map VIP . proto . port
+    table     ("services",) / ("services6",)       {type}     the verdict map VIP . proto . port
     affinity  (proto, vip, port, rip, rport, timeout)  {timeout}  saddr set, dynamic, timeout
     backend   (proto, vip, port, rip, rport)       {rules}    chain: [refresh affinity,] DNAT
     maglev    (proto, vip, port, digest)           {size}     map slot -> goto backend chain
     service   (proto, vip, port)                   {rules}    chain: affinity, then scheduler
     element   (proto, vip, port)                   {chain}    services map element -> goto
     hook      (chain,)                             {hook, priority, rules}  base chains
+    legacy    ("ip", "dcnet")                      {}         the pre-inet table: deleted
 
 (``route`` and ``rule``, carrier return routing, come first; see :mod:`dcnet.nft.carriers`;
 with it every service chain starts with ``ct mark set <carrier table>`` and the
@@ -20,16 +27,18 @@ its comment (``dcnet:<digest>``); a rule without one reads as ``?`` and is rewri
 A maglev map's name carries its table's digest, so a new table is a new map swapped in
 by the service chain's update in the same transaction, then the old map is deleted.
 
-Schedulers: ``mh`` is Maglev keyed on ``jhash ip saddr . th sport`` (a flow hash), ``sh``
-Maglev keyed on ``jhash ip saddr`` (source hashing); every other IPVS scheduler name is
+Schedulers: ``mh`` is Maglev keyed on ``jhash ip saddr . th sport`` (a flow hash; ``ip6
+saddr`` for IPv6 VIPs), ``sh`` Maglev keyed on ``jhash ip saddr`` (source hashing); every
+other IPVS scheduler name is
 served by weighted random: up to RULES_MAX active backends one rule each,
 ``numgen random mod R < w goto backend`` (R: the weight not yet passed over), above it
 ``numgen random mod W vmap`` with a share of W per backend (as kube-proxy does): the
 common case creates no set per service (sets made bulk creation slow). Weight 0 (drain)
 leaves a backend out of new-flow selection and of affinity lookups; its chain stays, and
 conntrack keeps established flows on it.
-Only NAT forwarding of IPv4 VIPs is rendered; DR/TUN ports and IPv6 VIPs are skipped with
-a note (see docs/nft.md).
+Only NAT forwarding is rendered (NAT cannot cross families: a VIP's real servers of the
+other family are left out with a note); DR/TUN ports are skipped with a note (see
+docs/nft.md).
 """
 
 from __future__ import annotations
@@ -44,18 +53,23 @@ from typing import NamedTuple
 from dcnet.lvs.layout import effective_servers, layouts
 from dcnet.nft import maglev
 
-FAMILY, TABLE = "ip", "dcnet"
+FAMILY, TABLE = "inet", "dcnet"
 T = f"{FAMILY} {TABLE}"
+LEGACY = ("ip", "dcnet")                            # the IPv4-only table of before
 KIND_ORDER = ("route", "rule",                      # rtnetlink: dcnet.nft.carriers
-              "table", "affinity", "backend", "maglev", "service", "element", "hook")
+              "table", "affinity", "backend", "maglev", "service", "element", "hook",
+              "legacy")
 NFT_KINDS = KIND_ORDER[2:]
-SERVICES_MAP = "services"
-SERVICES_TYPE = "ipv4_addr . inet_proto . inet_service"
+SERVICES_MAP, SERVICES_MAP6 = "services", "services6"
+MAP_TYPES = {SERVICES_MAP: "ipv4_addr . inet_proto . inet_service",
+             SERVICES_MAP6: "ipv6_addr . inet_proto . inet_service"}
+SERVICES_TYPE = MAP_TYPES[SERVICES_MAP]
 HOOKS = {"prerouting": ("nat", "prerouting", -100), "output": ("nat", "output", -100),
          "replies": ("filter", "prerouting", -150)}    # replies: carrier routing only
-HOOK_RULE = f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}"
+HOOK_RULES = (f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}",
+              f"ip6 daddr . meta l4proto . th dport vmap @{SERVICES_MAP6}")
 JHASH_SEED = "0x6463"     # fixed: every director hashes a flow to the same slot
-MAGLEV_SCHEDULERS = {"mh": "ip saddr . th sport", "sh": "ip saddr"}
+MAGLEV_SCHEDULERS = {"mh": "{saddr} . th sport", "sh": "{saddr}"}
 ELEMENT_CHUNK = 4096       # map elements per "add element" command
 EXPAND_MAX = 64            # weighted maps up to this many values list every value
 RULES_MAX = 32             # up to this many active backends: one numgen rule each
@@ -67,31 +81,47 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def is6(address: str) -> bool:
+    return ":" in address
+
+
+def saddr(vip: str) -> str:
+    """The source-address expression of a VIP's family."""
+    return "ip6 saddr" if is6(vip) else "ip saddr"
+
+
+def services_map(vip: str) -> str:
+    return SERVICES_MAP6 if is6(vip) else SERVICES_MAP
+
+
+def _joined(prefix: str, key: tuple) -> str:
+    return prefix + "-".join(str(p).replace(":", "_") for p in key)
+
+
 def svc_name(key3: tuple) -> str:
-    proto, vip, port = key3
-    return f"svc-{proto}-{vip}-{port}"
+    return _joined("svc-", key3)
 
 
 def backend_name(key5: tuple) -> str:
-    return "be-" + "-".join(str(p) for p in key5)
+    return _joined("be-", key5)
 
 
 def affinity_name(key6: tuple) -> str:
-    return "aff-" + "-".join(str(p) for p in key6)
+    return _joined("aff-", key6)
 
 
 def maglev_name(key4: tuple) -> str:
-    return "mh-" + "-".join(str(p) for p in key4)
+    return _joined("mh-", key4)
 
 
 def parse_name(name: str) -> Ident | None:
     """The (kind, key) an object of this name stands for; None for a foreign name."""
     if name in HOOKS:
         return "hook", (name,)
-    if name == SERVICES_MAP:
+    if name in MAP_TYPES:
         return "table", (name,)
     prefix, _, rest = name.partition("-")
-    parts = rest.split("-")
+    parts = [p.replace("_", ":") for p in rest.split("-")]
     sizes = {"svc": ("service", 3), "be": ("backend", 5), "aff": ("affinity", 6),
              "mh": ("maglev", 4)}
     if prefix not in sizes or len(parts) != sizes[prefix][1]:
@@ -148,20 +178,21 @@ class _Builder:
                  tuple(cmd for _, cmd in pairs))
 
     def infrastructure(self, marks: tuple[int, ...] = ()) -> None:
-        self.add(("table", (SERVICES_MAP,)), {"type": SERVICES_TYPE})
+        for name, map_type in MAP_TYPES.items():
+            self.add(("table", (name,)), {"type": map_type})
         for name, (_type, hook, priority) in HOOKS.items():
-            rule = HOOK_RULE
+            rules = list(HOOK_RULES)
             if name == "replies":
                 if not marks:
                     continue
                 wanted = (str(marks[0]) if len(marks) == 1
                           else "{ " + ", ".join(map(str, marks)) + " }")
-                rule = f"ct direction reply ct mark {wanted} meta mark set ct mark"
-            self.chain("hook", (name,), name, [rule], {"hook": hook, "priority": priority})
+                rules = [f"ct direction reply ct mark {wanted} meta mark set ct mark"]
+            self.chain("hook", (name,), name, rules, {"hook": hook, "priority": priority})
 
     def service(self, key3: tuple, scheduler: str, persistence: int,
                 backends: list[Backend], mark: int = 0) -> None:
-        proto = key3[0]
+        proto, vip = key3[0], key3[1]
         name = svc_name(key3)
         active = [b for b in backends if b.weight > 0]
         texts: list[str] = [f"ct mark set {mark}"] if mark else []
@@ -170,11 +201,12 @@ class _Builder:
             if persistence:
                 aff = affinity_name((*b.key, persistence))
                 self.add(("affinity", (*b.key, persistence)), {"timeout": persistence})
-                be_texts.append(f"update @{aff} {{ ip saddr }}")
+                be_texts.append(f"update @{aff} {{ {saddr(vip)} }}")
                 if b.weight > 0:
-                    texts.append(f"ip saddr @{aff} goto {backend_name(b.key)}")
+                    texts.append(f"{saddr(vip)} @{aff} goto {backend_name(b.key)}")
             rip, rport = b.key[3], b.key[4]
-            be_texts.append(f"meta l4proto {proto} dnat to {rip}:{rport}")
+            to = f"ip6 to [{rip}]:{rport}" if is6(rip) else f"ip to {rip}:{rport}"
+            be_texts.append(f"meta l4proto {proto} dnat {to}")
             self.chain("backend", b.key, backend_name(b.key), [" ".join(be_texts)])
         if not active:
             texts.append("drop")
@@ -202,7 +234,7 @@ class _Builder:
                               for slot in range(start, min(size, start + ELEMENT_CHUNK)))
             body.append(f"add element {T} {map_name} {{ {elems} }}")
         self.add(("maglev", key4), {"size": size}, tuple(body))
-        hashed = MAGLEV_SCHEDULERS[scheduler]
+        hashed = MAGLEV_SCHEDULERS[scheduler].format(saddr=saddr(key3[1]))
         return f"jhash {hashed} mod {size} seed {JHASH_SEED} vmap @{map_name}"
 
 
@@ -265,7 +297,7 @@ class ServiceInput:
 def group_of(ident: Ident) -> tuple:
     """The VIP:port an object belongs to; () for the table's own objects."""
     kind, key = ident
-    return () if kind in ("table", "hook", "route", "rule") else tuple(key[:3])
+    return () if kind in ("table", "hook", "route", "rule", "legacy") else tuple(key[:3])
 
 
 def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEFAULT_SIZE,
@@ -274,6 +306,7 @@ def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEF
     dynamic registry, if given): what :func:`build` renders."""
     out: dict = {}
     skipped: dict[str, int] = {}
+    crossed = 0
     for layout in layouts(model):
         entries = (registry or {}).get(layout.name)
         servers = effective_servers(layout, dict(entries)) if entries else layout.servers
@@ -286,11 +319,16 @@ def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEF
                 key3 = (port.protocol, vip, port.port)
                 if key3 in out:
                     continue
+                same = [s for s in servers if is6(s.address) == is6(vip)]
+                crossed += len(servers) - len(same)
                 backends = tuple(Backend((*key3, s.address, s.port or port.backend_port),
-                                         s.weight) for s in servers if ":" not in s.address)
+                                         s.weight) for s in same)
                 out[key3] = ServiceInput(key3, port.scheduler, port.persistence, backends,
                                          maglev_size, (marks or {}).get(carrier, 0))
     notes = tuple(f"{n} VIP port(s) skipped: {why}" for why, n in sorted(skipped.items()))
+    if crossed:
+        notes += (f"{crossed} real server(s) left out of VIP ports of the other address "
+                  "family (NAT cannot cross IPv4/IPv6)",)
     return out, notes
 
 
@@ -315,8 +353,6 @@ def desired(model, registry: Mapping | None = None,
 
 
 def _unsupported(vip: str, forward: str) -> str | None:
-    if ":" in vip:
-        return "IPv6 VIPs are not rendered by the nft target (table ip dcnet)"
     if forward != "nat":
         return (f"forward {forward} has no nftables equivalent here; only nat is "
                 "rendered (docs/nft.md)")

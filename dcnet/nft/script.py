@@ -1,10 +1,13 @@
 """Plan changes -> one ``nft -f`` script (pure): the commands of one atomic transaction.
 
-Every script starts with ``add table ip dcnet`` (a no-op when it exists) and then holds
+Every script starts with ``add table inet dcnet`` (a no-op when it exists) and then holds
 each change's commands in plan order (creates and updates by kind order, deletes in
 reverse), so a chain is created before a map element or rule jumps to it and is
 flushed and deleted only after whatever jumped to it is gone. ``nft -f`` runs the whole
 script as one transaction: it applies entirely or not at all.
+
+Deleting the ``legacy`` object deletes the IPv4-only ``table ip dcnet`` of earlier
+versions in the same transaction that fills ``table inet dcnet``.
 
 A change needs the desired object's body (its rules or map elements), which the plan's
 payload carries; deletes need only names.
@@ -16,12 +19,13 @@ from collections.abc import Iterable, Mapping
 
 from dcnet.nft.ruleset import (
     HOOKS,
-    SERVICES_MAP,
-    SERVICES_TYPE,
+    MAP_TYPES,
     T,
     affinity_name,
     backend_name,
+    is6,
     maglev_name,
+    services_map,
     svc_name,
 )
 from dcnet.plan import Action, Change
@@ -53,16 +57,22 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
             raise MissingBody(f"no rules for {kind} {key} in the plan's payload")
         return bodies[ident]
 
+    if kind == "legacy":
+        if action is not Action.DELETE:
+            raise ValueError("the legacy table is only ever deleted")
+        return [f"delete table {' '.join(key)}"]
     if kind == "table":
+        name = key[0]
         if action is Action.DELETE:
-            return [f"delete map {T} {SERVICES_MAP}"]
-        return [f"add map {T} {SERVICES_MAP} {{ type {SERVICES_TYPE} : verdict; }}"]
+            return [f"delete map {T} {name}"]
+        return [f"add map {T} {name} {{ type {MAP_TYPES[name]} : verdict; }}"]
     if kind == "affinity":
         name = affinity_name(key)
         if action is Action.DELETE:
             return [f"delete set {T} {name}"]
         out = [f"delete set {T} {name}"] if action is Action.UPDATE else []
-        return [*out, f"add set {T} {name} {{ type ipv4_addr; flags dynamic,timeout; "
+        addr_type = "ipv6_addr" if is6(key[1]) else "ipv4_addr"
+        return [*out, f"add set {T} {name} {{ type {addr_type}; flags dynamic,timeout; "
                       f"timeout {attrs['timeout']}s; }}"]
     if kind == "maglev":
         name = maglev_name(key)
@@ -73,12 +83,12 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
             f"comment \"dcnet:size={attrs['size']}\"; }}"]
         return [*head, *body()]
     if kind == "element":
-        elem = element_key(key)
+        elem, smap = element_key(key), services_map(key[1])
         if action is Action.DELETE:
-            return [f"delete element {T} {SERVICES_MAP} {{ {elem} }}"]
-        out = ([f"delete element {T} {SERVICES_MAP} {{ {elem} }}"]
+            return [f"delete element {T} {smap} {{ {elem} }}"]
+        out = ([f"delete element {T} {smap} {{ {elem} }}"]
                if action is Action.UPDATE else [])
-        return [*out, f"add element {T} {SERVICES_MAP} {{ {elem} : goto {attrs['chain']} }}"]
+        return [*out, f"add element {T} {smap} {{ {elem} : goto {attrs['chain']} }}"]
     if kind in ("service", "backend", "hook"):
         name = chain_name(kind, key)
         if action is Action.DELETE:

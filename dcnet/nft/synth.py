@@ -13,6 +13,9 @@ from dcnet.model import parse_model
 
 CARRIER = ("carriers:\n  - {name: telecom, uplink: ctc0, gateway: 198.51.100.1, table: 101,"
            " vip_ranges: [%s], default: true}\n")
+# dual stack: IPv4 and IPv6 VIP ranges, an IPv6 next hop too
+CARRIER46 = ("carriers:\n  - {name: telecom, uplink: ctc0, gateway: 198.51.100.1, "
+             "gateway6: '2001:db8:ff::1', table: 101, vip_ranges: [%s], default: true}\n")
 
 
 def job(i: int) -> str:
@@ -39,15 +42,29 @@ def model_text(services: int, backends: int, *, weight: int = 1, scheduler: str 
 
 
 def lab_model_text(vip: str, servers: dict[str, int], *, scheduler: str = "wrr",
-                   persistence: int = 0, port: int = 80, target_port: int = 8080) -> str:
-    """One NAT service on ``vip`` with ``servers`` (address -> weight)."""
-    net = ipaddress.ip_network(f"{vip}/26", strict=False)
-    rs = "".join(f"      - {{address: {a}, weight: {w}}}\n" for a, w in servers.items())
-    return ("version: 1\n" + CARRIER % net + "services:\n"
-            f"  - job: {job(0)}\n    vips: {{telecom: {vip}}}\n"
-            f"    ports: [{{port: {port}, scheduler: {scheduler}, forward: nat, "
-            f"target_port: {target_port}, persistence: {persistence}}}]\n"
-            f"    real_servers:\n{rs}")
+                   persistence: int = 0, port: int = 80, target_port: int = 8080,
+                   more: tuple[tuple[str, dict[str, int]], ...] = ()) -> str:
+    """One NAT service on ``vip`` with ``servers`` (address -> weight), and one more per
+    ``(vip, servers)`` of ``more`` (same port settings); IPv6 VIPs (or servers) make the
+    carrier dual-stack (VIP ranges of both families, ``gateway6``)."""
+    services = ((vip, servers), *more)
+    nets = []
+    for v, _ in services:
+        net = ipaddress.ip_network(f"{v}/{26 if ':' not in v else 64}", strict=False)
+        if net not in nets:
+            nets.append(net)
+    dual = any(":" in v or any(":" in a for a in s) for v, s in services)
+    ranges = ", ".join(f"'{n}'" for n in nets)
+    if dual and not any(n.version == 4 for n in nets):
+        ranges += ", 198.51.100.0/26"
+    lines = ["version: 1\n", (CARRIER46 if dual else CARRIER) % ranges, "services:\n"]
+    for i, (v, servers_i) in enumerate(services):
+        rs = "".join(f"      - {{address: '{a}', weight: {w}}}\n" for a, w in servers_i.items())
+        lines.append(f"  - job: {job(i)}\n    vips: {{telecom: '{v}'}}\n"
+                     f"    ports: [{{port: {port}, scheduler: {scheduler}, forward: nat, "
+                     f"target_port: {target_port}, persistence: {persistence}}}]\n"
+                     f"    real_servers:\n{rs}")
+    return "".join(lines)
 
 
 def model(text: str, source: str = "nft-synth.yaml"):

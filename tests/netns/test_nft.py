@@ -121,7 +121,7 @@ def test_maglev_spreads_flows_and_source_hashing_pins_a_client(traffic_lab):
     lab, options = traffic_lab
     apply(options, model(dict.fromkeys(lvslab.SERVERS, 1), scheduler="mh"))
     assert set(hits(lab, 60)) == set(RS.values())
-    table = Nft(options["netns"]).list_json("table", "ip", "dcnet", terse=True)
+    table = Nft(options["netns"]).list_json("table", "inet", "dcnet", terse=True)
     assert '"name": "mh-tcp-198.51.100.74-80-' in table
     apply(options, model(dict.fromkeys(lvslab.SERVERS, 1), scheduler="sh"), force=True)
     assert len(hits(lab, 20)) == 1
@@ -255,7 +255,7 @@ def test_a_refused_transaction_applies_nothing_and_says_so(director):
         assert len(doomed) == 1
         chain = "be-" + "-".join(str(p) for p in doomed[0].key)
         # a rule outside dcnet's plan now jumps to that chain: its delete must fail
-        lab.run("director", ["nft", "add", "rule", "ip", "dcnet", "output", "jump", chain])
+        lab.run("director", ["nft", "add", "rule", "inet", "dcnet", "output", "jump", chain])
         before = nft.raw_listing()
         result = apply_plan(target, plan)
     assert not result.ok and result.applied == [] and result.undone == []
@@ -298,7 +298,7 @@ def test_a_registry_drain_stops_new_flows_to_that_server_only(director, tmp_path
     drained = apply({**options, "registry_dir": registry_dir}, m)
     assert [c.describe().split(" (")[0] for c in drained.plan.changes] == [
         "~ service tcp 10.128.0.1 80"]
-    chains = lab.run("director", ["nft", "list", "table", "ip", "dcnet"]).stdout
+    chains = lab.run("director", ["nft", "list", "table", "inet", "dcnet"]).stdout
     service = chains.split("chain svc-tcp-10.128.0.1-80 {")[1].split("}")[0]
     assert "10.64.0.1-8080" not in service and "10.64.0.2-8080" in service
     assert "chain be-tcp-10.128.0.1-80-10.64.0.1-8080 {" in chains   # established flows
@@ -331,7 +331,7 @@ def test_incremental_sync_reads_no_listing_and_matches_a_full_read(director):
     # any other commit in the namespace moves the generation: the full read repairs drift
     apply(options, one)                                # records again
     chain = "svc-tcp-10.128.0.8-80"
-    lab.run("director", ["nft", "flush", "chain", "ip", "dcnet", chain])
+    lab.run("director", ["nft", "flush", "chain", "inet", "dcnet", chain])
     drift = registry.create("nft", **options).plan(one)
     assert not drift.payload.fast_path
     assert [c.describe().split(" (")[0] for c in drift.changes] == [
