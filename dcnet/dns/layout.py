@@ -1,12 +1,15 @@
 """What the DNS views hold, derived from the model (pure): ACLs, views, zones, records.
 
-One ACL and one view per carrier that has a client CIDR list (in model order), then the
-default line's view last, matching ``any``. Each view holds the ELB zone with one record
-per service: the carrier's own VIP, or the default line's VIP when the carrier is marked
-``down`` or the service has no VIP on it (health-aware fallback). A zone whose content is
-identical to one in an earlier view is not declared twice: it is shared with
-``in-view``. A non-default carrier without a CIDR list gets no view (its clients, if any,
-are unknown to DNS and get the default view).
+One ACL and one view per carrier that has a client CIDR list (in model order; IPv4 and
+IPv6 prefixes alike), then the default line's view last, matching ``any``. Each view
+holds the ELB zone with, per service and address family, one record (A for IPv4, AAAA
+for IPv6): the carrier's own VIP of that family, or the default line's VIP of that family
+when the carrier is marked ``down`` or the service has no VIP of that family on it
+(health-aware fallback), or no record of that type when the default line has none
+either. So a carrier with only IPv4 VIPs answers AAAA with the default line's IPv6 VIP.
+A zone whose content is identical to one in an earlier view is not declared twice: it
+is shared with ``in-view``. A non-default carrier without a CIDR list gets no view (its
+clients, if any, are unknown to DNS and get the default view).
 """
 
 from __future__ import annotations
@@ -100,14 +103,25 @@ def zone_file_name(view: str, zone: str) -> str:
 
 
 def answer(service: Service, carrier: Carrier, model: Model) -> IPAddress:
-    """The VIP a client of ``carrier`` gets: its own, or the default line's as fallback."""
-    return _answer(service, carrier, model.default_carrier.name)
+    """The VIP a client of ``carrier`` gets (the A answer of a dual-stack service): its
+    own, or the default line's as fallback."""
+    return _answers(service, carrier, model.default_carrier.name)[0]
 
 
-def _answer(service: Service, carrier: Carrier, default: str) -> IPAddress:
-    vips = dict(service.vips)
-    own = None if carrier.down else vips.get(carrier.name)
-    return own if own is not None else vips[default]
+def answers(service: Service, carrier: Carrier, model: Model) -> tuple[IPAddress, ...]:
+    """Every answer a client of ``carrier`` gets, per address family (IPv4 first): its
+    own VIP of that family, else the default line's VIP of that family, else none."""
+    return _answers(service, carrier, model.default_carrier.name)
+
+
+def _answers(service: Service, carrier: Carrier, default: str) -> tuple[IPAddress, ...]:
+    out = []
+    for version in (4, 6):
+        own = None if carrier.down else service.vip(carrier.name, version)
+        vip = own if own is not None else service.vip(default, version)
+        if vip is not None:
+            out.append(vip)
+    return tuple(out)
 
 
 def service_names(model: Model) -> list[tuple[Service, str]]:
@@ -127,8 +141,8 @@ def zone_data(model: Model, carrier: Carrier,
     records = []
     default = model.default_carrier.name
     for service, name in names if names is not None else service_names(model):
-        vip = _answer(service, carrier, default)
-        records.append(Record(name, "A" if vip.version == 4 else "AAAA", str(vip)))
+        for vip in _answers(service, carrier, default):
+            records.append(Record(name, "A" if vip.version == 4 else "AAAA", str(vip)))
     records.sort(key=lambda r: (r.name, r.type))
     return ZoneData(model.dns.zone, model.dns.ttl, tuple(records))
 

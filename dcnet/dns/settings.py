@@ -11,7 +11,8 @@ the target contract (``elbctl render dns``, the demo, the benchmark).
 and the zone files; default ``/etc/bind/dcnet``), ``key_file`` (``DCNET_DNS_RNDC_KEY``,
 default ``<dir>/rndc.key``), ``control`` (``DCNET_DNS_CONTROL``: rndc address and port,
 default ``127.0.0.1:953``), ``port`` (``DCNET_DNS_PORT``, 53), ``listen``
-(``DCNET_DNS_LISTEN``: comma-separated IPv4 listen addresses, default ``any``),
+(``DCNET_DNS_LISTEN``: comma-separated listen addresses, default ``any``; IPv6 ones
+go to ``listen-on-v6``),
 ``ns_address`` (``DCNET_DNS_NS_ADDRESS``: the zone's NS address, default 127.0.0.1),
 ``netns`` (``DCNET_DNS_NETNS``: run rndc inside this network namespace) and ``force``
 (elbctl's ``--force`` or ``DCNET_DNS_FORCE=1``: a carrier list may change more than 30%).
@@ -39,7 +40,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("control", "dns-control", "rndc control channel ADDRESS:PORT.",
            str, DEFAULT_CONTROL, "DCNET_DNS_CONTROL"),
     Option("port", "dns-port", "Port named answers on.", int, 53, "DCNET_DNS_PORT"),
-    Option("listen", "dns-listen", "Comma-separated IPv4 addresses named listens on.",
+    Option("listen", "dns-listen", "Comma-separated addresses named listens on (IPv6 "
+           "ones: listen-on-v6).",
            str, "any", "DCNET_DNS_LISTEN"),
     Option("ns_address", "dns-ns-address", "Address of the zones' own NS record.",
            str, "127.0.0.1", "DCNET_DNS_NS_ADDRESS"),
@@ -71,10 +73,13 @@ def build(directory: str = DEFAULT_DIR, key_file: str | None = None,
     """Settings from resolved option values (pure: no environment)."""
     directory = os.path.abspath(directory or DEFAULT_DIR)
     address, control_port = _split_control(control or DEFAULT_CONTROL)
+    # IPv6 addresses in the list go to listen-on-v6 (none when the list has none)
+    listen_all = [a.strip() for a in (listen or "any").split(",") if a.strip()]
     server = ServerOptions(
         directory=directory,
         port=int(port or 53),
-        listen=tuple(a.strip() for a in (listen or "any").split(",") if a.strip()),
+        listen=tuple(a for a in listen_all if ":" not in a) or ("none",),
+        listen_v6=tuple(a for a in listen_all if ":" in a) or ("none",),
         key_file=key_file or os.path.join(directory, "rndc.key"),
         control_address=address,
         control_port=control_port,
