@@ -105,3 +105,108 @@ def test_requested_ips_one_per_family():
         requested_ips(two, {})
     with pytest.raises(CniError, match=r"IPv6 is not supported here"):
         runtime_requests(conf, {})  # the IPv4-only callers say so plainly
+
+
+# ---------------------------------------------------------------- IPAM per family
+
+
+def test_ipam_families_share_the_directory_without_seeing_each_other(tmp_path):
+    from dcnet.cni.ipam import Reservations, pool
+
+    net4, plen4 = ip4.parse_cidr("10.244.1.0/24")
+    net6, plen6 = ip6.parse_cidr("fd00:10:0:1::/64")
+    v4, v6 = Reservations(str(tmp_path), ip4), Reservations(str(tmp_path), ip6)
+    with v4:
+        a4 = v4.reserve("c1", "eth0", net4, plen4)
+    with v6:
+        a6 = v6.reserve("c1", "eth0", net6, plen6)
+        b6 = v6.reserve("c2", "eth0", net6, plen6)
+    assert ip4.fmt_ip(a4) == "10.244.1.2"
+    assert [ip6.fmt_ip(a) for a in (a6, b6)] == ["fd00:10:0:1::2", "fd00:10:0:1::3"]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["10.244.1.2", "fd00:10:0:1::2", "fd00:10:0:1::3", "last_reserved_ip.0",
+                     "last_reserved_ip.1", "lock"]
+    assert (tmp_path / "fd00:10:0:1::2").read_bytes() == b"c1\r\neth0"  # host-local's format
+    assert v4.all() == {a4: ("c1", "eth0")} and set(v6.all()) == {a6, b6}
+    assert v4.addresses() == {a4} and v6.addresses() == {a6, b6}
+    with v6:
+        assert v6.release("c1", "eth0") == [a6]
+        assert v6.gc({("c1", "eth0")}) == [(b6, "c2", "eth0")]
+    assert v4.all() == {a4: ("c1", "eth0")} and v6.all() == {}
+    with v6:  # round-robin goes on after the last reserved, per family
+        assert ip6.fmt_ip(v6.reserve("c3", "eth0", net6, plen6)) == "fd00:10:0:1::4"
+    gateway, first, last = pool(net6, plen6, ip6)
+    assert (ip6.fmt_ip(gateway), ip6.fmt_ip(first), ip6.fmt_ip(last)) == (
+        "fd00:10:0:1::1", "fd00:10:0:1::2", "fd00:10:0:1:ffff:ffff:ffff:fffe")
+
+
+def test_ipam_requested_ipv6_outside_the_pool_is_refused(tmp_path):
+    from dcnet.cni.ipam import Reservations
+
+    net6, plen6 = ip6.parse_cidr("fd00:10:0:1::/64")
+    with Reservations(str(tmp_path), ip6) as v6, pytest.raises(CniError) as caught:
+        v6.reserve("c1", "eth0", net6, plen6, ip6.parse_ip("fd00:10:0:2::5"))
+    assert caught.value.code == 101 and "fd00:10:0:1::2-fd00:10:0:1:" in caught.value.msg
+
+
+# ---------------------------------------------------------------- node file and result
+
+
+NODE = {"network": "podnet", "node": "n1", "nodeIP": "192.168.100.1",
+        "subnet": "10.244.1.0/24", "gateway": "10.244.1.1", "nodeIP6": "fd00:100::1",
+        "subnet6": "fd00:10:0:1::/64", "gateway6": "fd00:10:0:1::1", "agentPid": 1}
+
+
+def test_node_file_lists_a_pool_per_family():
+    from dcnet.cni.nodestate import NodeState
+
+    dual = NodeState(NODE)
+    assert [(p.version, p.fam.fmt_cidr(p.net, p.plen)) for p in dual.pools] == [
+        (4, "10.244.1.0/24"), (6, "fd00:10:0:1::/64")]
+    assert dual.subnet == ip4.parse_ip("10.244.1.0")
+    only6 = NodeState(dict(NODE, subnet=None, gateway=None, nodeIP=None))
+    assert [p.version for p in only6.pools] == [6] and only6.subnet is None
+    with pytest.raises(KeyError):
+        NodeState(dict(NODE, subnet=None, subnet6=None))
+
+
+def test_result_lists_both_addresses_gateways_and_default_routes():
+    from dcnet.cni.hostgw import HostGw
+    from dcnet.cni.nodestate import NodeState
+    from dcnet.cni.version import convert
+
+    node = NodeState(NODE)
+
+    class Args:
+        ifname, netns = "eth0", "/run/netns/p1"
+    result = HostGw._result(Args, conf_of(clusterCIDR=["10.244.0.0/16", "fd00:10::/48"]),
+                            node, [ip4.parse_ip("10.244.1.5"), ip6.parse_ip("fd00:10:0:1::5")],
+                            "dcn0", "0a:59:0a:f4:01:05", "0a:58:0a:f4:01:05", None)
+    assert result["ips"] == [
+        {"address": "10.244.1.5/24", "gateway": "10.244.1.1", "interface": 1},
+        {"address": "fd00:10:0:1::5/64", "gateway": "fd00:10:0:1::1", "interface": 1}]
+    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"},
+                                {"dst": "::/0", "gw": "fd00:10:0:1::1"}]
+    legacy = convert(result, "0.4.0")
+    assert [ip["version"] for ip in legacy["ips"]] == ["4", "6"]
+
+
+# ---------------------------------------------------------------- leases and routes
+
+
+def test_leases_per_family_and_routes_via_each_familys_node_address():
+    from dcnet.cni.routes import desired_routes
+    from dcnet.cni.store import MemoryStore
+    from dcnet.cni.subnets import acquire
+
+    store = MemoryStore()
+    mine4 = acquire(store, "10.244.0.0/16", 24, "n1", "192.168.100.1")
+    mine6 = acquire(store, "fd00:10::/48", 64, "n1", "fd00:100::1")
+    other4 = acquire(store, "10.244.0.0/16", 24, "n2", "192.168.100.2")
+    other6 = acquire(store, "fd00:10::/48", 64, "n2", "fd00:100::2")
+    assert (mine4.subnet, mine6.subnet) == ("10.244.0.0/24", "fd00:10::/64")
+    assert (other4.subnet, other6.subnet) == ("10.244.1.0/24", "fd00:10:0:1::/64")
+    assert acquire(store, "fd00:10::/48", 64, "n1", "fd00:100::9").subnet == mine6.subnet
+    assert acquire(store, "10.244.0.0/16", 24, "n1", "192.168.100.1") == mine4  # kept
+    assert desired_routes(store.leases(), "n1") == {"10.244.1.0/24": "192.168.100.2",
+                                                    "fd00:10:0:1::/64": "fd00:100::2"}
