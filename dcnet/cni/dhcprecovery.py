@@ -6,7 +6,8 @@ down, then walks the journal: leases whose namespace is gone are released (over 
 temporary macvlan with the pod's MAC) and dropped, pending ones and ones whose link is
 gone are dropped, expired ones are set down, and every live one is resumed in BOUND with
 its timers re-armed from the journal (a T1 or T2 that passed while the agent was down
-renews or rebinds at once). Housekeeping repeats the queue and the gone-namespace sweep.
+renews or rebinds at once). Housekeeping repeats the queue and the gone-namespace sweep
+and follows SLAAC addresses that changed (``follow_pods6``).
 """
 
 from __future__ import annotations
@@ -112,4 +113,5 @@ class Recovery:
                                  "releasing and dropping")
                         self.teardown(self.conf, runner.record["containerID"],
                                       runner.record["ifname"], None)
+        self.follow_pods6()
 

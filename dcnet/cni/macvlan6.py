@@ -6,14 +6,15 @@
 the address the router advertisement gave and the router it announced (``wait_pod6``),
 journals both as ``configured6`` and adds the host shim's /128 route. ``result6`` lists
 the address with the router's link-local address as gateway and a ``::/0`` route via it;
-``check6`` verifies address (past DAD) and default route in the pod. There is nothing to
+``check6`` verifies address (past DAD) and default route in the pod; housekeeping
+follows an address or router that changed later (``follow_pods6``). There is nothing to
 release for SLAAC: deleting the pod's link removes the address, DEL removes the shim
 route.
 """
 
 from __future__ import annotations
 
-from dcnet.cni import slaac
+from dcnet.cni import leases, slaac
 from dcnet.cni.config import NetConf
 from dcnet.cni.errors import CHECK_FAILED, INVALID_CONFIG, CniError
 from dcnet.cni.nsref import resolve
@@ -57,6 +58,41 @@ class Ipv6Pod:
         self.log(f"{record['containerID']}+{args.ifname}: SLAAC {state['address']} via "
                  f"{state['gateway']}")
 
+    def follow_pods6(self) -> None:
+        """Housekeeping: when a pod's SLAAC address or router changed (renumbering, the
+        address deprecated), journal the new ones and move the shim's route, as a DHCPv4
+        lease that moved; CHECK then answers 103 for the old prevResult. An address gone
+        with none in its place is left journaled (CHECK fails, DEL cleans up)."""
+        if not self.ipv6.enabled:
+            return
+        for key, runner in list(self.runners.items()):
+            record = runner.record
+            old = record.get("configured6")
+            if not old or record["state"] != leases.BOUND:
+                continue
+            try:
+                with pod_netlink(record["netns"]) as pod:
+                    link = pod.link(record["ifname"])
+                    state = None if link is None else slaac.slaac_state(pod, link["index"])
+                    usable = [] if link is None else slaac.usable_global(
+                        slaac.addresses6(pod, link["index"]))
+            except (OSError, RuntimeError):
+                continue
+            kept = old["address"] in {f"{slaac.fmt6(a['address'])}/{a['plen']}"
+                                      for a in usable}
+            if state is None or (kept and state["gateway"] == old["gateway"]):
+                continue
+            if kept:
+                state["address"] = old["address"]  # only the router changed
+            with self._lock(key):
+                if self.runners.get(key) is not runner:
+                    continue
+                record["configured6"] = state
+                self.journal.write(record)
+                self.shim_route6(old["address"], state["address"])
+            self.log(f"{key}: IPv6 changed from {old['address']} via {old['gateway']} to "
+                     f"{state['address']} via {state['gateway']}")
+
     @staticmethod
     def result6(result: dict, record: dict, index: int) -> None:
         """Append the SLAAC address (gateway: the router's link-local) and ::/0."""
@@ -78,8 +114,9 @@ class Ipv6Pod:
                                "no IPv6 address is journaled")
             return
         if configured6["address"] not in listed:
-            raise CniError(CHECK_FAILED, f"CHECK failed: prevResult lacks the IPv6 address "
-                           f"{configured6['address']}")
+            raise CniError(CHECK_FAILED, f"CHECK failed: the IPv6 address is now "
+                           f"{configured6['address']}, prevResult has "
+                           f"{', '.join(listed) or 'none'}")
         address, plen = slaac.parse_cidr6(configured6["address"])
         if not any(a["address"] == address and a["plen"] == plen
                    for a in slaac.usable_global(slaac.addresses6(pod, link["index"]))):

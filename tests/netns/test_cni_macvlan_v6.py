@@ -194,6 +194,34 @@ def test_check_detects_a_missing_ipv6_address_and_route(dual):
     assert pod_link(path) is None and dual.journal("n1") == {}
 
 
+def test_a_changed_slaac_address_is_followed_by_journal_and_shim(dual):
+    """Renumbering as the pod sees it: its address replaced by another in the prefix.
+    Housekeeping journals the new one and moves the shim route; CHECK of the old
+    prevResult answers 103; DEL removes the new route."""
+    rt = runtime(dual)
+    path = dual.pod("renum")
+    name = path.rsplit("/", 1)[1]
+    _v4, v6 = split(rt.add("renum-1", path, args=POD_ARGS.format("renum-1")))
+    new = f"{NET6}abcd"
+    netns.sysctl_set(name, "net.ipv6.conf.eth0.autoconf", "0")  # RAs must not bring it back
+    dual.lab.run("n1", ["ip", "-n", name, "addr", "add", f"{new}/64", "dev", "eth0", "nodad"])
+    dual.lab.run("n1", ["ip", "-n", name, "addr", "del", v6["address"], "dev", "eth0"])
+    wait_until(lambda: dual.journal("n1")["renum-1+eth0"]["configured6"]["address"]
+               == f"{new}/64", "housekeeping to follow the new address")
+    assert f"{new} proto 217" in shim_routes(dual, "-6")
+    assert v6["address"].split("/")[0] not in shim_routes(dual, "-6")
+    server = echo_server(name, socket.AF_INET6, new)
+    try:
+        assert dual.lab.call("n1", talk, new) == b"hello " + new.encode()
+    finally:
+        server.close()
+    with pytest.raises(PluginError) as caught:
+        rt.check("renum-1", path)
+    assert caught.value.code == 103 and v6["address"] in caught.value.msg
+    rt.delete("renum-1", path)
+    assert new not in shim_routes(dual, "-6") and dual.journal("n1") == {}
+
+
 def test_older_spec_versions_mark_the_ipv6_address(dual):
     rt = runtime(dual, "0.4.0")
     path = dual.pod("old6")
