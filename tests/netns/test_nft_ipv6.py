@@ -1,0 +1,134 @@
+"""The nft target over IPv6 with real traffic, in namespaces: a client reaches an IPv6 VIP
+through the director (``table inet dcnet``, DNAT to IPv6 real servers) and gets replies;
+an IPv4 VIP in the same model keeps working; a second apply writes nothing and a full
+read agrees with the record; Maglev and persistence over IPv6; the old ``table ip
+dcnet`` is deleted by the first apply.
+
+Lab: ``client`` (fd00:1::2, 10.1.0.2) -- ``director`` (fd00:1::1, 10.1.0.1; the VIPs on
+``lo``; forwarding on) -- bridge -- ``rs1..rs3`` (fd00:2::11.., 10.2.0.11..), whose
+default routes are the director (NAT replies come back through it). Each real server runs
+:func:`dcnet.lab.haproxy6_lab.serve` (dual stack; the body names the address asked).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+
+import pytest
+
+from dcnet.lab import haproxy6_lab as h6
+from dcnet.nft import synth
+from dcnet.nft.nftio import Nft
+from dcnet.target import session
+
+pytestmark = pytest.mark.netns
+
+VIP6, VIP4 = "2001:db8::10", "198.51.100.10"
+RS6 = [f"fd00:2::{10 + i}" for i in (1, 2, 3)]
+RS4 = [f"10.2.0.{10 + i}" for i in (1, 2, 3)]
+PORT = h6.SERVER_PORT
+
+
+def topology() -> dict:
+    links = [{"a": {"host": "client", "ifname": "eth0",
+                    "addresses": ["fd00:1::2/64", "10.1.0.2/24"]},
+              "b": {"host": "director", "ifname": "c0",
+                    "addresses": ["fd00:1::1/64", "10.1.0.1/24"]}},
+             {"a": {"host": "director", "ifname": "s0",
+                    "addresses": ["fd00:2::1/64", "10.2.0.1/24"]},
+              "b": {"host": "sw", "ifname": "to-dir", "bridge": "br0"}}]
+    routes = [{"host": "client", "dst": "default", "via": "fd00:1::1"},
+              {"host": "client", "dst": "default", "via": "10.1.0.1"}]
+    processes = []
+    for i, (six, four) in enumerate(zip(RS6, RS4, strict=True), start=1):
+        links.append({"a": {"host": f"rs{i}", "ifname": "eth0",
+                            "addresses": [f"{six}/64", f"{four}/24"]},
+                      "b": {"host": "sw", "ifname": f"to-rs{i}", "bridge": "br0"}})
+        routes += [{"host": f"rs{i}", "dst": "default", "via": "fd00:2::1"},
+                   {"host": f"rs{i}", "dst": "default", "via": "10.2.0.1"}]
+        processes.append({"name": f"rs{i}-http", "host": f"rs{i}", "ready_tcp_port": PORT,
+                          "argv": [sys.executable, "-m", "dcnet.lab.haproxy6_lab",
+                                   str(PORT)]})
+    director = {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1,
+                                                "net.ipv6.conf.all.forwarding": 1}}
+    return {"hosts": ["client", director, "sw", "rs1", "rs2", "rs3"],
+            "bridges": [{"name": "br0", "host": "sw"}], "links": links, "routes": routes,
+            "processes": processes}
+
+
+@pytest.fixture
+def lab6(lab_factory, tmp_path):
+    lab = lab_factory(topology())
+    lab.run("director", ["ip", "-6", "addr", "add", f"{VIP6}/128", "dev", "lo", "nodad"])
+    lab.run("director", ["ip", "addr", "add", f"{VIP4}/32", "dev", "lo"])
+    return lab, {"netns": lab.netns("director"), "state_dir": str(tmp_path / "state")}
+
+
+def model(servers6: list[str], servers4: list[str] | None = None, **kw):
+    more = ((VIP4, dict.fromkeys(servers4, 1)),) if servers4 else ()
+    return synth.model(synth.lab_model_text(VIP6, dict.fromkeys(servers6, 1), more=more,
+                                            port=80, target_port=PORT, **kw))
+
+
+def apply(options, m, **kw):
+    outcome = session.run("nft", m, options, apply=True, **kw)
+    assert outcome.ok, outcome.result.to_text()
+    return outcome
+
+
+def hits(lab, vip: str, count: int) -> collections.Counter:
+    """Which real server answered each of ``count`` requests from the client."""
+    return collections.Counter(lab.call("client", h6.get, vip, 80).split()[1]
+                               for _ in range(count))
+
+
+def test_a_client_reaches_an_ipv6_vip_beside_an_ipv4_one_and_a_second_apply_writes_nothing(
+        lab6):
+    lab, options = lab6
+    m = model(RS6, RS4)
+    first = apply(options, m)
+    assert first.result.writes["nft_transactions"] == 1
+    assert set(hits(lab, VIP6, 45)) == set(RS6)         # balanced over the IPv6 servers
+    assert set(hits(lab, VIP4, 45)) == set(RS4)         # the IPv4 VIP beside it
+    again = apply(options, m)
+    assert again.plan.empty, again.plan.to_text()
+    assert not any(again.result.writes.values()), again.result.writes
+    # a full read (no record) of the IPv6 objects agrees with the model too
+    os.unlink(os.path.join(options["state_dir"], f"fingerprint-{options['netns']}"))
+    full = apply(options, m)
+    assert full.plan.empty and not full.plan.read_digest.startswith("gen:"), \
+        full.plan.to_text()
+    # draining one IPv6 server (weight 0) takes it out of new flows, nothing else changes
+    drained = apply(options, synth.model(synth.lab_model_text(
+        VIP6, {RS6[0]: 0, RS6[1]: 1, RS6[2]: 1}, more=((VIP4, dict.fromkeys(RS4, 1)),),
+        port=80, target_port=PORT)))
+    assert {c.kind for c in drained.plan.changes} == {"service"}
+    assert set(hits(lab, VIP6, 30)) == set(RS6[1:])
+
+
+def test_maglev_and_persistence_over_ipv6(lab6):
+    lab, options = lab6
+    apply(options, model(RS6, scheduler="mh"))
+    assert set(hits(lab, VIP6, 60)) == set(RS6)          # flow hash: spread
+    apply(options, model(RS6, scheduler="sh"), force=True)
+    assert len(hits(lab, VIP6, 20)) == 1                 # source hash: one client, one server
+    apply(options, model(RS6, persistence=300), force=True)
+    assert len(hits(lab, VIP6, 20)) == 1                 # affinity set of ip6 saddr
+    apply(options, model(RS6), force=True)
+    assert len(hits(lab, VIP6, 40)) > 1                  # without it the loop spreads
+
+
+def test_the_first_apply_deletes_the_old_ipv4_only_table(lab6):
+    lab, options = lab6
+    lab.run("director", ["nft", "-f", "-"], input=(
+        "add table ip dcnet\nadd chain ip dcnet prerouting { type nat hook prerouting "
+        "priority -100; policy accept; }\nadd rule ip dcnet prerouting ip daddr "
+        f"{VIP4} tcp dport 80 dnat to 10.2.0.99:{PORT}\n"))
+    first = apply(options, model(RS6, RS4))
+    assert ("legacy", ("ip", "dcnet")) in {(c.kind, c.key) for c in first.plan.changes}
+    assert first.result.writes["nft_transactions"] == 1
+    assert Nft(options["netns"]).list_json("table", "ip", "dcnet") is None
+    assert set(hits(lab, VIP4, 30)) == set(RS4)          # not the old rule's 10.2.0.99
+    assert apply(options, model(RS6, RS4)).plan.empty
