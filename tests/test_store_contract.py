@@ -126,3 +126,17 @@ def test_acquire_moves_on_when_another_node_wins_the_race(store):
     store.claim = claim
     lease = acquire(store, "10.244.0.0/23", 24, "n1", "192.168.0.1")
     assert lease.subnet == "10.244.1.0/24"
+
+
+def test_store_holds_both_families_of_a_dual_stack_node(store):
+    """IPv6 subnets (colons in the file name or etcd key) live beside IPv4 ones."""
+    v4 = acquire(store, "10.244.0.0/16", 24, "n1", "192.168.0.1")
+    v6 = acquire(store, "fd00:10::/48", 64, "n1", "fd00:100::1")
+    assert v6 == Lease("n1", "fd00:100::1", "fd00:10::/64")
+    assert acquire(store, "fd00:10::/48", 64, "n2", "fd00:100::2").subnet == "fd00:10:0:1::/64"
+    store.update(Lease("n1", "fd00:100::9", "fd00:10::/64"))
+    assert sorted(le.subnet for le in store.leases()) == sorted(
+        [v4.subnet, "fd00:10::/64", "fd00:10:0:1::/64"])
+    assert acquire(store, "fd00:10::/48", 64, "n1", "fd00:100::9").subnet == "fd00:10::/64"
+    assert store.release("fd00:10::/64") and not store.release("fd00:10::/64")
+    assert [le.subnet for le in store.leases() if le.node == "n1"] == [v4.subnet]
