@@ -55,7 +55,7 @@ RTMGRP_IPV6_IFADDR = 0x100
 RTMGRP_IPV6_ROUTE = 0x400
 RTN_LOCAL = 2
 MAIN_TABLE = 254
-IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
+IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED = 0x01, 0x08, 0x20
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 
@@ -166,8 +166,9 @@ class Agent:
             raise AgentError(f"interface {self.iface} does not exist")
         for addr in self.ipr.get_addr(index=found[0], family=FAMILIES[version]):
             flags = addr.get("IFA_FLAGS", addr["flags"])
-            if version == 6 and (addr["scope"] != 0 or flags & IFA_F_DADFAILED):
-                continue  # link-local, host, or a duplicate
+            if version == 6 and (addr["scope"] != 0 or flags & (
+                    IFA_F_DADFAILED | IFA_F_DEPRECATED | IFA_F_TEMPORARY)):
+                continue  # link-local, a duplicate, deprecated or a privacy address
             return addr.get("address")
         kind = "global IPv6" if version == 6 else "IPv4"
         raise AgentError(f"interface {self.iface} has no {kind} address")

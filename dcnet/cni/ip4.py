@@ -13,6 +13,8 @@ def parse_ip(text: str) -> int:
     """'10.1.2.3' -> int; rejects anything but four dotted decimal octets."""
     if not isinstance(text, str):
         raise ValueError(f"invalid IPv4 address {text!r}")
+    if ":" in text:
+        raise ValueError(f"{text!r} is IPv6: IPv6 is not supported here")
     parts = text.split(".")
     if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) < 256
                                   and (p == "0" or not p.startswith("0")) for p in parts):
@@ -33,6 +35,8 @@ def parse_cidr(text: str, strict: bool = False) -> tuple[int, int]:
     if not isinstance(text, str) or text.count("/") != 1:
         raise ValueError(f"invalid IPv4 CIDR {text!r} (expected a.b.c.d/len)")
     addr, _, plen_text = text.partition("/")
+    if ":" in addr:
+        raise ValueError(f"{text!r} is IPv6: IPv6 is not supported here")
     if not plen_text.isdigit() or not 0 <= int(plen_text) <= 32:
         raise ValueError(f"invalid prefix length in {text!r}")
     address, plen = parse_ip(addr), int(plen_text)

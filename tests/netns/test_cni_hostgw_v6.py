@@ -218,6 +218,21 @@ def test_pods_on_two_nodes_talk_over_ipv6_and_ipv4(dual):
         assert dual.reservations(node) == {}
 
 
+def test_pod_namespace_with_ipv6_disabled_gets_it_enabled(dual):
+    path = dual.pod("noipv6")
+    for key in ("all", "default"):
+        netns.sysctl_set(pod_ns(path), f"net.ipv6.conf.{key}.disable_ipv6", 1)
+    runtime = dual.runtime("n1")
+    result = runtime.add("noipv6-1", path)
+    assert netns.sysctl_get(pod_ns(path), "net.ipv6.conf.eth0.disable_ipv6") == "0"
+    gateway6 = dual.node_data("n1")["gateway6"]
+    done = ping(path, gateway6)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runtime.check("noipv6-1", path)
+    assert ips_of(result)[6] in pod_addresses(path, "-6")
+    runtime.delete("noipv6-1", path)
+
+
 def test_requested_addresses_per_family(dual):
     data = dual.node_data("n1")
     want6 = data["subnet6"].split("/")[0] + "77"

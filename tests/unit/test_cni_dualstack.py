@@ -210,3 +210,11 @@ def test_leases_per_family_and_routes_via_each_familys_node_address():
     assert acquire(store, "10.244.0.0/16", 24, "n1", "192.168.100.1") == mine4  # kept
     assert desired_routes(store.leases(), "n1") == {"10.244.1.0/24": "192.168.100.2",
                                                     "fd00:10:0:1::/64": "fd00:100::2"}
+
+
+@pytest.mark.parametrize("text", ["fd00:10::/48", "fd00::1/64", "fd00::1"])
+def test_ipv4_only_parsers_say_ipv6_is_not_supported_here(text):
+    with pytest.raises(ValueError) as caught:
+        ip4.parse_cidr(text) if "/" in text else ip4.parse_ip(text)
+    assert "IPv6 is not supported here" in str(caught.value)
+    assert "invalid prefix length" not in str(caught.value)
