@@ -115,7 +115,7 @@ def test_load_missing_file():
         definition.load("/nonexistent/nope.yaml")
 
 
-@pytest.mark.parametrize("name", ["modes", "quick", "quick6"])
+@pytest.mark.parametrize("name", ["modes", "quick", "quick6", "dualstack"])
 def test_shipped_definitions_are_valid(name):
     loaded = definition.load(definition.resolve(name))
     assert loaded.name == name
