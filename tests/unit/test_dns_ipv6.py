@@ -9,10 +9,13 @@ hold IPv6 prefixes (they become the view's ACL, matched by IPv6 clients).
 
 from __future__ import annotations
 
+import pytest
+
 from dcnet.dns.layout import answer, answers, layout
 from dcnet.dns.render import ServerOptions, render
 from dcnet.dns.settings import build
 from dcnet.model import parse_model
+from dcnet.model.errors import ModelError
 
 ZONE = "elb.example.com"
 WEB = "shop.prod.retail.sre"
@@ -107,3 +110,12 @@ def test_ipv6_listen_addresses_go_to_listen_on_v6():
     assert "listen-on-v6 port 53 { 2001:db8:c1::53; };" in conf
     assert build(directory="/b").server.listen_v6 == ("none",)
     assert build(directory="/b", listen="2001:db8::1").server.listen == ("none",)
+
+
+def test_overlapping_ipv6_client_prefixes_of_two_carriers_are_refused():
+    files = {**CIDRS, "unicom.txt": "192.0.2.64/26\n2001:db8:c1:0:8000::/65\n"}
+    with pytest.raises(ModelError, match="2001:db8:c1:0:8000::/65"):
+        parse_model(MODEL, source="dual.yaml", read_text=files.__getitem__)
+    # an IPv4 prefix and an IPv6 prefix never overlap, whatever their numbers
+    files = {**CIDRS, "unicom.txt": "192.0.2.64/26\n::c000:200/120\n"}
+    parse_model(MODEL, source="dual.yaml", read_text=files.__getitem__)
