@@ -64,6 +64,24 @@ def _wait(predicate, what: str, limit: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def wait_network(lab, instances: int, limit: float = 60.0) -> None:
+    """Wait until ``lb`` reaches every real server and ``client`` reaches ``lb``.
+
+    A lab is returned as soon as its links are set up, but the kernel tells the bridge
+    that a veth has carrier from its link-watch work, up to a second later; until then
+    the bridge drops the frames of that port. HAProxy started at once sends its first
+    health checks into that hole: their SYNs (or ARP requests) are lost, every check
+    times out (``Layer4 timeout``), and a server that has just started, or just left
+    maintenance, is DOWN after one failed check and needs ``rise`` good ones to come
+    back; with all of them DOWN at once the backend answers 503 (issue #17)."""
+    pairs = [("lb", hlab.server_address(i)) for i in range(1, instances + 1)]
+    pairs.append(("client", hlab.LB_ADDRESS))
+    for host, address in pairs:
+        _wait(lambda host=host, address=address: lab.run(
+            host, ["ping", "-n", "-q", "-c1", "-W1", address], check=False).returncode == 0,
+              f"{host} to reach {address}", limit)
+
+
 def _lines(path: str) -> int:
     try:
         with open(path) as handle:
@@ -114,6 +132,7 @@ def rolling_restart(lab, workdir: str, instances: int = 3, hooks: bool = True,
     env = {**os.environ, "DCNET_HAPROXY_RUN_DIR": paths.run_dir}
     elbctl = [os.path.join(BIN, "elbctl")]
     apps = Instances(lab, workdir, paths, hooks)
+    wait_network(lab, instances)
     for i in range(1, instances + 1):
         apps.start(i)
     hlab.start_haproxy(lab, hlab.model_of(data), paths)

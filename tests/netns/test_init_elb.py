@@ -2,9 +2,10 @@
 under keep-alive and new-connection load, with full ``elbctl apply`` runs going on at
 the same time, fails no request (HTTP mode), and the ELB ends as the model says.
 
-Both are marked xfail (not strict): at the end of session 3 they failed with bursts of
-503s from HAProxy in most runs, after passing earlier in the session; the cause is not
-found (see issue #17's note). They still run, so a fix shows up as XPASS."""
+The lab waits until its links forward before HAProxy starts (``init_lab.wait_network``):
+without that, HAProxy's first health checks were lost in a bridge port that had no
+carrier yet, every server went DOWN after one failed check, and the backend answered
+503 for about two seconds (issue #17)."""
 
 from __future__ import annotations
 
@@ -35,20 +36,12 @@ def check(result, applies: bool) -> None:
     assert result.final_plan_empty
 
 
-@pytest.mark.xfail(strict=False, reason="known defect, cause not found: in 2 of 3 runs on "
-                   "main at the end of session 3 HAProxy answered 503 for hundreds of "
-                   "requests during the roll (the same run passed earlier in the session); "
-                   "issue #17 stays open")
 def test_rolling_restart_under_load_fails_no_request(lab_factory, workdir):
     lab = lab_factory(hlab.topology(3))
     check(rolling_restart(lab, workdir, instances=3, hooks=True, concurrent_applies=False),
           applies=False)
 
 
-@pytest.mark.xfail(strict=False, reason="known defect: with full `elbctl apply` runs going "
-                   "on at the same time, HAProxy answered 503 for a moment in 1 of 5 runs "
-                   "(a burst of 5 within 10 ms; in a bench run at load 50, thousands): cause "
-                   "not found yet; without the applies it fails too (issue #17 stays open)")
 def test_rolling_restart_with_concurrent_full_applies_fails_no_request(lab_factory, workdir):
     lab = lab_factory(hlab.topology(3))
     check(rolling_restart(lab, workdir, instances=3, hooks=True), applies=True)
