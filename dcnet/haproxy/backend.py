@@ -20,7 +20,8 @@ known good, replaces the file atomically, reads it back and checks that it carri
 staged change, and (``reload``) reloads through the master socket, waits for the new
 worker, puts the last known good file back when the reload fails, and repairs whatever
 ``show servers state`` shows was lost. Deletes come last: a removed service's step
-checks that the file and HAProxy no longer have it; a removed server is put in
+checks that the file and HAProxy no longer have it; a removed server is drained first
+like ``backend remove`` (:func:`dcnet.haproxy.drain.drain_removals`), then put in
 maintenance. Undo runs in reverse (last known good back, runtime changes reverted).
 
 Backends changed by ``elbctl backend`` (:mod:`dcnet.backendfile`, in the run
@@ -34,8 +35,6 @@ lock file is ``<run dir>/elbctl.lock``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -65,6 +64,7 @@ from dcnet.haproxy.runtime import (
     RuntimeCommandError,
     ServerRow,
 )
+from dcnet.haproxy.state import read_fingerprint
 from dcnet.model import Model
 from dcnet.plan import Action, Change, Plan, State, diff
 from dcnet.sysio.files import atomic_write
@@ -76,18 +76,6 @@ RELOAD, WRITE = ("reload",), ("write",)
 
 class ApplyStepError(RuntimeError):
     """A step of a HAProxy plan cannot run (out of order, or its slot is gone)."""
-
-
-def read_fingerprint(text: str, rows: list[ServerRow], registry: Mapping | None = None) -> str:
-    """Digest of the running file, of what ``show servers state`` says of each slot
-    (address, port, maintenance, weight or drain; not health, which moves by itself) and
-    of the backend registry."""
-    h = hashlib.sha256(text.encode())
-    h.update(json.dumps(registry or {}, sort_keys=True).encode())
-    for row in sorted(rows, key=lambda r: (r.backend, r.server_id)):
-        h.update(json.dumps([row.backend, row.server, row.key, row.free, row.attrs()],
-                            sort_keys=True).encode())
-    return h.hexdigest()[:16]
 
 
 def _frozen(mapping: Mapping) -> MappingProxyType:
@@ -122,6 +110,7 @@ class _Applying:
     staged: dict[tuple[str, tuple], str] = field(default_factory=dict)
     view: FileView | None = None          # the plan's validated file
     written: FileView | None = None       # the file as the config step read it back
+    drained: bool = False                 # the plan's removals were drained
 
 
 @dataclass(frozen=True)
@@ -389,6 +378,7 @@ class HAProxyTarget(Target):
         if change.action is Action.DELETE:
             if key in slots:
                 index = slots.index(key)
+                self._drain_removals(plan)
                 self.runtime.set_server(backend, slot_name(index), state="maint")
                 slots[index] = None
                 return
@@ -407,10 +397,27 @@ class HAProxyTarget(Target):
         index = layout.index(key) if key in layout else None
         if index is None or index >= len(slots):
             raise ApplyStepError(f"backend {backend} has no free server slot for {key}")
+        if slots[index] is not None:
+            self._drain_removals(plan)        # the slot of a server this plan removes
         self.runtime.set_server(backend, slot_name(index), address=spec.address,
                                 port=spec.port)
         self._set_weight_state(backend, index, spec)
         slots[index] = key
+
+    def _drain_removals(self, plan: Plan) -> None:
+        """Once per apply: drain the plan's runtime removals, wait (``drain_deadline``)."""
+        now = self._state(plan)
+        if now.drained:
+            return
+        now.drained = True
+        removals = [(c.key[0], slot_name(now.slots[c.key[0]].index(c.key[1])), c.key[1],
+                     (c.old or {}).get("state") == "drain") for c in plan.changes
+                    if c.kind == SERVER and c.action is Action.DELETE
+                    and c.key[1] in now.slots.get(c.key[0], ())]
+        if removals:
+            outcome = drain.drain_removals(self.runtime, removals,
+                                           plan.payload.model.haproxy.drain_deadline)
+            self.log(f"removal of {len(removals)} server(s): {outcome.describe()}")
 
     def _row(self, backend: str, key: str) -> ServerRow | None:
         return next((r for r in self.runtime.servers(backend)

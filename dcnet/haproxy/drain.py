@@ -10,17 +10,23 @@ session ID`` per stream in an old one (whose stopped proxies refuse the former).
 reconnect and land on another server. It says which happened, so the caller (``elbctl
 backend drain|remove``, a container init hook) knows whether the server was left idle
 or its sessions were cut.
+
+A full ``elbctl apply`` that removes servers (the model no longer lists them) drains
+them the same way before it takes them out (:func:`drain_removals`): all of the plan's
+removals at once, then one wait, so the apply holds the lock for at most one
+``drain_deadline``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dcnet.haproxy.layout import listeners
-from dcnet.haproxy.runtime import HAProxyUnavailable, send
+from dcnet.haproxy.runtime import HAProxyUnavailable
 from dcnet.lvs.layout import parse_server
 from dcnet.model import Model
 
@@ -39,6 +45,16 @@ class Match:
         host, _, port = addr.rpartition(":")
         return (backend in self.backends and host.strip("[]") == self.address
                 and (self.port is None or port == str(self.port)))
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """The rows of any of several servers (the removals of one plan)."""
+
+    matches: tuple[Match, ...]
+
+    def __call__(self, backend: str, addr: str) -> bool:
+        return any(match(backend, addr) for match in self.matches)
 
 
 @dataclass(frozen=True)
@@ -136,7 +152,7 @@ def workers(runtime) -> list[Worker]:
     """The current worker (admin socket) and the old ones (master socket, ``@!PID``)."""
     old = runtime.proc().old_workers
     return [Worker(runtime.command),
-            *(Worker(lambda text, pid=pid: send(runtime.master_socket, f"@!{pid} {text}"),
+            *(Worker(lambda text, pid=pid: runtime.worker_command(pid, text),
                      f"old worker {pid}") for pid in old)]
 
 
@@ -148,3 +164,25 @@ def drain_server(runtime, model: Model, service: str, ident: str,
     backends = frozenset(i.name for i in listeners(model) if i.service.name == service)
     limit = model.haproxy.drain_deadline if deadline is None else deadline
     return wait_drained(workers(runtime), Match(backends, address, port), limit)
+
+
+def drain_removals(runtime, removals: list[tuple[str, str, str, bool]],
+                   deadline: float) -> DrainOutcome:
+    """Drain the servers a plan removes, ``(backend, slot, "address:port", drained)``
+    (``drained``: already in drain), and wait until none has a session in any worker, at
+    most ``deadline`` seconds, then shut down what is left. The caller then puts them in
+    maintenance. If the wait cannot run, the servers drained here are made ready again."""
+    matches, done = [], []
+    try:
+        for backend, slot, key, drained in removals:
+            address, _, port = key.rpartition(":")
+            matches.append(Match(frozenset({backend}), address.strip("[]"), int(port)))
+            if not drained:
+                runtime.set_server(backend, slot, state="drain")
+                done.append((backend, slot))
+        return wait_drained(workers(runtime), AnyOf(tuple(matches)), deadline)
+    except BaseException:
+        for backend, slot in done:
+            with contextlib.suppress(Exception):
+                runtime.set_server(backend, slot, state="ready")
+        raise

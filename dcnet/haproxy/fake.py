@@ -108,6 +108,10 @@ class FakeRuntime:
         return ProcInfo(self.master_pid, self.reloads, self.failed,
                         [(self.worker, 0)], list(self.old_workers))
 
+    def worker_command(self, pid: int, command: str) -> str:
+        """An old worker: it has no sessions to show (as ``command``'s ``show``)."""
+        return ""
+
     # -- changes
 
     def command(self, command: str) -> str:

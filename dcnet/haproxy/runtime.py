@@ -187,6 +187,10 @@ class Runtime:
     def proc(self) -> ProcInfo:
         return parse_show_proc(send(self.master_socket, "show proc"))
 
+    def worker_command(self, pid: int, command: str) -> str:
+        """A command for one (old) worker, through the master socket (``@!PID``)."""
+        return send(self.master_socket, f"@!{pid} {command}")
+
     def set_server(self, backend: str, slot: str, address: str | None = None,
                    port: int | None = None, weight: int | None = None,
                    state: str | None = None) -> None:

@@ -16,6 +16,8 @@ enough free slots) and which need the file and a reload.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,6 +28,18 @@ from dcnet.model import Model
 from dcnet.plan import Action, Change
 
 GLOBAL_KEY = ("global", ("haproxy",))
+
+
+def read_fingerprint(text: str, rows: list[ServerRow], registry: Mapping | None = None) -> str:
+    """Digest of the running file, of what ``show servers state`` says of each slot
+    (address, port, maintenance, weight or drain; not health, which moves by itself) and
+    of the backend registry."""
+    h = hashlib.sha256(text.encode())
+    h.update(json.dumps(registry or {}, sort_keys=True).encode())
+    for row in sorted(rows, key=lambda r: (r.backend, r.server_id)):
+        h.update(json.dumps([row.backend, row.server, row.key, row.free, row.attrs()],
+                            sort_keys=True).encode())
+    return h.hexdigest()[:16]
 
 
 def backends_of(service: str, attrs: Mapping) -> list[str]:

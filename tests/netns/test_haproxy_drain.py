@@ -5,7 +5,10 @@ request; a client in the client namespace keeps persistent connections open. Aft
 ``elbctl backend remove`` returns, the removed server gets no more requests: counted on
 the server, while the client goes on until the remaining server answered 100 more.
 In TCP mode a connection stays on its server, so the drain runs to ``drain_deadline``
-and ends with ``shutdown sessions`` (the command says so).
+and ends with ``shutdown sessions`` (the command says so). A full ``elbctl apply`` whose
+model no longer lists a server removes it the same way (drain, wait, shut down, then
+maintenance). The lab waits until its links forward before HAProxy starts
+(``init_lab.wait_network``), so HAProxy's first checks are not lost.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import yaml
 
 from dcnet.haproxy.paths import Paths
 from dcnet.lab import haproxy_lab as hlab
+from dcnet.lab.init_lab import wait_network
 
 pytestmark = pytest.mark.netns
 
@@ -61,14 +65,19 @@ def wait_for(predicate, what: str, limit: float = 60.0) -> None:
 
 
 def removal_under_keepalive(lab_factory, workdir: str, mode: str | None,
-                            reload_first: bool = False) -> str:
+                            reload_first: bool = False, by_apply: bool = False) -> str:
+    """``by_apply``: a full ``elbctl apply`` of the model without rs2 removes it, and rs2's
+    server is killed as soon as the apply returned (the client must lose nothing in HTTP
+    mode)."""
     lab = lab_factory(hlab.topology(2))
-    logs = {}
+    wait_network(lab, 2)
+    logs, servers = {}, {}
     for i, address in ((1, RS1), (2, RS2)):
         logs[address] = os.path.join(workdir, f"rs{i}.log")
         open(logs[address], "w").close()
-        lab.start(f"rs{i}", [sys.executable, PEERS, "server", str(PORT), address,
-                             logs[address]], name=f"rs{i}-keepalive")
+        servers[address] = lab.start(f"rs{i}", [sys.executable, PEERS, "server", str(PORT),
+                                                address, logs[address]],
+                                     name=f"rs{i}-keepalive")
     data = model_data(mode)
     paths = Paths(run_dir=f"{workdir}/run")
     hlab.start_haproxy(lab, hlab.model_of(data), paths)
@@ -91,10 +100,21 @@ def removal_under_keepalive(lab_factory, workdir: str, mode: str | None,
         runtime = Runtime(paths.admin_socket, paths.master_socket)
         runtime.reload()
         assert runtime.proc().old_workers
-    done = subprocess.run([*elbctl, "backend", "remove", hlab.JOB, RS2, "--target", "haproxy"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    start = time.time()
+    if by_apply:
+        data["services"][0]["real_servers"] = [{"address": RS1, "weight": 10}]
+        with open(model_file, "w") as handle:
+            yaml.safe_dump(data, handle)
+        done = subprocess.run([*elbctl, "apply", "-f", model_file, "--target", "haproxy"],
+                              env=env, capture_output=True, text=True, timeout=120)
+    else:
+        done = subprocess.run([*elbctl, "backend", "remove", hlab.JOB, RS2, "--target",
+                               "haproxy"], env=env, capture_output=True, text=True,
+                              timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     after = count(logs[RS2])
+    if by_apply and mode == "http":
+        servers[RS2].kill()         # stopped at once: it was drained before it was removed
     base = count(logs[RS1])
     wait_for(lambda: count(logs[RS1]) >= base + 100, "100 more requests on rs1")
     assert count(logs[RS2]) == after, "the removed server got requests after remove returned"
@@ -104,7 +124,10 @@ def removal_under_keepalive(lab_factory, workdir: str, mode: str | None,
     with open(out) as handle:
         result = json.load(handle)
     assert result["ok"] > 0
-    return done.stdout
+    if by_apply and mode == "http":
+        failed = [f for f in result["failures"] if f[0] >= start]
+        assert failed == [], failed[:5]
+    return done.stdout + done.stderr
 
 
 def test_tcp_mode_remove_shuts_keepalive_sessions_down_at_the_deadline(lab_factory, workdir):
@@ -161,3 +184,22 @@ def test_tcp_mode_remove_after_a_reload_also_ends_the_old_workers_sessions(lab_f
                                                                           workdir):
     output = removal_under_keepalive(lab_factory, workdir, None, reload_first=True)
     assert "deadline passed" in output and "(old worker" in output, output
+
+
+def test_http_mode_full_apply_drains_a_removed_server_before_taking_it_out(lab_factory,
+                                                                          workdir):
+    """A full apply whose model no longer lists rs2 drains it (no session left) before
+    maintenance, so rs2 can be stopped the moment the apply returns: the keep-alive
+    client loses no request and rs2 gets none after the apply."""
+    output = removal_under_keepalive(lab_factory, workdir, "http", by_apply=True)
+    assert "removal of 1 server(s): drained after" in output, output
+    assert "no session left" in output, output
+
+
+def test_tcp_mode_full_apply_ends_a_removed_servers_sessions_at_the_deadline(lab_factory,
+                                                                            workdir):
+    """In TCP mode a keep-alive connection stays on its server: the full apply's removal
+    waits ``drain_deadline`` and shuts the sessions down, so the removed server gets no
+    request after the apply returned (before, it went on serving those connections)."""
+    output = removal_under_keepalive(lab_factory, workdir, None, by_apply=True)
+    assert "deadline passed" in output and "session(s) shut down" in output, output
