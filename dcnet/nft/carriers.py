@@ -13,9 +13,12 @@ match it. Instead:
   ``lvs.rule_priority_min``, and the carrier table's default route via its gateway on
   its uplink (route protocol ``lvs.route_protocol``), through rtnetlink.
 
-Kinds: ``route (table, "0.0.0.0/0") {gateway, dev}`` and ``rule (mark,) {table, priority}``.
-Owned: fwmark rules in the ``lvs.rule_priority_min..max`` range and routes of the route
-protocol in the carrier tables (IPv4). Each change is one rtnetlink request.
+Both families: a carrier's IPv4 ``gateway`` and IPv6 ``gateway6`` each get the rule and
+the default route in their family (``ip rule`` / ``ip -6 rule``; one table number, one
+mark, for both). Kinds: ``route (table, "0.0.0.0/0" | "::/0") {gateway, dev}``, ``rule
+(mark,) {table, priority}`` (IPv4) and ``rule (mark, 6)`` (IPv6). Owned: fwmark rules in
+the ``lvs.rule_priority_min..max`` range and routes of the route protocol in the carrier
+tables, of both families. Each change is one rtnetlink request.
 """
 
 from __future__ import annotations
@@ -27,24 +30,36 @@ from dcnet.plan import Action, Change, state_digest
 from dcnet.sysio import netns as netns_mod
 
 FR_ACT_TO_TBL = 1
-DEFAULT = "0.0.0.0/0"
+DEFAULT, DEFAULT6 = "0.0.0.0/0", "::/0"
+FAMILIES = ((socket.AF_INET, DEFAULT), (socket.AF_INET6, DEFAULT6))
 
 
 def marks(model) -> dict[str, int]:
     """Carrier name -> the connection mark of its VIPs (its routing table number)."""
-    return {c.name: c.table for c in model.carriers if c.gateway.version == 4}
+    return {c.name: c.table for c in model.carriers}
+
+
+def rule_key(mark: int, family: int) -> tuple:
+    return (mark, 6) if family == socket.AF_INET6 else (mark,)
+
+
+def family_of(change: Change) -> int:
+    """The address family a route or rule change is about (from its key)."""
+    if change.kind == "route":
+        return socket.AF_INET6 if change.key[1] == DEFAULT6 else socket.AF_INET
+    return socket.AF_INET6 if change.key[1:] == (6,) else socket.AF_INET
 
 
 def desired(model) -> dict:
     lvs = model.lvs
     out: dict = {}
     for carrier in model.carriers:
-        if carrier.gateway.version != 4:
-            continue
-        out[("route", (carrier.table, DEFAULT))] = {"gateway": str(carrier.gateway),
-                                                    "dev": carrier.uplink}
-        out[("rule", (carrier.table,))] = {"table": carrier.table,
-                                           "priority": lvs.rule_priority_min}
+        for gateway in carrier.gateways():
+            six = gateway.version == 6
+            out[("route", (carrier.table, DEFAULT6 if six else DEFAULT))] = {
+                "gateway": str(gateway), "dev": carrier.uplink}
+            out[("rule", (carrier.table, 6) if six else (carrier.table,))] = {
+                "table": carrier.table, "priority": lvs.rule_priority_min}
     return out
 
 
@@ -80,24 +95,25 @@ class Routes:
 
     def _read(self, ipr, tables: set) -> dict:
         out: dict = {}
-        for msg in ipr.get_rules(family=socket.AF_INET):
-            priority = msg.get_attr("FRA_PRIORITY") or 0
-            mark = msg.get_attr("FRA_FWMARK")
-            if mark is None or not self.low <= priority <= self.high:
-                continue
-            out[("rule", (mark,))] = {"table": msg.get_attr("FRA_TABLE") or msg["table"],
-                                      "priority": priority}
         names: dict = {}
-        for msg in ipr.route("dump", family=socket.AF_INET):
-            table = msg.get_attr("RTA_TABLE") or msg["table"]
-            if msg["proto"] != self.proto or table not in tables or msg["dst_len"]:
-                continue
-            oif = msg.get_attr("RTA_OIF")
-            if oif not in names:
-                links = ipr.get_links(oif) if oif else []
-                names[oif] = links[0].get_attr("IFLA_IFNAME") if links else None
-            out[("route", (table, DEFAULT))] = {"gateway": msg.get_attr("RTA_GATEWAY"),
-                                                "dev": names[oif]}
+        for family, default in FAMILIES:
+            for msg in ipr.get_rules(family=family):
+                priority = msg.get_attr("FRA_PRIORITY") or 0
+                mark = msg.get_attr("FRA_FWMARK")
+                if mark is None or not self.low <= priority <= self.high:
+                    continue
+                out[("rule", rule_key(mark, family))] = {
+                    "table": msg.get_attr("FRA_TABLE") or msg["table"], "priority": priority}
+            for msg in ipr.route("dump", family=family):
+                table = msg.get_attr("RTA_TABLE") or msg["table"]
+                if msg["proto"] != self.proto or table not in tables or msg["dst_len"]:
+                    continue
+                oif = msg.get_attr("RTA_OIF")
+                if oif not in names:
+                    links = ipr.get_links(oif) if oif else []
+                    names[oif] = links[0].get_attr("IFLA_IFNAME") if links else None
+                out[("route", (table, default))] = {"gateway": msg.get_attr("RTA_GATEWAY"),
+                                                    "dev": names[oif]}
         return out
 
     def digest(self, tables) -> str:
@@ -115,21 +131,22 @@ class Routes:
                 ipr.rule("add", **self._rule(change.key, change.new))
                 self.writes += 1
             return
-        table = change.key[0]
+        table, family = change.key[0], family_of(change)
         if change.action is Action.DELETE:
-            self._quiet(ipr, errno.ESRCH, "route", "del", family=socket.AF_INET, table=table,
+            self._quiet(ipr, errno.ESRCH, "route", "del", family=family, table=table,
                         proto=self.proto, dst_len=0)
             return
         found = ipr.link_lookup(ifname=change.new["dev"])
         if not found:
             raise RuntimeError(f"uplink {change.new['dev']} does not exist")
-        ipr.route("replace", family=socket.AF_INET, table=table, proto=self.proto,
+        ipr.route("replace", family=family, table=table, proto=self.proto,
                   dst_len=0, gateway=change.new["gateway"], oif=found[0])
         self.writes += 1
 
     @staticmethod
     def _rule(key: tuple, attrs: dict) -> dict:
-        return {"family": socket.AF_INET, "fwmark": key[0], "table": attrs["table"],
+        family = socket.AF_INET6 if key[1:] == (6,) else socket.AF_INET
+        return {"family": family, "fwmark": key[0], "table": attrs["table"],
                 "priority": attrs["priority"], "action": FR_ACT_TO_TBL}
 
     def _quiet(self, ipr, code: int, what: str, *args, **kwargs) -> None:

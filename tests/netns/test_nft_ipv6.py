@@ -132,3 +132,89 @@ def test_the_first_apply_deletes_the_old_ipv4_only_table(lab6):
     assert Nft(options["netns"]).list_json("table", "ip", "dcnet") is None
     assert set(hits(lab, VIP4, 30)) == set(RS4)          # not the old rule's 10.2.0.99
     assert apply(options, model(RS6, RS4)).plan.empty
+
+
+# ------------------------------------------------------------------ carriers over IPv6
+
+VIP6_A, VIP6_B = "2001:db8:1::10", "2001:db8:2::10"      # telecom's, unicom's
+CARRIER_MODEL = f"""version: 1
+carriers:
+  - {{name: telecom, uplink: ctc0, gateway: 10.11.0.2, gateway6: 'fd00:1a::2', table: 101,
+     vip_ranges: [198.51.100.0/26, '2001:db8:1::/64']}}
+  - {{name: unicom, uplink: cuc0, gateway: 10.12.0.2, gateway6: 'fd00:1b::2', table: 102,
+     vip_ranges: [198.51.100.64/26, '2001:db8:2::/64'], default: true}}
+services:
+  - job: {synth.job(0)}
+    vips: {{telecom: '{VIP6_A}', unicom: '{VIP6_B}'}}
+    ports: [{{port: 80, scheduler: wrr, forward: nat, target_port: {PORT}}}]
+    real_servers: [{{address: '{RS6[0]}'}}]
+"""
+
+
+def carrier_topology() -> dict:
+    """cli-X -- rtr-X -- director (uplink per carrier) -- rs1. The director's main default
+    route is unicom's, and unicom's router has no route to telecom's clients: only
+    carrier routing brings telecom's replies back."""
+    fwd = {"net.ipv6.conf.all.forwarding": 1, "net.ipv4.ip_forward": 1}
+    links, routes = [], []
+    for tag, uplink, vip in (("a", "ctc0", VIP6_A), ("b", "cuc0", VIP6_B)):
+        n = 11 if tag == "a" else 12
+        links += [{"a": {"host": f"cli-{tag}", "ifname": "eth0",
+                         "addresses": [f"fd00:{tag}::2/64"]},
+                   "b": {"host": f"rtr-{tag}", "ifname": "down",
+                         "addresses": [f"fd00:{tag}::1/64"]}},
+                  {"a": {"host": f"rtr-{tag}", "ifname": "up",
+                         "addresses": [f"fd00:1{tag}::2/64", f"10.{n}.0.2/24"]},
+                   "b": {"host": "director", "ifname": uplink,
+                         "addresses": [f"fd00:1{tag}::1/64", f"10.{n}.0.1/24"]}}]
+        routes += [{"host": f"cli-{tag}", "dst": "default", "via": f"fd00:{tag}::1"},
+                   {"host": f"rtr-{tag}", "dst": f"{vip}/128", "via": f"fd00:1{tag}::1"}]
+    links.append({"a": {"host": "director", "ifname": "s0", "addresses": ["fd00:2::1/64"]},
+                  "b": {"host": "rs1", "ifname": "eth0", "addresses": [f"{RS6[0]}/64"]}})
+    routes += [{"host": "director", "dst": "default", "via": "fd00:1b::2"},
+               {"host": "rs1", "dst": "default", "via": "fd00:2::1"}]
+    return {"hosts": [{"name": "director", "sysctls": fwd}, {"name": "rtr-a", "sysctls": fwd},
+                      {"name": "rtr-b", "sysctls": fwd}, "cli-a", "cli-b", "rs1"],
+            "links": links, "routes": routes,
+            "processes": [{"name": "rs1-http", "host": "rs1", "ready_tcp_port": PORT,
+                           "argv": [sys.executable, "-m", "dcnet.lab.haproxy6_lab",
+                                    str(PORT)]}]}
+
+
+def answered(lab, client: str, vip: str, count: int) -> int:
+    ok = 0
+    for _ in range(count):
+        try:
+            lab.call(client, h6.get, vip, 80, 5.0)
+            ok += 1
+        except OSError:
+            pass
+    return ok
+
+
+def test_carrier_routing_returns_ipv6_replies_by_the_carrier_they_came_in_on(
+        lab_factory, tmp_path):
+    lab = lab_factory(carrier_topology())
+    for vip in (VIP6_A, VIP6_B):
+        lab.run("director", ["ip", "-6", "addr", "add", f"{vip}/128", "dev", "lo", "nodad"])
+    options = {"netns": lab.netns("director"), "state_dir": str(tmp_path / "state")}
+    m = synth.model(CARRIER_MODEL)
+    apply(options, m)
+    assert answered(lab, "cli-b", VIP6_B, 3) == 3
+    assert answered(lab, "cli-a", VIP6_A, 2) == 0          # replies lost via unicom
+    routed = {**options, "carrier_routing": True}
+    first = apply(routed, m, force=True)
+    assert first.result.writes["rtnetlink"] == 8     # per carrier: 2 rules, 2 routes
+    assert answered(lab, "cli-a", VIP6_A, 10) == 10
+    assert answered(lab, "cli-b", VIP6_B, 10) == 10
+    rules6 = lab.run("director", ["ip", "-6", "rule", "show"]).stdout
+    assert "fwmark 0x65 lookup 101" in rules6 and "fwmark 0x66 lookup 102" in rules6
+    table = lab.run("director", ["ip", "-6", "route", "show", "table", "101"]).stdout
+    assert "default via fd00:1a::2 dev ctc0" in table
+    again = apply(routed, m)
+    assert again.plan.empty and not any(again.result.writes.values()), again.plan.to_text()
+    lab.run("director", ["ip", "-6", "route", "del", "default", "table", "101"])
+    repair = apply(routed, m)
+    assert [c.describe() for c in repair.plan.changes] == [
+        "+ route 101 ::/0 (dev=ctc0, gateway=fd00:1a::2)"]
+    assert answered(lab, "cli-a", VIP6_A, 3) == 3
