@@ -63,6 +63,29 @@ def version_of(cidr: str) -> int:
     return 6 if ":" in cidr else 4
 
 
+def kernel_event_matters(data: bytes) -> bool:
+    """Whether an rtnetlink multicast datagram may change what the agent wants: any IPv4
+    address or route event, an IPv6 address event of global scope, an IPv6 route event in
+    the main table not made by the kernel. Every pod's host veth gets an IPv6 link-local
+    address and route (and DAD finishing changes them again): those must not wake a
+    reconcile pass per pod."""
+    offset = 0
+    while offset + 20 <= len(data):
+        length = int.from_bytes(data[offset:offset + 4], sys.byteorder)
+        kind = int.from_bytes(data[offset + 4:offset + 6], sys.byteorder)
+        body = data[offset + 16:offset + length]
+        if length < 16:
+            return True  # malformed: reconcile to be safe
+        offset += (length + 3) & ~3
+        if not body or body[0] != socket.AF_INET6:
+            return True
+        if kind in (20, 21) and len(body) >= 4 and body[3] == 0:  # RTM_{NEW,DEL}ADDR, global
+            return True
+        if kind in (24, 25) and len(body) >= 6 and body[4] == MAIN_TABLE and body[5] != 2:
+            return True  # RTM_{NEW,DEL}ROUTE in main, not RTPROT_KERNEL
+    return False
+
+
 class AgentError(RuntimeError):
     """The agent cannot do its job (bad node IP, no subnet, ...)."""
 
@@ -418,13 +441,14 @@ class Agent:
         import select
 
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+        if 6 in self.clusters:
+            groups |= RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
         try:
-            sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR
-                       | RTMGRP_IPV6_ROUTE))
+            sock.bind((0, groups))
             while not stop.is_set():
                 ready, _, _ = select.select([sock], [], [], 1.0)
-                if ready:
-                    sock.recv(1 << 16)
+                if ready and kernel_event_matters(sock.recv(1 << 16)):
                     wake.set()
         finally:
             sock.close()

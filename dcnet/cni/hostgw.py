@@ -39,7 +39,7 @@ from dcnet.cni.errors import (
 from dcnet.cni.hostgwcheck import Checker
 from dcnet.cni.ipam import Reservations, pool
 from dcnet.cni.nsref import resolve
-from dcnet.cni.rtnl import AF_INET6, AF_NETLINK, NETLINK_ROUTE, Netlink
+from dcnet.cni.rtnl import AF_INET, AF_INET6, AF_NETLINK, NETLINK_ROUTE, Netlink
 from dcnet.cni.version import to_canonical
 from dcnet.hashing import fnv1a_64
 from dcnet.undo import Undo
@@ -300,7 +300,7 @@ def status_problem(conf: NetConf) -> str | None:
             return f"bridge {conf.bridge} is down"
         for pool_ in node.pools:
             gateway = pool_.fam.ip_bytes(pool_.gateway)
-            family = AF_INET6 if pool_.version == 6 else 2
+            family = AF_INET6 if pool_.version == 6 else AF_INET
             if not any(a["index"] == bridge["index"] and a["address"] == gateway
                        for a in nl.addresses(family)):
                 return f"bridge {conf.bridge} lacks gateway {pool_.fam.fmt_ip(pool_.gateway)}"

@@ -218,3 +218,32 @@ def test_ipv4_only_parsers_say_ipv6_is_not_supported_here(text):
         ip4.parse_cidr(text) if "/" in text else ip4.parse_ip(text)
     assert "IPv6 is not supported here" in str(caught.value)
     assert "invalid prefix length" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- the agent's kernel watch
+
+
+def _nlmsg(kind: int, body: bytes) -> bytes:
+    import struct
+
+    message = struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+    return message + b"\0" * (-len(message) % 4)
+
+
+def test_kernel_events_of_pod_veths_link_local_ipv6_do_not_wake_the_agent():
+    import struct
+
+    from dcnet.cni.agent import kernel_event_matters
+
+    def addr(family: int, scope: int) -> bytes:
+        return _nlmsg(20, struct.pack("=BBBBI", family, 64, 0, scope, 7))
+
+    def route(family: int, table: int, proto: int, kind: int = 24) -> bytes:
+        return _nlmsg(kind, struct.pack("=BBBBBBBBI", family, 64, 0, 0, table, proto, 0, 1, 0))
+    link_local = addr(10, 253) + route(10, 254, 2) + route(10, 255, 2)
+    assert not kernel_event_matters(link_local)
+    assert kernel_event_matters(link_local + addr(10, 0))        # a global IPv6 address
+    assert kernel_event_matters(route(10, 254, 217, kind=25))    # our IPv6 route deleted
+    assert kernel_event_matters(addr(2, 253))                    # IPv4: as before, always
+    assert kernel_event_matters(route(2, 254, 2))
+    assert not kernel_event_matters(b"")
