@@ -32,6 +32,7 @@ from dcnet.cni import agentsocket, leases
 from dcnet.cni.agentlock import network_lock
 from dcnet.cni.agentsocket import AgentServer
 from dcnet.cni.config import NetConf, load_conf
+from dcnet.cni.dhcp6client import Dhcp6Runner
 from dcnet.cni.dhcphandlers import RequestHandlers
 from dcnet.cni.dhcprecovery import Recovery
 from dcnet.cni.dhcprunner import Runner
@@ -59,6 +60,7 @@ class MacvlanAgent(RequestHandlers, HostShim, Ipv6Pod, Recovery):
         self.log = log or (lambda text: print(f"dcnet-agent: {text}", file=sys.stderr,
                                               flush=True))
         self.runners: dict[str, Runner] = {}
+        self.runners6: dict[str, Dhcp6Runner] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._node_lock = threading.Lock()
@@ -156,6 +158,8 @@ class MacvlanAgent(RequestHandlers, HostShim, Ipv6Pod, Recovery):
             self.server = None
         for key in list(self.runners):
             self._forget(key, release=False)
+        for key in list(self.runners6):
+            self._forget6(key, release=False)
         self._node_nl.close()
         self.lock.release()
 

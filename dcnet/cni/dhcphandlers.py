@@ -216,6 +216,10 @@ class RequestHandlers:
         record = None
         with contextlib.suppress(leases.JournalError):
             record = self.journal.read(cid, ifname)
+        released6 = None
+        if key in self.runners6:  # DHCPv6 first: RELEASE goes over the pod's link
+            released6 = self._forget6(key, release=record is not None
+                                      and self._pod_link_usable(record) is not False)
         runner = self.runners.pop(key, None)
         released = None
         if runner is not None and runner.alive():
@@ -247,7 +251,8 @@ class RequestHandlers:
                         "queued": True}
         self.journal.remove(cid, ifname)
         self.queue.remove(cid, ifname)
-        return {"containerID": cid, "ifname": ifname, "released": released}
+        return {"containerID": cid, "ifname": ifname, "released": released,
+                **({"released6": released6} if released6 is not None else {})}
 
     @staticmethod
     def _pod_link_usable(record: dict) -> bool | None:

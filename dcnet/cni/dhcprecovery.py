@@ -87,6 +87,7 @@ class Recovery:
         runner = Runner(self, record, resume=lease_from_record(record))
         self.runners[key] = runner
         runner.start()
+        self.resume6(record)
         self.log(f"{key}: resumed {(record.get('configured') or {}).get('address')}")
 
     def _expire_offline(self, record: dict, index: int) -> None:

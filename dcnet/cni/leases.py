@@ -179,7 +179,7 @@ def new_record(network: str, container_id: str, ifname: str, netns: str,
             "ifname": ifname, "netns": netns, "netnsID": list(netns_id) if netns_id else None,
             "master": master, "mode": mode, "mac": mac, "clientID": client_id_hex,
             "hostname": hostname, "state": PENDING, "lease": None, "configured": None,
-            "updated": time.time()}
+            "configured6": None, "lease6": None, "duid6": None, "updated": time.time()}
 
 
 _REQUIRED = {"version": int, "network": str, "containerID": str, "ifname": str,

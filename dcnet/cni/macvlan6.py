@@ -1,4 +1,4 @@
-"""The macvlan agent's IPv6 (SLAAC) steps of ADD, CHECK and the CNI result.
+"""The macvlan agent's IPv6 (SLAAC or DHCPv6) steps of ADD, CHECK, DEL and the result.
 
 ``Ipv6Pod`` is mixed into ``dcnet.cni.dhcpagent.MacvlanAgent``. With ``ipv6: slaac``
 (``dcnet.cni.slaac``) ADD writes the pod's IPv6 sysctls before its link comes up
@@ -9,14 +9,21 @@ the address with the router's link-local address as gateway and a ``::/0`` route
 ``check6`` verifies address (past DAD) and default route in the pod; housekeeping
 follows an address or router that changed later (``follow_pods6``). There is nothing to
 release for SLAAC: deleting the pod's link removes the address, DEL removes the shim
-route.
+route. With ``ipv6: dhcpv6`` ADD starts the attachment's ``Dhcp6Runner`` instead
+(``_start_dhcp6``: address from the DHCPv6 server, router from the RA), DEL stops it
+with a RELEASE (``_forget6``), and ``resume6`` runs it again from the journal after an
+agent restart.
 """
 
 from __future__ import annotations
 
-from dcnet.cni import leases, slaac
+import time
+
+from dcnet.cni import dhcpv6, leases, slaac
+from dcnet.cni.args import parse_args
 from dcnet.cni.config import NetConf
-from dcnet.cni.errors import CHECK_FAILED, INVALID_CONFIG, CniError
+from dcnet.cni.dhcp6client import Dhcp6Runner
+from dcnet.cni.errors import CHECK_FAILED, INVALID_CONFIG, TRY_AGAIN_LATER, CniError
 from dcnet.cni.nsref import resolve
 from dcnet.cni.podns import pod_netlink, write
 from dcnet.cni.skel import CmdArgs
@@ -48,15 +55,61 @@ class Ipv6Pod:
         settings = slaac.ipv6_settings(conf.raw)
         if not settings.enabled:
             return
-        with pod_netlink(args.netns) as pod:
-            state = slaac.wait_slaac(pod, index, args.ifname, settings.timeout)
+        if settings.mode == "dhcpv6":
+            state = self._start_dhcp6(conf, args, record, index, undo, settings.timeout)
+        else:
+            with pod_netlink(args.netns) as pod:
+                state = slaac.wait_slaac(pod, index, args.ifname, settings.timeout)
         record["configured6"] = state
         self.journal.write(record)
         self.shim_route6(None, state["address"])
         undo.push("remove the shim's IPv6 route",
                   lambda: self.shim_route6(state["address"], None))
-        self.log(f"{record['containerID']}+{args.ifname}: SLAAC {state['address']} via "
-                 f"{state['gateway']}")
+        self.log(f"{record['containerID']}+{args.ifname}: {settings.mode} "
+                 f"{state['address']} via {state['gateway']}")
+
+    def _start_dhcp6(self, conf: NetConf, args: CmdArgs, record: dict, index: int,
+                     undo: Undo, timeout: float) -> dict:
+        """Start the attachment's DHCPv6 client; wait for its address, then the RA's
+        router, within ``timeout`` in all."""
+        cni_args = parse_args(args.args)
+        identity = "/".join([cni_args.get("K8S_POD_NAMESPACE") or "",
+                             cni_args.get("K8S_POD_NAME") or args.container_id, args.ifname])
+        record["duid6"] = dhcpv6.duid(conf.client_id, record["mac"], identity).hex()
+        runner = Dhcp6Runner(self, record, bytes.fromhex(record["duid6"]))
+        key = runner.key
+        self.runners6[key] = runner
+        undo.push("stop the DHCPv6 client", lambda: self._forget6(key, release=True))
+        runner.start()
+        deadline = time.monotonic() + timeout
+        while not runner.bound.wait(0.05):
+            if runner.finished.is_set() or time.monotonic() > deadline:
+                why = (f"the DHCPv6 client failed: {runner.error}" if runner.finished.is_set()
+                       else f"no DHCPv6 lease within ipv6.timeout ({timeout:g}s)")
+                raise CniError(TRY_AGAIN_LATER, f"{why} ({args.ifname})",
+                               "is a DHCPv6 server answering on that segment?")
+        with pod_netlink(args.netns) as pod:
+            gateway = slaac.wait_router(pod, index, args.ifname,
+                                        max(0.0, deadline - time.monotonic()))
+        return {"address": record["configured6"]["address"], "gateway": gateway}
+
+    def _forget6(self, key: str, release: bool) -> bool | None:
+        """Stop an attachment's DHCPv6 client (releasing first); whether it released."""
+        runner = self.runners6.pop(key, None)
+        if runner is None:
+            return None
+        runner.stop(release)
+        return runner.released
+
+    def resume6(self, record: dict) -> None:
+        """After a restart: run the journaled DHCPv6 lease's client again (no-op without)."""
+        key = leases.attachment_key(record["containerID"], record["ifname"])
+        if not record.get("lease6") or not record.get("duid6") or key in self.runners6:
+            return
+        runner = Dhcp6Runner(self, record, bytes.fromhex(record["duid6"]),
+                             resume=record["lease6"])
+        self.runners6[key] = runner
+        runner.start()
 
     def follow_pods6(self) -> None:
         """Housekeeping: when a pod's SLAAC address or router changed (renumbering, the
@@ -68,8 +121,8 @@ class Ipv6Pod:
         for key, runner in list(self.runners.items()):
             record = runner.record
             old = record.get("configured6")
-            if not old or record["state"] != leases.BOUND:
-                continue
+            if not old or record["state"] != leases.BOUND or key in self.runners6:
+                continue  # a DHCPv6 client follows its own address
             try:
                 with pod_netlink(record["netns"]) as pod:
                     link = pod.link(record["ifname"])
@@ -103,16 +156,23 @@ class Ipv6Pod:
                               "gateway": configured6["gateway"]})
         result["routes"].append({"dst": "::/0", "gw": configured6["gateway"]})
 
-    @staticmethod
-    def check6(args: CmdArgs, record: dict, ips: list[dict], pod, link: dict) -> None:
+    def check6(self, args: CmdArgs, record: dict, ips: list[dict], pod, link: dict) -> None:
         """CHECK's IPv6 part: prevResult, journal and the pod agree (CniError 103)."""
         configured6 = record.get("configured6")
+        if record.get("lease6") or record.get("duid6"):
+            runner = self.runners6.get(leases.attachment_key(args.container_id, args.ifname))
+            if runner is None or not runner.alive():
+                raise CniError(CHECK_FAILED, "CHECK failed: no DHCPv6 client is keeping the "
+                               "IPv6 lease")
         listed = [ip["address"] for ip in ips if ":" in ip.get("address", "")]
         if not configured6:
             if listed:
                 raise CniError(CHECK_FAILED, f"CHECK failed: prevResult has {listed[0]} but "
                                "no IPv6 address is journaled")
             return
+        if not configured6.get("address"):
+            raise CniError(CHECK_FAILED, "CHECK failed: the DHCPv6 lease ended (soliciting "
+                           "a new one)")
         if configured6["address"] not in listed:
             raise CniError(CHECK_FAILED, f"CHECK failed: the IPv6 address is now "
                            f"{configured6['address']}, prevResult has "

@@ -1,7 +1,8 @@
 """MACVLAN IPv6: the ``ipv6`` setting, a pod's SLAAC address and the IPv6 netlink it needs.
 
 ``ipv6_settings`` parses and validates the macvlan network's ``ipv6`` field (``off``,
-the default; ``slaac``; ``dhcpv6`` is refused: stateful DHCPv6 is not supported here) and
+the default; ``slaac``; ``dhcpv6``: the address from a DHCPv6 server, the router from the
+RA, ``dcnet.cni.dhcp6client``) and
 ``hostShim.address6``; it is pure and light (the plugin's ADD path calls it). The rest is
 used by the node agent: ``pod_sysctls`` (what to write in the pod before its link comes
 up: IPv6 on, router advertisements accepted even with forwarding, autoconf, the address
@@ -29,6 +30,7 @@ from dcnet.cni.rtnl import (
     RTA_GATEWAY,
     RTA_OIF,
     RTA_TABLE,
+    RTM_DELADDR,
     RTM_DELROUTE,
     RTM_GETADDR,
     RTM_GETROUTE,
@@ -75,14 +77,15 @@ def _bad(field: str, problem: str) -> CniError:
 
 
 def ipv6_settings(raw: dict) -> Ipv6Settings:
-    """The macvlan network's ``ipv6`` field: ``"off" | "slaac"`` or ``{"mode": ...,
+    """The macvlan network's ``ipv6`` field: ``"off" | "slaac" | "dhcpv6"`` or ``{"mode": ...,
     "timeout": seconds, "addrGenMode": "eui64" | "stable-privacy"}``, and
     ``hostShim.address6``. CniError (code 7) naming the field."""
     value = raw.get("ipv6", "off")
     if isinstance(value, str):
         value = {"mode": value}
     if not isinstance(value, dict):
-        raise _bad("ipv6", f"expected \"off\", \"slaac\" or an object, got {value!r}")
+        raise _bad("ipv6", f"expected \"off\", \"slaac\", \"dhcpv6\" or an object, "
+                   f"got {value!r}")
     unknown = sorted(set(value) - {"mode", "timeout", "addrGenMode"})
     if unknown:
         raise _bad(f"ipv6.{unknown[0]}", "unknown field (known: mode, timeout, addrGenMode)")
@@ -90,10 +93,6 @@ def ipv6_settings(raw: dict) -> Ipv6Settings:
     if mode not in MODES:
         raise _bad("ipv6.mode" if "mode" in value and isinstance(raw.get("ipv6"), dict)
                    else "ipv6", f"{mode!r} is not one of {list(MODES)}")
-    if mode == "dhcpv6":
-        raise _bad("ipv6", "IPv6 is not supported here with 'dhcpv6': stateful DHCPv6 is "
-                   "not implemented in macvlan mode; use 'slaac' (addresses from router "
-                   "advertisements) or 'off'")
     timeout = value.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:
         raise _bad("ipv6.timeout", f"expected an integer in 1..3600, got {timeout!r}")
@@ -150,8 +149,9 @@ def stable_secret(identity: str) -> str:
 def pod_sysctls(ifname: str, settings: Ipv6Settings, identity: str) -> list[tuple[str, str]]:
     """(path, value) to write in the pod's namespace before ``ifname`` comes up."""
     base = f"/proc/sys/net/ipv6/conf/{ifname}/"
+    autoconf = "1" if settings.mode == "slaac" else "0"  # dhcpv6: the address from DHCP
     out = [(base + "disable_ipv6", "0"), (base + "accept_ra", "2"),
-           (base + "autoconf", "1"), (base + "accept_dad", "1")]
+           (base + "autoconf", autoconf), (base + "accept_dad", "1")]
     if settings.addr_gen_mode == "stable-privacy":
         out.append((base + "stable_secret", stable_secret(identity)))
     out.append((base + "addr_gen_mode", ADDR_GEN_MODES[settings.addr_gen_mode]))
@@ -243,6 +243,18 @@ def delete_route6(nl: Netlink, dst: bytes, plen: int, oif: int) -> bool:
     return True
 
 
+def delete_address6(nl: Netlink, index: int, address: bytes, plen: int) -> bool:
+    """Delete one IPv6 address; False when it was not there."""
+    body = _IFADDRMSG.pack(AF_INET6, plen, 0, 0, index) + attr(IFA_LOCAL, address)
+    try:
+        nl.request(RTM_DELADDR, 0, body)
+    except OSError as exc:
+        if exc.errno in (99, 19):  # EADDRNOTAVAIL, ENODEV
+            return False
+        raise
+    return True
+
+
 def add_address6(nl: Netlink, index: int, address: bytes, plen: int) -> None:
     """Put an IPv6 address on link ``index`` without duplicate address detection."""
     body = _IFADDRMSG.pack(AF_INET6, plen, IFA_F_NODAD, RT_SCOPE_UNIVERSE, index)
@@ -265,6 +277,21 @@ def slaac_state(nl: Netlink, index: int) -> dict | None:
         return None
     first = usable[0]
     return {"address": f"{fmt6(first['address'])}/{first['plen']}", "gateway": fmt6(gateway)}
+
+
+def wait_router(nl: Netlink, index: int, ifname: str, timeout: float,
+                step: float = 0.05) -> str:
+    """Wait (at most ``timeout`` s) for an IPv6 default route on ``index``; its router."""
+    deadline = time.monotonic() + timeout
+    while True:
+        gateway = default_router(nl, index)
+        if gateway is not None:
+            return fmt6(gateway)
+        if time.monotonic() > deadline:
+            raise CniError(TRY_AGAIN_LATER, f"no IPv6 default router from a router "
+                           f"advertisement on {ifname} within ipv6.timeout",
+                           "is a router sending advertisements on that segment?")
+        time.sleep(step)
 
 
 def wait_slaac(nl: Netlink, index: int, ifname: str, timeout: float,

@@ -77,10 +77,12 @@ class DhcpLab:
 
     def start_dnsmasq(self, first: int = 100, last: int = 199, t1: int | None = 6,
                       t2: int | None = 10, lease: str = "2m", fresh: bool = False,
-                      ping: bool = False, ra: bool = False,
+                      ping: bool = False, ra: bool = False, dhcpv6: bool = False,
                       extra: tuple[str, ...] = ()) -> None:
         """dnsmasq serving DHCPv4; with ``ra`` also router advertisements of ``NET6``/64
-        (autonomous flag, no DHCPv6: SLAAC), every 4 s, router lifetime 600 s."""
+        (autonomous flag, no DHCPv6: SLAAC), every 4 s, router lifetime 600 s; with
+        ``dhcpv6`` the RAs say "managed" instead and dnsmasq leases ``NET6``::100-1ff
+        for ``lease``."""
         if fresh and self.lease_file.exists():
             self.lease_file.unlink()
         argv = ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
@@ -92,9 +94,10 @@ class DhcpLab:
                 f"{SERVER}", "--dhcp-option=option:domain-name,pods.lab"]
         if not ping:
             argv.append("--no-ping")
-        if ra:
-            argv += ["--enable-ra", "--dhcp-range=::,constructor:eth0,ra-only,64,10m",
-                     "--ra-param=eth0,4,600"]
+        if ra or dhcpv6:
+            argv += ["--enable-ra", "--ra-param=eth0,4,600",
+                     f"--dhcp-range={NET6}100,{NET6}1ff,64,{lease}" if dhcpv6
+                     else "--dhcp-range=::,constructor:eth0,ra-only,64,10m"]
         argv += list(extra)
         if t1:
             argv.append(f"--dhcp-option=option:T1,{t1}")

@@ -27,6 +27,7 @@ def packed(text: str) -> bytes:
 def test_ipv6_is_off_by_default_and_takes_a_string_or_an_object():
     assert not slaac.ipv6_settings({}).enabled
     assert slaac.ipv6_settings({"ipv6": "off"}).mode == "off"
+    assert slaac.ipv6_settings({"ipv6": {"mode": "dhcpv6"}}).mode == "dhcpv6"
     plain = slaac.ipv6_settings({"ipv6": "slaac"})
     assert (plain.mode, plain.timeout, plain.addr_gen_mode) == ("slaac", 20, "eui64")
     full = slaac.ipv6_settings({"ipv6": {"mode": "slaac", "timeout": 5,
@@ -37,8 +38,6 @@ def test_ipv6_is_off_by_default_and_takes_a_string_or_an_object():
 
 
 @pytest.mark.parametrize(("raw", "field", "words"), [
-    ({"ipv6": "dhcpv6"}, "ipv6", "IPv6 is not supported here with 'dhcpv6'"),
-    ({"ipv6": {"mode": "dhcpv6"}}, "ipv6", "stateful DHCPv6 is not implemented"),
     ({"ipv6": "on"}, "ipv6", "'on' is not one of"),
     ({"ipv6": {"mode": "on"}}, "ipv6.mode", "'on' is not one of"),
     ({"ipv6": True}, "ipv6", "expected"),
@@ -79,6 +78,9 @@ def test_pod_sysctls_enable_slaac_with_the_generation_mode_last():
                          "/proc/sys/net/ipv6/conf/eth0/autoconf": "1",
                          "/proc/sys/net/ipv6/conf/eth0/accept_dad": "1",
                          "/proc/sys/net/ipv6/conf/eth0/addr_gen_mode": "0"}
+    dhcp = dict(slaac.pod_sysctls("eth0", slaac.Ipv6Settings("dhcpv6"), "x"))
+    assert dhcp["/proc/sys/net/ipv6/conf/eth0/autoconf"] == "0"  # the address from DHCPv6
+    assert dhcp["/proc/sys/net/ipv6/conf/eth0/accept_ra"] == "2"  # the router from the RA
     stable = slaac.pod_sysctls("eth0", slaac.Ipv6Settings("slaac", addr_gen_mode=
                                                           "stable-privacy"), "a/b/c/eth0")
     keys = [path.rsplit("/", 1)[1] for path, _ in stable]
