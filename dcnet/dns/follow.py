@@ -3,7 +3,8 @@
 Each round (:meth:`Follower.round`) reads the health sources (:mod:`dcnet.dns.health`),
 turns their counts into one observation per (service, carrier) answer, steps the damping
 (:mod:`dcnet.dns.damping`) and, when the set of withdrawn answers changed (or the model
-file changed, or every ``resync`` seconds, or the last apply failed), plans and applies
+file changed, or every ``resync`` seconds, or the last apply failed: retried after 1 s,
+doubling up to ``retry_max``), plans and applies
 the ``dns`` target with the model overlaid by that set (:func:`overlay`: a withdrawn
 answer loses its carrier VIP, so the layout falls back to the default line's VIP exactly
 as for a carrier marked ``down``). Plan and apply run in one locked session of the target
@@ -77,7 +78,8 @@ class Follower:
     def __init__(self, model: Model, sources: Iterable[HealthSource],
                  target_factory: Callable[[], object], state_dir: str, *,
                  log: Callable[[str], None] = print, clock: Callable[[], float] = time.time,
-                 resync: float = 60.0, max_change: float = DEFAULT_MAX_CHANGE,
+                 resync: float = 60.0, retry_max: float = 30.0,
+                 max_change: float = DEFAULT_MAX_CHANGE,
                  force: bool = False, lock_timeout: float = 600.0,
                  model_path: str | None = None,
                  model_loader: Callable[[str], Model] | None = None):
@@ -87,13 +89,17 @@ class Follower:
         self.state_dir = state_dir
         self.log, self.clock = log, clock
         self.resync, self.max_change, self.force = resync, max_change, force
+        self.retry_max = retry_max
+        self.retry_after, self.retry_at = 0.0, float("-inf")   # backoff after failures
         self.lock_timeout = lock_timeout
         self.model_path, self.model_loader = model_path, model_loader
         self._model_mtime = self._mtime()
         self.damper = self._load_state()
         self.applied: frozenset[Key] | None = None     # None: nothing applied yet
-        self.last_plan = float("-inf")
+        self.last_plan = float("-inf")          # clock() of the last plan
         self._saved_marks: dict | None = None
+        self._last_errors: list[str] = []
+        self.dirty = False          # the model was reloaded and not yet applied
         self._lock_ctx = None
 
     # -- state directory
@@ -177,51 +183,62 @@ class Follower:
     # -- one round
 
     def round(self) -> RoundResult:
-        reloaded = self._reload_model()
+        self.dirty = self._reload_model() or self.dirty
         now = self.clock()
         counts, errors = read_all(self.sources, self.model)
-        for error in errors:
-            self.log(f"health source unreadable (its VIPs count as unknown): {error}")
+        if errors != self._last_errors:         # logged when they change, not each round
+            for error in errors:
+                self.log(f"health source unreadable (its VIPs count as unknown): {error}")
+            if not errors:
+                self.log("every health source readable again")
+            self._last_errors = errors
         events = self.damper.observe(observe(self.model, counts), now)
         for event in events:
             self.log(event.describe())
         withdrawn = self.damper.withdrawn()
         self._save_state()
         result = RoundResult(events, errors, withdrawn)
-        if (withdrawn != self.applied or reloaded
-                or time.monotonic() - self.last_plan >= self.resync):
-            self._apply(withdrawn, result)
+        due = (withdrawn != self.applied or self.dirty
+               or now - self.last_plan >= self.resync)
+        if due and now >= self.retry_at:
+            self._apply(withdrawn, result, now)
         return result
 
-    def _apply(self, withdrawn: frozenset[Key], result: RoundResult) -> None:
+    def _failed(self, result: RoundResult, now: float) -> None:
+        self.retry_after = min(max(1.0, self.retry_after * 2), self.retry_max)
+        self.retry_at = now + self.retry_after
+        self.log(f"dns apply failed (retried in {self.retry_after:g}s): "
+                 f"{result.apply_error}")
+
+    def _apply(self, withdrawn: frozenset[Key], result: RoundResult, now: float) -> None:
         result.planned = True
-        self.last_plan = time.monotonic()
+        self.last_plan = now
         target = self.target_factory()
         try:
             with target.lock(self.lock_timeout):
                 plan = make_plan(target, overlay(self.model, withdrawn))
                 result.changes = len(plan.changes)
                 if plan.empty:
-                    self.applied = withdrawn
+                    self.applied, self.dirty, self.retry_after = withdrawn, False, 0.0
                     return
                 outcome = apply_plan(target, plan, force=self.force,
                                      max_change=self.max_change)
         except Exception as exc:        # named down, refused plan: retried next round
             result.apply_error = f"{type(exc).__name__}: {exc}"
-            self.log(f"dns apply failed (retried next round): {result.apply_error}")
+            self._failed(result, now)
             return
         finally:
             close = getattr(target, "close", None)
             if close:
                 close()
         if outcome.ok:
-            self.applied = withdrawn
+            self.applied, self.dirty, self.retry_after = withdrawn, False, 0.0
             result.applied = True
             self.log(f"dns applied {len(outcome.applied)} change(s): "
                      + ", ".join(c.describe() for c in outcome.applied))
         else:
             result.apply_error = f"{outcome.failed.describe()}: {outcome.error}"
-            self.log(f"dns apply failed (retried next round): {result.apply_error}")
+            self._failed(result, now)
 
     def run(self, interval: float, rounds: int | None = None,
             stop: Callable[[], bool] = lambda: False) -> None:

@@ -32,7 +32,7 @@ from dcnet.lvs.fake import FakeIPVS
 from dcnet.lvs.ipvs import CMD_NEW_DEST, CMD_NEW_SERVICE, Request, WireDest, WireService
 from dcnet.model import ModelError, parse_model
 from dcnet.sysio import proc
-from tests.unit.model_fixtures import model_text, read_file
+from tests.unit.model_fixtures import FILES, model_text, read_file
 
 pytestmark = pytest.mark.unit
 
@@ -254,7 +254,7 @@ def test_elbctl_dns_follow_once_needs_a_source_and_runs_one_round(tmp_path, rndc
 
     models = tmp_path / "m"
     models.mkdir()
-    (models / "telecom.txt").write_text("192.0.2.0/26\n")
+    (models / "telecom.txt").write_text(FILES["telecom.txt"])
     (models / "elb.yaml").write_text(model_text())
     directory = str(tmp_path / "bind")
     m = model()
@@ -268,5 +268,45 @@ def test_elbctl_dns_follow_once_needs_a_source_and_runs_one_round(tmp_path, rndc
                                       f"{tmp_path / 'none.sock'}=telecom"])
     assert result.exit_code == 0, result.output
     assert "health source unreadable" in result.output
-    assert "dns applied" not in result.output
+    assert "dns applied" not in result.output and "apply failed" not in result.output
     assert stat.S_IMODE(os.stat(tmp_path / "bind" / ".dcnet-health").st_mode) == 0o700
+
+
+def test_a_failed_apply_is_retried_with_backoff_and_a_reloaded_model_is_applied(
+        tmp_path, rndc_key):
+    directory = str(tmp_path / "bind")
+    render_to_directory(model(FAST), ServerOptions(directory, key_file=rndc_key), check=False)
+    named, clock, logs = FakeRndc(directory), Clock(), []
+    named.stop()
+    source = Counts({(TELECOM_VIP, 80): 0, (BGP_VIP, 80): 1})
+    models = tmp_path / "m"
+    models.mkdir()
+    (models / "telecom.txt").write_text(FILES["telecom.txt"])
+    path = models / "elb.yaml"
+    path.write_text(model_text(lambda d: d.update(dns={"health": FAST})))
+    from dcnet.model import load_model
+    loop = Follower(load_model(path), [source], lambda: DNSTarget(
+        directory=directory, key_file=rndc_key, rndc=named), str(tmp_path / "state"),
+        log=logs.append, clock=clock, model_path=str(path), model_loader=load_model)
+    planned = []
+    for second in range(12):
+        clock.now = 1000 + second
+        result = loop.round()
+        if result.planned:
+            planned.append((second, result.apply_error is not None))
+    # withdrawn at 2 s; named down: tried at 2, 3, 5 and 9 s (backoff 1, 2, 4 s)
+    assert planned == [(0, False), (2, True), (3, True), (5, True), (9, True)]
+    assert any("retried in 4s" in line for line in logs)
+    named.start()
+    clock.now = 1016
+    assert not loop.round().planned             # next try at 9 + 8 s
+    clock.now = 1017
+    assert loop.round().applied
+    assert telecom_answer(directory) == BGP_VIP
+    # the model file changes: reloaded and planned in the next round
+    path.write_text(model_text(lambda d: d.update(dns={"health": FAST, "ttl": 30})))
+    os.utime(path, (2000, 2000))
+    clock.now = 1018
+    result = loop.round()
+    assert result.planned and result.applied and loop.model.dns.ttl == 30
+    assert any("reloaded" in line for line in logs)
