@@ -27,8 +27,8 @@ class ModeInfo:
 
 
 _NO_IPV6 = "IPv6 not supported by this mode yet"
-_NO_IPV6_CNI = (f"{_NO_IPV6}: netbench builds this CNI mode's pods single-stack (IPv4 "
-                "pod subnets and IPAM ranges only)")
+_NO_IPV6_CNI = (f"{_NO_IPV6}: netbench builds the dcnet plugin's pods single-stack (IPv4 "
+                "cluster CIDR and DHCPv4 only)")
 
 MODES: tuple[ModeInfo, ...] = (
     ModeInfo("loopback", "root-namespace loopback (baseline)",
@@ -56,11 +56,11 @@ MODES: tuple[ModeInfo, ...] = (
              cross_node=True, ipv6_reason=_NO_IPV6_CNI),
     ModeInfo("cni-ref-bridge", "reference CNI bridge + host-local",
              "pods made by /usr/lib/cni/bridge with host-local, node routes as host-gw",
-             cross_node=True, ipv6_reason=_NO_IPV6_CNI),
+             cross_node=True),
     ModeInfo("cni-ref-macvlan", "reference CNI macvlan + host-local",
              "pods made by /usr/lib/cni/macvlan (bridge mode) on each node's uplink; "
              "macvlan -> node uplink -> switch -> macvlan",
-             cross_node=True, ipv6_reason=_NO_IPV6_CNI),
+             cross_node=True),
     ModeInfo("ipvs", "IPVS NAT path (client -> VIP -> real server)",
              "client -> director (IPVS masquerading) -> real server; needs kernel IPVS",
              ipv6_reason=f"{_NO_IPV6}: the IPVS services are IPv4 only"),

@@ -17,6 +17,10 @@ traffic crosses exactly what the plugin built:
   :mod:`dcnet.lab.cni_dhcp`); only when the plugin in this build has that mode.
 
 Pods are deleted (CNI DEL) before the lab goes, which takes the nodes' state with it.
+The reference modes can be dual-stack (``build(..., ipv6=True)``): host-local gets an
+IPv6 range beside the IPv4 one (the mode's ULA pod subnet for the bridge, a slice of the
+IPv6 underlay for macvlan) and the nodes IPv6 routes and forwarding; the dcnet modes are
+IPv4 only here (see :mod:`dcnet.netbench.catalogue`).
 """
 
 from __future__ import annotations
@@ -65,14 +69,19 @@ def unavailable(name: str) -> str | None:
     return None
 
 
-def build(name: str, context: BuildContext) -> LiveMode:
-    builders = {"cni-dcnet-host-gw": _dcnet_host_gw, "cni-dcnet-macvlan": _dcnet_macvlan,
-                "cni-ref-bridge": _ref_bridge, "cni-ref-macvlan": _ref_macvlan}
-    if name not in builders:
+def build(name: str, context: BuildContext, ipv6: bool = False) -> dict[str, LiveMode]:
+    """Mode ``name``: its IPv4 LiveMode, and with ``ipv6`` (reference modes) its IPv6 one."""
+    builders = {"cni-dcnet-host-gw": _dcnet_host_gw, "cni-dcnet-macvlan": _dcnet_macvlan}
+    dual = {"cni-ref-bridge": _ref_bridge, "cni-ref-macvlan": _ref_macvlan}
+    if name not in builders and name not in dual:
         raise ValueError(f"no CNI mode {name!r}")
     work = os.path.join(context.work_dir, name)
     os.makedirs(work, exist_ok=True)
-    return builders[name](context, work)
+    if name in dual:
+        return dual[name](context, work, ipv6)
+    if ipv6:
+        raise ValueError(f"mode {name} is IPv4 only here")
+    return {"ipv4": builders[name](context, work)}
 
 
 def _wait(predicate: Any, what: str, timeout: float = READY_TIMEOUT) -> None:
@@ -84,8 +93,16 @@ def _wait(predicate: Any, what: str, timeout: float = READY_TIMEOUT) -> None:
 
 
 def _add_pods(context: BuildContext, lab: Lab, runtimes: dict[str, CniRuntime],
-              name: str) -> dict[str, str]:
-    """CNI ADD one pod per node (DEL registered for teardown); returns pod addresses."""
+              name: str, family: str = "ipv4") -> dict[str, str]:
+    """CNI ADD one pod per node (DEL registered for teardown); returns the pods' first
+    ``family`` address each (see :func:`pod_addresses` for every family)."""
+    return {pod: found[family] for pod, found
+            in _add_pods_dual(context, lab, runtimes, name).items()}
+
+
+def _add_pods_dual(context: BuildContext, lab: Lab, runtimes: dict[str, CniRuntime],
+                   name: str) -> dict[str, dict[str, str]]:
+    """CNI ADD one pod per node (DEL registered); pod -> family -> its first address."""
     addresses = {}
     for node, runtime in runtimes.items():
         pod = PODS[node]
@@ -93,8 +110,17 @@ def _add_pods(context: BuildContext, lab: Lab, runtimes: dict[str, CniRuntime],
         container = f"netbench-{name}-{pod}"
         result = runtime.add(container, path)
         context.stack.callback(_delete_quietly, runtime, container, path)
-        addresses[pod] = result["ips"][0]["address"].split("/")[0]
+        addresses[pod] = pod_addresses(result)
     return addresses
+
+
+def pod_addresses(result: dict[str, Any]) -> dict[str, str]:
+    """Family -> first address (no prefix length) of a CNI ADD result's ``ips``."""
+    found: dict[str, str] = {}
+    for entry in result.get("ips") or []:
+        address = entry["address"].split("/")[0]
+        found.setdefault("ipv6" if ":" in address else "ipv4", address)
+    return found
 
 
 def _delete_quietly(runtime: CniRuntime, container: str, path: str) -> None:
@@ -105,10 +131,19 @@ def _delete_quietly(runtime: CniRuntime, container: str, path: str) -> None:
 
 
 def _finish(name: str, context: BuildContext, lab: Lab, addresses: dict[str, str],
-            **notes: Any) -> LiveMode:
+            family: str = "ipv4", **notes: Any) -> LiveMode:
     return lab_mode(name, context, lab, "p1", "p2", addresses["p2"],
                     [("p1", "eth0"), ("n1", "eth0"), ("n2", "eth0"), ("p2", "eth0")],
-                    **notes)
+                    family=family, **notes)
+
+
+def _finish_dual(name: str, context: BuildContext, lab: Lab,
+                 addresses: dict[str, dict[str, str]], ipv6: bool,
+                 **notes: Any) -> dict[str, LiveMode]:
+    families = ("ipv4", "ipv6") if ipv6 else ("ipv4",)
+    return {family: _finish(name, context, lab, {pod: found[family] for pod, found
+                                                 in addresses.items()}, family, **notes)
+            for family in families}
 
 
 def _dcnet_host_gw(context: BuildContext, work: str) -> LiveMode:
@@ -164,34 +199,45 @@ def _dcnet_macvlan(context: BuildContext, work: str) -> LiveMode:
                    plugin="dcnet macvlan (bridge) + DHCP via dcnet-agent")
 
 
-def _ref_bridge(context: BuildContext, work: str) -> LiveMode:
+def _ref_bridge(context: BuildContext, work: str, ipv6: bool = False) -> dict[str, LiveMode]:
     octet = OCTETS["cni-ref-bridge"]
-    lab = context.lab(topologies.cni_nodes(octet, node_routes=True))
+    lab = context.lab(topologies.cni_nodes(octet, node_routes=True, ipv6=ipv6))
     runtimes = {}
     for index, node in enumerate(NODES, start=1):
+        ranges = [[{"subnet": f"10.{octet}.{index}.0/24"}]]
+        routes = [{"dst": "0.0.0.0/0"}]
+        if ipv6:
+            ranges.append([{"subnet": topologies.v6_net(octet, index)}])
+            routes.append({"dst": "::/0"})
         conf = {"cniVersion": "1.0.0", "name": "refbridge", "type": "bridge",
                 "bridge": "cni0", "isGateway": True, "ipMasq": False, "mtu": 1500,
-                "ipam": {"type": "host-local", "subnet": f"10.{octet}.{index}.0/24",
-                         "routes": [{"dst": "0.0.0.0/0"}], "dataDir": f"{work}/ipam-{node}"}}
+                "ipam": {"type": "host-local", "ranges": ranges, "routes": routes,
+                         "dataDir": f"{work}/ipam-{node}"}}
         runtimes[node] = CniRuntime(conf, [REFERENCE_DIR], lab.netns(node))
-    addresses = _add_pods(context, lab, runtimes, "cni-ref-bridge")
-    return _finish("cni-ref-bridge", context, lab, addresses,
-                   plugin="reference bridge + host-local", mtu=1500)
+    addresses = _add_pods_dual(context, lab, runtimes, "cni-ref-bridge")
+    return _finish_dual("cni-ref-bridge", context, lab, addresses, ipv6,
+                        plugin="reference bridge + host-local", mtu=1500)
 
 
-def _ref_macvlan(context: BuildContext, work: str) -> LiveMode:
+def _ref_macvlan(context: BuildContext, work: str, ipv6: bool = False) -> dict[str, LiveMode]:
     octet = OCTETS["cni-ref-macvlan"]
-    lab = context.lab(topologies.cni_nodes(octet))
+    lab = context.lab(topologies.cni_nodes(octet, ipv6=ipv6))
     runtimes = {}
     for index, node in enumerate(NODES):
         first = 100 + 50 * index
+        ranges = [[{"subnet": f"192.168.{octet}.0/24",
+                    "rangeStart": f"192.168.{octet}.{first}",
+                    "rangeEnd": f"192.168.{octet}.{first + 49}"}]]
+        if ipv6:
+            underlay = topologies.UNDERLAY_V6
+            ranges.append([{"subnet": topologies.v6_net(octet, underlay),
+                            "rangeStart": topologies.v6(octet, underlay, first, None),
+                            "rangeEnd": topologies.v6(octet, underlay, first + 49, None)}])
         conf = {"cniVersion": "1.0.0", "name": "refmacvlan", "type": "macvlan",
                 "master": "eth0", "mode": "bridge",
-                "ipam": {"type": "host-local", "subnet": f"192.168.{octet}.0/24",
-                         "rangeStart": f"192.168.{octet}.{first}",
-                         "rangeEnd": f"192.168.{octet}.{first + 49}",
+                "ipam": {"type": "host-local", "ranges": ranges,
                          "dataDir": f"{work}/ipam-{node}"}}
         runtimes[node] = CniRuntime(conf, [REFERENCE_DIR], lab.netns(node))
-    addresses = _add_pods(context, lab, runtimes, "cni-ref-macvlan")
-    return _finish("cni-ref-macvlan", context, lab, addresses,
-                   plugin="reference macvlan (bridge) + host-local")
+    addresses = _add_pods_dual(context, lab, runtimes, "cni-ref-macvlan")
+    return _finish_dual("cni-ref-macvlan", context, lab, addresses, ipv6,
+                        plugin="reference macvlan (bridge) + host-local")

@@ -68,7 +68,7 @@ def build(name: str, context: BuildContext,
     elif name == "ipvs":
         built = {"ipv4": _ipvs(context)}
     else:
-        built = {"ipv4": cnimodes.build(name, context)}
+        built = cnimodes.build(name, context, ipv6)
     return {family: built[family] for family in families}
 
 

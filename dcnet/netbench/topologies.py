@@ -147,22 +147,28 @@ def vxlan(ipv6: bool = False) -> dict[str, Any]:
     return two_nodes(VXLAN_OCTET, pod_mtu=VXLAN_MTU, node_routes=False, ipv6=ipv6)
 
 
-def cni_nodes(octet: int, node_routes: bool = False) -> dict[str, Any]:
+def cni_nodes(octet: int, node_routes: bool = False, ipv6: bool = False) -> dict[str, Any]:
     """Nodes n1/n2 whose ``eth0`` are ports of bridge ``br0`` in host ``sw`` (the underlay
     192.168.<octet>.0/24, one L2 segment as host-gw and macvlan both need), and two
     empty pod namespaces (p1 on n1, p2 on n2) for a CNI plugin to fill; optionally
-    host-gw routes towards pod subnets 10.<octet>.<node>.0/24 (reference bridge)."""
+    host-gw routes towards pod subnets 10.<octet>.<node>.0/24 (reference bridge), and
+    with ``ipv6`` the IPv6 twins of the underlay and of those routes."""
+    forwarding = _forwarding(ipv6)
     topology: dict[str, Any] = {
-        "hosts": [{"name": "n1", "sysctls": FORWARDING}, {"name": "n2", "sysctls": FORWARDING},
+        "hosts": [{"name": "n1", "sysctls": forwarding}, {"name": "n2", "sysctls": forwarding},
                   "sw", "p1", "p2"],
         "bridges": [{"name": "br0", "host": "sw"}],
         "links": [_pair(node, "eth0", "sw", f"p-{node}", f"192.168.{octet}.{i}/24",
-                        bridge_b="br0") for i, node in ((1, "n1"), (2, "n2"))],
+                        bridge_b="br0", ipv6=ipv6) for i, node in ((1, "n1"), (2, "n2"))],
     }
     if node_routes:
         topology["routes"] = [
             {"host": "n1", "dst": f"10.{octet}.2.0/24", "via": f"192.168.{octet}.2"},
             {"host": "n2", "dst": f"10.{octet}.1.0/24", "via": f"192.168.{octet}.1"}]
+        if ipv6:
+            topology["routes"] += [
+                {"host": "n1", "dst": v6_net(octet, 2), "via": v6(octet, UNDERLAY_V6, 2, None)},
+                {"host": "n2", "dst": v6_net(octet, 1), "via": v6(octet, UNDERLAY_V6, 1, None)}]
     return topology
 
 

@@ -16,6 +16,7 @@ import pytest
 from dcnet.lab.topology import Topology
 from dcnet.netbench import (
     catalogue,
+    cnimodes,
     compare,
     connrate,
     definition,
@@ -153,6 +154,16 @@ def test_ipv6_ranges_are_distinct_per_mode_and_absent_unless_asked():
     assert all(a.version == 4 for a in _addresses(topologies.host_gw()))
 
 
+def test_reference_cni_nodes_get_ipv6_underlay_and_routes():
+    topology = topologies.cni_nodes(67, node_routes=True, ipv6=True)
+    Topology.from_dict(topology)
+    assert {(r["host"], r["dst"]) for r in topology["routes"] if ":" in r["via"]} == {
+        ("n1", "fd00:6e62:67:2::/64"), ("n2", "fd00:6e62:67:1::/64")}
+    assert cnimodes.pod_addresses({"ips": [
+        {"address": "10.67.1.2/24"}, {"address": "fd00:6e62:67:1::2/64"}]}) == {
+        "ipv4": "10.67.1.2", "ipv6": "fd00:6e62:67:1::2"}
+
+
 def test_cross_node_ipv6_routes_and_forwarding():
     topology = topologies.host_gw(True)
     routers = [h for h in topology["hosts"] if isinstance(h, dict)]
@@ -166,12 +177,12 @@ def test_cross_node_ipv6_routes_and_forwarding():
 
 
 def test_modes_without_ipv6_say_why():
-    for name in ("cni-dcnet-host-gw", "cni-dcnet-macvlan", "cni-ref-bridge",
-                 "cni-ref-macvlan", "ipvs"):
+    for name in ("cni-dcnet-host-gw", "cni-dcnet-macvlan", "ipvs"):
         reason = modes.family_unavailable(name, "ipv6")
         assert reason.startswith("IPv6 not supported by this mode yet")
         assert modes.family_unavailable(name, "ipv4") is None
-    for name in ("loopback", "veth", "bridge", "macvlan", "host-gw", "vxlan"):
+    for name in ("loopback", "veth", "bridge", "macvlan", "host-gw", "vxlan",
+                 "cni-ref-bridge", "cni-ref-macvlan"):
         assert catalogue.info(name).ipv6 and modes.family_unavailable(name, "ipv6") is None
 
 
