@@ -6,7 +6,9 @@ network with ``clusterCIDR: 10.201.0.0/16``, ``dual`` one with ``["10.203.0.0/16
 each side, interleaved with the order rotated (both see the same machine load), then DEL;
 both through the installed C shim served by the agent, and again through the fallback
 (``dcnet-python``, a fresh interpreter: the path whose imports must stay light). Prints
-median and p95 latency per side and the dual/IPv4 ratio of the medians. The helpers
+median and p95 latency per side, the agent's CPU per call (for the fallback sides that
+is what the agent spends reacting to the pods' kernel events) and the dual/IPv4 ratio
+of the medians. The helpers
 (``Side``, ``wait_for``, ``percentile``) are ``bench/cni_add.py``'s.
 
     sudo .venv/bin/python bench/cni_add_dualstack.py [--pods 40] [--python PY] [--json]
@@ -116,12 +118,17 @@ def report(sides: list[Side], opts, load: list[float], dual_ips: list[dict]) -> 
                   for label, side in (("v4", v4), ("dual", dual))}
             medians = {k: statistics.median(v) for k, v in ms.items()}
             ratio = medians["dual"] / medians["v4"]
+            agent = {k: side.stats(command)["agent_cpu_ms"] for k, side in (("v4", v4),
+                                                                            ("dual", dual))}
             print(f"  {command} via {via:<8}  IPv4 only median {medians['v4']:6.1f} ms "
-                  f"(p95 {percentile(ms['v4'], 95):6.1f})   dual stack median "
-                  f"{medians['dual']:6.1f} ms (p95 {percentile(ms['dual'], 95):6.1f})   "
+                  f"(p95 {percentile(ms['v4'], 95):6.1f}, agent CPU {agent['v4']:4.1f})   "
+                  f"dual stack median {medians['dual']:6.1f} ms (p95 "
+                  f"{percentile(ms['dual'], 95):6.1f}, agent CPU {agent['dual']:4.1f})   "
                   f"dual/v4 {ratio:.2f}x")
             figures[f"{command} {via}"] = {"v4_median_ms": medians["v4"],
-                                           "dual_median_ms": medians["dual"], "ratio": ratio}
+                                           "dual_median_ms": medians["dual"], "ratio": ratio,
+                                           "v4_agent_cpu_ms": agent["v4"],
+                                           "dual_agent_cpu_ms": agent["dual"]}
     if opts.json:
         print(json.dumps(figures, indent=1))
 
