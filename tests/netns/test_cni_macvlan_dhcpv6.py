@@ -106,3 +106,20 @@ def test_no_dhcpv6_server_fails_add_naming_the_timeout(lab_factory, tmp_path):
         assert pod_link(path) is None and lab.journal("n1") == {}
     finally:
         lab.close()
+
+
+def test_the_dhcpv6_lease_is_renewed_at_t1(lab6):
+    """dnsmasq's shortest lease is 2 minutes: T1 is 60 s, so this test waits that long."""
+    rt = runtime(lab6)
+    path = lab6.pod("d6n")
+    _v4, v6 = split(rt.add("d6n-1", path, args=POD_ARGS.format("d6n-1")))
+    ip6 = v6["address"].split("/")[0]
+    first = lab6.server_leases()[ip6]["expiry"]
+    obtained = lab6.journal("n1")["d6n-1+eth0"]["lease6"]["obtained"]
+    wait_until(lambda: lab6.journal("n1")["d6n-1+eth0"]["lease6"]["obtained"] > obtained,
+               "a DHCPv6 renewal", 120, step=0.5)
+    assert lab6.server_leases()[ip6]["expiry"] > first  # the server extended it
+    assert f"renewed {ip6}" in lab6.agent_log("n1")
+    rt.check("d6n-1", path)
+    rt.delete("d6n-1", path)
+    wait_until(lambda: ip6 not in lab6.server_leases(), "the DHCPv6 release at the server")
