@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from dcnet.cni.hostgw import host_veth_name
+from dcnet.cni.nodestate import process_start_time
 from dcnet.lab.builder import Lab
 from dcnet.lab.cni_invoke import PluginError
 from dcnet.sysio import netns
@@ -336,3 +337,45 @@ def test_agent_restart_keeps_both_leases_and_routes(fresh):
             routes[node])
     talk_both_ways(path1, path2, server[6])
     talk_both_ways(path1, path2, server[4])
+
+
+# ---------------------------------------------------------------- STATUS per family
+
+
+def test_status_per_family_gateway_and_pool(lab_factory, tmp_path):
+    """No agent: the test writes the node file (a dual-stack one with a /126 IPv6 subnet,
+    one pod address) and makes the bridge, so STATUS's answers come one by one."""
+    made = DualCluster(lab_factory({"hosts": ["n1"]}), tmp_path, nodes=("n1",))
+    try:
+        path = made.node_file("n1")
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({
+            "node": "n1", "nodeIP": "192.168.100.1", "subnet": "10.244.7.0/24",
+            "gateway": "10.244.7.1", "nodeIP6": "fd00:100::1", "subnet6": "fd00:10:0:7::/126",
+            "gateway6": "fd00:10:0:7::1", "agentPid": os.getpid(),
+            "agentStart": process_start_time(os.getpid())}))
+        for argv in (["ip", "link", "add", "dcnet0", "type", "bridge"],
+                     ["ip", "link", "set", "dcnet0", "up"],
+                     ["ip", "addr", "add", "10.244.7.1/24", "dev", "dcnet0"]):
+            made.lab.run("n1", argv)
+        runtime = made.runtime("n1")
+        with pytest.raises(PluginError) as lacks:
+            runtime.status()
+        assert lacks.value.code == 50 and "lacks gateway fd00:10:0:7::1" in lacks.value.msg
+        made.lab.run("n1", ["ip", "addr", "add", "fd00:10:0:7::1/126", "dev", "dcnet0",
+                            "nodad"])
+        runtime.status()
+        pod = made.pod("only")
+        assert ips_of(runtime.add("only-1", pod)) == {4: "10.244.7.2", 6: "fd00:10:0:7::2"}
+        with pytest.raises(PluginError) as full:
+            runtime.status()
+        assert full.value.code == 50 and "no free address left in fd00:10:0:7::/126" in (
+            full.value.msg)
+        with pytest.raises(PluginError) as no_more:
+            runtime.add("only-2", made.pod("second"))
+        assert no_more.value.code == 100
+        assert sorted(made.reservations("n1")) == ["10.244.7.2", "fd00:10:0:7::2"]  # undone
+        runtime.delete("only-1", pod)
+        runtime.status()
+    finally:
+        made.remove_pods()
