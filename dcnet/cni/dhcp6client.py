@@ -41,9 +41,10 @@ class Dhcp6Runner:
     """The DHCPv6 client of one attachment, in a thread inside the pod's namespace."""
 
     def __init__(self, agent: MacvlanAgent, record: dict, client_duid: bytes,
-                 resume: dict | None = None):
+                 resume: dict | None = None, device: str | None = None):
         self.agent, self.record, self.duid = agent, record, client_duid
         self.ifname = record["ifname"]
+        self.device = device or self.ifname  # the link the socket is bound to
         self.ia = dhcpv6.iaid(self.ifname)
         self.key = leases.attachment_key(record["containerID"], record["ifname"])
         self.lease = resume
@@ -77,13 +78,27 @@ class Dhcp6Runner:
 
     # ------------------------------------------------------------ the thread
 
+    def _open(self) -> None:
+        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.device.encode())
+        self.sock.bind(("::", CLIENT_PORT))
+
+    def release_here(self) -> bool:
+        """Send RELEASE for the resumed lease over ``device`` from the calling thread's
+        namespace (the agent's, over a temporary link carrying the pod's MAC)."""
+        try:
+            self._open()
+            self._release()
+        finally:
+            if self.sock is not None:
+                self.sock.close()
+        return self.released
+
     def _main(self) -> None:
         try:
             self.nl = Netlink()
-            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
-            self.sock.bind(("::", CLIENT_PORT))
+            self._open()
             self._run()
         except BaseException as exc:
             self.error = exc
@@ -165,7 +180,7 @@ class Dhcp6Runner:
         xid = dhcpv6.new_xid()
         packed = None if address is None else socket.inet_pton(socket.AF_INET6, address)
         started, wait = time.monotonic(), 1.0
-        index = socket.if_nametoindex(self.ifname)
+        index = socket.if_nametoindex(self.device)
         while not self.stopping.is_set() or kind == dhcpv6.RELEASE:
             message = dhcpv6.build(kind, xid, self.duid, self.ia, time.monotonic() - started,
                                    server, packed)

@@ -216,10 +216,12 @@ class RequestHandlers:
         record = None
         with contextlib.suppress(leases.JournalError):
             record = self.journal.read(cid, ifname)
-        released6 = None
+        released6, attempted6 = None, False
         if key in self.runners6:  # DHCPv6 first: RELEASE goes over the pod's link
-            released6 = self._forget6(key, release=record is not None
-                                      and self._pod_link_usable(record) is not False)
+            attempted6 = record is not None and self._pod_link_usable(record) is not False
+            released6 = self._forget6(key, release=attempted6)
+        if not attempted6 and record is not None and self.releasable6(record):
+            released6 = self.release6_offline(record)
         runner = self.runners.pop(key, None)
         released = None
         if runner is not None and runner.alive():

@@ -11,12 +11,14 @@ follows an address or router that changed later (``follow_pods6``). There is not
 release for SLAAC: deleting the pod's link removes the address, DEL removes the shim
 route. With ``ipv6: dhcpv6`` ADD starts the attachment's ``Dhcp6Runner`` instead
 (``_start_dhcp6``: address from the DHCPv6 server, router from the RA), DEL stops it
-with a RELEASE (``_forget6``), and ``resume6`` runs it again from the journal after an
-agent restart.
+with a RELEASE (``_forget6``; ``release6_offline`` from the node over a temporary
+link with the pod's MAC when the pod's link is gone or down), and ``resume6`` runs it
+again from the journal after an agent restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from dcnet.cni import dhcpv6, leases, slaac
@@ -25,10 +27,12 @@ from dcnet.cni.config import NetConf
 from dcnet.cni.dhcp6client import Dhcp6Runner
 from dcnet.cni.errors import CHECK_FAILED, INVALID_CONFIG, TRY_AGAIN_LATER, CniError
 from dcnet.cni.nsref import resolve
-from dcnet.cni.podns import pod_netlink, write
+from dcnet.cni.podns import IFF_RUNNING, IFF_UP, pod_netlink, temp_name, write
 from dcnet.cni.skel import CmdArgs
 from dcnet.sysio import netns
 from dcnet.undo import Undo
+
+RELEASE6_PREFIX = "dcn6"  # temporary links sending a DHCPv6 RELEASE for a gone pod link
 
 
 class Ipv6Pod:
@@ -100,6 +104,56 @@ class Ipv6Pod:
             return None
         runner.stop(release)
         return runner.released
+
+    @staticmethod
+    def releasable6(record: dict) -> bool:
+        """Whether the record holds a DHCPv6 lease still valid (worth a RELEASE)."""
+        lease = record.get("lease6")
+        if not lease or not record.get("duid6"):
+            return False
+        valid = lease.get("valid")
+        return valid == dhcpv6.INFINITY or float(lease["obtained"]) + valid > time.time()
+
+    def release6_offline(self, record: dict) -> bool:
+        """RELEASE a journaled DHCPv6 lease with no client able to (the pod's link gone or
+        down): over a temporary macvlan carrying the pod's MAC on the master, from the
+        node's namespace (IPv6 on, no DAD, so its link-local address is there at once)."""
+        address = record["lease6"]["address"]
+        if self._pod_link_usable(record):  # no client, but the pod's link is there
+            runner = Dhcp6Runner(self, record, bytes.fromhex(record["duid6"]),
+                                 resume=record["lease6"])
+            try:
+                return netns.call_here_in(resolve(record["netns"]), runner.release_here)
+            except (OSError, RuntimeError) as exc:
+                self.log(f"DHCPv6 release over the pod's link failed: {exc}")
+        name = temp_name(RELEASE6_PREFIX, record["containerID"], record["ifname"])
+        try:
+            with self.node() as nl:
+                master = nl.link(record["master"])
+                if master is None or master["flags"] & (IFF_UP | IFF_RUNNING) != (
+                        IFF_UP | IFF_RUNNING):
+                    self.log(f"cannot release {address} (DHCPv6): master "
+                             f"{record['master']} is missing or down")
+                    return False
+                nl.delete_link(name)
+                mode = "passthru" if record["mode"] == "passthru" else "bridge"
+                nl.add_macvlan(name, master["index"], mode, mac=record["mac"])
+                temp = nl.link(name)
+                assert temp is not None
+            for key, value in (("disable_ipv6", "0"), ("accept_dad", "0"),
+                               ("accept_ra", "0"), ("autoconf", "0")):
+                write(f"/proc/sys/net/ipv6/conf/{name}/{key}", value)
+            with self.node() as nl:
+                nl.set_up(temp["index"])
+            runner = Dhcp6Runner(self, record, bytes.fromhex(record["duid6"]),
+                                 resume=record["lease6"], device=name)
+            return runner.release_here()
+        except Exception as exc:
+            self.log(f"cannot release {address} (DHCPv6): {type(exc).__name__}: {exc}")
+            return False
+        finally:
+            with self.node() as nl, contextlib.suppress(OSError):
+                nl.delete_link(name)
 
     def resume6(self, record: dict) -> None:
         """After a restart: run the journaled DHCPv6 lease's client again (no-op without)."""

@@ -123,3 +123,22 @@ def test_the_dhcpv6_lease_is_renewed_at_t1(lab6):
     rt.check("d6n-1", path)
     rt.delete("d6n-1", path)
     wait_until(lambda: ip6 not in lab6.server_leases(), "the DHCPv6 release at the server")
+
+
+def test_del_with_the_agent_down_releases_the_dhcpv6_lease_when_it_is_back(lab6):
+    """The plugin deletes the pod's link itself and queues the release; the agent, back,
+    releases both leases from the host side (a temporary link with the pod's MAC)."""
+    rt = runtime(lab6)
+    path = lab6.pod("d6q")
+    v4, v6 = split(rt.add("d6q-1", path, args=POD_ARGS.format("d6q-1")))
+    ip4, ip6 = v4["address"].split("/")[0], v6["address"].split("/")[0]
+    lab6.stop_agent("n1")
+    rt.delete("d6q-1", path)
+    assert pod_link(path) is None
+    assert {ip4, ip6} <= set(lab6.server_leases())
+    lab6.start_agent("n1", hostShim=True, ipv6="dhcpv6")
+    wait_until(lambda: not {ip4, ip6} & set(lab6.server_leases()),
+               "both releases from the host side")
+    wait_until(lambda: lab6.journal("n1") == {}, "the record to go")
+    links = lab6.lab.run("n1", ["ip", "-br", "link"]).stdout
+    assert "dcn6" not in links and "dcnr" not in links
