@@ -6,10 +6,11 @@ deleted, and records of that old table ignored."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
-from dcnet.nft import fingerprint, ruleset, script, synth
+from dcnet.nft import carriers, fingerprint, ruleset, script, synth
 from dcnet.nft.nftio import parse_listing
 from dcnet.plan import Action, Change, Plan, diff
 
@@ -109,3 +110,23 @@ def test_a_record_of_the_old_table_layout_is_ignored(tmp_path):
     with open(path, "w") as fh:                  # written by the IPv4-only version
         fh.write(json.dumps({"genid": 7, "identity": "1:2", "objects": 0}) + "\n")
     assert fingerprint.load(path) is None
+
+
+def test_carrier_routing_has_a_rule_and_a_route_per_family_of_the_carriers_gateways():
+    model = synth.model(synth.lab_model_text(VIP6, RS6))          # gateway and gateway6
+    want = carriers.desired(model)
+    lvs = model.lvs
+    assert want == {
+        ("route", (101, "0.0.0.0/0")): {"gateway": "198.51.100.1", "dev": "ctc0"},
+        ("rule", (101,)): {"table": 101, "priority": lvs.rule_priority_min},
+        ("route", (101, "::/0")): {"gateway": "2001:db8:ff::1", "dev": "ctc0"},
+        ("rule", (101, 6)): {"table": 101, "priority": lvs.rule_priority_min}}
+    assert carriers.marks(model) == {"telecom": 101}
+    v4only = carriers.desired(synth.model(synth.lab_model_text(VIP4, {"10.20.0.11": 1})))
+    assert set(v4only) == {("route", (101, "0.0.0.0/0")), ("rule", (101,))}
+    families = {c: carriers.family_of(Change(Action.CREATE, c[0], c[1], new={}))
+                for c in want}
+    assert families == {("route", (101, "0.0.0.0/0")): socket.AF_INET,
+                        ("rule", (101,)): socket.AF_INET,
+                        ("route", (101, "::/0")): socket.AF_INET6,
+                        ("rule", (101, 6)): socket.AF_INET6}
