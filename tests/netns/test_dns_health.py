@@ -3,16 +3,31 @@
 Stopping the service's last real server makes HAProxy mark it down; the follow loop
 (reading HAProxy's server states as telecom's) withdraws telecom's answer, so a telecom
 client's ``dig`` gets the default line's VIP; starting the server again restores it.
-Waits are bounded by generous deadlines; no duration is asserted (see bench/dns_health.py).
+The etcd registry source is read from a real etcd cluster. Waits are bounded by generous
+deadlines; no duration is asserted (see bench/dns_health.py).
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
+import yaml
 
-from dcnet.lab.dns_health_lab import DEFAULT_VIP, TELECOM_VIP, HealthLab, topology
+from dcnet.dns.health import RegistrySource, SourceError, observe
+from dcnet.elbstore.keys import Keys
+from dcnet.elbstore.records import encode_entry
+from dcnet.elbstore.store import ElbStore
+from dcnet.lab.dns_health_lab import (
+    DEFAULT_VIP,
+    TELECOM_VIP,
+    HealthLab,
+    model_data,
+    topology,
+)
+from dcnet.model import load_model
+from dcnet.sysio import proc
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(shutil.which("haproxy") is None or shutil.which("named")
@@ -44,11 +59,10 @@ def test_last_real_server_down_withdraws_the_carrier_answer_and_up_restores_it(h
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_a_restarted_loop_keeps_the_answer_withdrawn(health_lab, lab_factory):
+def test_a_restarted_loop_keeps_the_answer_withdrawn(health_lab):
     env = health_lab
     env.stop_server()
     env.wait_answer("telecom", DEFAULT_VIP, deadline=90)
-    from dcnet.sysio import proc
     proc.stop(env.follow, 3.0)
     once = env.elbctl("dns", "follow", "-f", env.model_path, "--haproxy",
                       f"{env.paths.admin_socket}=telecom", "--once", "--dns-dir",
@@ -57,3 +71,30 @@ def test_a_restarted_loop_keeps_the_answer_withdrawn(health_lab, lab_factory):
     assert "restored state: withdrawn" in once.stderr
     assert "dns applied" not in once.stderr          # BIND already says so: no change
     assert env.answer("telecom") == [DEFAULT_VIP]
+
+
+def test_the_etcd_registry_source_on_a_real_cluster(etcd_cluster, tmp_path):
+    """Backends registered in etcd as dcnet-init registers them: active counts, draining
+    does not; etcd away is a source error (DNS then stays as it is)."""
+    (tmp_path / "telecom.txt").write_text("192.0.2.0/26\n")
+    (tmp_path / "elb.yaml").write_text(yaml.safe_dump(model_data()))
+    model = load_model(tmp_path / "elb.yaml")
+    job = model.services[0].name
+    client = etcd_cluster.client()
+    store = ElbStore(client, Keys())
+
+    def register(ident, state):
+        client.put(store.keys.backend(job, ident), encode_entry(
+            {"weight": 1, "state": state}, "test", time.time()))
+
+    source = RegistrySource(store, carriers=("telecom",))
+    assert source.read(model) == {}                   # nothing registered: unknown
+    register("10.252.0.11", "draining")
+    assert source.read(model) == {(TELECOM_VIP, 80): 0}
+    assert observe(model, source.read(model)) == {(job, "telecom"): False}
+    register("10.252.0.12", "active")
+    assert source.read(model) == {(TELECOM_VIP, 80): 1}
+    assert observe(model, source.read(model)) == {(job, "telecom"): True}
+    etcd_cluster.stop_all()
+    with pytest.raises(SourceError):
+        source.read(model)
