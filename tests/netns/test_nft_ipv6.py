@@ -218,3 +218,22 @@ def test_carrier_routing_returns_ipv6_replies_by_the_carrier_they_came_in_on(
     assert [c.describe() for c in repair.plan.changes] == [
         "+ route 101 ::/0 (dev=ctc0, gateway=fd00:1a::2)"]
     assert answered(lab, "cli-a", VIP6_A, 3) == 3
+
+
+def test_registry_additions_and_drains_of_ipv6_servers_reach_traffic(lab6, tmp_path):
+    """The LVS registry (``elbctl backend add|drain``) merged by --nft-registry-dir, with
+    IPv6 identities (``ADDR`` and ``[ADDR]:PORT``)."""
+    from dcnet.lvs.store import Store
+
+    lab, options = lab6
+    m = model(RS6[:2])
+    apply(options, m)
+    assert set(hits(lab, VIP6, 30)) == set(RS6[:2])
+    registry_dir = str(tmp_path / "lvs")
+    Store(registry_dir).save_registry({synth.job(0): {
+        f"[{RS6[2]}]:{PORT}": {"state": "active", "weight": 1},
+        RS6[0]: {"state": "draining", "weight": 1}}})
+    merged = apply({**options, "registry_dir": registry_dir}, m)
+    assert ("backend", ("tcp", VIP6, 80, RS6[2], PORT)) in {
+        (c.kind, c.key) for c in merged.plan.changes}
+    assert set(hits(lab, VIP6, 30)) == set(RS6[1:])      # rs3 added, rs1 drained
