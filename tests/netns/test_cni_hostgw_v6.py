@@ -318,7 +318,7 @@ def test_ipv6_only_network_pods_talk(lab_factory, tmp_path):
 # ---------------------------------------------------------------- agent restart
 
 
-def test_agent_restart_keeps_both_leases_and_routes(fresh):
+def test_agent_restart_keeps_both_leases_and_routes_leave_gives_both_back(fresh):
     start(fresh)
     before = {n: fresh.node_data(n) for n in NODES}
     routes = {n: (fresh.routes(n, family="-4"), fresh.routes(n, family="-6")) for n in NODES}
@@ -337,6 +337,13 @@ def test_agent_restart_keeps_both_leases_and_routes(fresh):
             routes[node])
     talk_both_ways(path1, path2, server[6])
     talk_both_ways(path1, path2, server[4])
+    fresh.stop_agent("n2")
+    left = fresh.agent_cli("n2", "leave")
+    assert left.returncode == 0, left.stderr
+    assert f"released {before['n2']['subnet6']}" in left.stderr
+    wait_until(lambda: fresh.routes("n1", family="-4") == {} and fresh.routes(
+        "n1", family="-6") == {}, "n1 dropping both routes of the node that left")
+    assert (fresh.routes("n2", family="-4"), fresh.routes("n2", family="-6")) == ({}, {})
 
 
 # ---------------------------------------------------------------- STATUS per family
