@@ -7,7 +7,9 @@ route protocol number, so routes it left in an earlier life are found and remove
 start): one ``<subnet> via <node ip>`` per other node, never a next hop that is not
 on-link. ``run`` reconciles at start, then whenever the store changes (``Store.wait``:
 inotify for the file store) or the kernel's IPv4 addresses or routes change (an rtnetlink
-multicast subscription), plus a slow safety resync; there is no fixed short poll.
+multicast subscription; with an IPv6 range also global IPv6 addresses and non-kernel
+IPv6 routes: ``kernel_event_matters``), plus a slow safety resync; there is no fixed
+short poll.
 Kernel I/O through pyroute2, in the namespace the agent runs in.
 
 When the store cannot be reached (``StoreUnavailable``, e.g. etcd down) the agent runs

@@ -75,8 +75,6 @@ def contains(net: int, plen: int, address: int) -> bool:
 
 def family_of(text: str) -> ModuleType:
     """``ip6`` for a text with a colon (an IPv6 address or CIDR), else ``ip4``."""
-    import sys
-
     from dcnet.cni import ip4
 
     return sys.modules[__name__] if ":" in text else ip4

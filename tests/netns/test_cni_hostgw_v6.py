@@ -24,7 +24,7 @@ from dcnet.cni.nodestate import process_start_time
 from dcnet.lab.builder import Lab
 from dcnet.lab.cni_invoke import PluginError
 from dcnet.sysio import netns
-from tests.netns.test_cni_hostgw import Cluster, pod_ns, wait_until
+from tests.netns.test_cni_hostgw import AGENT, Cluster, pod_ns, wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -386,3 +386,25 @@ def test_status_per_family_gateway_and_pool(lab_factory, tmp_path):
         runtime.status()
     finally:
         made.remove_pods()
+
+
+def test_an_ipv6_next_hop_off_the_segment_is_refused(fresh):
+    """n2 announces an IPv6 node address n1 cannot reach on-link: n1 installs the IPv4
+    route and refuses the IPv6 one with the host-gw message."""
+    fresh.start_agent("n1")
+    fresh.agents["n2"] = fresh.lab.start(
+        "n2", [AGENT, "run", "--conf", fresh.conf_path("n2"), "--node", "n2",
+               "--node-ip", "192.168.100.2,fd00:200::2"], name="agent-n2-far")
+    fresh.wait_agent("n2")
+    far = fresh.node_data("n2")
+    assert far["nodeIP6"] == "fd00:200::2"
+
+    def refused() -> list[str]:
+        return fresh.node_data("n1")["refusedRoutes"]
+    found = wait_until(refused, "n1 refusing the off-segment IPv6 next hop")
+    assert found == [f"refusing route {far['subnet6']} via fd00:200::2 (node n2): the next "
+                     "hop is unreachable from this node; host-gw needs every node on one L2 "
+                     "segment"]
+    wait_until(lambda: fresh.routes("n1", family="-4") == {far["subnet"]: "192.168.100.2"},
+               "n1's IPv4 route to n2")
+    assert fresh.routes("n1", family="-6") == {}
