@@ -7,7 +7,9 @@ healthy, ``drain`` on SIGTERM, ``remove`` after the app exited); a keep-alive cl
 a new-connection load generator run the whole time; every instance is stopped (SIGTERM
 to its init) and a new one started, one after the other, while another thread runs full
 ``elbctl apply`` of the model in a loop. With ``hooks=False`` the instances run without
-hooks and are stopped by killing the app directly (the contrast). Used by
+hooks and are stopped by killing the app directly (the contrast). Before the load starts
+the lab is in a steady state: links forwarding (:func:`wait_network`), every app
+listening before HAProxy starts, every server UP in HAProxy (:func:`wait_all_up`). Used by
 tests/netns/test_init_elb.py and bench/init_rolling.py.
 """
 
@@ -24,7 +26,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from dcnet.haproxy.drain import parse_stat
 from dcnet.haproxy.paths import Paths
+from dcnet.haproxy.runtime import Runtime
 from dcnet.lab import haproxy_lab as hlab
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench",
@@ -82,6 +86,20 @@ def wait_network(lab, instances: int, limit: float = 60.0) -> None:
               f"{host} to reach {address}", limit)
 
 
+def wait_all_up(paths: Paths, instances: int, limit: float = 60.0) -> None:
+    """Wait until HAProxy's checks have every instance UP: the roll starts from a steady
+    state. (A server HAProxy checked before its app listened is DOWN until ``rise`` good
+    checks; with every server so, the backend answers 503: that is the start, not the
+    roll.)"""
+    runtime = Runtime(paths.admin_socket, paths.master_socket)
+
+    def up() -> bool:
+        rows = parse_stat(runtime.command("show stat -1 4 -1"))
+        return sum(1 for r in rows if r.get("status") == "UP") >= instances
+
+    _wait(up, f"{instances} servers UP in HAProxy", limit)
+
+
 def _lines(path: str) -> int:
     try:
         with open(path) as handle:
@@ -135,14 +153,14 @@ def rolling_restart(lab, workdir: str, instances: int = 3, hooks: bool = True,
     wait_network(lab, instances)
     for i in range(1, instances + 1):
         apps.start(i)
+    for i in range(1, instances + 1):       # the log is opened once the app listens
+        _wait(lambda i=i: os.path.exists(apps.log(i)), f"instance {i}")
     hlab.start_haproxy(lab, hlab.model_of(data), paths)
     done = subprocess.run([*elbctl, "apply", "-f", model_file, "--target", "haproxy"],
                           env=env, capture_output=True, text=True, timeout=120)
     if done.returncode:
         raise AssertionError(done.stdout + done.stderr)
-    for i in range(1, instances + 1):
-        _wait(lambda i=i: _lines(apps.log(i)) >= 0 and os.path.exists(apps.log(i)),
-              f"instance {i}")
+    wait_all_up(paths, instances)
     target = f"{hlab.LB_ADDRESS}:{hlab.SERVICE_PORT}"
     ka_out, ka_stop = os.path.join(workdir, "ka.json"), os.path.join(workdir, "ka.stop")
     keepalive = lab.start("client", [sys.executable, PEERS, "client", target, ka_out, ka_stop,

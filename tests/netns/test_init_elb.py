@@ -2,10 +2,13 @@
 under keep-alive and new-connection load, with full ``elbctl apply`` runs going on at
 the same time, fails no request (HTTP mode), and the ELB ends as the model says.
 
-The lab waits until its links forward before HAProxy starts (``init_lab.wait_network``):
-without that, HAProxy's first health checks were lost in a bridge port that had no
-carrier yet, every server went DOWN after one failed check, and the backend answered
-503 for about two seconds (issue #17)."""
+The roll starts from a steady state: the lab waits until its links forward
+(``init_lab.wait_network``) and every app listens before HAProxy starts, and until
+HAProxy has every server UP before the load starts (``init_lab.wait_all_up``). Without
+that, HAProxy's first health checks were lost in a bridge port whose carrier the kernel
+had not reported yet (or hit an app not listening yet), every server went DOWN after
+that one failed check, and the backend answered 503 for up to two seconds: the
+"bursts of 503s" these tests were marked xfail for (issue #17)."""
 
 from __future__ import annotations
 
