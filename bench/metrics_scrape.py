@@ -7,8 +7,9 @@ HAProxy 2.6's CSV layout for that many backends and slots (generated once: start
 real HAProxy with 110,000 server slots is left out, see docs/metrics.md); the parent
 scrapes it ``--scrapes`` times back to back and reports medians of the scrape duration
 (HTTP round trip, whole body read), the child's CPU seconds per scrape (utime+stime from
-/proc, and that as a share of one core at a 15 s scrape interval), its RSS after the
-scrapes and its peak RSS, the body size and the number of series.
+/proc, and that as a share of one core at a 15 s scrape interval), its RSS once the
+model is loaded (before any scrape), its RSS after the scrapes and its peak RSS, the body
+size and the number of series.
 
     .venv/bin/python bench/metrics_scrape.py [--services 10000] [--servers 10]
         [--scrapes 7] [--modes auto,server]
@@ -53,15 +54,14 @@ def row(**values) -> str:
     return ",".join(str(values.get(c, "")) for c in COLUMNS)
 
 
-def show_stat(services: int, servers: int) -> str:
-    """A ``show stat`` answer for ``services`` backends of ``servers`` filled slots
-    (plus SPARE free ones), frontends included."""
+def show_stat(services: int, servers: int, server_rows: bool = True) -> str:
+    """A ``show stat -1 6 -1`` answer for ``services`` backends of ``servers`` filled
+    slots (plus SPARE free ones); ``-1 2 -1`` (backend rows only) without
+    ``server_rows``."""
     lines = [HEADER]
     for n in range(services):
         name = f"{job(n)}:80"
-        lines.append(row(pxname=name, svname="FRONTEND", scur=3, stot=1000, status="OPEN",
-                         type=0, mode="tcp"))
-        for s in range(servers + SPARE):
+        for s in range(servers + SPARE if server_rows else 0):
             filled = s < servers
             lines.append(row(
                 pxname=name, svname=f"s{s + 1}", scur=int(filled), stot=100 * filled,
@@ -69,11 +69,12 @@ def show_stat(services: int, servers: int) -> str:
                 type=2, addr=f"10.{n // 256 % 256}.{n % 256}.{s + 1}:8080" if filled
                 else "0.0.0.0:0", check_status="L4OK" if filled else "", mode="tcp"))
         lines.append(row(pxname=name, svname="BACKEND", scur=servers, stot=100 * servers,
-                         bin=1, bout=1, status="UP", weight=servers, type=1, mode="tcp"))
+                         bin=1, bout=1, status="UP", weight=servers, act=servers, type=1,
+                         mode="tcp"))
     return "\n".join(lines) + "\n\n"
 
 
-def model(services: int):
+def model(services: int, servers: int):
     import yaml
 
     from dcnet.model import parse_model
@@ -83,22 +84,30 @@ def model(services: int):
             "services": [{"job": job(n), "vips": {"bgp": f"10.{128 + n // 65536}."
                                                   f"{n // 256 % 256}.{n % 256}"},
                           "ports": [{"port": 80}],
-                          "real_servers": [{"address": "10.0.0.1"}]}
+                          "real_servers": [{"address": f"10.{n // 256 % 256}.{n % 256}."
+                                                       f"{s + 1}"}
+                                           for s in range(servers)]}
                          for n in range(services)]}
     return parse_model(yaml.safe_dump(data), source="<bench>")
 
 
 def serve(args) -> None:
-    from prometheus_client import CollectorRegistry
-
     from dcnet.metrics.cardinality import Bound
     from dcnet.metrics.elb import ELBCollector
+    from dcnet.metrics.exposition import Exposition
+    from dcnet.metrics.haproxy_stat import BACKENDS_ONLY
     from dcnet.metrics.server import serve as start
 
-    text = show_stat(args.services, args.servers)
-    the_model = model(args.services)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ELBCollector(model=lambda: the_model, haproxy_stat=lambda: text,
+    answers = {}                # generated on first ask, like HAProxy per filter
+
+    def haproxy_stat(which: str) -> str:
+        if which not in answers:
+            answers[which] = show_stat(args.services, args.servers, which != BACKENDS_ONLY)
+        return answers[which]
+
+    the_model = model(args.services, args.servers)
+    registry = Exposition()
+    registry.register(ELBCollector(model=lambda: the_model, haproxy_stat=haproxy_stat,
                                    bound=Bound(mode=args.mode)))
     server = start(registry, f"127.0.0.1:{args.port}")
     print("ready", flush=True)
@@ -131,8 +140,10 @@ def measure(args, mode: str) -> dict:
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
+        loaded = rss(child.pid)[0]         # the model loaded, nothing scraped yet
         durations, cpus = [], []
-        body = b""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=300) as r:
+            body = r.read()                # warm-up: builds the synthetic answer
         for _ in range(args.scrapes):
             before = cpu_seconds(child.pid)
             started = time.perf_counter()
@@ -147,7 +158,8 @@ def measure(args, mode: str) -> dict:
     series = sum(1 for line in body.decode().splitlines() if line and line[0] != "#")
     cpu = statistics.median(cpus)
     return {"mode": mode, "scrape_ms": statistics.median(durations) * 1000,
-            "cpu_s": cpu, "core_at_15s": cpu / 15, "rss_mib": now, "peak_mib": peak,
+            "cpu_s": cpu, "core_at_15s": cpu / 15, "loaded_mib": loaded, "rss_mib": now,
+            "peak_mib": peak,
             "body_mib": len(body) / 2**20, "series": series}
 
 
@@ -167,12 +179,13 @@ def main() -> None:
     print(f"{args.services} services x {args.servers} real servers (+{SPARE} free slots "
           f"each), {args.scrapes} scrapes, medians; host {os.uname().nodename}, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'mode':<8} {'scrape ms':>10} {'CPU s':>7} {'core@15s':>9} {'RSS MiB':>8} "
-          f"{'peak MiB':>9} {'body MiB':>9} {'series':>8}")
+    print(f"{'mode':<8} {'scrape ms':>10} {'CPU s':>7} {'core@15s':>9} {'loaded MiB':>10} "
+          f"{'RSS MiB':>8} {'peak MiB':>9} {'body MiB':>9} {'series':>8}")
     for mode in args.modes.split(","):
         r = measure(args, mode)
         print(f"{r['mode']:<8} {r['scrape_ms']:>10.0f} {r['cpu_s']:>7.2f} "
-              f"{r['core_at_15s']:>8.1%} {r['rss_mib']:>8.0f} {r['peak_mib']:>9.0f} "
+              f"{r['core_at_15s']:>8.1%} {r['loaded_mib']:>10.0f} {r['rss_mib']:>8.0f} "
+              f"{r['peak_mib']:>9.0f} "
               f"{r['body_mib']:>9.1f} {r['series']:>8}")
 
 

@@ -105,12 +105,13 @@ class Watch:
             self.stop.wait(self.interval)
 
 
-def haproxy_source(options: dict) -> Callable[[], str]:
+def haproxy_source(options: dict) -> Callable[[str], str]:
+    """``show stat <filter>`` over the target's admin socket."""
     from dcnet.haproxy.paths import Paths
     from dcnet.haproxy.runtime import send
 
     socket_path = Paths.from_env(options.get("run_dir"), options.get("config")).admin_socket
-    return lambda: send(socket_path, "show stat -1 6 -1", timeout=10.0)  # backends, servers
+    return lambda which: send(socket_path, f"show stat {which}", timeout=10.0)
 
 
 def ipvs_table(text: str, stats: str):
@@ -212,10 +213,9 @@ def serve_agent_metrics(address: str | None, agent, target: str, options: dict,
 
 def elb_registry(targets: dict[str, dict], watch: Watch, bound: Bound,
                  ipvs_netns: list[str] | None = None):
-    """A registry holding the ELB collector for ``targets`` ({name: options})."""
-    from prometheus_client import CollectorRegistry
-
+    """An exposition holding the ELB collector for ``targets`` ({name: options})."""
     from dcnet.metrics.elb import ELBCollector
+    from dcnet.metrics.exposition import Exposition
 
     status_paths = {}
     for name, options in targets.items():
@@ -231,7 +231,7 @@ def elb_registry(targets: dict[str, dict], watch: Watch, bound: Bound,
         haproxy_stat=haproxy_source(targets["haproxy"]) if "haproxy" in targets else None,
         ipvs_tables=ipvs_source(ipvs_netns) if ipvs_netns else None,
         status_paths=status_paths, drift=lambda: watch.drifts, bound=bound)
-    out = CollectorRegistry(auto_describe=False)
+    out = Exposition()
     out.register(collector)
     return out
 

@@ -4,18 +4,23 @@ network namespace.
 The listening socket is created by :func:`dcnet.sysio.netns.socket_in` when a namespace
 path is given (the one place that switches namespaces) and then served by a
 ``ThreadingHTTPServer`` thread in the caller's namespace: a socket keeps the namespace it
-was created in. The handler is ``prometheus_client``'s own (text format, OpenMetrics on
-request, gzip, ``?name[]=`` filtering).
+was created in. A plain registry is served by ``prometheus_client``'s own handler (text
+format, OpenMetrics on request, gzip, ``?name[]=`` filtering); an
+:class:`dcnet.metrics.exposition.Exposition` (the ELB collector's directly written text plus
+a registry) by :class:`ExpositionHandler` (text format 0.0.4, gzip on request).
 """
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import MetricsHandler
+
+from dcnet.metrics.exposition import CONTENT_TYPE, Exposition
 
 
 def parse_address(text: str, default_port: int = 9108) -> tuple[str, int]:
@@ -56,10 +61,41 @@ class _Server(ThreadingHTTPServer):
         pass
 
 
+class ExpositionHandler(BaseHTTPRequestHandler):
+    """``GET /metrics`` (or ``/``) answers the exposition's body; gzip when accepted."""
+
+    exposition: Exposition
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] not in ("/", "/metrics"):
+            self.send_error(404)
+            return
+        try:
+            body = self.exposition.generate()
+        except Exception as exc:           # a collector bug: answer 500, keep serving
+            self.send_error(500, explain=str(exc))
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        if "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+    @classmethod
+    def factory(cls, exposition: Exposition) -> type:
+        return type("BoundExpositionHandler", (cls,), {"exposition": exposition})
+
+
 class MetricsServer:
     """A running ``/metrics`` endpoint; :meth:`close` stops it."""
 
-    def __init__(self, registry: CollectorRegistry, address: str = ":9108",
+    def __init__(self, registry: CollectorRegistry | Exposition, address: str = ":9108",
                  netns_path: str | None = None):
         host, port = parse_address(address)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -77,7 +113,9 @@ class MetricsServer:
         except OSError:
             sock.close()
             raise
-        self.httpd = _Server(sock, MetricsHandler.factory(registry))
+        handler = (ExpositionHandler.factory(registry) if isinstance(registry, Exposition)
+                   else MetricsHandler.factory(registry))
+        self.httpd = _Server(sock, handler)
         self.host, self.port = sock.getsockname()[:2]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
                                        daemon=True)
@@ -100,7 +138,7 @@ class MetricsServer:
         self.close()
 
 
-def serve(registry: CollectorRegistry, address: str, netns_path: str | None = None
+def serve(registry: CollectorRegistry | Exposition, address: str, netns_path: str | None = None
           ) -> MetricsServer:
     """Start serving ``registry`` on ``address`` (in the namespace at ``netns_path``)."""
     return MetricsServer(registry, address, netns_path)

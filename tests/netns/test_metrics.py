@@ -29,7 +29,7 @@ from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.runtime import send
 from dcnet.lab import haproxy_lab as hlab
 from dcnet.lab.cni_invoke import PluginError
-from dcnet.metrics.elb import parse_show_stat
+from dcnet.metrics.haproxy_stat import parse_show_stat
 from dcnet.metrics.sd import RULES_PATH
 from dcnet.sysio import netns
 from dcnet.target import session
@@ -137,17 +137,19 @@ class Director:
     def wait(self, condition, what: str, process=None, limit: float = 60.0):
         """Wait (bounded) until ``condition()`` is truthy, failing with ``what``."""
         deadline = time.monotonic() + limit
+        last_error = None
         while True:
             try:
                 value = condition()
-            except OSError:
-                value = None
+            except OSError as exc:
+                value, last_error = None, exc
             if value:
                 return value
             if process is not None and process.poll() is not None:
                 pytest.fail(f"the process waited for exited ({process.returncode})")
             if time.monotonic() > deadline:
-                pytest.fail(f"gave up waiting for {what}")
+                pytest.fail(f"gave up waiting for {what}"
+                            + (f" (last error: {last_error})" if last_error else ""))
             time.sleep(0.2)
 
 
@@ -313,14 +315,21 @@ def test_elbctl_agent_serves_sync_status_and_etcd_health(lab_factory, tmp_path):
     assert elb.push(elab.model_data({elab.server_address(1): 10,
                                      elab.server_address(2): 10}), user=None) == 2
 
+    seen = []
+
     def synced():
         text = scrape.exporter_text()
+        seen[:] = [text]
         return ('dcnet_elb_applies_total{result="ok",target="haproxy"}' in text
                 and "dcnet_elb_agent_model_revision 2.0" in text
                 and f'dcnet_service_info{{carriers="bgp",service="{elab.JOB}"' in text
                 and text)
 
-    text = scrape.wait(synced, "the agent to apply revision 2")
+    try:
+        text = scrape.wait(synced, "the agent to apply revision 2")
+    except BaseException:
+        print("".join(seen) or "nothing scraped")      # shown by pytest on failure
+        raise
     assert "dcnet_elb_agent_etcd_up 1.0" in text
     assert 'dcnet_exporter_source_up{source="haproxy"} 1.0' in text
     check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,

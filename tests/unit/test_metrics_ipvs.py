@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 
 import dcnet
 from dcnet.cli.elbctl_metrics import ipvs_table
 from dcnet.metrics.cardinality import Bound
 from dcnet.metrics.elb import ELBCollector
 from dcnet.model import load_model
+from tests.unit.metrics_text import scrape as expose
+from tests.unit.metrics_text import value
 
 pytestmark = pytest.mark.unit
 EXAMPLE = os.path.join(os.path.dirname(dcnet.__file__), "examples", "elb.yaml")
@@ -41,10 +42,8 @@ STATS = """   Total Incoming Outgoing         Incoming         Outgoing
 def scrape(bound: Bound) -> str:
     model = load_model(EXAMPLE)
     table = ipvs_table(PROC, STATS)
-    registry = CollectorRegistry()
-    registry.register(ELBCollector(model=lambda: model, ipvs_tables=lambda: {"host": table},
-                                   bound=bound))
-    return generate_latest(registry).decode()
+    return expose(ELBCollector(model=lambda: model, ipvs_tables=lambda: {"host": table},
+                               bound=bound))
 
 
 def test_rows_and_totals_from_the_kernel_text():
@@ -60,17 +59,17 @@ def test_rows_and_totals_from_the_kernel_text():
 def test_series_per_service_and_carrier_and_healthy_servers_per_vip():
     text = scrape(Bound(10))
     job = load_model(EXAMPLE).services[0].name
-    assert (f'dcnet_ipvs_service_connections{{carrier="telecom",netns="host",port="80",'
-            f'service="{job}",state="active"}} 3.0') in text
-    assert (f'dcnet_elb_vip_healthy_servers{{carrier="telecom",port="80",service="{job}",'
-            f'target="lvs"}} 1.0') in text              # the weight-0 server does not count
-    assert (f'dcnet_elb_vip_healthy_servers{{carrier="bgp",port="80",service="{job}",'
-            f'target="lvs"}} 1.0') in text
-    assert 'dcnet_ipvs_total{counter="bytes_in",netns="host"} 64000.0' in text
+    assert value(text, "dcnet_ipvs_service_connections", carrier="telecom", netns="host",
+                 port="80", service=job, state="active") == 3
+    assert value(text, "dcnet_elb_vip_healthy_servers", carrier="telecom", port="80",
+                 service=job, target="lvs") == 1       # the weight-0 server does not count
+    assert value(text, "dcnet_elb_vip_healthy_servers", carrier="bgp", port="80",
+                 service=job, target="lvs") == 1
+    assert value(text, "dcnet_ipvs_total", counter="bytes_in", netns="host") == 64000
     assert 'server="10.0.1.22:8080"' in text
 
 
 def test_above_the_bound_no_server_label():
     text = scrape(Bound(2))
     assert "server=" not in text
-    assert 'dcnet_metrics_server_rows{source="ipvs"} 3.0' in text
+    assert value(text, "dcnet_metrics_server_rows", source="ipvs") == 3

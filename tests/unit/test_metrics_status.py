@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 
 from dcnet.metrics import status
 from dcnet.metrics.elb import ELBCollector
 from dcnet.metrics.server import parse_address
+from tests.unit.metrics_text import scrape, value
 
 pytestmark = pytest.mark.unit
 
@@ -54,21 +54,18 @@ def test_collector_exposes_the_status_and_time_since_success(tmp_path):
     path.write_text(json.dumps({"version": 1, "applies": {"ok": 4, "failed": 1},
                                 "last_success": 1000.0, "last_duration": 0.5,
                                 "duration_sum": 2.0, "writes": {"reloads": 1}}))
-    registry = CollectorRegistry()
-    registry.register(ELBCollector(status_paths={"haproxy": str(path)},
-                                   drift=lambda: {"haproxy": True}, clock=lambda: 1060.0))
-    text = generate_latest(registry).decode()
-    assert 'dcnet_elb_applies_total{result="ok",target="haproxy"} 4.0' in text
-    assert 'dcnet_elb_seconds_since_last_successful_sync{target="haproxy"} 60.0' in text
-    assert 'dcnet_elb_writes_total{kind="reloads",target="haproxy"} 1.0' in text
-    assert 'dcnet_elb_drift{target="haproxy"} 1.0' in text
+    text = scrape(ELBCollector(status_paths={"haproxy": str(path)},
+                               drift=lambda: {"haproxy": True}, clock=lambda: 1060.0))
+    assert value(text, "dcnet_elb_applies_total", result="ok", target="haproxy") == 4
+    assert value(text, "dcnet_elb_seconds_since_last_successful_sync", target="haproxy") == 60
+    assert value(text, "dcnet_elb_writes_total", kind="reloads", target="haproxy") == 1
+    assert value(text, "dcnet_elb_drift", target="haproxy") == 1
 
 
 def test_never_synced_is_infinitely_long_ago(tmp_path):
-    registry = CollectorRegistry()
-    registry.register(ELBCollector(status_paths={"lvs": str(tmp_path / "none")}))
-    assert 'dcnet_elb_seconds_since_last_successful_sync{target="lvs"} +Inf' in \
-        generate_latest(registry).decode()
+    text = scrape(ELBCollector(status_paths={"lvs": str(tmp_path / "none")}))
+    assert value(text, "dcnet_elb_seconds_since_last_successful_sync",
+                 target="lvs") == float("inf")
 
 
 @pytest.mark.parametrize("text,expected", [

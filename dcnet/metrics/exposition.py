@@ -1,0 +1,127 @@
+"""Prometheus text exposition (format 0.0.4) written directly, for the large families.
+
+``prometheus_client`` formats every sample through a chain of Python calls (a sample
+object, label sorting, escaping, float formatting): about 9 us a sample, 0.9 s for the
+100,000 per-service series of a 10,000-service director. The ELB collector builds its
+families here instead: a :class:`Family` holds finished sample lines, label sets are
+formatted once per key (:class:`LabelCache`) and integers take a fast path; the text is
+what ``prometheus_client`` would print for the same samples (names sorted, ``3.0``).
+:class:`Exposition` joins these text sources with an ordinary ``prometheus_client``
+registry (the CNI agent's counters and histograms, etcd health), so one ``/metrics`` body
+holds both; :func:`dcnet.metrics.server.serve` serves it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+KINDS = ("gauge", "counter")
+
+
+def escape(value: str) -> str:
+    """A label value as the text format wants it (backslash, double quote, newline)."""
+    if "\\" in value or '"' in value or "\n" in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def labels(names: Iterable[str], values: Iterable[object]) -> str:
+    """``{a="x",b="y"}``, names sorted as ``prometheus_client`` prints them (empty
+    string for no labels)."""
+    inner = ",".join(f'{n}="{escape(str(v))}"'
+                     for n, v in sorted(zip(names, values, strict=True)))
+    return "{" + inner + "}" if inner else ""
+
+
+def number(value: float | int) -> str:
+    """A sample value as ``prometheus_client`` prints it (``3.0``, ``+Inf``, ``NaN``),
+    with a fast path for integers."""
+    if (type(value) is int or type(value) is bool) and -10**15 < value < 10**15:
+        return f"{int(value)}.0"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
+
+
+class Family:
+    """One metric family: ``# HELP``, ``# TYPE`` and its sample lines, in add order.
+
+    A counter's name is given without ``_total``; its samples get the suffix (as
+    ``prometheus_client`` does). An empty family prints nothing."""
+
+    __slots__ = ("doc", "kind", "label_names", "lines", "name", "sample")
+
+    def __init__(self, name: str, doc: str, kind: str = "gauge",
+                 label_names: tuple[str, ...] = ()):
+        if kind not in KINDS:
+            raise ValueError(f"metric kind {kind!r} is not one of {', '.join(KINDS)}")
+        self.name, self.doc, self.kind = name, doc, kind
+        self.sample = f"{name}_total" if kind == "counter" else name
+        self.label_names = label_names
+        self.lines: list[str] = []
+
+    def add(self, values: Iterable[object], value: float | int) -> None:
+        """A sample with these label values (in ``label_names`` order)."""
+        self.lines.append(f"{self.sample}{labels(self.label_names, values)} {number(value)}")
+
+    def add_formatted(self, label_text: str, value: float | int) -> None:
+        """A sample whose label set was formatted already (``{...}`` from :func:`labels`
+        or a :class:`LabelCache`): the fast path for per-service series."""
+        self.lines.append(f"{self.sample}{label_text} {number(value)}")
+
+    def text(self) -> str:
+        if not self.lines:
+            return ""
+        doc = self.doc.replace("\\", "\\\\").replace("\n", "\\n")
+        head = f"# HELP {self.sample} {doc}\n# TYPE {self.sample} {self.kind}\n"
+        return head + "\n".join(self.lines) + "\n"
+
+
+class LabelCache:
+    """Formatted label sets by key, reused across families and scrapes (they are
+    bounded by the model, so the cache is too)."""
+
+    __slots__ = ("cache", "names")
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names, self.cache = names, {}
+
+    def get(self, values: tuple) -> str:
+        text = self.cache.get(values)
+        if text is None:
+            text = self.cache[values] = labels(self.names, values)
+        return text
+
+
+class TextSource(Protocol):
+    def exposition(self) -> str: ...
+
+
+class Exposition:
+    """What one ``/metrics`` answers: text sources (``exposition() -> str``) and a
+    ``prometheus_client`` registry for everything else."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=False)
+        self.sources: list[TextSource] = []
+
+    def register(self, collector) -> None:
+        """A text source when it has ``exposition()``, else a ``prometheus_client``
+        collector."""
+        if hasattr(collector, "exposition"):
+            self.sources.append(collector)
+        else:
+            self.registry.register(collector)
+
+    def generate(self) -> bytes:
+        parts = [generate_latest(self.registry)]
+        parts.extend(source.exposition().encode() for source in self.sources)
+        return b"".join(parts)

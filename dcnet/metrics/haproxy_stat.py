@@ -1,0 +1,170 @@
+"""HAProxy's ``show stat`` read for the ELB collector, and its series (pure).
+
+Backends are named ``<JOBNAME>:<port>`` (:mod:`dcnet.haproxy.layout`); free server slots
+are servers in maintenance at ``0.0.0.0``. A director of 10,000 services x 10 real servers
+answers 150,000 rows (36 MiB), so the parser splits each row only up to the columns it
+needs (``type`` is the 33rd), names each backend once, and reads ``addr`` (the 74th)
+only for servers in maintenance, the one state a free slot can be in. Above the
+cardinality bound the collector asks HAProxy for backend rows alone (``show stat -1 2
+-1``): a backend row's ``act`` is HAProxy's own count of usable servers (up, weight > 0,
+not in maintenance), which is all the per-service series need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from dcnet.metrics.exposition import Family, LabelCache
+
+SERVER_STATES = ("up", "down", "drain", "maint")
+BACKENDS_ONLY = "-1 2 -1"        # show stat filters: every proxy, type 2 (backends)
+BACKENDS_AND_SERVERS = "-1 6 -1"  # types 2 and 4
+NEEDED = ("pxname", "type", "scur", "stot", "bin", "bout", "status", "weight")
+
+
+class HAProxyServer(NamedTuple):
+    """One filled server slot."""
+
+    service: str
+    port: str
+    server: str          # address:port of the real server
+    state: str           # up, down, drain, maint
+    sessions: int
+    sessions_total: int
+
+
+class HAProxyBackend(NamedTuple):
+    service: str
+    port: str
+    sessions: int
+    sessions_total: int
+    bytes_in: int
+    bytes_out: int
+    usable: int | None   # the row's ``act``: usable servers (None: column missing)
+
+
+@dataclass
+class HAProxyStats:
+    backends: list[HAProxyBackend] = field(default_factory=list)
+    servers: list[HAProxyServer] = field(default_factory=list)
+    server_rows_read: bool = False     # False: backend rows only were asked for
+
+
+def _split_backend(name: str) -> tuple[str, str] | None:
+    service, sep, port = name.rpartition(":")
+    return (service, port) if sep and port.isdigit() else None
+
+
+def _state(status_text: str, weight: str) -> str:
+    text = status_text.upper()
+    if text.startswith("MAINT"):
+        return "maint"
+    if text.startswith("DRAIN") or (text.startswith("UP") and weight == "0"):
+        return "drain"
+    if text.startswith("UP") or text == "NO CHECK":
+        return "up"
+    return "down"
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else 0
+
+
+def parse_show_stat(text: str) -> HAProxyStats:
+    """Pure: backends and filled server slots of dcnet listeners from ``show stat``
+    (frontends and foreign proxies are skipped)."""
+    lines = text.split("\n")
+    if not lines or not lines[0].startswith("# "):
+        return HAProxyStats()
+    column = {name: i for i, name in enumerate(lines[0][2:].split(","))}
+    if any(name not in column for name in NEEDED):
+        return HAProxyStats()
+    px, kind, scur, stot, bin_, bout, status, weight = (column[c] for c in NEEDED)
+    act, addr = column.get("act"), column.get("addr")
+    width = max(px, kind, scur, stot, bin_, bout, status, weight, act or 0)
+    out = HAProxyStats()
+    backends, servers = out.backends, out.servers
+    seen: dict[str, tuple[str, str] | None] = {}
+    for line in lines[1:]:
+        fields = line.split(",", width + 1)
+        if len(fields) <= width:
+            continue
+        row_type = fields[kind]
+        if row_type != "1" and row_type != "2":
+            continue
+        name = fields[px]
+        names = seen.get(name, False)
+        if names is False:
+            names = seen[name] = _split_backend(name)
+        if names is None:
+            continue
+        if row_type == "1":
+            usable = _int(fields[act]) if act is not None else None
+            backends.append(HAProxyBackend(*names, _int(fields[scur]), _int(fields[stot]),
+                                           _int(fields[bin_]), _int(fields[bout]), usable))
+            continue
+        out.server_rows_read = True
+        state = _state(fields[status], fields[weight])
+        if addr is None:
+            address = ""
+        elif addr <= width:
+            address = fields[addr]
+        else:                         # ``addr`` is in the unsplit rest of the row
+            address = _tail_field(fields[width + 1], addr - width - 1) \
+                if len(fields) > width + 1 else ""
+        if state == "maint" and (not address or address.startswith("0.0.0.0:")):
+            continue                  # a free slot
+        servers.append(HAProxyServer(*names, address, state, _int(fields[scur]),
+                                     _int(fields[stot])))
+    return out
+
+
+def _tail_field(tail: str, index: int) -> str:
+    """Field ``index`` of the unsplit rest of a row."""
+    parts = tail.split(",", index + 1)
+    return parts[index] if len(parts) > index else ""
+
+
+def families(stats: HAProxyStats, carriers: dict[str, tuple[str, ...]], per_server: bool,
+             cache: LabelCache) -> tuple[list[Family], dict[tuple[str, str, str], int]]:
+    """The HAProxy families of one scrape and the healthy count per (service, port,
+    carrier) (for ``dcnet_elb_vip_healthy_servers``). ``cache`` formats
+    ``{service,port}`` label sets."""
+    sessions = Family("dcnet_haproxy_backend_sessions", "Current sessions", "gauge")
+    total = Family("dcnet_haproxy_backend_sessions", "Sessions since start", "counter")
+    bytes_in = Family("dcnet_haproxy_backend_bytes_in", "Bytes from clients", "counter")
+    bytes_out = Family("dcnet_haproxy_backend_bytes_out", "Bytes to clients", "counter")
+    by_state: dict[tuple[str, str], dict[str, int]] = {}
+    for s in stats.servers:
+        counts = by_state.setdefault((s.service, s.port), {})
+        counts[s.state] = counts.get(s.state, 0) + 1
+    healthy: dict[tuple[str, str, str], int] = {}
+    for b in stats.backends:
+        key = (b.service, b.port)
+        text = cache.get(key)
+        sessions.add_formatted(text, b.sessions)
+        total.add_formatted(text, b.sessions_total)
+        bytes_in.add_formatted(text, b.bytes_in)
+        bytes_out.add_formatted(text, b.bytes_out)
+        usable = b.usable if b.usable is not None else by_state.get(key, {}).get("up", 0)
+        for carrier in carriers.get(b.service, ("",)):
+            healthy[(b.service, b.port, carrier)] = usable
+    out = [sessions, total, bytes_in, bytes_out]
+    if stats.server_rows_read:
+        servers = Family("dcnet_haproxy_backend_servers", "Real servers by state",
+                         "gauge", ("service", "port", "state"))
+        for (service, port), counts in by_state.items():
+            for state in SERVER_STATES:
+                servers.add((service, port, state), counts.get(state, 0))
+        out.append(servers)
+    if per_server:
+        up = Family("dcnet_haproxy_server_up", "1 when the real server is up", "gauge",
+                    ("service", "port", "server", "state"))
+        cur = Family("dcnet_haproxy_server_sessions", "Current sessions", "gauge",
+                     ("service", "port", "server"))
+        for s in stats.servers:
+            up.add((s.service, s.port, s.server, s.state), int(s.state == "up"))
+            cur.add((s.service, s.port, s.server), s.sessions)
+        out += [up, cur]
+    return out, healthy
