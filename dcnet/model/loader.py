@@ -324,7 +324,12 @@ def _read_vips(problems: f.Problems, path: Path, data: object):
     vips, ok = [], True
     for carrier, value in data.items():
         # an address, or a list of at most one IPv4 and one IPv6 address (dual stack)
-        values = value if isinstance(value, list) and value else [value]
+        values = value if isinstance(value, list) else [value]
+        if not 1 <= len(values) <= 2:
+            problems.add((*path, carrier), "a VIP or a list of one IPv4 and one IPv6 VIP, "
+                         f"not {len(values)} items")
+            ok = False
+            continue
         try:
             addresses = [f.ip_address(v) for v in values]
         except ValueError as exc:

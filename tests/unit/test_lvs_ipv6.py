@@ -94,3 +94,13 @@ def test_keepalived_puts_each_family_in_its_own_vrrp_instance():
     text_ = keepalived.render(lvslab.model(ipv6=True))
     assert "vrrp_instance telecom-v6" in text_ and "    version 3\n" in text_
     assert "virtual_server 2001:db8:10::10 80" in text_
+
+
+@pytest.mark.parametrize("vips, message", [
+    ("[]", "a VIP or a list of one IPv4 and one IPv6 VIP, not 0 items"),
+    ("[198.51.100.10, '2001:db8:10::10', 198.51.100.11]", "not 3 items"),
+    ("[[198.51.100.10]]", "is not an IP address"),
+])
+def test_a_carrier_vip_list_is_one_or_two_addresses(vips, message):
+    with pytest.raises(ModelError, match=message):
+        parse_model(text(vips=vips))
