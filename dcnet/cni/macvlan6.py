@@ -39,7 +39,7 @@ class Ipv6Pod:
     """IPv6 steps of ``MacvlanAgent`` (no-ops when the network's ``ipv6`` is off)."""
 
     def prepare_pod6(self, conf: NetConf, args: CmdArgs, cni_args: dict) -> None:
-        """Write the pod's IPv6 sysctls for SLAAC (before its link comes up)."""
+        """Write the pod's IPv6 sysctls (before its link comes up): SLAAC or DHCPv6."""
         settings = slaac.ipv6_settings(conf.raw)
         if not settings.enabled:
             return
@@ -55,7 +55,8 @@ class Ipv6Pod:
 
     def wait_pod6(self, conf: NetConf, args: CmdArgs, record: dict, index: int,
                   undo: Undo) -> None:
-        """Wait for the SLAAC address and router; journal them; add the shim route."""
+        """Wait for the IPv6 address (SLAAC, or the DHCPv6 client started here) and the
+        router; journal them; add the shim route."""
         settings = slaac.ipv6_settings(conf.raw)
         if not settings.enabled:
             return
