@@ -190,6 +190,7 @@ class RequestHandlers:
         self.result6(result, record, index)
         if record.get("dns"):
             result["dns"] = dict(result.get("dns") or {}, **record["dns"])
+        self.dns6(result, record)
         return result
 
     def _forget(self, key: str, release: bool) -> None:

@@ -5,7 +5,8 @@
 (``prepare_pod6``), then, once the DHCPv4 lease is bound, waits (``ipv6.timeout``) for
 the address the router advertisement gave and the router it announced (``wait_pod6``),
 journals both as ``configured6`` and adds the host shim's /128 route. ``result6`` lists
-the address with the router's link-local address as gateway and a ``::/0`` route via it;
+the address with the router's link-local address as gateway and a ``::/0`` route via it
+(``dns6``: a DHCPv6 lease's DNS servers and search domains);
 ``check6`` verifies address (past DAD) and default route in the pod; housekeeping
 follows an address or router that changed later (``follow_pods6``). There is nothing to
 release for SLAAC: deleting the pod's link removes the address, DEL removes the shim
@@ -210,6 +211,21 @@ class Ipv6Pod:
         result["ips"].append({"address": configured6["address"], "interface": index,
                               "gateway": configured6["gateway"]})
         result["routes"].append({"dst": "::/0", "gw": configured6["gateway"]})
+
+    @staticmethod
+    def dns6(result: dict, record: dict) -> None:
+        """Add the DHCPv6 lease's DNS servers and search domains to the result's dns."""
+        lease = record.get("lease6") or {}
+        if not lease.get("dns") and not lease.get("domains"):
+            return
+        dns = dict(result.get("dns") or {})
+        for key, extra in (("nameservers", lease.get("dns") or []),
+                           ("search", lease.get("domains") or [])):
+            merged = list(dns.get(key) or [])
+            merged += [item for item in extra if item not in merged]
+            if merged:
+                dns[key] = merged
+        result["dns"] = dns
 
     def check6(self, args: CmdArgs, record: dict, ips: list[dict], pod, link: dict) -> None:
         """CHECK's IPv6 part: prevResult, journal and the pod agree (CniError 103)."""

@@ -98,6 +98,9 @@ class DhcpLab:
             argv += ["--enable-ra", "--ra-param=eth0,4,600",
                      f"--dhcp-range={NET6}100,{NET6}1ff,64,{lease}" if dhcpv6
                      else "--dhcp-range=::,constructor:eth0,ra-only,64,10m"]
+        if dhcpv6:
+            argv += [f"--dhcp-option=option6:dns-server,[{SERVER6}]",
+                     "--dhcp-option=option6:domain-search,pods6.lab"]
         argv += list(extra)
         if t1:
             argv.append(f"--dhcp-option=option:T1,{t1}")

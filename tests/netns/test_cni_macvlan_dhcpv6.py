@@ -48,11 +48,13 @@ def test_pod_gets_a_dhcpv6_lease_beside_the_dhcpv4_one_and_del_releases_both(lab
     rt = runtime(lab6)
     path = lab6.pod("d6")
     name = path.rsplit("/", 1)[1]
-    v4, v6 = split(rt.add("d6-1", path, args=POD_ARGS.format("d6-1")))
+    result = rt.add("d6-1", path, args=POD_ARGS.format("d6-1"))
+    v4, v6 = split(result)
     ip4, ip6 = v4["address"].split("/")[0], v6["address"].split("/")[0]
     assert ip4.startswith(f"{NET}.1") and v4["gateway"] == ROUTER
     assert ip6.startswith(f"{NET6}1") and v6["address"].endswith("/128")
     assert v6["gateway"] == link_local(lab6, "dhcp")
+    assert SERVER6 in result["dns"]["nameservers"] and "pods6.lab" in result["dns"]["search"]
     leases = lab6.server_leases()
     assert ip4 in leases and ip6 in leases
     record = lab6.journal("n1")["d6-1+eth0"]

@@ -174,3 +174,14 @@ def test_result_lists_the_slaac_address_with_the_routers_link_local_gateway():
     untouched = {"ips": [], "routes": []}
     Ipv6Pod.result6(untouched, {"configured6": None}, 0)
     assert untouched == {"ips": [], "routes": []}
+
+
+def test_dhcpv6_dns_joins_the_results_dns():
+    result = {"dns": {"nameservers": ["192.168.77.250"], "domain": "pods.lab"}}
+    record = {"lease6": {"dns": ["fd77:77::250"], "domains": ["pods6.lab"]}}
+    Ipv6Pod.dns6(result, record)
+    assert result["dns"] == {"nameservers": ["192.168.77.250", "fd77:77::250"],
+                             "domain": "pods.lab", "search": ["pods6.lab"]}
+    untouched = {"dns": {}}
+    Ipv6Pod.dns6(untouched, {"lease6": None})
+    assert untouched == {"dns": {}}
