@@ -119,6 +119,9 @@ def split_scope(text: str) -> tuple[str, tuple[str, ...] | None]:
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="Damping state (default <dns dir>/.dcnet-health).")
 @click.option("--once", is_flag=True, help="One round, then exit.")
+@click.option("--metrics-address", default=None, envvar="DCNET_DNS_METRICS_ADDRESS",
+              help="Serve Prometheus metrics (answers withdrawn, rounds, applies, zone "
+                   "serials) on HOST:PORT, [V6]:PORT or :PORT (default: none).")
 @click.option("--force", is_flag=True, help="Apply plans above --max-change too.")
 @click.option("--max-change", type=click.FloatRange(0, 1), default=None,
               help="Largest share of DNS objects one apply may change (default 0.3).")
@@ -126,7 +129,8 @@ def split_scope(text: str) -> tuple[str, tuple[str, ...] | None]:
 def follow_cmd(model_path: str, haproxy: tuple[str, ...], ipvs: bool,
                ipvs_netns: tuple[str, ...], etcd: tuple[str, ...], interval: float,
                resync: float, state_dir: str | None,
-               once: bool, force: bool, max_change: float | None, **options) -> None:
+               once: bool, metrics_address: str | None, force: bool,
+               max_change: float | None, **options) -> None:
     """Withdraw a carrier's answer for a service (its clients get the default line's
     VIP) when that carrier's VIP has no healthy real server, and restore it when it has
     again; damped by the model's dns.health settings."""
@@ -168,8 +172,13 @@ def follow_cmd(model_path: str, haproxy: tuple[str, ...], ipvs: bool,
         state_dir or os.path.join(directory, ".dcnet-health"), log=log, resync=resync,
         force=force, max_change=DEFAULT_MAX_CHANGE if max_change is None else max_change,
         model_path=model_path, model_loader=load_model)
+    server = None
     try:
         with follower:
+            if metrics_address:
+                server = serve_follow_metrics(follower, metrics_address,
+                                              lambda: registry.create("dns", **given))
+                log(f"metrics on {server.url}")
             log(f"following {len(sources)} source(s) every {interval:g}s: "
                 + "; ".join(s.name for s in sources))
             follower.run(interval, rounds=1 if once else None, stop=lambda: bool(stopping))
@@ -179,3 +188,20 @@ def follow_cmd(model_path: str, haproxy: tuple[str, ...], ipvs: bool,
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if server is not None:
+            server.close()
+
+
+def serve_follow_metrics(follower, address: str, target_factory):
+    """The ``/metrics`` endpoint of ``elbctl dns follow``; exits 3 when it cannot listen."""
+    from dcnet.metrics.dns import DNSFollowCollector
+    from dcnet.metrics.exposition import Exposition
+    from dcnet.metrics.server import serve
+
+    exposition = Exposition()
+    exposition.register(DNSFollowCollector(follower, target_factory))
+    try:
+        return serve(exposition, address)
+    except (OSError, ValueError) as exc:
+        click.echo(f"elbctl dns follow: cannot serve metrics on {address}: {exc}", err=True)
+        sys.exit(3)

@@ -101,6 +101,10 @@ class Follower:
         self._last_errors: list[str] = []
         self.dirty = False          # the model was reloaded and not yet applied
         self._lock_ctx = None
+        self.counts = {"rounds": 0, "applies_ok": 0, "applies_failed": 0,
+                       "withdrawn": 0, "restored": 0}   # since start (metrics)
+        self.source_errors = 0      # sources unreadable at the last round
+        self.last_success: float | None = None   # clock() of the last good apply or plan
 
     # -- state directory
 
@@ -193,8 +197,11 @@ class Follower:
                 self.log("every health source readable again")
             self._last_errors = errors
         events = self.damper.observe(observe(self.model, counts), now)
+        self.counts["rounds"] += 1
+        self.source_errors = len(errors)
         for event in events:
             self.log(event.describe())
+            self.counts["withdrawn" if event.withdrawn else "restored"] += 1
         withdrawn = self.damper.withdrawn()
         self._save_state()
         result = RoundResult(events, errors, withdrawn)
@@ -205,6 +212,7 @@ class Follower:
         return result
 
     def _failed(self, result: RoundResult, now: float) -> None:
+        self.counts["applies_failed"] += 1
         self.retry_after = min(max(1.0, self.retry_after * 2), self.retry_max)
         self.retry_at = now + self.retry_after
         self.log(f"dns apply failed (retried in {self.retry_after:g}s): "
@@ -220,6 +228,7 @@ class Follower:
                 result.changes = len(plan.changes)
                 if plan.empty:
                     self.applied, self.dirty, self.retry_after = withdrawn, False, 0.0
+                    self.last_success = now
                     return
                 outcome = apply_plan(target, plan, force=self.force,
                                      max_change=self.max_change)
@@ -233,6 +242,8 @@ class Follower:
                 close()
         if outcome.ok:
             self.applied, self.dirty, self.retry_after = withdrawn, False, 0.0
+            self.last_success = now
+            self.counts["applies_ok"] += 1
             result.applied = True
             self.log(f"dns applied {len(outcome.applied)} change(s): "
                      + ", ".join(c.describe() for c in outcome.applied))

@@ -10,7 +10,9 @@ deadlines; no duration is asserted (see bench/dns_health.py).
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
+import urllib.request
 
 import pytest
 import yaml
@@ -34,9 +36,21 @@ pytestmark = [pytest.mark.netns,
                                  is None, reason="needs haproxy and named")]
 
 
+METRICS = "127.0.0.1:9113"
+
+
 @pytest.fixture
 def health_lab(lab_factory, tmp_path) -> HealthLab:
-    return HealthLab(lab_factory(topology()), str(tmp_path / "elb"))
+    return HealthLab(lab_factory(topology()), str(tmp_path / "elb"),
+                     follow_args=("--metrics-address", METRICS))
+
+
+def metrics(env: HealthLab) -> str:
+    """The follow loop's /metrics, fetched inside the lab's ``lb`` namespace."""
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://{METRICS}/metrics", timeout=10) as answer:
+            return answer.read().decode()
+    return env.lab.call("lb", fetch)
 
 
 def test_last_real_server_down_withdraws_the_carrier_answer_and_up_restores_it(health_lab):
@@ -48,6 +62,14 @@ def test_last_real_server_down_withdraws_the_carrier_answer_and_up_restores_it(h
     env.wait_answer("telecom", DEFAULT_VIP, deadline=90)
     assert env.answer("none") == [DEFAULT_VIP]
     assert "on telecom: withdrawn (no healthy real server for" in env.log()
+    job = env.model.services[0].name
+    text = metrics(env)
+    assert f'dcnet_dns_answer_withdrawn{{carrier="telecom",service="{job}"}} 1.0' in text
+    assert 'dcnet_dns_follow_events_total{event="withdrawn"} 1.0' in text
+    assert "dcnet_dns_zone_serial{" in text
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                           capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
     env.start_server()
     env.wait_answer("telecom", TELECOM_VIP, deadline=90)
     assert "on telecom: restored (healthy for" in env.log()
