@@ -199,11 +199,10 @@ class Agent:
         raise AgentError(f"interface {self.iface} has no {kind} address")
 
     def current_routes(self) -> dict[str, str]:
-        """Our routes (by protocol) in the main table, both families: {dst: via}."""
+        """Our routes (by protocol) in the main table, both families (also one the network
+        no longer has, so a config change sweeps its routes): {dst: via}."""
         out = {}
         for version, family in FAMILIES.items():
-            if version not in self.clusters:
-                continue
             for route in self.ipr.route("dump", family=family, table=MAIN_TABLE):
                 if route["proto"] != self.conf.route_protocol:
                     continue
@@ -332,7 +331,11 @@ class Agent:
         desired, refused = {}, []
         for dst, via in desired_routes(leases, self.node).items():
             owner = next(le.node for le in leases if le.subnet == dst)
-            problem = route_refusal(dst, via, owner, self.lookup(via))
+            if version_of(dst) != version_of(via):  # a lease written by something else
+                problem = (f"refusing route {dst} via {via} (node {owner}): the next hop is "
+                           f"not an IPv{version_of(dst)} address")
+            else:
+                problem = route_refusal(dst, via, owner, self.lookup(via))
             if problem:
                 refused.append(problem)
             else:

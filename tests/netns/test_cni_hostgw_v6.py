@@ -408,3 +408,23 @@ def test_an_ipv6_next_hop_off_the_segment_is_refused(fresh):
     wait_until(lambda: fresh.routes("n1", family="-4") == {far["subnet"]: "192.168.100.2"},
                "n1's IPv4 route to n2")
     assert fresh.routes("n1", family="-6") == {}
+
+
+def test_a_lease_whose_next_hop_is_of_the_other_family_is_refused(dual):
+    """A lease written by something else (an IPv6 subnet with an IPv4 node address)."""
+    leases = dual.root / "store" / "leases"
+    bogus = leases / "fd00:10:0:ff::-64.json"
+    temporary = leases / ".bogus.tmp"
+    temporary.write_text(json.dumps({"node": "bogus", "nodeIP": "192.168.100.9",
+                                     "subnet": "fd00:10:0:ff::/64"}))
+    temporary.rename(bogus)
+    message = ("refusing route fd00:10:0:ff::/64 via 192.168.100.9 (node bogus): the next hop "
+               "is not an IPv6 address")
+    try:
+        wait_until(lambda: message in dual.node_data("n1")["refusedRoutes"],
+                   "n1 refusing the mixed-family lease")
+        assert "fd00:10:0:ff::/64" not in dual.routes("n1", family="-6")
+    finally:
+        bogus.unlink()
+    wait_until(lambda: dual.node_data("n1")["refusedRoutes"] == [], "the refusal cleared")
+    assert dual.routes_converged()
