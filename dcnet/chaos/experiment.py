@@ -20,6 +20,7 @@ from dcnet.model.fields import (
     MISSING,
     MappingReader,
     Problems,
+    boolean,
     integer,
     ip_network,
     list_of,
@@ -32,11 +33,17 @@ from dcnet.model.yamlsource import YAMLSourceError, load_located
 FORMAT_VERSION = 1
 MAX_EXPERIMENT_BYTES = 256 * 1024
 EXPERIMENTS_DIR = Path(__file__).with_name("experiments")
-FAULTS = frozenset({"kill", "stop", "loss", "partition"})
+FAULTS = frozenset({"kill", "stop", "loss", "partition", "link-down", "link-flap", "rate",
+                    "delay"})
+LINK_FAULTS = frozenset({"link-down", "link-flap", "rate", "delay"})   # need "interface"
+DISTRIBUTIONS = frozenset({"uniform", "normal", "pareto", "paretonormal"})
+_IFNAME = text(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}", "an interface name (at most 15)")
+PROBE_KINDS = frozenset({"http", "route", "cni-add"})
 SIGNALS = frozenset({"KILL", "TERM", "INT", "QUIT"})
 _NAME = text(r"[a-z][a-z0-9-]{0,40}", "lower-case letters, digits and '-', at most 41")
 _NETNS = text(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a network namespace name")
 _URL = text(r"http://[^/\s:]+(:\d{1,5})?(/\S*)?", "an http:// URL (host[:port][/path])")
+_ABSPATH = text(r"/\S{0,4095}", "an absolute path")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -46,13 +53,21 @@ class ExperimentError(ModelError):
 
 @dataclass(frozen=True)
 class Probe:
+    """A steady-state probe: ``http`` (a GET of ``url``), ``route`` (``route``, a prefix,
+    is in the namespace's main table) or ``cni-add`` (a CNI ADD of ``conflist`` with the
+    plugins in ``cni_path`` into a new pod namespace, within ``timeout``; then DEL)."""
+
     name: str
     namespace: str
-    url: str
+    url: str = ""
     min_success: float = 0.99
     timeout: float = 1.0
     concurrency: int = 2
     interval: float = 0.01
+    kind: str = "http"
+    route: str = ""
+    conflist: str = ""
+    cni_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,18 @@ class Step:
     signal: str = "KILL"
     percent: int = 100
     peer: str = ""              # loss/partition: only traffic to/from this prefix
+    hold: bool = False          # stays after its duration, reverted when the method ends
+    interface: str = ""         # link-down/link-flap/rate/delay
+    period: float = 1.0         # link-flap: down for half of it, then up
+    count: int = 0              # link-flap: flaps (0: until reverted)
+    rate_bps: int = 0           # rate (tbf)
+    burst: int = 32768          # rate: bytes
+    latency_ms: float = 50.0    # rate: the most a packet waits in tbf
+    delay_ms: float = 0.0       # delay (netem)
+    jitter_ms: float = 0.0
+    distribution: str = "uniform"
+    loss: float = 0.0           # delay: netem loss, percent
+    correlation: float = 0.0    # delay: percent, for delay and loss
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,7 @@ class Experiment:
     rollbacks: tuple[Rollback, ...] = ()
     steady_seconds: float = 2.0
     description: str = ""
+    watch_files: tuple[str, ...] = ()    # files matching these globs: as before the run
 
 
 def builtin(name: str) -> str:
@@ -143,7 +171,14 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
     raw_method = top.required("method", lambda v: v)
     raw_rollbacks = top.optional("rollbacks", lambda v: v, [])
     steady = top.optional("steady_seconds", number(0.2, 600), 2.0)
+    raw_dirs = top.optional("watch_files", lambda v: v, [])
     top.finish()
+    watch_files = []
+    for i, item in enumerate(list_of(("watch_files",), problems, raw_dirs, "watch_files")):
+        try:
+            watch_files.append(_ABSPATH(item))
+        except ValueError as exc:
+            problems.add(("watch_files", i), str(exc))
     namespaces = []
     for i, item in enumerate(list_of(("namespaces",), problems, raw_ns, "namespaces")):
         try:
@@ -163,12 +198,21 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
     for i, item in enumerate(list_of(("probes",), problems, raw_probes, "probes")):
         r = MappingReader(problems, ("probes", i), item, "a probe")
         values = {"name": r.required("name", _NAME), "namespace": in_scope(r, "namespace"),
-                  "url": r.required("url", _URL),
+                  "kind": r.optional("kind", one_of(PROBE_KINDS, "probe kind"), "http"),
                   "min_success": r.optional("min_success", number(0.0, 1.0), 0.99),
                   "timeout": r.optional("timeout", number(0.05, 60), 1.0),
                   "concurrency": r.optional("concurrency", integer(1, 32), 2),
                   "interval": r.optional("interval", number(0.0, 10), 0.01)}
-        if r.finish():
+        if values["kind"] == "http":
+            values["url"] = r.required("url", _URL)
+        elif values["kind"] == "route":
+            route = r.required("route", ip_network)
+            values["route"] = str(route) if route not in (None, MISSING) else ""
+        elif values["kind"] == "cni-add":
+            values["conflist"] = r.required("conflist", _ABSPATH)
+            values["cni_path"] = r.required("cni_path", text(r"/[^\s]*", "directories "
+                                                             "separated by ':'"))
+        if r.finish() and values["kind"] is not MISSING:
             probes.append(Probe(**values))
     if isinstance(raw_probes, list) and not raw_probes:
         problems.add(("probes",), "an experiment needs at least one probe (its steady state)")
@@ -199,7 +243,8 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
         return None
     return Experiment(name=name, source=source, namespaces=tuple(namespaces),
                       probes=tuple(probes), method=tuple(method), rollbacks=tuple(rollbacks),
-                      steady_seconds=steady, description=description.strip())
+                      steady_seconds=steady, description=description.strip(),
+                      watch_files=tuple(watch_files))
 
 
 def _read_step(problems: Problems, path: tuple, data: object, in_scope) -> Step | None:
@@ -210,7 +255,7 @@ def _read_step(problems: Problems, path: tuple, data: object, in_scope) -> Step 
     kind = r.required("fault", one_of(FAULTS, "fault"))
     namespace = in_scope(r, "namespace")
     duration = r.required("duration", number(0.0, 3600))
-    values = {}
+    values = {"hold": r.optional("hold", boolean, False)}
     if kind in ("kill", "stop"):
         values["process"] = r.optional("process", text(r".{1,200}", "a regex"), "")
         values["pidfile"] = r.optional("pidfile", text(r"/\S+", "an absolute path"), "")
@@ -230,8 +275,39 @@ def _read_step(problems: Problems, path: tuple, data: object, in_scope) -> Step 
             values["percent"] = r.required("percent", integer(1, 100))
         peer = r.optional("peer", ip_network)
         values["peer"] = str(peer) if peer not in (None, MISSING) else ""
+    elif kind in LINK_FAULTS:
+        values.update(_read_link_fault(r, kind, problems, path))
     if kind is MISSING:         # its other fields cannot be judged
         return None
     if not r.finish():
         return None
     return Step(kind, duration, namespace, **values)
+
+
+def _read_link_fault(r: MappingReader, kind: str, problems: Problems, path: tuple) -> dict:
+    """The fields of link-down/link-flap/rate/delay (the fault part of the schema)."""
+    from dcnet.chaos.qdisc import parse_rate
+
+    values = {"interface": r.required("interface", _IFNAME)}
+    if kind == "link-flap":
+        values["period"] = r.optional("period", number(0.05, 3600), 1.0)
+        values["count"] = r.optional("count", integer(0, 100000), 0)
+    elif kind == "rate":
+        values["rate_bps"] = r.required("rate", parse_rate)
+        values["burst"] = r.optional("burst", integer(1600, 64 * 1024 * 1024), 32768)
+        values["latency_ms"] = r.optional("latency", number(1, 10000), 50.0)
+    elif kind == "delay":
+        values["delay_ms"] = r.required("delay", number(0, 60000))
+        values["jitter_ms"] = r.optional("jitter", number(0, 60000), 0.0)
+        values["distribution"] = r.optional("distribution",
+                                            one_of(DISTRIBUTIONS, "distribution"), "uniform")
+        values["loss"] = r.optional("loss", number(0, 100), 0.0)
+        values["correlation"] = r.optional("correlation", number(0, 100), 0.0)
+        if values["distribution"] not in ("uniform", MISSING) and not values["jitter_ms"]:
+            problems.add((*path, "distribution"), "a delay distribution needs a jitter > 0")
+            r.failed = True
+        elif (isinstance(values["jitter_ms"], float) and isinstance(values["delay_ms"], float)
+              and values["jitter_ms"] > values["delay_ms"]):
+            problems.add((*path, "jitter"), "jitter must not exceed the delay")
+            r.failed = True
+    return values

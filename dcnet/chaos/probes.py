@@ -1,14 +1,23 @@
-"""Steady-state probes: HTTP requests through a VIP from inside a namespace, recorded.
+"""Steady-state probes run from inside a namespace, each request recorded with its time.
 
-A :class:`HTTPProbe` runs ``concurrency`` threads inside the probe's namespace (through
-:func:`dcnet.sysio.netns.start_thread_in`), each doing one GET on a new connection at a
-time and recording (monotonic start time, ok) until stopped; ok = an answer with status
-below 400 within the timeout. :func:`window` summarises the records of a time range.
+A probe runs ``concurrency`` threads inside the probe's namespace (through
+:func:`dcnet.sysio.netns.start_thread_in`), each doing one request at a time and recording
+(monotonic start time, ok) until stopped. Kinds: :class:`HTTPProbe` (a GET on a new
+connection; ok = status below 400 within the timeout), :class:`RouteProbe` (ok = the
+prefix is a route in the namespace's main table) and :class:`CniAddProbe` (a CNI ADD of a
+conflist into a pod namespace of its own, ok = it succeeded within the timeout; a pod
+that was added is deleted again, a failed ADD is not cleaned up by the probe, so what it
+leaked shows in the run's left-over check). :func:`make` builds the one a probe names;
+:func:`window` summarises the records of a time range.
 """
 
 from __future__ import annotations
 
 import http.client
+import itertools
+import json
+import os
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -17,27 +26,18 @@ from dcnet.chaos.experiment import Probe
 from dcnet.sysio import netns
 
 
-class HTTPProbe:
+class ProbeRunner:
+    """The threads and records of one probe; subclasses say what one request is."""
+
     def __init__(self, probe: Probe):
         self.probe = probe
-        url = urllib.parse.urlsplit(probe.url)
-        self.host, self.port = url.hostname, url.port or 80
-        self.path = url.path or "/"
         self.records: list[tuple[float, bool]] = []
+        self.leftovers: list[str] = []       # what the probe itself could not clean up
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def one(self) -> bool:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.probe.timeout)
-        try:
-            conn.request("GET", self.path)
-            response = conn.getresponse()
-            response.read()
-            return response.status < 400
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            conn.close()
+        raise NotImplementedError
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -59,6 +59,82 @@ class HTTPProbe:
             thread.join(self.probe.timeout + 5)
 
 
+class HTTPProbe(ProbeRunner):
+    def __init__(self, probe: Probe):
+        super().__init__(probe)
+        url = urllib.parse.urlsplit(probe.url)
+        self.host, self.port = url.hostname, url.port or 80
+        self.path = url.path or "/"
+
+    def one(self) -> bool:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.probe.timeout)
+        try:
+            conn.request("GET", self.path)
+            response = conn.getresponse()
+            response.read()
+            return response.status < 400
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+
+class RouteProbe(ProbeRunner):
+    def one(self) -> bool:
+        try:
+            out = subprocess.run(["ip", "-j", "route", "show", "exact", self.probe.route],
+                                 capture_output=True, text=True, timeout=self.probe.timeout)
+            return out.returncode == 0 and bool(json.loads(out.stdout or "[]"))
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return False
+
+
+class CniAddProbe(ProbeRunner):
+    """ADD into a fresh pod namespace (``chaos<pid>-<n>``), DEL and remove it after."""
+
+    _numbers = itertools.count()
+
+    def __init__(self, probe: Probe):
+        super().__init__(probe)
+        from dcnet.lab.cni_invoke import CniRuntime
+
+        with open(probe.conflist, encoding="utf-8") as handle:
+            conflist = json.load(handle)
+        # node_netns None: the probe's threads already run in the node's namespace
+        self.runtime = CniRuntime(conflist, probe.cni_path.split(":"))
+        self.added = 0
+        self.failed_adds: list[str] = []
+
+    def one(self) -> bool:
+        from dcnet.lab.cni_invoke import PluginError
+
+        name = f"chaos{os.getpid()}-{next(self._numbers)}"
+        if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode:
+            return False
+        ok = False
+        started = time.monotonic()
+        try:
+            self.runtime.add(name, netns.path_of(name))
+            ok = time.monotonic() - started <= self.probe.timeout
+            self.added += 1
+            try:
+                self.runtime.delete(name, netns.path_of(name))
+            except (PluginError, OSError) as exc:
+                self.leftovers.append(f"probe {self.probe.name}: DEL of {name}: {exc}")
+        except (PluginError, OSError, ValueError) as exc:
+            self.failed_adds.append(f"{name}: {str(exc)[:200]}")
+        finally:
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        return ok
+
+
+KINDS = {"http": HTTPProbe, "route": RouteProbe, "cni-add": CniAddProbe}
+
+
+def make(probe: Probe) -> ProbeRunner:
+    return KINDS[probe.kind](probe)
+
+
 def window(records: list[tuple[float, bool]], start: float, end: float) -> dict:
     """Requests started in [start, end): counts, success ratio, first/last failure offsets
     from ``start`` (seconds)."""
@@ -69,3 +145,24 @@ def window(records: list[tuple[float, bool]], start: float, end: float) -> dict:
             "success": round((total - len(failed)) / total, 4) if total else None,
             "first_failure": round(failed[0] - start, 3) if failed else None,
             "last_failure": round(failed[-1] - start, 3) if failed else None}
+
+
+def buckets(records: list[tuple[float, bool]], t0: float, end: float,
+            width: float = 0.1) -> list[list[int]]:
+    """[ok, failed] per ``width`` seconds from ``t0`` to ``end`` (the timeline)."""
+    out = [[0, 0] for _ in range(max(1, int((end - t0) / width) + 1))]
+    for t, ok in records:
+        if t0 <= t <= end:
+            out[int((t - t0) / width)][0 if ok else 1] += 1
+    return out
+
+
+def recovered_at(records: list[tuple[float, bool]], start: float, end: float) -> float | None:
+    """Seconds from ``start`` to the first successful request after the last failure in
+    [start, end) (0 when none failed; None when none succeeded after the last failure)."""
+    inside = sorted((t, ok) for t, ok in records if start <= t < end)
+    last_failure = max((t for t, ok in inside if not ok), default=None)
+    if last_failure is None:
+        return 0.0
+    after = [t for t, ok in inside if ok and t > last_failure]
+    return round(after[0] - start, 3) if after else None

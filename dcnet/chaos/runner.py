@@ -6,27 +6,36 @@ ratio over ``steady_seconds``; no fault is applied when it does not hold), appli
 fault after journaling it, waits its duration, reverts it, runs the rollbacks and checks
 the steady state again. Whatever happens (an error, Ctrl-C, SIGTERM) every journaled
 fault is reverted before it returns; after a SIGKILL the next run or ``recover`` does it.
-The result (a dict, also written as JSON) has per probe and per fault step the failed
-requests during and after the fault, the time from the fault to the last failure in it
-(time to detect), and the state left over after the run (goal: none).
+The result (a dict, also written as JSON, ``result_format`` versioned) has per probe and
+per fault step the failed requests during and after the fault, the time from the fault
+to the first and to the last failure in it (time to detect), the time from its revert to
+the first success after the last failure (time to recover), a timeline (requests OK and
+failed per 100 ms, and the run's events: steady windows, fault injected and reverted,
+rollbacks) and the state left over after the run (goal: none): faults still journaled,
+chaos nft tables, stopped processes, and every difference between the snapshots of the
+scoped namespaces and watched files taken before and after (:mod:`dcnet.chaos.snapshot`).
+:mod:`dcnet.chaos.report` turns a result into Markdown and a timeline plot.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 
-from dcnet.chaos import faults
+from dcnet.chaos import faults, snapshot
 from dcnet.chaos.experiment import Experiment, Rollback, Step
 from dcnet.chaos.journal import Journal
-from dcnet.chaos.probes import HTTPProbe, window
+from dcnet.chaos.probes import ProbeRunner, buckets, make, recovered_at, window
 from dcnet.sysio import files, netns, proc
 
 Log = Callable[[str], None]
+RESULT_FORMAT = 2           # 2: timeline, time_to_recover, snapshot leftovers, loadavg
+BUCKET_SECONDS = 0.1
 
 
 class SteadyStateFailed(RuntimeError):
@@ -66,20 +75,27 @@ def run(experiment: Experiment, journal: Journal, out: str | None = None,
         log: Log = print, lock_timeout: float = 10.0) -> dict:
     with journal.locked(lock_timeout), _sigterm_interrupts():
         recovered = recover(journal, log)
-        result = {"experiment": experiment.name, "source": experiment.source,
+        result = {"result_format": RESULT_FORMAT, "experiment": experiment.name,
+                  "source": experiment.source, "description": experiment.description,
                   "director": socket.gethostname(), "recovered_at_start": recovered,
                   "steps": [], "rollbacks": [], "interrupted": False, "error": None}
-        probes = [HTTPProbe(p) for p in experiment.probes]
+        before = snapshot.take(experiment.namespaces, experiment.watch_files)
+        probes = [make(p) for p in experiment.probes]
+        t0 = time.monotonic()
         for probe in probes:
             probe.start()
-        t0 = time.monotonic()
         marks: list[dict] = []
+        events: list[dict] = []
         try:
-            _steady(experiment, probes, "before", result)
+            _steady(experiment, probes, "before", result, events)
             for index, step in enumerate(experiment.method):
                 marks.append(_step(experiment, journal, index, step, log))
+            recover(journal, log)           # the faults held (stacked) until the method ends
             for rollback in experiment.rollbacks:
                 result["rollbacks"].append(_rollback(rollback, log))
+                events.append({"t": time.monotonic(), "event": "rollback",
+                               "what": os.path.basename(rollback.argv[0])})
+            events.append({"t": time.monotonic(), "event": "steady after"})
             time.sleep(experiment.steady_seconds)
         except KeyboardInterrupt as exc:
             result["interrupted"] = True
@@ -92,7 +108,12 @@ def run(experiment: Experiment, journal: Journal, out: str | None = None,
             for probe in probes:
                 probe.stop()
         _summarise(experiment, probes, marks, t0, end, result)
+        result["timeline"] = _timeline(probes, marks, events, t0, end)
         result["leftovers"] = leftovers(experiment, journal, marks)
+        result["leftovers"] += [line for p in probes for line in p.leftovers]
+        result["leftovers"] += snapshot.diff(before, snapshot.take(experiment.namespaces,
+                                                                   experiment.watch_files))
+        result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
         result["ok"] = result["error"] is None and all(
             p["after"]["ok"] for p in result["probes"]) and not result["leftovers"]
         if out:
@@ -100,8 +121,10 @@ def run(experiment: Experiment, journal: Journal, out: str | None = None,
         return result
 
 
-def _steady(experiment: Experiment, probes: list[HTTPProbe], phase: str, result: dict):
+def _steady(experiment: Experiment, probes: list[ProbeRunner], phase: str, result: dict,
+            events: list[dict]):
     start = time.monotonic()
+    events.append({"t": start, "event": f"steady {phase}"})
     time.sleep(experiment.steady_seconds)
     end = time.monotonic()
     # a request is recorded when it ends: let the ones started in the window finish
@@ -128,6 +151,10 @@ def _step(experiment: Experiment, journal: Journal, index: int, step: Step, log:
     faults.apply(record)
     mark["injected"] = time.monotonic()
     log(f"fault {index}: {step.kind} in {step.namespace} for {step.duration:g}s")
+    if step.hold:               # stacked with the next steps: reverted when the method ends
+        time.sleep(step.duration)
+        mark["end"] = mark["reverted"] = time.monotonic()
+        return mark
     try:
         time.sleep(step.duration)
     finally:
@@ -162,17 +189,20 @@ def _wait_tcp(address: str, port: int, timeout: float) -> bool:
     return False
 
 
-def _summarise(experiment: Experiment, probes: list[HTTPProbe], marks: list[dict],
+def _summarise(experiment: Experiment, probes: list[ProbeRunner], marks: list[dict],
                t0: float, end: float, result: dict) -> None:
     result["probes"] = []
     for probe in probes:
         first = marks[0]["start"] if marks else end
         last = max((m["end"] for m in marks), default=end)
-        summary = {"name": probe.probe.name, "url": probe.probe.url,
+        summary = {"name": probe.probe.name, "kind": probe.probe.kind,
+                   "target": probe.probe.url or probe.probe.route or probe.probe.conflist,
                    "before": window(probe.records, t0, first),
                    "after": window(probe.records, last, end)}
         summary["after"]["ok"] = (summary["after"]["success"] or 0) >= probe.probe.min_success
         summary["total"] = window(probe.records, t0, end)
+        if hasattr(probe, "failed_adds"):
+            summary["failed_adds"] = probe.failed_adds[:20]
         result["probes"].append(summary)
     for m in marks:
         step = {k: m[k] for k in ("index", "kind", "namespace", "duration")}
@@ -186,8 +216,29 @@ def _summarise(experiment: Experiment, probes: list[HTTPProbe], marks: list[dict
             after = window(probe.records, m["end"], end)
             step["probes"][probe.probe.name] = {
                 "during": during, "after": after,
-                "time_to_detect": during["last_failure"]}
+                "time_to_first_failure": during["first_failure"],
+                "time_to_detect": during["last_failure"],
+                "time_to_recover": recovered_at(probe.records, m["end"], end)}
         result["steps"].append(step)
+
+
+def _timeline(probes: list[ProbeRunner], marks: list[dict], events: list[dict],
+              t0: float, end: float) -> dict:
+    """Requests OK/failed per bucket and the run's events, seconds from the probes' start."""
+    out = [{"t": e["t"], **{k: v for k, v in e.items() if k != "t"}} for e in events]
+    for m in marks:
+        if "fault" in m:
+            what = f"{m['kind']} in {m['namespace']}"
+            out.append({"t": m["injected"], "event": "fault start", "step": m["index"],
+                        "what": what})
+            out.append({"t": m["end"], "event": "fault stop", "step": m["index"],
+                        "what": what})
+    for e in out:
+        e["t"] = round(e["t"] - t0, 3)
+    return {"bucket_seconds": BUCKET_SECONDS, "seconds": round(end - t0, 3),
+            "events": sorted(out, key=lambda e: e["t"]),
+            "probes": {p.probe.name: buckets(p.records, t0, end, BUCKET_SECONDS)
+                       for p in probes}}
 
 
 def leftovers(experiment: Experiment, journal: Journal, marks: list[dict]) -> list[str]:

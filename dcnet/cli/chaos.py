@@ -19,6 +19,7 @@ import click
 
 from dcnet.chaos import experiment as exp
 from dcnet.chaos import janitor, janitor_cni, runner
+from dcnet.chaos import report as chaos_report
 from dcnet.chaos.journal import DEFAULT_JOURNAL, ENV_JOURNAL, Journal
 from dcnet.cli.common import (
     load_model_or_exit,
@@ -74,11 +75,17 @@ def validate(experiment: str, variables: tuple[str, ...]) -> None:
 @var_option
 @journal_option
 @click.option("--out", help="Write the result (JSON) here too.")
-def run(experiment: str, variables: tuple[str, ...], journal: str, out: str | None) -> None:
+@click.option("--report", "report_dir", metavar="DIR",
+              help="Write result.json, report.md and timeline.png (the plot) into DIR.")
+def run(experiment: str, variables: tuple[str, ...], journal: str, out: str | None,
+        report_dir: str | None) -> None:
     """Run an experiment: steady state, faults, rollbacks, steady state; print the result."""
     loaded = _load(experiment, variables)
     result = runner.run(loaded, Journal(journal), out=out,
                         log=lambda line: click.echo(line, err=True))
+    if report_dir:
+        for path in chaos_report.write(result, report_dir):
+            click.echo(f"wrote {path}", err=True)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
     if result["interrupted"]:
         sys.exit(130)
