@@ -26,7 +26,7 @@ import yaml
 
 from dcnet.haproxy.paths import Paths
 from dcnet.lab import haproxy_lab as hlab
-from dcnet.lab.init_lab import wait_network
+from dcnet.lab.init_lab import wait_all_up, wait_network
 
 pytestmark = pytest.mark.netns
 
@@ -89,6 +89,9 @@ def removal_under_keepalive(lab_factory, workdir: str, mode: str | None,
     done = subprocess.run([*elbctl, "apply", "-f", model_file, "--target", "haproxy"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    # both UP before the client connects: in TCP mode a connection made while rs2 was
+    # still DOWN (HAProxy checked it before it listened) stays on rs1 for good
+    wait_all_up(paths, 2)
     out, stop = os.path.join(workdir, "client.json"), os.path.join(workdir, "client.stop")
     client = lab.start("client", [sys.executable, PEERS, "client",
                                   f"{hlab.LB_ADDRESS}:{hlab.SERVICE_PORT}", out, stop,
