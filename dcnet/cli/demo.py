@@ -77,7 +77,8 @@ def check_lab(model: Model, topology: Topology, lab: Lab, report: Report) -> Non
 # Parts of dcnet add their own demo steps through a ``demo(model, lab, report)``
 # function in these modules; each runs inside the live ELB lab, in this order.
 STEPS: tuple[str, ...] = ("dcnet.demo.dns", "dcnet.demo.haproxy", "dcnet.demo.elbstore",
-                          "dcnet.demo.cni", "dcnet.demo.lvs", "dcnet.demo.netbench")
+                          "dcnet.demo.cni", "dcnet.demo.lvs", "dcnet.demo.ipv6",
+                          "dcnet.demo.netbench")
 
 
 def run_steps(model: Model, lab: Lab, report: Report) -> None:

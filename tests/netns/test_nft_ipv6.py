@@ -19,43 +19,15 @@ import sys
 import pytest
 
 from dcnet.lab import haproxy6_lab as h6
+from dcnet.lab import nft6_lab as n6
 from dcnet.nft import synth
 from dcnet.nft.nftio import Nft
 from dcnet.target import session
 
 pytestmark = pytest.mark.netns
 
-VIP6, VIP4 = "2001:db8::10", "198.51.100.10"
-RS6 = [f"fd00:2::{10 + i}" for i in (1, 2, 3)]
-RS4 = [f"10.2.0.{10 + i}" for i in (1, 2, 3)]
-PORT = h6.SERVER_PORT
-
-
-def topology() -> dict:
-    links = [{"a": {"host": "client", "ifname": "eth0",
-                    "addresses": ["fd00:1::2/64", "10.1.0.2/24"]},
-              "b": {"host": "director", "ifname": "c0",
-                    "addresses": ["fd00:1::1/64", "10.1.0.1/24"]}},
-             {"a": {"host": "director", "ifname": "s0",
-                    "addresses": ["fd00:2::1/64", "10.2.0.1/24"]},
-              "b": {"host": "sw", "ifname": "to-dir", "bridge": "br0"}}]
-    routes = [{"host": "client", "dst": "default", "via": "fd00:1::1"},
-              {"host": "client", "dst": "default", "via": "10.1.0.1"}]
-    processes = []
-    for i, (six, four) in enumerate(zip(RS6, RS4, strict=True), start=1):
-        links.append({"a": {"host": f"rs{i}", "ifname": "eth0",
-                            "addresses": [f"{six}/64", f"{four}/24"]},
-                      "b": {"host": "sw", "ifname": f"to-rs{i}", "bridge": "br0"}})
-        routes += [{"host": f"rs{i}", "dst": "default", "via": "fd00:2::1"},
-                   {"host": f"rs{i}", "dst": "default", "via": "10.2.0.1"}]
-        processes.append({"name": f"rs{i}-http", "host": f"rs{i}", "ready_tcp_port": PORT,
-                          "argv": [sys.executable, "-m", "dcnet.lab.haproxy6_lab",
-                                   str(PORT)]})
-    director = {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1,
-                                                "net.ipv6.conf.all.forwarding": 1}}
-    return {"hosts": ["client", director, "sw", "rs1", "rs2", "rs3"],
-            "bridges": [{"name": "br0", "host": "sw"}], "links": links, "routes": routes,
-            "processes": processes}
+VIP6, VIP4, RS6, RS4, PORT = n6.VIP6, n6.VIP4, n6.RS6, n6.RS4, n6.PORT
+topology = n6.topology
 
 
 @pytest.fixture
