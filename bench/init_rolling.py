@@ -5,7 +5,8 @@ dcnet-init with the hooks (register when healthy, drain on SIGTERM, remove after
 or, for contrast, without them (each app killed directly and started again), with a
 keep-alive client (4 persistent connections) and a new-connection load generator running
 throughout and full ``elbctl apply`` runs in a loop. Prints failed requests per client
-kind, requests served, and the time per instance (stop to the new instance serving).
+kind, requests served, the time per instance (stop to the new instance serving) and
+the machine's 1-minute load average at the end of the run.
 
     sudo .venv/bin/python bench/init_rolling.py [--runs 1] [--instances 3]
 """
@@ -13,6 +14,7 @@ kind, requests served, and the time per instance (stop to the new instance servi
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -28,7 +30,7 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=3)
     args = parser.parse_args()
     print(f"{'side':<10} {'run':>3} {'keep-alive ok/failed':>22} {'new-conn ok/failed':>20} "
-          f"{'per instance (median)':>22} {'applies':>8}")
+          f"{'per instance (median)':>22} {'applies':>8} {'load avg (1 min)':>17}")
     for run in range(args.runs):
         for hooks in (True, False):
             workdir = tempfile.mkdtemp(prefix="dcnet-init-bench-")
@@ -40,7 +42,8 @@ def main() -> None:
             ka, nc = r.keepalive, r.new_connections
             print(f"{'hooks' if hooks else 'no hooks':<10} {run:>3} "
                   f"{ka['ok']:>14}/{len(ka['failures']):<7} {nc['ok']:>12}/{nc['failed']:<7} "
-                  f"{statistics.median(r.per_instance):>19.2f} s {r.applies:>8}")
+                  f"{statistics.median(r.per_instance):>19.2f} s {r.applies:>8} "
+                  f"{os.getloadavg()[0]:>17.1f}")
             reasons = {}
             for failure in ka["failures"]:
                 reason = str(failure[-1] if isinstance(failure, list | tuple) else failure)
