@@ -6,7 +6,10 @@ that moved real traffic over the family they claim (iperf3's and the connection-
 client's own record of the connection), that a test the installed tool cannot run over
 IPv6 (sockperf before 3.8) is recorded skipped with the reason rather than failed, that
 the report puts each mode's IPv6 row beside its IPv4 row with the IPv6/IPv4 ratios, and
-that nothing is left behind. Traffic goes only to addresses inside the run's namespaces.
+that nothing is left behind. A second, smaller run puts the CNI modes over both families:
+the reference plugins' pods are dual-stack, the dcnet plugin's modes are recorded skipped
+for IPv6 with the reason and still measured over IPv4. Traffic goes only to addresses
+inside the runs' namespaces.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -122,3 +126,44 @@ def test_dual_stack_run_tears_everything_down(dual_run):
             for key, server in info["families"][family]["servers"].items():
                 assert not proc.is_same_process(server["pid"], server["start_time"]), \
                     (mode, family, key)
+
+
+CNI_DUAL = textwrap.dedent("""\
+    netbench: 1
+    name: cni-dual
+    baseline: cni-ref-bridge
+    repeats: 1
+    warmup_rounds: 0
+    families: [ipv4, ipv6]
+    modes: [cni-ref-bridge, cni-ref-macvlan, cni-dcnet-host-gw]
+    tests:
+      - {name: tcp-1, kind: tcp, duration: 1, omit: 0}
+      - {name: conn-rate, kind: connrate, duration: 1}
+    """)
+
+
+def test_cni_modes_over_both_families(tmp_path):
+    path = tmp_path / "cni-dual.yaml"
+    path.write_text(CNI_DUAL)
+    done = subprocess.run([NETBENCH, "run", str(path), "-o", str(tmp_path / "run"),
+                           "--no-progress"], capture_output=True, text=True, timeout=600)
+    data = results.load(str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert all(s["ok"] for s in data["samples"]), [s["error"] for s in data["samples"]]
+    ran = {(s["mode"], s["family"], s["test"]) for s in data["samples"]}
+    for mode in ("cni-ref-bridge", "cni-ref-macvlan"):
+        assert {(mode, f, t) for f in ("ipv4", "ipv6") for t in ("tcp-1", "conn-rate")} <= ran
+    dcnet = data["modes"]["cni-dcnet-host-gw"]
+    assert dcnet["status"] == "ok" and dcnet["families"]["ipv4"]["status"] == "ok"
+    assert dcnet["families"]["ipv6"]["status"] == "skipped"
+    assert dcnet["families"]["ipv6"]["reason"].startswith("IPv6 not supported by this mode")
+    assert not any(m == "cni-dcnet-host-gw" and f == "ipv6" for m, f, _ in ran)
+    for sample in data["samples"]:
+        if sample["kind"] == "tcp":
+            assert _family(sample["details"]["remote_host"]) == sample["family"]
+        else:
+            assert sample["details"]["address_family"] == (
+                "AF_INET6" if sample["family"] == "ipv6" else "AF_INET")
+    assert data["run"]["teardown"]["namespaces_left"] == []
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| cni-dcnet-host-gw IPv6 | skipped: IPv6 not supported by this mode yet" in report
