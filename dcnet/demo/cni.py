@@ -1,14 +1,17 @@
-"""The CNI steps of ``dcnet-demo``: host-gw pods talking across nodes, then a MACVLAN pod
-that gets its address from the lab's DHCP server.
+"""The CNI steps of ``dcnet-demo``: dual-stack host-gw pods talking across nodes, then a
+MACVLAN pod that gets its address from the lab's DHCP server.
 
-host-gw: its own small lab (two node namespaces on an underlay bridge), the ``dcnet``
-launcher installed into a temporary CNI bin directory, ``dcnet-agent`` on each node, one
-pod namespace per node made through the real binary (libcni-style exec), addresses and
-routes shown, a TCP exchange between the pods across the nodes, then DEL.
+host-gw: its own small lab (two node namespaces on an underlay bridge, each with an IPv4
+and an IPv6 address), the ``dcnet`` launcher installed into a temporary CNI bin directory,
+``dcnet-agent`` on each node, a dual-stack cluster range (an IPv4 and an IPv6 subnet per
+node), one pod namespace per node made through the real binary (libcni-style exec),
+addresses and routes of both families shown, a TCP exchange between the pods across the
+nodes over IPv4 and over IPv6, then DEL.
 
 macvlan: a node and a dnsmasq server on one segment (``dcnet.lab.cni_dhcp``), the agent
-with a host shim, one pod whose address comes from DHCP (shown in the server's lease
-file), the node reaching its pod through the shim, then DEL releasing the lease.
+with a host shim and ``ipv6: slaac``, one pod whose IPv4 address comes from DHCP (shown in
+the server's lease file) and whose IPv6 address from the router advertisements, the node
+reaching its pod over both through the shim, then DEL releasing the lease.
 
 With ``dcnet-demo --store etcd`` the host-gw nodes keep their subnet leases in a
 three-member TLS etcd cluster on the same underlay instead of a shared directory; the
@@ -36,6 +39,7 @@ from dcnet.sysio import netns
 NODES = ("node1", "node2")
 ETCD_HOSTS = ("etcd1", "etcd2", "etcd3")
 PORT = 7000
+CLUSTER = ["10.240.0.0/16", "fd00:240::/48"]      # dual stack: a subnet per family per node
 
 
 def _topology(with_etcd: bool = False) -> dict:
@@ -44,7 +48,7 @@ def _topology(with_etcd: bool = False) -> dict:
         "hosts": [*hosts, "sw"],
         "bridges": [{"name": "br0", "host": "sw"}],
         "links": [{"a": {"host": host, "ifname": "eth0",
-                         "addresses": [f"192.168.150.{i + 1}/24"]},
+                         "addresses": [f"192.168.150.{i + 1}/24", f"fd00:150::{i + 1}/64"]},
                    "b": {"host": "sw", "ifname": f"p-{host}", "bridge": "br0"}}
                   for i, host in enumerate(hosts)],
     }
@@ -52,7 +56,7 @@ def _topology(with_etcd: bool = False) -> dict:
 
 def _conflist(root: str, node: str) -> dict:
     return {"cniVersion": "1.1.0", "name": "demo",
-            "plugins": [{"type": "dcnet", "mode": "host-gw", "clusterCIDR": "10.240.0.0/16",
+            "plugins": [{"type": "dcnet", "mode": "host-gw", "clusterCIDR": CLUSTER,
                          "mtu": 1450, "runDir": f"{root}/run-{node}",
                          "dataDir": f"{root}/data-{node}",
                          "store": {"type": "file", "path": f"{root}/store"}}]}
@@ -93,10 +97,10 @@ def _demo_macvlan(report) -> None:
 
     from dcnet.lab.cni_dhcp import DhcpLab, topology
 
-    report.section("CNI macvlan: a pod on the underlay with its address from DHCP")
+    report.section("CNI macvlan: a pod on the underlay, IPv4 by DHCP and IPv6 by SLAAC")
     root = Path(tempfile.mkdtemp(prefix="dcnet-cni-demo-mv-"))
     try:
-        with Lab(topology(("node1",))) as mv_lab:
+        with Lab(topology(("node1",), ipv6=True)) as mv_lab:
             made = DhcpLab(mv_lab, root, nodes=("node1",))
             try:
                 _run_macvlan(made, report)
@@ -107,20 +111,27 @@ def _demo_macvlan(report) -> None:
 
 
 def _run_macvlan(made, report) -> None:
-    made.start_dnsmasq(t1=None, t2=None)
-    made.start_agent("node1", hostShim=True)
-    report.check(True, "dnsmasq on the segment; dcnet-agent with a host shim on node1")
-    runtime = made.runtime("node1")
+    made.start_dnsmasq(t1=None, t2=None, ra=True)
+    made.start_agent("node1", hostShim=True, ipv6="slaac")
+    report.check(True, "dnsmasq on the segment (DHCPv4 and router advertisements); "
+                       "dcnet-agent with a host shim on node1")
+    runtime = made.runtime("node1", hostShim=True, ipv6="slaac")
     path = made.pod("web")
     result = runtime.add("demo-web", path,
                          args="IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web")
-    address = result["ips"][0]["address"].split("/")[0]
+    ips = {":" in ip["address"]: ip for ip in result["ips"]}
+    address = ips[False]["address"].split("/")[0]
     lease = made.server_leases().get(address, {})
-    report.check(bool(lease), f"pod got {result['ips'][0]['address']} by DHCP (server "
+    report.check(bool(lease), f"pod got {ips[False]['address']} by DHCP (server "
                               f"lease for {lease.get('hostname')}, {lease.get('mac')})")
-    ping = made.lab.run("node1", ["ping", "-c", "1", "-W", "2", address], check=False)
-    report.check(ping.returncode == 0, f"node1 reaches its macvlan pod {address} through "
-                                       "the host shim")
+    six = ips.get(True)
+    report.check(six is not None, "pod got " + (
+        f"{six['address']} by SLAAC (gateway {six['gateway']}, the router's link-local "
+        "address)" if six else "no IPv6 address"))
+    for target in (address, *([six["address"].split("/")[0]] if six else [])):
+        ping = made.lab.run("node1", ["ping", "-c", "1", "-W", "2", target], check=False)
+        report.check(ping.returncode == 0, f"node1 reaches its macvlan pod {target} "
+                                           "through the host shim")
     runtime.delete("demo-web", path)
     report.check(address not in made.server_leases(),
                  "DEL released the lease (gone from the server's lease file)")
@@ -176,28 +187,38 @@ def _run(cni_lab: Lab, root: str, pods: list[str], report, cluster=None) -> None
         pods.append(pod)
         runtime = CniRuntime(_conflist(root, node), [bin_dir], cni_lab.netns(node))
         result = runtime.add(f"demo-{node}", f"/run/netns/{pod}")
-        results[node] = (runtime, pod, result["ips"][0]["address"].split("/")[0])
-        report.check(True, f"{node}: pod {pod} got {result['ips'][0]['address']} "
-                           f"(gateway {result['ips'][0]['gateway']})")
+        by_family = {":" in ip["address"]: ip["address"].split("/")[0]
+                     for ip in result["ips"]}
+        results[node] = (runtime, pod, by_family)
+        report.check(len(by_family) == 2, f"{node}: pod {pod} got " + " and ".join(
+            f"{ip['address']} (gateway {ip['gateway']})" for ip in result["ips"]))
 
     def routed() -> bool:
-        return all(cni_lab.run(n, ["ip", "route", "show", "proto", "217"]).stdout.strip()
-                   for n in NODES)
-    report.check(_wait(routed), "agents installed host-gw routes")
+        return all(cni_lab.run(n, ["ip", family, "route", "show", "proto", "217"])
+                   .stdout.strip() for n in NODES for family in ("-4", "-6"))
+    report.check(_wait(routed), "agents installed host-gw routes for both families")
     for node in NODES:
-        for line in cni_lab.run(node, ["ip", "route", "show", "proto", "217"]).stdout.split(
-                "\n"):
-            if line:
-                print(f"    {node}: {line}")
-    _, server_pod, server_ip = results["node2"]
-    listener = netns.run_in(server_pod, socket.create_server, (server_ip, PORT))
-    thread = threading.Thread(target=_echo_once, args=(listener,), daemon=True)
-    thread.start()
-    _, client_pod, client_ip = results["node1"]
-    answer = netns.run_in(client_pod, _talk, server_ip)
-    listener.close()
-    report.check(answer == b"hello across nodes",
-                 f"TCP {client_ip} (node1) -> {server_ip}:{PORT} (node2): {answer!r}")
+        for family in ("-4", "-6"):
+            for line in cni_lab.run(node, ["ip", family, "route", "show", "proto",
+                                           "217"]).stdout.split("\n"):
+                if line:
+                    print(f"    {node}: {line}")
+    for six in (False, True):
+        _, server_pod, server_ips = results["node2"]
+        _, client_pod, client_ips = results["node1"]
+        if six not in server_ips or six not in client_ips:
+            continue
+        server_ip, client_ip = server_ips[six], client_ips[six]
+        family = socket.AF_INET6 if six else socket.AF_INET
+        listener = netns.run_in(server_pod, socket.create_server, (server_ip, PORT),
+                                family=family)
+        thread = threading.Thread(target=_echo_once, args=(listener,), daemon=True)
+        thread.start()
+        answer = netns.run_in(client_pod, _talk, server_ip)
+        listener.close()
+        shown = f"[{server_ip}]" if six else server_ip
+        report.check(answer == b"hello across nodes",
+                     f"TCP {client_ip} (node1) -> {shown}:{PORT} (node2): {answer!r}")
     if cluster is not None:
         _etcd_outage(cni_lab, root, bin_dir, pods, cluster, report)
     for node, (runtime, pod, _) in results.items():
