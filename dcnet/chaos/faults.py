@@ -4,7 +4,9 @@ Kinds: ``kill`` (a signal to the matching processes; nothing to revert, rollback
 them again), ``stop`` (SIGSTOP; reverted with SIGCONT to the same processes, checked by
 start time), ``loss`` and ``partition`` (``numgen random`` drop rules, input and output,
 optionally only to/from a peer prefix, in an nftables table of the experiment's own in
-the named namespace; reverted by deleting that table). Processes are only looked for in
+the named namespace; reverted by deleting that table), ``link-down``/``link-flap``
+(:mod:`dcnet.chaos.linkfaults`), ``rate``/``delay`` (tbf/netem, stacked per interface:
+:mod:`dcnet.chaos.qdisc`). Processes are only looked for in
 the namespace the step names (scope). :func:`revert` is idempotent: reverting twice, or
 a fault that never got applied (the runner died between journal and apply), is fine.
 """
@@ -15,11 +17,15 @@ import ipaddress
 import os
 import re
 import signal
+import time
 
+from dcnet.chaos import linkfaults, qdisc
 from dcnet.chaos.experiment import Step
 from dcnet.sysio import netns, proc
 
 TABLE_PREFIX = "dcnet_chaos_"
+LINK_KINDS = frozenset({"link-down", "link-flap"})
+QDISC_KINDS = frozenset({"rate", "delay"})
 
 
 class FaultError(RuntimeError):
@@ -61,6 +67,9 @@ def table_name(experiment: str, index: int) -> str:
 def prepare(step: Step, experiment: str, index: int) -> dict:
     """The journal record of ``step``: everything needed to apply and to revert it."""
     record = {"kind": step.kind, "namespace": step.namespace, "experiment": experiment}
+    if step.kind in LINK_KINDS | QDISC_KINDS:
+        return _prepare_link(step, record, f"{experiment}/{index}/{os.getpid()}-"
+                                           f"{time.time_ns()}")
     if step.kind in ("kill", "stop"):
         record["pids"] = [[p, proc.start_time(p)] for p in find_pids(step)]
         record["signal"] = step.signal if step.kind == "kill" else "STOP"
@@ -68,6 +77,25 @@ def prepare(step: Step, experiment: str, index: int) -> dict:
         record["table"] = table_name(experiment, index)
         record["percent"] = step.percent if step.kind == "loss" else 100
         record["peer"] = step.peer
+    return record
+
+
+def _prepare_link(step: Step, record: dict, key: str) -> dict:
+    record.update(interface=step.interface, key=key)
+    what = f"fault {step.kind} on {step.interface} in {step.namespace}"
+    try:
+        linkfaults.check(step.namespace, step.interface)
+        if step.kind == "delay":
+            qdisc.check_netem()
+    except (linkfaults.LinkError, qdisc.QdiscError) as exc:
+        raise FaultError(f"{what}: {exc}") from None
+    if step.kind == "link-flap":
+        record.update(period=step.period, count=step.count)
+    elif step.kind == "rate":
+        record.update(rate_bps=step.rate_bps, burst=step.burst, latency_ms=step.latency_ms)
+    elif step.kind == "delay":
+        record.update(delay_ms=step.delay_ms, jitter_ms=step.jitter_ms, loss=step.loss,
+                      correlation=step.correlation, distribution=step.distribution)
     return record
 
 
@@ -90,7 +118,16 @@ def nft_ruleset(record: dict) -> str:
 
 
 def apply(record: dict) -> None:
-    if record["kind"] in ("kill", "stop"):
+    kind = record["kind"]
+    try:
+        if kind in LINK_KINDS:
+            return linkfaults.apply(record)
+        if kind in QDISC_KINDS:
+            qdisc.apply(record)
+            return None
+    except (linkfaults.LinkError, qdisc.QdiscError) as exc:
+        raise FaultError(f"fault {kind}: {exc}") from None
+    if kind in ("kill", "stop"):
         signum = getattr(signal, f"SIG{record['signal']}")
         for pid, started in record["pids"]:
             if proc.is_same_process(pid, started):
@@ -111,6 +148,10 @@ def revert(record: dict) -> str:
         resumed = [pid for pid, started in record["pids"]
                    if proc.is_same_process(pid, started) and proc.kill(pid, signal.SIGCONT)]
         return f"stop in {namespace}: SIGCONT to {resumed or 'no process left'}"
+    if kind in LINK_KINDS:
+        return linkfaults.revert(record)
+    if kind in QDISC_KINDS:
+        return qdisc.revert(record)
     if not netns.exists(namespace):
         return f"{kind} in {namespace}: namespace gone, nothing to revert"
     if record["table"] not in tables(namespace):
