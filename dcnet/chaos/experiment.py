@@ -101,6 +101,7 @@ class Rollback:
     namespace: str
     argv: tuple[str, ...]
     ready_tcp: str = ""         # "address:port" accepting connections = started
+    ready_command: tuple[str, ...] = ()     # run in the namespace until it exits 0
     timeout: float = 10.0
 
 
@@ -115,6 +116,7 @@ class Experiment:
     steady_seconds: float = 2.0
     description: str = ""
     watch_files: tuple[str, ...] = ()    # files matching these globs: as before the run
+    settle_seconds: float = 0.0     # how long the left-over check waits for a clean state
 
 
 def builtin(name: str) -> str:
@@ -172,6 +174,7 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
     raw_rollbacks = top.optional("rollbacks", lambda v: v, [])
     steady = top.optional("steady_seconds", number(0.2, 600), 2.0)
     raw_dirs = top.optional("watch_files", lambda v: v, [])
+    settle = top.optional("settle_seconds", number(0.0, 600), 0.0)
     top.finish()
     watch_files = []
     for i, item in enumerate(list_of(("watch_files",), problems, raw_dirs, "watch_files")):
@@ -233,18 +236,24 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
         raw_argv = s.required("argv", lambda v: v)
         ready = s.optional("ready_tcp", text(r"[0-9a-fA-F.:]+:\d{1,5}", "address:port"), "")
         timeout = s.optional("timeout", number(0.1, 600), 10.0)
+        raw_ready = s.optional("ready_command", lambda v: v, [])
+        ready_command = list_of(("rollbacks", i, "start", "ready_command"), problems,
+                                raw_ready, "ready_command")
+        if not all(isinstance(a, str) for a in ready_command):
+            problems.add(("rollbacks", i, "start", "ready_command"), "a list of strings")
         argv = list_of(("rollbacks", i, "start", "argv"), problems, raw_argv, "argv")
         if raw_argv is not MISSING and (not argv or not all(isinstance(a, str) for a in argv)):
             problems.add(("rollbacks", i, "start", "argv"), "argv must be a non-empty list "
                          "of strings")
         elif s.finish() and raw_argv is not MISSING:
-            rollbacks.append(Rollback(namespace, tuple(argv), ready, timeout))
+            rollbacks.append(Rollback(namespace, tuple(argv), ready_tcp=ready,
+                                      timeout=timeout, ready_command=tuple(ready_command)))
     if problems.items:
         return None
     return Experiment(name=name, source=source, namespaces=tuple(namespaces),
                       probes=tuple(probes), method=tuple(method), rollbacks=tuple(rollbacks),
                       steady_seconds=steady, description=description.strip(),
-                      watch_files=tuple(watch_files))
+                      watch_files=tuple(watch_files), settle_seconds=settle)
 
 
 def _read_step(problems: Problems, path: tuple, data: object, in_scope) -> Step | None:

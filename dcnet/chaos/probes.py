@@ -5,9 +5,10 @@ A probe runs ``concurrency`` threads inside the probe's namespace (through
 (monotonic start time, ok) until stopped. Kinds: :class:`HTTPProbe` (a GET on a new
 connection; ok = status below 400 within the timeout), :class:`RouteProbe` (ok = the
 prefix is a route in the namespace's main table) and :class:`CniAddProbe` (a CNI ADD of a
-conflist into a pod namespace of its own, ok = it succeeded within the timeout; a pod
-that was added is deleted again, a failed ADD is not cleaned up by the probe, so what it
-leaked shows in the run's left-over check). :func:`make` builds the one a probe names;
+conflist into a pod namespace of its own, ok = it succeeded within the timeout; then a
+DEL, also after a failed ADD, as container runtimes do; what a failed ADD left before
+its DEL is counted in ``dirty_failures``, what the DEL could not remove shows in the
+run's left-over check). :func:`make` builds the one a probe names;
 :func:`window` summarises the records of a time range.
 """
 
@@ -104,6 +105,12 @@ class CniAddProbe(ProbeRunner):
         self.runtime = CniRuntime(conflist, probe.cni_path.split(":"))
         self.added = 0
         self.failed_adds: list[str] = []
+        self.dirty_failures = 0     # failed ADDs that left an interface in the pod
+
+    def _pod_links(self, name: str) -> int:
+        out = subprocess.run(["ip", "-n", name, "-o", "link", "show"], capture_output=True,
+                             text=True)
+        return sum(1 for line in out.stdout.splitlines() if ": lo:" not in line)
 
     def one(self) -> bool:
         from dcnet.lab.cni_invoke import PluginError
@@ -117,12 +124,13 @@ class CniAddProbe(ProbeRunner):
             self.runtime.add(name, netns.path_of(name))
             ok = time.monotonic() - started <= self.probe.timeout
             self.added += 1
-            try:
-                self.runtime.delete(name, netns.path_of(name))
-            except (PluginError, OSError) as exc:
-                self.leftovers.append(f"probe {self.probe.name}: DEL of {name}: {exc}")
         except (PluginError, OSError, ValueError) as exc:
-            self.failed_adds.append(f"{name}: {str(exc)[:200]}")
+            self.failed_adds.append(f"{name}: {str(exc)[:300]}")
+            self.dirty_failures += bool(self._pod_links(name))
+        try:
+            self.runtime.delete(name, netns.path_of(name))
+        except (PluginError, OSError, ValueError) as exc:
+            self.leftovers.append(f"probe {self.probe.name}: DEL of {name}: {exc}")
         finally:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
         return ok

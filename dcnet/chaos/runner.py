@@ -107,12 +107,13 @@ def run(experiment: Experiment, journal: Journal, out: str | None = None,
             end = time.monotonic()
             for probe in probes:
                 probe.stop()
-        _summarise(experiment, probes, marks, t0, end, result)
+        _summarise(experiment, probes, marks, events, t0, end, result)
         result["timeline"] = _timeline(probes, marks, events, t0, end)
         result["leftovers"] = leftovers(experiment, journal, marks)
         result["leftovers"] += [line for p in probes for line in p.leftovers]
-        result["leftovers"] += snapshot.diff(before, snapshot.take(experiment.namespaces,
-                                                                   experiment.watch_files))
+        settled = time.monotonic()
+        result["leftovers"] += _settle(experiment, before)
+        result["settle_seconds"] = round(time.monotonic() - settled, 3)
         result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
         result["ok"] = result["error"] is None and all(
             p["after"]["ok"] for p in result["probes"]) and not result["leftovers"]
@@ -175,9 +176,33 @@ def _rollback(rollback: Rollback, log: Log) -> dict:
         address, port = rollback.ready_tcp.rsplit(":", 1)
         ready = netns.run_in(rollback.namespace, _wait_tcp, address, int(port),
                              rollback.timeout)
+    if rollback.ready_command:
+        ready = ready and _wait_command(rollback, started + rollback.timeout)
     log(f"rollback: started {rollback.argv[0]} in {rollback.namespace} (ready: {ready})")
     return {"namespace": rollback.namespace, "argv": list(rollback.argv),
             "ready": ready, "seconds": round(time.monotonic() - started, 3)}
+
+
+def _settle(experiment: Experiment, before: dict) -> list[str]:
+    """The differences from the snapshot before, once none are left or ``settle_seconds``
+    passed (state cleaned up asynchronously, e.g. dying veths the agent reaps)."""
+    deadline = time.monotonic() + experiment.settle_seconds
+    while True:
+        left = snapshot.diff(before, snapshot.take(experiment.namespaces,
+                                                   experiment.watch_files))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _wait_command(rollback: Rollback, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            proc.run(list(rollback.ready_command), netns=rollback.namespace)
+            return True
+        except proc.CommandError:
+            time.sleep(0.1)
+    return False
 
 
 def _wait_tcp(address: str, port: int, timeout: float) -> bool:
@@ -190,11 +215,13 @@ def _wait_tcp(address: str, port: int, timeout: float) -> bool:
 
 
 def _summarise(experiment: Experiment, probes: list[ProbeRunner], marks: list[dict],
-               t0: float, end: float, result: dict) -> None:
+               events: list[dict], t0: float, end: float, result: dict) -> None:
     result["probes"] = []
     for probe in probes:
         first = marks[0]["start"] if marks else end
-        last = max((m["end"] for m in marks), default=end)
+        # after: the last steady window (after the rollbacks), as the hypothesis is checked
+        last = max((e["t"] for e in events if e["event"] == "steady after"),
+                   default=max((m["end"] for m in marks), default=end))
         summary = {"name": probe.probe.name, "kind": probe.probe.kind,
                    "target": probe.probe.url or probe.probe.route or probe.probe.conflist,
                    "before": window(probe.records, t0, first),
@@ -203,6 +230,7 @@ def _summarise(experiment: Experiment, probes: list[ProbeRunner], marks: list[di
         summary["total"] = window(probe.records, t0, end)
         if hasattr(probe, "failed_adds"):
             summary["failed_adds"] = probe.failed_adds[:20]
+            summary["dirty_failures"] = probe.dirty_failures
         result["probes"].append(summary)
     for m in marks:
         step = {k: m[k] for k in ("index", "kind", "namespace", "duration")}

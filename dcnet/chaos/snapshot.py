@@ -39,10 +39,13 @@ def of_namespace(namespace: str) -> dict[str, list[str]]:
     links = {link["ifname"] for link in _json(namespace, ["ip", "-j", "link", "show"])}
     addresses = {f"{a['ifname']} {i['local']}/{i['prefixlen']}"
                  for a in _json(namespace, ["ip", "-j", "addr", "show"])
-                 for i in a.get("addr_info", []) if "local" in i}
+                 for i in a.get("addr_info", [])
+                 if "local" in i and not i["local"].startswith("fe80:")}
+    # IPv6 link-local routes come and go with the kernel's DAD, not with an experiment
     routes = {" ".join(str(r.get(k, "")) for k in ("table", "dst", "gateway", "dev"))
               for family in ("-4", "-6")
-              for r in _json(namespace, ["ip", "-j", family, "route", "show", "table", "all"])}
+              for r in _json(namespace, ["ip", "-j", family, "route", "show", "table", "all"])
+              if not str(r.get("dst", "")).startswith("fe80:")}
     qdiscs = {f"{q.get('dev')} {q.get('kind')} {q.get('handle')}"
               for q in _json(namespace, ["tc", "-j", "qdisc", "show"])}
     try:
