@@ -5,11 +5,15 @@ a small second lab (host ``dns``, plus ``cli-other``, a client in no carrier's l
 joins each ELB lab client ``cli-<carrier>`` to it by a veth, and has every client
 resolve one service from its own carrier address: each must get its carrier's VIP
 (or the default line's when the carrier is down or has no VIP), ``cli-other`` the
-default. The veths vanish with the second lab's namespace.
+default. The service is made dual stack for the demo (an IPv6 VIP on telecom and on the
+default line), and every client also asks for AAAA: telecom gets its own IPv6 VIP, the
+IPv4-only lines and ``cli-other`` the default line's. The veths vanish with the second
+lab's namespace.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import tempfile
 
@@ -59,7 +63,24 @@ def connect_client(elb_lab: Lab, client: str, dns_lab: Lab, index: int) -> str:
     return server
 
 
+DEMO_VIP6 = {"telecom": "2001:db8:10::10"}    # plus the default line's (below)
+DEFAULT_VIP6 = "2001:db8:30::10"
+
+
+def dual_stack(model):
+    """The model with IPv6 VIPs for its first service: on telecom (when the model has it)
+    and on the default line, so every view has an AAAA answer by the rule of docs/dns.md
+    (own IPv6 VIP, else the default line's)."""
+    first = model.services[0]
+    carriers = {c.name for c in model.carriers}
+    extra = tuple((c, ipaddress.ip_address(v)) for c, v in DEMO_VIP6.items() if c in carriers)
+    extra += ((model.default_carrier.name, ipaddress.ip_address(DEFAULT_VIP6)),)
+    return dataclasses.replace(model, services=(
+        dataclasses.replace(first, vips=first.vips + extra), *model.services[1:]))
+
+
 def demo(model, lab: Lab, report) -> None:
+    model = dual_stack(model)
     service = model.services[0]
     name = model.dns.name(service.job)
     clients = [c for c in model.carriers if f"cli-{c.name}" in lab.topology.host_names()]
@@ -85,4 +106,11 @@ def demo(model, lab: Lab, report) -> None:
             got = dig(where, client, server, name, source=source)
             report.check(got == [str(expected)],
                          f"{client:<12} from {source:<12} -> {' '.join(got) or 'no answer'}"
+                         f" (expected {expected})")
+        click.echo("  AAAA (IPv6): a carrier's own IPv6 VIP, else the default line's")
+        for where, client, server, source, _ in queries:
+            expected = DEMO_VIP6.get(client.removeprefix("cli-"), DEFAULT_VIP6)
+            got = dig(where, client, server, name, "AAAA", source=source)
+            report.check(got == [expected],
+                         f"{client:<12} AAAA -> {' '.join(got) or 'no answer'}"
                          f" (expected {expected})")
