@@ -27,8 +27,8 @@ class ModeInfo:
 
 
 _NO_IPV6 = "IPv6 not supported by this mode yet"
-_NO_IPV6_CNI = (f"{_NO_IPV6}: netbench builds the dcnet plugin's pods single-stack (IPv4 "
-                "cluster CIDR and DHCPv4 only)")
+_NO_IPV6_CNI = (f"{_NO_IPV6}: netbench builds the dcnet plugin's MACVLAN pods with "
+                "DHCPv4 only (no SLAAC/DHCPv6 on its underlay)")
 
 MODES: tuple[ModeInfo, ...] = (
     ModeInfo("loopback", "root-namespace loopback (baseline)",
@@ -49,7 +49,7 @@ MODES: tuple[ModeInfo, ...] = (
     ModeInfo("cni-dcnet-host-gw", "dcnet CNI plugin, host-gw mode",
              "pods made by the installed dcnet binary, host-gw routes by dcnet-agent; "
              "same underlay as host-gw",
-             cross_node=True, ipv6_reason=_NO_IPV6_CNI),
+             cross_node=True),
     ModeInfo("cni-dcnet-macvlan", "dcnet CNI plugin, MACVLAN mode",
              "pods made by the dcnet binary in MACVLAN mode (dcnet-agent, DHCP from "
              "dnsmasq on the underlay); macvlan -> node uplink -> switch -> macvlan",

@@ -17,10 +17,13 @@ traffic crosses exactly what the plugin built:
   :mod:`dcnet.lab.cni_dhcp`); only when the plugin in this build has that mode.
 
 Pods are deleted (CNI DEL) before the lab goes, which takes the nodes' state with it.
-The reference modes can be dual-stack (``build(..., ipv6=True)``): host-local gets an
-IPv6 range beside the IPv4 one (the mode's ULA pod subnet for the bridge, a slice of the
-IPv6 underlay for macvlan) and the nodes IPv6 routes and forwarding; the dcnet modes are
-IPv4 only here (see :mod:`dcnet.netbench.catalogue`).
+The reference modes and dcnet's host-gw can be dual-stack (``build(..., ipv6=True)``):
+host-local gets an IPv6 range beside the IPv4 one (the mode's ULA pod subnet for the
+bridge, a slice of the IPv6 underlay for macvlan), the nodes IPv6 routes and forwarding;
+dcnet host-gw gets a second ``clusterCIDR`` (``fd00:6e62:66::/48``, /64 per node) and its
+agents route both families (only when this build's plugin accepts that:
+:func:`dcnet_ipv6_unsupported`). dcnet's MACVLAN mode is IPv4 only here (see
+:mod:`dcnet.netbench.catalogue`).
 """
 
 from __future__ import annotations
@@ -71,8 +74,9 @@ def unavailable(name: str) -> str | None:
 
 def build(name: str, context: BuildContext, ipv6: bool = False) -> dict[str, LiveMode]:
     """Mode ``name``: its IPv4 LiveMode, and with ``ipv6`` (reference modes) its IPv6 one."""
-    builders = {"cni-dcnet-host-gw": _dcnet_host_gw, "cni-dcnet-macvlan": _dcnet_macvlan}
-    dual = {"cni-ref-bridge": _ref_bridge, "cni-ref-macvlan": _ref_macvlan}
+    builders = {"cni-dcnet-macvlan": _dcnet_macvlan}
+    dual = {"cni-ref-bridge": _ref_bridge, "cni-ref-macvlan": _ref_macvlan,
+            "cni-dcnet-host-gw": _dcnet_host_gw}
     if name not in builders and name not in dual:
         raise ValueError(f"no CNI mode {name!r}")
     work = os.path.join(context.work_dir, name)
@@ -146,20 +150,40 @@ def _finish_dual(name: str, context: BuildContext, lab: Lab,
             for family in families}
 
 
-def _dcnet_host_gw(context: BuildContext, work: str) -> LiveMode:
+def dcnet_host_gw_conf(octet: int, work: str, node: str, ipv6: bool) -> dict[str, Any]:
+    """The conflist of the dcnet host-gw mode on ``node`` (dual-stack with ``ipv6``)."""
+    cidr: str | list[str] = f"10.{octet}.0.0/16"
+    extra: dict[str, Any] = {}
+    if ipv6:
+        cidr = [cidr, f"{topologies.ULA}:{octet}::/48"]
+        extra["subnetLenV6"] = 64
+    return {"cniVersion": "1.1.0", "name": "nbnet", "plugins": [{
+        "type": "dcnet", "mode": "host-gw", "clusterCIDR": cidr, "subnetLen": 24, **extra,
+        "bridge": "dcnet0", "mtu": 1500, "runDir": f"{work}/run-{node}",
+        "dataDir": f"{work}/data-{node}", "store": {"type": "file", "path": f"{work}/store"}}]}
+
+
+def dcnet_ipv6_unsupported() -> str | None:
+    """Why this build's dcnet plugin cannot run host-gw dual-stack, or None when it can."""
+    from dcnet.cni.config import load_conf, pick_plugin
+
+    try:
+        load_conf(pick_plugin(dcnet_host_gw_conf(66, "/nonexistent", "n1", True)))
+    except Exception as exc:  # the plugin's own refusal, whatever its type
+        return f"IPv6 not supported by this mode yet: the dcnet plugin refuses it ({exc})"
+    return None
+
+
+def _dcnet_host_gw(context: BuildContext, work: str, ipv6: bool = False) -> dict[str, LiveMode]:
     from dcnet.cni.install import install
 
     octet = OCTETS["cni-dcnet-host-gw"]
-    lab = context.lab(topologies.cni_nodes(octet))
+    lab = context.lab(topologies.cni_nodes(octet, ipv6=ipv6))
     bin_dir = os.path.dirname(install(os.path.join(work, "bin")))
     agent = os.path.join(os.path.dirname(sys.executable), "dcnet-agent")
     runtimes = {}
     for node in NODES:
-        conflist = {"cniVersion": "1.1.0", "name": "nbnet", "plugins": [{
-            "type": "dcnet", "mode": "host-gw", "clusterCIDR": f"10.{octet}.0.0/16",
-            "subnetLen": 24, "bridge": "dcnet0", "mtu": 1500,
-            "runDir": f"{work}/run-{node}", "dataDir": f"{work}/data-{node}",
-            "store": {"type": "file", "path": f"{work}/store"}}]}
+        conflist = dcnet_host_gw_conf(octet, work, node, ipv6)
         path = os.path.join(work, f"{node}.conflist")
         with open(path, "w") as handle:
             json.dump(conflist, handle)
@@ -167,15 +191,17 @@ def _dcnet_host_gw(context: BuildContext, work: str) -> LiveMode:
                   name=f"agent-{node}", log_path=os.path.join(context.log_dir,
                                                               f"{lab.prefix}-agent-{node}.log"))
         runtimes[node] = CniRuntime(conflist, [bin_dir], lab.netns(node))
+    families = [["ip", "route"]] + ([["ip", "-6", "route"]] if ipv6 else [])
 
     def ready() -> bool:
         return all(os.path.exists(f"{work}/run-{n}/nbnet/node.json") for n in NODES) and all(
-            lab.run(n, ["ip", "route", "show", "proto", "217"]).stdout.strip() for n in NODES)
+            lab.run(n, [*ip, "show", "proto", "217"]).stdout.strip()
+            for n in NODES for ip in families)
 
     _wait(ready, "dcnet-agent subnets and host-gw routes on both nodes")
-    addresses = _add_pods(context, lab, runtimes, "cni-dcnet-host-gw")
-    return _finish("cni-dcnet-host-gw", context, lab, addresses, plugin="dcnet host-gw",
-                   mtu=1500)
+    addresses = _add_pods_dual(context, lab, runtimes, "cni-dcnet-host-gw")
+    return _finish_dual("cni-dcnet-host-gw", context, lab, addresses, ipv6,
+                        plugin="dcnet host-gw", mtu=1500)
 
 
 def _dcnet_macvlan(context: BuildContext, work: str) -> LiveMode:

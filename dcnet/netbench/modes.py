@@ -48,6 +48,8 @@ def family_unavailable(name: str, family: str) -> str | None:
     """Why mode ``name`` is not measured over ``family``, or None when it is."""
     if family == "ipv6" and not catalogue.info(name).ipv6:
         return catalogue.info(name).ipv6_reason
+    if family == "ipv6" and name == "cni-dcnet-host-gw":
+        return cnimodes.dcnet_ipv6_unsupported()
     return None
 
 

@@ -164,6 +164,15 @@ def test_reference_cni_nodes_get_ipv6_underlay_and_routes():
         "ipv4": "10.67.1.2", "ipv6": "fd00:6e62:67:1::2"}
 
 
+def test_dcnet_host_gw_dual_stack_conf_is_accepted_by_this_build():
+    conf = cnimodes.dcnet_host_gw_conf(66, "/w", "n1", True)["plugins"][0]
+    assert conf["clusterCIDR"] == ["10.66.0.0/16", "fd00:6e62:66::/48"]
+    assert conf["subnetLenV6"] == 64
+    assert cnimodes.dcnet_host_gw_conf(66, "/w", "n1", False)["plugins"][0][
+        "clusterCIDR"] == "10.66.0.0/16"
+    assert cnimodes.dcnet_ipv6_unsupported() is None
+
+
 def test_cross_node_ipv6_routes_and_forwarding():
     topology = topologies.host_gw(True)
     routers = [h for h in topology["hosts"] if isinstance(h, dict)]
@@ -177,12 +186,12 @@ def test_cross_node_ipv6_routes_and_forwarding():
 
 
 def test_modes_without_ipv6_say_why():
-    for name in ("cni-dcnet-host-gw", "cni-dcnet-macvlan", "ipvs"):
+    for name in ("cni-dcnet-macvlan", "ipvs"):
         reason = modes.family_unavailable(name, "ipv6")
         assert reason.startswith("IPv6 not supported by this mode yet")
         assert modes.family_unavailable(name, "ipv4") is None
     for name in ("loopback", "veth", "bridge", "macvlan", "host-gw", "vxlan",
-                 "cni-ref-bridge", "cni-ref-macvlan"):
+                 "cni-ref-bridge", "cni-ref-macvlan", "cni-dcnet-host-gw"):
         assert catalogue.info(name).ipv6 and modes.family_unavailable(name, "ipv6") is None
 
 
