@@ -69,8 +69,9 @@ def _no_health_check(model: Model, s: Service):
 
 def _one_carrier(model: Model, s: Service):
     up = [c.name for c in model.carriers if not c.down]
-    if len(up) > 1 and len(s.vips) == 1:
-        return [(("vips",), f"a VIP on carrier {s.vips[0][0]!r} only, of {len(up)} carriers "
+    lines = {carrier for carrier, _ in s.vips}       # a dual-stack line has two VIPs
+    if len(up) > 1 and len(lines) == 1:
+        return [(("vips",), f"VIPs on carrier {s.vips[0][0]!r} only, of {len(up)} carriers "
                  "up: its clients on other lines cross carriers, and the service is down "
                  "with that one line")]
     return []

@@ -82,7 +82,7 @@ class ServiceIndex:
         if model is not None:
             slots = 0
             for service in model.services:
-                by_service[service.name] = tuple(c for c, _ in service.vips)
+                by_service[service.name] = tuple(dict.fromkeys(c for c, _ in service.vips))
                 tags[service.name] = {t: getattr(service.job, t) or "" for t in JOBNAME_TAGS}
                 slots += len(service.real_servers) * len(service.ports)
                 for carrier, vip in service.vips:

@@ -144,3 +144,14 @@ def test_cli_on_an_invalid_model_exits_1(tmp_path):
 def test_lint_rules_lists_every_rule():
     result = CliRunner().invoke(cli, ["lint-rules"])
     assert [line.split()[0] for line in result.output.splitlines()] == [r.id for r in RULES]
+
+
+def test_one_carrier_with_a_vip_of_each_family_is_still_one_carrier():
+    def dual_on_bgp(data):
+        bgp = next(c for c in data["carriers"] if c["name"] == "bgp")
+        bgp["gateway6"] = "2001:db8:3::1"
+        bgp["vip_ranges"] = [*bgp["vip_ranges"], "2001:db8:30::/64"]
+        service(data).update(vips={"bgp": ["203.0.113.10", "2001:db8:30::10"]})
+    findings, _ = run(dual_on_bgp)
+    assert [f.rule for f in findings] == ["ELB003"]
+    assert "VIPs on carrier 'bgp' only" in findings[0].message

@@ -122,3 +122,13 @@ def test_a_failing_source_is_reported_and_hides_nothing_else():
     text = scrape(ELBCollector(haproxy_stat=broken, ipvs_tables=lambda: {}))
     assert value(text, "dcnet_exporter_source_up", source="haproxy") == 0
     assert value(text, "dcnet_exporter_source_up", source="ipvs") == 1
+
+
+def test_a_dual_stack_carrier_is_listed_once_in_the_service_info():
+    from dcnet.metrics.elb import ServiceIndex
+    from tests.unit.test_dns_ipv6 import model as dual_model
+
+    index = ServiceIndex.of(dual_model())
+    web = dual_model().services[0].name
+    assert index.service_carriers[web] == ("telecom", "unicom", "bgp")
+    assert 'carriers="telecom,unicom,bgp"' in index.info_text()
