@@ -83,3 +83,19 @@ def test_a_wait_that_cannot_run_makes_the_drained_servers_ready_again(target, mo
                             "s3 state ready"]
     assert {r.server: r.attrs()["state"] for r in fake.servers(BACKEND) if not r.free} == \
         {"s1": "ready", "s2": "ready", "s3": "ready"}
+
+
+def test_a_slot_taken_over_from_a_removed_server_is_drained_before_it_is_readdressed(
+        target):
+    backend, fake, sent, logs = target
+    five = {hlab.server_address(i): 10 for i in range(1, 6)}
+    assert apply_plan(backend, backend.plan(model(five)), force=True).ok
+    assert all(not r.free for r in fake.servers(BACKEND))       # no free slot left
+    sent.clear()
+    replaced = {**{k: v for k, v in five.items() if k != hlab.server_address(5)},
+                hlab.server_address(6): 10}
+    assert apply_plan(backend, backend.plan(model(replaced)), force=True).ok
+    s5 = [text for text in sent if f"{BACKEND}/s5 " in text]
+    assert s5[0] == f"set server {BACKEND}/s5 state drain", s5
+    assert f"addr {hlab.server_address(6)} " in s5[1], s5
+    assert any("removal of 1 server(s)" in line for line in logs), logs
