@@ -1,6 +1,10 @@
-"""The IPv6 steps of ``dcnet-demo`` for the ELB targets that need a dual-stack lab of
-their own: HAProxy and nftables (the CNI, LVS-routing and DNS steps show their IPv6 part
-in their own modules).
+"""The IPv6 steps of ``dcnet-demo`` for the ELB targets, each in a dual-stack lab of its
+own: LVS carrier routing, HAProxy and nftables (the CNI and DNS steps show their IPv6 part
+in their own modules; IPVS over IPv6 runs in the kernel lab's tests, this kernel has none).
+
+LVS: :mod:`dcnet.lab.lvs_lab` built dual stack; elbctl's routing for the dual-stack model
+is applied to the director (a second plan is empty) and each carrier's client pings its
+line's IPv6 VIP: the replies are counted at that carrier's router only.
 
 HAProxy: :mod:`dcnet.lab.haproxy6_lab` (two carriers' clients, a director holding each
 carrier's IPv6 VIP, IPv6 real servers); each carrier's client fetches through its own IPv6
@@ -27,8 +31,66 @@ from dcnet.lab.builder import Lab
 
 def demo(model, lab, report) -> None:
     """The demo hook: ``model`` and ``lab`` (the ELB lab) are not used."""
+    _lvs_routing(report)
     _haproxy(report)
     _nft(report)
+
+
+def _lvs_routing(report) -> None:
+    """elbctl's carrier policy routing for a dual-stack model in a director namespace
+    (no IPVS needed): ``ip -6 rule`` per IPv6 VIP, a default route per family in each
+    carrier's table; each carrier's client pings its line's IPv6 VIP and the replies
+    are counted at that carrier's router only."""
+    from dcnet.lab import lvs_lab
+    from dcnet.lvs import state
+    from dcnet.lvs.routing import Routing
+    from dcnet.plan import Plan, diff
+
+    report.section("LVS carrier routing over IPv6: ip -6 rule per VIP, replies by the "
+                   "VIP's own carrier")
+    topo = lvs_lab.topology("busybox", "/nonexistent", ipv6=True)
+    topo["processes"] = []
+    topo["bridges"].append({"name": "elb0", "host": "director"})   # elbctl's VIP link
+    carriers = tuple(lvs_lab.UPLINKS)
+    with Lab(topo) as lab6:
+        the_model = lvs_lab.model(ipv6=True)
+        routing = Routing(the_model.lvs, netns=lab6.netns("director"))
+        try:
+            def plan() -> Plan:
+                found = routing.read([c.table for c in the_model.carriers],
+                                     [str(v) for s in the_model.services for _, v in s.vips])
+                current = {k: v for k, v in found.state.items()
+                           if k[0] in ("link", "route", "rule", "vip")}
+                return Plan.build("lvs", diff(current, state.desired_routing(the_model)),
+                                  state.KIND_ORDER, tuple(found.notes),
+                                  payload=found.rule_specs)
+            first = plan()
+            for change in first.changes:
+                routing.apply(change, first.payload)
+            report.check(plan().empty, f"{len(first.changes)} routing change(s) applied; "
+                                       "a second plan is empty")
+            rules = lab6.run("director", ["ip", "-6", "rule", "show"]).stdout
+            for line in rules.splitlines():
+                if "lookup 10" in line:
+                    print(f"    director: ip -6 rule {line.strip()}")
+            vips = [v for c in carriers for v in (*lvs_lab.VIPS6[c],)]
+            for carrier in carriers:
+                lab6.run(f"isp-{carrier}", ["nft", "-f", "-"],
+                         input=lvs_lab.observe_script(vips, family="inet"))
+            for carrier in carriers:
+                vip6 = lvs_lab.VIPS6[carrier][0]
+                ok = lab6.run(f"cli-{carrier}", ["ping", "-6", "-n", "-q", "-c", "3", "-i",
+                                                 "0.2", "-W", "2", vip6],
+                              check=False, timeout=60).returncode == 0
+                counts = {c: lvs_lab.counters(lab6.run(
+                    f"isp-{c}", ["nft", "list", "table", "inet", "obs"]).stdout).get(vip6, 0)
+                    for c in carriers}
+                others = sum(n for c, n in counts.items() if c != carrier)
+                report.check(ok and counts[carrier] >= 3 and others == 0,
+                             f"cli-{carrier} pings {vip6}: replies at {carrier}'s router "
+                             f"{counts[carrier]}, at the other's {others}")
+        finally:
+            routing.close()
 
 
 def _haproxy(report) -> None:
