@@ -165,19 +165,19 @@ def _build_mode(name: str, definition: Definition, context: modes.BuildContext,
             progress.message(f"netbench: mode {name} unavailable: {reason}")
         results.write()
         return
-    families, skipped = [], {}
+    families, per_family = [], {}  # per_family: family -> status entry
     for family in definition.families:
         why = modes.family_unavailable(name, family)
         if why:
-            skipped[family] = {"status": "skipped", "reason": why}
+            per_family[family] = {"status": "skipped", "reason": why}
             if progress:
                 progress.message(f"netbench: mode {name} skipped over {family}: {why}")
         else:
             families.append(family)
-    results.set_mode(name, families=skipped)
+    results.set_mode(name, families=per_family)
     if not families:
         results.set_mode(name, status="skipped",
-                         reason="; ".join(entry["reason"] for entry in skipped.values()))
+                         reason="; ".join(entry["reason"] for entry in per_family.values()))
         results.write()
         return
     started = time.monotonic()
@@ -197,7 +197,7 @@ def _build_mode(name: str, definition: Definition, context: modes.BuildContext,
         return
     for family, live in built.items():
         live_modes[(name, family)] = live
-        skipped[family] = {
+        per_family[family] = {
             "status": "ok", "target": live.target, "bind_address": live.bind_address,
             "ports": live.ports, "skipped_tests": {test: why for (fam, test), why
                                                    in skips.items() if fam == family},
@@ -208,7 +208,7 @@ def _build_mode(name: str, definition: Definition, context: modes.BuildContext,
                      client_netns=first.client_ns or "<root>",
                      server_netns=first.server_ns or "<root>", target=first.target,
                      ports=first.ports, notes=first.notes, servers=_servers(first),
-                     families={family: skipped[family] for family in definition.families},
+                     families={family: per_family[family] for family in definition.families},
                      interfaces=[environment.interface(ns, ifname)
                                  for ns, ifname in first.interfaces],
                      client_sysctls=environment.namespace_sysctls(first.client_ns))
