@@ -10,6 +10,7 @@ reported with file, line and field, like a service model's. Pure except :func:`l
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from dcnet.model.fields import (
     Problems,
     boolean,
     integer,
+    ip_address,
     ip_network,
     list_of,
     number,
@@ -34,7 +36,7 @@ FORMAT_VERSION = 1
 MAX_EXPERIMENT_BYTES = 256 * 1024
 EXPERIMENTS_DIR = Path(__file__).with_name("experiments")
 FAULTS = frozenset({"kill", "stop", "loss", "partition", "link-down", "link-flap", "rate",
-                    "delay"})
+                    "delay", "dhcp-churn"})
 LINK_FAULTS = frozenset({"link-down", "link-flap", "rate", "delay"})   # need "interface"
 DISTRIBUTIONS = frozenset({"uniform", "normal", "pareto", "paretonormal"})
 _IFNAME = text(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}", "an interface name (at most 15)")
@@ -94,6 +96,9 @@ class Step:
     distribution: str = "uniform"
     loss: float = 0.0           # delay: netem loss, percent
     correlation: float = 0.0    # delay: percent, for delay and loss
+    leasefile: str = ""         # dhcp-churn: the server's lease file (dnsmasq format)
+    server: str = ""            # dhcp-churn: the server's address (its identifier)
+    clients: str = "."          # dhcp-churn: regex over MAC, host name and address
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,8 @@ def _read_step(problems: Problems, path: tuple, data: object, in_scope) -> Step 
         values["peer"] = str(peer) if peer not in (None, MISSING) else ""
     elif kind in LINK_FAULTS:
         values.update(_read_link_fault(r, kind, problems, path))
+    elif kind == "dhcp-churn":
+        values.update(_read_dhcp_churn(r, problems, path))
     if kind is MISSING:         # its other fields cannot be judged
         return None
     if not r.finish():
@@ -319,4 +326,23 @@ def _read_link_fault(r: MappingReader, kind: str, problems: Problems, path: tupl
               and values["jitter_ms"] > values["delay_ms"]):
             problems.add((*path, "jitter"), "jitter must not exceed the delay")
             r.failed = True
+    return values
+
+
+def _read_dhcp_churn(r: MappingReader, problems: Problems, path: tuple) -> dict:
+    """The fields of dhcp-churn (releases sent to the server on the clients' behalf)."""
+    values = {"interface": r.required("interface", _IFNAME),
+              "leasefile": r.required("leasefile", text(r"/\S{0,4095}", "an absolute path")),
+              "server": r.required("server", ip_address),
+              "clients": r.optional("clients", text(r".{1,200}", "a regex"), "."),
+              "period": r.optional("period", number(0, 3600), 0.0)}
+    if isinstance(values["server"], ipaddress.IPv6Address):
+        problems.add((*path, "server"), "DHCPv4 only: an IPv4 address")
+        r.failed = True
+    values["server"] = str(values["server"])
+    try:
+        re.compile(values["clients"])
+    except (re.error, TypeError) as exc:
+        problems.add((*path, "clients"), f"not a regular expression: {exc}")
+        r.failed = True
     return values

@@ -6,7 +6,8 @@ start time), ``loss`` and ``partition`` (``numgen random`` drop rules, input and
 optionally only to/from a peer prefix, in an nftables table of the experiment's own in
 the named namespace; reverted by deleting that table), ``link-down``/``link-flap``
 (:mod:`dcnet.chaos.linkfaults`), ``rate``/``delay`` (tbf/netem, stacked per interface:
-:mod:`dcnet.chaos.qdisc`). Processes are only looked for in
+:mod:`dcnet.chaos.qdisc`), ``dhcp-churn`` (releases on the clients' behalf:
+:mod:`dcnet.chaos.dhcpchurn`). Processes are only looked for in
 the namespace the step names (scope). :func:`revert` is idempotent: reverting twice, or
 a fault that never got applied (the runner died between journal and apply), is fine.
 """
@@ -19,7 +20,7 @@ import re
 import signal
 import time
 
-from dcnet.chaos import linkfaults, qdisc
+from dcnet.chaos import dhcpchurn, linkfaults, qdisc
 from dcnet.chaos.experiment import Step
 from dcnet.sysio import netns, proc
 
@@ -70,6 +71,15 @@ def prepare(step: Step, experiment: str, index: int) -> dict:
     if step.kind in LINK_KINDS | QDISC_KINDS:
         return _prepare_link(step, record, f"{experiment}/{index}/{os.getpid()}-"
                                            f"{time.time_ns()}")
+    if step.kind == "dhcp-churn":
+        record.update(interface=step.interface, leasefile=step.leasefile, server=step.server,
+                      clients=step.clients, period=step.period,
+                      key=f"{experiment}/{index}/{os.getpid()}-{time.time_ns()}")
+        try:
+            dhcpchurn.leases(step.leasefile)
+        except dhcpchurn.ChurnError as exc:
+            raise FaultError(f"fault dhcp-churn in {step.namespace}: {exc}") from None
+        return record
     if step.kind in ("kill", "stop"):
         record["pids"] = [[p, proc.start_time(p)] for p in find_pids(step)]
         record["signal"] = step.signal if step.kind == "kill" else "STOP"
@@ -125,7 +135,9 @@ def apply(record: dict) -> None:
         if kind in QDISC_KINDS:
             qdisc.apply(record)
             return None
-    except (linkfaults.LinkError, qdisc.QdiscError) as exc:
+        if kind == "dhcp-churn":
+            return dhcpchurn.apply(record)
+    except (linkfaults.LinkError, qdisc.QdiscError, dhcpchurn.ChurnError, OSError) as exc:
         raise FaultError(f"fault {kind}: {exc}") from None
     if kind in ("kill", "stop"):
         signum = getattr(signal, f"SIG{record['signal']}")
@@ -152,6 +164,8 @@ def revert(record: dict) -> str:
         return linkfaults.revert(record)
     if kind in QDISC_KINDS:
         return qdisc.revert(record)
+    if kind == "dhcp-churn":
+        return dhcpchurn.revert(record)
     if not netns.exists(namespace):
         return f"{kind} in {namespace}: namespace gone, nothing to revert"
     if record["table"] not in tables(namespace):

@@ -228,3 +228,28 @@ def test_sigkilled_runner_held_rate_and_downed_link_reverted_by_recover(two_host
     assert linkfaults.is_up(h2, "eth0")
     assert not os.path.exists(journal)
     wait_until(lambda: pings(two_hosts, "h1", H2), "ping after recover")
+
+
+def test_dhcp_churn_makes_the_server_forget_the_named_lease(two_hosts, workdir):
+    """dnsmasq in h2 leases an address to udhcpc in h1 (host name churnpod); the fault
+    releases it on the client's behalf: dnsmasq drops it from its lease file."""
+    leasefile = f"{workdir}/dnsmasq.leases"
+    two_hosts.start("h2", ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+                           "--interface=eth0", "--bind-interfaces", "--user=root",
+                           f"--pid-file={workdir}/dnsmasq.pid", "--log-facility=-",
+                           "--log-dhcp", "--dhcp-authoritative", "--no-ping",
+                           "--dhcp-range=10.250.0.100,10.250.0.150,2m",
+                           f"--dhcp-leasefile={leasefile}"], name="dnsmasq")
+    wait_until(lambda: os.path.exists(leasefile), "dnsmasq's lease file")
+    two_hosts.run("h1", ["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10",
+                         "-T", "1", "-s", "/bin/true", "-x", "hostname:churnpod"])
+    from dcnet.chaos import dhcpchurn
+    [lease] = dhcpchurn.leases(leasefile)
+    assert lease["hostname"] == "churnpod"
+    record = faults.prepare(Step("dhcp-churn", 1.0, two_hosts.netns("h2"), interface="eth0",
+                                 leasefile=leasefile, server=H2, clients="^churnpod$",
+                                 period=0), "t", 0)
+    faults.apply(record)
+    assert record["released"] == [lease["address"]]
+    wait_until(lambda: dhcpchurn.leases(leasefile) == [], "dnsmasq to drop the lease")
+    assert "stopped" in faults.revert(record)

@@ -127,3 +127,29 @@ def test_a_qdisc_fault_journal_record_survives_a_new_process(tmp_path, monkeypat
     number = journal.record(record)
     assert Journal(journal.path).pending() == [(number, record)]
     assert qdisc.stack_path("n", "eth0") == str(tmp_path / "stack" / "n--eth0.json")
+
+
+def test_dhcp_churn_schema_and_release_packet(tmp_path):
+    [churn] = steps("{fault: dhcp-churn, namespace: b, interface: eth0, leasefile: /l, "
+                    "server: 10.0.0.2, clients: '^pod-', period: 2, duration: 5}")
+    assert (churn.leasefile, churn.server, churn.clients, churn.period) == ("/l", "10.0.0.2",
+                                                                          "^pod-", 2.0)
+    assert problems("{fault: dhcp-churn, namespace: b, interface: eth0, leasefile: l, "
+                    "server: 'fd00::1', clients: '(', duration: 1}") == [
+        ("e.yaml", 7, "method[0].clients",
+         "not a regular expression: missing ), unterminated subpattern at position 0"),
+        ("e.yaml", 7, "method[0].leasefile", "'l' is not valid: an absolute path"),
+        ("e.yaml", 7, "method[0].server", "DHCPv4 only: an IPv4 address")]
+    from dcnet.chaos import dhcpchurn
+    path = tmp_path / "leases"
+    path.write_text("1700000000 02:00:00:00:00:01 10.0.0.101 pod-a 01:02:00:00:00:00:01\n"
+                    "1700000000 02:00:00:00:00:02 10.0.0.102 other *\n"
+                    "duid 00:01:00:01\n")
+    [lease] = dhcpchurn.matching(str(path), "^pod-")
+    packet = dhcpchurn.release_packet(lease, "10.0.0.2")
+    assert packet[0] == 1 and packet[12:16] == bytes([10, 0, 0, 101])       # ciaddr
+    assert packet[28:34] == bytes.fromhex("020000000001")                   # chaddr
+    assert packet[236:240] == dhcpchurn.MAGIC
+    assert packet[240:] == (bytes([53, 1, 7, 54, 4, 10, 0, 0, 2, 61, 7])
+                            + bytes.fromhex("01020000000001") + b"\xff")
+    assert [x["clientid"] for x in dhcpchurn.leases(str(path))] == ["01:02:00:00:00:00:01", ""]
