@@ -125,9 +125,10 @@ def run(experiment: Experiment, journal: Journal, out: str | None = None,
 def _steady(experiment: Experiment, probes: list[ProbeRunner], phase: str, result: dict,
             events: list[dict]):
     start = time.monotonic()
-    events.append({"t": start, "event": f"steady {phase}"})
+    event = {"t": start, "event": f"steady {phase}"}
+    events.append(event)
     time.sleep(experiment.steady_seconds)
-    end = time.monotonic()
+    end = event["until"] = time.monotonic()
     # a request is recorded when it ends: let the ones started in the window finish
     time.sleep(max(p.probe.timeout for p in probes) + 0.1)
     for probe in probes:
@@ -218,13 +219,16 @@ def _summarise(experiment: Experiment, probes: list[ProbeRunner], marks: list[di
                events: list[dict], t0: float, end: float, result: dict) -> None:
     result["probes"] = []
     for probe in probes:
+        # before: the steady window checked before the method (none: until the first step)
         first = marks[0]["start"] if marks else end
+        begin, first = next(((e["t"], e["until"]) for e in events
+                             if e["event"] == "steady before" and "until" in e), (t0, first))
         # after: the last steady window (after the rollbacks), as the hypothesis is checked
         last = max((e["t"] for e in events if e["event"] == "steady after"),
                    default=max((m["end"] for m in marks), default=end))
         summary = {"name": probe.probe.name, "kind": probe.probe.kind,
                    "target": probe.probe.url or probe.probe.route or probe.probe.conflist,
-                   "before": window(probe.records, t0, first),
+                   "before": window(probe.records, begin, first),
                    "after": window(probe.records, last, end)}
         summary["after"]["ok"] = (summary["after"]["success"] or 0) >= probe.probe.min_success
         summary["total"] = window(probe.records, t0, end)
@@ -263,6 +267,8 @@ def _timeline(probes: list[ProbeRunner], marks: list[dict], events: list[dict],
                         "what": what})
     for e in out:
         e["t"] = round(e["t"] - t0, 3)
+        if "until" in e:
+            e["until"] = round(e["until"] - t0, 3)
     return {"bucket_seconds": BUCKET_SECONDS, "seconds": round(end - t0, 3),
             "events": sorted(out, key=lambda e: e["t"]),
             "probes": {p.probe.name: buckets(p.records, t0, end, BUCKET_SECONDS)

@@ -14,6 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
+from dcnet.lab.etcd_lab import start_etcd_cluster
+from dcnet.sysio import netns
+from tests.netns.test_cni_etcd import ETCD_HOSTS, EtcdNodes, etcd_underlay
 from tests.netns.test_cni_hostgw import AGENT, Cluster, underlay, wait_until
 
 pytestmark = pytest.mark.netns
@@ -88,3 +91,86 @@ def test_agent_sigkilled_during_a_burst_of_adds(hostgw, tmp_path):
     assert result["rollbacks"][0]["ready"]
     assert cluster.reservations("n1") == reservations
     assert cluster.pod_veths("n1") == set()
+
+
+# ---------------------------------------------------------------- etcd under host-gw
+
+
+def command_line(lab, host: str, pattern: str) -> str:
+    """The command line (a JSON list) of the one process in ``host`` matching pattern."""
+    found = []
+    for pid in netns.pids(lab.netns(host)):
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().decode().split("\0")[:-1]
+        if pattern in " ".join(argv):
+            found.append(argv)
+    assert len(found) == 1, found
+    return json.dumps(found[0])
+
+
+@pytest.fixture
+def etcd_hostgw(lab_factory, tmp_path):
+    """Nodes n1 and n2 whose agents keep their leases in a 3-member etcd (e1..e3)."""
+    lab = lab_factory(etcd_underlay())
+    etcd = start_etcd_cluster(lab, list(ETCD_HOSTS), str(tmp_path / "etcd"), client_host="sw")
+    etcd.wait_healthy()
+    nodes = EtcdNodes(lab, tmp_path / "cni", etcd)
+    os.makedirs(nodes.root, exist_ok=True)
+    for node in ("n1", "n2"):
+        nodes.start_agent(node)
+    wait_until(nodes.routes_converged, "routes between n1 and n2")
+    runtime = nodes.runtime("n1")
+    path = nodes.pod("warm-up")
+    runtime.add("warm-up", path)
+    runtime.delete("warm-up", path)
+    nodes.remove_pods()
+    yield nodes
+    nodes.remove_pods()
+    etcd.close()
+
+
+def etcd_variables(nodes) -> dict:
+    return {"LAB": nodes.lab.prefix, "CONFLIST": nodes.conf_path("n1"),
+            "CNI_PATH": nodes.bin_dir, "IPAM_DIR": str(nodes.ipam_dir("n1")),
+            "PEER_SUBNET": nodes.subnet("n2")}
+
+
+def check_pods_kept_starting(result: dict, nodes, reservations: dict) -> None:
+    assert result["ok"], result
+    assert result["leftovers"] == [] and result["error"] is None
+    add, route = result["probes"]
+    assert add["total"]["failed"] == 0 and add["total"]["requests"] > 0, add
+    assert route["total"]["failed"] == 0                  # host-gw kept its route
+    assert all(r["ready"] for r in result["rollbacks"])
+    assert nodes.reservations("n1") == reservations
+    # etcd serves again (the members the rollbacks started are not the lab's processes)
+    wait_until(lambda: serves(nodes), "etcd serves the agents' leases again")
+    for node in ("n1", "n2"):
+        wait_until(lambda n=node: not nodes.node_state(n)["degraded"], f"{node} recovers")
+
+
+def serves(nodes) -> bool:
+    try:
+        return sorted(holder for _, holder in nodes.lease_keys().values()) == ["n1", "n2"]
+    except Exception:       # any client error: not serving yet
+        return False
+
+
+def test_etcd_member_killed_while_pods_start(etcd_hostgw, tmp_path):
+    nodes = etcd_hostgw
+    reservations = nodes.reservations("n1")
+    result = run_experiment("etcd-member-killed", tmp_path, **etcd_variables(nodes),
+                            MEMBER_ARGV=command_line(nodes.lab, "e1", "--name etcd1 "))
+    check_pods_kept_starting(result, nodes, reservations)
+    assert result["steps"][0]["probes"]["add"]["during"]["requests"] > 0
+
+
+def test_all_of_etcd_stopped_while_pods_start(etcd_hostgw, tmp_path):
+    nodes = etcd_hostgw
+    reservations = nodes.reservations("n1")
+    argv = {f"E{i}_ARGV": command_line(nodes.lab, f"e{i}", f"--name etcd{i} ")
+            for i in (1, 2, 3)}
+    result = run_experiment("etcd-stopped", tmp_path, **etcd_variables(nodes), **argv)
+    check_pods_kept_starting(result, nodes, reservations)
+    assert [s["fault"]["signal"] for s in result["steps"]] == ["TERM"] * 3
+    assert result["steps"][2]["probes"]["add"]["during"]["requests"] > 0
