@@ -34,6 +34,7 @@ from dcnet.sysio.files import atomic_write
 from dcnet.undo import Undo
 
 STATE_DIR = "/run/dcnet-lab"
+CARRIER_WAIT = 20.0          # seconds a build waits for link-watch to report carrier
 PREFIX_STEM = "dl"
 IFA_F_NODAD = 0x02
 TCP_LISTEN = "0A"
@@ -219,6 +220,7 @@ class Lab:
         for end in topo.endpoints():
             yield (f"configure {end.ifname} on {end.host}",
                    lambda e=end: self._configure(e.host, e.ifname, e.addresses))
+        yield "wait for carrier on every link", self._wait_carrier
         for index, route in enumerate(topo.routes):
             yield f"add routes[{index}] on {route.host}", lambda r=route: self._add_route(r)
         for process in topo.processes:
@@ -295,6 +297,29 @@ class Lab:
             ipr.addr("add", index=index, address=str(address.ip),
                      prefixlen=address.network.prefixlen, **extra)
         ipr.link("set", index=index, state="up")
+
+    def _wait_carrier(self, limit: float = CARRIER_WAIT) -> None:
+        """Wait until every veth end and bridge is operationally up. The kernel reports a
+        new veth's carrier (and so lets a bridge forward on that port) from its
+        link-watch work, up to a second after the link is set up; frames sent before
+        are dropped (first health checks lost, ARP unanswered: issue #17)."""
+        pending = {(end.host, end.ifname) for end in self.topology.endpoints()}
+        ported = {(end.host, end.bridge) for end in self.topology.endpoints() if end.bridge}
+        pending |= {(b.host, b.name) for b in self.topology.bridges
+                    if (b.host, b.name) in ported}      # a port-less bridge has no carrier
+        deadline = time.monotonic() + limit
+        while True:
+            for host, ifname in sorted(pending):
+                ipr = self.iproute(host)
+                links = ipr.get_links(_index(ipr, ifname))
+                if links and links[0].get_attr("IFLA_OPERSTATE") == "UP":
+                    pending.discard((host, ifname))
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise LabError("links without carrier after "
+                               f"{limit:g}s: " + ", ".join(f"{h}/{i}" for h, i in sorted(pending)))
+            time.sleep(0.02)
 
     def _add_route(self, route: Route) -> None:
         ipr = self.iproute(route.host)

@@ -209,6 +209,17 @@ def test_mtu_and_bridge_membership(lab: Lab):
     assert ipr.link_lookup(ifname="br0")
 
 
+def test_every_link_has_carrier_when_the_build_returns(lab: Lab):
+    """Bridge ports forward from the first frame: the build waited for link-watch to
+    report every veth end (and every bridge with ports) operationally up."""
+    for end in lab.topology.endpoints():
+        state = lab.run(end.host, ["cat", f"/sys/class/net/{end.ifname}/operstate"]).stdout
+        assert state.strip() == "up", (end.host, end.ifname, state)
+    for bridge in lab.topology.bridges:
+        state = lab.run(bridge.host, ["cat", f"/sys/class/net/{bridge.name}/operstate"])
+        assert state.stdout.strip() == "up", bridge
+
+
 def test_nothing_is_created_in_the_root_namespace(lab: Lab):
     root_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     for name in ("br0", "p-h1", "p-h2", "p-r"):
