@@ -252,6 +252,8 @@ def revert(record: dict) -> str:
     with _locked(namespace, interface):
         stack = read_stack(namespace, interface)
         rest = [f for f in stack if f["key"] != record["key"]]
+        if len(rest) == len(stack):     # never applied (refused, or died before the stack)
+            return f"{what}: not in place, nothing to revert"
         _write_stack(namespace, interface, rest)
         try:
             spec = build(namespace, interface, rest)

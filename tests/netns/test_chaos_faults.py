@@ -173,6 +173,7 @@ def test_a_foreign_root_qdisc_is_not_replaced(two_hosts, workdir):
     record = faults.prepare(step("rate", two_hosts.netns("h1"), rate_bps=1_000_000), "t", 0)
     with pytest.raises(faults.FaultError, match="root qdisc 'htb' that chaos did not make"):
         faults.apply(record)
+    assert "not in place" in faults.revert(record)          # as recover would after it
     assert "qdisc htb 5:" in tc_show(two_hosts, "h1")
 
 
