@@ -225,6 +225,7 @@ class DrainResult:
     steps: list[DynamicResult]
     outcome: drain.DrainOutcome | None = None
     notes: list[str] = field(default_factory=list)
+    quiesced_after: float | None = None     # seconds from the call to weight 0 written
 
     @property
     def errors(self) -> list[str]:
@@ -303,10 +304,11 @@ def drain_backend(store: Store, ipvs: IPVSTable, action: str, service: str,
         return DrainResult([change_backend(store, ipvs, "remove", service, server_text,
                                            weight, lock_timeout=lock_timeout, clock=clock,
                                            delete=True)])
+    started = monotonic()
     first = change_backend(store, ipvs, "drain", service, server_text, weight,
                            lock_timeout=lock_timeout, clock=clock,
                            only_known=action == "remove")
-    result = DrainResult([first])
+    result = DrainResult([first], quiesced_after=monotonic() - started)
     if first.errors or first.skipped:
         return result
     if quiescent is None and hasattr(ipvs, "netns_path"):
