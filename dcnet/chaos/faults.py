@@ -94,6 +94,8 @@ def _prepare_link(step: Step, record: dict, key: str) -> dict:
     record.update(interface=step.interface, key=key)
     what = f"fault {step.kind} on {step.interface} in {step.namespace}"
     try:
+        if step.kind in LINK_KINDS:     # a link down before the fault stays down after it
+            record["was_up"] = linkfaults.is_up(step.namespace, step.interface)
         linkfaults.check(step.namespace, step.interface)
         if step.kind == "delay":
             qdisc.check_netem()

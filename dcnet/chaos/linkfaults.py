@@ -3,11 +3,11 @@
 ``link-down`` sets the interface down for the step's duration; ``link-flap`` sets it
 down and up again every ``period`` seconds (down for half of it), ``count`` times (0:
 until reverted), in a thread of the runner. Reverting stops the thread (when this
-process runs it) and sets the interface up, so after a SIGKILL of the runner, wherever
-the flap left the link, ``recover`` brings it up. Reverting is idempotent. Kernel I/O is
-pyroute2 in a thread switched into the namespace by
-:func:`dcnet.sysio.netns.run_in` (``IPRoute(netns=...)`` forks a helper that inherits the
-caller's signal handlers).
+process runs it) and sets the interface up unless it was down before the fault, so
+after a SIGKILL of the runner, wherever the flap left the link, ``recover`` brings it
+up. Reverting is idempotent. Kernel I/O is pyroute2 in a thread switched into the
+namespace by :func:`dcnet.sysio.netns.run_in` (``IPRoute(netns=...)`` forks a helper
+that inherits the caller's signal handlers).
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def revert(record: dict) -> str:
         flapper[0].join(30)
     if not netns.exists(record["namespace"]):
         return f"{what}: namespace gone, nothing to revert"
+    if not record.get("was_up", True):
+        return f"{what}: it was down before the fault, left as it is"
     try:
         set_state(record["namespace"], record["interface"], "up")
     except LinkError:

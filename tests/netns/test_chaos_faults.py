@@ -65,6 +65,11 @@ def test_link_down_then_revert_sets_it_up(two_hosts):
     assert linkfaults.is_up(ns, "eth0")
     wait_until(lambda: pings(two_hosts, "h1", H2), "ping after the link is up")
     faults.revert(record)                                    # idempotent
+    linkfaults.set_state(ns, "eth0", "down")                 # down before the fault:
+    record = faults.prepare(step("link-down", ns), "t", 1)
+    faults.apply(record)
+    assert "left as it is" in faults.revert(record)          # stays down
+    assert not linkfaults.is_up(ns, "eth0")
 
 
 def test_link_flap_goes_down_and_up_until_reverted(two_hosts):
