@@ -27,6 +27,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from dcnet.lab.linkwait import CARRIER_WAIT, wait_carrier
 from dcnet.lab.topology import Bridge, Endpoint, Process, Route, Topology, Veth
 from dcnet.sysio import netns as netns_mod
 from dcnet.sysio import proc
@@ -34,7 +35,6 @@ from dcnet.sysio.files import atomic_write
 from dcnet.undo import Undo
 
 STATE_DIR = "/run/dcnet-lab"
-CARRIER_WAIT = 20.0          # seconds a build waits for link-watch to report carrier
 PREFIX_STEM = "dl"
 IFA_F_NODAD = 0x02
 TCP_LISTEN = "0A"
@@ -298,28 +298,11 @@ class Lab:
                      prefixlen=address.network.prefixlen, **extra)
         ipr.link("set", index=index, state="up")
 
-    def _wait_carrier(self, limit: float = CARRIER_WAIT) -> None:
-        """Wait until every veth end and bridge is operationally up. The kernel reports a
-        new veth's carrier (and so lets a bridge forward on that port) from its
-        link-watch work, up to a second after the link is set up; frames sent before
-        are dropped (first health checks lost, ARP unanswered: issue #17)."""
-        pending = {(end.host, end.ifname) for end in self.topology.endpoints()}
-        ported = {(end.host, end.bridge) for end in self.topology.endpoints() if end.bridge}
-        pending |= {(b.host, b.name) for b in self.topology.bridges
-                    if (b.host, b.name) in ported}      # a port-less bridge has no carrier
-        deadline = time.monotonic() + limit
-        while True:
-            for host, ifname in sorted(pending):
-                ipr = self.iproute(host)
-                links = ipr.get_links(_index(ipr, ifname))
-                if links and links[0].get_attr("IFLA_OPERSTATE") == "UP":
-                    pending.discard((host, ifname))
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise LabError("links without carrier after "
-                               f"{limit:g}s: " + ", ".join(f"{h}/{i}" for h, i in sorted(pending)))
-            time.sleep(0.02)
+    def _wait_carrier(self) -> None:
+        """Every veth end and every bridge with ports operationally up (issue #17)."""
+        ends = [(end.host, end.ifname, end.bridge) for end in self.topology.endpoints()]
+        bridges = [(b.host, b.name) for b in self.topology.bridges]
+        wait_carrier(self.iproute, ends, bridges, CARRIER_WAIT)
 
     def _add_route(self, route: Route) -> None:
         ipr = self.iproute(route.host)
