@@ -48,6 +48,8 @@ class InitConfig(NamedTuple):
     debug: bool = False
     debug_file: str = "/tmp/dcnet-init.last-output"
     verbose: bool = False
+    pushgateway: str | None = None
+    jobname: str = ""
 
 
 def parse_check(text: str) -> Check:
@@ -162,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("DCNET_INIT_DEBUG") == "1",
                    help="On a non-zero exit stay up (no restart loop) with the output kept.")
     p.add_argument("--debug-file", default="/tmp/dcnet-init.last-output")
+    p.add_argument("--pushgateway", default=os.environ.get("DCNET_PUSHGATEWAY") or None,
+                   help="Push the lifecycle (time to healthy, registration, drain, exit "
+                        "code) to this Prometheus Pushgateway, HOST:PORT or URL (default "
+                        "$DCNET_PUSHGATEWAY; none: no push).")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("command", nargs=argparse.REMAINDER)
     return p
@@ -196,4 +202,6 @@ def parse(argv: list[str]) -> InitConfig:
         on_drain=((drain,) if drain else ()) + shell(args.on_drain),
         on_stop=((remove,) if remove else ()) + shell(args.on_stop),
         drain_deadline=args.drain_deadline, grace=args.grace, hook_timeout=args.hook_timeout,
-        debug=args.debug, debug_file=args.debug_file, verbose=args.verbose)
+        debug=args.debug, debug_file=args.debug_file, verbose=args.verbose,
+        pushgateway=args.pushgateway,
+        jobname=args.elb_service or os.environ.get("JOBNAME") or "")

@@ -72,6 +72,13 @@ class Supervisor:
         self.tail_size = 0
         self.copiers: list[threading.Thread] = []
         self.pending: list[int] = []
+        self.started_at = time.time()
+        self.times: dict[str, float] = {"start": time.monotonic()}
+        self.hook_failures: dict[str, int] = {}
+        self.pusher = None
+        if config.pushgateway:
+            from dcnet.init.push import Pusher
+            self.pusher = Pusher(config.pushgateway, config.jobname, self.log)
 
     def log(self, text: str) -> None:
         self.stream.write(f"dcnet-init: {text}\n")
@@ -180,6 +187,7 @@ class Supervisor:
         if self.check_job is not None and self.check_job.expire(now):
             self.health.record(False)
         if self.health.phase == "starting" and self.health.healthy and self.app_code is None:
+            self.times["healthy"] = now
             self._phase("registering")
             self.sequence = Sequence("start", self.c.on_start, self.c.env, self.c.hook_timeout,
                                      self.log, self._started)
@@ -200,7 +208,9 @@ class Supervisor:
         if self.health.phase != "registering":
             return                       # cancelled by a signal or a crash
         self.registered = any(code == 0 for _, code in results) or not results
+        self._count_failures("start", results)
         self._phase("serving")
+        self._push()
 
     def _signal(self, signum: int) -> None:
         terminating = signum in (signal.SIGTERM, signal.SIGINT)
@@ -215,6 +225,7 @@ class Supervisor:
             if self.sequence is not None and not self.sequence.finished:
                 self.sequence.cancel()
             self._phase("draining")
+            self.times["drain"] = time.monotonic()
             self.sequence = Sequence("drain", self.c.on_drain, self.c.env,
                                      min(self.c.hook_timeout, self.c.drain_deadline),
                                      self.log, self._drained)
@@ -222,7 +233,9 @@ class Supervisor:
             self._stop_app(signum)
 
     def _drained(self, results) -> None:
+        self._count_failures("drain", results)
         if self.health.phase == "draining":
+            self.times["drained"] = time.monotonic()
             self._stop_app(self.stop_signal)
 
     def _stop_app(self, signum: int) -> None:
@@ -249,10 +262,37 @@ class Supervisor:
                                  self.log, self._stopped)
 
     def _stopped(self, results) -> None:
+        self._count_failures("stop", results)
+        if self.pusher is not None:
+            self.pusher.final(self._lifecycle())
         if self.c.debug and self.app_code:
             self._keep_for_debugging()
             return
         self.exit_now = True
+
+    # ------------------------------------------------------------------ push
+
+    def _count_failures(self, sequence: str, results) -> None:
+        failed = sum(1 for _, code in results if code != 0)
+        self.hook_failures[sequence] = self.hook_failures.get(sequence, 0) + failed
+
+    def _lifecycle(self) -> dict:
+        """The numbers pushed (:mod:`dcnet.init.push`); None values are left out."""
+        t = self.times
+        healthy = t["healthy"] - t["start"] if "healthy" in t else None
+        drain = t["drained"] - t["drain"] if "drained" in t and "drain" in t else None
+        return {"dcnet_init_start_timestamp_seconds": self.started_at,
+                "dcnet_init_healthy_seconds": healthy,
+                "dcnet_init_registered": int(self.registered),
+                "dcnet_init_hook_failures": dict(self.hook_failures) or None,
+                "dcnet_init_drain_seconds": drain,
+                "dcnet_init_exit_code": self.app_code,
+                "dcnet_init_reaped_orphans": self.reaped_orphans,
+                "dcnet_init_last_push_timestamp_seconds": time.time()}
+
+    def _push(self) -> None:
+        if self.pusher is not None:
+            self.pusher.push(self._lifecycle())
 
     def _keep_for_debugging(self) -> None:
         for thread in self.copiers:

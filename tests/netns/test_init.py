@@ -248,3 +248,41 @@ def test_a_missing_command_exits_127():
     proc = subprocess.run([*INIT, "--", "/nonexistent/app"], capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 127 and "cannot start" in proc.stderr
+
+
+def test_lifecycle_is_pushed_to_a_real_pushgateway(lab_factory, tmp_path):
+    """With --pushgateway: a push once registered (registered 1, time to healthy) and a
+    last one at exit (exit code 143 after the drain, drain time, no hook failure), into
+    the group of its JOBNAME and instance; the Pushgateway runs in a lab namespace. The
+    ELB hooks run ``/bin/true backend ...`` (``--elbctl``): the push is what is tested."""
+    lab = lab_factory({"hosts": ["node"]})
+    gateway = "127.0.0.1:9091"
+    lab.start("node", ["prometheus-pushgateway", f"--web.listen-address={gateway}",
+                       "--persistence.file="], name="pushgateway")
+
+    def pushed() -> str:
+        def get() -> str:
+            try:
+                with urllib.request.urlopen(f"http://{gateway}/metrics", timeout=3) as r:
+                    return r.read().decode()
+            except OSError:
+                return ""
+        return lab.call("node", get)
+
+    wait_for(lambda: "pushgateway_build_info" in pushed(), what="the Pushgateway")
+    job = "job.web_service.shop_cluster.prod_pdl.retail_owt.sre_cop.example"
+    init = lab.start("node", [*INIT, "--pushgateway", gateway, "--elb-service", job,
+                              "--elb-server", "10.0.0.1:80", "--elbctl", "/bin/true",
+                              "--on-drain", "sleep 0.2", "--", "sleep", "600"], name="init")
+    group = f'instance="{socket.gethostname()}",job="dcnet_init",jobname="{job}"'
+    wait_for(lambda: f"dcnet_init_registered{{{group}}} 1" in pushed(),
+             what="the push once registered")
+    first = pushed()
+    assert f"dcnet_init_healthy_seconds{{{group}}}" in first
+    assert f"dcnet_init_exit_code{{{group}}}" not in first
+    init.send_signal(signal.SIGTERM)
+    assert init.wait(30) == 143
+    last = pushed()
+    assert f"dcnet_init_exit_code{{{group}}} 143" in last
+    assert f"dcnet_init_drain_seconds{{{group}}}" in last
+    assert f'dcnet_init_hook_failures{{{group},sequence="drain"}} 0' in last
