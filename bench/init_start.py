@@ -5,7 +5,9 @@ interleaved (tini, dumb-init, dcnet-init, then again), and measures the wall tim
 spawn to exit (the whole start-up and shutdown cost of the init) and the peak RSS of
 the init process (GNU time's %M around ``INIT -- sleep 0.2``). Also the time
 dcnet-init takes from spawn to "healthy" for an app that listens at once (TCP check,
-interval 0.01 s): what the health check and the hooks add to an app's start.
+interval 0.01 s): what the health check and the hooks add to an app's start; and the
+time until the app itself accepts, alone, under tini, under dcnet-init without hooks and
+with a check and a slow (300 ms) start hook, interleaved: the hooks must not delay it.
 
     .venv/bin/python bench/init_start.py [--runs 30]
 
@@ -76,13 +78,14 @@ def time_to_healthy() -> float:
         proc.wait()
 
 
-def app_start() -> float:
-    """The same app alone, to the moment it accepts (the floor)."""
+def app_start(prefix: tuple[str, ...] = ()) -> float:
+    """The app to the moment it accepts, alone (the floor) or under ``prefix`` (an init
+    and its options, ending with ``--``)."""
     port = free_port()
     app = (f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); "
            "s.listen(); time.sleep(30)")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", app])
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", app], stderr=subprocess.DEVNULL)
     try:
         while True:
             try:
@@ -121,6 +124,23 @@ def main() -> None:
     h, a = statistics.median(healthy), statistics.median(alone)
     print(f"app accepting alone: {a * 1000:.1f} ms; under dcnet-init to healthy (check "
           f"interval 10 ms, start hook run): {h * 1000:.1f} ms (+{(h - a) * 1000:.1f} ms)")
+    init = INITS["dcnet-init"][:-1]
+    variants = {"alone": (), "tini": tuple(INITS["tini"]),
+                "dcnet-init, no hooks": (*init, "--"),
+                "dcnet-init, TCP check + a 300 ms start hook": (
+                    *init, "--check", "tcp:1", "--interval", "0.01", "--on-start",
+                    "sleep 0.3", "--")}
+    accepting: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(max(5, args.runs // 3)):
+        names = list(variants)[i % len(variants):] + list(variants)[:i % len(variants)]
+        for name in names:
+            accepting[name].append(app_start(variants[name]))
+    print("app accepting (spawn to first accepted connection; hooks run after the check "
+          "passes, so they must not move it):")
+    floor = statistics.median(accepting["alone"])
+    for name, values in accepting.items():
+        med = statistics.median(values)
+        print(f"  {name:<46} {med * 1000:7.1f} ms  ({med / floor:.2f}x alone)")
 
 
 if __name__ == "__main__":
