@@ -107,6 +107,8 @@ class Rollback:
     argv: tuple[str, ...]
     ready_tcp: str = ""         # "address:port" accepting connections = started
     ready_command: tuple[str, ...] = ()     # run in the namespace until it exits 0
+    log: str = ""               # append its output here (default: discarded)
+    wait_gone: str = ""         # first wait until no process in the namespace matches
     timeout: float = 10.0
 
 
@@ -241,6 +243,8 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
         raw_argv = s.required("argv", lambda v: v)
         ready = s.optional("ready_tcp", text(r"[0-9a-fA-F.:]+:\d{1,5}", "address:port"), "")
         timeout = s.optional("timeout", number(0.1, 600), 10.0)
+        log = s.optional("log", _ABSPATH, "")
+        wait_gone = s.optional("wait_gone", text(r".{1,200}", "a regex"), "")
         raw_ready = s.optional("ready_command", lambda v: v, [])
         ready_command = list_of(("rollbacks", i, "start", "ready_command"), problems,
                                 raw_ready, "ready_command")
@@ -252,7 +256,8 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
                          "of strings")
         elif s.finish() and raw_argv is not MISSING:
             rollbacks.append(Rollback(namespace, tuple(argv), ready_tcp=ready,
-                                      timeout=timeout, ready_command=tuple(ready_command)))
+                                      timeout=timeout, ready_command=tuple(ready_command),
+                                      log=log, wait_gone=wait_gone))
     if problems.items:
         return None
     return Experiment(name=name, source=source, namespaces=tuple(namespaces),

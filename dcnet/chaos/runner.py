@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -169,9 +170,14 @@ def _step(experiment: Experiment, journal: Journal, index: int, step: Step, log:
 
 def _rollback(rollback: Rollback, log: Log) -> dict:
     started = time.monotonic()
+    if rollback.wait_gone:      # e.g. a SIGTERMed daemon still shutting down on its port
+        pattern = re.compile(rollback.wait_gone)
+        while any(pattern.search(snapshot.cmdline(p)) for p in netns.pids(rollback.namespace)
+                  ) and time.monotonic() < started + rollback.timeout:
+            time.sleep(0.1)
     # setsid -f: the process outlives the runner and is nobody's child here
-    proc.run(["sh", "-c", 'setsid -f "$@" </dev/null >/dev/null 2>&1', "sh",
-              *rollback.argv], netns=rollback.namespace)
+    proc.run(["sh", "-c", 'log=$1; shift; setsid -f "$@" </dev/null >>"$log" 2>&1', "sh",
+              rollback.log or "/dev/null", *rollback.argv], netns=rollback.namespace)
     ready = True
     if rollback.ready_tcp:
         address, port = rollback.ready_tcp.rsplit(":", 1)

@@ -24,7 +24,7 @@ def _json(namespace: str, argv: list[str]) -> list:
         return []
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -54,7 +54,7 @@ def of_namespace(namespace: str) -> dict[str, list[str]]:
     except (proc.CommandError, OSError):
         tables = set()
     me = os.getpid()
-    processes = Counter(_cmdline(p) for p in netns.pids(namespace) if p != me)
+    processes = Counter(cmdline(p) for p in netns.pids(namespace) if p != me)
     return {"links": sorted(links), "addresses": sorted(addresses), "routes": sorted(routes),
             "qdiscs": sorted(qdiscs), "nft tables": sorted(tables),
             "processes": sorted(f"{n}x {c}" for c, n in processes.items() if c)}

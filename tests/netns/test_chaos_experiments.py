@@ -132,7 +132,7 @@ def etcd_hostgw(lab_factory, tmp_path):
 def etcd_variables(nodes) -> dict:
     return {"LAB": nodes.lab.prefix, "CONFLIST": nodes.conf_path("n1"),
             "CNI_PATH": nodes.bin_dir, "IPAM_DIR": str(nodes.ipam_dir("n1")),
-            "PEER_SUBNET": nodes.subnet("n2")}
+            "PEER_SUBNET": nodes.subnet("n2"), "LOG_DIR": str(nodes.root)}
 
 
 def check_pods_kept_starting(result: dict, nodes, reservations: dict) -> None:
