@@ -116,6 +116,7 @@ class LVSPayload:
     ipvs_notes: tuple[str, ...]             # the IPVS read's notes (for the record)
     ipvs_objects: int                       # owned IPVS objects once applied
     rule_specs: MappingProxyType            # rule key -> pyroute2 spec (read rules)
+    sysctls: tuple[str, ...] = tuple(state.SYSCTLS)   # the sysctls read (current_digest)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,8 @@ class LVSTarget(Target):
         if self.routing is not None:
             self.routing.settings = model.lvs
             read = self.routing.read([c.table for c in model.carriers], vips,
-                                     list(state.SYSCTLS) if self.manage_sysctls else [])
+                                     list(state.managed_sysctls(model))
+                                     if self.manage_sysctls else [])
             notes += read.notes
             specs = read.rule_specs
             for ident, attrs in read.state.items():
@@ -265,7 +267,7 @@ class LVSTarget(Target):
         if self.routing is not None:
             self.routing.settings = payload.settings
             read = self.routing.read(payload.tables, (),
-                                     list(state.SYSCTLS) if self.manage_sysctls else [])
+                                     list(payload.sysctls) if self.manage_sysctls else [])
             current = {k: v for k, v in read.state.items() if self._manages(k[0])}
         text = self._proc_text()
         if text is None:
@@ -290,7 +292,7 @@ class LVSTarget(Target):
         if self.manage_routing:
             out.update(state.desired_routing(model))
         if self.manage_sysctls:
-            out.update(state.desired_sysctls())
+            out.update(state.desired_sysctls(model))
         return out
 
     def plan(self, model) -> Plan:
@@ -337,6 +339,7 @@ class LVSTarget(Target):
                                 for c in changes if c.kind in state.IPVS_KINDS)
             payload = LVSPayload(
                 settings=model.lvs, tables=tuple(c.table for c in model.carriers),
+                sysctls=tuple(state.managed_sysctls(model)),
                 draining=MappingProxyType(dict(drained.draining)), layouts=model_layouts,
                 drain_seconds=model.lvs.drain_seconds, inputs_digest=inputs,
                 table_digest=table, fast_path=fast, ipvs_notes=ipvs_notes,

@@ -32,6 +32,7 @@ from dcnet.lvs.ipvs import (
     WireService,
 )
 from dcnet.lvs.layout import ServiceLayout, effective_servers
+from dcnet.model.types import Forwarding
 
 KIND_ORDER = ("sysctl", "link", "route", "rule", "vip", "service", "dest")
 IPVS_KINDS = ("service", "dest")
@@ -119,8 +120,27 @@ def exact_read_services(desired: StateDict) -> set[Key]:
             if kind == "dest" and not superset(attrs)}
 
 
-def desired_sysctls() -> StateDict:
-    return {("sysctl", (name,)): {"value": value} for name, value in SYSCTLS.items()}
+IPV6_FORWARDING = "net.ipv6.conf.all.forwarding"   # IPv6 NAT replies pass the director
+
+
+def needs_ipv6_forwarding(model) -> bool:
+    """Whether ``model`` has an IPv6 VIP on a NAT port (only then is IPv6 forwarding
+    turned on: it also makes the director ignore router advertisements)."""
+    return any(vip.version == 6 and any(p.forward is Forwarding.NAT for p in s.ports)
+               for s in model.services for _, vip in s.vips)
+
+
+def managed_sysctls(model=None) -> dict[str, str]:
+    """The sysctls elbctl sets for ``model`` (name -> value)."""
+    out = dict(SYSCTLS)
+    if model is not None and needs_ipv6_forwarding(model):
+        out[IPV6_FORWARDING] = "1"
+    return out
+
+
+def desired_sysctls(model=None) -> StateDict:
+    return {("sysctl", (name,)): {"value": value}
+            for name, value in managed_sysctls(model).items()}
 
 
 # ---------------------------------------------------------------- kernel <-> state

@@ -83,3 +83,20 @@ def test_a_failed_routing_write_is_undone(tmp_path):
     retry = apply_plan(target(ipvs, routing, tmp_path), target(ipvs, routing, tmp_path)
                        .plan(model))
     assert retry.ok and target(ipvs, routing, tmp_path).plan(model).empty
+
+
+def test_ipv6_forwarding_is_set_only_for_a_model_with_an_ipv6_nat_vip(tmp_path):
+    """IPv6 NAT replies pass the director: net.ipv6.conf.all.forwarding=1 joins the
+    managed sysctls when the model has an IPv6 VIP on a NAT port, not otherwise (it
+    also stops router advertisements being accepted); a second plan is empty."""
+    dual, plain = lvslab.model(ipv6=True), lvslab.model()
+    assert state.needs_ipv6_forwarding(dual) and not state.needs_ipv6_forwarding(plain)
+    for model, wanted in ((plain, None), (dual, "1")):
+        routing = director()
+        routing.sysctls[state.IPV6_FORWARDING] = "0"
+        ipvs, directory = FakeIPVS(), tmp_path / ("dual" if wanted else "plain")
+        result = apply_plan(target(ipvs, routing, directory),
+                            target(ipvs, routing, directory).plan(model))
+        assert result.ok, result.to_text()
+        assert routing.sysctls[state.IPV6_FORWARDING] == (wanted or "0")
+        assert target(ipvs, routing, directory).plan(model).empty
