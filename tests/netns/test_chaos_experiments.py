@@ -2,7 +2,11 @@
 ``elbctl chaos run --report``: the result file says whether the steady state held (or
 failed as the experiment expects), what failed during and after the fault, and that
 nothing was left over; the Markdown report and the timeline plot are written. Loads
-last seconds, waits are bounded readiness waits, no duration is asserted."""
+last seconds, waits are bounded readiness waits, no duration is asserted.
+
+Shipped experiments run here: agent-killed-during-adds, etcd-member-killed, etcd-stopped
+(host-gw), vrrp-failover (keepalived in namespaces; haproxy-real-server-killed and
+haproxy-partition run in tests/netns/test_chaos.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +19,19 @@ from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
 from dcnet.lab.etcd_lab import start_etcd_cluster
+from dcnet.lab.haproxy_loadgen import one_request
+from dcnet.lvs.keepalived import render
+from dcnet.model import parse_model
 from dcnet.sysio import netns
 from tests.netns.test_cni_etcd import ETCD_HOSTS, EtcdNodes, etcd_underlay
 from tests.netns.test_cni_hostgw import AGENT, Cluster, underlay, wait_until
+from tests.netns.test_lvs_keepalived import (
+    FAILOVER_MODEL,
+    VIP,
+    failover_topology,
+    has_vip,
+    wait_for,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -174,3 +188,52 @@ def test_all_of_etcd_stopped_while_pods_start(etcd_hostgw, tmp_path):
     check_pods_kept_starting(result, nodes, reservations)
     assert [s["fault"]["signal"] for s in result["steps"]] == ["TERM"] * 3
     assert result["steps"][2]["probes"]["add"]["during"]["requests"] > 0
+
+
+# ---------------------------------------------------------------- VRRP failover under load
+
+
+def test_vrrp_failover_under_http_load(lab_factory, tmp_path):
+    lab = lab_factory(failover_topology())
+    model = parse_model(FAILOVER_MODEL)
+    argv = {}
+    for director in ("lvs-a", "lvs-b"):
+        conf = tmp_path / f"{director}.conf"
+        conf.write_text(render(model, director=director))
+        run = tmp_path / director
+        run.mkdir()
+        argv[director] = ["keepalived", "-P", "-n", "-l", "-D", "-f", str(conf),
+                          "-p", f"{run}/k.pid", "-r", f"{run}/v.pid"]
+        lab.start(director, argv[director], name=f"keepalived-{director}",
+                  log_path=str(tmp_path / f"{director}.log"))
+        lab.start(director, [sys.executable, "-m", "dcnet.lab.haproxy_lab", "8080",
+                             "0.0.0.0"], name=f"http-{director}")
+    assert wait_for(lambda: has_vip(lab, "lvs-a"), 30), (tmp_path / "lvs-a.log").read_text()
+    wait_until(lambda: lab.call("isp", one_request, VIP, 8080, 1.0) is None,
+               "the VIP answers")
+    assert not has_vip(lab, "lvs-b")
+    moved = {}
+
+    def watch(line: str) -> None:       # in the runner, while lvs-a's keepalived is dead
+        if line.startswith("fault 0"):
+            # reaped, as a supervisor would: keepalived refuses to start while its pid
+            # file names a pid that exists (a zombie here)
+            lab.process("keepalived-lvs-a").wait(10)
+            moved["lvs-b"] = wait_for(lambda: has_vip(lab, "lvs-b"), 30)
+
+    from dcnet.chaos import experiment, report, runner
+    from dcnet.chaos.journal import Journal
+    loaded = experiment.load(experiment.builtin("vrrp-failover"), {
+        "LAB": lab.prefix, "KEEPALIVED_ARGV": json.dumps(argv["lvs-a"]),
+        "LOG": str(tmp_path / "lvs-a-restarted.log")})
+    result = runner.run(loaded, Journal(str(tmp_path / "journal.jsonl")), log=watch)
+    report.write(result, str(tmp_path / "report"))
+    print("figures vrrp-failover:", json.dumps({
+        "vip": result["steps"][0]["probes"]["vip"], "leftovers": result["leftovers"],
+        "settle_seconds": result["settle_seconds"], "loadavg": result["loadavg"]}))
+    assert moved["lvs-b"], (tmp_path / "lvs-b.log").read_text()      # the failover was real
+    assert result["error"] is None and result["leftovers"] == [], result["leftovers"]
+    assert result["ok"] and result["probes"][0]["after"]["ok"]
+    assert result["rollbacks"][0]["ready"]
+    assert has_vip(lab, "lvs-a") and not has_vip(lab, "lvs-b")       # taken back
+    assert (tmp_path / "report" / "timeline.png").exists()
