@@ -398,8 +398,11 @@ class Lab:
         if threading.current_thread() is not threading.main_thread():
             return
         previous = signal.getsignal(signal.SIGTERM)
+        owner = os.getpid()
 
         def on_sigterm(signum: int, frame: Any) -> None:
+            if os.getpid() != owner:     # a forked helper (pyroute2's netns proxy): never
+                proc.die_by_default(signum)   # tear the lab down from there: end
             if callable(previous):
                 previous(signum, frame)
             raise LabTerminated()

@@ -66,7 +66,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, config.stash[_SAVED_SIGTERM])
 
 
+_OWNER = os.getpid()
+
+
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    if os.getpid() != _OWNER:          # a fork that inherited the handler: end it
+        from dcnet.sysio.proc import die_by_default
+
+        die_by_default(signum)
     raise KeyboardInterrupt("SIGTERM")
 
 

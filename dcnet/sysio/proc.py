@@ -139,3 +139,11 @@ def kill(pid: int, signum: int = signal.SIGKILL) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def die_by_default(signum: int) -> None:
+    """End this process as the signal's default action would: for a Python handler
+    inherited by a fork (``IPRoute(netns=...)`` forks a helper that keeps its parent's
+    handlers; a lab's SIGTERM handler must not tear the lab down from there)."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

@@ -220,6 +220,22 @@ def test_every_link_has_carrier_when_the_build_returns(lab: Lab):
         assert state.stdout.strip() == "up", bridge
 
 
+def test_a_sigterm_in_a_fork_ends_the_fork_and_leaves_the_lab(lab: Lab):
+    """A fork keeps the lab's (and pytest's) SIGTERM handler: pyroute2's IPRoute(netns=)
+    forks such a helper. SIGTERM there must end the fork as by default, never raise into
+    the lab's teardown from it (that deleted the namespaces under a running test)."""
+    pid = os.fork()
+    if pid == 0:                              # the fork
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            os._exit(3)                       # reached only if the handler returned/raised
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+    assert all(netns_mod.exists(name) for name in lab.netns_names)
+
+
 def test_nothing_is_created_in_the_root_namespace(lab: Lab):
     root_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     for name in ("br0", "p-h1", "p-h2", "p-r"):
