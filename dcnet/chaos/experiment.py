@@ -70,6 +70,7 @@ class Probe:
     route: str = ""
     conflist: str = ""
     cni_path: str = ""
+    cni_args: str = ""          # CNI_ARGS; "{pod}" is replaced by the pod's name
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
             values["conflist"] = r.required("conflist", _ABSPATH)
             values["cni_path"] = r.required("cni_path", text(r"/[^\s]*", "directories "
                                                              "separated by ':'"))
+            values["cni_args"] = r.optional("cni_args", text(r"[^\s]{0,1000}", "K=V;K=V"), "")
         if r.finish() and values["kind"] is not MISSING:
             probes.append(Probe(**values))
     if isinstance(raw_probes, list) and not raw_probes:

@@ -112,6 +112,9 @@ class CniAddProbe(ProbeRunner):
                              text=True)
         return sum(1 for line in out.stdout.splitlines() if ": lo:" not in line)
 
+    def args(self, name: str) -> str:
+        return self.probe.cni_args.replace("{pod}", name)
+
     def one(self) -> bool:
         from dcnet.lab.cni_invoke import PluginError
 
@@ -121,14 +124,14 @@ class CniAddProbe(ProbeRunner):
         ok = False
         started = time.monotonic()
         try:
-            self.runtime.add(name, netns.path_of(name))
+            self.runtime.add(name, netns.path_of(name), args=self.args(name))
             ok = time.monotonic() - started <= self.probe.timeout
             self.added += 1
         except (PluginError, OSError, ValueError) as exc:
             self.failed_adds.append(f"{name}: {str(exc)[:300]}")
             self.dirty_failures += bool(self._pod_links(name))
         try:
-            self.runtime.delete(name, netns.path_of(name))
+            self.runtime.delete(name, netns.path_of(name), args=self.args(name))
         except (PluginError, OSError, ValueError) as exc:
             self.leftovers.append(f"probe {self.probe.name}: DEL of {name}: {exc}")
         finally:

@@ -5,8 +5,8 @@ nothing was left over; the Markdown report and the timeline plot are written. Lo
 last seconds, waits are bounded readiness waits, no duration is asserted.
 
 Shipped experiments run here: agent-killed-during-adds, etcd-member-killed, etcd-stopped
-(host-gw), vrrp-failover (keepalived in namespaces; haproxy-real-server-killed and
-haproxy-partition run in tests/netns/test_chaos.py)."""
+(host-gw), dhcp-server-gone (MACVLAN), vrrp-failover (keepalived in namespaces);
+haproxy-real-server-killed and haproxy-partition run in tests/netns/test_chaos.py."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
+from dcnet.lab.cni_dhcp import DhcpLab
+from dcnet.lab.cni_dhcp import topology as dhcp_topology
 from dcnet.lab.etcd_lab import start_etcd_cluster
 from dcnet.lab.haproxy_loadgen import one_request
 from dcnet.lvs.keepalived import render
@@ -237,3 +239,29 @@ def test_vrrp_failover_under_http_load(lab_factory, tmp_path):
     assert result["rollbacks"][0]["ready"]
     assert has_vip(lab, "lvs-a") and not has_vip(lab, "lvs-b")       # taken back
     assert (tmp_path / "report" / "timeline.png").exists()
+
+
+# ---------------------------------------------------------------- DHCP server gone (MACVLAN)
+
+
+def test_dhcp_server_gone_while_pods_start(lab_factory, tmp_path):
+    lab = DhcpLab(lab_factory(dhcp_topology(("n1",))), tmp_path / "mv", nodes=("n1",))
+    try:
+        lab.start_dnsmasq()
+        lab.start_agent("n1")
+        dnsmasq = command_line(lab.lab, "dhcp", "dnsmasq ")
+        conflist = lab.conf_path("n1", dhcp={"clientID": "pod", "timeout": 4})
+        state_dir = str(tmp_path / "mv" / "state-n1" / "mvnet")
+        result = run_experiment(
+            "dhcp-server-gone", tmp_path, LAB=lab.lab.prefix, CONFLIST=conflist,
+            CNI_PATH=lab.bin_dir, STATE_DIR=state_dir, DNSMASQ_ARGV=dnsmasq,
+            LOG=str(tmp_path / "dnsmasq-restarted.log"))
+        assert result["error"] is None and result["leftovers"] == [], result["leftovers"]
+        assert result["ok"] and result["probes"][0]["after"]["ok"]
+        [add] = result["probes"]
+        during = result["steps"][0]["probes"]["add"]["during"]
+        assert during["failed"] > 0                       # no lease without the server
+        assert add["dirty_failures"] == 0                 # each failed ADD left nothing
+        assert lab.journal("n1") == {}
+    finally:
+        lab.close()
