@@ -65,8 +65,11 @@ def test_shipped_experiment_real_server_killed_under_load(lab, workdir):
     journal, out = f"{workdir}/journal.jsonl", f"{workdir}/result.json"
     result = CliRunner().invoke(cli, [
         "chaos", "run", "haproxy-real-server-killed", "--var", f"LAB={lab.prefix}",
-        "--var", f"PYTHON={sys.executable}", "--journal", journal, "--out", out])
+        "--var", f"PYTHON={sys.executable}", "--journal", journal, "--out", out,
+        "--report", f"{workdir}/report"])
     assert result.exit_code == 0, result.output
+    with open(f"{workdir}/report/timeline.png", "rb") as handle:     # the report's plot
+        assert handle.read(4) == b"\x89PNG"
     with open(out) as handle:
         report = json.load(handle)
     assert report["ok"] and report["error"] is None and report["leftovers"] == []
@@ -84,7 +87,10 @@ def test_shipped_experiment_real_server_killed_under_load(lab, workdir):
     assert not os.path.exists(journal)
     print("figures:", json.dumps({"during": vip["during"], "after": vip["after"],
                                   "time_to_detect": vip["time_to_detect"],
-                                  "leftovers": report["leftovers"]}))
+                                  "time_to_first_failure": vip["time_to_first_failure"],
+                                  "time_to_recover": vip["time_to_recover"],
+                                  "leftovers": report["leftovers"],
+                                  "loadavg": report["loadavg"]}))
 
 
 def start_runner(lab, journal: str, duration: float) -> subprocess.Popen:
