@@ -1,0 +1,284 @@
+"""A rolling restart of app instances under dcnet-init behind real IPVS (kernel lab only).
+
+``rolling_restart(lab, workdir, state_dir)``: the LVS lab of :mod:`dcnet.lab.lvs_lab`
+(director, carrier clients, real servers rs1..rsN) with the NAT service only in use;
+each real server runs busybox httpd (the app: no Python process per server) under
+``dcnet-init`` with the ELB hooks ``elbctl backend add|drain|remove --target lvs``
+(``--lvs-netns`` the director's namespace, a shared state directory). Both carrier
+clients run a new-connection load (a shell loop of ``curl``, one request per
+connection; each line ``<start time> <body> <http code>``) the whole time. Every
+instance is stopped (SIGTERM to its init: drain hook, then the app, then the remove
+hook) and a new one started, one after the other, while a thread runs full applies of
+the model (in-process, the lvs target under its lock) in a loop. With ``hooks=False``
+the app runs without init and is killed directly, and the new one is not registered
+(the contrast: what a restart without the hooks costs).
+
+No keep-alive load: busybox httpd answers one request per connection (and a Python
+keep-alive server per instance costs ~5 s per start in the guest); see docs/init.md.
+Used by tests/kernel/test_init_lvs.py and bench/lvs_drain.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from dcnet.lab import lvs_lab as lvslab
+from dcnet.model import parse_model
+
+BIN = os.path.dirname(sys.executable)
+APP_PORT = lvslab.RS_HTTP
+VIP = {carrier: vips[0] for carrier, vips in lvslab.VIPS.items()}   # the NAT VIPs
+WAIT = 600.0                    # bounds every wait (emulation on a loaded host is slow)
+
+
+def model_text(drain_deadline: int = 10) -> str:
+    return lvslab.model_text().replace(
+        "lvs: {drain_seconds: 30}", f"lvs: {{drain_seconds: 30, drain_deadline: {drain_deadline}}}")
+
+
+def model(drain_deadline: int = 10):
+    return parse_model(model_text(drain_deadline), source="init-lvs.yaml",
+                       read_text=lvslab.CIDR_FILES.__getitem__)
+
+
+def topology(busybox: str, docroot: str) -> dict:
+    """The LVS lab without its httpd processes (the instances run them under init)."""
+    return {**lvslab.topology(busybox, docroot), "processes": []}
+
+
+def load_loop(url: str, stop_file: str, timeout: float = 5.0) -> list[str]:
+    """argv of one shell sending requests (one connection each) until ``stop_file``
+    exists; each prints ``<epoch start> <body> <http code>`` (``000``: failed)."""
+    script = (f"while [ ! -e {shlex.quote(stop_file)} ]; do t=$(date +%s.%N); "
+              f"b=$(curl -s -m {timeout:g} -w ' %{{http_code}}' {shlex.quote(url)}) || true; "
+              f"echo \"$t $b\" | tr '\\n' ' '; echo; done")
+    return ["sh", "-c", script]
+
+
+def parse_load(text: str) -> list[tuple[float, str, str]]:
+    """(start, body, code) per request of :func:`load_loop` output."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            out.append((float(parts[0]), parts[1] if len(parts) > 2 else "", parts[-1]))
+    return out
+
+
+@dataclass
+class RollingResult:
+    requests: list[tuple[float, str, str]] = field(default_factory=list)
+    per_instance: list[float] = field(default_factory=list)
+    applies: int = 0
+    apply_failures: list[str] = field(default_factory=list)
+    init_codes: list[int] = field(default_factory=list)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    logs: dict[str, str] = field(default_factory=dict)     # each init's output (tail)
+
+    def event(self, what: str) -> None:
+        self.events.append((time.time(), what))
+
+    def report(self) -> str:
+        """Failures, the timeline and the inits' output, for an assertion message."""
+        lines = [f"failed: {self.failed[:20]}", "timeline:"]
+        lines += [f"  {t:.1f} {what}" for t, what in self.events]
+        for name, text in self.logs.items():
+            lines += [f"--- {name}", text]
+        return "\n".join(lines)
+
+    @property
+    def failed(self) -> list[tuple[float, str, str]]:
+        return [r for r in self.requests if r[2] != "200"]
+
+    def served(self) -> Counter:
+        return Counter(body for _, body, code in self.requests if code == "200")
+
+
+def _wait(predicate, what: str, limit: float = WAIT) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+class Instances:
+    """The app instances, rs1..rsN, each under dcnet-init with the ELB hooks (or bare)."""
+
+    def __init__(self, lab, workdir: str, state_dir: str, docroot: str, hooks: bool):
+        self.lab, self.workdir, self.state_dir, self.docroot = lab, workdir, state_dir, docroot
+        self.hooks = hooks
+        self.generation: dict[int, int] = {}
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def start(self, i: int) -> None:
+        gen = self.generation[i] = self.generation.get(i, 0) + 1
+        address = lvslab.SERVERS[i - 1]
+        app = [self.lab_busybox(), "httpd", "-f", "-p", str(APP_PORT), "-h",
+               f"{self.docroot}/rs{i}"]
+        argv = app
+        if self.hooks:
+            elb = [f"--elb-arg={a}" for a in ("--target=lvs",
+                                              f"--lvs-netns={self.lab.netns('director')}",
+                                              f"--lvs-state-dir={self.state_dir}")]
+            argv = [os.path.join(BIN, "dcnet-init"), "--check", f"tcp:{address}:{APP_PORT}",
+                    "--interval", "0.2", "--grace", "10", "--drain-deadline", str(WAIT),
+                    "--hook-timeout", str(WAIT), "--elb-service", lvslab.JOB_NAT,
+                    "--elb-server", address, "--elbctl", os.path.join(BIN, "elbctl"),
+                    *elb, "--", *app]
+        self.procs[i] = self.lab.start(f"rs{i}", argv, name=f"rs{i}-app-{gen}",
+                                       log_path=os.path.join(self.workdir, f"rs{i}-{gen}.log"))
+
+    @staticmethod
+    def lab_busybox() -> str:
+        import shutil
+
+        return shutil.which("busybox") or "/bin/busybox"
+
+    def stop_all(self) -> None:
+        """Stop every instance at once (with hooks: their drains run concurrently)."""
+        running = [p for p in self.procs.values() if p.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM if self.hooks else signal.SIGKILL)
+        for proc in running:
+            proc.wait(WAIT)
+
+    def stop(self, i: int) -> int:
+        proc = self.procs[i]
+        proc.send_signal(signal.SIGTERM if self.hooks else signal.SIGKILL)
+        return proc.wait(WAIT)
+
+
+def _listening(lab, address: str) -> bool:
+    """The app at ``address`` answers (from the director's namespace)."""
+    run = lab.run("director", ["curl", "-s", "-o", "/dev/null", "-m", "5",
+                               f"http://{address}:{APP_PORT}/id"], check=False)
+    return run.returncode == 0
+
+
+def _registered(lab, state_dir: str, address: str) -> bool:
+    """The add hook ran (the registry has the server active) and every dest of the
+    server carries weight. (The model's own servers are weighted from the first apply
+    on, before any instance listens: the registry says the hook ran.)"""
+    from dcnet.lvs.dynamic import server_counts
+    from dcnet.lvs.ipvs import KernelIPVS
+    from dcnet.lvs.store import Store
+
+    store = Store(state_dir)
+    entry = store.registry().get(lvslab.JOB_NAT, {}).get(address, {})
+    if entry.get("state") != "active":
+        return False
+    layout = store.layouts()[0][lvslab.JOB_NAT]
+    ipvs = KernelIPVS(lab.netns("director"))
+    try:
+        counts = server_counts(ipvs, layout, address)
+    finally:
+        ipvs.close()
+    return counts.dests == len(VIP) and counts.weight > 0
+
+
+def _full_apply(lab, state_dir: str, the_model) -> str | None:
+    from dcnet.lvs.backend import LVSTarget
+    from dcnet.target import apply_plan, make_plan
+
+    target = LVSTarget(netns=lab.netns("director"), state_dir=state_dir)
+    try:
+        with target.lock(WAIT):
+            result = apply_plan(target, make_plan(target, the_model))
+        return None if result.ok else result.to_text()[-500:]
+    finally:
+        target.close()
+
+
+def rolling_restart(lab, workdir: str, state_dir: str, docroot: str, instances: int = 3,
+                    hooks: bool = True, drain_deadline: int = 10, settle: float = 1.0,
+                    concurrent_applies: bool = True) -> RollingResult:
+    """Restart rs1..rs``instances`` one after the other under load (see the module
+    docstring); the lab's director must already hold the applied model."""
+    the_model = model(drain_deadline)
+    apps = Instances(lab, workdir, state_dir, docroot, hooks)
+    for i in range(1, instances + 1):
+        apps.start(i)
+    for i in range(1, instances + 1):
+        address = lvslab.SERVERS[i - 1]
+        _wait(lambda a=address: _listening(lab, a), f"instance {i} listening")
+        _wait(lambda a=address: not hooks or _registered(lab, state_dir, a),
+              f"instance {i} registered")
+    result = RollingResult()
+    result.event("every instance listening and registered")
+    stop_file = os.path.join(workdir, "load.stop")
+    loads = []
+    for carrier, vip in VIP.items():
+        out = os.path.join(workdir, f"load-{carrier}.out")
+        loads.append((lab.start(f"cli-{carrier}", load_loop(f"http://{vip}/id", stop_file),
+                                name=f"load-{carrier}", log_path=out), out))
+
+    def served_by(host: str) -> int:
+        return sum(1 for _, path in loads for _, body, code in parse_load(read_text(path))
+                   if body == host and code == "200")
+
+    _wait(lambda: all(served_by(f"rs{i}") > 0 for i in range(1, instances + 1)),
+          "every instance serving")
+    stop_applying = threading.Event()
+
+    def apply_loop() -> None:
+        while not stop_applying.is_set():
+            failure = _full_apply(lab, state_dir, the_model)
+            result.applies += 1
+            if failure:
+                result.apply_failures.append(failure)
+            stop_applying.wait(0.5)
+
+    applier = threading.Thread(target=apply_loop, daemon=True)
+    if concurrent_applies:
+        applier.start()
+    try:
+        for i in range(1, instances + 1):
+            started = time.monotonic()
+            result.event(f"SIGTERM rs{i}")
+            result.init_codes.append(apps.stop(i))
+            result.event(f"rs{i} exited {result.init_codes[-1]}; starting a new one")
+            apps.start(i)
+            host, address = f"rs{i}", lvslab.SERVERS[i - 1]
+            base = served_by(host)
+            if hooks:
+                _wait(lambda a=address: _registered(lab, state_dir, a),
+                      f"new instance {i} registered")
+                result.event(f"new rs{i} registered")
+            _wait(lambda h=host, b=base: served_by(h) > b, f"new instance {i} serving")
+            result.event(f"new rs{i} serving")
+            result.per_instance.append(time.monotonic() - started)
+            time.sleep(settle)
+    finally:
+        stop_applying.set()
+        if concurrent_applies:
+            applier.join(WAIT)
+        with open(stop_file, "w") as handle:
+            handle.write("stop\n")
+        for proc, _ in loads:
+            proc.wait(WAIT)
+        result.event("load stopped")
+        apps.stop_all()
+        result.event("every instance stopped")
+        for name in sorted(os.listdir(workdir)):
+            if name.startswith("rs") and name.endswith(".log"):
+                result.logs[name] = read_text(os.path.join(workdir, name))[-3000:]
+    for _, path in loads:
+        result.requests += parse_load(read_text(path))
+    return result
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
