@@ -36,15 +36,22 @@ class ProbeRunner:
         self.leftovers: list[str] = []       # what the probe itself could not clean up
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._in_flight: dict[int, float] = {}     # thread ident -> its request's start
 
     def one(self) -> bool:
         raise NotImplementedError
 
+    def in_flight_since(self, moment: float) -> bool:
+        """True while a request started before ``moment`` has not been recorded."""
+        return any(t < moment for t in list(self._in_flight.values()))
+
     def _loop(self) -> None:
+        me = threading.get_ident()
         while not self._stop.is_set():
-            started = time.monotonic()
+            started = self._in_flight[me] = time.monotonic()
             ok = self.one()
             self.records.append((started, ok))      # list.append is atomic
+            del self._in_flight[me]
             if self.probe.interval:
                 self._stop.wait(self.probe.interval)
 

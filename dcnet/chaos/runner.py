@@ -131,7 +131,9 @@ def _steady(experiment: Experiment, probes: list[ProbeRunner], phase: str, resul
     time.sleep(experiment.steady_seconds)
     end = event["until"] = time.monotonic()
     # a request is recorded when it ends: let the ones started in the window finish
-    time.sleep(max(p.probe.timeout for p in probes) + 0.1)
+    deadline = end + max(p.probe.timeout for p in probes) + 0.1
+    while any(p.in_flight_since(end) for p in probes) and time.monotonic() < deadline:
+        time.sleep(0.02)
     for probe in probes:
         w = window(probe.records, start, end)
         if w["success"] is None or w["success"] < probe.probe.min_success:

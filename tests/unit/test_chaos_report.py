@@ -110,3 +110,35 @@ def test_write_makes_a_png_timeline(tmp_path):
                                                      "timeline.png"]
     with open(paths[2], "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_request_in_flight_is_waited_for_until_it_is_recorded():
+    import threading
+    import time
+
+    from dcnet.chaos.probes import ProbeRunner
+
+    release = threading.Event()
+
+    class Blocking(ProbeRunner):
+        def one(self) -> bool:
+            release.wait(10)
+            return True
+
+    probe = Blocking(exp.Probe(name="b", namespace="x", interval=0))
+    thread = threading.Thread(target=probe._loop)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not probe.in_flight_since(time.monotonic()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        moment = time.monotonic()
+        assert probe.in_flight_since(moment) and probe.records == []
+        probe._stop.set()
+        release.set()
+        thread.join(10)
+        assert not probe.in_flight_since(moment) and len(probe.records) == 1
+    finally:
+        probe._stop.set()
+        release.set()
+        thread.join(10)
