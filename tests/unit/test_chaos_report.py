@@ -142,3 +142,30 @@ def test_a_request_in_flight_is_waited_for_until_it_is_recorded():
         probe._stop.set()
         release.set()
         thread.join(10)
+
+
+SHIPPED_VARIABLES = {
+    "agent-killed-during-adds": {"LAB": "l", "AGENT": "/bin/dcnet-agent",
+                                 "PYTHON": "/usr/bin/python3", "CONFLIST": "/t/n1.conflist",
+                                 "CNI_PATH": "/t/bin", "IPAM_DIR": "/t/ipam",
+                                 "NODE_FILE": "/t/node.json", "PEER_SUBNET": "10.244.1.0/24"},
+    "etcd-member-killed": {"LAB": "l", "CONFLIST": "/t/c", "CNI_PATH": "/t/bin",
+                           "IPAM_DIR": "/t/i", "PEER_SUBNET": "10.244.1.0/24",
+                           "LOG_DIR": "/t", "MEMBER_ARGV": '["/usr/bin/etcd", "--name", "e"]'},
+    "etcd-stopped": {"LAB": "l", "CONFLIST": "/t/c", "CNI_PATH": "/t/bin", "IPAM_DIR": "/t/i",
+                     "PEER_SUBNET": "10.244.1.0/24", "LOG_DIR": "/t",
+                     **{f"E{i}_ARGV": '["/usr/bin/etcd"]' for i in (1, 2, 3)}},
+    "dhcp-server-gone": {"LAB": "l", "CONFLIST": "/t/c", "CNI_PATH": "/t/bin",
+                         "STATE_DIR": "/t/s", "DNSMASQ_ARGV": '["dnsmasq", "-d"]',
+                         "LOG": "/t/log"},
+    "vrrp-failover": {"LAB": "l", "KEEPALIVED_ARGV": '["keepalived", "-n"]', "LOG": "/t/l"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_VARIABLES))
+def test_the_shipped_experiments_for_dcnet_validate(name):
+    e = exp.load(exp.builtin(name), SHIPPED_VARIABLES[name])
+    assert e.name == name and e.probes and e.method
+    assert all(r.argv and r.argv[0] for r in e.rollbacks)       # a JSON list became argv
+    if name != "vrrp-failover":
+        assert e.watch_files and {p.kind for p in e.probes} & {"cni-add"}
