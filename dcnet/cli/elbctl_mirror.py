@@ -15,7 +15,7 @@ import os
 
 import click
 
-from dcnet.mirror import diff, recorder, recording, replay, rules
+from dcnet.mirror import anonymise, diff, pcap, recorder, recording, replay, rules
 
 
 @click.group("mirror")
@@ -103,6 +103,36 @@ def diff_command(recording_path, candidate, primary, secondary, ignored) -> None
     report = diff.run_diff(recording.read(recording_path), _address(candidate),
                            _address(primary), _address(secondary), ignored)
     click.echo(json.dumps(report, indent=2))
+
+
+@mirror.command("anonymise")
+@click.option("--recording", "recording_path", required=True)
+@click.option("--out", required=True, help="The anonymised recording to write.")
+@click.option("--key", required=True,
+              help="Key of the keyed hashes; 'random' for a throwaway key (not written).")
+@click.option("--header", "headers", multiple=True, default=anonymise.DEFAULT_REDACTED,
+              show_default=True, help="Request header whose value is replaced (repeatable).")
+@click.option("--clients/--no-clients", default=True, show_default=True,
+              help="Replace client addresses too.")
+def anonymise_command(recording_path, out, key, headers, clients) -> None:
+    """Anonymise a recording before it leaves the director: client addresses and chosen
+    HTTP request headers become keyed hashes (the same value, the same token)."""
+    secret = os.urandom(32) if key == "random" else key.encode()
+    sessions = anonymise.redacted(recording.read(recording_path), headers, secret)
+    if clients:
+        sessions = recording.anonymised(sessions, secret)
+    recording.write(out, sessions)
+
+
+@mirror.command("export")
+@click.option("--recording", "recording_path", required=True)
+@click.option("--pcap", "pcap_path", required=True, help="The pcap file to write.")
+@click.option("--mss", type=click.IntRange(64, 65000), default=1400, show_default=True)
+def export_command(recording_path, pcap_path, mss) -> None:
+    """Write a recording as a pcap file (the clients' side of each TCP session, raw IP
+    link type), for Wireshark, tcpdump or tcpreplay."""
+    count = pcap.write(pcap_path, recording.read(recording_path), mss)
+    click.echo(f"{count} packets written to {pcap_path}")
 
 
 @mirror.command("show")
