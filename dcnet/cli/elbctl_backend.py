@@ -60,6 +60,8 @@ def backend_cmd(action: str, service: str, server: str, weight: int | None, targ
                 lock_timeout: float, store_url: str | None, now: bool = False,
                 **params) -> None:
     """Add, remove (drain, then take out) or drain one real server of SERVICE now."""
+    if now and (store_url or target != "lvs"):
+        fail("backend: --now is for --target lvs on this machine only")
     if store_url:
         from dcnet.cli.elbctl_store import run_backend_store
 

@@ -235,3 +235,15 @@ def test_safe_needs_two_quiet_polls_in_a_row():
     outcome = drain.wait_idle("x", lambda: next(reads), 30, clock=script.clock,
                               sleep=script.sleep)
     assert outcome.state == drain.SAFE and script.sleeps == 3
+
+
+@pytest.mark.parametrize("args", [["drain", "--now"], ["remove", "--now", "--target", "haproxy"]])
+def test_the_cli_refuses_now_where_it_means_nothing(args, tmp_path):
+    from click.testing import CliRunner
+
+    from dcnet.cli.elbctl_backend import backend_cmd
+
+    action, *rest = args
+    run = CliRunner().invoke(backend_cmd, [action, lvslab.JOB_NAT, RS, *rest,
+                                           "--lvs-state-dir", str(tmp_path)])
+    assert run.exit_code == 1 and "--now is for" in run.output, run.output
