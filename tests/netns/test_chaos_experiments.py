@@ -195,7 +195,9 @@ def test_all_of_etcd_stopped_while_pods_start(etcd_hostgw, tmp_path):
 # ---------------------------------------------------------------- VRRP failover under load
 
 
-def test_vrrp_failover_under_http_load(lab_factory, tmp_path):
+def vrrp_lab(lab_factory, tmp_path):
+    """Directors lvs-a (master) and lvs-b with keepalived and an HTTP server each, the
+    VIP answering the carrier's router (isp); keepalived's command line per director."""
     lab = lab_factory(failover_topology())
     model = parse_model(FAILOVER_MODEL)
     argv = {}
@@ -214,6 +216,11 @@ def test_vrrp_failover_under_http_load(lab_factory, tmp_path):
     wait_until(lambda: lab.call("isp", one_request, VIP, 8080, 1.0) is None,
                "the VIP answers")
     assert not has_vip(lab, "lvs-b")
+    return lab, argv
+
+
+def test_vrrp_failover_under_http_load(lab_factory, tmp_path):
+    lab, argv = vrrp_lab(lab_factory, tmp_path)
     moved = {}
 
     def watch(line: str) -> None:       # in the runner, while lvs-a's keepalived is dead
@@ -265,3 +272,31 @@ def test_dhcp_server_gone_while_pods_start(lab_factory, tmp_path):
         assert lab.journal("n1") == {}
     finally:
         lab.close()
+
+
+def test_vrrp_director_partitioned_under_http_load(lab_factory, tmp_path):
+    lab, _ = vrrp_lab(lab_factory, tmp_path)
+    moved = {}
+
+    def watch(line: str) -> None:       # in the runner, while lvs-a is cut off
+        if line.startswith("fault 0"):
+            moved["lvs-b"] = wait_for(lambda: has_vip(lab, "lvs-b"), 30)
+
+    from dcnet.chaos import experiment, report, runner
+    from dcnet.chaos.journal import Journal
+    loaded = experiment.load(experiment.builtin("vrrp-director-partitioned"),
+                             {"LAB": lab.prefix})
+    result = runner.run(loaded, Journal(str(tmp_path / "journal.jsonl")), log=watch)
+    report.write(result, str(tmp_path / "report"))
+    print("figures vrrp-director-partitioned:", json.dumps({
+        "vip": result["steps"][0]["probes"]["vip"], "leftovers": result["leftovers"],
+        "after": result["probes"][0]["after"],
+        "settle_seconds": result["settle_seconds"], "loadavg": result["loadavg"]}))
+    assert moved["lvs-b"], (tmp_path / "lvs-b.log").read_text()      # the failover was real
+    assert result["error"] is None and result["leftovers"] == [], result["leftovers"]
+    # the finding: after the partition heals, the VIP is black-holed (see the experiment)
+    assert not result["ok"] and not result["probes"][0]["after"]["ok"]
+    assert result["probes"][0]["after"]["failed"] > 0
+    assert has_vip(lab, "lvs-a") and not has_vip(lab, "lvs-b")
+    mac_b = lab.run("lvs-b", ["cat", "/sys/class/net/ctc0/address"]).stdout.strip()
+    assert mac_b in lab.run("isp", ["ip", "neigh", "show", VIP]).stdout  # still lvs-b's
