@@ -5,7 +5,8 @@ nothing was left over; the Markdown report and the timeline plot are written. Lo
 last seconds, waits are bounded readiness waits, no duration is asserted.
 
 Shipped experiments run here: agent-killed-during-adds, etcd-member-killed, etcd-stopped
-(host-gw), dhcp-server-gone (MACVLAN), vrrp-failover (keepalived in namespaces);
+(host-gw), dhcp-server-gone (MACVLAN), vrrp-failover and vrrp-director-partitioned
+(keepalived in namespaces; the second fails as expected: see its file);
 haproxy-real-server-killed and haproxy-partition run in tests/netns/test_chaos.py."""
 
 from __future__ import annotations
