@@ -159,6 +159,7 @@ SHIPPED_VARIABLES = {
                          "STATE_DIR": "/t/s", "DNSMASQ_ARGV": '["dnsmasq", "-d"]',
                          "LOG": "/t/log"},
     "vrrp-failover": {"LAB": "l", "KEEPALIVED_ARGV": '["keepalived", "-n"]', "LOG": "/t/l"},
+    "vrrp-director-partitioned": {"LAB": "l"},
 }
 
 
@@ -167,5 +168,5 @@ def test_the_shipped_experiments_for_dcnet_validate(name):
     e = exp.load(exp.builtin(name), SHIPPED_VARIABLES[name])
     assert e.name == name and e.probes and e.method
     assert all(r.argv and r.argv[0] for r in e.rollbacks)       # a JSON list became argv
-    if name != "vrrp-failover":
+    if not name.startswith("vrrp-"):
         assert e.watch_files and {p.kind for p in e.probes} & {"cni-add"}
