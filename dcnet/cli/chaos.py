@@ -2,10 +2,12 @@
 
 ``run EXPERIMENT.yaml`` (a path, or the name of a shipped experiment) runs it through
 :func:`dcnet.chaos.runner.run`: it prints the result as JSON (and writes it with
-``--out``); exit 0 when the steady state held after the run and nothing was left over,
-1 otherwise, 130 when interrupted (after reverting every fault). ``recover`` reverts what
-the journal holds (after a SIGKILLed runner). ``validate`` checks an experiment file and
-prints every problem with file, line and field. ``unused`` is the janitor
+``--out``; ``--report DIR`` adds the Markdown report and timeline plot of
+:mod:`dcnet.chaos.report`); exit 0 when the steady state held after the run and
+nothing was left over, 1 otherwise, 130 when interrupted (after reverting every
+fault). ``recover`` reverts what the journal holds (after a SIGKILLed runner).
+``validate`` checks an experiment file and prints every problem with file, line and
+field. ``unused`` is the janitor
 (:mod:`dcnet.chaos.janitor`): what the targets run that the model does not declare.
 """
 
