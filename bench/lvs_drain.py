@@ -1,7 +1,7 @@
 """Benchmark: ``elbctl backend remove`` on real IPVS under load, and the rolling restart
 under dcnet-init behind LVS, with and without the hooks.
 
-    .venv/bin/python bench/lvs_drain.py [--rounds 6] [--no-rolling]
+    .venv/bin/python bench/lvs_drain.py [--rounds 6] [--no-rolling] [--no-contrast]
 
 Where the host kernel lacks IPVS the script re-runs itself inside the kernel lab (one
 virtme-ng boot, dcnet.lab.kernel_lab.run_in_guest) and prints the guest's report.
@@ -158,19 +158,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--no-rolling", action="store_true")
+    parser.add_argument("--no-contrast", action="store_true",
+                        help="Skip the rolling restart without hooks.")
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from dcnet.lab import kernel_lab
 
     if args.in_guest or kernel_lab.host_has_modules(["ip_vs"]):
-        removals(args.rounds)
+        if args.rounds:
+            removals(args.rounds)
         if not args.no_rolling:
             rolling(True)
-            rolling(False)
+            if not args.no_contrast:
+                rolling(False)
         return
     out = tempfile.mkdtemp(prefix="lvs-drain-bench-")
     argv = [sys.executable, os.path.abspath(__file__), "--in-guest", "--rounds",
-            str(args.rounds), *(["--no-rolling"] if args.no_rolling else [])]
+            str(args.rounds), *(["--no-rolling"] if args.no_rolling else []),
+            *(["--no-contrast"] if args.no_contrast else [])]
     print(f"host kernel has no IPVS: running in the kernel lab (log {out}/guest-console.log)",
           flush=True)
     run = kernel_lab.run_in_guest(argv, rwdirs=[out], memory="2G", timeout=5400,
