@@ -31,8 +31,9 @@ import time
 from collections import Counter
 
 from dcnet.lab.builder import Lab
+from dcnet.lab.mirror_service import read_log, request_bytes
 from dcnet.mirror import recording, replay, rules
-from dcnet.mirror.logserver import read_log, read_response, request_bytes
+from dcnet.mirror.replay import read_response
 
 PY = sys.executable
 CLIENT, SERVER, MIRROR, TARGET, PORT = "10.93.0.1", "10.93.1.2", "10.93.9.2", "10.94.0.254", 8080
@@ -51,7 +52,7 @@ def topology(log_dir: str) -> dict:
          "b": {"host": "sw", "ifname": "p-t", "bridge": "br0"}},
     ] + [{"a": {"host": f"r{i}", "ifname": "eth0", "addresses": [f"10.94.0.{10 + i}/24"]},
           "b": {"host": "sw", "ifname": f"p-r{i}", "bridge": "br0"}} for i in range(COPIES)]
-    serve = [PY, "-m", "dcnet.mirror.logserver", "--port", str(PORT), "--log"]
+    serve = [PY, "-m", "dcnet.lab.mirror_service", "--port", str(PORT), "--log"]
     return {
         "hosts": ["client", {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1}},
                   "server", "mirror", "target", "sw", *[f"r{i}" for i in range(COPIES)]],

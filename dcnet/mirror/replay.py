@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from dcnet.mirror import recording
-from dcnet.mirror.logserver import read_response
 from dcnet.sysio import proc
 
 MIN_FACTOR, MAX_FACTOR = 0.1, 100.0
@@ -182,6 +181,27 @@ def main(argv: list[str] | None = None) -> int:
         for result in results:
             handle.write(json.dumps(result) + "\n")
     return 0
+
+
+def read_response(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
+    """One HTTP response with Content-Length from sock; returns (response, rest)."""
+    while b"\r\n\r\n" not in buffer:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed before a response")
+        buffer += data
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed inside a response body")
+        rest += data
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
 
 
 if __name__ == "__main__":

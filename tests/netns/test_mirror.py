@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from scapy.layers.inet import IP, TCP
 
 from dcnet.cli.elbctl import cli
+from dcnet.lab.mirror_service import http_sessions, read_log, request_bytes
 from dcnet.mirror import diff, recording, replay, rules
-from dcnet.mirror.logserver import http_sessions, read_log, request_bytes
 
 pytestmark = pytest.mark.netns
 
@@ -48,7 +48,7 @@ def topology(log_dir: str) -> dict:
         links.append({"a": {"host": f"r{i}", "ifname": "eth0",
                             "addresses": [f"10.92.0.{10 + i}/24"]},
                       "b": {"host": "sw", "ifname": f"p-r{i}", "bridge": "br0"}})
-    serve = [PY, "-m", "dcnet.mirror.logserver", "--port", str(PORT), "--log"]
+    serve = [PY, "-m", "dcnet.lab.mirror_service", "--port", str(PORT), "--log"]
     return {
         "hosts": ["client", {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1}},
                   "server", "mirror", "target", "sw", *[f"r{i}" for i in range(COPIES)]],
@@ -210,6 +210,12 @@ class Capture:
     def finish(self) -> list:
         self.stop.set()
         self.thread.join()
+        self.sock.setblocking(False)        # what the reader had not read yet is queued
+        while True:
+            try:
+                self.packets.append(self.sock.recv(65535))
+            except BlockingIOError:
+                break
         self.sock.close()
         return [IP(data) for data in self.packets]
 

@@ -7,7 +7,10 @@ JSON line ``{"src": "IP:PORT", "method": …, "path": …}`` so deliveries can b
 :func:`http_sessions` is the matching client: keep-alive sessions of a few requests,
 each answer read before the next request is sent.
 
-Run: ``python -m dcnet.mirror.logserver --bind ADDR --port P --log FILE``
+Run: ``python -m dcnet.lab.mirror_service --bind ADDR --port P --log FILE``
+
+Lab tooling (moved out of the product package): the mirror's product code needs only
+:func:`dcnet.mirror.replay.read_response`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from dcnet.mirror.replay import read_response
 
 
 def answer_body(method: str, path: str, body: bytes, variant: str = "") -> bytes:
@@ -65,27 +70,6 @@ def read_log(path: str) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def read_response(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
-    """One HTTP response with Content-Length from sock; returns (response, rest)."""
-    while b"\r\n\r\n" not in buffer:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed before a response")
-        buffer += data
-    head, _, rest = buffer.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(rest) < length:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed inside a response body")
-        rest += data
-    return head + b"\r\n\r\n" + rest[:length], rest[length:]
-
-
 def request_bytes(host: str, path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: dcnet-mirror\r\n\r\n".encode()
 
@@ -108,7 +92,7 @@ def http_sessions(address: str, port: int, sessions: int, requests: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dcnet.mirror.logserver")
+    parser = argparse.ArgumentParser(prog="python -m dcnet.lab.mirror_service")
     parser.add_argument("--bind", default="0.0.0.0")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", required=True)
