@@ -104,7 +104,7 @@ class CniAddProbe(ProbeRunner):
 
     def __init__(self, probe: Probe):
         super().__init__(probe)
-        from dcnet.lab.cni_invoke import CniRuntime
+        from dcnet.cni.invoke import CniRuntime
 
         with open(probe.conflist, encoding="utf-8") as handle:
             conflist = json.load(handle)
@@ -123,7 +123,7 @@ class CniAddProbe(ProbeRunner):
         return self.probe.cni_args.replace("{pod}", name)
 
     def one(self) -> bool:
-        from dcnet.lab.cni_invoke import PluginError
+        from dcnet.cni.invoke import PluginError
 
         name = f"chaos{os.getpid()}-{next(self._numbers)}"
         if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode:
