@@ -100,8 +100,8 @@ def check_request(layout: ServiceLayout, server_text: str, weight: int | None) -
         if port is not None and p.forward != "nat" and port != p.port:
             raise BackendCommandError(f"{p.forward} cannot change the port ({p.port} -> "
                                       f"{port})")
-        vip_family = ":" in layout.vips[0][1]
-        if p.forward != "tun" and (":" in address) != vip_family:
+        families = {":" in vip for _, vip in layout.vips}       # a dual-stack service: both
+        if p.forward != "tun" and (":" in address) not in families:
             raise BackendCommandError(f"{address} is not of the VIPs' address family")
     if weight is not None and not 0 <= weight <= MAX_WEIGHT:
         raise BackendCommandError(f"weight must be 0-{MAX_WEIGHT}, got {weight}")

@@ -148,3 +148,17 @@ def test_hundreds_of_concurrent_calls_during_full_applies_lose_none(applied):
     assert set(addresses) <= set(store.registry()[lvslab.JOB_NAT])
     got = dests(ipvs)
     assert all((*NAT_KEY, a, 8080) in got for a in addresses)
+
+
+def test_a_dual_stack_service_takes_servers_of_either_family(tmp_path):
+    """Each VIP is paired with servers of its own family: an IPv6 server added to a
+    dual-stack service lands on the IPv6 VIPs only (it was refused when the family was
+    taken from the first VIP)."""
+    store, ipvs = Store(str(tmp_path)), FakeIPVS()
+    backend = target(ipvs, store.directory)
+    assert apply_plan(backend, backend.plan(lvslab.model(ipv6=True))).ok
+    result = change_backend(store, ipvs, "add", lvslab.JOB_NAT, "fd00:20::50")
+    assert not result.errors, result.to_text()
+    six = ("tcp", lvslab.VIPS6["telecom"][0], 80)
+    assert any(k[3] == "fd00:20::50" for k in dests(ipvs, six))
+    assert not any(k[3] == "fd00:20::50" for k in dests(ipvs, NAT_KEY))
