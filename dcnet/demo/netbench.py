@@ -1,9 +1,9 @@
 """The netbench step of ``dcnet-demo``: a few-second run comparing modes, with its table.
 
-It runs the shipped ``demo`` definition (veth, bridge, host-gw and VXLAN, one second of
-single-stream TCP each) in its own namespaces, prints the ratio table of the report and
-checks that every sample succeeded and nothing was left behind. One round proves
-nothing about the modes; ``netbench run modes`` is the real measurement.
+It runs the shipped ``demo`` definition (veth, bridge, host-gw and VXLAN over IPv4 and
+IPv6, one second of single-stream TCP each) in its own namespaces, prints the ratio
+table of the report and checks that every sample succeeded and nothing was left
+behind. One round proves nothing about the modes; ``netbench run modes`` is the real measurement.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dcnet.netbench import definition, engine, report, results, summary
 
 def demo(model, lab, report_) -> None:
     """The demo hook: ``model`` and ``lab`` (the ELB lab) are not used."""
-    report_.section("netbench: four modes, one second of TCP each (netbench run demo)")
+    report_.section("netbench: four modes over IPv4 and IPv6, one second of TCP each "
+                    "(netbench run demo)")
     loaded = definition.load(definition.builtin("demo"))
     out_dir = tempfile.mkdtemp(prefix="dcnet-netbench-demo-")
     try:
