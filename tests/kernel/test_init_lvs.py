@@ -9,6 +9,7 @@ the final stop of all three at once (concurrent drains) every instance is remove
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 
@@ -22,7 +23,12 @@ from tests.kernel.test_lvs import add_dummies, apply, make_backend
 
 # pyroute2's sockets left to the garbage collector in the guest (see tests/kernel/test_lvs.py)
 pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::ResourceWarning"),
-              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+              # about 24 minutes under emulation (each elbctl hook call is 60-75 s of Python
+              # start in the guest): outside the suite's 30-minute budget, run on demand
+              pytest.mark.skipif(os.environ.get("DCNET_KERNEL_LAB_SLOW") != "1",
+                                 reason="~24 min in the kernel lab: DCNET_KERNEL_LAB_SLOW=1 "
+                                        "runs it (figures: bench/lvs_drain.py)")]
 
 INSTANCES = 3
 
