@@ -110,6 +110,8 @@ def report_from_data(config, data: dict):
         rep.location = tuple(rep.location)
     if getattr(rep, "sections", None):
         rep.sections = [tuple(s) for s in rep.sections]
+    if rep.skipped and isinstance(rep.longrepr, list):      # (path, line, reason)
+        rep.longrepr = tuple(rep.longrepr)
     return rep
 
 

@@ -201,6 +201,21 @@ def test_report_serialisation_round_trip(pytestconfig):
     assert back.duration == rep.duration
 
 
+def test_a_skip_replayed_from_the_guest_keeps_its_tuple_longrepr(pytestconfig):
+    """pytest's folded skip summary asserts a skip's longrepr is a tuple; JSON made it a
+    list, and the whole session ended in an internal error after a skipped kernel test."""
+    rep = pytest.TestReport(
+        "tests/kernel/test_x.py::test_slow", ("tests/kernel/test_x.py", 3, "test_slow"),
+        keywords={"test_slow": 1}, outcome="skipped",
+        longrepr=("tests/kernel/test_x.py", 4, "Skipped: slow"), when="setup")
+    hook = pytestconfig.hook
+    data = hook.pytest_report_to_serializable(config=pytestconfig, report=rep)
+    reports, _ = pkl.decode_reports([pkl.encode_report(rep.nodeid, data)])
+    back = pkl.report_from_data(pytestconfig, reports[rep.nodeid][0])
+    assert back.skipped and back.longrepr == rep.longrepr
+    assert isinstance(back.longrepr, tuple)
+
+
 def test_item_modules_default_and_union():
     class FakeItem:
         def __init__(self, marks):
