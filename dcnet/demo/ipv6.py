@@ -41,10 +41,9 @@ def _lvs_routing(report) -> None:
     (no IPVS needed): ``ip -6 rule`` per IPv6 VIP, a default route per family in each
     carrier's table; each carrier's client pings its line's IPv6 VIP and the replies
     are counted at that carrier's router only."""
+    from dcnet.demo.lvs import routing_plan
     from dcnet.lab import lvs_lab
-    from dcnet.lvs import state
     from dcnet.lvs.routing import Routing
-    from dcnet.plan import Plan, diff
 
     report.section("LVS carrier routing over IPv6: ip -6 rule per VIP, replies by the "
                    "VIP's own carrier")
@@ -56,19 +55,12 @@ def _lvs_routing(report) -> None:
         the_model = lvs_lab.model(ipv6=True)
         routing = Routing(the_model.lvs, netns=lab6.netns("director"))
         try:
-            def plan() -> Plan:
-                found = routing.read([c.table for c in the_model.carriers],
-                                     [str(v) for s in the_model.services for _, v in s.vips])
-                current = {k: v for k, v in found.state.items()
-                           if k[0] in ("link", "route", "rule", "vip")}
-                return Plan.build("lvs", diff(current, state.desired_routing(the_model)),
-                                  state.KIND_ORDER, tuple(found.notes),
-                                  payload=found.rule_specs)
-            first = plan()
+            first = routing_plan(routing, the_model)
             for change in first.changes:
-                routing.apply(change, first.payload)
-            report.check(plan().empty, f"{len(first.changes)} routing change(s) applied; "
-                                       "a second plan is empty")
+                routing.apply(change)
+            again = routing_plan(routing, the_model)
+            report.check(again.empty, f"{len(first.changes)} routing change(s) applied; "
+                                      "a second plan is empty")
             rules = lab6.run("director", ["ip", "-6", "rule", "show"]).stdout
             for line in rules.splitlines():
                 if "lookup 10" in line:

@@ -33,7 +33,7 @@ from dcnet.plan import Plan, diff
 ROUTING_KINDS = ("link", "route", "rule", "vip")
 
 
-def _routing_plan(routing: Routing, model) -> Plan:
+def routing_plan(routing: Routing, model) -> Plan:
     found = routing.read([c.table for c in model.carriers],
                          [str(v) for s in model.services for _, v in s.vips])
     current = {k: v for k, v in found.state.items() if k[0] in ROUTING_KINDS}
@@ -48,12 +48,12 @@ def demo(model, lab, report) -> None:
         ipr.link("add", ifname=model.lvs.vip_interface, kind="bridge")
     routing = Routing(model.lvs, netns=lab.netns(DIRECTOR))
     try:
-        plan = _routing_plan(routing, model)
+        plan = routing_plan(routing, model)
         for change in plan.changes:
             routing.apply(change)
         click.echo(f"  applied {len(plan.changes)} routing change(s) "
                    f"({routing.writes} rtnetlink writes)")
-        again = _routing_plan(routing, model)
+        again = routing_plan(routing, model)
         before = routing.writes
         for change in again.changes:
             routing.apply(change)
