@@ -183,12 +183,11 @@ class ELBCollector:
         return out
 
     def _servers_wanted(self, slots: int | None) -> bool:
-        """Whether to read HAProxy's server rows: per-server series may be exposed."""
-        if self.bound.mode == "server":
-            return True
-        if self.bound.mode == "service":
-            return False
-        return slots is None or self.bound.per_server(slots)
+        """Whether to read HAProxy's server rows: per-server series may be exposed (the
+        bound decides on the model's count; without a model, read them to count)."""
+        if slots is None:
+            return self.bound.mode != "service"
+        return self.bound.per_server(slots)
 
     def _status(self) -> list[Family]:
         runs = Family("dcnet_elb_applies", "Applies by result (ok, failed: a change failed, "
