@@ -27,8 +27,6 @@ class ModeInfo:
 
 
 _NO_IPV6 = "IPv6 not supported by this mode yet"
-_NO_IPV6_CNI = (f"{_NO_IPV6}: netbench builds the dcnet plugin's MACVLAN pods with "
-                "DHCPv4 only (no SLAAC/DHCPv6 on its underlay)")
 
 MODES: tuple[ModeInfo, ...] = (
     ModeInfo("loopback", "root-namespace loopback (baseline)",
@@ -52,8 +50,9 @@ MODES: tuple[ModeInfo, ...] = (
              cross_node=True),
     ModeInfo("cni-dcnet-macvlan", "dcnet CNI plugin, MACVLAN mode",
              "pods made by the dcnet binary in MACVLAN mode (dcnet-agent, DHCP from "
-             "dnsmasq on the underlay); macvlan -> node uplink -> switch -> macvlan",
-             cross_node=True, ipv6_reason=_NO_IPV6_CNI),
+             "dnsmasq on the underlay, IPv6 by SLAAC from its router advertisements); "
+             "macvlan -> node uplink -> switch -> macvlan",
+             cross_node=True),
     ModeInfo("cni-ref-bridge", "reference CNI bridge + host-local",
              "pods made by /usr/lib/cni/bridge with host-local, node routes as host-gw",
              cross_node=True),

@@ -17,13 +17,14 @@ traffic crosses exactly what the plugin built:
   :mod:`dcnet.lab.cni_dhcp`); only when the plugin in this build has that mode.
 
 Pods are deleted (CNI DEL) before the lab goes, which takes the nodes' state with it.
-The reference modes and dcnet's host-gw can be dual-stack (``build(..., ipv6=True)``):
+Every CNI mode can be dual-stack (``build(..., ipv6=True)``):
 host-local gets an IPv6 range beside the IPv4 one (the mode's ULA pod subnet for the
 bridge, a slice of the IPv6 underlay for macvlan), the nodes IPv6 routes and forwarding;
 dcnet host-gw gets a second ``clusterCIDR`` (``fd00:6e62:66::/48``, /64 per node) and its
 agents route both families (only when this build's plugin accepts that:
-:func:`dcnet_ipv6_unsupported`). dcnet's MACVLAN mode is IPv4 only here (see
-:mod:`dcnet.netbench.catalogue`).
+:func:`dcnet_ipv6_unsupported`). dcnet's MACVLAN mode is dual-stack too: the underlay
+gets an IPv6 /64, dnsmasq announces it in router advertisements and the plugin's pods
+take their IPv6 address by SLAAC (``ipv6: slaac``).
 """
 
 from __future__ import annotations
@@ -74,18 +75,13 @@ def unavailable(name: str) -> str | None:
 
 def build(name: str, context: BuildContext, ipv6: bool = False) -> dict[str, LiveMode]:
     """Mode ``name``: its IPv4 LiveMode, and with ``ipv6`` (reference modes) its IPv6 one."""
-    builders = {"cni-dcnet-macvlan": _dcnet_macvlan}
     dual = {"cni-ref-bridge": _ref_bridge, "cni-ref-macvlan": _ref_macvlan,
-            "cni-dcnet-host-gw": _dcnet_host_gw}
-    if name not in builders and name not in dual:
+            "cni-dcnet-host-gw": _dcnet_host_gw, "cni-dcnet-macvlan": _dcnet_macvlan}
+    if name not in dual:
         raise ValueError(f"no CNI mode {name!r}")
     work = os.path.join(context.work_dir, name)
     os.makedirs(work, exist_ok=True)
-    if name in dual:
-        return dual[name](context, work, ipv6)
-    if ipv6:
-        raise ValueError(f"mode {name} is IPv4 only here")
-    return {"ipv4": builders[name](context, work)}
+    return dual[name](context, work, ipv6)
 
 
 def _wait(predicate: Any, what: str, timeout: float = READY_TIMEOUT) -> None:
@@ -94,14 +90,6 @@ def _wait(predicate: Any, what: str, timeout: float = READY_TIMEOUT) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"gave up waiting for {what} after {timeout}s")
         time.sleep(0.05)
-
-
-def _add_pods(context: BuildContext, lab: Lab, runtimes: dict[str, CniRuntime],
-              name: str, family: str = "ipv4") -> dict[str, str]:
-    """CNI ADD one pod per node (DEL registered for teardown); returns the pods' first
-    ``family`` address each (see :func:`pod_addresses` for every family)."""
-    return {pod: found[family] for pod, found
-            in _add_pods_dual(context, lab, runtimes, name).items()}
 
 
 def _add_pods_dual(context: BuildContext, lab: Lab, runtimes: dict[str, CniRuntime],
@@ -204,25 +192,29 @@ def _dcnet_host_gw(context: BuildContext, work: str, ipv6: bool = False) -> dict
                         plugin="dcnet host-gw", mtu=1500)
 
 
-def _dcnet_macvlan(context: BuildContext, work: str) -> LiveMode:
+def _dcnet_macvlan(context: BuildContext, work: str, ipv6: bool = False) -> dict[str, LiveMode]:
     """dcnet's MACVLAN mode on the DHCP lab of :mod:`dcnet.lab.cni_dhcp` (the same switched
-    underlay shape with a ``dhcp`` host running dnsmasq), plus this benchmark's two pods."""
+    underlay shape with a ``dhcp`` host running dnsmasq), plus this benchmark's two pods.
+    With ``ipv6`` the underlay is dual-stack, dnsmasq also sends router advertisements of
+    its /64 (SLAAC, no DHCPv6) and the plugin runs with ``ipv6: slaac``."""
     from pathlib import Path
 
     from dcnet.lab import cni_dhcp as dhcplab
 
-    topology = dhcplab.topology(NODES)
+    topology = dhcplab.topology(NODES, ipv6=ipv6)
     topology["hosts"] += list(PODS.values())
     lab = context.lab(topology)
     dhcp = dhcplab.DhcpLab(lab, Path(work), NODES)
-    dhcp.start_dnsmasq(lease="1h", t1=None, t2=None, fresh=True)
+    dhcp.start_dnsmasq(lease="1h", t1=None, t2=None, fresh=True, ra=ipv6)
+    extra = {"ipv6": "slaac"} if ipv6 else {}
     runtimes = {}
     for node in NODES:
-        dhcp.start_agent(node)
-        runtimes[node] = dhcp.runtime(node)
-    addresses = _add_pods(context, lab, runtimes, "cni-dcnet-macvlan")
-    return _finish("cni-dcnet-macvlan", context, lab, addresses,
-                   plugin="dcnet macvlan (bridge) + DHCP via dcnet-agent")
+        dhcp.start_agent(node, **extra)
+        runtimes[node] = dhcp.runtime(node, **extra)
+    addresses = _add_pods_dual(context, lab, runtimes, "cni-dcnet-macvlan")
+    plugin = "dcnet macvlan (bridge) + DHCP via dcnet-agent" + (
+        ", IPv6 by SLAAC from dnsmasq's RAs" if ipv6 else "")
+    return _finish_dual("cni-dcnet-macvlan", context, lab, addresses, ipv6, plugin=plugin)
 
 
 def _ref_bridge(context: BuildContext, work: str, ipv6: bool = False) -> dict[str, LiveMode]:

@@ -7,8 +7,8 @@ client's own record of the connection), that a test the installed tool cannot ru
 IPv6 (sockperf before 3.8) is recorded skipped with the reason rather than failed, that
 the report puts each mode's IPv6 row beside its IPv4 row with the IPv6/IPv4 ratios, and
 that nothing is left behind. A second, smaller run puts the CNI modes over both families:
-the reference plugins' and dcnet host-gw's pods are dual-stack, dcnet's MACVLAN mode is
-recorded skipped for IPv6 with the reason and still measured over IPv4. Traffic goes
+the reference plugins' and dcnet's pods are dual-stack (dcnet's MACVLAN pods take their
+IPv6 address by SLAAC from dnsmasq's router advertisements on the underlay). Traffic goes
 only to addresses inside the runs' namespaces.
 """
 
@@ -22,6 +22,7 @@ import textwrap
 
 import pytest
 
+from dcnet.lab.cni_dhcp import NET6
 from dcnet.netbench import results, sockperf
 from dcnet.sysio import proc
 
@@ -163,10 +164,13 @@ def test_cni_modes_over_both_families(tmp_path):
     macvlan = data["modes"]["cni-dcnet-macvlan"]
     if macvlan["status"] == "unavailable":
         pytest.skip(f"cni-dcnet-macvlan: {macvlan['reason']}")
-    assert macvlan["status"] == "ok" and macvlan["families"]["ipv4"]["status"] == "ok"
-    assert macvlan["families"]["ipv6"]["status"] == "skipped"
-    assert macvlan["families"]["ipv6"]["reason"].startswith("IPv6 not supported by this mode")
-    assert {("cni-dcnet-macvlan", "ipv4", t) for t in ("tcp-1", "conn-rate")} <= ran
-    assert not any(m == "cni-dcnet-macvlan" and f == "ipv6" for m, f, _ in ran)
+    assert macvlan["status"] == "ok"
+    families = macvlan["families"]
+    assert families["ipv4"]["status"] == families["ipv6"]["status"] == "ok"
+    # the IPv6 target is the pod's SLAAC address in the underlay's /64 announced by dnsmasq
+    assert ipaddress.ip_address(families["ipv6"]["target"]) in ipaddress.ip_network(
+        f"{NET6}/64")
+    assert {("cni-dcnet-macvlan", f, t) for f in ("ipv4", "ipv6")
+            for t in ("tcp-1", "conn-rate")} <= ran
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "| cni-dcnet-macvlan IPv6 | skipped: IPv6 not supported by this mode yet" in report
+    assert "| cni-dcnet-macvlan IPv6 | " in report

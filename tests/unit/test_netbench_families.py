@@ -186,12 +186,13 @@ def test_cross_node_ipv6_routes_and_forwarding():
 
 
 def test_modes_without_ipv6_say_why():
-    for name in ("cni-dcnet-macvlan", "ipvs"):
+    for name in ("ipvs",):
         reason = modes.family_unavailable(name, "ipv6")
         assert reason.startswith("IPv6 not supported by this mode yet")
         assert modes.family_unavailable(name, "ipv4") is None
     for name in ("loopback", "veth", "bridge", "macvlan", "host-gw", "vxlan",
-                 "cni-ref-bridge", "cni-ref-macvlan", "cni-dcnet-host-gw"):
+                 "cni-ref-bridge", "cni-ref-macvlan", "cni-dcnet-host-gw",
+                 "cni-dcnet-macvlan"):
         assert catalogue.info(name).ipv6 and modes.family_unavailable(name, "ipv6") is None
 
 
