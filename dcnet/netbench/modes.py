@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dcnet.lab.builder import Lab
-from dcnet.netbench import catalogue, cnimodes, topologies
+from dcnet.netbench import catalogue, cnimodes, nftmode, topologies
 from dcnet.netbench.buildcontext import DEFAULT_PORTS, BuildContext, family_address, lab_mode
 from dcnet.netbench.live import LiveMode, free_loopback_port, root_starter
 
@@ -41,6 +41,8 @@ def unavailable(name: str) -> str | None:
                     "kernel lab or on a kernel with IPVS")
     if name.startswith("cni-"):
         return cnimodes.unavailable(name)
+    if name == "nft-lb":
+        return nftmode.unavailable()
     return None
 
 
@@ -62,7 +64,7 @@ def build(name: str, context: BuildContext,
             raise ValueError(f"mode {name} over {family}: {reason}")
     builders: dict[str, Callable[[BuildContext, bool], Built]] = {
         "loopback": _loopback, "veth": _veth, "bridge": _bridge, "macvlan": _macvlan,
-        "host-gw": _host_gw, "vxlan": _vxlan,
+        "host-gw": _host_gw, "vxlan": _vxlan, "nft-lb": nftmode.build,
     }
     ipv6 = "ipv6" in families
     if name in builders:
