@@ -12,12 +12,11 @@ import threading
 
 from dcnet.sysio.etcd.codec import KeyCodec
 from dcnet.sysio.etcd.errors import (
-    _GRPC_DEADLINE_EXCEEDED,
-    _GRPC_UNAVAILABLE,
     EtcdError,
     EtcdPermissionDenied,
     EtcdUnavailable,
     _is_auth_failure,
+    _is_unavailable,
     _ServerError,
     _Transport,
 )
@@ -104,7 +103,7 @@ class Transport(KeyCodec):
         text = f"etcd {exc.endpoint} {op}: {exc.message}"
         if _is_auth_failure(exc.code, exc.message):
             return EtcdPermissionDenied(text)
-        if exc.code in (_GRPC_UNAVAILABLE, _GRPC_DEADLINE_EXCEEDED):
+        if _is_unavailable(exc.code, exc.message):
             return EtcdUnavailable(text)
         return EtcdError(text)
 
@@ -131,7 +130,7 @@ class Transport(KeyCodec):
                     if self._should_reauthenticate(exc, reauthenticated):
                         reauthenticated = True
                         break
-                    if exc.code == _GRPC_UNAVAILABLE and idempotent:
+                    if idempotent and _is_unavailable(exc.code, exc.message):
                         failures.append(f"{endpoint}: {exc.message}")
                         continue
                     raise self._error(exc, op) from None

@@ -11,10 +11,10 @@ import time
 
 from dcnet.sysio.etcd.codec import Event, _b64, _revision, prefix_range_end
 from dcnet.sysio.etcd.errors import (
-    _GRPC_UNAVAILABLE,
     EtcdCompacted,
     EtcdPermissionDenied,
     EtcdUnavailable,
+    _is_unavailable,
     _ServerError,
     _Transport,
 )
@@ -76,7 +76,7 @@ class Watcher(Transport):
                     continue
                 except _ServerError as exc:
                     stream.close()
-                    if exc.code == _GRPC_UNAVAILABLE:
+                    if _is_unavailable(exc.code, exc.message):
                         failures.append(f"{endpoint}: {exc.message}")
                         continue
                     if self._should_reauthenticate(exc, reauthenticated):
