@@ -15,7 +15,9 @@ keeps a backend registry:
   the lock, wait until the server has no session or the model's ``drain_deadline``
   passed (then its sessions are shut down), and say which; ``remove`` then takes the
   server out under the lock. When the command returns, it is safe to stop the server.
-- ``--store URL`` (or ``$DCNET_ELB_STORE``): recorded in etcd for the agents instead.
+- ``--store URL`` (or ``$DCNET_ELB_STORE``): recorded in etcd for the agents instead;
+  ``drain|remove`` wait until every director's agent reports the server drained or the
+  deadline passed (:mod:`dcnet.elbstore.drainwait`, exit 0 / 4 / 5 as for LVS).
 
 Exit codes as elbctl's: 1 invalid request or failed apply, 3 target unavailable.
 """

@@ -296,11 +296,29 @@ def acl_enable(store_url: str, root_password_file: str) -> None:
 
 def run_backend_store(store_url: str, action: str, service: str, server: str,
                       weight: int | None) -> None:
-    """``elbctl backend ACTION SERVICE SERVER --store URL``: record it in etcd."""
+    """``elbctl backend ACTION SERVICE SERVER --store URL``: record it in etcd; ``drain``
+    and ``remove`` record a drain, wait until every director reports the server safe to
+    stop or the deadline passed (:mod:`dcnet.elbstore.drainwait`: exit 0, 4 or 5), then
+    ``remove`` takes the record out (unless it changed meanwhile)."""
+    from dcnet.elbstore.drainwait import READDED_EXIT, wait_for_drain
+
     _, store = open_store(store_url, f"backend {action}")
     with etcd_errors(f"backend {action}"):
-        change = store.change_backend(action, service, server, weight)
-    click.echo(change.to_text())
+        if action == "add":
+            click.echo(store.change_backend(action, service, server, weight).to_text())
+            return
+        change = store.change_backend("drain", service, server, weight,
+                                      only_known=action == "remove")
+        click.echo(change.to_text())
+        if change.revision is None:
+            return
+        wait = wait_for_drain(store, change.service, change.server, change.revision,
+                              say=click.echo)
+        click.echo(wait.to_text())
+        if action == "remove" and wait.exit_code != READDED_EXIT:
+            click.echo(store.change_backend("remove", change.service, change.server,
+                                            expect_record=wait.record).to_text())
+    sys.exit(wait.exit_code)
 
 
 def register(cli: click.Group, render_group: click.Group) -> None:

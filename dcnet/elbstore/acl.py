@@ -4,7 +4,8 @@
 - ``elb-director-<NAME>``: read ``elb/desired/`` (model revisions, backends), write
   only ``elb/status/<NAME>/``; it cannot push, roll back or register;
 - ``elb-service-<JOBNAME>``: read the current pointer and the model revisions (to check
-  a registration against the service's ports), write only
+  a registration against the service's ports) and the directors' status (``backend
+  drain|remove`` waits for their drain reports), write only
   ``elb/desired/backends/<JOBNAME>/``: one service's credentials cannot touch another's.
 
 Prefixes end with ``/`` so a JOBNAME or director name that is a prefix of another one
@@ -54,7 +55,8 @@ def director_grants(keys: Keys, name: str) -> list[Grant]:
 def service_grants(keys: Keys, job: str) -> list[Grant]:
     role = service_role(job)
     return [Grant(role, keys.current, READ), Grant(role, keys.models, READ),
-            Grant(role, keys.service_backends(job), READWRITE)]
+            Grant(role, keys.service_backends(job), READWRITE),
+            Grant(role, keys.statuses, READ)]
 
 
 def all_grants(keys: Keys, directors: Iterable[str] = (),

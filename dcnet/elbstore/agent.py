@@ -15,6 +15,11 @@ Two threads, each with its own etcd client:
   is applied again (repairs drift). Nothing is torn down while etcd is away: the target
   keeps its state and the agent converges once etcd answers again. A status that could
   not be written is written when etcd is back.
+- after each successful apply, the draining backend records are followed
+  (:class:`dcnet.elbstore.drains.DrainFollower`, a thread per record): the director's
+  drain reports (connections left, then drained / deadline) reach the main loop through
+  the same queue and are written like the status, under the director's status prefix,
+  for ``elbctl backend drain|remove --store`` to wait on.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from collections.abc import Callable
 
 from dcnet.elbstore import bundle
 from dcnet.elbstore.desired import DesiredState
+from dcnet.elbstore.drains import DrainFollower
 from dcnet.elbstore.effective import effective_model
-from dcnet.elbstore.keys import Keys, check_director
+from dcnet.elbstore.keys import KeyNameError, Keys, check_director
 from dcnet.elbstore.records import RecordError, Status, decode_current
 from dcnet.elbstore.store import CountingClient, ElbStore
-from dcnet.elbstore.targets import apply_model, available
+from dcnet.elbstore.targets import apply_model, available, create_target
 from dcnet.model import ModelError
 
 
@@ -77,6 +83,10 @@ class Agent:
         self._pending_key: tuple | None = None
         self._status_retry_at = 0.0
         self._status_warned = False
+        self._drain_reports: dict[tuple[str, str], object] = {}   # key -> report or None
+        self.drains = DrainFollower(
+            self.director, lambda: create_target(self.target, self.options),
+            lambda key, report: self.events.put(("drain", key, report)), log)
 
     # ------------------------------------------------------------------ watcher thread
 
@@ -174,6 +184,8 @@ class Agent:
                     if self.state.apply_events(message[1], message[2]):
                         first_dirty = first_dirty or time.monotonic()
                         last_event = time.monotonic()
+                elif kind == "drain":
+                    self._drain_reports[message[1]] = message[2]
                 elif kind == "down":
                     if not etcd_down:
                         self.log(f"etcd unreachable, keeping the {self.target} state as it "
@@ -199,6 +211,11 @@ class Agent:
                 else:
                     retry_at, backoff = None, 1.0
             self._flush_status()
+        self.drains.stop()
+        while not self.events.empty():            # the last reports of stopped waits
+            message = self.events.get_nowait()
+            if message[0] == "drain":
+                self._drain_reports[message[1]] = message[2]
         self._flush_status()
         watcher.join(10.0)          # the watch ends with ``stop``; then close both clients
         for client in (self.watch_client, self.main_client):
@@ -253,6 +270,8 @@ class Agent:
                      f"{time.monotonic() - started:.3f}s"
                      + ("" if result.ok else f"; FAILED {errors[0]}"))
         self._report(status)
+        if result.ok:
+            self.drains.follow(state.registry, state.records, effective)
         return result.ok
 
     def _model(self, record):
@@ -291,7 +310,11 @@ class Agent:
     def _flush_status(self) -> None:
         from dcnet.sysio.etcd import EtcdError
 
-        if self._pending is None or time.monotonic() < self._status_retry_at:
+        if time.monotonic() < self._status_retry_at:
+            return
+        if self._drain_reports and not self._flush_drains():
+            return
+        if self._pending is None:
             return
         status = self._pending
         counts = self.main_client.counts + self.watch_client.counts
@@ -307,3 +330,29 @@ class Agent:
         self._status_warned = False
         self._last_written = self._pending_key
         self._pending = None
+
+    def _flush_drains(self) -> bool:
+        """Write (or delete) the pending drain reports; False when etcd refused."""
+        from dcnet.sysio.etcd import EtcdError
+
+        for key, report in list(self._drain_reports.items()):
+            try:
+                path = self.keys.drain_report(self.director, *key)
+            except KeyNameError as exc:        # a registry key no JOBNAME: nothing to say
+                self.log(f"drain report not written: {exc}")
+                del self._drain_reports[key]
+                continue
+            try:
+                if report is None:
+                    self.main_client.delete(path)
+                else:
+                    self.main_client.put(path, report.encode())
+            except EtcdError as exc:
+                if not self._status_warned:
+                    self.log(f"drain report not written yet (will retry): {exc}")
+                    self._status_warned = True
+                self._status_retry_at = time.monotonic() + 2.0
+                return False
+            if self._drain_reports.get(key) is report:
+                del self._drain_reports[key]
+        return True

@@ -25,17 +25,20 @@ class DesiredState:
     current: int | None = None                        # model revision in force
     models: dict[int, ModelRevision] = field(default_factory=dict)
     registry: dict[str, dict[str, dict]] = field(default_factory=dict)
+    # (JOBNAME, ADDR[:PORT]) -> mod_revision of its backend key (drain reports name it)
+    records: dict[tuple[str, str], int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)   # unreadable keys, latest last
 
     def load_snapshot(self, current_kv, model_kv, backend_kvs, revision: int) -> None:
         """Replace everything by a snapshot (keys read at or after ``revision``)."""
         self.current, self.models, self.registry, self.problems = None, {}, {}, []
+        self.records = {}
         if current_kv is not None:
             self._put(current_kv.key, current_kv.value)
         if model_kv is not None:
             self._put(model_kv.key, model_kv.value)
         for kv in backend_kvs:
-            self._put(kv.key, kv.value)
+            self._put(kv.key, kv.value, kv.mod_revision)
         self.revision = max(self.revision, revision)
 
     def apply_events(self, revision: int, events) -> bool:
@@ -43,7 +46,7 @@ class DesiredState:
         changed = False
         for event in events:
             if event.kind == "put":
-                changed |= self._put(event.kv.key, event.kv.value)
+                changed |= self._put(event.kv.key, event.kv.value, event.kv.mod_revision)
             else:
                 changed |= self._delete(event.kv.key)
         self.revision = max(self.revision, revision)
@@ -64,7 +67,7 @@ class DesiredState:
 
     # ------------------------------------------------------------------ keys
 
-    def _put(self, key: str, value: bytes) -> bool:
+    def _put(self, key: str, value: bytes, mod_revision: int = 0) -> bool:
         what = self.keys.parse(key)
         try:
             if what[0] == "current":
@@ -82,8 +85,11 @@ class DesiredState:
                 _, job, ident = what
                 entry = decode_backend(ident, value, key)
                 entries = self.registry.setdefault(job, {})
-                changed = entries.get(ident) != entry
+                # drained again (the same entry rewritten): a new drain for agents to report
+                changed = entries.get(ident) != entry or (
+                    entry["state"] == "draining" and self.records.get((job, ident)) != mod_revision)
                 entries[ident] = entry
+                self.records[(job, ident)] = mod_revision
                 return changed
         except RecordError as exc:
             self.problems.append(str(exc))
@@ -95,6 +101,7 @@ class DesiredState:
         if what[0] == "backend":
             _, job, ident = what
             entries = self.registry.get(job, {})
+            self.records.pop((job, ident), None)
             if ident in entries:
                 del entries[ident]
                 if not entries:

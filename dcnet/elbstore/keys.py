@@ -7,6 +7,8 @@ default)::
     elb/desired/models/<N, 10 digits>        model revision N (see dcnet.elbstore.records)
     elb/desired/backends/<JOBNAME>/<ADDR[:PORT]>   {"weight": W, "state": S, ...}
     elb/status/<DIRECTOR>/state              what that director applied, when, with what result
+    elb/status/<DIRECTOR>/drain/<JOBNAME>/<ADDR[:PORT]>   that director's drain of a
+                                             draining backend record (dcnet.elbstore.drains)
 
 Agents watch ``elb/desired/`` only, so directors writing their status never wake each
 other. Backends sit under their service's JOBNAME and a director's status under its own
@@ -90,11 +92,15 @@ class Keys:
     def status(self, director: str) -> str:
         return self.director_status_prefix(director) + "state"
 
+    def drain_report(self, director: str, job: str, ident: str) -> str:
+        return f"{self.director_status_prefix(director)}drain/{check_job(job)}/{ident}"
+
     # ------------------------------------------------------------------ parsing
 
     def parse(self, key: str) -> tuple:
         """What a key under the root is: ``("current",)``, ``("model", N)``,
-        ``("backend", JOBNAME, IDENT)``, ``("status", DIRECTOR)`` or ``("other", key)``."""
+        ``("backend", JOBNAME, IDENT)``, ``("status", DIRECTOR)``, ``("drain", DIRECTOR,
+        JOBNAME, IDENT)`` or ``("other", key)``."""
         if key == self.current:
             return ("current",)
         if key.startswith(self.models):
@@ -109,4 +115,8 @@ class Keys:
             director, slash, leaf = key[len(self.statuses):].partition("/")
             if slash and leaf == "state":
                 return ("status", director)
+            kind, _, rest = leaf.partition("/")
+            job, slash2, ident = rest.partition("/")
+            if slash and kind == "drain" and job and slash2 and ident:
+                return ("drain", director, job, ident)
         return ("other", key)

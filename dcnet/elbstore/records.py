@@ -68,6 +68,7 @@ class ModelRevision:
     comment: str = ""
     rollback_of: int | None = None
     source: str = ""                      # the model's path where it was pushed from
+    drain_deadline: int = 30              # longest lvs/haproxy drain_deadline (backend drain)
 
     @property
     def digest(self) -> str:
@@ -77,7 +78,8 @@ class ModelRevision:
 
     def encode(self) -> str:
         payload = json.dumps({"files": self.files, "model_file": self.model_file,
-                              "layouts": self.layouts, "drain_seconds": self.drain_seconds},
+                              "layouts": self.layouts, "drain_seconds": self.drain_seconds,
+                              "drain_deadline": self.drain_deadline},
                              sort_keys=True, separators=(",", ":"))
         packed = base64.b64encode(zlib.compress(payload.encode(), 6)).decode("ascii")
         return json.dumps({"format": FORMAT, "revision": self.revision,
@@ -100,7 +102,8 @@ class ModelRevision:
                        pushed_at=float(doc.get("pushed_at", 0.0)),
                        pushed_by=str(doc.get("pushed_by", "")),
                        comment=str(doc.get("comment", "")), rollback_of=doc.get("rollback_of"),
-                       source=str(doc.get("source", "")))
+                       source=str(doc.get("source", "")),
+                       drain_deadline=int(payload.get("drain_deadline", 30)))
         except (*_DECODE_ERRORS, zlib.error) as exc:
             raise RecordError(f"{short(key)}: not a model revision this elbctl can read: "
                               f"{short(str(exc))}") from None
@@ -110,7 +113,7 @@ class ModelRevision:
         """The same content stored again as ``revision`` (push retries, rollbacks)."""
         return ModelRevision(revision, self.files, self.model_file, self.layouts,
                              self.drain_seconds, pushed_at, pushed_by, comment, rollback_of,
-                             self.source)
+                             self.source, self.drain_deadline)
 
     def summary(self) -> dict[str, Any]:
         """The metadata (no files), for ``elbctl history``."""

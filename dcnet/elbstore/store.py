@@ -144,7 +144,9 @@ class ElbStore:
         """Store a validated model as a new revision and make it current."""
         record = ModelRevision(0, collected.files, collected.model_file,
                                layout_docs(collected.model),
-                               collected.model.lvs.drain_seconds, source=source)
+                               collected.model.lvs.drain_seconds, source=source,
+                               drain_deadline=max(collected.model.lvs.drain_deadline,
+                                                  collected.model.haproxy.drain_deadline))
         return self._store_as_current(record, comment, None)
 
     def rollback(self, revision: int, comment: str = "") -> ModelRevision:
@@ -187,9 +189,13 @@ class ElbStore:
         return {d["name"]: ServiceLayout.from_json(d) for d in self.model(current).layouts}
 
     def change_backend(self, action: str, service: str, server_text: str,
-                       weight: int | None = None) -> BackendChange:
+                       weight: int | None = None, *, only_known: bool = False,
+                       expect_record: int | None = None) -> BackendChange:
         """add / remove / drain one real server of one service, with the file registry's
-        rules (:func:`dcnet.lvs.dynamic.update_registry`), as a compare-and-swap on its key."""
+        rules (:func:`dcnet.lvs.dynamic.update_registry`), as a compare-and-swap on its key.
+        ``only_known``: nothing for a server neither the model nor the registry has;
+        ``expect_record``: nothing unless the key is still that record (``mod_revision``:
+        ``backend remove`` after its drain leaves a server added back meanwhile)."""
         if action not in ACTIONS:
             raise BackendCommandError(f"unknown action {action!r}")
         layout = _resolve(self.layouts(), service)
@@ -197,6 +203,15 @@ class ElbStore:
         key = self.keys.backend(layout.name, ident)
         for attempt in range(MAX_ATTEMPTS):
             kv = self.client.get(key)
+            if expect_record is not None and (kv.mod_revision if kv else 0) != expect_record:
+                result = BackendChange(layout.name, ident, action, key, None, None, attempt + 1)
+                result.notes.append(f"{key} changed since etcd revision {expect_record} "
+                                    "(added back?): left as it is")
+                return result
+            if only_known and kv is None and ident not in {s.ident for s in layout.servers}:
+                result = BackendChange(layout.name, ident, action, key, None, None, attempt + 1)
+                result.notes.append(f"{ident} is neither in the model nor registered")
+                return result
             entries = {ident: decode_entry(kv.value, key)} if kv else {}
             update_registry(entries, layout, ident, action, weight)
             entry = entries.get(ident)

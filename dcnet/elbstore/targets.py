@@ -23,3 +23,9 @@ def apply_model(target: str, options: dict, model) -> session.Outcome:
     timeout = float(os.environ.get("DCNET_LOCK_TIMEOUT", session.DEFAULT_LOCK_TIMEOUT))
     given = {k: v for k, v in options.items() if v is not None and v is not False}
     return session.run(target, model, given, apply=True, force=True, lock_timeout=timeout)
+
+
+def create_target(target: str, options: dict):
+    """A target instance with the agent's options (the drain follower's own)."""
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    return registry.create(target, **given)

@@ -183,10 +183,10 @@ class HAProxyTarget(Target):
         raw = self._read_raw()
         return read_fingerprint(raw.text, raw.rows, raw.registry)
 
-    def wait_drained(self, model: Model, service: str, ident: str):
-        """After an apply drained ``ident`` of ``service``: wait until it has no session
-        or ``drain_deadline`` passed, then shut its sessions down (a DrainOutcome)."""
-        return drain.drain_server(self.runtime, model, service, ident)
+    def wait_drained(self, model: Model, service: str, ident: str, **watch):
+        """After an apply drained ``ident`` of ``service``: wait until it has no session or
+        ``drain_deadline`` passed, then shut its sessions down (``watch``: drain_server's)."""
+        return drain.drain_server(self.runtime, model, service, ident, **watch)
 
     def _master_pid(self) -> int | None:
         try:

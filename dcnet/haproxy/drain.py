@@ -157,13 +157,33 @@ def workers(runtime) -> list[Worker]:
 
 
 def drain_server(runtime, model: Model, service: str, ident: str,
-                 deadline: float | None = None) -> DrainOutcome:
+                 deadline: float | None = None, *,
+                 progress: Callable[[int], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> DrainOutcome:
     """Wait for ``ident`` of ``service`` (drained already) to be idle in every worker, at
-    most the model's ``haproxy.drain_deadline`` (or ``deadline``)."""
+    most the model's ``haproxy.drain_deadline`` (or ``deadline``). ``progress`` is told
+    the server's sessions (all workers) after each poll (the etcd agent reports them);
+    ``sleep`` may raise to abandon the wait."""
     address, port = parse_server(ident)
     backends = frozenset(i.name for i in listeners(model) if i.service.name == service)
     limit = model.haproxy.drain_deadline if deadline is None else deadline
-    return wait_drained(workers(runtime), Match(backends, address, port), limit)
+    match = Match(backends, address, port)
+    found = workers(runtime)
+    if progress is not None:
+        counts: dict[str, int] = {}
+
+        def counted(worker: Worker) -> Worker:
+            def command(text: str) -> str:
+                reply = worker.command(text)
+                if text.startswith("show stat"):
+                    counts[worker.label] = sum(int(r.get("scur") or 0)
+                                               for r in parse_stat(reply)
+                                               if match(r["pxname"], r.get("addr") or ""))
+                    progress(sum(counts.values()))
+                return reply
+            return Worker(command, worker.label)
+        found = [counted(w) for w in found]
+    return wait_drained(found, match, limit, sleep=sleep)
 
 
 def drain_removals(runtime, removals: list[tuple[str, str, str, bool]],

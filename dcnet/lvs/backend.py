@@ -182,6 +182,25 @@ class LVSTarget(Target):
         if self.routing is not None:
             self.routing.close()
 
+    def wait_drained(self, model, service: str, ident: str, *, progress=None,
+                     sleep=time.sleep) -> drain.DrainOutcome:
+        """After an apply drained ``ident`` of ``service`` (weight 0): wait until it has
+        no active connection, carries weight again or ``lvs.drain_deadline`` passed
+        (:func:`dcnet.lvs.drain.wait_idle`; ``progress`` is told the active connections
+        after each poll, ``sleep`` may raise to abandon the wait). For the etcd agent."""
+        from dcnet.lvs.dynamic import server_counts
+
+        layout = {one.name: one for one in layouts(model)}.get(service)
+        if layout is None:
+            return drain.DrainOutcome(ident, drain.ABSENT, 0.0)
+
+        def read() -> drain.Counts:
+            counts = server_counts(self.ipvs, layout, ident)
+            if progress is not None:
+                progress(counts.active)
+            return counts
+        return drain.wait_idle(ident, read, model.lvs.drain_deadline, sleep=sleep)
+
     # ------------------------------------------------------------------ read
 
     def read(self, model) -> LVSSnapshot:

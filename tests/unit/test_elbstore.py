@@ -250,7 +250,8 @@ def test_grants_are_exact_prefixes():
         "elb-director-d1": [("/elb/desired/", "read"), ("/elb/status/d1/", "readwrite")],
         f"elb-service-{JOB_A}": [("/elb/desired/current", "read"),
                                  ("/elb/desired/models/", "read"),
-                                 (f"/elb/desired/backends/{JOB_A}/", "readwrite")],
+                                 (f"/elb/desired/backends/{JOB_A}/", "readwrite"),
+                                 ("/elb/status/", "read")],
     }
     # a service's write prefix covers its keys and no other service's
     write = by_role[f"elb-service-{JOB_A}"][2][0]
