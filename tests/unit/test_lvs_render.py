@@ -50,6 +50,17 @@ def test_directors_get_their_priority_and_state():
         context(model, "lvs-z")
 
 
+def test_a_master_reannounces_its_vips_periodically():
+    # a director that stays master through a healed split brain has no state change and
+    # sends no gratuitous ARP on its own: the refresh bounds the router's black hole
+    # (tests/netns/test_chaos_experiments.py: vrrp-director-partitioned)
+    for director in ("lvs-a", "lvs-b"):
+        text = render(with_directors(), director=director)
+        global_defs = text[text.index("global_defs {"):text.index("}")]
+        assert "\n    vrrp_garp_master_refresh 5\n" in global_defs
+        assert "\n    vrrp_garp_master_refresh_repeat 1\n" in global_defs
+
+
 def test_rendered_text_has_the_blocks():
     text = render(lvslab.model(check="http"))
     assert text.count("vrrp_instance ") == 2 and text.count("virtual_server ") == 4
