@@ -20,7 +20,7 @@ from dcnet.lab.builder import Lab
 from dcnet.netbench.live import LiveMode, lab_starter
 
 DEFAULT_PORTS = {"iperf3": 5201, "sockperf-tcp": 11111, "sockperf-udp": 11112,
-                 "connrate": 7100}
+                 "connrate": 7100, "qperf": 19765, "qperf-data": 19766}
 DEFAULT_PORTS_V6 = {key: port + 100 for key, port in DEFAULT_PORTS.items()}
 
 

@@ -34,7 +34,7 @@ from dcnet.model.yamlsource import LocatedData, YAMLSourceError, load_located
 from dcnet.netbench.catalogue import MODE_NAMES
 
 FORMAT_VERSION = 1
-KINDS = frozenset({"tcp", "udp", "latency", "connrate"})
+KINDS = frozenset({"tcp", "udp", "latency", "rr", "connrate"})
 FAMILIES = ("ipv4", "ipv6")
 _NAME = r"[a-z0-9][a-z0-9_-]{0,39}"
 _BITRATE = r"[0-9]+(\.[0-9]+)?[KMG]?"
@@ -241,10 +241,11 @@ class _Reader:
         if kind == "udp":
             values["bitrate"] = reader.optional(
                 "bitrate", _bitrate, "0")
-        if kind == "latency":
+        if kind in ("latency", "rr"):
             values["protocol"] = reader.optional("protocol", one_of(frozenset({"tcp", "udp"}),
                                                                     "protocol"), "tcp")
             values["message_size"] = reader.optional("message_size", integer(14, 65000), 64)
+        if kind == "latency":
             values["keep_raw"] = reader.optional("keep_raw", boolean, False)
         if kind == "connrate":
             values["max_connections"] = reader.optional("max_connections",

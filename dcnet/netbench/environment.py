@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 import dcnet
-from dcnet.netbench import connrate, iperf3, sockperf
+from dcnet.netbench import connrate, iperf3, qperf, sockperf
 from dcnet.sysio import netns as netns_mod
 from dcnet.sysio import proc
 
@@ -75,6 +75,7 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "dcnet": dcnet.__version__,
         "tools": {"iperf3": iperf3.version(), "sockperf": sockperf.version(),
+                  "qperf": qperf.version(),
                   "connrate": connrate.version()},
         "sysctls": {key: _read(_sysctl_path(key)) for key in GLOBAL_SYSCTLS},
         "clock_ticks_per_s": os.sysconf("SC_CLK_TCK"),

@@ -18,6 +18,8 @@ CHARTS = (
     ("throughput.png", "Throughput (median, 95% CI)", "Gb/s", ("tcp", "udp"), ("gbps",)),
     ("latency.png", "Latency, sockperf one-way (median of per-run percentiles)", "us",
      ("latency",), ("p50_us", "p99_us")),
+    ("rr.png", "Latency, qperf one-way mean (median over runs)", "us", ("rr",),
+     ("mean_us",)),
     ("connrate.png", "Connection rate, one sequential client", "connections/s",
      ("connrate",), ("connections_per_s",)),
     ("cpu.png", "CPU cost, whole machine (both ends, incl. softirq)", "CPU s per GB",

@@ -19,6 +19,8 @@ def headline(kind: str, metrics: dict[str, float]) -> str:
         return f"{metrics['gbps']:.2f} Gb/s"
     if kind == "latency" and "p50_us" in metrics:
         return f"p50 {metrics['p50_us']:.1f} us, p99 {metrics['p99_us']:.1f} us"
+    if kind == "rr" and "mean_us" in metrics:
+        return f"mean {metrics['mean_us']:.1f} us"
     if kind == "connrate" and "connections_per_s" in metrics:
         return f"{metrics['connections_per_s']:.0f} conn/s"
     return ""

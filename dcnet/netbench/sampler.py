@@ -1,7 +1,8 @@
 """Running one sample: the client command in the client namespace, CPU counters around it.
 
-It picks the runner for the test's kind, starts the client (bounded by the runner's
-timeout), reads /proc/stat and the load average before and after, parses the output
+It picks the runner for the test's kind (iperf3 for tcp/udp, sockperf for latency,
+qperf for rr, the connection-rate programs for connrate), starts the client (bounded by
+the runner's timeout), reads /proc/stat and the load average before and after, parses the output
 with the runner's pure parser and derives the CPU cost: busy and softirq CPU seconds per
 GB moved (whole machine, both ends, from /proc/stat) and iperf3's own per-process CPU
 seconds per GB. A tool error becomes a failed sample carrying the tool's message; an
@@ -15,7 +16,7 @@ import os
 import time
 from types import ModuleType
 
-from dcnet.netbench import connrate, cpustat, iperf3, sockperf
+from dcnet.netbench import connrate, cpustat, iperf3, qperf, sockperf
 from dcnet.netbench.definition import TestSpec
 from dcnet.netbench.live import LiveMode
 from dcnet.netbench.results import Sample
@@ -24,7 +25,7 @@ from dcnet.netbench.tools import Measurement, ToolFailed
 from dcnet.sysio import proc
 
 RUNNERS: dict[str, ModuleType] = {"tcp": iperf3, "udp": iperf3, "latency": sockperf,
-                                  "connrate": connrate}
+                                  "rr": qperf, "connrate": connrate}
 BUSY_RETRY_DELAY = 1.0
 
 
@@ -33,6 +34,8 @@ def port_key(test: TestSpec) -> str:
         return "iperf3"
     if test.kind == "latency":
         return f"sockperf-{test.protocol}"
+    if test.kind == "rr":
+        return "qperf"   # one server for both protocols; its data port is "qperf-data"
     return "connrate"
 
 
@@ -44,6 +47,8 @@ def server_argv(key: str, live: LiveMode) -> tuple[list[str], str]:
     if key.startswith("sockperf-"):
         protocol = key.removeprefix("sockperf-")
         return sockperf.server_argv(live.bind_address, protocol, port), protocol
+    if key == "qperf":
+        return qperf.server_argv(port), "tcp"
     return connrate.server_argv(live.bind_address, port), "tcp"
 
 
@@ -53,6 +58,8 @@ def client_argv(test: TestSpec, live: LiveMode, full_log: str | None) -> list[st
         return iperf3.client_argv(test, live.target, port)
     if test.kind == "latency":
         return sockperf.client_argv(test, live.target, port, full_log)
+    if test.kind == "rr":
+        return qperf.client_argv(test, live.target, port, live.ports["qperf-data"])
     return connrate.client_argv(test, live.target, port)
 
 

@@ -8,7 +8,8 @@ the client also writes every message's latency (``--full-log``), kept gzip'ed be
 the results: the reference method keeps raw samples and never averages percentiles.
 sockperf 3.7 (Debian 12) refuses IPv6 addresses (``'-i' Invalid address: ::1``); IPv6
 came with sockperf 3.8, so :func:`ipv6_unsupported` says why latency over IPv6 is skipped
-with the installed version.
+with the installed version; the ``rr`` kind (:mod:`dcnet.netbench.qperf`) gives a mean
+latency over both families instead.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def ipv6_unsupported(version_text: str) -> str | None:
     if found >= IPV6_SINCE:
         return None
     return (f"sockperf {found[0]}.{found[1]} cannot use IPv6 addresses ('-i ::1': Invalid "
-            f"address); IPv6 came with sockperf {IPV6_SINCE[0]}.{IPV6_SINCE[1]}")
+            f"address); IPv6 came with sockperf {IPV6_SINCE[0]}.{IPV6_SINCE[1]}; a test of kind "
+            f"rr (qperf, mean latency) measures both families")
 
 
 def port_for(test: TestSpec) -> int:

@@ -42,11 +42,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("p90_us", "latency p90", "us", False, ("latency",), 1, "p90"),
     Metric("p99_us", "latency p99", "us", False, ("latency",), 1, "p99"),
     Metric("p999_us", "latency p99.9", "us", False, ("latency",), 1, "p99.9"),
+    Metric("mean_us", "latency mean (qperf)", "us", False, ("rr",), 1, "mean"),
     Metric("connections_per_s", "connection rate", "conn/s", True, ("connrate",), 0),
 )
 BY_KEY = {metric.key: metric for metric in METRICS}
 HEADLINE = {"tcp": ("gbps",), "udp": ("gbps",), "latency": ("p50_us", "p99_us"),
-            "connrate": ("connections_per_s",)}
+            "rr": ("mean_us",), "connrate": ("connections_per_s",)}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 test over IPv4 and IPv6, interleaved; this checks that both families produced samples
 that moved real traffic over the family they claim (iperf3's and the connection-rate
 client's own record of the connection), that a test the installed tool cannot run over
-IPv6 (sockperf before 3.8) is recorded skipped with the reason rather than failed, that
+IPv6 (sockperf before 3.8) is recorded skipped with the reason rather than failed while
+the ``rr`` test (qperf) gives the mean latency over both families, that
 the report puts each mode's IPv6 row beside its IPv4 row with the IPv6/IPv4 ratios, and
 that nothing is left behind. A second, smaller run puts the CNI modes over both families:
 the reference plugins' and dcnet's pods are dual-stack (dcnet's MACVLAN pods take their
@@ -34,7 +35,7 @@ MODES = ("veth", "host-gw")
 
 @pytest.fixture(scope="module")
 def dual_run(tmp_path_factory):
-    """One run of quick6: 2 modes x 2 families x 4 tests x (1 warm-up + 2) rounds,
+    """One run of quick6: 2 modes x 2 families x 5 tests x (1 warm-up + 2) rounds,
     less the IPv6 latency cells when sockperf cannot use IPv6."""
     out = tmp_path_factory.mktemp("netbench6") / "run"
     done = subprocess.run([NETBENCH, "run", "quick6", "-o", str(out), "--no-progress"],
@@ -55,7 +56,7 @@ def test_both_families_ran_and_nothing_failed(dual_run):
     cells = {(s["mode"], s["family"], s["test"]) for s in data["samples"] if not s["warmup"]}
     latency_v6 = sockperf.ipv6_unsupported(data["environment"]["tools"]["sockperf"]) is None
     for mode in MODES:
-        for test in ("tcp-1", "udp", "conn-rate"):
+        for test in ("tcp-1", "udp", "conn-rate", "rr"):
             assert {(mode, "ipv4", test), (mode, "ipv6", test)} <= cells
         assert (mode, "ipv4", "latency") in cells
         assert ((mode, "ipv6", "latency") in cells) == latency_v6
@@ -86,6 +87,10 @@ def test_samples_moved_real_traffic_over_their_family(dual_run):
             assert metrics["connections"] > 0
             wanted = "AF_INET6" if sample["family"] == "ipv6" else "AF_INET"
             assert details["address_family"] == wanted
+        elif sample["kind"] == "rr":
+            # qperf prints no address: the target it was given is a literal of the family
+            assert metrics["mean_us"] > 0 and details["received"] > 0
+            assert details["test"] == "udp_lat"
         else:
             assert 0 < metrics["p50_us"] <= metrics["p99_us"]
 
@@ -112,7 +117,7 @@ def test_report_puts_ipv6_beside_ipv4(dual_run):
     family_table = text.split("## IPv6 / IPv4 per mode")[1].split("##")[0]
     assert "| veth | " in family_table and "| host-gw | " in family_table
     assert "x [" in family_table or "x* [" in family_table
-    for plot in ("throughput.png", "connrate.png", "cpu.png"):
+    for plot in ("throughput.png", "connrate.png", "cpu.png", "rr.png"):
         assert (out / plot).stat().st_size > 0
 
 

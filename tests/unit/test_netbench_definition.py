@@ -58,6 +58,14 @@ def test_field_of_another_kind_is_unknown():
     assert problem.startswith("bench.yaml:13: tests[1].streams: unknown field")
 
 
+def test_rr_kind_takes_protocol_and_message_size_but_keeps_no_raw_samples():
+    text = GOOD + "  - {name: rr, kind: rr, protocol: udp, message_size: 200}\n"
+    rr = definition.loads(text, "bench.yaml").test("rr")
+    assert (rr.kind, rr.protocol, rr.message_size, rr.keep_raw) == ("rr", "udp", 200, False)
+    (problem,) = errors_of(text.replace("message_size: 200}", "keep_raw: true}"))
+    assert problem.startswith("bench.yaml:13: tests[2].keep_raw: unknown field")
+
+
 def test_every_problem_is_reported_at_once():
     text = textwrap.dedent("""\
         netbench: 1

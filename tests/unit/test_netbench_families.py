@@ -10,11 +10,13 @@ import json
 import random
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from dcnet.lab.topology import Topology
 from dcnet.netbench import (
+    buildcontext,
     catalogue,
     cnimodes,
     compare,
@@ -24,8 +26,10 @@ from dcnet.netbench import (
     iperf3,
     modes,
     plots,
+    qperf,
     report,
     results,
+    sampler,
     schedule,
     sockperf,
     summary,
@@ -83,7 +87,7 @@ def test_shipped_quick6_runs_two_modes_over_both_families_briefly():
     loaded = definition.load(definition.builtin("quick6"))
     assert loaded.families == ("ipv4", "ipv6") and len(loaded.modes) == 2
     assert all(test.duration <= 1 for test in loaded.tests)
-    assert {test.kind for test in loaded.tests} == {"tcp", "udp", "latency", "connrate"}
+    assert {test.kind for test in loaded.tests} == {"tcp", "udp", "latency", "rr", "connrate"}
 
 
 # ------------------------------------------------------------------ schedule
@@ -231,6 +235,21 @@ def test_sockperf_37_cannot_do_ipv6_and_latency_is_skipped_for_it():
     assert engine.test_skips(loaded, "sockperf, version 3.8") == {}
     v4_only = definition.loads(BASE.replace("[ipv4, ipv6]", "[ipv4]"))
     assert engine.test_skips(v4_only, SOCKPERF_37) == {}
+
+
+def test_rr_runs_qperf_over_both_families_on_its_own_ports():
+    loaded = definition.loads(BASE + "  - {name: rr, kind: rr, protocol: udp}\n")
+    assert ("ipv6", "rr") not in engine.test_skips(loaded, SOCKPERF_37)
+    rr = loaded.test("rr")
+    assert sampler.RUNNERS["rr"] is qperf and sampler.port_key(rr) == "qperf"
+    ports4, ports6 = buildcontext.DEFAULT_PORTS, buildcontext.DEFAULT_PORTS_V6
+    assert ports6["qperf"] == ports4["qperf"] + 100
+    assert ports6["qperf-data"] == ports4["qperf-data"] + 100
+    live = SimpleNamespace(target="fd00:6e62:61::2", ports=dict(ports6))
+    argv = sampler.client_argv(rr, live, None)
+    assert argv[-2:] == ["fd00:6e62:61::2", "udp_lat"]
+    assert argv[argv.index("--ip_port") + 1] == str(ports6["qperf-data"])
+    assert sampler.server_argv("qperf", live) == (qperf.server_argv(ports6["qperf"]), "tcp")
 
 
 # ------------------------------------------------------------------ results and report

@@ -1,8 +1,9 @@
 """netbench runners: commands built, and pure parsers run on CAPTURED tool output.
 
 Every file under tests/data/netbench/ is real output captured on this machine (iperf3
-3.12, sockperf 3.7, /proc/stat, ethtool -k of a veth, the connprog client), including the
-tools' error outputs: connection refused, timeout, busy server, bad parameters.
+3.12, sockperf 3.7, qperf 0.4.11, /proc/stat, ethtool -k of a veth, the connprog client),
+including the tools' error outputs: connection refused, timeout, busy server, bad
+parameters, unresolvable host, UDP replies dropped (qperf exits 0 there).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dcnet.netbench import connrate, cpustat, environment, iperf3, sockperf
+from dcnet.netbench import connrate, cpustat, environment, iperf3, qperf, sockperf
 from dcnet.netbench.definition import TestSpec
 from dcnet.netbench.tools import ToolFailed, first_line, strip_ansi
 
@@ -149,6 +150,65 @@ def test_strip_ansi_on_sockperf_colours():
     assert "\x1b" in line and "\x1b" not in strip_ansi(line)
 
 
+# ---------------------------------------------------------------- qperf
+# Captured between two network namespaces joined by a veth pair (fd00:99::1 ->
+# fd00:99::2 and 10.99.0.1 -> 10.99.0.2), server `qperf` in the second, client argv as
+# qperf.client_argv builds it (udp_lost: nft dropping the data port's UDP at the server).
+
+
+def test_qperf_tcp_lat_over_ipv6():
+    m = qperf.parse(captured("qperf_tcp_lat_v6.txt"))
+    assert m.metrics["mean_us"] == pytest.approx(6.22467)
+    # one-way mean: 2 s / (160,652 sent + 160,651 received) messages
+    assert m.metrics["round_trips_per_s"] == pytest.approx(160651 / 2, rel=1e-4)
+    assert m.details == {"test": "tcp_lat", "sent": 160652, "received": 160651,
+                         "time_s": 2.0, "message_size": 64, "messages_per_s": 160651.0}
+
+
+@pytest.mark.parametrize("name, test, mean", [
+    ("qperf_udp_lat_v6.txt", "udp_lat", 3.24318), ("qperf_tcp_lat_v4.txt", "tcp_lat", 8.76586)])
+def test_qperf_other_captures(name, test, mean):
+    m = qperf.parse(captured(name))
+    assert (m.details["test"], m.metrics["mean_us"]) == (test, pytest.approx(mean))
+
+
+def test_qperf_latency_units():
+    text = captured("qperf_tcp_lat_v6.txt").replace("6.22467 us", "   1.5 ms")
+    assert qperf.parse(text).metrics["mean_us"] == pytest.approx(1500.0)
+    with pytest.raises(ToolFailed, match="unknown latency unit 'fortnights'"):
+        qperf.parse(text.replace("1.5 ms", "1.5 fortnights"))
+
+
+@pytest.mark.parametrize("name, returncode, message", [
+    ("qperf_refused.txt", 1, "qperf: fd00:99::2: failed to connect$"),
+    ("qperf_badhost.txt", 1, "qperf: getaddrinfo failed: Temporary failure in name"),
+    # exit 0, "latency = 0 ns", one message sent and none received
+    ("qperf_udp_lost.txt", 0, "qperf: no reply came back \\(1 sent, 0 received"),
+])
+def test_qperf_failures(name, returncode, message):
+    with pytest.raises(ToolFailed, match=message):
+        qperf.parse(captured(name), "", returncode)
+
+
+def test_qperf_empty_output_and_nonzero_exit():
+    with pytest.raises(ToolFailed, match="no output \\(exit 2\\)"):
+        qperf.parse("", "", 2)
+    with pytest.raises(ToolFailed, match="qperf: exit 1 after 'tcp_lat:'"):  # report, exit 1
+        qperf.parse(captured("qperf_tcp_lat_v6.txt"), "", 1)
+
+
+def test_qperf_commands():
+    spec = TestSpec("r", "rr", duration=1.2, protocol="udp", message_size=64)
+    argv = qperf.client_argv(spec, "fd00::2", 19865, 19866)
+    assert argv[0] == "qperf" and argv[-2:] == ["fd00::2", "udp_lat"]
+    assert argv[argv.index("--time") + 1] == "2"   # whole seconds: -t 0.5 never ends
+    assert argv[argv.index("--listen_port") + 1] == "19865"
+    assert argv[argv.index("--ip_port") + 1] == "19866"
+    assert argv[argv.index("--msg_size") + 1] == "64"
+    assert qperf.client_argv(TestSpec("r", "rr"), "10.0.0.2")[-1] == "tcp_lat"
+    assert qperf.server_argv(19865) == ["qperf", "--listen_port", "19865"]
+
+
 # ---------------------------------------------------------------- connrate
 
 
@@ -223,4 +283,5 @@ def test_loadavg_and_cpuinfo_and_offloads():
 def test_tool_versions_from_captured_output():
     assert first_line(captured("iperf3_version.txt")) == "iperf 3.12 (cJSON 1.7.15)"
     assert first_line(captured("sockperf_version.txt")) == "sockperf, version 3.7-no.git"
+    assert first_line(captured("qperf_version.txt")) == "qperf 0.4.11"
     assert first_line("\n\n") == ""
