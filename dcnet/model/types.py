@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from dcnet.model.agent_section import AgentSettings
 from dcnet.model.dns_section import DNSSettings
 from dcnet.model.haproxy_section import HAProxySettings
 from dcnet.model.jobname import JobName
@@ -169,6 +170,7 @@ class Model:
     dns: DNSSettings = field(default_factory=DNSSettings)
     haproxy: HAProxySettings = field(default_factory=HAProxySettings)
     lvs: LVSSettings = field(default_factory=LVSSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
 
     @property
     def default_carrier(self) -> Carrier:
