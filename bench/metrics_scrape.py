@@ -23,6 +23,8 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 
@@ -74,10 +76,9 @@ def show_stat(services: int, servers: int, server_rows: bool = True) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def model(services: int, servers: int):
+def model_text(services: int, servers: int) -> str:
     import yaml
 
-    from dcnet.model import parse_model
     data = {"version": 1, "carriers": [{"name": "bgp", "uplink": "bgp0",
                                         "gateway": "203.0.113.1", "table": 104,
                                         "vip_ranges": ["10.128.0.0/9"], "default": True}],
@@ -88,31 +89,79 @@ def model(services: int, servers: int):
                                                        f"{s + 1}"}
                                            for s in range(servers)]}
                          for n in range(services)]}
-    return parse_model(yaml.safe_dump(data), source="<bench>")
+    return yaml.safe_dump(data)
+
+
+def labelling(args, path: str):
+    """What labels the series, loaded as ``--load`` says: ``child`` as ``elbctl
+    exporter`` does now (:class:`IsolatedWatch`: the model loaded in a child, only its
+    index kept), ``inprocess`` as it did before (``load_model`` in this process)."""
+    if args.load == "inprocess":
+        from dcnet.model import load_model
+        return load_model(path)
+    from dcnet.cli.elbctl_metrics import IsolatedWatch
+    return IsolatedWatch({}, path, interval=0).current
 
 
 def serve(args) -> None:
+    """The child: ``elbctl exporter``'s imports, its labelling, the ELB collector over
+    the parent's ``show stat`` socket, served on loopback."""
+    import resource
+
+    import dcnet.cli.elbctl  # noqa: F401  (what `elbctl exporter` has imported)
+    from dcnet.haproxy.runtime import send
     from dcnet.metrics.cardinality import Bound
     from dcnet.metrics.elb import ELBCollector
     from dcnet.metrics.exposition import Exposition
-    from dcnet.metrics.haproxy_stat import BACKENDS_ONLY
     from dcnet.metrics.server import serve as start
 
-    answers = {}                # generated on first ask, like HAProxy per filter
-
-    def haproxy_stat(which: str) -> str:
-        if which not in answers:
-            answers[which] = show_stat(args.services, args.servers, which != BACKENDS_ONLY)
-        return answers[which]
-
-    the_model = model(args.services, args.servers)
+    if args.load == "child":
+        from dcnet.metrics import isolated
+        isolated.one_heap()                # as `elbctl exporter` does now
+    the_model = labelling(args, args.model)
     registry = Exposition()
-    registry.register(ELBCollector(model=lambda: the_model, haproxy_stat=haproxy_stat,
-                                   bound=Bound(mode=args.mode)))
+    registry.register(ELBCollector(
+        model=lambda: the_model, bound=Bound(mode=args.mode),
+        haproxy_stat=lambda which: send(args.socket, f"show stat {which}", timeout=120)))
     server = start(registry, f"127.0.0.1:{args.port}")
-    print("ready", flush=True)
+    loader_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"ready {loader_peak:.1f}", flush=True)
     sys.stdin.read()                       # until the parent closes our stdin
     server.close()
+
+
+class FakeHAProxy:
+    """A runtime API socket answering ``show stat <filter>`` with :func:`show_stat`'s
+    text (generated once per filter, in this process: the exporter's memory is only what
+    it reads, as with a real HAProxy)."""
+
+    def __init__(self, path: str, services: int, servers: int):
+        from dcnet.metrics.haproxy_stat import BACKENDS_ONLY
+
+        self.path, self.answers = path, {}
+        self.make = lambda which: show_stat(services, servers, which != BACKENDS_ONLY)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while chunk := conn.recv(4096):
+                    request += chunk
+                which = request.decode().strip().removeprefix("show stat ")
+                if which not in self.answers:
+                    self.answers[which] = self.make(which).encode()
+                conn.sendall(self.answers[which])
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -130,20 +179,23 @@ def rss(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def measure(args, mode: str) -> dict:
+def measure(args, mode: str, load: str, model_path: str, haproxy: FakeHAProxy) -> dict:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     child = subprocess.Popen([sys.executable, __file__, "--serve", "--mode", mode,
-                              "--port", str(port), "--services", str(args.services),
+                              "--load", load, "--model", model_path,
+                              "--socket", haproxy.path, "--port", str(port),
+                              "--services", str(args.services),
                               "--servers", str(args.servers)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert child.stdout.readline().strip() == "ready"
+        word, loader_peak = child.stdout.readline().split()
+        assert word == "ready"
         loaded = rss(child.pid)[0]         # the model loaded, nothing scraped yet
         durations, cpus = [], []
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=300) as r:
-            body = r.read()                # warm-up: builds the synthetic answer
+            body = r.read()                # warm-up: the fake HAProxy builds its answer
         for _ in range(args.scrapes):
             before = cpu_seconds(child.pid)
             started = time.perf_counter()
@@ -157,10 +209,17 @@ def measure(args, mode: str) -> dict:
         child.wait(30)
     series = sum(1 for line in body.decode().splitlines() if line and line[0] != "#")
     cpu = statistics.median(cpus)
-    return {"mode": mode, "scrape_ms": statistics.median(durations) * 1000,
+    return {"mode": mode, "load": load, "scrape_ms": statistics.median(durations) * 1000,
             "cpu_s": cpu, "core_at_15s": cpu / 15, "loaded_mib": loaded, "rss_mib": now,
-            "peak_mib": peak,
+            "peak_mib": peak, "loader_peak_mib": float(loader_peak),
             "body_mib": len(body) / 2**20, "series": series}
+
+
+COLUMNS_OUT = [("scrape_ms", "scrape ms", "{:.0f}"), ("cpu_s", "CPU s", "{:.2f}"),
+               ("core_at_15s", "core@15s", "{:.1%}"), ("loaded_mib", "loaded MiB", "{:.0f}"),
+               ("rss_mib", "RSS MiB", "{:.0f}"), ("peak_mib", "peak MiB", "{:.0f}"),
+               ("loader_peak_mib", "loader MiB", "{:.0f}"), ("body_mib", "body MiB", "{:.1f}"),
+               ("series", "series", "{:.0f}")]
 
 
 def main() -> None:
@@ -168,25 +227,52 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10000)
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--scrapes", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=3, help="exporter processes per "
+                        "mode and load (medians over them)")
     parser.add_argument("--modes", default="auto,server")
+    parser.add_argument("--loads", default="inprocess,child")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--load", default="child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--socket", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args)
         return
+    loads = args.loads.split(",")
     print(f"{args.services} services x {args.servers} real servers (+{SPARE} free slots "
-          f"each), {args.scrapes} scrapes, medians; host {os.uname().nodename}, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'mode':<8} {'scrape ms':>10} {'CPU s':>7} {'core@15s':>9} {'loaded MiB':>10} "
-          f"{'RSS MiB':>8} {'peak MiB':>9} {'body MiB':>9} {'series':>8}")
-    for mode in args.modes.split(","):
-        r = measure(args, mode)
-        print(f"{r['mode']:<8} {r['scrape_ms']:>10.0f} {r['cpu_s']:>7.2f} "
-              f"{r['core_at_15s']:>8.1%} {r['loaded_mib']:>10.0f} {r['rss_mib']:>8.0f} "
-              f"{r['peak_mib']:>9.0f} "
-              f"{r['body_mib']:>9.1f} {r['series']:>8}")
+          f"each), {args.scrapes} scrapes per process, {args.runs} processes per row, "
+          f"medians; host {os.uname().nodename}, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="dcnet-bench-") as work:
+        model_path = os.path.join(work, "model.yaml")
+        with open(model_path, "w") as handle:
+            handle.write(model_text(args.services, args.servers))
+        haproxy = FakeHAProxy(os.path.join(work, "admin.sock"), args.services, args.servers)
+        try:
+            results: dict[tuple[str, str], list[dict]] = {}
+            for _ in range(args.runs):           # interleaved: drifting load hits all
+                for mode in args.modes.split(","):
+                    for load in loads:
+                        results.setdefault((mode, load), []).append(
+                            measure(args, mode, load, model_path, haproxy))
+        finally:
+            haproxy.close()
+    print(f"{'mode':<7} {'load':<10}" + "".join(f" {title:>10}" for _, title, _ in COLUMNS_OUT))
+    for (mode, load), runs in results.items():
+        row = {key: statistics.median(r[key] for r in runs) for key, _, _ in COLUMNS_OUT}
+        print(f"{mode:<7} {load:<10}" + "".join(f" {fmt.format(row[key]):>10}"
+                                               for key, _, fmt in COLUMNS_OUT))
+        base = results.get((mode, loads[0]))
+        if load != loads[0] and base:
+            ratios = {key: row[key] / statistics.median(r[key] for r in base)
+                      for key, _, _ in COLUMNS_OUT
+                      if statistics.median(r[key] for r in base)}
+            print(f"{'':<7} {'x ' + loads[0]:<10}" + "".join(
+                f" {ratios[key]:>9.2f}x" if key in ratios else f" {'':>10}"
+                for key, _, _ in COLUMNS_OUT))
 
 
 if __name__ == "__main__":

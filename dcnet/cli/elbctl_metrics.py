@@ -15,17 +15,27 @@ The model labels the series (``-f``; else the last model the target applied).
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import signal
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 
 import click
 
-from dcnet.cli.common import all_target_options, load_model_or_exit, with_target_options
-from dcnet.metrics import sd
+from dcnet.cli.common import (
+    all_target_options,
+    exit_invalid_model,
+    load_model_or_exit,
+    with_target_options,
+)
+from dcnet.metrics import isolated, sd
 from dcnet.metrics.cardinality import DEFAULT_MAX_SERVER_SERIES, MODES, Bound
 from dcnet.metrics.status import status_path
+from dcnet.model import ModelError, load_model
+from dcnet.model.loader import read_model_text
 from dcnet.target import registry, session
 
 STATS_PATH = "/proc/thread-self/net/ip_vs_stats"
@@ -83,8 +93,9 @@ class Watch:
                     self.current = model
                     break
 
-    def check(self) -> None:
-        self.refresh_model()
+    def check(self, refresh: bool = True) -> None:
+        if refresh:
+            self.refresh_model()
         out: dict[str, bool | None] = {}
         for target, options in self.targets.items():
             model = self.given if self.given is not None else self.last_applied(target)
@@ -103,6 +114,58 @@ class Watch:
         while not self.stop.is_set():
             self.check()
             self.stop.wait(self.interval)
+
+
+class IsolatedWatch(Watch):
+    """The :class:`Watch` of ``elbctl exporter``: the model is loaded, and drift planned
+    with it, in a short-lived child process each time (:func:`check_in_child`); this
+    process keeps only the :class:`~dcnet.metrics.elb.ServiceIndex` that labels the
+    series, and the given model's text (compressed). A 10,000 x 10 model left 265 MiB
+    resident in the process that loaded it (docs/metrics.md)."""
+
+    def __init__(self, targets: dict[str, dict], model_path: str | None = None,
+                 interval: float = 60.0, lock_timeout: float = 5.0):
+        self.model_path, self.text, self.digest = model_path, None, None
+        if model_path is not None:
+            self.text = zlib.compress(read_model_text(model_path).encode(), 6)
+        super().__init__(targets, None, interval, lock_timeout)
+
+    def refresh_model(self) -> None:
+        self._run(drift=False)
+
+    def check(self) -> None:
+        self._run(drift=True)
+
+    def _run(self, drift: bool) -> None:
+        digest, index, drifts = isolated.call(
+            check_in_child, self.targets, self.model_path, self.text, self.lock_timeout,
+            dict(self.drifts), self.digest, drift)
+        if digest != self.digest:
+            self.current = None if index is None else pickle.loads(index)
+            self.digest = digest
+        if drift:
+            self.drifts = drifts
+        isolated.trim()
+
+
+def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes | None,
+                   lock_timeout: float, previous: dict, known: str | None, drift: bool):
+    """Run in a child by :class:`IsolatedWatch`: the labelling index of the model (the
+    given text, else the last model a target applied) as (digest, pickled index or None
+    when the digest is ``known``), and with ``drift`` whether each target's plan of it
+    is not empty (the previous value when the target was busy or unavailable)."""
+    from dcnet.metrics.elb import ServiceIndex
+
+    model = None if text is None else load_model(model_path, text=zlib.decompress(
+        text).decode())
+    watch = Watch(targets, model, 0, lock_timeout)     # reads the model to use
+    watch.drifts = previous
+    if drift:
+        watch.check(refresh=False)
+    index = None if watch.current is None else pickle.dumps(ServiceIndex.of(
+        watch.current), protocol=pickle.HIGHEST_PROTOCOL)
+    digest = None if index is None else hashlib.sha256(index).hexdigest()
+    return digest, None if digest == known else index, watch.drifts
 
 
 def haproxy_source(options: dict) -> Callable[[str], str]:
@@ -278,9 +341,12 @@ def exporter(model_path: str | None, targets: tuple[str, ...], metrics_address: 
     from dcnet.metrics.server import serve
     from dcnet.sysio import netns
 
-    model = load_model_or_exit(model_path) if model_path else None
     chosen = {name: options_for(name, params) for name in targets}
-    watch = Watch(chosen, model, drift_interval)
+    isolated.one_heap()                    # before any thread: see dcnet.metrics.isolated
+    try:
+        watch = IsolatedWatch(chosen, model_path, drift_interval)
+    except ModelError as exc:
+        exit_invalid_model(model_path, exc)
     reg = elb_registry(chosen, watch, Bound(max_server_series, cardinality), list(ipvs_netns))
     try:
         server = serve(reg, metrics_address,

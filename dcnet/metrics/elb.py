@@ -23,13 +23,14 @@ model. Nothing is labelled by client or connection. The text is written directly
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dcnet.metrics import haproxy_stat, status
 from dcnet.metrics.cardinality import Bound, aggregate
-from dcnet.metrics.exposition import Family, LabelCache, labels
+from dcnet.metrics.exposition import Family, LabelCache, encoded, labels
 
 JOBNAME_TAGS = ("job", "jobgroup", "service", "servicegroup", "cluster", "pdl", "owt", "cop")
 
@@ -66,44 +67,52 @@ def parse_ip_vs_stats(text: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class ServiceIndex:
-    """Pure view of the model for labelling: which (vip, port) is which service/carrier."""
+    """Pure view of the model for labelling: which (vip, port) is which service/carrier.
+
+    It is all an exporter keeps of its model (the model itself is loaded in a child:
+    :mod:`dcnet.metrics.isolated`), so it is compact: each name is one string object
+    shared by every table, the JOBNAME tags are kept only as the finished text of
+    ``dcnet_service_info``, and the ``{service,port}`` label sets are formatted here
+    rather than among a first scrape's short-lived objects (which would pin them)."""
 
     carriers: dict[tuple[str, int], tuple[str, str]]        # (vip, port) -> (service, carrier)
     service_carriers: dict[str, tuple[str, ...]]
-    tags: dict[str, dict[str, str]]
+    info: str = ""                       # the dcnet_service_info family, formatted
     server_slots: int | None = None      # real servers x ports of the model (None: no model)
     service_port_labels: LabelCache = field(
         default_factory=lambda: LabelCache(("service", "port")), compare=False)
 
     @classmethod
     def of(cls, model) -> ServiceIndex:
-        carriers, by_service, tags = {}, {}, {}
+        """The index of ``model`` (a model, None, or an index already)."""
+        if isinstance(model, ServiceIndex):
+            return model
+        carriers, by_service = {}, {}
+        service_ports = LabelCache(("service", "port"))
+        info = Family("dcnet_service_info", "The JOBNAME tags of each service of the "
+                      "model (join with group_left on service)")
         slots = None
         if model is not None:
             slots = 0
+            intern = sys.intern
             for service in model.services:
-                by_service[service.name] = tuple(dict.fromkeys(c for c, _ in service.vips))
-                tags[service.name] = {t: getattr(service.job, t) or "" for t in JOBNAME_TAGS}
+                name = intern(service.name)
+                names = by_service[name] = tuple(dict.fromkeys(intern(c)
+                                                               for c, _ in service.vips))
+                values = {"service": name, "carriers": ",".join(names),
+                          **{f"tag_{t}": getattr(service.job, t) or "" for t in JOBNAME_TAGS}}
+                info.add_formatted(labels(values, values.values()), 1)
                 slots += len(service.real_servers) * len(service.ports)
+                for port in service.ports:      # formatted now, with the index
+                    service_ports.get((name, intern(str(port.port))))
                 for carrier, vip in service.vips:
                     for port in service.ports:
-                        carriers[(str(vip), port.port)] = (service.name, carrier)
-        return cls(carriers, by_service, tags, slots)
+                        carriers[(str(vip), port.port)] = (name, intern(carrier))
+        return cls(carriers, by_service, info.text(), slots, service_ports)
 
     def info_text(self) -> str:
         """``dcnet_service_info`` (formatted once per model: it does not change)."""
-        text = getattr(self, "_info", None)
-        if text is None:
-            info = Family("dcnet_service_info", "The JOBNAME tags of each service of the "
-                          "model (join with group_left on service)")
-            for name, tags in self.tags.items():
-                values = {"service": name,
-                          "carriers": ",".join(self.service_carriers.get(name, ())),
-                          **{f"tag_{k}": v for k, v in tags.items()}}
-                info.add_formatted(labels(values, values.values()), 1)
-            text = info.text()
-            object.__setattr__(self, "_info", text)
-        return text
+        return self.info
 
 
 class ELBCollector:
@@ -131,6 +140,10 @@ class ELBCollector:
         """The text of one scrape."""
         return "".join(family.text() if isinstance(family, Family) else family
                        for family in self.collect())
+
+    def chunks(self) -> list[bytes]:
+        """The text of one scrape, encoded family by family (what the server writes)."""
+        return list(encoded(self.collect()))
 
     def collect(self) -> list:
         """Families (and pre-formatted text) of one scrape."""

@@ -105,6 +105,19 @@ class TextSource(Protocol):
     def exposition(self) -> str: ...
 
 
+def encoded(parts: Iterable[Family | str]) -> Iterable[bytes]:
+    """The UTF-8 text of ``parts`` one part at a time; a family's lines are dropped once
+    written, so a large scrape holds its samples once, not also as one joined body."""
+    for part in parts:
+        if isinstance(part, Family):
+            text = part.text()
+            part.lines = []
+        else:
+            text = part
+        if text:
+            yield text.encode()
+
+
 class Exposition:
     """What one ``/metrics`` answers: text sources (``exposition() -> str``) and a
     ``prometheus_client`` registry for everything else."""
@@ -122,6 +135,16 @@ class Exposition:
             self.registry.register(collector)
 
     def generate(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def chunks(self) -> list[bytes]:
+        """The body in pieces (the registry's, then each source's: its ``chunks()``
+        when it has them, else its ``exposition()``), for writing without joining."""
         parts = [generate_latest(self.registry)]
-        parts.extend(source.exposition().encode() for source in self.sources)
-        return b"".join(parts)
+        for source in self.sources:
+            chunks = getattr(source, "chunks", None)
+            if chunks is not None:
+                parts.extend(chunks())
+            else:
+                parts.append(source.exposition().encode())
+        return parts

@@ -12,14 +12,15 @@ a registry) by :class:`ExpositionHandler` (text format 0.0.4, gzip on request).
 
 from __future__ import annotations
 
-import gzip
 import socket
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import MetricsHandler
 
+from dcnet.metrics import isolated
 from dcnet.metrics.exposition import CONTENT_TYPE, Exposition
 
 
@@ -61,6 +62,16 @@ class _Server(ThreadingHTTPServer):
         pass
 
 
+def gzip_chunks(chunks: list[bytes]) -> bytes:
+    """``chunks`` gzip-compressed as one stream (level 1), each dropped once read."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)     # 31: a gzip header
+    out = []
+    while chunks:
+        out.append(compressor.compress(chunks.pop(0)))
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
 class ExpositionHandler(BaseHTTPRequestHandler):
     """``GET /metrics`` (or ``/``) answers the exposition's body; gzip when accepted."""
 
@@ -71,18 +82,21 @@ class ExpositionHandler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         try:
-            body = self.exposition.generate()
+            chunks = self.exposition.chunks()
         except Exception as exc:           # a collector bug: answer 500, keep serving
             self.send_error(500, explain=str(exc))
             return
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE)
         if "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
+            chunks = [gzip_chunks(chunks)]
             self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
         self.end_headers()
-        self.wfile.write(body)
+        for chunk in chunks:               # written piece by piece: never joined
+            self.wfile.write(chunk)
+        del chunks
+        isolated.trim()                    # the pieces' heap pages back to the kernel
 
     def log_message(self, format, *args) -> None:
         pass

@@ -28,3 +28,13 @@ class ModelError(ValueError):
         if last is not None:     # e.g. "N more problems not listed": after the others
             self.problems.append(last)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    def __reduce__(self):      # pickled (from a child process) with its problems in order
+        return _restore, (self.problems,)
+
+
+def _restore(problems: list[Problem]) -> ModelError:
+    error = ModelError([])
+    error.problems = list(problems)
+    error.args = ("\n".join(str(p) for p in problems),)
+    return error

@@ -52,11 +52,14 @@ RESERVED_TABLES = frozenset({253, 254, 255})  # default, main, local
 _PERSISTENCE = f.integer(0, 31_536_000)
 
 
-def load_model(path: str | os.PathLike, allowed_dirs: list[str] | None = None) -> Model:
+def load_model(path: str | os.PathLike, allowed_dirs: list[str] | None = None,
+               text: str | None = None) -> Model:
     """Read and validate the model at ``path``; CIDR files are relative to it and must
-    lie inside its directory, one of ``allowed_dirs`` or one of ``$DCNET_MODEL_PATHS``."""
+    lie inside its directory, one of ``allowed_dirs`` or one of ``$DCNET_MODEL_PATHS``.
+    ``text``: the model's text when it was read already (as from ``path``)."""
     path = os.fspath(path)
-    text = read_model_text(path)
+    if text is None:
+        text = read_model_text(path)
     base = os.path.dirname(os.path.abspath(path))
     allowed = inputs.allowed_dirs(base, allowed_dirs)
 

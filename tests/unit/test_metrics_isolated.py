@@ -1,0 +1,76 @@
+"""The exporter's model loaded in a child process: the labelling index it keeps is the
+one the model gives in-process, an invalid model is refused with the same problems (in
+the same order), and glibc's heap trim is callable."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from dcnet.cli.elbctl_metrics import IsolatedWatch
+from dcnet.metrics import isolated
+from dcnet.metrics.elb import ServiceIndex
+from dcnet.model import ModelError, load_model
+from dcnet.model.errors import Problem
+from tests.unit.model_fixtures import FILES, model_text
+
+pytestmark = pytest.mark.unit
+
+
+def write_model(tmp_path, text: str) -> str:
+    for name, content in FILES.items():
+        (tmp_path / name).write_text(content)
+    path = tmp_path / "model.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_index_loaded_in_a_child_is_the_in_process_one(tmp_path):
+    path = write_model(tmp_path, model_text())
+    watch = IsolatedWatch({}, path, interval=0)
+    expected = ServiceIndex.of(load_model(path))
+    assert isinstance(watch.current, ServiceIndex)
+    assert watch.current == expected
+    assert watch.current.info_text() == expected.info_text()
+    assert 'tag_job="web",' in watch.current.info_text()
+    assert watch.current.server_slots == 3
+    assert watch.drifts == {}
+
+
+def test_an_invalid_model_is_refused_with_its_problems_in_order(tmp_path):
+    def break_it(data):
+        data["services"][0]["ports"][0]["port"] = 0
+        data["services"][1]["real_servers"][0]["address"] = "not-an-address"
+
+    path = write_model(tmp_path, model_text(break_it))
+    with pytest.raises(ModelError) as in_process:
+        load_model(path)
+    with pytest.raises(ModelError) as from_child:
+        IsolatedWatch({}, path, interval=0)
+    assert len(in_process.value.problems) == 2
+    assert from_child.value.problems == in_process.value.problems
+    assert str(from_child.value) == str(in_process.value)
+
+
+def test_a_model_error_pickles_with_its_trailing_problem_last():
+    error = ModelError([Problem("m.yaml", 9, "b", "late"), Problem("m.yaml", 2, "a", "x")],
+                       last=Problem("m.yaml", None, "", "3 more problems not listed"))
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.problems == error.problems
+    assert copy.problems[-1].message == "3 more problems not listed"
+    assert str(copy) == str(error)
+
+
+def test_a_child_call_returns_its_result_and_raises_its_error():
+    assert isolated.call(divmod, 7, 2) == (3, 1)
+    with pytest.raises(ZeroDivisionError):
+        isolated.call(divmod, 1, 0)
+
+
+def test_trim_runs_where_glibc_has_it():
+    assert isolated.trim() is True     # Debian: glibc
+
+
+def test_one_heap_is_accepted_by_glibc():
+    assert isolated.one_heap() is True
