@@ -8,7 +8,8 @@ duration is asserted.
 
 Shipped experiments run here: agent-killed-during-adds, etcd-member-killed, etcd-stopped
 (host-gw), dhcp-server-gone (MACVLAN), vrrp-failover and vrrp-director-partitioned
-(keepalived in namespaces; the second fails as expected: see its file);
+(keepalived in namespaces; the second heals the partition so that the director that
+stayed master hears no lower-priority advert: see its file);
 haproxy-real-server-killed and haproxy-partition run in tests/netns/test_chaos.py."""
 
 from __future__ import annotations
@@ -279,27 +280,37 @@ def test_dhcp_server_gone_while_pods_start(lab_factory, tmp_path):
 
 def test_vrrp_director_partitioned_under_http_load(lab_factory, tmp_path):
     lab, _ = vrrp_lab(lab_factory, tmp_path)
+    assert "vrrp_garp_master_refresh 5" in (tmp_path / "lvs-a.conf").read_text()
     moved = {}
 
     def watch(line: str) -> None:       # in the runner, while lvs-a is cut off
-        if line.startswith("fault 0"):
+        if line.startswith("fault 1"):
             moved["lvs-b"] = wait_for(lambda: has_vip(lab, "lvs-b"), 30)
 
     from dcnet.chaos import experiment, report, runner
     from dcnet.chaos.journal import Journal
     loaded = experiment.load(experiment.builtin("vrrp-director-partitioned"),
                              {"LAB": lab.prefix})
+    before = {d: len((tmp_path / f"{d}.log").read_text()) for d in ("lvs-a", "lvs-b")}
     result = runner.run(loaded, Journal(str(tmp_path / "journal.jsonl")), log=watch)
     report.write(result, str(tmp_path / "report"))
+    heal = result["steps"][1]
     print("figures vrrp-director-partitioned:", json.dumps({
-        "vip": result["steps"][0]["probes"]["vip"], "leftovers": result["leftovers"],
-        "after": result["probes"][0]["after"],
+        "vip": heal["probes"]["vip"], "leftovers": result["leftovers"],
+        "rollback": result["rollbacks"], "after": result["probes"][0]["after"],
         "settle_seconds": result["settle_seconds"], "loadavg": result["loadavg"]}))
-    assert moved["lvs-b"], (tmp_path / "lvs-b.log").read_text()      # the failover was real
+    logs = {d: (tmp_path / f"{d}.log").read_text()[before[d]:] for d in ("lvs-a", "lvs-b")}
+    assert moved["lvs-b"], logs["lvs-b"]                              # the failover was real
+    assert heal["namespace"] == f"{lab.prefix}-lvs-a" and heal["kind"] == "partition"
+    # the order the method forces: lvs-b heard lvs-a and stepped down, lvs-a never heard
+    # lvs-b's lower-priority advert (so no gratuitous ARP answered one)
+    assert "Master received advert from 198.51.100.2 with higher priority" in logs["lvs-b"]
+    assert "with lower priority" not in logs["lvs-a"], logs["lvs-a"]
     assert result["error"] is None and result["leftovers"] == [], result["leftovers"]
-    # the finding: after the partition heals, the VIP is black-holed (see the experiment)
-    assert not result["ok"] and not result["probes"][0]["after"]["ok"]
-    assert result["probes"][0]["after"]["failed"] > 0
+    # the VIP answered again within the rollback's bounded wait, then the steady state held
+    assert result["rollbacks"][0]["ready"], (result["rollbacks"], logs)
+    assert result["ok"] and result["probes"][0]["after"]["ok"], result["probes"]
+    assert heal["probes"]["vip"]["time_to_recover"] is not None
     assert has_vip(lab, "lvs-a") and not has_vip(lab, "lvs-b")
-    mac_b = lab.run("lvs-b", ["cat", "/sys/class/net/ctc0/address"]).stdout.strip()
-    assert mac_b in lab.run("isp", ["ip", "neigh", "show", VIP]).stdout  # still lvs-b's
+    mac_a = lab.run("lvs-a", ["cat", "/sys/class/net/ctc0/address"]).stdout.strip()
+    assert mac_a in lab.run("isp", ["ip", "neigh", "show", VIP]).stdout  # lvs-a's again
