@@ -22,7 +22,8 @@ worker, puts the last known good file back when the reload fails, and repairs wh
 ``show servers state`` shows was lost. Deletes come last: a removed service's step
 checks that the file and HAProxy no longer have it; a removed server is drained first
 like ``backend remove`` (:func:`dcnet.haproxy.drain.drain_removals`), then put in
-maintenance. Undo runs in reverse (last known good back, runtime changes reverted).
+maintenance; one the reload removes is waited for in the old workers (``drain_reloaded``).
+Undo runs in reverse (last known good back, runtime changes reverted).
 
 Backends changed by ``elbctl backend`` (:mod:`dcnet.backendfile`, in the run
 directory) are merged into every model planned, and the model of each successful apply
@@ -350,6 +351,8 @@ class HAProxyTarget(Target):
                 raise
             self.repair(plan)
             self._save_server_state()
+            drain.drain_reloaded(self.runtime, plan.changes,
+                                 payload.model.haproxy.drain_deadline, self.log)
         now.staged[(CONFIG, change.key)] = "written"
         now.written = written
 
@@ -399,8 +402,7 @@ class HAProxyTarget(Target):
             raise ApplyStepError(f"backend {backend} has no free server slot for {key}")
         if slots[index] is not None:
             self._drain_removals(plan)        # the slot of a server this plan removes
-        self.runtime.set_server(backend, slot_name(index), address=spec.address,
-                                port=spec.port)
+        self.runtime.set_server(backend, slot_name(index), address=spec.address, port=spec.port)
         self._set_weight_state(backend, index, spec)
         slots[index] = key
 
@@ -420,8 +422,7 @@ class HAProxyTarget(Target):
             self.log(f"removal of {len(removals)} server(s): {outcome.describe()}")
 
     def _row(self, backend: str, key: str) -> ServerRow | None:
-        return next((r for r in self.runtime.servers(backend)
-                     if r.key == key and not r.free), None)
+        return next((r for r in self.runtime.servers(backend) if r.key == key and not r.free), None)
 
     def _undo_server_create(self, change: Change, plan: Plan) -> None:
         """Free the slot again, or give it back to the server it was taken from."""
@@ -435,8 +436,7 @@ class HAProxyTarget(Target):
             slots[index] = None
             return
         spec = _spec(before, payload.running[(backend, before)])
-        self.runtime.set_server(backend, slot_name(index), address=spec.address,
-                                port=spec.port)
+        self.runtime.set_server(backend, slot_name(index), address=spec.address, port=spec.port)
         self._set_weight_state(backend, index, spec)
         slots[index] = before
 
@@ -448,8 +448,7 @@ class HAProxyTarget(Target):
         if slots[index] is not None:
             return          # the new server's undo (next) gives the slot back to it
         spec = _spec(key, change.old)
-        self.runtime.set_server(backend, slot_name(index), address=spec.address,
-                                port=spec.port)
+        self.runtime.set_server(backend, slot_name(index), address=spec.address, port=spec.port)
         self._set_weight_state(backend, index, spec)
         slots[index] = key
 

@@ -14,7 +14,12 @@ or its sessions were cut.
 A full ``elbctl apply`` that removes servers (the model no longer lists them) drains
 them the same way before it takes them out (:func:`drain_removals`): all of the plan's
 removals at once, then one wait, so the apply holds the lock for at most one
-``drain_deadline``.
+``drain_deadline``. Servers that go with the file instead (their whole backend leaves:
+a service or port removed) are gone from the new worker at the reload, but the old
+worker keeps their connections (in TCP mode until ``hard-stop-after``):
+:func:`drain_reloaded` waits for those in the old workers after the reload, at most
+``drain_deadline``, then shuts them down, so a removed server is safe to stop when the
+apply returns either way.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dcnet.haproxy.carry import FILE_SERVER
 from dcnet.haproxy.layout import listeners
 from dcnet.haproxy.runtime import HAProxyUnavailable
 from dcnet.lvs.layout import parse_server
 from dcnet.model import Model
+from dcnet.plan import Action
 
 POLL = 0.1
 
@@ -206,3 +213,21 @@ def drain_removals(runtime, removals: list[tuple[str, str, str, bool]],
             with contextlib.suppress(Exception):
                 runtime.set_server(backend, slot, state="ready")
         raise
+
+
+def drain_reloaded(runtime, changes, deadline: float,
+                   log: Callable[[str], None]) -> DrainOutcome | None:
+    """After a reload: the servers the plan's file removed (``file-server`` deletes,
+    keys ``(backend, "address:port")``) may still have sessions in the old workers; wait
+    until none is left, at most ``deadline`` seconds, then shut them down, and ``log``
+    how it ended (None: the reload removed no server)."""
+    matches = []
+    for change in changes:
+        if change.kind == FILE_SERVER and change.action is Action.DELETE:
+            address, _, port = change.key[1].rpartition(":")
+            matches.append(Match(frozenset({change.key[0]}), address.strip("[]"), int(port)))
+    if not matches:
+        return None
+    outcome = wait_drained(workers(runtime), AnyOf(tuple(matches)), deadline)
+    log(f"removal of {len(matches)} server(s) by the reload: {outcome.describe()}")
+    return outcome
