@@ -169,3 +169,38 @@ def test_a_target_without_sessions_reports_drained_at_once():
     follower.stop()
     assert [(one.state, one.detail) for one in got] == [
         ("drained", "target dns holds no connection of its own: nothing counted")]
+
+
+def test_the_lvs_target_waits_for_a_drained_servers_active_connections(tmp_path):
+    """LVSTarget.wait_drained (what an LVS agent runs) over the fake IPVS, after the
+    agent's apply of the effective model put the server at weight 0."""
+    from dcnet.elbstore.effective import effective_model
+    from dcnet.lab import lvs_lab as lvslab
+    from dcnet.lvs.fake import FakeIPVS
+    from dcnet.lvs.ipvs import WireService
+    from dcnet.target import apply_plan
+    from tests.unit.test_lvs_plan import target
+
+    server = "10.20.0.11"
+    services = [WireService(2, 6, lvslab.VIPS[c][0], 80) for c in ("telecom", "unicom")]
+    ipvs = FakeIPVS()
+    director = target(ipvs, tmp_path)
+    drained = effective_model(lvslab.model(), {lvslab.JOB_NAT: {
+        server: {"weight": 5, "state": "draining"}}})
+    assert apply_plan(director, director.plan(drained)).ok
+    for service in services:
+        ipvs.set_conns(service, server, 8080, 2, 0)
+    seen, sleeps = [], []
+
+    def sleep(seconds):               # the connections end after the second poll
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            for service in services:
+                ipvs.set_conns(service, server, 8080, 0, 1)
+
+    outcome = director.wait_drained(drained, lvslab.JOB_NAT, server, progress=seen.append,
+                                    sleep=sleep)
+    assert verdict(outcome) == ("drained", 0) and outcome.counts.inactive == 2
+    assert seen == [4, 4, 0, 0]                       # two quiet polls end the wait
+    unknown = director.wait_drained(drained, "job.no.such", server, sleep=sleep)
+    assert verdict(unknown) == ("drained", 0) and unknown.state == lvs_drain.ABSENT
