@@ -2,7 +2,8 @@
 plan means the target was changed outside dcnet, recorded as an audit event.
 
 It owns the audit event (who noticed, what differs, when, on which target and director)
-and the audit log (JSON lines, appended with one ``write`` each, file 0600). Planning and
+and the audit log (JSON lines, appended with one ``write`` each, file 0600); ``elbctl
+agent`` records its drifts with both (:mod:`dcnet.elbstore.driftwatch`). Planning and
 repairing go through :func:`dcnet.target.session.run`, like every other caller.
 """
 
@@ -27,14 +28,17 @@ def now() -> str:
 
 
 def audit_event(plan: Plan, target: str, model_source: str, *, when: str | None = None,
-                repair: ApplyResult | None = None, repair_plan: Plan | None = None) -> dict:
-    """The audit record of one drift: pure given its inputs (``when`` defaults to now)."""
+                repair: ApplyResult | None = None, repair_plan: Plan | None = None,
+                director: str | None = None, command: str = "elbctl drift") -> dict:
+    """The audit record of one drift: pure given its inputs (``when`` defaults to now,
+    ``director`` to the host name; ``command`` is the observer: ``elbctl drift`` or
+    ``elbctl agent``)."""
     event = {
         "event": "drift",
         "time": when or now(),
         "target": target,
-        "director": socket.gethostname(),
-        "observer": {"user": _user(), "pid": os.getpid(), "command": "elbctl drift"},
+        "director": director or socket.gethostname(),
+        "observer": {"user": _user(), "pid": os.getpid(), "command": command},
         "changed_by": "outside dcnet (not recorded by the target)",
         "model": model_source,
         "summary": plan.counts(),

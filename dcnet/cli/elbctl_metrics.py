@@ -249,6 +249,28 @@ class EtcdHealth:
         current = self.agent.state.current
         revision.add_metric([], -1 if current is None else current)
         yield revision
+        drift = CounterMetricFamily("dcnet_elb_agent_drift_events", "Drifts the agent "
+                                    "recorded (its target changed outside dcnet), by "
+                                    "action: repaired, or alerted (left as is)",
+                                    labels=["action"])
+        for action, count in sorted(self.agent.drift.events.items()):
+            drift.add_metric([action], count)
+        yield drift
+
+
+class AgentWatch(Watch):
+    """``elbctl agent``'s :class:`Watch`: the model it applies labels the series, and
+    ``dcnet_elb_drift`` is what the agent's own passes found (1 while a drift is left as
+    is under ``agent.drift: alert``), not a second planner taking the target's lock."""
+
+    def __init__(self, agent, target: str, options: dict, source: Callable[[], object]):
+        self.agent = agent
+        super().__init__({target: options}, None, 2.0, source=source)
+
+    def check(self, refresh: bool = True) -> None:
+        self.refresh_model()
+        self.drifts = {name: None if self.current is None else self.agent.drift.active
+                       for name in self.targets}
 
 
 def serve_agent_metrics(address: str | None, agent, target: str, options: dict,
@@ -264,7 +286,7 @@ def serve_agent_metrics(address: str | None, agent, target: str, options: dict,
 
     from dcnet.metrics.server import serve
 
-    watch = Watch({target: options}, None, 60.0, source=applied)
+    watch = AgentWatch(agent, target, options, source=applied)
     reg = elb_registry({target: options}, watch, Bound(max_server_series))
     reg.register(EtcdHealth(agent))
     try:

@@ -180,13 +180,17 @@ def status_cmd(store_url: str, output: str) -> None:
 @click.option("--debounce-max", type=float, default=0.5, show_default=True,
               help="At most this long after the first change.")
 @click.option("--resync", type=float, default=60.0, show_default=True,
-              help="Apply the desired state again this often (repairs drift).")
+              help="Check the desired state again this often (drift: repaired or "
+                   "reported as the model's agent.drift says).")
 @click.option("--metrics-address", default=None, envvar="DCNET_METRICS_ADDRESS",
               help="Serve Prometheus /metrics on HOST:PORT (default: none).")
+@click.option("--audit-log", default=None, envvar="DCNET_AUDIT_LOG",
+              help="JSON-lines file drift audit events are appended to (default "
+                   "/var/log/dcnet/audit.jsonl).")
 @with_target_options
 def agent_cmd(store_url: str, director: str, target: str, cache_dir: str | None,
               debounce: float, debounce_max: float, resync: float,
-              metrics_address: str | None, **params) -> None:
+              metrics_address: str | None, audit_log: str | None, **params) -> None:
     """Make this director follow the current model and the registered backends."""
     from dcnet.elbstore.agent import Agent
     from dcnet.elbstore.keys import KeyNameError
@@ -200,7 +204,8 @@ def agent_cmd(store_url: str, director: str, target: str, cache_dir: str | None,
     options = target_kwargs(target, params)
     try:
         agent = Agent(settings, director, target, options, cache_dir=cache_dir,
-                      debounce=debounce, debounce_max=debounce_max, resync=resync)
+                      debounce=debounce, debounce_max=debounce_max, resync=resync,
+                      audit_log=audit_log)
     except (KeyNameError, ValueError) as exc:
         click.echo(f"elbctl: agent: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -20,6 +20,10 @@ Two threads, each with its own etcd client:
   drain reports (connections left, then drained / deadline) reach the main loop through
   the same queue and are written like the status, under the director's status prefix,
   for ``elbctl backend drain|remove --store`` to wait on.
+- drift (issue #20): a pass whose desired state is the one last applied successfully yet
+  plans changes found the target changed outside dcnet (:mod:`dcnet.elbstore.driftwatch`:
+  audit log, metric, etcd record). The model's ``agent.drift`` decides: ``repair``
+  applies, ``alert`` plans only and reports the drift in the status until it is gone.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collections.abc import Callable
 from dcnet.elbstore import bundle
 from dcnet.elbstore.desired import DesiredState
 from dcnet.elbstore.drains import DrainFollower
+from dcnet.elbstore.driftwatch import DriftWatch, desired_key, plan_model
 from dcnet.elbstore.effective import effective_model
 from dcnet.elbstore.keys import KeyNameError, Keys, check_director
 from dcnet.elbstore.records import RecordError, Status, decode_current
@@ -53,7 +58,8 @@ class Agent:
                  cache_dir: str | None = None, debounce: float = 0.05,
                  debounce_max: float = 0.5, resync: float = 60.0, retry_max: float = 30.0,
                  log: Callable[[str], None] = stderr_log,
-                 client_factory: Callable[[], object] | None = None):
+                 client_factory: Callable[[], object] | None = None,
+                 audit_log: str | None = None):
         if target not in available():
             raise ValueError(f"unknown target {target!r} (known: {', '.join(available())})")
         self.settings = settings
@@ -84,6 +90,8 @@ class Agent:
         self._status_retry_at = 0.0
         self._status_warned = False
         self._drain_reports: dict[tuple[str, str], object] = {}   # key -> report or None
+        self.drift = DriftWatch(self.director, target, self.keys,
+                                **({"audit_log": audit_log} if audit_log else {}), log=log)
         self.drains = DrainFollower(
             self.director, lambda: create_target(self.target, self.options),
             lambda key, report: self.events.put(("drain", key, report)), log)
@@ -250,6 +258,10 @@ class Agent:
                                 state.revision, errors=[str(p) for p in exc.problems]))
             return None
         effective = effective_model(model, state.registry)
+        desired = desired_key(record.revision, state.registry)
+        suspect = self.drift.suspect(desired)
+        if suspect and model.agent.drift == "alert":
+            return self._alert(record.revision, effective, desired)
         self.applies += 1
         started = time.monotonic()
         try:
@@ -269,10 +281,44 @@ class Agent:
                      f"{status.summary}; applied {status.applied} in "
                      f"{time.monotonic() - started:.3f}s"
                      + ("" if result.ok else f"; FAILED {errors[0]}"))
+        if suspect and outcome.plan.changes:
+            event = self.drift.noticed(outcome.plan, f"etcd model revision {record.revision}",
+                                       "repair", repair=result, repair_plan=outcome.plan)
+            self.log(f"drift: {self.target} was changed outside dcnet, "
+                     f"{'repaired' if result.ok else 'repair FAILED'} (agent.drift: repair; "
+                     f"audit event at {event['time']})")
+        self.drift.settled(desired if result.ok else None)
         self._report(status)
         if result.ok:
             self.drains.follow(state.registry, state.records, effective)
         return result.ok
+
+    def _alert(self, model_revision: int, effective, desired: str) -> bool:
+        """``agent.drift: alert``: plan only. A drift is recorded once and reported in
+        the status (result ``drift``) on every pass, the target left as it is."""
+        revision = self.state.revision
+        try:
+            plan = plan_model(self.target, self.options, effective).plan
+        except Exception as exc:  # target unreachable (HAProxy down, IPVS, lock, ...)
+            self._report(Status(self.director, self.target, "failed", model_revision,
+                                revision, errors=[f"{type(exc).__name__}: {exc}"]))
+            return False
+        if not plan.changes:
+            self.drift.settled(desired)
+            self._report(Status(self.director, self.target, "ok", model_revision, revision,
+                                summary=plan.summary()))
+            return True
+        self.drift.noticed(plan, f"etcd model revision {model_revision}", "alert")
+        since = self.drift.standing["time"]
+        described = [c.describe() for c in plan.changes]
+        errors = [f"{self.target} changed outside dcnet (noticed {since}), left as is "
+                  "(agent.drift: alert); the model would change:", *described[:10]]
+        if len(described) > 10:
+            errors.append(f"{len(described) - 10} more changes")
+        self._report(Status(self.director, self.target, "drift", model_revision, revision,
+                            errors=errors, changes=len(plan.changes),
+                            summary=plan.summary()))
+        return True
 
     def _model(self, record):
         if self._parsed is not None and self._parsed[0] == record.revision:
@@ -314,6 +360,8 @@ class Agent:
             return
         if self._drain_reports and not self._flush_drains():
             return
+        if not self._flush_audit():
+            return
         if self._pending is None:
             return
         status = self._pending
@@ -330,6 +378,20 @@ class Agent:
         self._status_warned = False
         self._last_written = self._pending_key
         self._pending = None
+
+    def _flush_audit(self) -> bool:
+        """Write the pending etcd audit records of drifts; False when etcd refused."""
+        from dcnet.sysio.etcd import EtcdError
+
+        try:
+            self.drift.flush(self.main_client)
+        except EtcdError as exc:
+            if not self._status_warned:
+                self.log(f"drift audit record not written yet (will retry): {exc}")
+                self._status_warned = True
+            self._status_retry_at = time.monotonic() + 2.0
+            return False
+        return True
 
     def _flush_drains(self) -> bool:
         """Write (or delete) the pending drain reports; False when etcd refused."""
