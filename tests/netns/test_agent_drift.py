@@ -5,7 +5,7 @@ audit event in the audit log, counted in the agent's metrics and recorded in etc
 under the director's status prefix on a lease. Under ``agent.drift: repair`` the agent
 puts the weight back; under ``alert`` it leaves it, says ``drift`` in its status on
 every pass without a second event, and says ``ok`` again once someone repairs it.
-Passes that find nothing record nothing."""
+Passes that find nothing record nothing. The etcd records are bounded per director."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dcnet.elbstore.driftwatch import DriftWatch
 from dcnet.elbstore.keys import Keys
 from dcnet.elbstore.records import Status
 from dcnet.elbstore.store import ElbStore
 from dcnet.lab import elbstore_lab as elab
+from dcnet.plan import Action, Change, Plan
 
 pytestmark = pytest.mark.netns
 
@@ -191,6 +193,29 @@ def test_agent_records_drift_and_repairs_or_alerts_by_policy(lab_factory, workdi
     elb.wait(lambda: metrics(elb).get(GAUGE) == 0, what="the gauge back to 0")
     assert len(audit_log(log_path)) == 2 and len(audit_records(elb)) == 2
     assert metrics(elb)[ALERTED] == 1
+
+
+
+def test_etcd_audit_records_are_bounded_per_director(lab_factory, workdir):
+    elb = elab.ElbLab.create(lab_factory, workdir, directors=0, servers=0)
+    client = elb.cluster.client(prefix=elab.PREFIX)
+    log_path = f"{workdir}/audit.jsonl"
+    watch = DriftWatch("dir9", "haproxy", KEYS, log_path, keep=2, log=lambda _: None)
+
+    def plan(weight: int) -> Plan:
+        return Plan("haproxy", (Change(Action.UPDATE, "server", (BACKEND, f"{RS1}:8080"),
+                                       {"weight": weight}, {"weight": 10}),))
+
+    for weight in (1, 2, 3):
+        assert watch.noticed(plan(weight), "m", "alert") is not None
+        watch.flush(client)
+    assert watch.noticed(plan(3), "m", "alert") is None      # the drift left standing
+    kvs, _ = client.get_prefix(KEYS.director_status_prefix("dir9") + "audit/")
+    kept = [json.loads(kv.value) for kv in sorted(kvs, key=lambda kv: kv.key)]
+    assert [r["changes"][0]["old"]["weight"] for r in kept] == [2, 3]
+    assert all(kv.lease != 0 for kv in kvs)
+    assert [e["changes"][0]["old"]["weight"] for e in audit_log(log_path)] == [1, 2, 3]
+    assert watch.events == {"repaired": 0, "alerted": 3}
 
 
 if __name__ == "__main__":
