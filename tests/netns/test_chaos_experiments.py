@@ -1,10 +1,9 @@
 """The shipped chaos experiments for dcnet itself, each run end to end on a lab through
 ``elbctl chaos run --report`` (the VRRP ones through the runner and the report writer
 directly, to look at the directors while the fault is in place): the result file says
-whether the steady state held (or failed as the experiment expects), what failed during
-and after the fault, and that nothing was left over; the Markdown report and the
-timeline plot are written. Loads last seconds, waits are bounded readiness waits, no
-duration is asserted.
+whether the steady state held, what failed during and after the fault, and that
+nothing was left over; the Markdown report and the timeline plot are written. Loads
+last seconds, waits are bounded readiness waits, no duration is asserted.
 
 Shipped experiments run here: agent-killed-during-adds, etcd-member-killed, etcd-stopped
 (host-gw), dhcp-server-gone (MACVLAN), vrrp-failover and vrrp-director-partitioned
