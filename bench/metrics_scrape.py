@@ -100,7 +100,7 @@ def labelling(args, path: str):
         from dcnet.model import load_model
         return load_model(path)
     from dcnet.cli.elbctl_metrics import IsolatedWatch
-    return IsolatedWatch({}, path, interval=0).current
+    return IsolatedWatch({}, path, interval=0, vips=False).current   # no IPVS source
 
 
 def serve(args) -> None:

@@ -124,8 +124,8 @@ class IsolatedWatch(Watch):
     resident in the process that loaded it (docs/metrics.md)."""
 
     def __init__(self, targets: dict[str, dict], model_path: str | None = None,
-                 interval: float = 60.0, lock_timeout: float = 5.0):
-        self.model_path, self.text, self.digest = model_path, None, None
+                 interval: float = 60.0, lock_timeout: float = 5.0, vips: bool = True):
+        self.model_path, self.text, self.digest, self.vips = model_path, None, None, vips
         if model_path is not None:
             self.text = zlib.compress(read_model_text(model_path).encode(), 6)
         super().__init__(targets, None, interval, lock_timeout)
@@ -139,7 +139,7 @@ class IsolatedWatch(Watch):
     def _run(self, drift: bool) -> None:
         digest, index, drifts = isolated.call(
             check_in_child, self.targets, self.model_path, self.text, self.lock_timeout,
-            dict(self.drifts), self.digest, drift)
+            dict(self.drifts), self.digest, drift, self.vips)
         if digest != self.digest:
             self.current = None if index is None else pickle.loads(index)
             self.digest = digest
@@ -149,11 +149,13 @@ class IsolatedWatch(Watch):
 
 
 def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes | None,
-                   lock_timeout: float, previous: dict, known: str | None, drift: bool):
+                   lock_timeout: float, previous: dict, known: str | None, drift: bool,
+                   vips: bool = True):
     """Run in a child by :class:`IsolatedWatch`: the labelling index of the model (the
     given text, else the last model a target applied) as (digest, pickled index or None
     when the digest is ``known``), and with ``drift`` whether each target's plan of it
-    is not empty (the previous value when the target was busy or unavailable)."""
+    is not empty (the previous value when the target was busy or unavailable); the
+    index labels IPVS rows only with ``vips``."""
     from dcnet.metrics.elb import ServiceIndex
 
     model = None if text is None else load_model(model_path, text=zlib.decompress(
@@ -163,7 +165,7 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
     if drift:
         watch.check(refresh=False)
     index = None if watch.current is None else pickle.dumps(ServiceIndex.of(
-        watch.current), protocol=pickle.HIGHEST_PROTOCOL)
+        watch.current, vips), protocol=pickle.HIGHEST_PROTOCOL)
     digest = None if index is None else hashlib.sha256(index).hexdigest()
     return digest, None if digest == known else index, watch.drifts
 
@@ -366,7 +368,7 @@ def exporter(model_path: str | None, targets: tuple[str, ...], metrics_address: 
     chosen = {name: options_for(name, params) for name in targets}
     isolated.one_heap()                    # before any thread: see dcnet.metrics.isolated
     try:
-        watch = IsolatedWatch(chosen, model_path, drift_interval)
+        watch = IsolatedWatch(chosen, model_path, drift_interval, vips=bool(ipvs_netns))
     except ModelError as exc:
         exit_invalid_model(model_path, exc)
     reg = elb_registry(chosen, watch, Bound(max_server_series, cardinality), list(ipvs_netns))

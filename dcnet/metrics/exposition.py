@@ -105,9 +105,10 @@ class TextSource(Protocol):
     def exposition(self) -> str: ...
 
 
-def encoded(parts: Iterable[Family | str]) -> Iterable[bytes]:
-    """The UTF-8 text of ``parts`` one part at a time; a family's lines are dropped once
-    written, so a large scrape holds its samples once, not also as one joined body."""
+def encoded(parts: Iterable[Family | str | bytes]) -> Iterable[bytes]:
+    """The UTF-8 text of ``parts`` (bytes are that already) one part at a time; a
+    family's lines are dropped once written, so a large scrape holds its samples once,
+    not also as one joined body."""
     for part in parts:
         if isinstance(part, Family):
             text = part.text()
@@ -115,7 +116,7 @@ def encoded(parts: Iterable[Family | str]) -> Iterable[bytes]:
         else:
             text = part
         if text:
-            yield text.encode()
+            yield text if isinstance(text, bytes) else text.encode()
 
 
 class Exposition:

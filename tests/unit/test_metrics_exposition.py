@@ -89,3 +89,11 @@ def test_show_stat_reads_addr_wherever_it_is(header, row):
     free = row.replace("10.0.0.1:80", "0.0.0.0:0")
     stats = parse_show_stat("\n".join([header, row, free]) + "\n")
     assert [(s.server, s.state) for s in stats.servers] == [("10.0.0.1:80", "maint")]
+
+
+def test_the_haproxy_backend_label_set_is_what_labels_writes():
+    from dcnet.metrics.haproxy_stat import service_port_labels
+
+    for service, port in (("job.web_service.shop", "80"), ('we"ird\\one\n', "443")):
+        assert service_port_labels(service, port) == labels(("service", "port"),
+                                                            (service, port))

@@ -74,3 +74,10 @@ def test_trim_runs_where_glibc_has_it():
 
 def test_one_heap_is_accepted_by_glibc():
     assert isolated.one_heap() is True
+
+
+def test_without_an_ipvs_source_the_vips_are_not_indexed(tmp_path):
+    path = write_model(tmp_path, model_text())
+    watch = IsolatedWatch({}, path, interval=0, vips=False)
+    assert watch.current.carriers == {}
+    assert watch.current.service_carriers == ServiceIndex.of(load_model(path)).service_carriers
