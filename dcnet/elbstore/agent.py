@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dcnet.elbstore import bundle
 from dcnet.elbstore.desired import DesiredState
 from dcnet.elbstore.drains import DrainFollower
-from dcnet.elbstore.driftwatch import DriftWatch, desired_key, plan_model
+from dcnet.elbstore.driftwatch import DriftWatch, desired_key, plan_model, settles
 from dcnet.elbstore.effective import effective_model
 from dcnet.elbstore.keys import KeyNameError, Keys, check_director
 from dcnet.elbstore.records import RecordError, Status, decode_current
@@ -287,7 +287,7 @@ class Agent:
             self.log(f"drift: {self.target} was changed outside dcnet, "
                      f"{'repaired' if result.ok else 'repair FAILED'} (agent.drift: repair; "
                      f"audit event at {event['time']})")
-        self.drift.settled(desired if result.ok else None)
+        self.drift.settled(desired if result.ok and settles(outcome.plan) else None)
         self._report(status)
         if result.ok:
             self.drains.follow(state.registry, state.records, effective)
@@ -304,7 +304,7 @@ class Agent:
                                 revision, errors=[f"{type(exc).__name__}: {exc}"]))
             return False
         if not plan.changes:
-            self.drift.settled(desired)
+            self.drift.settled(desired if settles(plan) else None)
             self._report(Status(self.director, self.target, "ok", model_revision, revision,
                                 summary=plan.summary()))
             return True

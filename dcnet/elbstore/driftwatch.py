@@ -47,6 +47,14 @@ def plan_key(plan) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def settles(plan) -> bool:
+    """Whether the target matches ``plan``'s desired state once it is applied, with
+    nothing left for a later pass to finish: LVS keeps removed dests at weight 0 while
+    they drain (its payload's ``draining``) and deletes them on a later pass, which is
+    no drift."""
+    return not getattr(plan.payload, "draining", None)
+
+
 def plan_model(target: str, options: dict, model) -> session.Outcome:
     """Plan ``model`` under the target's lock without applying (what ``alert`` does)."""
     timeout = float(os.environ.get("DCNET_LOCK_TIMEOUT", session.DEFAULT_LOCK_TIMEOUT))
@@ -100,7 +108,8 @@ class DriftWatch:
         return desired == self._clean
 
     def settled(self, desired: str | None) -> None:
-        """The target matches ``desired`` now (None: an apply failed, state unknown)."""
+        """The target matches ``desired`` now (None: an apply failed or left something
+        to finish, so the next pass is not judged)."""
         if self.standing is not None and desired is not None:
             self.log(f"drift recorded at {self.standing['time']} is gone")
         self._clean = desired

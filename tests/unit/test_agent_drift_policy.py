@@ -6,11 +6,20 @@ desired state and the same drift."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from dcnet.elbstore.driftwatch import RECORDED_CHANGES, desired_key, plan_key, record_of, stamp
+from dcnet.elbstore.driftwatch import (
+    RECORDED_CHANGES,
+    desired_key,
+    plan_key,
+    record_of,
+    settles,
+    stamp,
+)
 from dcnet.lab import haproxy_lab as hlab
 from dcnet.model import ModelError, parse_model
 from dcnet.plan import Action, Change, Plan
@@ -58,6 +67,14 @@ def test_the_same_desired_state_and_the_same_drift_have_the_same_key():
     assert desired_key(3, registry) != desired_key(3, {})
     one, other = plan_of(3), plan_of(4)
     assert plan_key(one) == plan_key(plan_of(3)) and plan_key(one) != plan_key(other)
+
+
+def test_a_plan_leaving_lvs_drains_pending_does_not_settle_the_target():
+    """A later pass deletes the drained dests: that pass is not judged as drift."""
+    key = ("tcp", "203.0.113.10", 80, "10.0.0.1", 80)
+    assert settles(plan_of(3))                                        # no payload
+    assert settles(replace(plan_of(3), payload=SimpleNamespace(draining={})))
+    assert not settles(replace(plan_of(3), payload=SimpleNamespace(draining={key: 1.0})))
 
 
 def test_an_etcd_record_is_bounded_and_its_key_sorts_by_time():
