@@ -63,9 +63,9 @@ MODES: tuple[ModeInfo, ...] = (
     ModeInfo("ipvs", "IPVS NAT path (client -> VIP -> real server)",
              "client -> director (IPVS masquerading) -> real server; needs kernel IPVS",
              ipv6_reason=f"{_NO_IPV6}: the IPVS services are IPv4 only"),
-    ModeInfo("nft-lb", "nftables NAT load balancer (client -> VIP -> real servers)",
-             "client -> director (dcnet's nft target: DNAT, Maglev sh over 2 real "
-             "servers) -> real server; replies back through the director"),
+    ModeInfo("nft-lb", "nftables NAT path (client -> VIP -> real server)",
+             "client -> director (dcnet's nft target: DNAT, wrr) -> real server; "
+             "replies back through the director"),
 )
 
 BY_NAME: dict[str, ModeInfo] = {mode.name: mode for mode in MODES}
