@@ -40,12 +40,15 @@ FAULTS = frozenset({"kill", "stop", "loss", "partition", "link-down", "link-flap
 LINK_FAULTS = frozenset({"link-down", "link-flap", "rate", "delay"})   # need "interface"
 DISTRIBUTIONS = frozenset({"uniform", "normal", "pareto", "paretonormal"})
 _IFNAME = text(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}", "an interface name (at most 15)")
-PROBE_KINDS = frozenset({"http", "route", "cni-add"})
+PROBE_KINDS = frozenset({"http", "route", "cni-add", "dns"})
+QTYPES = frozenset({"A", "AAAA"})
 SIGNALS = frozenset({"KILL", "TERM", "INT", "QUIT"})
 _NAME = text(r"[a-z][a-z0-9-]{0,40}", "lower-case letters, digits and '-', at most 41")
 _NETNS = text(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a network namespace name")
 _URL = text(r"http://[^/\s:]+(:\d{1,5})?(/\S*)?", "an http:// URL (host[:port][/path])")
 _ABSPATH = text(r"/\S{0,4095}", "an absolute path")
+_QNAME = text(r"(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
+              r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?", "a DNS name")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -56,8 +59,10 @@ class ExperimentError(ModelError):
 @dataclass(frozen=True)
 class Probe:
     """A steady-state probe: ``http`` (a GET of ``url``), ``route`` (``route``, a prefix,
-    is in the namespace's main table) or ``cni-add`` (a CNI ADD of ``conflist`` with the
-    plugins in ``cni_path`` into a new pod namespace, within ``timeout``; then DEL)."""
+    is in the namespace's main table), ``cni-add`` (a CNI ADD of ``conflist`` with the
+    plugins in ``cni_path`` into a new pod namespace, within ``timeout``; then DEL) or
+    ``dns`` (a ``qtype`` query of ``qname`` to ``server`` answers exactly the addresses
+    of ``expect``: a carrier's view answers its own VIPs)."""
 
     name: str
     namespace: str
@@ -71,6 +76,33 @@ class Probe:
     conflist: str = ""
     cni_path: str = ""
     cni_args: str = ""          # CNI_ARGS; "{pod}" is replaced by the pod's name
+    server: str = ""            # dns: the name server's address
+    qname: str = ""
+    qtype: str = "A"
+    expect: tuple[str, ...] = ()    # dns: the answer's addresses, in any order
+
+
+def _read_dns_probe(problems: Problems, r: MappingReader, values: dict) -> None:
+    server = r.required("server", ip_address)
+    values["server"] = str(server) if server not in (None, MISSING) else ""
+    values["qname"] = r.required("qname", _QNAME)
+    values["qtype"] = r.optional("qtype", one_of(QTYPES, "query type"), "A")
+    raw = r.required("expect", lambda v: v)
+    expect = []
+    for i, item in enumerate(list_of((*r.path, "expect"), problems, raw, "expect")):
+        try:
+            address = ipaddress.ip_address(item if isinstance(item, str) else "")
+        except ValueError:
+            problems.add((*r.path, "expect", i), f"not an IP address: {item!r}")
+            continue
+        if values["qtype"] in QTYPES and address.version != (6 if values["qtype"] == "AAAA"
+                                                                else 4):
+            problems.add((*r.path, "expect", i), f"{address} cannot answer a "
+                         f"{values['qtype']} query")
+        expect.append(str(address))
+    if isinstance(raw, list) and not raw:
+        problems.add((*r.path, "expect"), "expect at least one address (the right answer)")
+    values["expect"] = tuple(expect)
 
 
 @dataclass(frozen=True)
@@ -224,6 +256,8 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
             values["cni_path"] = r.required("cni_path", text(r"/[^\s]*", "directories "
                                                              "separated by ':'"))
             values["cni_args"] = r.optional("cni_args", text(r"[^\s]{0,1000}", "K=V;K=V"), "")
+        elif values["kind"] == "dns":
+            _read_dns_probe(problems, r, values)
         if r.finish() and values["kind"] is not MISSING:
             probes.append(Probe(**values))
     if isinstance(raw_probes, list) and not raw_probes:

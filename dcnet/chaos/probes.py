@@ -8,8 +8,10 @@ prefix is a route in the namespace's main table) and :class:`CniAddProbe` (a CNI
 conflist into a pod namespace of its own, ok = it succeeded within the timeout; then a
 DEL, also after a failed ADD, as container runtimes do; what a failed ADD left before
 its DEL is counted in ``dirty_failures``, what the DEL could not remove shows in the
-run's left-over check). :func:`make` builds the one a probe names;
-:func:`window` summarises the records of a time range.
+run's left-over check) and :class:`DnsProbe` (``dig`` from the namespace, so the name
+server picks the view by the namespace's source address; ok = the answer's addresses are
+exactly the expected ones: a withdrawn carrier answer or a wrong view fails).
+:func:`make` builds the one a probe names; :func:`window` summarises the records of a time range.
 """
 
 from __future__ import annotations
@@ -146,7 +148,30 @@ class CniAddProbe(ProbeRunner):
         return ok
 
 
-KINDS = {"http": HTTPProbe, "route": RouteProbe, "cni-add": CniAddProbe}
+class DnsProbe(ProbeRunner):
+    """One query with ``dig`` (BIND's client, run in the probe's namespace)."""
+
+    def __init__(self, probe: Probe):
+        super().__init__(probe)
+        self.expect = sorted(probe.expect)
+        self.argv = ["dig", "+short", f"+time={max(1, round(probe.timeout))}", "+tries=1",
+                     f"@{probe.server}", probe.qname, probe.qtype]
+        self.last_wrong: list[str] | None = None     # the last answer that was not right
+
+    def one(self) -> bool:
+        try:
+            out = subprocess.run(self.argv, capture_output=True, text=True,
+                                 timeout=self.probe.timeout + 2)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        answer = sorted(line for line in out.stdout.split() if not line.endswith("."))
+        if out.returncode == 0 and answer == self.expect:
+            return True
+        self.last_wrong = answer if out.returncode == 0 else [f"dig exit {out.returncode}"]
+        return False
+
+
+KINDS = {"http": HTTPProbe, "route": RouteProbe, "cni-add": CniAddProbe, "dns": DnsProbe}
 
 
 def make(probe: Probe) -> ProbeRunner:

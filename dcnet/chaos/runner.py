@@ -235,7 +235,8 @@ def _summarise(experiment: Experiment, probes: list[ProbeRunner], marks: list[di
         last = max((e["t"] for e in events if e["event"] == "steady after"),
                    default=max((m["end"] for m in marks), default=end))
         summary = {"name": probe.probe.name, "kind": probe.probe.kind,
-                   "target": probe.probe.url or probe.probe.route or probe.probe.conflist,
+                   "target": (probe.probe.url or probe.probe.route or probe.probe.conflist
+                              or f"{probe.probe.qname} {probe.probe.qtype} @{probe.probe.server}"),
                    "before": window(probe.records, begin, first),
                    "after": window(probe.records, last, end)}
         summary["after"]["ok"] = (summary["after"]["success"] or 0) >= probe.probe.min_success

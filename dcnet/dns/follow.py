@@ -5,10 +5,11 @@ turns their counts into one observation per (service, carrier) answer, steps the
 (:mod:`dcnet.dns.damping`) and, when the set of withdrawn answers changed (or the model
 file changed, or every ``resync`` seconds, or the last apply failed: retried after 1 s,
 doubling up to ``retry_max``), plans and applies
-the ``dns`` target with the model overlaid by that set (:func:`overlay`: a withdrawn
-answer loses its carrier VIP, so the layout falls back to the default line's VIP exactly
-as for a carrier marked ``down``). Plan and apply run in one locked session of the target
-through :func:`dcnet.target.apply_plan`, so nothing changes in BIND when nothing changed.
+the ``dns`` target with the model overlaid by that set (:func:`overlay`: the layout
+answers a withdrawn answer's carrier with the default line's VIP exactly as for a carrier
+marked ``down``, without changing which views share a zone). Plan and apply run in one
+locked session of the target through :func:`dcnet.target.apply_plan`, so nothing changes
+in BIND when nothing changed.
 
 The damping state is saved in ``state_dir`` (default ``<dns dir>/.dcnet-health``, 0700;
 ``state.json`` 0600) whenever an answer's state changes, so a restarted loop keeps
@@ -41,18 +42,14 @@ class FollowBusy(RuntimeError):
 
 
 def overlay(model: Model, withdrawn: Iterable[Key]) -> Model:
-    """``model`` with each withdrawn (service, carrier) answer's carrier VIPs removed
-    (pure): the DNS layout then answers that carrier's clients with the default line."""
-    by_service: dict[str, set[str]] = {}
-    for service, carrier in withdrawn:
-        by_service.setdefault(service, set()).add(carrier)
-    if not by_service:
+    """``model`` with each withdrawn (service, carrier) answer recorded in
+    ``model.dns.withdrawn`` (pure): the DNS layout then answers that carrier's clients with
+    the default line's VIPs, and keeps which views share a zone as without withdrawals
+    (so a withdrawal or restore is a reload of that view's zone only)."""
+    withdrawn = frozenset(withdrawn)
+    if not withdrawn:
         return model
-    services = tuple(
-        dataclasses.replace(s, vips=tuple(v for v in s.vips
-                                          if v[0] not in by_service[s.name]))
-        if s.name in by_service else s for s in model.services)
-    return dataclasses.replace(model, services=services)
+    return dataclasses.replace(model, dns=dataclasses.replace(model.dns, withdrawn=withdrawn))
 
 
 @dataclass

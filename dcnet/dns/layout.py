@@ -8,8 +8,14 @@ when the carrier is marked ``down`` or the service has no VIP of that family on 
 (health-aware fallback), or no record of that type when the default line has none
 either. So a carrier with only IPv4 VIPs answers AAAA with the default line's IPv6 VIP.
 A zone whose content is identical to one in an earlier view is not declared twice: it
-is shared with ``in-view``. A non-default carrier without a CIDR list gets no view (its
-clients, if any, are unknown to DNS and get the default view).
+is shared with ``in-view``, but only when the two are also identical with every carrier
+up and no answer withdrawn. So which views share a zone never changes when a carrier is
+marked down or ``elbctl dns follow`` withdraws an answer (``model.dns.withdrawn``): a
+withdrawal or restore is a zone reload, never a reconfig
+that re-declares zones (during which BIND answered another view's clients wrongly or
+not at all, once each: tests/netns/test_chaos_dns.py). A non-default carrier without
+a CIDR list gets no view (its clients, if any, are unknown to DNS and get the default
+view).
 """
 
 from __future__ import annotations
@@ -105,19 +111,29 @@ def zone_file_name(view: str, zone: str) -> str:
 def answer(service: Service, carrier: Carrier, model: Model) -> IPAddress:
     """The VIP a client of ``carrier`` gets (the A answer of a dual-stack service): its
     own, or the default line's as fallback."""
-    return _answers(service, carrier, model.default_carrier.name)[0]
+    return _answers(service, carrier, model)[0]
 
 
 def answers(service: Service, carrier: Carrier, model: Model) -> tuple[IPAddress, ...]:
     """Every answer a client of ``carrier`` gets, per address family (IPv4 first): its
     own VIP of that family, else the default line's VIP of that family, else none."""
-    return _answers(service, carrier, model.default_carrier.name)
+    return _answers(service, carrier, model)
 
 
-def _answers(service: Service, carrier: Carrier, default: str) -> tuple[IPAddress, ...]:
+def falls_back(service: Service, carrier: Carrier, model: Model) -> bool:
+    """Whether ``carrier``'s clients get the default line's VIPs for ``service`` although
+    it has its own: the carrier is marked down, or health withdrew this answer
+    (``model.dns.withdrawn``, set by ``elbctl dns follow``)."""
+    return carrier.down or (service.name, carrier.name) in model.dns.withdrawn
+
+
+def _answers(service: Service, carrier: Carrier, model: Model,
+             all_up: bool = False) -> tuple[IPAddress, ...]:
     out = []
+    default = model.default_carrier.name
+    fallback = not all_up and falls_back(service, carrier, model)
     for version in (4, 6):
-        own = None if carrier.down else service.vip(carrier.name, version)
+        own = None if fallback else service.vip(carrier.name, version)
         vip = own if own is not None else service.vip(default, version)
         if vip is not None:
             out.append(vip)
@@ -137,11 +153,12 @@ def service_names(model: Model) -> list[tuple[Service, str]]:
 
 
 def zone_data(model: Model, carrier: Carrier,
-              names: list[tuple[Service, str]] | None = None) -> ZoneData:
+              names: list[tuple[Service, str]] | None = None, all_up: bool = False) -> ZoneData:
+    """The zone ``carrier``'s view holds (``all_up``: as if no carrier were down and no
+    answer withdrawn)."""
     records = []
-    default = model.default_carrier.name
     for service, name in names if names is not None else service_names(model):
-        for vip in _answers(service, carrier, default):
+        for vip in _answers(service, carrier, model, all_up):
             records.append(Record(name, "A" if vip.version == 4 else "AAAA", str(vip)))
     records.sort(key=lambda r: (r.name, r.type))
     return ZoneData(model.dns.zone, model.dns.ttl, tuple(records))
@@ -158,14 +175,16 @@ def layout(model: Model) -> Layout:
     acls = tuple(ACL(acl_name(c.name), c.name, tuple(c.cidrs)) for c in carriers)
     views = tuple([View(c.name, acl_name(c.name)) for c in carriers]
                   + [View(default.name, "any")])
-    declared: dict[str, str] = {}       # content digest -> view that declares it
+    # (content digest now, with every carrier up) -> the view that declares it
+    declared: dict[tuple[str, str], str] = {}
     zones = []
     names = service_names(model)
     for carrier in [*carriers, default]:
         data = zone_data(model, carrier, names)
-        owner = declared.get(data.digest())
+        key = (data.digest(), zone_data(model, carrier, names, all_up=True).digest())
+        owner = declared.get(key)
         if owner is None:
-            declared[data.digest()] = carrier.name
+            declared[key] = carrier.name
             zones.append(ZoneDecl(carrier.name, data.zone, data,
                                   zone_file_name(carrier.name, data.zone), None))
         else:

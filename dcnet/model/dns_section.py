@@ -34,6 +34,9 @@ class DNSSettings:
     pattern: str = DEFAULT_PATTERN
     ttl: int = 60
     health: DNSHealth = field(default_factory=DNSHealth)   # dns.health (dns_health.py)
+    # (service name, carrier name) answers withdrawn by health: never read from the model
+    # file; set by ``elbctl dns follow`` (dcnet.dns.follow.overlay) for the DNS layout
+    withdrawn: frozenset[tuple[str, str]] = frozenset()
 
     def relative_name(self, job: JobName) -> str:
         """The service's name relative to the zone; ValueError when it cannot be made."""

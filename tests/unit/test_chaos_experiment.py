@@ -51,6 +51,7 @@ def test_a_good_experiment_reads():
 @pytest.mark.parametrize("name, variables", [
     ("haproxy-real-server-killed", {"LAB": "x", "PYTHON": "/usr/bin/python3"}),
     ("haproxy-partition", {"LAB": "x", "DURATION": "3"}),
+    ("dns-answer-follows-health", {"LAB": "x", "NAME": "web.elb.example.com"}),
 ])
 def test_shipped_experiments_validate(name, variables):
     assert exp.load(exp.builtin(name), variables).name == name
@@ -117,3 +118,39 @@ def test_probe_window():
     assert window(records, 1.0, 2.0) == {"requests": 3, "failed": 2, "success": 0.3333,
                                           "first_failure": 0.0, "last_failure": 0.9}
     assert window(records, 3.0, 4.0)["success"] is None
+
+
+DNS_PROBE = """\
+  - name: telecom-answer
+    kind: dns
+    namespace: a
+    server: 192.0.2.1
+    qname: web.elb.example.com
+    qtype: AAAA
+    expect: ['2001:db8::10', 2001:db8::11]
+"""
+
+
+def test_a_dns_probe_reads():
+    text = GOOD.replace("method:", DNS_PROBE + "method:")
+    probe = exp.loads(text, "e.yaml").probes[1]
+    assert (probe.kind, probe.server, probe.qname, probe.qtype) == (
+        "dns", "192.0.2.1", "web.elb.example.com", "AAAA")
+    assert probe.expect == ("2001:db8::10", "2001:db8::11")
+
+
+@pytest.mark.parametrize("old, new, line, path, message", [
+    ("qtype: AAAA", "qtype: MX", 13, "probes[1].qtype", "query type"),
+    ("2001:db8::11]", "10.0.0.1]", 14, "probes[1].expect[1]", "cannot answer a AAAA"),
+    ("2001:db8::11]", "nope]", 14, "probes[1].expect[1]", "not an IP address"),
+    ("expect: ['2001:db8::10', 2001:db8::11]", "expect: []", 14, "probes[1].expect",
+     "at least one address"),
+    ("server: 192.0.2.1", "server: ns1", 11, "probes[1].server", "not an IP address"),
+    ("qname: web.elb.example.com", "qname: 'web elb'", 12, "probes[1].qname", "DNS name"),
+])
+def test_dns_probe_problems_are_located(old, new, line, path, message):
+    text = GOOD.replace("method:", DNS_PROBE + "method:")
+    assert old in text
+    [(got_line, got_path, got_message)] = problems(text.replace(old, new))
+    assert (got_line, got_path) == (line, path)
+    assert message in got_message

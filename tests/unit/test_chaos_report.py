@@ -52,7 +52,7 @@ def test_probe_kinds_read():
     ("kind: route, route: 10.244.1.0/24", "kind: route", "route"),
     ("kind: cni-add, conflist: /tmp/n.conflist", "kind: cni-add, conflist: rel",
      "absolute path"),
-    ("kind: route,", "kind: dns,", "unknown probe kind"),
+    ("kind: route,", "kind: smtp,", "unknown probe kind"),
 ])
 def test_probe_problems_are_located(old, new, message):
     with pytest.raises(exp.ExperimentError) as caught:

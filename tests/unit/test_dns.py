@@ -93,6 +93,10 @@ def test_a_carrier_marked_down_answers_with_the_default_line():
     lay = layout(model(down))
     assert records(lay, "telecom") == records(lay, "bgp")
     assert any("telecom is marked down" in n for n in lay.notes)
+    # the same content now, not with every carrier up: no sharing (a withdrawal or restore
+    # must be a reload of telecom's zone, never a re-declaration of bgp's)
+    assert lay.zone("bgp", "elb.internal").in_view == "unicom"
+    assert lay.zone("telecom", "elb.internal").file == "db.telecom.elb.internal"
 
 
 def test_identical_zones_are_declared_once_and_shared_with_in_view():
@@ -329,6 +333,20 @@ def test_unsharing_a_zone_needs_reconfig_then_a_reload(plan_between):
     assert needs_reconfig(keys[("bgp", "elb.internal")])           # in-view -> own file
     assert rndc_commands(plan.changes) == ["rndc reconfig", "rndc reload elb.internal IN bgp",
                                            "rndc reload elb.internal IN unicom"]
+
+
+@pytest.mark.parametrize("carrier", [0, 1])
+def test_marking_a_carrier_down_and_up_only_reloads_its_zone(plan_between, carrier):
+    """telecom (own VIPs) and unicom (none: its zone is the default's) alike: no reconfig,
+    no other view's zone touched, either way."""
+    def down(data):
+        data["carriers"][carrier]["down"] = True
+    up_model, down_model = model(), model(down)
+    view = up_model.carriers[carrier].name
+    for old, new in ((up_model, down_model), (down_model, up_model)):
+        plan = plan_between(old, new)
+        assert all(c.key == (view, "elb.internal") for c in plan.changes), plan.changes
+        assert rndc_commands(plan.changes) in ([], [f"rndc reload elb.internal IN {view}"])
 
 
 def test_unchanged_model_plans_nothing(plan_between):
