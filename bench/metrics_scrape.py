@@ -1,18 +1,26 @@
 """Benchmark: the cost of one scrape of ``elbctl exporter``'s ELB collector at 10,000
-services x 10 real servers (HAProxy source), per cardinality mode.
+services x 10 real servers (HAProxy source), per cardinality mode, and the exporter's
+memory with its model loaded in-process (as before) and in a child (as now).
 
-A child process serves the collector on loopback (the real ``dcnet.metrics.server``
-and ``ELBCollector``, labelled by a 10k-service model) over a ``show stat`` answer in
-HAProxy 2.6's CSV layout for that many backends and slots (generated once: starting a
-real HAProxy with 110,000 server slots is left out, see docs/metrics.md); the parent
-scrapes it ``--scrapes`` times back to back and reports medians of the scrape duration
-(HTTP round trip, whole body read), the child's CPU seconds per scrape (utime+stime from
-/proc, and that as a share of one core at a 15 s scrape interval), its RSS once the
-model is loaded (before any scrape), its RSS after the scrapes and its peak RSS, the body
-size and the number of series.
+Each row is an exporter process (``--serve``): ``elbctl``'s imports, the model labelling
+the series (``--load inprocess``: ``load_model`` in the process; ``child``:
+:class:`IsolatedWatch`, as ``elbctl exporter`` does now), and the real
+``dcnet.metrics.server`` and ``ELBCollector`` reading ``show stat`` over a UNIX socket
+that this process serves like HAProxy's runtime API (an answer in HAProxy 2.6's CSV
+layout for 10,000 backends of 10 servers and 4 free slots, generated here once: starting
+a real HAProxy with 140,000 server slots is left out, see docs/metrics.md). This process
+scrapes it ``--scrapes`` times back to back after one warm-up, then asks it for one drift
+check (the model only: no target to plan), and reports per row: the scrape duration
+(HTTP round trip, whole body read), the exporter's CPU seconds per scrape (utime+stime
+from /proc, and that as a share of one core at a 15 s scrape interval), its RSS once the
+model is loaded (before any scrape), after the scrapes, its peak (VmHWM), the peak RSS of
+the loader child (0 in-process), the drift check's CPU seconds (its children included)
+and the RSS after it, the body size and the number of series. Rows run ``--runs`` times,
+interleaved (every load and mode once, then again), and print medians; each ``child``
+row is followed by its ratios to the ``inprocess`` row of the same invocation.
 
     .venv/bin/python bench/metrics_scrape.py [--services 10000] [--servers 10]
-        [--scrapes 7] [--modes auto,server]
+        [--scrapes 7] [--runs 3] [--modes auto,server] [--loads inprocess,child]
 """
 
 from __future__ import annotations
@@ -93,14 +101,15 @@ def model_text(services: int, servers: int) -> str:
 
 
 def labelling(args, path: str):
-    """What labels the series, loaded as ``--load`` says: ``child`` as ``elbctl
-    exporter`` does now (:class:`IsolatedWatch`: the model loaded in a child, only its
-    index kept), ``inprocess`` as it did before (``load_model`` in this process)."""
+    """The exporter's :class:`Watch` of the model, loaded as ``--load`` says: ``child``
+    as ``elbctl exporter`` does now (:class:`IsolatedWatch`: the model loaded in a
+    child, only its index kept), ``inprocess`` as it did before (``load_model`` here).
+    No target: its drift check is the model's cost alone (no plan)."""
+    from dcnet.cli.elbctl_metrics import IsolatedWatch, Watch
     if args.load == "inprocess":
         from dcnet.model import load_model
-        return load_model(path)
-    from dcnet.cli.elbctl_metrics import IsolatedWatch
-    return IsolatedWatch({}, path, interval=0, vips=False).current   # no IPVS source
+        return Watch({}, load_model(path), interval=0)
+    return IsolatedWatch({}, path, interval=0, vips=False)   # no IPVS source
 
 
 def serve(args) -> None:
@@ -118,15 +127,21 @@ def serve(args) -> None:
     if args.load == "child":
         from dcnet.metrics import isolated
         isolated.one_heap()                # as `elbctl exporter` does now
-    the_model = labelling(args, args.model)
+    watch = labelling(args, args.model)
     registry = Exposition()
     registry.register(ELBCollector(
-        model=lambda: the_model, bound=Bound(mode=args.mode),
+        model=lambda: watch.current, bound=Bound(mode=args.mode),
         haproxy_stat=lambda which: send(args.socket, f"show stat {which}", timeout=120)))
     server = start(registry, f"127.0.0.1:{args.port}")
     loader_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"ready {loader_peak:.1f}", flush=True)
-    sys.stdin.read()                       # until the parent closes our stdin
+    for _ in sys.stdin:                    # "check": one drift check; EOF: stop
+        before = [getattr(resource.getrusage(who), f) for who in (
+            resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime")]
+        watch.check()
+        after = [getattr(resource.getrusage(who), f) for who in (
+            resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime")]
+        print(f"{sum(after) - sum(before):.3f}", flush=True)
     server.close()
 
 
@@ -204,6 +219,10 @@ def measure(args, mode: str, load: str, model_path: str, haproxy: FakeHAProxy) -
             durations.append(time.perf_counter() - started)
             cpus.append(cpu_seconds(child.pid) - before)
         now, peak = rss(child.pid)
+        child.stdin.write("check\n")       # a drift check (the model, no target)
+        child.stdin.flush()
+        check_cpu = float(child.stdout.readline())
+        after_check = rss(child.pid)[0]
     finally:
         child.stdin.close()
         child.wait(30)
@@ -212,13 +231,16 @@ def measure(args, mode: str, load: str, model_path: str, haproxy: FakeHAProxy) -
     return {"mode": mode, "load": load, "scrape_ms": statistics.median(durations) * 1000,
             "cpu_s": cpu, "core_at_15s": cpu / 15, "loaded_mib": loaded, "rss_mib": now,
             "peak_mib": peak, "loader_peak_mib": float(loader_peak),
+            "check_cpu_s": check_cpu, "after_check_mib": after_check,
             "body_mib": len(body) / 2**20, "series": series}
 
 
 COLUMNS_OUT = [("scrape_ms", "scrape ms", "{:.0f}"), ("cpu_s", "CPU s", "{:.2f}"),
                ("core_at_15s", "core@15s", "{:.1%}"), ("loaded_mib", "loaded MiB", "{:.0f}"),
                ("rss_mib", "RSS MiB", "{:.0f}"), ("peak_mib", "peak MiB", "{:.0f}"),
-               ("loader_peak_mib", "loader MiB", "{:.0f}"), ("body_mib", "body MiB", "{:.1f}"),
+               ("loader_peak_mib", "loader MiB", "{:.0f}"),
+               ("check_cpu_s", "check CPU", "{:.2f}"), ("after_check_mib", "RSS chk", "{:.0f}"),
+               ("body_mib", "body MiB", "{:.1f}"),
                ("series", "series", "{:.0f}")]
 
 
