@@ -26,8 +26,6 @@ class ModeInfo:
         return not self.ipv6_reason
 
 
-_NO_IPV6 = "IPv6 not supported by this mode yet"
-
 MODES: tuple[ModeInfo, ...] = (
     ModeInfo("loopback", "root-namespace loopback (baseline)",
              "127.0.0.1 in the root namespace: no device but lo"),
@@ -61,8 +59,7 @@ MODES: tuple[ModeInfo, ...] = (
              "macvlan -> node uplink -> switch -> macvlan",
              cross_node=True),
     ModeInfo("ipvs", "IPVS NAT path (client -> VIP -> real server)",
-             "client -> director (IPVS masquerading) -> real server; needs kernel IPVS",
-             ipv6_reason=f"{_NO_IPV6}: the IPVS services are IPv4 only"),
+             "client -> director (IPVS masquerading) -> real server; needs kernel IPVS"),
     ModeInfo("nft-lb", "nftables NAT path (client -> VIP -> real server)",
              "client -> director (dcnet's nft target: DNAT, wrr) -> real server; "
              "replies back through the director"),

@@ -9,9 +9,10 @@ result file after every sample; then unwind the stack (CNI DEL, servers, labs) a
 that no namespace of the run is left. Ctrl-C and SIGTERM (turned into KeyboardInterrupt
 while a run is live) stop the schedule, tear everything down and still write what was
 measured, with the run state ``interrupted``. A mode that cannot use a family of the
-definition (IPv6 on ipvs) and a test whose tool cannot (sockperf 3.7 over IPv6; the rr
-kind, qperf, measures latency over both families) are recorded ``skipped`` for that
-family with the reason, never failed; the mode still runs its other families.
+definition (IPv6 on dcnet host-gw when the installed plugin refuses it) and a test whose
+tool cannot (sockperf 3.7 over IPv6; the rr kind, qperf, measures latency over both
+families) are recorded ``skipped`` for that family with the reason, never failed; the
+mode still runs its other families.
 """
 
 from __future__ import annotations

@@ -14,13 +14,20 @@ anything; ``family_unavailable`` why it is not measured over a family.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from dcnet.lab.builder import Lab
 from dcnet.netbench import catalogue, cnimodes, nftmode, topologies
-from dcnet.netbench.buildcontext import DEFAULT_PORTS, BuildContext, family_address, lab_mode
+from dcnet.netbench.buildcontext import (
+    DEFAULT_PORTS,
+    DEFAULT_PORTS_V6,
+    BuildContext,
+    family_address,
+    lab_mode,
+)
 from dcnet.netbench.live import LiveMode, free_loopback_port, root_starter
 
 __all__ = ["DEFAULT_PORTS", "BuildContext", "build", "family_unavailable", "lab_mode",
@@ -70,7 +77,7 @@ def build(name: str, context: BuildContext,
     if name in builders:
         built = builders[name](context, ipv6)
     elif name == "ipvs":
-        built = {"ipv4": _ipvs(context)}
+        built = _ipvs(context, ipv6)
     else:
         built = cnimodes.build(name, context, ipv6)
     return {family: built[family] for family in families}
@@ -187,23 +194,57 @@ def _vxlan(context: BuildContext, ipv6: bool) -> Built:
                        [("p1", "eth0"), ("n1", "vx0"), ("n1", "eth0"), ("p2", "eth0")], ipv6)
 
 
-def _ipvs(context: BuildContext) -> LiveMode:
-    lab = context.lab(topologies.ipvs())
-    real = lab.address("r", "eth0")
-    lab.call("d", _program_ipvs, topologies.IPVS_VIP, real, sorted(set(DEFAULT_PORTS.values())))
-    return lab_mode("ipvs", context, lab, "c", "r", real,
-                    [("c", "eth0"), ("d", "c0"), ("d", "s0"), ("r", "eth0")],
-                    target=topologies.IPVS_VIP, vip=topologies.IPVS_VIP, forwarding="masq")
+def _ipvs(context: BuildContext, ipv6: bool) -> Built:
+    """IPVS NAT on the director: per family one TCP and one UDP service per benchmark
+    port of that family on its VIP, masquerading to the real server's address."""
+    lab = context.lab(topologies.ipvs(ipv6))
+    interfaces = [("c", "eth0"), ("d", "c0"), ("d", "s0"), ("r", "eth0")]
+    plan = [("ipv4", topologies.IPVS_VIP, DEFAULT_PORTS)]
+    if ipv6:
+        plan.append(("ipv6", topologies.IPVS_VIP6, DEFAULT_PORTS_V6))
+    built, services = {}, []
+    for family, vip, ports in plan:
+        real = family_address(lab, "r", "eth0", family)
+        services.append((vip, real, sorted(set(ports.values()))))
+        built[family] = lab_mode("ipvs", context, lab, "c", "r", real, interfaces,
+                                 target=vip, family=family, vip=vip, forwarding="masq")
+    program_ipvs(lab.netns("d"), services)
+    return built
 
 
-def _program_ipvs(vip: str, real: str, ports: list[int]) -> None:
-    """Inside the director: one TCP and one UDP virtual service per port, NAT to ``real``."""
-    from pyroute2 import IPVS, IPVSDest, IPVSService
+def ipvs_requests(services: Sequence[tuple[str, str, Sequence[int]]]) -> list[Any]:
+    """dcnet's IPVS genl requests for (VIP, real server, ports) triples: per port a TCP
+    and a UDP service (scheduler rr; IPv6 with prefix 128) with the real server behind
+    it by masquerading on the same port."""
+    from dcnet.lvs.genl import CMD_NEW_DEST, CMD_NEW_SERVICE, Request, WireDest, WireService
 
-    with IPVS() as ipvs:
+    requests = []
+    for vip, real, ports in services:
+        family = socket.AF_INET6 if ":" in vip else socket.AF_INET
+        netmask = 128 if family == socket.AF_INET6 else 0xFFFFFFFF
         for port in ports:
             for protocol in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
-                service = IPVSService(addr=vip, port=port, protocol=protocol, sched_name="rr")
-                ipvs.service("add", service=service)
-                ipvs.dest("add", service=service,
-                          dest=IPVSDest(addr=real, port=port, weight=1, fwd_method=IPVS_MASQ))
+                service = WireService(family, protocol, vip, port, sched="rr",
+                                      netmask=netmask)
+                requests += [Request(CMD_NEW_SERVICE, service),
+                             Request(CMD_NEW_DEST, service,
+                                     WireDest(family, real, port, fwd=IPVS_MASQ, weight=1))]
+    return requests
+
+
+def program_ipvs(namespace: str, services: Sequence[tuple[str, str, Sequence[int]]]) -> None:
+    """Write :func:`ipvs_requests` into the IPVS table of ``namespace`` (the director)."""
+    from dcnet.lvs.ipvs import KernelIPVS
+
+    requests = ipvs_requests(services)
+    table = KernelIPVS(namespace)
+    try:
+        errors = table.execute(requests)
+    finally:
+        table.close()
+    failed = [(request, code) for request, code in zip(requests, errors, strict=True) if code]
+    if failed:
+        request, code = failed[0]
+        raise OSError(code, f"IPVS refused {len(failed)} of {len(requests)} requests, first "
+                            f"{request.service.addr} port {request.service.port}: "
+                            f"{os.strerror(abs(code))}")

@@ -173,13 +173,22 @@ def cni_nodes(octet: int, node_routes: bool = False, ipv6: bool = False) -> dict
 
 
 IPVS_VIP = "10.69.0.100"
+IPVS_VIP6 = "fd00:6e62:69::64"   # v6(69, 0, 100) written canonically, on the client's /64
 
 
-def ipvs() -> dict[str, Any]:
-    """Client ``c`` -> director ``d`` (VIP on its client side) -> real server ``r``."""
-    return {"hosts": ["c", {"name": "d", "sysctls": FORWARDING}, "r"],
-            "links": [{"a": {"host": "c", "ifname": "eth0", "addresses": ["10.69.0.2/24"]},
-                       "b": {"host": "d", "ifname": "c0",
-                             "addresses": ["10.69.0.1/24", f"{IPVS_VIP}/32"]}},
-                      _pair("d", "s0", "r", "eth0", "10.69.1.1/24", "10.69.1.2/24")],
-            "routes": [{"host": "r", "dst": "default", "via": "10.69.1.1"}]}
+def ipvs(ipv6: bool = False) -> dict[str, Any]:
+    """Client ``c`` -> director ``d`` (VIP on its client side) -> real server ``r``;
+    with ``ipv6`` also the IPv6 twins, the IPv6 VIP /128 and the real server's IPv6
+    default route via the director."""
+    routes = [{"host": "r", "dst": "default", "via": "10.69.1.1"}]
+    if ipv6:
+        routes.append({"host": "r", "dst": "default", "via": v6(69, 1, 1, None)})
+    director = _twin("10.69.0.1/24", ipv6) + [f"{IPVS_VIP}/32"] + (
+        [f"{IPVS_VIP6}/128"] if ipv6 else [])
+    return {"hosts": ["c", {"name": "d", "sysctls": _forwarding(ipv6)}, "r"],
+            "links": [{"a": {"host": "c", "ifname": "eth0",
+                             "addresses": _twin("10.69.0.2/24", ipv6)},
+                       "b": {"host": "d", "ifname": "c0", "addresses": director}},
+                      _pair("d", "s0", "r", "eth0", "10.69.1.1/24", "10.69.1.2/24",
+                            ipv6=ipv6)],
+            "routes": routes}

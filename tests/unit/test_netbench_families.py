@@ -8,6 +8,7 @@ import ipaddress
 import itertools
 import json
 import random
+import socket
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -189,15 +190,36 @@ def test_cross_node_ipv6_routes_and_forwarding():
                if r["host"].startswith("n"))  # the overlay adds its own after the build
 
 
-def test_modes_without_ipv6_say_why():
-    for name in ("ipvs",):
-        reason = modes.family_unavailable(name, "ipv6")
-        assert reason.startswith("IPv6 not supported by this mode yet")
-        assert modes.family_unavailable(name, "ipv4") is None
-    for name in ("loopback", "veth", "bridge", "macvlan", "host-gw", "vxlan",
-                 "cni-ref-bridge", "cni-ref-macvlan", "cni-dcnet-host-gw",
-                 "cni-dcnet-macvlan"):
+def test_every_mode_runs_over_ipv6_and_a_mode_without_it_would_say_why(monkeypatch):
+    for name in catalogue.MODE_NAMES:
         assert catalogue.info(name).ipv6 and modes.family_unavailable(name, "ipv6") is None
+    legacy = catalogue.ModeInfo("v4-only", "t", "p", ipv6_reason="IPv4 only: no v6 VIP")
+    assert not legacy.ipv6
+    monkeypatch.setitem(catalogue.BY_NAME, "v4-only", legacy)
+    assert modes.family_unavailable("v4-only", "ipv6") == "IPv4 only: no v6 VIP"
+    assert modes.family_unavailable("v4-only", "ipv4") is None
+
+
+def test_ipvs_dual_stack_topology_and_requests():
+    topology = topologies.ipvs(True)
+    Topology.from_dict(topology)
+    director = topology["links"][0]["b"]["addresses"]
+    assert f"{topologies.IPVS_VIP6}/128" in director and f"{topologies.IPVS_VIP}/32" in director
+    assert ipaddress.ip_address(topologies.IPVS_VIP6) in ipaddress.ip_network(
+        "fd00:6e62:69::/64")
+    # canonical, as iperf3 reports the address it reached (remote_host)
+    assert str(ipaddress.ip_address(topologies.IPVS_VIP6)) == topologies.IPVS_VIP6
+    assert {r["via"] for r in topology["routes"]} == {"10.69.1.1", "fd00:6e62:69:1::1"}
+    assert all(a.version == 4 for a in _addresses(topologies.ipvs()))
+    requests = modes.ipvs_requests([(topologies.IPVS_VIP6, "fd00:6e62:69:1::2", [5301]),
+                                    (topologies.IPVS_VIP, "10.69.1.2", [5201])])
+    assert len(requests) == 8   # per family and protocol: the service, then its real server
+    v6_tcp, v6_tcp_dest = requests[0].service, requests[1].dest
+    assert (v6_tcp.family, v6_tcp.netmask, v6_tcp.sched) == (socket.AF_INET6, 128, "rr")
+    assert (v6_tcp_dest.addr, v6_tcp_dest.port, v6_tcp_dest.fwd) == ("fd00:6e62:69:1::2",
+                                                                     5301, 0)
+    assert requests[4].service.netmask == 0xFFFFFFFF
+    assert {r.service.protocol for r in requests} == {socket.IPPROTO_TCP, socket.IPPROTO_UDP}
 
 
 # ------------------------------------------------------------------ clients
