@@ -18,8 +18,9 @@ Emulation makes absolute times large; they are stated as measured in the guest.
    the removed server answered that started later than weight 0 + SLACK (the logged
    start precedes curl's fork, by seconds under emulation; expected 0); failed requests.
 2. ``rolling``: dcnet.lab.init_lvs_lab.rolling_restart of three instances with the hooks
-   (SIGTERM to dcnet-init) and without (the app killed, no hooks): failed requests and
-   seconds per instance.
+   (SIGTERM to dcnet-init) and without (the app killed, no hooks): requests ok / failed
+   of each kind (new-connection, keep-alive: the instances are keep-alive apps, see
+   dcnet.lab.keepalive_app) and seconds per instance.
 """
 
 from __future__ import annotations
@@ -143,11 +144,11 @@ def rolling(hooks: bool) -> None:
     state_dir = os.path.join(work, "state")
     with _lab(docroot, False) as lab:
         _prepare(lab, state_dir)
-        result = ilab.rolling_restart(lab, work, state_dir, docroot, hooks=hooks,
+        result = ilab.rolling_restart(lab, work, state_dir, hooks=hooks,
                                       concurrent_applies=hooks)
     per = result.per_instance
-    print(f"rolling restart {'with' if hooks else 'WITHOUT'} hooks: requests "
-          f"{len(result.requests)}, failed {len(result.failed)}, per instance median "
+    print(f"rolling restart {'with' if hooks else 'WITHOUT'} hooks: {result.summary()}; "
+          f"failed {len(result.failed)} {result.failed[:5]}, per instance median "
           f"{statistics.median(per):.1f}s max {max(per):.1f}s, full applies "
           f"{result.applies} ({len(result.apply_failures)} failed)")
     shutil.rmtree(docroot, ignore_errors=True)

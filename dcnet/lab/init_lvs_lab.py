@@ -2,20 +2,25 @@
 
 ``rolling_restart(lab, workdir, state_dir)``: the LVS lab of :mod:`dcnet.lab.lvs_lab`
 (director, carrier clients, real servers rs1..rsN) with the NAT service only in use;
-each real server runs busybox httpd (the app: no Python process per server) under
-``dcnet-init`` with the ELB hooks ``elbctl backend add|drain|remove --target lvs``
-(``--lvs-netns`` the director's namespace, a shared state directory). Both carrier
-clients run a new-connection load (a shell loop of ``curl``, one request per
-connection; each line ``<start time> <body> <http code>``) the whole time. Every
+each real server runs :mod:`dcnet.lab.keepalive_app` (the app: HTTP/1.1 keep-alive,
+on SIGTERM it closes idle connections and answers requests in flight with ``Connection:
+close``; stdlib only, started with ``python -I -S``) under ``dcnet-init`` with the ELB
+hooks ``elbctl backend add|drain|remove --target lvs`` (``--lvs-netns`` the director's
+namespace, a shared state directory). Both carrier clients run, the whole time, a
+new-connection load (a shell loop of ``curl``, one request per connection; each line
+``<start time> <body> <http code>``) and ``KEEPALIVE_CLIENTS`` keep-alive loads (a loop
+of ``curl`` given ``KEEPALIVE_URLS`` URLs at ``KEEPALIVE_RATE``: one connection reused
+for minutes; curl retries a request once on a fresh connection when a reused one died
+before any answer, as real clients do; each line ``<end time> <body> <http code>
+<connects> <seconds>``). Every
 instance is stopped (SIGTERM to its init: drain hook, then the app, then the remove
 hook) and a new one started, one after the other, while a thread runs full applies of
 the model (in-process, the lvs target under its lock) in a loop. With ``hooks=False``
 the app runs without init and is killed directly, and the new one is not registered
 (the contrast: what a restart without the hooks costs).
 
-No keep-alive load: busybox httpd answers one request per connection (and a Python
-keep-alive server per instance costs ~5 s per start in the guest); see docs/init.md.
-Used by tests/kernel/test_init_lvs.py and bench/lvs_drain.py.
+See docs/init.md "Rolling restart behind LVS". Used by tests/kernel/test_init_lvs.py and
+bench/lvs_drain.py.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ from dcnet.model import parse_model
 
 BIN = os.path.dirname(sys.executable)
 APP_PORT = lvslab.RS_HTTP
+APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keepalive_app.py")
+KEEPALIVE_CLIENTS = 4           # per carrier: 8 connections over the 3 servers
+KEEPALIVE_URLS = 600            # per curl (per connection unless the server closes it)
+KEEPALIVE_RATE = "2/s"          # per curl: a connection lives ~5 min, longer than a drain
 VIP = {carrier: vips[0] for carrier, vips in lvslab.VIPS.items()}   # the NAT VIPs
 WAIT = 600.0                    # bounds every wait (emulation on a loaded host is slow)
 
@@ -63,6 +72,38 @@ def load_loop(url: str, stop_file: str, timeout: float = 5.0) -> list[str]:
     return ["sh", "-c", script]
 
 
+def keepalive_loop(url: str, stop_file: str, timeout: float = 5.0) -> list[str]:
+    """argv of one shell running ``curl`` with ``KEEPALIVE_URLS`` URLs (one connection,
+    reused) at ``KEEPALIVE_RATE`` again and again until ``stop_file`` exists; each request
+    prints ``<epoch end> <body> <http code> <connects> <seconds>`` (code ``000``: failed;
+    connects 0: on a reused connection). bash stamps each line as curl writes it
+    (line-buffered by stdbuf); a curl still running when ``stop_file`` appears is killed
+    (within 3 s; its request in progress, if any, is not reported)."""
+    urls = f"{url}?n=[1-{KEEPALIVE_URLS}]"
+    stop = shlex.quote(stop_file)
+    script = (f"while [ ! -e {stop} ]; do "
+              f"stdbuf -oL curl -s -m {timeout:g} --rate {KEEPALIVE_RATE} "
+              f"-w ' %{{http_code}} %{{num_connects}} %{{time_total}}\\n' "
+              f"{shlex.quote(urls)} & c=$!; "
+              f"while kill -0 $c 2>/dev/null && [ ! -e {stop} ]; do sleep 3; done; "
+              "kill $c 2>/dev/null; wait $c; done | "
+              "while IFS= read -r line; do echo \"$EPOCHREALTIME $line\"; done")
+    return ["bash", "-c", script]
+
+
+def parse_keepalive(text: str) -> list[tuple[float, str, str, int]]:
+    """(start, body, code, connects) per request of :func:`keepalive_loop` output (start:
+    the line's time less the request's duration)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4:
+            end, code, connects, seconds = parts[0], parts[-3], parts[-2], parts[-1]
+            body = parts[1] if len(parts) == 5 else ""
+            out.append((float(end) - float(seconds), body, code, int(connects)))
+    return out
+
+
 def parse_load(text: str) -> list[tuple[float, str, str]]:
     """(start, body, code) per request of :func:`load_loop` output."""
     out = []
@@ -75,7 +116,9 @@ def parse_load(text: str) -> list[tuple[float, str, str]]:
 
 @dataclass
 class RollingResult:
-    requests: list[tuple[float, str, str]] = field(default_factory=list)
+    requests: list[tuple[float, str, str]] = field(default_factory=list)   # new-connection
+    keepalive: list[tuple[float, str, str, int]] = field(default_factory=list)
+    rolls: list[tuple[str, float, float]] = field(default_factory=list)  # SIGTERM, exit
     per_instance: list[float] = field(default_factory=list)
     applies: int = 0
     apply_failures: list[str] = field(default_factory=list)
@@ -87,19 +130,42 @@ class RollingResult:
         self.events.append((time.time(), what))
 
     def report(self) -> str:
-        """Failures, the timeline and the inits' output, for an assertion message."""
-        lines = [f"failed: {self.failed[:20]}", "timeline:"]
+        """Counts, failures, the timeline and the inits' output (an assertion message)."""
+        lines = [self.summary(), f"failed: {self.failed[:20]}", "timeline:"]
         lines += [f"  {t:.1f} {what}" for t, what in self.events]
+        lines += [f"  {t:.1f} FAILED {kind} request" for kind, t, _, _ in self.failed]
         for name, text in self.logs.items():
             lines += [f"--- {name}", text]
         return "\n".join(lines)
 
     @property
-    def failed(self) -> list[tuple[float, str, str]]:
-        return [r for r in self.requests if r[2] != "200"]
+    def failed(self) -> list[tuple[str, float, str, str]]:
+        """(kind, start, body, code) of every failed request, both kinds."""
+        return ([("new-connection", *r) for r in self.requests if r[2] != "200"]
+                + [("keep-alive", *r[:3]) for r in self.keepalive if r[2] != "200"])
 
     def served(self) -> Counter:
-        return Counter(body for _, body, code in self.requests if code == "200")
+        return Counter(r[1] for r in self.requests + self.keepalive if r[2] == "200")
+
+    def reused(self) -> int:
+        """Keep-alive requests answered on a reused connection."""
+        return sum(1 for r in self.keepalive if r[2] == "200" and r[3] == 0)
+
+    def answered_while_stopping(self) -> dict[str, int]:
+        """Keep-alive requests each old instance answered between its SIGTERM and its
+        init's exit (its drain wait and its app's graceful stop)."""
+        return {host: sum(1 for start, body, code, _ in self.keepalive
+                          if body == host and code == "200" and term <= start <= end)
+                for host, term, end in self.rolls}
+
+    def summary(self) -> str:
+        def count(rows) -> str:
+            ok = sum(1 for r in rows if r[2] == "200")
+            return f"{ok} ok / {len(rows) - ok} failed"
+        return (f"new-connection requests {count(self.requests)}; keep-alive requests "
+                f"{count(self.keepalive)} ({self.reused()} on a reused connection); "
+                f"keep-alive answered by an instance after its SIGTERM: "
+                f"{self.answered_while_stopping()}")
 
 
 def _wait(predicate, what: str, limit: float = WAIT) -> None:
@@ -113,8 +179,8 @@ def _wait(predicate, what: str, limit: float = WAIT) -> None:
 class Instances:
     """The app instances, rs1..rsN, each under dcnet-init with the ELB hooks (or bare)."""
 
-    def __init__(self, lab, workdir: str, state_dir: str, docroot: str, hooks: bool):
-        self.lab, self.workdir, self.state_dir, self.docroot = lab, workdir, state_dir, docroot
+    def __init__(self, lab, workdir: str, state_dir: str, hooks: bool):
+        self.lab, self.workdir, self.state_dir = lab, workdir, state_dir
         self.hooks = hooks
         self.generation: dict[int, int] = {}
         self.procs: dict[int, subprocess.Popen] = {}
@@ -122,8 +188,7 @@ class Instances:
     def start(self, i: int) -> None:
         gen = self.generation[i] = self.generation.get(i, 0) + 1
         address = lvslab.SERVERS[i - 1]
-        app = [self.lab_busybox(), "httpd", "-f", "-p", str(APP_PORT), "-h",
-               f"{self.docroot}/rs{i}"]
+        app = [sys.executable, "-I", "-S", APP, str(APP_PORT), f"rs{i}"]
         argv = app
         if self.hooks:
             elb = [f"--elb-arg={a}" for a in ("--target=lvs",
@@ -136,12 +201,6 @@ class Instances:
                     *elb, "--", *app]
         self.procs[i] = self.lab.start(f"rs{i}", argv, name=f"rs{i}-app-{gen}",
                                        log_path=os.path.join(self.workdir, f"rs{i}-{gen}.log"))
-
-    @staticmethod
-    def lab_busybox() -> str:
-        import shutil
-
-        return shutil.which("busybox") or "/bin/busybox"
 
     def stop_all(self) -> None:
         """Stop every instance at once (with hooks: their drains run concurrently)."""
@@ -198,13 +257,13 @@ def _full_apply(lab, state_dir: str, the_model) -> str | None:
         target.close()
 
 
-def rolling_restart(lab, workdir: str, state_dir: str, docroot: str, instances: int = 3,
+def rolling_restart(lab, workdir: str, state_dir: str, instances: int = 3,
                     hooks: bool = True, drain_deadline: int = 10, settle: float = 1.0,
                     concurrent_applies: bool = True) -> RollingResult:
     """Restart rs1..rs``instances`` one after the other under load (see the module
     docstring); the lab's director must already hold the applied model."""
     the_model = model(drain_deadline)
-    apps = Instances(lab, workdir, state_dir, docroot, hooks)
+    apps = Instances(lab, workdir, state_dir, hooks)
     for i in range(1, instances + 1):
         apps.start(i)
     for i in range(1, instances + 1):
@@ -220,6 +279,17 @@ def rolling_restart(lab, workdir: str, state_dir: str, docroot: str, instances: 
         out = os.path.join(workdir, f"load-{carrier}.out")
         loads.append((lab.start(f"cli-{carrier}", load_loop(f"http://{vip}/id", stop_file),
                                 name=f"load-{carrier}", log_path=out), out))
+    keepalives = []
+    for carrier, vip in VIP.items():
+        for k in range(1, KEEPALIVE_CLIENTS + 1):
+            out = os.path.join(workdir, f"keepalive-{carrier}-{k}.out")
+            keepalives.append((lab.start(f"cli-{carrier}",
+                                         keepalive_loop(f"http://{vip}/id", stop_file),
+                                         name=f"keepalive-{carrier}-{k}", log_path=out), out))
+
+    def keepalive_ok() -> int:
+        return sum(1 for _, path in keepalives
+                   for r in parse_keepalive(read_text(path)) if r[2] == "200")
 
     def served_by(host: str) -> int:
         return sum(1 for _, path in loads for _, body, code in parse_load(read_text(path))
@@ -227,6 +297,8 @@ def rolling_restart(lab, workdir: str, state_dir: str, docroot: str, instances: 
 
     _wait(lambda: all(served_by(f"rs{i}") > 0 for i in range(1, instances + 1)),
           "every instance serving")
+    _wait(lambda: keepalive_ok() > 0, "keep-alive requests answered")
+    result.event("load running (both kinds)")
     stop_applying = threading.Event()
 
     def apply_loop() -> None:
@@ -242,9 +314,10 @@ def rolling_restart(lab, workdir: str, state_dir: str, docroot: str, instances: 
         applier.start()
     try:
         for i in range(1, instances + 1):
-            started = time.monotonic()
+            started, term = time.monotonic(), time.time()
             result.event(f"SIGTERM rs{i}")
             result.init_codes.append(apps.stop(i))
+            result.rolls.append((f"rs{i}", term, time.time()))
             result.event(f"rs{i} exited {result.init_codes[-1]}; starting a new one")
             apps.start(i)
             host, address = f"rs{i}", lvslab.SERVERS[i - 1]
@@ -263,7 +336,7 @@ def rolling_restart(lab, workdir: str, state_dir: str, docroot: str, instances: 
             applier.join(WAIT)
         with open(stop_file, "w") as handle:
             handle.write("stop\n")
-        for proc, _ in loads:
+        for proc, _ in loads + keepalives:
             proc.wait(WAIT)
         result.event("load stopped")
         apps.stop_all()
@@ -273,6 +346,8 @@ def rolling_restart(lab, workdir: str, state_dir: str, docroot: str, instances: 
                 result.logs[name] = read_text(os.path.join(workdir, name))[-3000:]
     for _, path in loads:
         result.requests += parse_load(read_text(path))
+    for _, path in keepalives:
+        result.keepalive += parse_keepalive(read_text(path))
     return result
 
 

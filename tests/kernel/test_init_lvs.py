@@ -1,8 +1,11 @@
-"""A rolling restart behind real IPVS, in the kernel lab (issue #17): three busybox httpd
-instances, each under dcnet-init with the hooks ``elbctl backend add|drain|remove
---target lvs``, restarted one after the other (SIGTERM to the init, a new one started)
-under new-connection load from both carriers' clients, while full applies of the
-model run in a loop: no request fails, every init exits 143 (128+TERM) after its hooks,
+"""A rolling restart behind real IPVS, in the kernel lab (issue #17): three keep-alive app
+instances (dcnet.lab.keepalive_app), each under dcnet-init with the hooks ``elbctl
+backend add|drain|remove --target lvs``, restarted one after the other (SIGTERM to the
+init, a new one started) under new-connection and keep-alive load (curl reusing one
+connection) from both carriers' clients, while full applies of the model run in a
+loop: no request of either kind fails, keep-alive requests were answered on reused
+connections and by instances between their SIGTERM and their exit (the drain and the
+graceful stop were exercised), every init exits 143 (128+TERM) after its hooks,
 every new instance is registered and serves, the full applies all succeed, and after
 the final stop of all three at once (concurrent drains) every instance is removed
 (dcnet.lab.init_lvs_lab)."""
@@ -49,10 +52,13 @@ def lvs_lab(tmp_path):
 
 
 def test_rolling_restart_under_init_behind_ipvs_fails_no_request(lvs_lab):
-    lab, workdir, state_dir, docroot = lvs_lab
-    result = ilab.rolling_restart(lab, workdir, state_dir, docroot, instances=INSTANCES)
-    assert result.requests, "no load ran"
+    lab, workdir, state_dir, _docroot = lvs_lab
+    result = ilab.rolling_restart(lab, workdir, state_dir, instances=INSTANCES)
+    print(result.summary())
+    assert result.requests and result.keepalive, "no load ran"
     assert result.failed == [], result.report()
+    assert result.reused() > 0, result.report()
+    assert sum(result.answered_while_stopping().values()) > 0, result.report()
     assert result.init_codes == [143] * INSTANCES, result.init_codes
     assert len(result.per_instance) == INSTANCES
     served = result.served()
