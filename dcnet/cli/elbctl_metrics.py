@@ -134,7 +134,10 @@ class IsolatedWatch(Watch):
         self._run(drift=False)
 
     def check(self) -> None:
-        self._run(drift=True)
+        try:
+            self._run(drift=True)
+        except Exception as exc:   # the child died (killed, out of memory): drift as it was
+            click.echo(f"elbctl exporter: drift check failed: {exc!r}", err=True)
 
     def _run(self, drift: bool) -> None:
         digest, index, drifts = isolated.call(
