@@ -114,6 +114,11 @@ def test_drain_through_etcd_waits_for_the_directors_report(lab_factory, workdir)
     v1 = model(deadline=120)
     assert elb.push(v1) == 1
     elb.start_director("dir1", v1, user="dir1")
+    store = ElbStore(etcd, Keys())
+    # the agent's first apply done (it may reload), so the client's connection is made
+    # to the worker that will be drained
+    elb.wait(lambda: [(s.model_revision, s.result) for s in store.statuses()] == [(1, "ok")],
+             what="dir1 on revision 1")
     both = {f"{a}:{PORT}" for a in (RS1, RS2)}
     elb.wait(lambda: {k for k, v in elb.runtime("dir1").get(BACKEND, {}).items()
                       if v.get("state") == "ready"} == both, what="both servers ready")
@@ -125,7 +130,9 @@ def test_drain_through_etcd_waits_for_the_directors_report(lab_factory, workdir)
     popen, log = start_backend(elb, "drain", busy, "drain-safe")
     seen = elb.wait(lambda: (r := report(etcd, busy)) and r.state == "draining"
                     and r.active >= 1 and r, what="dir1 reporting the open connection")
-    assert popen.poll() is None, "drain --store returned while a connection was open"
+    assert popen.poll() is None, ("drain --store returned while a connection was open: "
+                                  f"{finish(popen, log)}, client {read_json(client.out)}"
+                                  + elb.agent_logs())
     assert elb.runtime("dir1")[BACKEND][f"{busy}:{PORT}"]["state"] == "drain"
     client.close()
     code, output = finish(popen, log)
@@ -144,7 +151,6 @@ def test_drain_through_etcd_waits_for_the_directors_report(lab_factory, workdir)
     # 3. a short deadline: the director shuts the session down, the command says 4
     other = RS2 if busy == RS1 else RS1
     assert elb.push(model(deadline=2)) == 2
-    store = ElbStore(etcd, Keys())
     elb.wait(lambda: [(s.model_revision, s.result) for s in store.statuses()] == [(2, "ok")],
              what="dir1 on revision 2")
     client = KeepAliveClient(elb, "client2")
