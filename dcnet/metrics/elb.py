@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from dcnet.metrics import haproxy_stat, status
@@ -141,9 +141,10 @@ class ELBCollector:
         """The text of one scrape."""
         return b"".join(self.chunks()).decode()
 
-    def chunks(self) -> list[bytes]:
-        """The text of one scrape, encoded family by family (what the server writes)."""
-        return list(encoded(self.collect()))
+    def chunks(self) -> Iterator[bytes]:
+        """The text of one scrape, collected now, encoded family by family as the server
+        writes it."""
+        return encoded(self.collect())
 
     def collect(self) -> list:
         """Families (and pre-formatted text) of one scrape."""

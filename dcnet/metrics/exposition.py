@@ -13,8 +13,9 @@ holds both; :func:`dcnet.metrics.server.serve` serves it.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -105,7 +106,7 @@ class TextSource(Protocol):
     def exposition(self) -> str: ...
 
 
-def encoded(parts: Iterable[Family | str | bytes]) -> Iterable[bytes]:
+def encoded(parts: Iterable[Family | str | bytes]) -> Iterator[bytes]:
     """The UTF-8 text of ``parts`` (bytes are that already) one part at a time; a
     family's lines are dropped once written, so a large scrape holds its samples once,
     not also as one joined body."""
@@ -138,14 +139,14 @@ class Exposition:
     def generate(self) -> bytes:
         return b"".join(self.chunks())
 
-    def chunks(self) -> list[bytes]:
+    def chunks(self) -> Iterator[bytes]:
         """The body in pieces (the registry's, then each source's: its ``chunks()``
-        when it has them, else its ``exposition()``), for writing without joining."""
-        parts = [generate_latest(self.registry)]
+        when it has them, else its ``exposition()``), for writing without joining. Every
+        source is collected now (a failing one raises here); the pieces are encoded as
+        they are taken."""
+        parts: list[Iterable[bytes]] = [[generate_latest(self.registry)]]
         for source in self.sources:
             chunks = getattr(source, "chunks", None)
-            if chunks is not None:
-                parts.extend(chunks())
-            else:
-                parts.append(source.exposition().encode())
-        return parts
+            parts.append(chunks() if chunks is not None
+                         else [source.exposition().encode()])
+        return itertools.chain.from_iterable(parts)

@@ -7,7 +7,10 @@ path is given (the one place that switches namespaces) and then served by a
 was created in. A plain registry is served by ``prometheus_client``'s own handler (text
 format, OpenMetrics on request, gzip, ``?name[]=`` filtering); an
 :class:`dcnet.metrics.exposition.Exposition` (the ELB collector's directly written text plus
-a registry) by :class:`ExpositionHandler` (text format 0.0.4, gzip on request).
+a registry) by :class:`ExpositionHandler` (text format 0.0.4, gzip on request; the body
+is written family by family as it is encoded, never joined, so without Content-Length:
+HTTP/1.0 ends it by closing; glibc's heap is trimmed after each answer, see
+:mod:`dcnet.metrics.isolated`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import socket
 import threading
 import zlib
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
@@ -62,14 +66,14 @@ class _Server(ThreadingHTTPServer):
         pass
 
 
-def gzip_chunks(chunks: list[bytes]) -> bytes:
-    """``chunks`` gzip-compressed as one stream (level 1), each dropped once read."""
+def gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``chunks`` gzip-compressed as one stream (level 1), piece by piece."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, 31)     # 31: a gzip header
-    out = []
-    while chunks:
-        out.append(compressor.compress(chunks.pop(0)))
-    out.append(compressor.flush())
-    return b"".join(out)
+    for chunk in chunks:
+        out = compressor.compress(chunk)
+        if out:
+            yield out
+    yield compressor.flush()
 
 
 class ExpositionHandler(BaseHTTPRequestHandler):
@@ -89,11 +93,11 @@ class ExpositionHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE)
         if "gzip" in self.headers.get("Accept-Encoding", ""):
-            chunks = [gzip_chunks(chunks)]
+            chunks = gzip_chunks(chunks)
             self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
+        self.send_header("Connection", "close")   # HTTP/1.0: the body ends with it
         self.end_headers()
-        for chunk in chunks:               # written piece by piece: never joined
+        for chunk in chunks:               # written as encoded: never joined
             self.wfile.write(chunk)
         del chunks
         isolated.trim()                    # the pieces' heap pages back to the kernel

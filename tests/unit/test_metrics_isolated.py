@@ -81,3 +81,41 @@ def test_without_an_ipvs_source_the_vips_are_not_indexed(tmp_path):
     watch = IsolatedWatch({}, path, interval=0, vips=False)
     assert watch.current.carriers == {}
     assert watch.current.service_carriers == ServiceIndex.of(load_model(path)).service_carriers
+
+
+def test_the_served_body_is_the_exposition_plain_and_gzipped():
+    """Written piece by piece without Content-Length (HTTP/1.0 ends the body by closing):
+    the same bytes as ``generate()``, gzip only when asked, a failing collector a 500."""
+    import gzip
+    import urllib.error
+    import urllib.request
+
+    from dcnet.metrics.elb import ELBCollector
+    from dcnet.metrics.exposition import Exposition
+    from dcnet.metrics.server import serve
+    from tests.unit.test_metrics_cardinality import haproxy
+
+    exposition = Exposition()
+    exposition.register(ELBCollector(haproxy_stat=haproxy(3)))
+    with serve(exposition, "127.0.0.1:0") as server:
+        with urllib.request.urlopen(server.url, timeout=30) as answer:
+            plain = answer.read()
+            assert answer.headers.get("Content-Encoding") is None
+        request = urllib.request.Request(server.url, headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.headers.get("Content-Encoding") == "gzip"
+            zipped = gzip.decompress(answer.read())
+    assert plain == zipped == exposition.generate()
+    assert b'dcnet_haproxy_backend_sessions{port="80",service="job.web' in plain
+
+    class Broken:
+        def chunks(self):
+            raise RuntimeError("collector bug")
+
+    failing = Exposition()
+    failing.sources.append(Broken())
+    with serve(failing, "127.0.0.1:0") as server:
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(server.url, timeout=30)
+        error.value.close()
+    assert error.value.code == 500
