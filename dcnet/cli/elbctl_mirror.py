@@ -3,19 +3,33 @@
 Subcommands: ``rules`` prints (or with ``--apply`` installs, ``--remove`` deletes) the
 director's nftables ``dup`` table; ``record`` runs the recorder on the mirror veth (run
 it inside the mirror namespace); ``replay`` sends a recording to a target at a factor,
-one worker per copy inside the namespaces given with ``--netns``; ``diff`` compares a
+one worker per copy inside the namespaces given with ``--netns`` or made for the run
+with ``--pool CIDR --via BRIDGE``; ``loadtest`` ramps the factor until an SLO breaks
+and writes a report with a plot; ``diff`` compares a
 candidate's answers with two instances of the current version; ``show`` summarises a
 recording. Exit 1 on invalid arguments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
 import click
 
-from dcnet.mirror import anonymise, diff, pcap, recorder, recording, replay, rules
+from dcnet.mirror import (
+    anonymise,
+    diff,
+    loadtest,
+    loadtest_report,
+    pcap,
+    pool,
+    recorder,
+    recording,
+    replay,
+    rules,
+)
 
 
 @click.group("mirror")
@@ -62,25 +76,117 @@ def record_command(ifname, out, duration, anonymise_key) -> None:
     recorder.run(ifname, out, duration, key)
 
 
+def pool_options(command):
+    """Options choosing the copies' namespaces: existing ones, or a pool made for the run."""
+    for option in reversed([
+        click.option("--netns", "namespaces", multiple=True,
+                     help="An existing namespace per copy (repeatable)."),
+        click.option("--pool", "pool_network", default=None, metavar="CIDR",
+                     help="Create one namespace and one source address of CIDR per copy "
+                          "(removed at the end, also on error and Ctrl-C)."),
+        click.option("--via", "via_bridge", default=None, metavar="BRIDGE",
+                     help="With --pool: the bridge the copies' veths are ports of."),
+        click.option("--via-netns", default=None,
+                     help="With --pool: the namespace of that bridge (default: here)."),
+        click.option("--gateway", default=None,
+                     help="With --pool: the copies' default gateway (default: none, the "
+                          "target must be in CIDR)."),
+    ]):
+        command = option(command)
+    return command
+
+
+@contextlib.contextmanager
+def copy_namespaces(namespaces, pool_network, via_bridge, via_netns, gateway, copies: int,
+                    target: str):
+    """The namespaces the copies run in: ``--netns`` as given, or a fresh pool."""
+    if bool(namespaces) == bool(pool_network):
+        raise click.UsageError("give either --netns (repeatable) or --pool with --via")
+    if namespaces:
+        yield list(namespaces)
+        return
+    if not via_bridge:
+        raise click.UsageError("--pool needs --via BRIDGE")
+    try:
+        made = pool.SourcePool(pool_network, copies, via_bridge, via_netns, gateway,
+                               reserved=[_address(target)[0]])
+    except (ValueError, pool.PoolError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    with made:
+        click.echo(f"pool: {copies} namespaces {made.prefix}-0..{copies - 1}, sources "
+                   f"{made.sources[0]}..{made.sources[-1]}", err=True)
+        yield made.namespaces
+
+
 @mirror.command("replay")
 @click.option("--recording", "recording_path", required=True)
 @click.option("--target", required=True, metavar="IP:PORT")
 @click.option("--factor", type=click.FloatRange(replay.MIN_FACTOR, replay.MAX_FACTOR),
               default=1.0, show_default=True)
-@click.option("--netns", "namespaces", multiple=True, required=True,
-              help="A namespace per copy, each with its own source address (repeatable).")
+@pool_options
 @click.option("--out-dir", required=True, help="Where each copy's results go.")
 @click.option("--timing", is_flag=True, help="Keep the recorded gaps (raw TCP sessions).")
 @click.option("--speed", type=float, default=1.0, show_default=True)
-def replay_command(recording_path, target, factor, namespaces, out_dir, timing, speed) -> None:
+def replay_command(recording_path, target, factor, namespaces, pool_network, via_bridge,
+                   via_netns, gateway, out_dir, timing, speed) -> None:
     """Replay a recording to a target at a factor, a namespace per copy."""
     os.makedirs(out_dir, exist_ok=True)
-    try:
-        summary = replay.run_replay(recording_path, factor, target, namespaces, out_dir,
-                                    timing, speed)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+    with copy_namespaces(namespaces, pool_network, via_bridge, via_netns, gateway,
+                         replay.copy_count(factor), target) as names:
+        try:
+            summary = replay.run_replay(recording_path, factor, target, names, out_dir,
+                                        timing, speed)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
     click.echo(json.dumps(summary, indent=2))
+
+
+def _steps(text: str) -> list[float]:
+    try:
+        return loadtest.check_steps([float(s) for s in text.split(",") if s.strip()])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@mirror.command("loadtest")
+@click.argument("recording_path")
+@click.option("--target", required=True, metavar="IP:PORT")
+@click.option("--slo-p99-ms", type=click.FloatRange(min=0), required=True,
+              help="The SLO's p99 latency per request, in ms.")
+@click.option("--slo-errors", type=click.FloatRange(0, 1), required=True,
+              help="The SLO's largest share of failed requests (0.01 = 1%).")
+@click.option("--steps", default=",".join(f"{s:g}" for s in loadtest.DEFAULT_STEPS),
+              show_default=True, help="Rising factors, comma-separated.")
+@pool_options
+@click.option("--out-dir", required=True,
+              help="Report (loadtest.json, .md, .png) and each step's results.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Sessions at a time per copy.")
+def loadtest_command(recording_path, target, slo_p99_ms, slo_errors, steps, namespaces,
+                     pool_network, via_bridge, via_netns, gateway, out_dir,
+                     concurrency) -> None:
+    """Ramp the replay factor over the steps until the SLO breaks; report the breaking
+    point with a plot. Exit 0 either way (the verdict is in the report)."""
+    factors = _steps(steps)
+    slo = loadtest.Slo(slo_p99_ms, slo_errors)
+    os.makedirs(out_dir, exist_ok=True)
+
+    def progress(stats: dict) -> None:
+        click.echo(f"x{stats['factor']:g}: {stats['answered']}/{stats['requests']} answered, "
+                   f"p99 {stats['p99_ms']} ms, "
+                   f"{'; '.join(stats['breaches']) or 'SLO held'}", err=True)
+
+    with copy_namespaces(namespaces, pool_network, via_bridge, via_netns, gateway,
+                         replay.copy_count(factors[-1]), target) as names:
+        try:
+            report = loadtest.run_loadtest(recording_path, target, slo, names, out_dir,
+                                           factors, progress, concurrency)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    paths = loadtest_report.write(report, out_dir)
+    click.echo(loadtest_report.verdict(report))
+    for path in paths:
+        click.echo(path)
 
 
 def _address(text: str) -> tuple[str, int]:

@@ -52,6 +52,11 @@ def plan_copies(sessions: Sequence[recording.Session], factor: float
     return copies
 
 
+def copy_count(factor: float) -> int:
+    """How many copies (so namespaces) factor needs."""
+    return math.ceil(factor - 1e-9)
+
+
 def split_http(payload: bytes) -> list[bytes] | None:
     """HTTP/1.1 requests in order, or None when the bytes are not (only) such requests."""
     requests = []
@@ -84,8 +89,11 @@ def split_http(payload: bytes) -> list[bytes] | None:
 def replay_session(session: recording.Session, target: tuple[str, int], timing: bool,
                    speed: float, timeout: float = 10.0) -> dict:
     """Send one session on one connection; the result has its answers."""
-    result = {"id": session.id, "sent": 0, "answers": [], "error": None, "mode": "raw"}
+    result = {"id": session.id, "sent": 0, "answers": [], "error": None, "mode": "raw",
+              "latencies": []}
     requests = split_http(session.payload)
+    result["requests"] = len(requests) if requests is not None else 1
+    begin = time.monotonic()
     try:
         with socket.create_connection(target, timeout=timeout) as sock:
             result["source"] = "{}:{}".format(*sock.getsockname())
@@ -93,12 +101,13 @@ def replay_session(session: recording.Session, target: tuple[str, int], timing: 
                 result["mode"] = "http"
                 rest = b""
                 for request in requests:
+                    sent_at = time.monotonic()
                     sock.sendall(request)
                     result["sent"] += len(request)
                     answer, rest = read_response(sock, rest)
+                    result["latencies"].append(round(time.monotonic() - sent_at, 6))
                     result["answers"].append(base64.b64encode(answer).decode())
                 return result
-            begin = time.monotonic()
             for chunk in session.chunks:
                 if timing:
                     delay = chunk.t / speed - (time.monotonic() - begin)
@@ -114,6 +123,7 @@ def replay_session(session: recording.Session, target: tuple[str, int], timing: 
                     break
                 data += more
             result["answers"].append(base64.b64encode(data).decode())
+            result["latencies"].append(round(time.monotonic() - begin, 6))
     except OSError as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     return result
@@ -134,30 +144,36 @@ def run_replay(recording_path: str, factor: float, target: str, namespaces: Sequ
     if len(namespaces) < len(copies):
         raise ValueError(f"x{factor} needs {len(copies)} namespaces, "
                          f"{len(namespaces)} given")
-    workers = []
-    for index in range(len(copies)):
-        out = f"{out_dir}/copy-{index}.jsonl"
-        argv = [sys.executable, "-m", "dcnet.mirror.replay", "--recording", recording_path,
-                "--copy", str(index), "--factor", str(factor), "--target", target,
-                "--out", out, "--speed", str(speed), "--concurrency", str(concurrency)]
-        if timing:
-            argv.append("--timing")
-        workers.append((index, out, proc.start(argv, netns=namespaces[index],
-                                               log_path=f"{out_dir}/copy-{index}.log")))
-    summary = {"factor": factor, "copies": []}
-    for index, out, popen in workers:
-        try:
-            code = popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = proc.stop(popen)     # counted as a failed copy, never left running
-        results = []
-        if code == 0:
-            with open(out) as handle:
-                results = [json.loads(line) for line in handle]
-        summary["copies"].append({
-            "copy": index, "netns": namespaces[index], "exit": code,
-            "sessions": len(copies[index]), "replayed": len(results),
-            "errors": sum(1 for r in results if r["error"]), "out": out})
+    workers: list[tuple[int, str, subprocess.Popen]] = []
+    summary: dict = {"factor": factor, "copies": []}
+    try:
+        for index in range(len(copies)):
+            out = f"{out_dir}/copy-{index}.jsonl"
+            argv = [sys.executable, "-m", "dcnet.mirror.replay", "--recording",
+                    recording_path, "--copy", str(index), "--factor", str(factor),
+                    "--target", target, "--out", out, "--speed", str(speed),
+                    "--concurrency", str(concurrency)]
+            if timing:
+                argv.append("--timing")
+            workers.append((index, out, proc.start(argv, netns=namespaces[index],
+                                                   log_path=f"{out_dir}/copy-{index}.log")))
+        deadline = time.monotonic() + timeout
+        for index, out, popen in workers:
+            try:
+                code = popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                code = proc.stop(popen)     # counted as a failed copy, never left running
+            results = []
+            if code == 0:
+                with open(out) as handle:
+                    results = [json.loads(line) for line in handle]
+            summary["copies"].append({
+                "copy": index, "netns": namespaces[index], "exit": code,
+                "sessions": len(copies[index]), "replayed": len(results),
+                "errors": sum(1 for r in results if r["error"]), "out": out})
+    finally:        # Ctrl-C, SIGTERM, any error: no worker outlives the call
+        for _, _, popen in workers:
+            proc.stop(popen)
     return summary
 
 
