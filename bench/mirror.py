@@ -10,10 +10,15 @@ recorder runs; a target namespace and one namespace per replay copy on a bridge.
    recorder's CPU seconds (from /proc) are printed.
 2. Capture: sessions and requests the recorder wrote against what the production
    server logged during the mirrored rounds; kernel drops of the recorder's socket.
-3. Replay of that recording at x1 and x10: requests delivered per copy (against the
-   recording), duplicates, order violations within a session, failed sessions.
+3. Replay of that recording at each of ``--factors`` (default x1, x10, x100), each
+   ``--repeat`` times, the copies' namespaces made by :class:`dcnet.mirror.pool.SourcePool`
+   on the lab bridge (one namespace and source address per copy): requests delivered per
+   copy (against the recording), duplicates, order violations within a session, failed
+   sessions, and whether every copy came from its own address; medians over repeats.
 
     sudo .venv/bin/python bench/mirror.py [--rounds 4] [--sessions 100] [--requests 5]
+    sudo .venv/bin/python bench/mirror.py --rounds 1 --sessions 10 --factors 1,10,100 \
+        --repeat 3          # the x100 run of docs/mirror.md
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ from collections import Counter
 
 from dcnet.lab.builder import Lab
 from dcnet.lab.mirror_service import read_log, request_bytes
-from dcnet.mirror import recording, replay, rules
+from dcnet.mirror import pool, recording, replay, rules
 from dcnet.mirror.replay import read_response
 
 PY = sys.executable
 CLIENT, SERVER, MIRROR, TARGET, PORT = "10.93.0.1", "10.93.1.2", "10.93.9.2", "10.94.0.254", 8080
-COPIES = 10
+POOL = "10.94.0.0/24"
 
 
 def topology(log_dir: str) -> dict:
@@ -50,12 +55,11 @@ def topology(log_dir: str) -> dict:
          "b": {"host": "mirror", "ifname": "eth0", "addresses": [f"{MIRROR}/30"]}},
         {"a": {"host": "target", "ifname": "eth0", "addresses": [f"{TARGET}/24"]},
          "b": {"host": "sw", "ifname": "p-t", "bridge": "br0"}},
-    ] + [{"a": {"host": f"r{i}", "ifname": "eth0", "addresses": [f"10.94.0.{10 + i}/24"]},
-          "b": {"host": "sw", "ifname": f"p-r{i}", "bridge": "br0"}} for i in range(COPIES)]
+    ]
     serve = [PY, "-m", "dcnet.lab.mirror_service", "--port", str(PORT), "--log"]
     return {
         "hosts": ["client", {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1}},
-                  "server", "mirror", "target", "sw", *[f"r{i}" for i in range(COPIES)]],
+                  "server", "mirror", "target", "sw"],
         "bridges": [{"name": "br0", "host": "sw"}],
         "links": links,
         "routes": [{"host": "client", "dst": "default", "via": "10.93.0.254"},
@@ -132,6 +136,21 @@ def replay_check(entries: list[dict], sessions: list[recording.Session]) -> list
     return out
 
 
+def replay_totals(per_copy: list[dict], summary: dict, sources: list[str],
+                  wall: float, recorded: int) -> dict:
+    """One replay run summed over its copies."""
+    copies = len(summary["copies"])
+    return {"copies": copies, "wall_s": round(wall, 2),
+            "expected": recorded * copies,
+            "delivered": sum(c["delivered"] for c in per_copy),
+            "min_delivered_per_copy": min((c["delivered"] for c in per_copy), default=0),
+            "duplicates": sum(c["duplicates"] for c in per_copy),
+            "order_violations": sum(c["order_violations"] for c in per_copy),
+            "failed_sessions": sum(c["errors"] for c in summary["copies"]),
+            "failed_copies": sum(1 for c in summary["copies"] if c["exit"] != 0),
+            "sources_ok": sorted(c["source"] for c in per_copy) == sorted(sources[:copies])}
+
+
 def recorder_stats(path: str) -> dict:
     """The recorder's last stderr line: sessions, segments, kernel packets and drops."""
     with open(path) as handle:
@@ -144,6 +163,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--sessions", type=int, default=50, help="per thread and round")
     parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--factors", default="1,10,100", help="replay factors, comma-separated")
+    parser.add_argument("--repeat", type=int, default=1, help="replays per factor")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="dcnet-mirror-bench-")
     result: dict = {"args": vars(args), "cpus": os.cpu_count()}
@@ -183,22 +204,27 @@ def main() -> int:
             "sessions": len(sessions), "sessions_with_missing_bytes":
                 sum(1 for s in sessions if s.missing), "recorder_cpu_s": round(cpu, 2),
             "recorder_stats": recorder_stats(f"{work}/recorder.log")}
-        namespaces = [lab.netns(f"r{i}") for i in range(COPIES)]
+        factors = [float(f) for f in args.factors.split(",")]
         done = 0
-        for factor in (1.0, 10.0):
-            out = f"{work}/x{factor:g}"
-            os.makedirs(out)
-            begin = time.monotonic()
-            summary = replay.run_replay(rec, factor, f"{TARGET}:{PORT}", namespaces, out)
-            wall = time.monotonic() - begin
-            entries = read_log(f"{work}/target.log")[done:]
-            done += len(entries)
-            result[f"replay_x{factor:g}"] = {
-                "wall_s": round(wall, 2),
-                "failed_sessions": sum(c["errors"] for c in summary["copies"]),
-                "copies": len(summary["copies"]),
-                "per_copy": [" ".join(f"{k}={v}" for k, v in c.items())
-                             for c in replay_check(entries, sessions)]}
+        with pool.SourcePool(POOL, replay.copy_count(max(factors)), "br0", lab.netns("sw"),
+                             reserved=[TARGET]) as made:
+            for factor in factors:
+                runs = []
+                for repeat in range(args.repeat):
+                    out = f"{work}/x{factor:g}-{repeat}"
+                    os.makedirs(out)
+                    begin = time.monotonic()
+                    summary = replay.run_replay(rec, factor, f"{TARGET}:{PORT}",
+                                                made.namespaces, out)
+                    wall = time.monotonic() - begin
+                    entries = read_log(f"{work}/target.log")[done:]
+                    done += len(entries)
+                    runs.append(replay_totals(replay_check(entries, sessions), summary,
+                                              made.sources, wall, len(recorded)))
+                result[f"replay_x{factor:g}"] = {
+                    "runs": runs, "median": {k: statistics.median(r[k] for r in runs)
+                                             for k in runs[0] if k != "sources_ok"}}
+        result["pool_left_over"] = pool.leftovers()
     print(json.dumps(result, indent=2))
     return 0
 
