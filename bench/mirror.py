@@ -206,8 +206,11 @@ def main() -> int:
             "recorder_stats": recorder_stats(f"{work}/recorder.log")}
         factors = [float(f) for f in args.factors.split(",")]
         done = 0
-        with pool.SourcePool(POOL, replay.copy_count(max(factors)), "br0", lab.netns("sw"),
-                             reserved=[TARGET]) as made:
+        made = pool.SourcePool(POOL, replay.copy_count(max(factors)), "br0",
+                               lab.netns("sw"), reserved=[TARGET])
+        begin = time.monotonic()
+        with made:
+            result["pool_build_s"] = round(time.monotonic() - begin, 2)
             for factor in factors:
                 runs = []
                 for repeat in range(args.repeat):
@@ -224,6 +227,8 @@ def main() -> int:
                 result[f"replay_x{factor:g}"] = {
                     "runs": runs, "median": {k: statistics.median(r[k] for r in runs)
                                              for k in runs[0] if k != "sources_ok"}}
+            begin = time.monotonic()
+        result["pool_teardown_s"] = round(time.monotonic() - begin, 2)
         result["pool_left_over"] = pool.leftovers()
     print(json.dumps(result, indent=2))
     return 0
