@@ -4,7 +4,8 @@ Subcommands: ``rules`` prints (or with ``--apply`` installs, ``--remove`` delete
 director's nftables ``dup`` table; ``record`` runs the recorder on the mirror veth (run
 it inside the mirror namespace); ``replay`` sends a recording to a target at a factor,
 one worker per copy inside the namespaces given with ``--netns`` or made for the run
-with ``--pool CIDR --via BRIDGE``; ``loadtest`` ramps the factor until an SLO breaks
+with ``--pool CIDR --via BRIDGE`` (``sweep`` removes pools whose owner was killed);
+``loadtest`` ramps the factor until an SLO breaks
 and writes a report with a plot; ``diff`` compares a
 candidate's answers with two instances of the current version; ``show`` summarises a
 recording. Exit 1 on invalid arguments.
@@ -112,10 +113,16 @@ def copy_namespaces(namespaces, pool_network, via_bridge, via_netns, gateway, co
                                reserved=[_address(target)[0]])
     except (ValueError, pool.PoolError) as exc:
         raise click.UsageError(str(exc)) from exc
-    with made:
+    try:
+        made.__enter__()            # a failed build has undone itself
+    except pool.PoolError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
         click.echo(f"pool: {copies} namespaces {made.prefix}-0..{copies - 1}, sources "
                    f"{made.sources[0]}..{made.sources[-1]}", err=True)
         yield made.namespaces
+    finally:
+        made.close()
 
 
 @mirror.command("replay")
@@ -187,6 +194,15 @@ def loadtest_command(recording_path, target, slo_p99_ms, slo_errors, steps, name
     click.echo(loadtest_report.verdict(report))
     for path in paths:
         click.echo(path)
+
+
+@mirror.command("sweep")
+def sweep_command() -> None:
+    """Remove replay pools whose owner process is gone (it was SIGKILLed): their
+    processes, namespaces and bridge ports. A pool in use is never touched."""
+    removed = pool.sweep()
+    click.echo(f"removed {len(removed)} pool namespaces" + (": " + " ".join(removed)
+                                                             if removed else ""))
 
 
 def _address(text: str) -> tuple[str, int]:

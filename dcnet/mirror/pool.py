@@ -10,7 +10,11 @@ leaving the ``with`` block (normally, on an exception, on Ctrl-C, or on SIGTERM,
 the pool turns into ``SystemExit`` while it is active in the main thread) kills what
 runs in the namespaces, deletes the bridge ports and the namespaces (their addresses
 and veth ends go with them), with SIGINT/SIGTERM held until it is done. A pool whose
-build fails halfway undoes what it built before raising.
+build fails halfway undoes what it built before raising. Before it creates anything the
+pool writes a state file ``/run/dcnet-mirror/<prefix>.json`` (owner pid and start time,
+namespaces, bridge); a pool whose owner was SIGKILLed (so never undid anything) is
+removed by :func:`sweep` (``elbctl mirror sweep``), which never touches a pool whose
+owner is alive.
 
 Namespaces are switched only through :mod:`dcnet.sysio.netns`.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import signal
 import threading
@@ -26,10 +31,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from dcnet.sysio import files, proc
 from dcnet.sysio import netns as netns_mod
-from dcnet.sysio import proc
 
 PREFIX = "dmr"
+STATE_DIR = "/run/dcnet-mirror"
 CARRIER_WAIT = 20.0     # seconds: a bridge drops a new port's frames until its carrier
 SETTLE = 5.0            # seconds given to killed processes to leave a namespace
 
@@ -89,7 +95,17 @@ class SourcePool:
         self.close()
 
     def build(self) -> None:
+        self._write_state()
         _in_via(self.via_netns, self._build_here)
+
+    def _write_state(self) -> None:
+        os.makedirs(STATE_DIR, exist_ok=True)
+        path = os.path.join(STATE_DIR, f"{self.prefix}.json")
+        files.atomic_write(path, json.dumps({
+            "prefix": self.prefix, "owner": os.getpid(),
+            "start_time": proc.start_time(os.getpid()), "namespaces": self.namespaces,
+            "bridge": self.bridge, "via_netns": self.via_netns}) + "\n")
+        self._undo.append((f"remove {path}", lambda: _unlink(path)))
 
     def _build_here(self) -> None:
         """In the bridge's namespace (one netlink socket there, no forked helper)."""
@@ -217,6 +233,39 @@ def _remove_namespace(name: str) -> None:
                             "survived SIGKILL")
         time.sleep(0.02)
     netns_mod.remove(name)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def sweep() -> list[str]:
+    """Remove the pools whose owner process is gone (it was SIGKILLed, so never undid
+    anything): their processes, bridge ports, namespaces and state files. Returns the
+    namespaces removed; a pool whose owner is alive is left alone."""
+    removed = []
+    try:
+        states = sorted(n for n in os.listdir(STATE_DIR) if n.endswith(".json"))
+    except FileNotFoundError:
+        return removed
+    for entry in states:
+        path = os.path.join(STATE_DIR, entry)
+        try:
+            with open(path) as handle:
+                state = json.load(handle)
+        except (FileNotFoundError, ValueError):
+            continue
+        if proc.is_same_process(state["owner"], state["start_time"]):
+            continue
+        for name in state["namespaces"]:
+            if netns_mod.exists(name):
+                _remove_namespace(name)     # its veth and so the bridge port go with it
+                removed.append(name)
+            with contextlib.suppress(Exception):
+                _delete_link(state["via_netns"], name)
+        _unlink(path)
+    return removed
 
 
 def leftovers() -> list[str]:

@@ -117,9 +117,10 @@ def test_a_refused_target_fails_every_session_and_leaves_nothing(bridged, tmp_pa
     assert_nothing_left(lab, before)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_replay_removes_the_pool_and_its_workers(bridged, tmp_path, signum):
-    lab, _, before = bridged
+def start_held_replay(lab, tmp_path) -> subprocess.Popen:
+    """``elbctl mirror replay --pool`` at x2 whose copies hold their connections to the
+    sink (the second chunk is an hour away); returns once both copies are connected, so
+    the pool is built and its workers run inside it."""
     held = [recording.Session(f"h{i}", f"10.1.0.1:{41000 + i}", f"{TARGET}:{SINK_PORT}",
                               0.0, chunks=(recording.Chunk(0, 0.0, b"a"),
                                            recording.Chunk(1, 3600.0, b"b")))
@@ -131,16 +132,23 @@ def test_a_signal_mid_replay_removes_the_pool_and_its_workers(bridged, tmp_path,
          "--target", f"{TARGET}:{SINK_PORT}", "--factor", "2", "--timing",
          "--out-dir", str(tmp_path / "out"), *pool_args(lab)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while established(lab, SINK_PORT) < 4:
+        if command.poll() is not None or time.monotonic() > deadline:
+            command.kill()
+            _, err = command.communicate()
+            pytest.fail(f"the copies never connected: {err.decode()}")
+        time.sleep(0.1)
+    names = pool.leftovers()
+    assert len(names) == 2 and all(netns_mod.pids(n) for n in names)
+    return command
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_replay_removes_the_pool_and_its_workers(bridged, tmp_path, signum):
+    lab, _, before = bridged
+    command = start_held_replay(lab, tmp_path)
     try:
-        # wait until both copies hold their connections to the sink (the second chunk is
-        # an hour away): then the pool is built and its workers run inside it
-        deadline = time.monotonic() + 60
-        while established(lab, SINK_PORT) < 4:
-            assert command.poll() is None, command.communicate()
-            assert time.monotonic() < deadline, "the copies never connected"
-            time.sleep(0.1)
-        names = pool.leftovers()
-        assert len(names) == 2 and all(netns_mod.pids(n) for n in names)
         command.send_signal(signum)
         _, err = command.communicate(timeout=60)
     finally:
@@ -149,6 +157,35 @@ def test_a_signal_mid_replay_removes_the_pool_and_its_workers(bridged, tmp_path,
             command.communicate()
     assert command.returncode != 0, err
     assert_nothing_left(lab, before)
+
+
+def test_sweep_removes_the_pool_of_a_killed_replay_and_only_that(bridged, tmp_path):
+    lab, _, before = bridged
+    command = start_held_replay(lab, tmp_path)
+    try:
+        live = CliRunner().invoke(cli, ["mirror", "sweep"])
+        assert live.exit_code == 0 and live.stdout == "removed 0 pool namespaces\n"
+        assert len(pool.leftovers()) == 2          # the owner is alive: untouched
+    finally:
+        command.kill()                             # no undo runs: the pool is left
+        command.communicate()
+    names = pool.leftovers()
+    assert len(names) == 2 and all(netns_mod.pids(n) for n in names)   # workers still in
+    done = CliRunner().invoke(cli, ["mirror", "sweep"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("removed 2 pool namespaces: ")
+    assert sorted(done.stdout.split(": ")[1].split()) == sorted(names)
+    assert_nothing_left(lab, before)
+    assert established(lab, SINK_PORT) == 0 or wait_closed(lab)
+
+
+def wait_closed(lab) -> bool:
+    """The killed workers' connections close (FIN/RST on the way): bounded wait."""
+    deadline = time.monotonic() + 30
+    while established(lab, SINK_PORT):
+        assert time.monotonic() < deadline, "the swept workers' connections stayed open"
+        time.sleep(0.1)
+    return True
 
 
 def established(lab, port: int) -> int:
