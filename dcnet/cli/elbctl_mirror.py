@@ -4,12 +4,10 @@ Subcommands: ``rules`` prints (or with ``--apply`` installs, ``--remove`` delete
 director's nftables ``dup`` table; ``record`` runs the recorder on the mirror veth (run
 it inside the mirror namespace); ``replay`` sends a recording to a target at a factor,
 one worker per copy inside the namespaces given with ``--netns`` or made for the run
-with ``--pool CIDR --via BRIDGE`` (``sweep`` removes pools whose owner was killed);
-``loadtest`` ramps the factor until an SLO breaks
-and writes a report with a plot; ``diff`` compares a
-candidate's answers with two instances of the current version; ``show`` summarises a
-recording. Exit 1 on invalid arguments.
-"""
+with ``--pool CIDR --via BRIDGE``; ``sweep`` removes pools whose owner was killed;
+``loadtest`` ramps the factor until an SLO breaks and writes a report with a plot;
+``diff`` compares a candidate's answers with two instances of the current version;
+``show`` summarises a recording. Exit 1 on invalid arguments."""
 
 from __future__ import annotations
 
