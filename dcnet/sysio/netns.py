@@ -147,12 +147,38 @@ def exec_argv(name: str | None, argv: Sequence[str]) -> list[str]:
 
 
 def iproute(name: str) -> IPRoute:
-    """A pyroute2 IPRoute bound to the named namespace (never creates it); caller closes."""
+    """A pyroute2 IPRoute bound to the named namespace (never creates it); caller closes.
+
+    pyroute2 forks a helper process for it and ends it with SIGTERM; the fork would keep
+    this process's Python SIGTERM handlers (a lab's teardown, the chaos runner's revert)
+    and run them there. Every fork of this process therefore starts with SIGTERM's
+    default action (:func:`_default_sigterm_in_forks`)."""
     if not exists(name):
         raise NetnsError(f"network namespace {name!r} does not exist")
     from pyroute2 import IPRoute
 
+    _default_sigterm_in_forks()
     return IPRoute(netns=name, flags=0)
+
+
+_fork_hook_registered = False
+
+
+def _default_sigterm_in_forks() -> None:
+    """Register (once) a hook that resets SIGTERM to its default action in each child
+    forked by Python code (pyroute2's netns helper; subprocess's exec'd children are not
+    affected: they start with default handlers anyway)."""
+    global _fork_hook_registered
+    if not _fork_hook_registered:
+        os.register_at_fork(after_in_child=_sigterm_default)
+        _fork_hook_registered = True
+
+
+def _sigterm_default() -> None:
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _sysctl_path(key: str) -> str:
