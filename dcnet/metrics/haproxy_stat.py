@@ -2,9 +2,10 @@
 
 Backends are named ``<JOBNAME>:<port>`` (:mod:`dcnet.haproxy.layout`); free server slots
 are servers in maintenance at ``0.0.0.0``. A director of 10,000 services x 10 real servers
-answers 150,000 rows (36 MiB), so the parser splits each row only up to the columns it
-needs (``type`` is the 33rd), names each backend once, and reads ``addr`` (the 74th)
-only for servers in maintenance, the one state a free slot can be in. Above the
+answers 150,000 rows (36 MiB), so the parser takes the rows one at a time, splits each
+only up to the columns it needs (``type`` is the 33rd), names each backend once, and
+reads ``addr`` (the 74th) only for servers in maintenance, the one state a free slot can
+be in. Above the
 cardinality bound the collector asks HAProxy for backend rows alone (``show stat -1 2
 -1``): a backend row's ``act`` is HAProxy's own count of usable servers (up, weight > 0,
 not in maintenance), which is all the per-service series need.
@@ -12,6 +13,7 @@ not in maintenance), which is all the per-service series need.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -74,10 +76,11 @@ def _int(text: str) -> int:
 def parse_show_stat(text: str) -> HAProxyStats:
     """Pure: backends and filled server slots of dcnet listeners from ``show stat``
     (frontends and foreign proxies are skipped)."""
-    lines = text.split("\n")
-    if not lines or not lines[0].startswith("# "):
+    lines = _lines(text)
+    header = next(lines, "")
+    if not header.startswith("# "):
         return HAProxyStats()
-    column = {name: i for i, name in enumerate(lines[0][2:].split(","))}
+    column = {name: i for i, name in enumerate(header[2:].split(","))}
     if any(name not in column for name in NEEDED):
         return HAProxyStats()
     px, kind, scur, stot, bin_, bout, status, weight = (column[c] for c in NEEDED)
@@ -86,7 +89,7 @@ def parse_show_stat(text: str) -> HAProxyStats:
     out = HAProxyStats()
     backends, servers = out.backends, out.servers
     seen: dict[str, tuple[str, str] | None] = {}
-    for line in lines[1:]:
+    for line in lines:
         fields = line.split(",", width + 1)
         if len(fields) <= width:
             continue
@@ -118,6 +121,17 @@ def parse_show_stat(text: str) -> HAProxyStats:
         servers.append(HAProxyServer(*names, address, state, _int(fields[scur]),
                                      _int(fields[stot])))
     return out
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one at a time: the rows of a large answer never exist
+    together as strings (as many bytes again as the answer: 36 MiB with server rows at
+    10,000 x 10)."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
 
 
 def _tail_field(tail: str, index: int) -> str:
