@@ -75,15 +75,15 @@ def load_loop(url: str, stop_file: str, timeout: float = 5.0) -> list[str]:
 def keepalive_loop(url: str, stop_file: str, timeout: float = 5.0) -> list[str]:
     """argv of one shell running ``curl`` with ``KEEPALIVE_URLS`` URLs (one connection,
     reused) at ``KEEPALIVE_RATE`` again and again until ``stop_file`` exists; each request
-    prints ``<epoch end> <body> <http code> <connects> <seconds>`` (code ``000``: failed;
-    connects 0: on a reused connection). bash stamps each line as curl writes it
-    (line-buffered by stdbuf); a curl still running when ``stop_file`` appears is killed
-    (within 3 s; its request in progress, if any, is not reported)."""
+    prints ``<epoch end> <body>|<http code>|<connects>|<seconds>|<curl exit>|<error>``
+    (code ``000``: failed; connects 0: on a reused connection). bash stamps each line as
+    curl writes it (line-buffered by stdbuf); a curl still running when ``stop_file``
+    appears is killed (within 3 s; its request in progress, if any, is not reported)."""
     urls = f"{url}?n=[1-{KEEPALIVE_URLS}]"
     stop = shlex.quote(stop_file)
     script = (f"while [ ! -e {stop} ]; do "
               f"stdbuf -oL curl -s -m {timeout:g} --rate {KEEPALIVE_RATE} "
-              f"-w ' %{{http_code}} %{{num_connects}} %{{time_total}}\\n' "
+              "-w '|%{http_code}|%{num_connects}|%{time_total}|%{exitcode}|%{errormsg}\\n' "
               f"{shlex.quote(urls)} & c=$!; "
               f"while kill -0 $c 2>/dev/null && [ ! -e {stop} ]; do sleep 3; done; "
               "kill $c 2>/dev/null; wait $c; done | "
@@ -91,16 +91,17 @@ def keepalive_loop(url: str, stop_file: str, timeout: float = 5.0) -> list[str]:
     return ["bash", "-c", script]
 
 
-def parse_keepalive(text: str) -> list[tuple[float, str, str, int]]:
-    """(start, body, code, connects) per request of :func:`keepalive_loop` output (start:
-    the line's time less the request's duration)."""
+def parse_keepalive(text: str) -> list[tuple[float, str, str, int, str]]:
+    """(start, body, code, connects, curl's exit code and error) per request of
+    :func:`keepalive_loop` output (start: the line's time less the request's duration)."""
     out = []
     for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 4:
-            end, code, connects, seconds = parts[0], parts[-3], parts[-2], parts[-1]
-            body = parts[1] if len(parts) == 5 else ""
-            out.append((float(end) - float(seconds), body, code, int(connects)))
+        parts = line.split("|", 5)
+        if len(parts) == 6:
+            end, _, body = parts[0].partition(" ")
+            code, connects, seconds, exitcode, error = parts[1:]
+            out.append((float(end) - float(seconds), body.strip(), code, int(connects),
+                        f"{exitcode} {error}".strip() if exitcode != "0" else ""))
     return out
 
 
@@ -117,7 +118,7 @@ def parse_load(text: str) -> list[tuple[float, str, str]]:
 @dataclass
 class RollingResult:
     requests: list[tuple[float, str, str]] = field(default_factory=list)   # new-connection
-    keepalive: list[tuple[float, str, str, int]] = field(default_factory=list)
+    keepalive: list[tuple[float, str, str, int, str]] = field(default_factory=list)
     rolls: list[tuple[str, float, float]] = field(default_factory=list)  # SIGTERM, exit
     per_instance: list[float] = field(default_factory=list)
     applies: int = 0
@@ -133,16 +134,18 @@ class RollingResult:
         """Counts, failures, the timeline and the inits' output (an assertion message)."""
         lines = [self.summary(), f"failed: {self.failed[:20]}", "timeline:"]
         lines += [f"  {t:.1f} {what}" for t, what in self.events]
-        lines += [f"  {t:.1f} FAILED {kind} request" for kind, t, _, _ in self.failed]
+        lines += [f"  {t:.1f} FAILED {kind} request {error}"
+                  for kind, t, _, _, error in self.failed]
         for name, text in self.logs.items():
             lines += [f"--- {name}", text]
         return "\n".join(lines)
 
     @property
-    def failed(self) -> list[tuple[str, float, str, str]]:
-        """(kind, start, body, code) of every failed request, both kinds."""
-        return ([("new-connection", *r) for r in self.requests if r[2] != "200"]
-                + [("keep-alive", *r[:3]) for r in self.keepalive if r[2] != "200"])
+    def failed(self) -> list[tuple[str, float, str, str, str]]:
+        """(kind, start, body, code, error) of every failed request, both kinds (the
+        new-connection loop records no error)."""
+        return ([("new-connection", *r, "") for r in self.requests if r[2] != "200"]
+                + [("keep-alive", *r[:3], r[4]) for r in self.keepalive if r[2] != "200"])
 
     def served(self) -> Counter:
         return Counter(r[1] for r in self.requests + self.keepalive if r[2] == "200")
@@ -154,7 +157,7 @@ class RollingResult:
     def answered_while_stopping(self) -> dict[str, int]:
         """Keep-alive requests each old instance answered between its SIGTERM and its
         init's exit (its drain wait and its app's graceful stop)."""
-        return {host: sum(1 for start, body, code, _ in self.keepalive
+        return {host: sum(1 for start, body, code, *_ in self.keepalive
                           if body == host and code == "200" and term <= start <= end)
                 for host, term, end in self.rolls}
 

@@ -12,7 +12,8 @@ idle keep-alive connection (FIN; a client that sent a request at that instant se
 connection die before any answer, and a real client retries it on a fresh connection),
 answers each request in flight or arriving on a connection it was reading with
 ``Connection: close``, and once every connection is closed (at most ``GRACE`` seconds)
-it dies of SIGTERM itself, so its parent sees 128+15 (what dcnet-init passes on).
+it dies of SIGTERM itself, so its parent sees 128+15 (what dcnet-init passes on). It
+prints a line with the time at SIGTERM and at exit (the lab's timeline).
 Used by dcnet.lab.init_lvs_lab.
 """
 
@@ -36,8 +37,10 @@ def serve(port: int, name: str) -> None:
     wake_r, wake_w = os.pipe()                   # readable once SIGTERM arrived
     stopping = threading.Event()
     threads: list[threading.Thread] = []
+    open_at_term = []
 
     def on_term(_signo, _frame) -> None:
+        open_at_term.append(sum(1 for t in threads if t.is_alive()))
         stopping.set()
         os.write(wake_w, b"x")
 
@@ -87,9 +90,13 @@ def serve(port: int, name: str) -> None:
             threads.append(thread)
             threads[:] = [t for t in threads if t.is_alive()]
     listener.close()
+    print(f"{time.time():.3f} {name}: SIGTERM with {open_at_term[0]} connection(s) open",
+          flush=True)
     deadline = time.monotonic() + GRACE
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
+    left = sum(1 for t in threads if t.is_alive())
+    print(f"{time.time():.3f} {name}: exiting ({left} connection(s) left open)", flush=True)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
