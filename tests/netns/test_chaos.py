@@ -242,14 +242,15 @@ def test_janitor_lists_a_backend_not_in_the_model_and_removes_it_through_haproxy
 
     listed = runner.invoke(cli, args)
     assert listed.exit_code == 2, listed.output
-    report = json.loads(listed.output)
+    report = json.loads(listed.stdout)      # stderr carries the targets' progress lines
     assert report["unused"] and not report["applied"]
     assert all(gone in json.dumps(c["key"]) for c in report["unused"]), report["unused"]
     assert lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT + 1, 1.0) is None
 
     removed = runner.invoke(cli, [*args, "--apply"])
     assert removed.exit_code == 0, removed.output
-    assert json.loads(removed.output)["applied"] and json.loads(removed.output)["ok"]
+    assert json.loads(removed.stdout)["applied"] and json.loads(removed.stdout)["ok"]
+    assert "removal of 2 server(s) by the reload: drained" in removed.stderr
     assert lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT + 1,
                     1.0) is not None                                  # the port is gone
     # the kept service serves again once the reloaded worker's checks see its servers
@@ -260,4 +261,4 @@ def test_janitor_lists_a_backend_not_in_the_model_and_removes_it_through_haproxy
         time.sleep(0.2)
     assert lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT, 1.0) is None
     again = runner.invoke(cli, args)
-    assert again.exit_code == 0 and json.loads(again.output)["unused"] == []
+    assert again.exit_code == 0 and json.loads(again.stdout)["unused"] == []
