@@ -20,7 +20,7 @@ import sys
 import click
 
 from dcnet.chaos import experiment as exp
-from dcnet.chaos import janitor, janitor_cni, runner
+from dcnet.chaos import janitor, janitor_cni, janitor_vips, runner
 from dcnet.chaos import report as chaos_report
 from dcnet.chaos.journal import DEFAULT_JOURNAL, ENV_JOURNAL, Journal
 from dcnet.cli.common import (
@@ -120,6 +120,8 @@ def register(cli: click.Group, render: click.Group) -> None:
 @click.option("--cni-conf", help="A host-gw node's CNI conflist (or dcnet conf): IPAM "
                                  "reservations and host veths without pods.")
 @click.option("--cni-netns", help="The node's network namespace (default: this one).")
+@click.option("--vips", is_flag=True, help="With -f: carrier VIPs no DNS view answers "
+                                           "(listed only: the model owns them).")
 @click.option("--min-age", type=float, default=60.0, show_default=True,
               help="Seconds a reservation must exist before it counts as unused.")
 @click.option("--apply", "do_apply", is_flag=True,
@@ -130,15 +132,17 @@ def register(cli: click.Group, render: click.Group) -> None:
 @output_option
 @with_target_options
 def unused(model_path: str | None, targets: tuple[str, ...], cni_conf: str | None,
-           cni_netns: str | None, min_age: float, do_apply: bool, force: bool,
+           cni_netns: str | None, vips: bool, min_age: float, do_apply: bool, force: bool,
            lock_timeout: float, output: str, **params) -> None:
     """The janitor: what the targets run that the model does not declare, and CNI
     reservations and veths without pods (a plan); --apply removes it through the owning
     component. Exit 0 nothing unused (or all removed), 2 unused left, 1 failed."""
-    if not (targets and model_path) and not cni_conf:
-        raise click.UsageError("give -f MODEL with --target, or --cni-conf, or both")
-    model = load_model_or_exit(model_path) if targets else None
-    reports = []
+    if not (model_path and (targets or vips)) and not cni_conf:
+        raise click.UsageError("give -f MODEL with --target or --vips, or --cni-conf")
+    if vips and not model_path:
+        raise click.UsageError("--vips needs -f MODEL")
+    model = load_model_or_exit(model_path) if targets or vips else None
+    reports: list = []
     for target in targets:
         own = {"t_" + o.flag.replace("-", "_") for o in target_class_of(target).options}
         options = target_kwargs(target, {k: v for k, v in params.items() if k in own})
@@ -150,6 +154,9 @@ def unused(model_path: str | None, targets: tuple[str, ...], cni_conf: str | Non
             report_target_error(target, exc)
     left = any(r.unused and not r.applied for r in reports)
     failed = any(not r.ok for r in reports)
+    if vips:
+        reports.append(janitor_vips.unused(model, apply=do_apply))
+        left = left or bool(reports[-1].vips)
     if cni_conf:
         cni = janitor_cni.unused(cni_conf, cni_netns, apply=do_apply, min_age=min_age)
         reports.append(cni)
