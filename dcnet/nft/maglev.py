@@ -15,14 +15,22 @@ name order and hashed with SHA-256, so two directors with the same backends buil
 byte-identical tables (:func:`table_bytes`) and a flow keeps its backend across a
 director failover. Removing one backend moves its slots plus the small disruption the
 paper measures (:func:`moved_share`).
+
+The nft target names a backend by its real server's identity (:func:`server_ids`): its
+address, not its chain name, port, protocol or VIP. So every service with the same real
+servers and weights has the same table and sends a client (``sh``) or a flow hash
+(``mh``) to the same real server, as IPVS ``sh`` does across services with the same
+destinations (its table is filled from the destination list, not from the service).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Mapping, Sequence
 
 DEFAULT_SIZE = 65537
+SEEDS = "server-address"     # what permutations are seeded from (see server_ids)
 SLOTS_PER_BACKEND = 100      # M > 100 x backends keeps max/mean load near 1
 
 
@@ -90,6 +98,25 @@ def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ..
                 filled += 1
                 if filled == size:
                     return tuple(table)
+
+
+def server_ids(servers: Sequence[tuple[str, int]]) -> list[str]:
+    """The Maglev name of each real server ``(address, port)`` of one service, in order.
+
+    The canonical address alone: a service's real port follows its VIP port (``:80 ->
+    :8080``, ``:53 -> :53``), so the port would tell the same server apart across a
+    VIP's ports and protocols. Several backends at one address (one host, several ports)
+    are ranked by port: the first is ``address``, the k-th after it ``address#k``. The
+    names depend only on the set of servers, never on their order."""
+    canon = [str(ipaddress.ip_address(a)) for a, _p in servers]
+    at: dict[str, list[tuple[int, int]]] = {}
+    for i, (a, (_a, p)) in enumerate(zip(canon, servers, strict=True)):
+        at.setdefault(a, []).append((p, i))
+    out = [""] * len(servers)
+    for a, ranked in at.items():
+        for rank, (_p, i) in enumerate(sorted(ranked)):
+            out[i] = a if rank == 0 else f"{a}#{rank}"
+    return out
 
 
 def names_of(weights: Mapping[str, int]) -> list[str]:

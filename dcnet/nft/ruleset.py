@@ -222,10 +222,14 @@ class _Builder:
         self.add(("element", key3), {"chain": name})
 
     def maglev(self, key3: tuple, scheduler: str, active: list[Backend]) -> str:
-        by_name = {backend_name(b.key): b.weight for b in active}
-        size = maglev.table_size(len(by_name), self.maglev_size)
-        table = maglev.build(by_name, size)
-        names = maglev.names_of(by_name)
+        # seeded by the real servers (address), not the chain names: every service with
+        # the same servers and weights builds the same table (IPVS sh across services)
+        by_id = dict(zip(maglev.server_ids([b.key[3:5] for b in active]), active,
+                         strict=True))
+        weights = {i: b.weight for i, b in by_id.items()}
+        size = maglev.table_size(len(weights), self.maglev_size)
+        table = maglev.build(weights, size)
+        names = [backend_name(by_id[i].key) for i in maglev.names_of(weights)]
         key4 = (*key3, maglev.table_digest(names, table))
         map_name = maglev_name(key4)
         body = []
@@ -290,8 +294,11 @@ class ServiceInput:
     mark: int = 0                 # carrier routing: the connection mark (carrier table)
 
     def digest(self) -> str:
-        return digest(repr((self.key3, self.scheduler, self.persistence, self.backends,
-                            self.maglev_size, self.mark)))
+        parts = (self.key3, self.scheduler, self.persistence, self.backends,
+                 self.maglev_size, self.mark)
+        if self.scheduler in MAGLEV_SCHEDULERS:    # a record of chain-name seeds is stale
+            parts += (maglev.SEEDS,)
+        return digest(repr(parts))
 
 
 def group_of(ident: Ident) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dcnet.nft import maglev
+from dcnet.nft import maglev, ruleset, synth
 
 pytestmark = pytest.mark.unit
 
@@ -66,3 +66,77 @@ def test_removing_one_backend_moves_its_share_and_little_else(count):
     kept = sum(1 for a, b in zip(old, new, strict=True)
                if before_names[a] != gone and before_names[a] == after_names[b])
     assert kept / (len(old) - own * len(old)) >= 1 - 1.0 / count
+
+
+def test_server_ids_are_the_address_ranked_by_port_whatever_the_order():
+    assert maglev.server_ids([("10.0.0.2", 8080), ("10.0.0.1", 8080)]) == \
+        ["10.0.0.2", "10.0.0.1"]
+    assert maglev.server_ids([("10.0.0.1", 53), ("10.0.0.2", 53)]) == \
+        ["10.0.0.1", "10.0.0.2"]                       # the port does not count
+    assert maglev.server_ids([("fd00:0::11", 80)]) == ["fd00::11"]      # canonical form
+    # one host, several ports: ranked by port, so any order names them alike
+    assert maglev.server_ids([("10.0.0.1", 9001), ("10.0.0.1", 9000), ("10.0.0.2", 1)]) == \
+        ["10.0.0.1#1", "10.0.0.1", "10.0.0.2"]
+
+
+VIP = "198.51.100.10"
+
+
+def two_port_model(servers: dict[str, int], scheduler: str):
+    """One VIP, TCP :80 -> :8080 and UDP :53 -> :53, on the same real servers."""
+    rs = "".join(f"      - {{address: '{a}', weight: {w}}}\n" for a, w in servers.items())
+    return synth.model("version: 1\n" + synth.CARRIER % "198.51.100.0/26" + "services:\n"
+                       f"  - job: {synth.job(0)}\n    vips: {{telecom: '{VIP}'}}\n"
+                       f"    ports:\n"
+                       f"      - {{port: 80, protocol: tcp, scheduler: {scheduler}, "
+                       "forward: nat, target_port: 8080}\n"
+                       f"      - {{port: 53, protocol: udp, scheduler: {scheduler}, "
+                       "forward: nat, target_port: 53}\n"
+                       f"    real_servers:\n{rs}")
+
+
+def slot_servers(want, proto: str, port: int) -> list[str]:
+    """slot -> real server address of the service's Maglev map (its nft elements)."""
+    (key4,) = [k for kind, k in want.state
+               if kind == "maglev" and (str(k[0]), k[2]) == (proto, port)]
+    slots = {}
+    for line in want.bodies[("maglev", key4)]:
+        for elem in line.split("{ ", 1)[1].rstrip(" }").split(", "):
+            slot, chain = elem.split(" : goto ")
+            kind, key = ruleset.parse_name(chain)
+            assert kind == "backend" and key[:3] == key4[:3]
+            slots[int(slot)] = key[3]
+    return [slots[i] for i in range(len(slots))]
+
+
+@pytest.mark.parametrize("scheduler", ["sh", "mh"])
+def test_services_with_the_same_servers_send_a_flow_hash_to_the_same_server(scheduler):
+    """IPVS sh picks one server for a client across services with the same destinations:
+    the TCP and the UDP service here (other protocol, port and real port) map every slot,
+    i.e. every flow hash, to the same real server; and a second director, given the
+    servers in another order, builds byte-identical maps."""
+    servers = {"10.20.0.11": 3, "10.20.0.12": 2, "10.20.0.13": 1, "10.20.0.14": 1}
+    want = ruleset.desired(two_port_model(servers, scheduler))
+    tcp, udp = slot_servers(want, "tcp", 80), slot_servers(want, "udp", 53)
+    assert len(tcp) == 65537 and set(tcp) == set(servers)
+    assert tcp == udp
+    other = ruleset.desired(two_port_model(dict(reversed(servers.items())), scheduler))
+    assert other.bodies == want.bodies and other.state == want.state
+    # the table still follows the weights (3:2:1:1 of 7)
+    assert round(tcp.count("10.20.0.11") / len(tcp), 3) == round(3 / 7, 3)
+    # and a service with other weights builds another table
+    reweighted = ruleset.desired(two_port_model({**servers, "10.20.0.11": 1}, scheduler))
+    assert slot_servers(reweighted, "tcp", 80) != tcp
+
+
+def test_the_seed_rule_is_part_of_a_maglev_services_input_digest(monkeypatch):
+    """An apply record made with other seeds (chain names) must not let the fast path
+    keep the old tables: the seed rule is in the input digest of Maglev services only."""
+    def digests(scheduler):
+        found, _ = ruleset.inputs(two_port_model({"10.20.0.11": 1}, scheduler))
+        return [s.digest() for _k, s in sorted(found.items())]
+
+    sh, wrr = digests("sh"), digests("wrr")
+    monkeypatch.setattr(maglev, "SEEDS", "chain-name")
+    assert all(a != b for a, b in zip(sh, digests("sh"), strict=True))
+    assert digests("wrr") == wrr
