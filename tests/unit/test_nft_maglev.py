@@ -11,7 +11,8 @@ pytestmark = pytest.mark.unit
 
 
 def backends(n: int) -> dict[str, int]:
-    return {f"be-tcp-10.0.0.1-80-10.64.{i // 250}.{i % 250}-8080": 1 for i in range(n)}
+    """``n`` servers named as the nft target names them (by address)."""
+    return {f"10.64.{i // 250}.{i % 250}": 1 for i in range(n)}
 
 
 def test_table_size_is_prime_and_above_100_slots_per_backend():
