@@ -1,5 +1,5 @@
-"""The janitor's CNI part (host-gw): IPAM reservations without a pod and host veths
-without a reservation, on one node.
+"""The janitor's CNI part (host-gw): IPAM reservations (IPv4 and IPv6) without a pod and
+host veths without a reservation, on one node.
 
 A host-gw pod is alive while its host veth (``host_veth_name(containerID, ifname)``) is
 on the node bridge (the kernel deletes the pair with the pod's namespace). So a
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from dcnet.cni import ip4, reaper
+from dcnet.cni import ip4, ip6, reaper
 from dcnet.cni.config import load_conf
 from dcnet.cni.hostgw import VETH_PREFIX, HostGw, host_veth_name
 from dcnet.cni.ipam import Reservations
@@ -76,20 +76,24 @@ def _unused(raw: dict, apply: bool, min_age: float) -> CNIReport:
         links = [link["name"] or "" for link in nl.links()
                  if bridge and link["master"] == bridge["index"]] if bridge else []
     veths = {n for n in links if n.startswith((VETH_PREFIX, reaper.DYING_PREFIX))}
-    owners = Reservations(conf.ipam_dir).all()
     now = time.time()
     unused_res, kept = [], set()
-    for address, (cid, ifname) in sorted(owners.items()):
-        path = os.path.join(conf.ipam_dir, ip4.fmt_ip(address))
-        try:
-            young = now - os.stat(path).st_mtime < min_age
-        except FileNotFoundError:
-            continue
-        if host_veth_name(cid, ifname) in veths or young:
-            kept.add((cid, ifname))
-        else:
-            unused_res.append({"address": ip4.fmt_ip(address), "containerID": cid,
-                               "ifname": ifname})
+    for fam in (ip4, ip6):
+        owners = Reservations(conf.ipam_dir, fam).all()
+        for address, (cid, ifname) in sorted(owners.items()):
+            path = os.path.join(conf.ipam_dir, fam.fmt_ip(address))
+            try:
+                young = now - os.stat(path).st_mtime < min_age
+            except FileNotFoundError:
+                continue
+            if host_veth_name(cid, ifname) in veths or young:
+                kept.add((cid, ifname))
+            else:
+                unused_res.append({"address": fam.fmt_ip(address), "containerID": cid,
+                                   "ifname": ifname})
+    # a dual-stack pod with one reservation young (or with a veth) keeps both: GC is per
+    # attachment, so listing the other would promise a removal GC will not make
+    unused_res = [r for r in unused_res if (r["containerID"], r["ifname"]) not in kept]
     names = {host_veth_name(c, i) for c, i in kept}
     unused_veths = sorted(v for v in veths if v not in names)
     report = CNIReport(unused_res, unused_veths, sorted(kept))

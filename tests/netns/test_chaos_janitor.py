@@ -2,7 +2,8 @@
 installed and its agent, as tests/netns/test_cni_hostgw.py builds), a reservation whose
 pod is gone and a host veth whose reservation is gone are listed, left alone while
 younger than --min-age, and removed with --apply through host-gw's own GC; the healthy
-pod keeps its address and veth and passes CHECK."""
+pod keeps its address and veth and passes CHECK. The same for both reservations
+(IPv4 and IPv6) of a dual-stack pod."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dcnet.cli.elbctl import cli
 from dcnet.cni.hostgw import host_veth_name
 from dcnet.sysio import netns
 from tests.netns.test_cni_hostgw import Cluster, underlay, wait_until
+from tests.netns.test_cni_hostgw_v6 import DualCluster, ips_of
+from tests.netns.test_cni_hostgw_v6 import underlay as underlay_v6
 
 pytestmark = pytest.mark.netns
 
@@ -73,3 +76,53 @@ def test_janitor_finds_and_removes_cni_leftovers_through_host_gw_gc(node):
     again = runner.invoke(cli, [*args, "--min-age", "0"])
     assert again.exit_code == 0, again.output
     runtime.delete("jan-2", paths[2])
+
+
+@pytest.fixture
+def dual_node(lab_factory, tmp_path):
+    made = DualCluster(lab_factory(underlay_v6(("n1",))), tmp_path, nodes=("n1",))
+    made.start_agent("n1")
+    yield made
+    made.remove_pods()
+
+
+def test_janitor_finds_and_removes_both_families_of_a_dual_stack_pod(dual_node):
+    """A dual-stack pod gone without DEL leaves an IPv4 and an IPv6 reservation: both
+    are listed and released through host-gw GC; the healthy pod keeps both."""
+    node = dual_node
+    runtime = node.runtime("n1")
+    paths = [node.pod(f"jd{i}") for i in range(2)]
+    results = [runtime.add(f"jd-{i}", path) for i, path in enumerate(paths)]
+    gone_ips, kept_ips = (sorted(ips_of(r).values()) for r in results)
+    assert any(":" in a for a in gone_ips) and any("." in a for a in gone_ips)
+    gone = paths[0].rsplit("/", 1)[1]
+    netns.remove(gone)
+    node.pods.remove(gone)
+    veth0 = host_veth_name("jd-0", "eth0")
+    wait_until(lambda: veth0 not in node.pod_veths("n1"), "jd-0's veth to go")
+
+    args = ["chaos", "unused", "--cni-conf", node.conf_path("n1"), "--cni-netns",
+            node.lab.netns("n1"), "--min-age", "0", "-o", "json"]
+    runner = CliRunner()
+    # only the IPv4 one old enough: GC works per attachment, so neither is listed
+    [old_v4] = [a for a in gone_ips if "." in a]
+    os.utime(node.ipam_dir("n1") / old_v4, (0, 0))
+    half = runner.invoke(cli, [*args[:-4], "--min-age", "3600", "-o", "json"])
+    assert half.exit_code == 0, half.output
+    assert json.loads(half.stdout)["reservations"] == []
+    listed = runner.invoke(cli, args)
+    assert listed.exit_code == 2, listed.output
+    report = json.loads(listed.stdout)
+    assert sorted(r["address"] for r in report["reservations"]) == gone_ips
+    assert {r["containerID"] for r in report["reservations"]} == {"jd-0"}
+    assert sorted(node.reservations("n1")) == sorted(gone_ips + kept_ips)   # a plan only
+
+    removed = runner.invoke(cli, [*args, "--apply"])
+    assert removed.exit_code == 0, removed.output
+    applied = json.loads(removed.stdout)["applied"]
+    assert sorted(r["address"] for r in applied["releasedAddresses"]) == gone_ips
+    assert sorted(node.reservations("n1")) == kept_ips
+    runtime.check("jd-1", paths[1])
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    runtime.delete("jd-1", paths[1])
