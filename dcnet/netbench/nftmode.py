@@ -14,9 +14,10 @@ benchmark port of that family (the IPv6 ports are netbench's IPv6 ports), forwar
 scheduler ``wrr``, the real server at weight 1. One real server per VIP, as in the
 ``ipvs`` mode: iperf3 (``-u``) and qperf open a TCP control connection and a data flow
 on another service (another protocol or port), and the nft target chooses a backend per
-service (weighted random per connection; even ``sh``'s Maglev tables differ between
-services, their permutations being seeded by chain names that carry protocol and port),
-so with several servers a test's control and data would land on different ones.
+service (weighted random per connection: with several servers a test's control and
+data would land on different ones; ``sh`` would pin a client across a VIP's services,
+its Maglev tables being seeded by the real servers' addresses, but one server keeps
+the measured path a single ``goto``).
 """
 
 from __future__ import annotations
