@@ -8,7 +8,9 @@ progress reserves before it creates the veth), belongs to no pod; a ``dcn`` veth
 bridge that no reservation names, or a retired (dying) one, has no pod either. Removal
 goes through the owning component: host-gw's own CNI GC
 (:meth:`dcnet.cni.hostgw.HostGw.gc`) with, as valid attachments, every reservation that
-is not unused. Run inside the node's namespace (``netns``) when given.
+is not unused. The agent's routes no node lease explains come along
+(:mod:`dcnet.chaos.janitor_routes`, removed through the agent). Run inside the node's
+namespace (``netns``) when given.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+from dcnet.chaos import janitor_routes
 from dcnet.cni import ip4, ip6, reaper
 from dcnet.cni.config import load_conf
 from dcnet.cni.hostgw import VETH_PREFIX, HostGw, host_veth_name
@@ -33,10 +36,24 @@ class CNIReport:
     veths: list[str]                    # unused host veths
     kept: list[tuple[str, str]]         # attachments with a pod (the valid ones)
     applied: dict | None = None         # host-gw GC's answer
+    routes: list[dict] = field(default_factory=list)   # agent routes no lease explains
+    routes_removed: list[str] | None = None            # through the agent's own delete
+    routes_note: str = ""                              # why routes were not judged/removed
+
+    @property
+    def left(self) -> bool:
+        return bool(((self.reservations or self.veths) and self.applied is None)
+                    or (self.routes and self.routes_removed is None))
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.applied and self.applied["errors"])
 
     def to_dict(self) -> dict:
         return {"reservations": self.reservations, "veths": self.veths,
-                "kept": [list(k) for k in self.kept], "applied": self.applied}
+                "kept": [list(k) for k in self.kept], "applied": self.applied,
+                "routes": self.routes, "routes_removed": self.routes_removed,
+                "routes_note": self.routes_note}
 
     def to_text(self) -> str:
         lines = [f"cni host-gw: {len(self.reservations)} reservations and "
@@ -48,6 +65,12 @@ class CNIReport:
             lines.append(f"  removed through host-gw GC: {len(self.applied['releasedAddresses'])}"
                          f" addresses, links {self.applied['removedLinks']}, errors "
                          f"{self.applied['errors']}")
+        lines.append(f"cni host-gw: {len(self.routes)} agent routes no node lease explains")
+        lines += [f"  - route {r['dst']} via {r['via']}: {r['reason']}" for r in self.routes]
+        if self.routes_removed is not None:
+            lines.append(f"  removed through the agent's route delete: {self.routes_removed}")
+        if self.routes_note:
+            lines.append(f"  {self.routes_note}")
         return "\n".join(lines)
 
 
@@ -101,4 +124,6 @@ def _unused(raw: dict, apply: bool, min_age: float) -> CNIReport:
         valid = [{"containerID": c, "ifname": i} for c, i in sorted(kept)]
         report.applied = HostGw().gc(SimpleNamespace(
             conf={**raw, "cni.dev/valid-attachments": valid}))
+    report.routes, report.routes_removed, report.routes_note = janitor_routes.unused(
+        conf, apply)
     return report

@@ -160,8 +160,7 @@ def unused(model_path: str | None, targets: tuple[str, ...], cni_conf: str | Non
     if cni_conf:
         cni = janitor_cni.unused(cni_conf, cni_netns, apply=do_apply, min_age=min_age)
         reports.append(cni)
-        left = left or bool((cni.reservations or cni.veths) and cni.applied is None)
-        failed = failed or bool(cni.applied and cni.applied["errors"])
+        left, failed = left or cni.left, failed or cni.failed
     for report in reports:
         click.echo(json.dumps(report.to_dict()) if output == "json" else report.to_text())
     if failed:

@@ -3,7 +3,8 @@ installed and its agent, as tests/netns/test_cni_hostgw.py builds), a reservatio
 pod is gone and a host veth whose reservation is gone are listed, left alone while
 younger than --min-age, and removed with --apply through host-gw's own GC; the healthy
 pod keeps its address and veth and passes CHECK. The same for both reservations
-(IPv4 and IPv6) of a dual-stack pod."""
+(IPv4 and IPv6) of a dual-stack pod, and the agent's routes no node lease explains
+(removed through the agent, never while one serves the node)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from dcnet.cli.elbctl import cli
+from dcnet.cni.agentlock import network_lock
 from dcnet.cni.hostgw import host_veth_name
+from dcnet.cni.store import Lease, open_store
 from dcnet.sysio import netns
 from tests.netns.test_cni_hostgw import Cluster, underlay, wait_until
 from tests.netns.test_cni_hostgw_v6 import DualCluster, ips_of
@@ -126,3 +129,52 @@ def test_janitor_finds_and_removes_both_families_of_a_dual_stack_pod(dual_node):
     again = runner.invoke(cli, args)
     assert again.exit_code == 0, again.output
     runtime.delete("jd-1", paths[1])
+
+
+def routes_of(node, proto: str) -> set[str]:
+    out = node.lab.run("n1", ["ip", "-j", "route", "show", "proto", proto]).stdout
+    return {r["dst"] for r in json.loads(out or "[]")}
+
+
+def test_janitor_lists_agent_routes_no_lease_explains_and_removes_them_through_the_agent(
+        node):
+    """With the agent stopped (its routes stay), a proto-217 route to a subnet no node
+    leases is listed with its reason; one to another node's leased subnet and a route
+    of another protocol are not. While an agent holds the node's lock nothing is
+    removed; without one, --apply deletes it through the agent's own route delete."""
+    node.stop_agent("n1")
+    store = open_store({"type": "file", "path": str(node.root / "store")}, "podnet")
+    assert store.claim(Lease("n2", "192.168.100.2", "10.244.77.0/24"))
+    for dst, via, proto in (("10.244.77.0/24", "192.168.100.2", "217"),
+                            ("10.244.99.0/24", "192.168.100.9", "217"),
+                            ("10.244.98.0/24", "192.168.100.9", "static")):
+        node.lab.run("n1", ["ip", "route", "add", dst, "via", via, "proto", proto])
+    args = ["chaos", "unused", "--cni-conf", node.conf_path("n1"), "--cni-netns",
+            node.lab.netns("n1"), "-o", "json"]
+    runner = CliRunner()
+    listed = runner.invoke(cli, args)
+    assert listed.exit_code == 2, listed.output
+    report = json.loads(listed.stdout)
+    assert [(r["dst"], r["via"]) for r in report["routes"]] == [
+        ("10.244.99.0/24", "192.168.100.9")]
+    assert "no node holds a lease" in report["routes"][0]["reason"]
+    assert report["routes_removed"] is None and report["reservations"] == []
+    assert "10.244.99.0/24" in routes_of(node, "217")        # a plan only
+
+    held = network_lock(str(node.root / "run-n1"), "podnet")
+    assert held.try_acquire()                                  # an agent serving
+    try:
+        refused = runner.invoke(cli, [*args, "--apply"])
+    finally:
+        held.release()
+    assert refused.exit_code == 2, refused.output
+    assert "serves this node" in json.loads(refused.stdout)["routes_note"]
+    assert "10.244.99.0/24" in routes_of(node, "217")
+
+    removed = runner.invoke(cli, [*args, "--apply"])
+    assert removed.exit_code == 0, removed.output
+    assert json.loads(removed.stdout)["routes_removed"] == ["10.244.99.0/24"]
+    assert routes_of(node, "217") == {"10.244.77.0/24"}
+    assert routes_of(node, "static") == {"10.244.98.0/24"}
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0, again.output
