@@ -134,9 +134,11 @@ def register(cli: click.Group, render: click.Group) -> None:
 def unused(model_path: str | None, targets: tuple[str, ...], cni_conf: str | None,
            cni_netns: str | None, vips: bool, min_age: float, do_apply: bool, force: bool,
            lock_timeout: float, output: str, **params) -> None:
-    """The janitor: what the targets run that the model does not declare, and CNI
-    reservations and veths without pods (a plan); --apply removes it through the owning
-    component. Exit 0 nothing unused (or all removed), 2 unused left, 1 failed."""
+    """The janitor: what the targets run that the model does not declare, CNI
+    reservations and veths without pods and host-gw routes no node lease explains
+    (--cni-conf), carrier VIPs no DNS view answers (--vips; listed only), as a plan;
+    --apply removes it through the owning component. Exit 0 nothing unused (or all
+    removed), 2 unused left, 1 failed."""
     if not (model_path and (targets or vips)) and not cni_conf:
         raise click.UsageError("give -f MODEL with --target or --vips, or --cni-conf")
     if vips and not model_path:
