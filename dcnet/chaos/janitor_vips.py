@@ -5,8 +5,8 @@ its view answers (:mod:`dcnet.dns.layout`). A VIP no view's zone holds under the
 service's name is used by no one who resolves the name: typically a carrier without a
 client CIDR list (no view: its clients get the default view and the default line's
 VIP). Views are read as if every carrier were up and no answer withdrawn
-(``all_up``): a carrier marked ``down`` or an answer ``elbctl dns follow`` withdrew is a
-temporary fallback, not an unused VIP.
+(:func:`dcnet.dns.layout.answered`): a carrier marked ``down`` or an answer ``elbctl dns
+follow`` withdrew is a temporary fallback, not an unused VIP.
 
 The VIP belongs to the model (an operator's file): the janitor lists it with its reason
 and the fix, and removes nothing, even with ``--apply``; once the model drops it,
@@ -15,9 +15,9 @@ and the fix, and removes nothing, even with ``--apply``; once the model drops it
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
-from dcnet.dns.layout import layout, service_names, zone_data
 from dcnet.model import Model
 
 
@@ -49,16 +49,15 @@ class VIPReport:
         return "\n".join(lines)
 
 
-def unused(model: Model, apply: bool = False) -> VIPReport:
+def unused(model: Model, answered: Collection[tuple[str, str]],
+           apply: bool = False) -> VIPReport:
     """Every (service, carrier, VIP) whose address no view answers for the service's
-    name, in model order."""
-    names = service_names(model)
-    views = {v.name for v in layout(model).views}
-    answered = {(r.name, r.address)
-                for carrier in model.carriers if carrier.name in views
-                for r in zone_data(model, carrier, names, all_up=True).records}
+    name, in model order. ``answered``: every (name relative to the zone, address) the
+    views answer with every carrier up (:func:`dcnet.dns.layout.answered`, passed in:
+    dcnet.chaos may not import dcnet.dns, which imports it through dcnet.elbstore)."""
     out = []
-    for service, name in names:
+    for service in model.services:
+        name = model.dns.relative_name(service.job)
         for carrier, vip in service.vips:
             if (name, str(vip)) in answered:
                 continue

@@ -32,6 +32,7 @@ from dcnet.cli.common import (
     target_kwargs,
     with_target_options,
 )
+from dcnet.dns.layout import answered
 from dcnet.target.session import DEFAULT_LOCK_TIMEOUT
 
 journal_option = click.option("--journal", default=DEFAULT_JOURNAL, show_default=True,
@@ -157,7 +158,7 @@ def unused(model_path: str | None, targets: tuple[str, ...], cni_conf: str | Non
     left = any(r.unused and not r.applied for r in reports)
     failed = any(not r.ok for r in reports)
     if vips:
-        reports.append(janitor_vips.unused(model, apply=do_apply))
+        reports.append(janitor_vips.unused(model, answered(model), apply=do_apply))
         left = left or bool(reports[-1].vips)
     if cni_conf:
         cni = janitor_cni.unused(cni_conf, cni_netns, apply=do_apply, min_age=min_age)

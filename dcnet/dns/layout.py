@@ -190,3 +190,12 @@ def layout(model: Model) -> Layout:
         else:
             zones.append(ZoneDecl(carrier.name, data.zone, data, None, owner))
     return Layout(acls, views, tuple(zones), tuple(notes))
+
+
+def answered(model: Model) -> frozenset[tuple[str, str]]:
+    """Every (name relative to the zone, address) some view answers, as if every carrier
+    were up and no answer withdrawn (pure; the janitor's "VIP without a DNS name")."""
+    names = service_names(model)
+    views = {v.name for v in layout(model).views}
+    return frozenset((r.name, r.address) for c in model.carriers if c.name in views
+                     for r in zone_data(model, c, names, all_up=True).records)

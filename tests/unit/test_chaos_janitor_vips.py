@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from dcnet.chaos import janitor_vips
 from dcnet.cli.elbctl import cli
-from dcnet.dns.layout import layout
+from dcnet.dns.layout import answered, layout
 from dcnet.model import parse_model
 
 WEB = "shop.prod.retail.sre"
@@ -40,8 +40,12 @@ def model(text: str = MODEL):
     return parse_model(text, source="vips.yaml", read_text=CIDRS.__getitem__)
 
 
+def unused(made, apply: bool = False):
+    return janitor_vips.unused(made, answered(made), apply=apply)
+
+
 def test_a_vip_of_a_carrier_without_a_view_is_unused_with_its_reason():
-    report = janitor_vips.unused(model())
+    report = unused(model())
     assert [(v.service, v.carrier, v.vip, v.name) for v in report.vips] == [
         ("job.web_service.shop_cluster.prod_pdl.retail_owt.sre_cop.example", "unicom",
          "198.51.100.74", WEB)]
@@ -54,7 +58,7 @@ def test_a_vip_of_a_carrier_without_a_view_is_unused_with_its_reason():
 def test_every_vip_answered_when_the_carrier_has_a_view():
     with_list = MODEL.replace("vip_ranges: [198.51.100.64/26]}",
                               "vip_ranges: [198.51.100.64/26], cidrs: unicom.txt}")
-    assert janitor_vips.unused(model(with_list)).vips == []
+    assert unused(model(with_list)).vips == []
 
 
 def test_a_carrier_marked_down_or_withdrawn_is_not_unused():
@@ -64,15 +68,15 @@ def test_a_carrier_marked_down_or_withdrawn_is_not_unused():
     # telecom's clients get bgp's VIP now, yet its VIPs stay answered when it is up
     assert "198.51.100.10" not in {r.address for z in layout(down).zones
                                    for r in z.data.records}
-    assert janitor_vips.unused(down).vips == []
+    assert unused(down).vips == []
     base = model(with_list)
     service = base.services[0].name
     withdrawn = replace(base, dns=replace(base.dns, withdrawn=frozenset({(service, "unicom")})))
-    assert janitor_vips.unused(withdrawn).vips == []
+    assert unused(withdrawn).vips == []
 
 
 def test_apply_removes_nothing_and_says_so():
-    report = janitor_vips.unused(model(), apply=True)
+    report = unused(model(), apply=True)
     assert len(report.vips) == 1 and report.applied
     text = report.to_text()
     assert "unicom 198.51.100.74" in text and "not removed: the model owns" in text
