@@ -39,6 +39,7 @@ class CNIReport:
     routes: list[dict] = field(default_factory=list)   # agent routes no lease explains
     routes_removed: list[str] | None = None            # through the agent's own delete
     routes_note: str = ""                              # why routes were not judged/removed
+    routes_judged: bool = True                         # False: leases or routes unreadable
 
     @property
     def left(self) -> bool:
@@ -47,13 +48,13 @@ class CNIReport:
 
     @property
     def failed(self) -> bool:
-        return bool(self.applied and self.applied["errors"])
+        return bool(self.applied and self.applied["errors"]) or not self.routes_judged
 
     def to_dict(self) -> dict:
         return {"reservations": self.reservations, "veths": self.veths,
                 "kept": [list(k) for k in self.kept], "applied": self.applied,
                 "routes": self.routes, "routes_removed": self.routes_removed,
-                "routes_note": self.routes_note}
+                "routes_note": self.routes_note, "routes_judged": self.routes_judged}
 
     def to_text(self) -> str:
         lines = [f"cni host-gw: {len(self.reservations)} reservations and "
@@ -124,6 +125,7 @@ def _unused(raw: dict, apply: bool, min_age: float) -> CNIReport:
         valid = [{"containerID": c, "ifname": i} for c, i in sorted(kept)]
         report.applied = HostGw().gc(SimpleNamespace(
             conf={**raw, "cni.dev/valid-attachments": valid}))
-    report.routes, report.routes_removed, report.routes_note = janitor_routes.unused(
-        conf, apply)
+    found = janitor_routes.unused(conf, apply)
+    report.routes, report.routes_removed = found.routes, found.removed
+    report.routes_note, report.routes_judged = found.note, found.judged
     return report

@@ -8,7 +8,8 @@ over means the agent is stopped (routes stay when it stops: a node that left mea
 keeps its route here) or degraded (it never deletes while the store is out of reach).
 :func:`judge` (pure) lists each route whose destination is not another node's leased
 subnet, with the reason. Reading goes through the agent's own code (its route dump and
-the store's leases); a store out of reach judges nothing. Removal goes through the agent
+the store's leases); a store out of reach judges nothing (``judged`` False: the CLI
+exits 1 rather than claim nothing is unused). Removal goes through the agent
 too: under its node lock (``AgentLock``), the agent's own route delete, as
 ``dcnet-agent leave`` does; while an agent serves the node the janitor removes nothing
 and names it (its reconcile is the one to sweep). Call inside the node's namespace.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import dataclass
 
 from dcnet.cni.agent import Agent, AgentError
 from dcnet.cni.config import NetConf
@@ -64,35 +66,45 @@ def node_name(conf: NetConf) -> str | None:
     return node if isinstance(node, str) else None
 
 
-def unused(conf: NetConf, apply: bool) -> tuple[list[dict], list[str] | None, str]:
-    """(unused routes, the ones removed (None: no removal tried), a note) on this node."""
+@dataclass
+class Findings:
+    routes: list[dict]                  # unused: {dst, via, reason}
+    removed: list[str] | None = None    # None: no removal tried
+    note: str = ""                      # why nothing was judged or removed
+    judged: bool = True                 # False: the leases or routes could not be read
+
+
+def unused(conf: NetConf, apply: bool) -> Findings:
+    """The agent's routes no lease explains on this node (removed with ``apply``)."""
     node = node_name(conf)
     try:
         store = open_store(conf.store, conf.name)
     except (OSError, ValueError) as exc:
-        return [], None, f"routes not judged: store: {exc}"
+        return Findings([], note=f"routes not judged: store: {exc}", judged=False)
     try:
         agent = Agent(conf, store, node or "?", node_ip="0.0.0.0",
                       log=lambda line: None)
     except AgentError as exc:
         store.close()
-        return [], None, f"routes not judged: {exc}"
+        return Findings([], note=f"routes not judged: {exc}", judged=False)
     try:
         try:
             leases = store.leases()
         except StoreUnavailable as exc:
-            return [], None, f"routes not judged: the store is out of reach ({exc})"
+            return Findings([], note=f"routes not judged: the store is out of reach "
+                                     f"({exc})", judged=False)
         found = judge(agent.current_routes(), leases, node, list(agent.clusters.values()))
         if not apply or not found:
-            return found, None, ""
+            return Findings(found)
         if not agent.lock.try_acquire():
-            return found, None, (f"not removed: dcnet-agent pid {agent.lock.holder()} "
-                                 "serves this node; its next pass sweeps them")
+            return Findings(found, note=f"not removed: dcnet-agent pid "
+                                        f"{agent.lock.holder()} serves this node; its "
+                                        "next pass sweeps them")
         removed = []
         for route in found:
             agent.apply(Change("del", route["dst"], None))
             removed.append(route["dst"])
-        return found, removed, ""
+        return Findings(found, removed)
     finally:
         agent.close()
         store.close()

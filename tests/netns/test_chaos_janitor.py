@@ -141,7 +141,8 @@ def test_janitor_lists_agent_routes_no_lease_explains_and_removes_them_through_t
     """With the agent stopped (its routes stay), a proto-217 route to a subnet no node
     leases is listed with its reason; one to another node's leased subnet and a route
     of another protocol are not. While an agent holds the node's lock nothing is
-    removed; without one, --apply deletes it through the agent's own route delete."""
+    removed; without one, --apply deletes it through the agent's own route delete. With
+    the store out of reach nothing is judged or removed, and the exit is 1."""
     node.stop_agent("n1")
     store = open_store({"type": "file", "path": str(node.root / "store")}, "podnet")
     assert store.claim(Lease("n2", "192.168.100.2", "10.244.77.0/24"))
@@ -178,3 +179,18 @@ def test_janitor_lists_agent_routes_no_lease_explains_and_removes_them_through_t
     assert routes_of(node, "static") == {"10.244.98.0/24"}
     again = runner.invoke(cli, args)
     assert again.exit_code == 0, again.output
+
+    # the store out of reach: nothing judged, and the exit says so (not "nothing unused")
+    node.lab.run("n1", ["ip", "route", "add", "10.244.99.0/24", "via", "192.168.100.9",
+                        "proto", "217"])
+    unreachable = node.root / "unreachable.conflist"
+    conflist = node.conflist("n1")
+    conflist["plugins"][0]["store"] = {"type": "etcd", "url": "etcd://127.0.0.1:1"}
+    unreachable.write_text(json.dumps(conflist))
+    blind = runner.invoke(cli, ["chaos", "unused", "--cni-conf", str(unreachable),
+                                "--cni-netns", node.lab.netns("n1"), "--apply", "-o", "json"])
+    assert blind.exit_code == 1, blind.output
+    report = json.loads(blind.stdout)
+    assert report["routes"] == [] and report["routes_judged"] is False
+    assert "out of reach" in report["routes_note"]
+    assert "10.244.99.0/24" in routes_of(node, "217")
