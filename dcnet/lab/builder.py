@@ -357,7 +357,7 @@ class Lab:
             raise LabTeardownError(self.prefix, errors)
 
     def _unwind_with_signals_deferred(self) -> list[str]:
-        with _signals_deferred():
+        with proc.signals_deferred():
             return self._unwind()
 
     def _unwind(self) -> list[str]:
@@ -423,24 +423,6 @@ def _as_topology(topology: Topology | Mapping[str, Any]) -> Topology:
     if isinstance(topology, Topology):
         return topology.validated()
     return Topology.from_dict(topology)
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM during teardown; re-deliver them once it is done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    saved = {signum: signal.signal(signum, lambda s, f: received.append(s))
-             for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(received):
-            signal.raise_signal(signum)
 
 
 def _index(ipr: IPRoute, ifname: str) -> int:

@@ -28,7 +28,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dcnet.sysio import files, proc
@@ -151,7 +151,7 @@ class SourcePool:
         """Undo everything built, last first; PoolError names what could not be undone."""
         errors = []
         self._restore_sigterm()
-        with _signals_held():
+        with proc.signals_deferred():
             while self._undo:
                 description, action = self._undo.pop()
                 try:
@@ -275,21 +275,3 @@ def leftovers() -> list[str]:
 
     pattern = re.compile(rf"^{PREFIX}[0-9a-f]{{5}}-[0-9]+$")
     return [n for n in netns_mod.list_names() if pattern.match(n)]
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while tearing down; re-deliver them once it is done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    saved = {s: signal.signal(s, lambda n, f: received.append(n))
-             for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(received):
-            signal.raise_signal(signum)

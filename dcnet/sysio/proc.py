@@ -2,8 +2,9 @@
 
 It owns ``run`` (wait for a command, raise CommandError naming argv, exit code
 and stderr), ``start`` (a background process in its own process group),
-``stop`` (SIGTERM, then SIGKILL, always reaped) and reading a process's start
-time from /proc (to tell a live pid from a reused one).
+``stop`` (SIGTERM, then SIGKILL, always reaped), reading a process's start
+time from /proc (to tell a live pid from a reused one), and signal handling shared by
+the labs and pools (``die_by_default``, ``signals_deferred``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from dcnet.sysio import netns as netns_mod
 
@@ -147,3 +148,25 @@ def die_by_default(signum: int) -> None:
     handlers; a lab's SIGTERM handler must not tear the lab down from there)."""
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM (e.g. during a teardown that must not stop half-way) and
+    re-deliver them once the block is done. Only the main thread can hold them; in other
+    threads the block runs as it is."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    saved = {signum: signal.signal(signum, lambda s, f: received.append(s))
+             for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)
