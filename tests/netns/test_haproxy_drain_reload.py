@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 import yaml
@@ -28,6 +27,7 @@ from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.runtime import Runtime
 from dcnet.lab import haproxy_lab as hlab
 from dcnet.lab.init_lab import wait_all_up, wait_network
+from tests.netns.test_haproxy_drain import count, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -41,19 +41,6 @@ def workdir():
     path = tempfile.mkdtemp(prefix="dcnet-drain-reload-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def count(path: str) -> int:
-    with open(path) as handle:
-        return sum(1 for _ in handle)
-
-
-def wait_for(predicate, what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def model_data(mode: str | None, services: int) -> dict:

@@ -70,8 +70,13 @@ def test_shipped_experiments_validate(name, variables):
     ("process: server", "process: '('", 11, "method[0].process", "regular expression"),
 ])
 def test_problems_are_located(old, new, line, path, message):
-    assert old in GOOD
-    [(got_line, got_path, got_message)] = problems(GOOD.replace(old, new))
+    assert_located(GOOD, old, new, line, path, message)
+
+
+def assert_located(text: str, old: str, new: str, line: int, path: str, message: str):
+    """Replacing ``old`` by ``new`` in ``text`` gives exactly one problem, there."""
+    assert old in text
+    [(got_line, got_path, got_message)] = problems(text.replace(old, new))
     assert (got_line, got_path) == (line, path)
     assert message in got_message
 
@@ -149,8 +154,5 @@ def test_a_dns_probe_reads():
     ("qname: web.elb.example.com", "qname: 'web elb'", 12, "probes[1].qname", "DNS name"),
 ])
 def test_dns_probe_problems_are_located(old, new, line, path, message):
-    text = GOOD.replace("method:", DNS_PROBE + "method:")
-    assert old in text
-    [(got_line, got_path, got_message)] = problems(text.replace(old, new))
-    assert (got_line, got_path) == (line, path)
-    assert message in got_message
+    assert_located(GOOD.replace("method:", DNS_PROBE + "method:"), old, new, line, path,
+                   message)
