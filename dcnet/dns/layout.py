@@ -181,7 +181,9 @@ def layout(model: Model) -> Layout:
     names = service_names(model)
     for carrier in [*carriers, default]:
         data = zone_data(model, carrier, names)
-        key = (data.digest(), zone_data(model, carrier, names, all_up=True).digest())
+        up = (zone_data(model, carrier, names, all_up=True) if _falls_back_anywhere(
+            carrier, model) else data)      # the same zone unless something fell back
+        key = (data.digest(), up.digest())
         owner = declared.get(key)
         if owner is None:
             declared[key] = carrier.name
@@ -190,6 +192,12 @@ def layout(model: Model) -> Layout:
         else:
             zones.append(ZoneDecl(carrier.name, data.zone, data, None, owner))
     return Layout(acls, views, tuple(zones), tuple(notes))
+
+
+def _falls_back_anywhere(carrier: Carrier, model: Model) -> bool:
+    """Whether ``carrier`` is down or has a withdrawn answer (its zone differs from the
+    one with every carrier up); otherwise :func:`zone_data` with ``all_up`` is the same."""
+    return carrier.down or any(c == carrier.name for _, c in model.dns.withdrawn)
 
 
 def answered(model: Model) -> frozenset[tuple[str, str]]:
