@@ -17,18 +17,7 @@ import sys
 
 import click
 
-from dcnet.cli import (
-    chaos,
-    elbctl_backend,
-    elbctl_dns,
-    elbctl_drift,
-    elbctl_haproxy,
-    elbctl_lint,
-    elbctl_lvs,
-    elbctl_metrics,
-    elbctl_mirror,
-    elbctl_store,
-)
+from dcnet.cli import lazy
 from dcnet.cli.common import (
     EXIT_INVALID,
     load_model_or_exit,
@@ -51,7 +40,25 @@ lock_option = click.option("--lock-timeout", type=float, default=DEFAULT_LOCK_TI
                            help="Seconds to wait for another run holding the target's lock.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Where each lazily imported command is declared (its module's ``register()``): the
+# module is imported only when the command runs (dcnet.cli.lazy).
+COMMANDS = {name: "dcnet.cli." + module for module, names in {
+    "elbctl_dns": ["dns"],
+    "elbctl_lvs": ["verify"],
+    "elbctl_backend": ["backend"],
+    "elbctl_store": ["push", "history", "rollback", "status", "agent", "acl"],
+    "elbctl_metrics": ["exporter", "metrics"],
+    "elbctl_lint": ["lint", "lint-rules"],
+    "elbctl_drift": ["drift"],
+    "chaos": ["chaos"],
+    "elbctl_mirror": ["mirror"],
+}.items() for name in names}
+RENDER_COMMANDS = {"dns": "dcnet.cli.elbctl_dns", "haproxy": "dcnet.cli.elbctl_haproxy",
+                   "keepalived": "dcnet.cli.elbctl_lvs", "realserver": "dcnet.cli.elbctl_lvs"}
+
+
+@click.group(cls=lazy.LazyGroup, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Program the ELB (LVS, HAProxy, DNS) from one declarative service model."""
 
@@ -160,14 +167,9 @@ def apply(model_path: str, target: str, output: str, lock_timeout: float, no_rol
         sys.exit(EXIT_INVALID)
 
 
-@cli.group()
+@cli.group(cls=lazy.LazyGroup, lazy=RENDER_COMMANDS, where=lazy.RENDER)
 def render() -> None:
     """Render configuration files (keepalived, HAProxy, BIND) from the model."""
-
-
-for _module in (elbctl_dns, elbctl_haproxy, elbctl_lvs, elbctl_backend, elbctl_store,
-                elbctl_metrics, elbctl_lint, elbctl_drift, chaos, elbctl_mirror):
-    _module.register(cli, render)
 
 
 def main() -> None:
