@@ -10,7 +10,8 @@ goes through the owning component: host-gw's own CNI GC
 (:meth:`dcnet.cni.hostgw.HostGw.gc`) with, as valid attachments, every reservation that
 is not unused. The agent's routes no node lease explains come along
 (:mod:`dcnet.chaos.janitor_routes`, removed through the agent). Run inside the node's
-namespace (``netns``) when given.
+namespace (``netns``) when given. A macvlan network's conf goes to
+:mod:`dcnet.chaos.janitor_dhcp` (DHCP leases and host-shim routes without pods).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from dcnet.chaos import janitor_routes
+from dcnet.chaos import janitor_dhcp, janitor_routes
 from dcnet.cni import ip4, ip6, reaper
 from dcnet.cni.config import load_conf
 from dcnet.cni.hostgw import VETH_PREFIX, HostGw, host_veth_name
@@ -86,15 +87,17 @@ def read_conf(path: str) -> dict:
 
 
 def unused(conf_path: str, netns: str | None = None, apply: bool = False,
-           min_age: float = 60.0) -> CNIReport:
+           min_age: float = 60.0) -> CNIReport | janitor_dhcp.DhcpReport:
     raw = read_conf(conf_path)
     if netns:
         return netns_mod.run_in(netns, _unused, raw, apply, min_age)
     return _unused(raw, apply, min_age)
 
 
-def _unused(raw: dict, apply: bool, min_age: float) -> CNIReport:
+def _unused(raw: dict, apply: bool, min_age: float) -> CNIReport | janitor_dhcp.DhcpReport:
     conf = load_conf(raw)
+    if conf.mode == "macvlan":
+        return janitor_dhcp.unused(conf, raw, apply, min_age)
     with Netlink() as nl:
         bridge = nl.link(conf.bridge)
         links = [link["name"] or "" for link in nl.links()
