@@ -40,12 +40,13 @@ FAULTS = frozenset({"kill", "stop", "loss", "partition", "link-down", "link-flap
 LINK_FAULTS = frozenset({"link-down", "link-flap", "rate", "delay"})   # need "interface"
 DISTRIBUTIONS = frozenset({"uniform", "normal", "pareto", "paretonormal"})
 _IFNAME = text(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}", "an interface name (at most 15)")
-PROBE_KINDS = frozenset({"http", "route", "cni-add", "dns"})
+PROBE_KINDS = frozenset({"http", "route", "cni-add", "dns", "tcp"})
 QTYPES = frozenset({"A", "AAAA"})
 SIGNALS = frozenset({"KILL", "TERM", "INT", "QUIT"})
 _NAME = text(r"[a-z][a-z0-9-]{0,40}", "lower-case letters, digits and '-', at most 41")
 _NETNS = text(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a network namespace name")
 _URL = text(r"http://[^/\s:]+(:\d{1,5})?(/\S*)?", "an http:// URL (host[:port][/path])")
+_HOSTPORT = text(r"[^\s:/]+:\d{1,5}", "host:port (an IPv4 address or a name)")
 _ABSPATH = text(r"/\S{0,4095}", "an absolute path")
 _QNAME = text(r"(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
               r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?", "a DNS name")
@@ -62,7 +63,8 @@ class Probe:
     is in the namespace's main table), ``cni-add`` (a CNI ADD of ``conflist`` with the
     plugins in ``cni_path`` into a new pod namespace, within ``timeout``; then DEL) or
     ``dns`` (a ``qtype`` query of ``qname`` to ``server`` answers exactly the addresses
-    of ``expect``: a carrier's view answers its own VIPs)."""
+    of ``expect``: a carrier's view answers its own VIPs) or ``tcp`` (a connect to
+    ``address``, host:port, kept in ``url``)."""
 
     name: str
     namespace: str
@@ -258,6 +260,8 @@ def _read(problems: Problems, data: object, source: str) -> Experiment | None:
             values["cni_args"] = r.optional("cni_args", text(r"[^\s]{0,1000}", "K=V;K=V"), "")
         elif values["kind"] == "dns":
             _read_dns_probe(problems, r, values)
+        elif values["kind"] == "tcp":               # a connect to "host:port", kept in url
+            values["url"] = r.required("address", _HOSTPORT)
         if r.finish() and values["kind"] is not MISSING:
             probes.append(Probe(**values))
     if isinstance(raw_probes, list) and not raw_probes:

@@ -10,8 +10,12 @@ DEL, also after a failed ADD, as container runtimes do; what a failed ADD left b
 its DEL is counted in ``dirty_failures``, what the DEL could not remove shows in the
 run's left-over check) and :class:`DnsProbe` (``dig`` from the namespace, so the name
 server picks the view by the namespace's source address; ok = the answer's addresses are
-exactly the expected ones: a withdrawn carrier answer or a wrong view fails).
-:func:`make` builds the one a probe names; :func:`window` summarises the records of a time range.
+exactly the expected ones: a withdrawn carrier answer or a wrong view fails) and
+:class:`TcpProbe` (a TCP connect to ``host:port``; ok = connected within the timeout; its
+latency is one round trip: what a delay fault adds is measured back with it).
+Each record is (monotonic start, ok, seconds the request took).
+:func:`make` builds the one a probe names; :func:`window` summarises the records of a
+time range (with the p50/p99 latency of its successful requests).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import http.client
 import itertools
 import json
 import os
+import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -34,7 +40,7 @@ class ProbeRunner:
 
     def __init__(self, probe: Probe):
         self.probe = probe
-        self.records: list[tuple[float, bool]] = []
+        self.records: list[tuple[float, bool, float]] = []
         self.leftovers: list[str] = []       # what the probe itself could not clean up
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -52,7 +58,8 @@ class ProbeRunner:
         while not self._stop.is_set():
             started = self._in_flight[me] = time.monotonic()
             ok = self.one()
-            self.records.append((started, ok))      # list.append is atomic
+            took = time.monotonic() - started
+            self.records.append((started, ok, took))      # list.append is atomic
             del self._in_flight[me]
             if self.probe.interval:
                 self._stop.wait(self.probe.interval)
@@ -171,39 +178,71 @@ class DnsProbe(ProbeRunner):
         return False
 
 
-KINDS = {"http": HTTPProbe, "route": RouteProbe, "cni-add": CniAddProbe, "dns": DnsProbe}
+class TcpProbe(ProbeRunner):
+    """A TCP connect (the handshake only: one round trip, no application in the way)."""
+
+    def __init__(self, probe: Probe):
+        super().__init__(probe)
+        host, _, port = probe.url.rpartition(":")
+        self.address = (host, int(port))
+
+    def one(self) -> bool:
+        try:
+            with socket.create_connection(self.address, self.probe.timeout):
+                return True
+        except OSError:
+            return False
+
+
+KINDS = {"http": HTTPProbe, "route": RouteProbe, "cni-add": CniAddProbe, "dns": DnsProbe,
+         "tcp": TcpProbe}
 
 
 def make(probe: Probe) -> ProbeRunner:
     return KINDS[probe.kind](probe)
 
 
-def window(records: list[tuple[float, bool]], start: float, end: float) -> dict:
+def window(records: list[tuple], start: float, end: float) -> dict:
     """Requests started in [start, end): counts, success ratio, first/last failure offsets
-    from ``start`` (seconds)."""
-    inside = [(t, ok) for t, ok in records if start <= t < end]
-    failed = sorted(t for t, ok in inside if not ok)
+    from ``start`` (seconds); with records that carry durations (a probe's), also
+    ``latency_p50_ms``/``latency_p99_ms`` of the successful ones (None: none)."""
+    inside = [r for r in records if start <= r[0] < end]
+    failed = sorted(r[0] for r in inside if not r[1])
     total = len(inside)
-    return {"requests": total, "failed": len(failed),
-            "success": round((total - len(failed)) / total, 4) if total else None,
-            "first_failure": round(failed[0] - start, 3) if failed else None,
-            "last_failure": round(failed[-1] - start, 3) if failed else None}
+    out = {"requests": total, "failed": len(failed),
+           "success": round((total - len(failed)) / total, 4) if total else None,
+           "first_failure": round(failed[0] - start, 3) if failed else None,
+           "last_failure": round(failed[-1] - start, 3) if failed else None}
+    if records and len(records[0]) > 2:
+        took = [r[2] * 1000 for r in inside if r[1]]
+        out["latency_p50_ms"] = round(statistics.median(took), 3) if took else None
+        out["latency_p99_ms"] = round(percentile(took, 99), 3) if took else None
+    return out
 
 
-def buckets(records: list[tuple[float, bool]], t0: float, end: float,
+def percentile(values: list[float], pct: float) -> float:
+    """The ``pct`` percentile, linear between the closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def buckets(records: list[tuple], t0: float, end: float,
             width: float = 0.1) -> list[list[int]]:
     """[ok, failed] per ``width`` seconds from ``t0`` to ``end`` (the timeline)."""
     out = [[0, 0] for _ in range(max(1, int((end - t0) / width) + 1))]
-    for t, ok in records:
+    for t, ok, *_ in records:
         if t0 <= t <= end:
             out[int((t - t0) / width)][0 if ok else 1] += 1
     return out
 
 
-def recovered_at(records: list[tuple[float, bool]], start: float, end: float) -> float | None:
+def recovered_at(records: list[tuple], start: float, end: float) -> float | None:
     """Seconds from ``start`` to the first successful request after the last failure in
     [start, end) (0 when none failed; None when none succeeded after the last failure)."""
-    inside = sorted((t, ok) for t, ok in records if start <= t < end)
+    inside = sorted((t, ok) for t, ok, *_ in records if start <= t < end)
     last_failure = max((t for t, ok in inside if not ok), default=None)
     if last_failure is None:
         return 0.0

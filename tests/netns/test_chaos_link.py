@@ -1,0 +1,64 @@
+"""The shipped link and traffic-control experiments on the HAProxy lab, each run end to
+end through ``elbctl chaos run --report`` (tests/netns/test_chaos_experiments.py's
+runner): ``haproxy-uplink-flap`` (lb's client-facing link down and up twice under load:
+requests fail while it is down, none after, lb's routes as before) and
+``haproxy-rate-limit`` (a tbf on rs2's link: no request fails, the probe's p99 latency
+during the limit is above the one before it). Waits are bounded readiness waits; no
+duration is asserted (the latency comparison is between windows of one run)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from dcnet.haproxy.paths import Paths
+from dcnet.lab import haproxy_lab as hlab
+from dcnet.lab.haproxy_loadgen import one_request
+from tests.netns.test_chaos_experiments import run_experiment
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def lab(lab_factory):
+    workdir = tempfile.mkdtemp(prefix="dcnet-chaos-link-")
+    lab = lab_factory(hlab.topology(2))
+    servers = {hlab.server_address(1): 10, hlab.server_address(2): 10}
+    hlab.start_haproxy(lab, hlab.model_of(hlab.model_data(servers)),
+                       Paths(run_dir=f"{workdir}/run"))
+    deadline, row = time.monotonic() + 30, 0       # both servers' checks up: 30 in a row
+    while row < 30:
+        ok = lab.call("client", one_request, hlab.LB_ADDRESS, hlab.SERVICE_PORT, 1.0) is None
+        row = row + 1 if ok else 0
+        assert time.monotonic() < deadline, "HAProxy does not serve steadily"
+        time.sleep(0.1)
+    yield lab
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_uplink_flap_under_load(lab, tmp_path):
+    result = run_experiment("haproxy-uplink-flap", tmp_path, LAB=lab.prefix)
+    assert result["ok"] and result["error"] is None and result["leftovers"] == [], result
+    [step] = result["steps"]
+    assert step["kind"] == "link-flap" and step["fault"]["interface"] == "c0"
+    vip = step["probes"]["vip"]
+    assert vip["during"]["failed"] > 0                 # the link really went down
+    assert vip["during"]["failed"] < vip["during"]["requests"]     # and up in between
+    assert vip["after"]["failed"] == 0 and vip["after"]["requests"] > 0
+    assert result["probes"][0]["before"]["failed"] == 0
+
+
+def test_rate_limit_on_a_real_server_slows_requests_that_succeed(lab, tmp_path):
+    result = run_experiment("haproxy-rate-limit", tmp_path, LAB=lab.prefix)
+    assert result["ok"] and result["error"] is None and result["leftovers"] == [], result
+    [step] = result["steps"]
+    assert step["kind"] == "rate" and step["fault"]["rate_bps"] == 64_000
+    vip = step["probes"]["vip"]
+    before = result["probes"][0]["before"]
+    assert vip["during"]["requests"] > 0 and vip["during"]["failed"] == 0
+    assert before["failed"] == 0 and vip["after"]["failed"] == 0
+    # rs2's replies are paced by the tbf: its half of the requests is the slow tail
+    assert vip["during"]["latency_p99_ms"] > before["latency_p99_ms"], (before, vip)
