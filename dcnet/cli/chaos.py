@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import click
 
 from dcnet.chaos import experiment as exp
-from dcnet.chaos import janitor, janitor_cni, janitor_vips, runner
+from dcnet.chaos import janitor, janitor_cni, janitor_idle, janitor_vips, runner
 from dcnet.chaos import report as chaos_report
 from dcnet.chaos.journal import DEFAULT_JOURNAL, ENV_JOURNAL, Journal
 from dcnet.cli.common import (
@@ -118,11 +119,17 @@ def register(cli: click.Group, render: click.Group) -> None:
 @click.option("-f", "--file", "model_path", help="The service model (YAML), for --target.")
 @click.option("--target", "targets", multiple=True,
               help="A target to look at (repeatable: lvs, haproxy, dns, nft...).")
-@click.option("--cni-conf", help="A host-gw node's CNI conflist (or dcnet conf): IPAM "
-                                 "reservations and host veths without pods.")
+@click.option("--cni-conf", help="A node's CNI conflist (or dcnet conf): host-gw IPAM "
+                                 "reservations, veths and routes without pods; macvlan "
+                                 "DHCP leases and host-shim routes without pods.")
 @click.option("--cni-netns", help="The node's network namespace (default: this one).")
 @click.option("--vips", is_flag=True, help="With -f: carrier VIPs no DNS view answers "
                                            "(listed only: the model owns them).")
+@click.option("--days", type=float, help="With -f: services with no real server for "
+                                       "this many days (listed only: the model owns them).")
+@click.option("--janitor-state", default=janitor_idle.DEFAULT_STATE, show_default=True,
+              envvar=janitor_idle.ENV_STATE,
+              help="Where --days keeps since when each service has had no real server.")
 @click.option("--min-age", type=float, default=60.0, show_default=True,
               help="Seconds a reservation must exist before it counts as unused.")
 @click.option("--apply", "do_apply", is_flag=True,
@@ -133,18 +140,22 @@ def register(cli: click.Group, render: click.Group) -> None:
 @output_option
 @with_target_options
 def unused(model_path: str | None, targets: tuple[str, ...], cni_conf: str | None,
-           cni_netns: str | None, vips: bool, min_age: float, do_apply: bool, force: bool,
-           lock_timeout: float, output: str, **params) -> None:
+           cni_netns: str | None, vips: bool, days: float | None, janitor_state: str,
+           min_age: float, do_apply: bool, force: bool, lock_timeout: float, output: str,
+           **params) -> None:
     """The janitor: what the targets run that the model does not declare, CNI
-    reservations and veths without pods and host-gw routes no node lease explains
-    (--cni-conf), carrier VIPs no DNS view answers (--vips; listed only), as a plan;
+    reservations, veths and host-gw routes without pods, macvlan DHCP leases and
+    host-shim routes without pods (--cni-conf), carrier VIPs no DNS view answers (--vips;
+    listed only), services with no real server for N days (--days N; listed only), as
+    a plan;
     --apply removes it through the owning component. Exit 0 nothing unused (or all
     removed), 2 unused left, 1 failed."""
-    if not (model_path and (targets or vips)) and not cni_conf:
-        raise click.UsageError("give -f MODEL with --target or --vips, or --cni-conf")
-    if vips and not model_path:
-        raise click.UsageError("--vips needs -f MODEL")
-    model = load_model_or_exit(model_path) if targets or vips else None
+    by_model = targets or vips or days is not None
+    if not (model_path and by_model) and not cni_conf:
+        raise click.UsageError("give -f MODEL with --target, --vips or --days, or --cni-conf")
+    if (vips or days is not None) and not model_path:
+        raise click.UsageError("--vips and --days need -f MODEL")
+    model = load_model_or_exit(model_path) if by_model else None
     reports: list = []
     for target in targets:
         own = {"t_" + o.flag.replace("-", "_") for o in target_class_of(target).options}
@@ -160,6 +171,13 @@ def unused(model_path: str | None, targets: tuple[str, ...], cni_conf: str | Non
     if vips:
         reports.append(janitor_vips.unused(model, answered(model), apply=do_apply))
         left = left or bool(reports[-1].vips)
+    if days is not None:
+        try:
+            reports.append(janitor_idle.unused(model, days, janitor_state, time.time(),
+                                               apply=do_apply))
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        left = left or bool(reports[-1].services)
     if cni_conf:
         cni = janitor_cni.unused(cni_conf, cni_netns, apply=do_apply, min_age=min_age)
         reports.append(cni)
