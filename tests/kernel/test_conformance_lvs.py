@@ -1,0 +1,30 @@
+"""The conformance suite (tests/conformance.py) against ``--target lvs`` in the kernel lab.
+
+The director is programmed in-process (``session.run("lvs", ...)``, no ``elbctl`` process:
+each costs about a minute under emulation) with the LVS target's carrier policy routing
+(``from VIP lookup TABLE`` rules, carrier default routes, ``snat_reroute``); the target
+puts the VIPs on its own interface, ``elb0`` (a dummy device made here).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import conformance
+
+# pyroute2's sockets left to the garbage collector in the guest (as in test_lvs.py)
+pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+
+@pytest.fixture(scope="module")
+def director(tmp_path_factory):
+    with conformance.traffic_lab() as lab:
+        lab.run("director", ["ip", "link", "add", "elb0", "up", "type", "dummy"])
+        options = {"netns": lab.netns("director"),
+                   "state_dir": str(tmp_path_factory.mktemp("lvs-state"))}
+        yield conformance.Director("lvs", options, lab)
+
+
+class TestLVSConformance(conformance.Conformance):
+    pass
