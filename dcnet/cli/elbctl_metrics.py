@@ -5,7 +5,9 @@
 (:mod:`dcnet.metrics.status`), drift (the plan of the last applied model not empty,
 checked every ``--drift-interval`` seconds off the scrape path, under the target's lock
 with a short wait), HAProxy's backends and servers (runtime API ``show stat``) and IPVS
-connections per namespace (``--ipvs-netns``, ``/proc/net/ip_vs`` and ``ip_vs_stats``).
+connections and traffic counters per namespace (``--ipvs-netns``, ``/proc/net/ip_vs``,
+``ip_vs_stats`` and a generic-netlink dump; ``elbctl agent`` of the lvs target: its
+director's namespace).
 ``elbctl agent --metrics-address`` serves the same collector (:func:`elb_registry`).
 The model labels the series (``-f``; else the last model the target applied).
 
@@ -200,9 +202,17 @@ def ipvs_table(text: str, stats: str):
 
 
 def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
-    """Per namespace name ('host': this one), the IPVS table as the kernel prints it."""
-    from dcnet.lvs import procfs
+    """Per namespace name ('host': this one), the IPVS table as the kernel prints it,
+    with the traffic counters of a generic-netlink dump (:mod:`dcnet.metrics.ipvs`)."""
+    import socket
+
+    from dcnet.lvs import genl, procfs
+    from dcnet.metrics import ipvs
     from dcnet.sysio import netns
+
+    def opener(path: str | None) -> Callable[[], genl.IPVSSocket]:
+        return lambda: genl.IPVSSocket(None if path is None else netns.socket_in(
+            path, socket.AF_NETLINK, socket.SOCK_RAW, genl.NETLINK_GENERIC))
 
     def read_stats() -> str:
         with open(STATS_PATH, encoding="ascii") as handle:
@@ -214,7 +224,7 @@ def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
             path = None if name == "host" else netns.path_of(name)
             text = procfs.read_in(path)
             stats = read_stats() if path is None else netns.call_here_in(path, read_stats)
-            out[name] = ipvs_table(text, stats)
+            out[name] = ipvs.attach(ipvs_table(text, stats), opener(path))
         return out
 
     return tables
@@ -292,7 +302,8 @@ def serve_agent_metrics(address: str | None, agent, target: str, options: dict,
     from dcnet.metrics.server import serve
 
     watch = AgentWatch(agent, target, options, source=applied)
-    reg = elb_registry({target: options}, watch, Bound(max_server_series))
+    reg = elb_registry({target: options}, watch, Bound(max_server_series),
+                       [options.get("netns") or "host"] if target == "lvs" else None)
     reg.register(EtcdHealth(agent))
     try:
         return serve(reg, address)

@@ -9,8 +9,10 @@ Why not pyroute2's ``IPVS`` class for this path: a 10,000-service table means ~1
 messages, and pyroute2 builds and parses each through generic NLA objects (hundreds of
 microseconds apiece), while its released versions also mis-read weights and schedulers
 (see docs/lvs.md). Here every attribute is read raw, by number, and unknown attributes
-(stats, tunnel options) are skipped. The family id is resolved through the standard
-``nlctrl`` GETFAMILY request; namespace switching stays in :mod:`dcnet.sysio.netns`.
+(stats, tunnel options) are skipped by the sync's readers; the metrics read the stats
+with :meth:`IPVSSocket.service_stats` and :meth:`IPVSSocket.dest_stats`. The family id
+is resolved through the standard ``nlctrl`` GETFAMILY request; namespace switching
+stays in :mod:`dcnet.sysio.netns`.
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK = 1, 2, 3, 4, 5
 SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK, SVC_PE_NAME = 6, 7, 8, 9, 11
 DEST_ADDR, DEST_PORT, DEST_FWD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH = 1, 2, 3, 4, 5, 6
 DEST_ACTIVE, DEST_INACT, DEST_PERSIST, DEST_ADDR_FAMILY = 7, 8, 9, 11
+# statistics (read only): IPVS_{SVC,DEST}_ATTR_STATS (32-bit counters, 64-bit bytes) and
+# ..._STATS64 (every counter 64-bit, kernel 4.8+), each nesting IPVS_STATS_ATTR_*
+SVC_STATS, SVC_STATS64, DEST_STATS, DEST_STATS64 = 10, 12, 10, 12
+STATS_CONNS, STATS_INPKTS, STATS_OUTPKTS, STATS_INBYTES, STATS_OUTBYTES = 1, 2, 3, 4, 5
 
 _HDR = struct.Struct("=IHHII")       # nlmsghdr
 _GENL = struct.Struct("=BBH")        # genlmsghdr
 _NLA = struct.Struct("=HH")
 _U16, _U32, _BE16 = struct.Struct("=H"), struct.Struct("=I"), struct.Struct("!H")
+_U64 = struct.Struct("=Q")
 BATCH_BYTES = 48 * 1024
 RCVBUF = 8 * 1024 * 1024
 
@@ -211,6 +218,45 @@ def dest_row(data: bytes, start: int, end: int, svc_family: int) -> tuple:
     return (family, addr, port, fwd, weight, u_thresh, l_thresh, active, inactive, persist)
 
 
+@dataclass(frozen=True)
+class Stats:
+    """An IPVS service's or dest's counters since it was added: connections scheduled,
+    packets and bytes in (client to director) and out (director to client)."""
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+
+
+def decode_stats(data: bytes | memoryview, start: int, end: int) -> Stats:
+    """The counters nested in one STATS or STATS64 attribute: each read by its length
+    (4 or 8 bytes: STATS has 32-bit connection and packet counters, STATS64 64-bit
+    ones; padding attributes and rates are skipped)."""
+    values = [0, 0, 0, 0, 0]
+    for kind, a, b in iter_attrs(data, start, end):
+        if STATS_CONNS <= kind <= STATS_OUTBYTES:
+            size = b - a
+            if size == 8:
+                values[kind - 1] = _U64.unpack_from(data, a)[0]
+            elif size == 4:
+                values[kind - 1] = _U32.unpack_from(data, a)[0]
+    return Stats(*values)
+
+
+def nested_stats(data: bytes | memoryview, start: int, end: int, stats: int,
+                 stats64: int) -> Stats | None:
+    """The counters of a service or dest attribute set: STATS64 when the kernel sent
+    it, else STATS (32-bit packet counters wrap), else None."""
+    found: dict[int, tuple[int, int]] = {}
+    for kind, a, b in iter_attrs(data, start, end):
+        if kind in (stats, stats64):
+            found[kind] = (a, b)
+    where = found.get(stats64) or found.get(stats)
+    return None if where is None else decode_stats(data, *where)
+
+
 # ------------------------------------------------------------------ the socket
 
 
@@ -334,6 +380,28 @@ class IPVSSocket:
             for kind, a, b in iter_attrs(data, start, end):
                 if kind == CMD_ATTR_SERVICE:
                     out.append(decode_service(data, a, b))
+        return out
+
+    def service_stats(self) -> list[tuple[WireService, Stats | None]]:
+        """Every service with its counters, from one service dump."""
+        out = []
+        for data, start, end in self.dump(CMD_GET_SERVICE):
+            for kind, a, b in iter_attrs(data, start, end):
+                if kind == CMD_ATTR_SERVICE:
+                    out.append((decode_service(data, a, b),
+                                nested_stats(data, a, b, SVC_STATS, SVC_STATS64)))
+        return out
+
+    def dest_stats(self, service: WireService) -> list[tuple[tuple, Stats | None]]:
+        """Every dest of ``service`` (a tuple as :meth:`dest_rows` gives) with its
+        counters, from one dest dump."""
+        out = []
+        payload = _nested(CMD_ATTR_SERVICE, service.key_attrs())
+        for data, start, end in self.dump(CMD_GET_DEST, payload):
+            for kind, a, b in iter_attrs(data, start, end):
+                if kind == CMD_ATTR_DEST:
+                    out.append((dest_row(data, a, b, service.family),
+                                nested_stats(data, a, b, DEST_STATS, DEST_STATS64)))
         return out
 
     def dests(self, service: WireService) -> list[WireDest]:

@@ -7,9 +7,10 @@ exporter``, ``elbctl agent --metrics-address``), so this module reads no target 
   CSV), read by :mod:`dcnet.metrics.haproxy_stat`; server rows are asked for only when
   per-server series may be exposed (the model's count of real servers is within the
   bound, or there is no model);
-- ``ipvs_rows()``: per network namespace, the rows of ``/proc/net/ip_vs`` (virtual
-  address, port, protocol, real server, active and inactive connections) and the
-  totals of ``/proc/net/ip_vs_stats``;
+- ``ipvs_tables()``: per network namespace, the rows of ``/proc/net/ip_vs`` (virtual
+  address, port, protocol, real server, active and inactive connections), the
+  totals of ``/proc/net/ip_vs_stats`` and the services' and real servers' traffic
+  counters read by generic netlink (:mod:`dcnet.metrics.ipvs`);
 - ``status_paths``: the status files of the targets (:mod:`dcnet.metrics.status`);
 - ``drift()``: per target, whether the plan of the last applied model is non-empty
   (computed off the scrape path by the caller).
@@ -29,7 +30,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from dcnet.metrics import haproxy_stat, status
+from dcnet.metrics import haproxy_stat, ipvs, status
 from dcnet.metrics.cardinality import Bound, aggregate
 from dcnet.metrics.exposition import Family, encoded, labels
 
@@ -51,8 +52,14 @@ class IPVSRow:
 
 @dataclass
 class IPVSTable:
+    """One namespace's IPVS: the rows, the namespace totals and, when read by generic
+    netlink (:func:`dcnet.metrics.ipvs.attach`), each service's counters by (vip, port)
+    and a reader of each real server's, called only when per-server series are on."""
+
     rows: list[IPVSRow] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)   # conns, inpkts, outpkts, ...
+    counters: dict[tuple[str, int], tuple[int, ...]] = field(default_factory=dict)
+    server_counters: Callable[[], dict] | None = None
 
 
 def parse_ip_vs_stats(text: str) -> dict[str, int]:
@@ -184,15 +191,18 @@ class ELBCollector:
         if self.ipvs_tables is not None:
             try:
                 tables = self.ipvs_tables()
+                count = sum(len(t.rows) for t in tables.values())
+                enabled = self.bound.per_server(count)
+                servers = {name: t.server_counters() for name, t in tables.items()
+                           if enabled and t.server_counters is not None}
             except Exception:
                 up.add(("ipvs",), 0)
             else:
                 up.add(("ipvs",), 1)
-                count = sum(len(t.rows) for t in tables.values())
-                enabled = self.bound.per_server(count)
                 per_server.add(("ipvs",), int(enabled))
                 rows.add(("ipvs",), count)
                 out += ipvs_families(tables, index, enabled, healthy)
+                out += ipvs.families(tables, index.carriers, servers if enabled else None)
         out += [healthy, per_server, rows, *self._status(), up]
         return out
 
