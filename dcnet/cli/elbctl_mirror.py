@@ -4,7 +4,8 @@ Subcommands: ``rules`` prints (or with ``--apply`` installs, ``--remove`` delete
 director's nftables ``dup`` table; ``record`` runs the recorder on the mirror veth (run
 it inside the mirror namespace); ``replay`` sends a recording to a target at a factor,
 one worker per copy inside the namespaces given with ``--netns`` or made for the run
-with ``--pool CIDR --via BRIDGE``; ``sweep`` removes pools whose owner was killed;
+with ``--pool CIDR --via BRIDGE``; ``live`` replays the same way straight from the
+capture, as sessions are reassembled; ``sweep`` removes pools whose owner was killed;
 ``loadtest`` ramps the factor until an SLO breaks and writes a report with a plot;
 ``diff`` compares a candidate's answers with two instances of the current version;
 ``show`` summarises a recording. Exit 1 on invalid arguments."""
@@ -14,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 
 import click
 
 from dcnet.mirror import (
     anonymise,
     diff,
+    live,
     loadtest,
     loadtest_report,
     pcap,
@@ -146,6 +149,58 @@ def replay_command(recording_path, target, factor, namespaces, pool_network, via
     click.echo(json.dumps(summary, indent=2))
 
 
+@mirror.command("live")
+@click.option("--ifname", default="eth0", show_default=True,
+              help="The mirror namespace's end of the veth.")
+@click.option("--capture-netns", default=None,
+              help="The mirror namespace (default: here); the capture sockets are opened "
+                   "there, this command and the pool stay here.")
+@click.option("--target", required=True, metavar="IP:PORT")
+@click.option("--factor", type=click.FloatRange(replay.MIN_FACTOR, replay.MAX_FACTOR),
+              default=1.0, show_default=True)
+@pool_options
+@click.option("--out-dir", required=True, help="Where each copy's results go.")
+@click.option("--record", "record_path", default=None,
+              help="Also write the sessions as a recording.")
+@click.option("--anonymise-key", default=None,
+              help="Key for the recording's client addresses and the --header values; "
+                   "'random' for a throwaway key.")
+@click.option("--header", "headers", multiple=True,
+              help="HTTP request header whose value the copies send anonymised "
+                   "(repeatable; needs --anonymise-key).")
+@click.option("--duration", type=float, default=None, help="Seconds (default: until SIGTERM).")
+def live_command(ifname, capture_netns, target, factor, namespaces, pool_network, via_bridge,
+                 via_netns, gateway, out_dir, record_path, anonymise_key, headers,
+                 duration) -> None:
+    """Replay live: the capture feeds the copies as it reassembles sessions (no recording
+    file needed), a namespace per copy; stops on SIGTERM/SIGINT or --duration."""
+    _address(target)
+    if headers and not anonymise_key:
+        raise click.UsageError("--header needs --anonymise-key")
+    key = None
+    if anonymise_key:
+        key = os.urandom(32) if anonymise_key == "random" else anonymise_key.encode()
+    os.makedirs(out_dir, exist_ok=True)
+    stop: list[int] = []
+    with copy_namespaces(namespaces, pool_network, via_bridge, via_netns, gateway,
+                         replay.copy_count(factor), target) as names:
+        try:
+            runner = live.LiveReplay(ifname, capture_netns, target, factor, names, out_dir,
+                                     record_path, key, headers)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        saved = {signum: signal.signal(signum, lambda *_: stop.append(1))
+                 for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            summary = runner.run(lambda: bool(stop), duration, ready=lambda: click.echo(
+                f"live: capturing on {ifname}, {runner.copies} copies to {target}",
+                err=True))
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+    click.echo(json.dumps(summary, indent=2))
+
+
 def _steps(text: str) -> list[float]:
     try:
         return loadtest.check_steps([float(s) for s in text.split(",") if s.strip()])
@@ -204,10 +259,10 @@ def sweep_command() -> None:
 
 
 def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise click.UsageError(f"bad address {text!r} (IP:PORT)")
-    return host, int(port)
+    try:
+        return rules.split_address(text)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 @mirror.command("diff")

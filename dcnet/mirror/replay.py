@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from dcnet.mirror import recording
+from dcnet.mirror.rules import split_address
 from dcnet.sysio import proc
 
 MIN_FACTOR, MAX_FACTOR = 0.1, 100.0
@@ -42,14 +43,23 @@ def _share(session_id: str) -> float:
 def plan_copies(sessions: Sequence[recording.Session], factor: float
                 ) -> list[list[recording.Session]]:
     """The sessions of each copy (copy i is list i)."""
+    copies: list[list[recording.Session]] = [[] for _ in range(copy_count(factor))]
+    for session in sessions:
+        for index in copies_of(session.id, factor):
+            copies[index].append(session)
+    return copies
+
+
+def copies_of(session_id: str, factor: float) -> list[int]:
+    """The copies that send this session (pure; live replay decides per session)."""
     if not MIN_FACTOR <= factor <= MAX_FACTOR:
         raise ValueError(f"factor must be in {MIN_FACTOR}..{MAX_FACTOR}, not {factor}")
     whole = math.floor(factor + 1e-9)
     fraction = factor - whole
-    copies = [list(sessions) for _ in range(whole)]
-    if fraction > 1e-9:
-        copies.append([s for s in sessions if _share(s.id) < fraction])
-    return copies
+    chosen = list(range(whole))
+    if fraction > 1e-9 and _share(session_id) < fraction:
+        chosen.append(whole)
+    return chosen
 
 
 def copy_count(factor: float) -> int:
@@ -189,9 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
-    host, _, port = args.target.rpartition(":")
     sessions = plan_copies(recording.read(args.recording), args.factor)[args.copy]
-    results = replay_copy(sessions, (host, int(port)), args.timing, args.speed,
+    results = replay_copy(sessions, split_address(args.target), args.timing, args.speed,
                           args.concurrency)
     with open(args.out, "w") as handle:
         for result in results:

@@ -1,0 +1,131 @@
+"""Netns test of live replay (issue #19): ``elbctl mirror live`` captures the director's
+copies in the mirror namespace and sends every session, as it is reassembled, to a test
+server from a source pool made for the run (one namespace per copy), at x1 and x2; the
+test server logs every production request once per copy, in order within each session,
+from the copy's own address; at packet level nothing of a copy or its answers reaches
+the production client or server, and nothing of the pool is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from scapy.layers.inet import IP, TCP
+
+from dcnet.lab.mirror_service import http_sessions, read_log
+from dcnet.mirror import pool, rules
+from tests.netns.test_mirror import Capture, paths_of
+
+pytestmark = pytest.mark.netns
+
+PY = sys.executable
+CLIENT, DIRECTOR_C, DIRECTOR_S, SERVER = "10.93.0.1", "10.93.0.254", "10.93.1.254", "10.93.1.2"
+MIRROR_D, MIRROR = "10.93.9.1", "10.93.9.2"
+TARGET, POOL = "10.94.0.254", "10.94.0.0/24"
+PORT = 8080
+SESSIONS, REQUESTS = 8, 3
+
+
+def topology(log_dir: str) -> dict:
+    serve = [PY, "-m", "dcnet.lab.mirror_service", "--port", str(PORT), "--log"]
+    return {
+        "hosts": ["client", {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1}},
+                  "server", "mirror", "target", "sw"],
+        "bridges": [{"name": "br0", "host": "sw"}],
+        "links": [
+            {"a": {"host": "client", "ifname": "eth0", "addresses": [f"{CLIENT}/24"]},
+             "b": {"host": "director", "ifname": "c0", "addresses": [f"{DIRECTOR_C}/24"]}},
+            {"a": {"host": "director", "ifname": "s0", "addresses": [f"{DIRECTOR_S}/24"]},
+             "b": {"host": "server", "ifname": "eth0", "addresses": [f"{SERVER}/24"]}},
+            {"a": {"host": "director", "ifname": "mir0", "addresses": [f"{MIRROR_D}/30"]},
+             "b": {"host": "mirror", "ifname": "eth0", "addresses": [f"{MIRROR}/30"]}},
+            {"a": {"host": "target", "ifname": "eth0", "addresses": [f"{TARGET}/24"]},
+             "b": {"host": "sw", "ifname": "p-t", "bridge": "br0"}}],
+        "routes": [{"host": "client", "dst": "default", "via": DIRECTOR_C},
+                   {"host": "server", "dst": "default", "via": DIRECTOR_S}],
+        "processes": [
+            {"name": "prod", "host": "server", "argv": [*serve, f"{log_dir}/prod.log"],
+             "ready_tcp_port": PORT},
+            {"name": "target", "host": "target", "argv": [*serve, f"{log_dir}/target.log"],
+             "ready_tcp_port": PORT}],
+    }
+
+
+def wait_until(check, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def lines_of(path: str) -> int:
+    if not os.path.exists(path):
+        return 0
+    with open(path) as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def test_live_replay_copies_every_production_request_and_never_touches_production(
+        lab_factory, tmp_path):
+    lab = lab_factory(topology(str(tmp_path)))
+    rules.apply(rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0"), lab.netns("director"))
+    target_log, prod_log = str(tmp_path / "target.log"), str(tmp_path / "prod.log")
+    delivered = 0
+    for factor, copies in ((1, 1), (2, 2)):
+        out = tmp_path / f"x{factor}"
+        command = subprocess.Popen(
+            [PY, "-m", "dcnet.cli.elbctl", "mirror", "live", "--capture-netns",
+             lab.netns("mirror"), "--ifname", "eth0", "--target", f"{TARGET}:{PORT}",
+             "--factor", str(factor), "--pool", POOL, "--via", "br0", "--via-netns",
+             lab.netns("sw"), "--out-dir", str(out), "--record", str(out / "rec.jsonl")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda out=out, command=command: os.path.exists(out / "rec.jsonl")
+                       or command.poll() is not None, "live replay never started")
+            assert command.poll() is None, command.communicate()[1].decode()
+            client_side, server_side = Capture(lab, "client"), Capture(lab, "server")
+            sent = lab.call("client", http_sessions, SERVER, PORT, SESSIONS, REQUESTS,
+                            f"x{factor}-")
+            # the copies are sent while the capture runs: wait for the target's log
+            wanted = delivered + copies * SESSIONS * REQUESTS
+            wait_until(lambda wanted=wanted: lines_of(target_log) >= wanted,
+                       "the copies never reached the target")
+            command.send_signal(signal.SIGTERM)
+            stdout, stderr = command.communicate(timeout=60)
+        finally:
+            if command.poll() is None:
+                command.kill()
+                command.communicate()
+        assert command.returncode == 0, stderr.decode()
+        summary = json.loads(stdout)
+        assert summary["sessions"] == SESSIONS and summary["kernel_drops"] == 0
+        assert [(c["exit"], c["sessions"], c["replayed"], c["errors"])
+                for c in summary["copies"]] == [(0, SESSIONS, SESSIONS, 0)] * copies
+        entries = read_log(target_log)[delivered:]
+        delivered += len(entries)
+        assert len(entries) == copies * SESSIONS * REQUESTS       # no duplicate
+        wanted_paths = sorted(p for data in sent.values() for p in paths_of(data))
+        by_copy: dict[str, list[str]] = {}
+        for entry in entries:
+            by_copy.setdefault(entry["src"].rpartition(":")[0], []).append(entry["path"])
+        assert len(by_copy) == copies                # each copy from its own address
+        assert all(source.startswith("10.94.0.") for source in by_copy)
+        for source, paths in by_copy.items():
+            assert sorted(paths) == wanted_paths, source
+            for session in {p.split("/")[1] for p in paths}:
+                mine = [p for p in paths if p.split("/")[1] == session]
+                assert mine == sorted(mine), (source, mine)     # per-session order
+        # production: only the client and the server, at packet level, both sides
+        for side in (client_side.finish(), server_side.finish()):
+            assert side, "the capture saw nothing"
+            assert {(p[IP].src, p[IP].dst) for p in side} <= \
+                {(CLIENT, SERVER), (SERVER, CLIENT)}
+        syns = [p for p in server_side.packets if TCP in IP(p) and IP(p)[TCP].flags == "S"]
+        assert len(syns) == SESSIONS                 # no copy's SYN reached production
+        assert pool.leftovers() == []
+    assert len(read_log(prod_log)) == 2 * SESSIONS * REQUESTS   # production's own only
