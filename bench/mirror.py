@@ -4,10 +4,19 @@ Topology: client -- director (router) -- server (the production logserver); the
 director's nft ``dup`` copies client->server packets into a mirror namespace where the
 recorder runs; a target namespace and one namespace per replay copy on a bridge.
 
-1. Production latency with and without mirroring: rounds alternate (off, on, off, on,
-   ...) so both see the same machine load; each round runs ``--threads`` clients doing
-   keep-alive sessions of ``--requests`` requests; per-request latency p50/p99 and the
-   recorder's CPU seconds (from /proc) are printed.
+1. Production latency and CPU with and without mirroring: rounds alternate (off, on,
+   off, on, ...: ABAB) so both see the same machine load; each round runs ``--threads``
+   clients (closed loop, or paced at ``--rate`` requests/s in all) doing ``--sessions``
+   keep-alive sessions of ``--requests`` requests each. Per round: per-request latency
+   p50/p99, requests/s, the 1-minute load average at its start, and CPU per request: the
+   production processes' (the client threads of this process from ``getrusage``, the
+   server from ``/proc/PID/stat``; with tick accounting the softirq work done in their
+   context, the director's forwarding and ``dup`` included, is charged to them), the
+   machine's softirq ticks (``/proc/stat``, every CPU, other work included) and the
+   recorder's (the mirror's consumer, off the production path). Per mode: the medians
+   over its rounds and the on/off ratios, and the pooled p50/p99 of all its requests;
+   per pair (an "on" round against the "off" round just before it) the on/off ratios,
+   their median, min and max.
 2. Capture: sessions and requests the recorder wrote against what the production
    server logged during the mirrored rounds; kernel drops of the recorder's socket.
 3. Replay of that recording at each of ``--factors`` (default x1, x10, x100), each
@@ -19,6 +28,8 @@ recorder runs; a target namespace and one namespace per replay copy on a bridge.
     sudo .venv/bin/python bench/mirror.py [--rounds 4] [--sessions 100] [--requests 5]
     sudo .venv/bin/python bench/mirror.py --rounds 1 --sessions 10 --factors 1,10,100 \
         --repeat 3          # the x100 run of docs/mirror.md
+    sudo .venv/bin/python bench/mirror.py --rounds 10 --sessions 250 --rate 1000 \
+        --factors ''        # latency and CPU only, paced (docs/mirror.md)
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -73,17 +85,29 @@ def topology(log_dir: str) -> dict:
     }
 
 
-def load(threads: int, sessions: int, requests: int, tag: str) -> list[float]:
-    """Client load (runs in the client namespace); per-request latencies in seconds."""
+def load(threads: int, sessions: int, requests: int, tag: str, rate: float = 0.0
+         ) -> list[float]:
+    """Client load (runs in the client namespace); per-request latencies in seconds.
+    With ``rate`` (requests/s over all threads) each thread sends its k-th request no
+    earlier than ``k * threads / rate`` seconds after the start (latency is still from
+    the send: a late request is not charged its wait); without, closed loop."""
     latencies: list[float] = []
     lock = threading.Lock()
+    interval = threads / rate if rate else 0.0
+    start = time.perf_counter()
 
     def worker(w: int) -> None:
         mine = []
+        k = 0
         for s in range(sessions):
             with socket.create_connection((SERVER, PORT), timeout=10) as sock:
                 rest = b""
                 for r in range(requests):
+                    if interval:
+                        k += 1
+                        delay = start + k * interval - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
                     begin = time.perf_counter()
                     sock.sendall(request_bytes(SERVER, f"/{tag}w{w}s{s}/r{r}"))
                     _, rest = read_response(sock, rest)
@@ -107,6 +131,68 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def softirq_seconds() -> float:
+    """Softirq time of every CPU since boot (the ``cpu`` line of /proc/stat)."""
+    with open("/proc/stat") as handle:
+        return int(handle.readline().split()[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_round(lab, args, tag: str, pids: dict[str, int]) -> dict:
+    """One round of production load; its latency, rate, load average and CPU."""
+    load1 = os.getloadavg()[0]
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    own, soft, begin = own_cpu_seconds(), softirq_seconds(), time.monotonic()
+    lat = lab.call("client", load, args.threads, args.sessions, args.requests, tag,
+                   args.rate)
+    wall = time.monotonic() - begin
+    cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    cpu["client"] = own_cpu_seconds() - own
+    cpu["softirq"] = softirq_seconds() - soft
+    n = len(lat)
+    return {"requests": n, "wall_s": wall, "rps": n / wall, "load1": load1,
+            "p50_ms": statistics.median(lat) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
+            "prod_cpu_us": (cpu["client"] + cpu["server"]) / n * 1e6,
+            "server_cpu_us": cpu["server"] / n * 1e6,
+            "softirq_us": cpu["softirq"] / n * 1e6,
+            "recorder_cpu_us": cpu["recorder"] / n * 1e6, "latencies": lat}
+
+
+def latency_cpu_summary(rounds: dict[str, list[dict]]) -> dict:
+    """Per mode: medians over rounds, pooled percentiles; on/off ratios of the medians."""
+    keys = ("p50_ms", "p99_ms", "rps", "load1", "prod_cpu_us", "server_cpu_us",
+            "softirq_us", "recorder_cpu_us")
+    out: dict = {}
+    for mode, rows in rounds.items():
+        pooled = [x for r in rows for x in r["latencies"]]
+        out[mode] = {"rounds": len(rows), "requests": len(pooled),
+                     "pooled_p50_ms": round(statistics.median(pooled) * 1e3, 3),
+                     "pooled_p99_ms": round(pct(pooled, 99) * 1e3, 3),
+                     **{f"median_{k}": round(statistics.median(r[k] for r in rows), 3)
+                        for k in keys},
+                     "per_round": [{k: round(r[k], 3) for k in keys} for r in rows]}
+    out["ratio_on_off"] = {k: round(out["on"][f"median_{k}"] / out["off"][f"median_{k}"], 4)
+                           for k in ("p50_ms", "p99_ms", "prod_cpu_us", "server_cpu_us",
+                                     "softirq_us")
+                           if out["off"][f"median_{k}"]}
+    out["ratio_on_off"]["pooled_p99"] = round(
+        out["on"]["pooled_p99_ms"] / out["off"]["pooled_p99_ms"], 4)
+    # each "on" round against the "off" round just before it (same machine load)
+    pairs = list(zip(rounds["off"], rounds["on"], strict=False))
+    out["pair_ratios_on_off"] = {}
+    for k in ("p50_ms", "p99_ms", "prod_cpu_us", "softirq_us"):
+        ratios = sorted(on[k] / off[k] for off, on in pairs if off[k])
+        if ratios:
+            out["pair_ratios_on_off"][k] = {"median": round(statistics.median(ratios), 4),
+                                            "min": round(ratios[0], 4),
+                                            "max": round(ratios[-1], 4)}
+    return out
 
 
 def paths_of(payload: bytes) -> list[str]:
@@ -163,8 +249,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--sessions", type=int, default=50, help="per thread and round")
     parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="paced load, requests/s over all threads (0: closed loop)")
     parser.add_argument("--factors", default="1,10,100", help="replay factors, comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="replays per factor")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                        help="one unmeasured round first")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="dcnet-mirror-bench-")
     result: dict = {"args": vars(args), "cpus": os.cpu_count()}
@@ -176,14 +266,17 @@ def main() -> int:
                              log_path=f"{work}/recorder.log")
         while not os.path.exists(rec):
             time.sleep(0.05)
-        lat = {"off": [], "on": []}
+        rounds: dict[str, list[dict]] = {"off": [], "on": []}
+        pids = {"server": lab.process("prod").pid, "recorder": recorder.pid}
         mirrored_paths: set[str] = set()
+        if args.warmup:
+            lab.call("client", load, args.threads, args.sessions, args.requests, "warm",
+                     args.rate)
         for i in range(args.rounds * 2):
             mode = "on" if i % 2 else "off"
             if mode == "on":
                 rules.apply(spec, lab.netns("director"))
-            lat[mode] += lab.call("client", load, args.threads, args.sessions, args.requests,
-                                  f"x{i}")
+            rounds[mode].append(run_round(lab, args, f"x{i}", pids))
             if mode == "on":
                 rules.remove(lab.netns("director"))
                 mirrored_paths |= {e["path"] for e in read_log(f"{work}/prod.log")
@@ -194,9 +287,7 @@ def main() -> int:
         recorder.wait(30)
         sessions = recording.read(rec)
         recorded = [p for s in sessions for p in paths_of(s.payload)]
-        result["production_latency_ms"] = {
-            mode: {"requests": len(v), "p50": round(statistics.median(v) * 1e3, 3),
-                   "p99": round(pct(v, 99) * 1e3, 3)} for mode, v in lat.items()}
+        result["production"] = latency_cpu_summary(rounds)
         result["capture"] = {
             "production_requests_mirrored_rounds": len(mirrored_paths),
             "recorded_requests": len(recorded),
@@ -204,7 +295,10 @@ def main() -> int:
             "sessions": len(sessions), "sessions_with_missing_bytes":
                 sum(1 for s in sessions if s.missing), "recorder_cpu_s": round(cpu, 2),
             "recorder_stats": recorder_stats(f"{work}/recorder.log")}
-        factors = [float(f) for f in args.factors.split(",")]
+        factors = [float(f) for f in args.factors.split(",") if f]
+        if not factors:
+            print(json.dumps(result, indent=2))
+            return 0
         done = 0
         made = pool.SourcePool(POOL, replay.copy_count(max(factors)), "br0",
                                lab.netns("sw"), reserved=[TARGET])
