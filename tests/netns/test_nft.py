@@ -3,7 +3,10 @@
 Traffic lab (:mod:`dcnet.lab.lvs_lab`'s topology): a director namespace holding the unicom
 VIP (on ``lo``; the nft target does not manage addresses), three real servers answering
 HTTP (busybox httpd, the body names the server) whose default route is the director (NAT
-replies come back through it), and a client behind the unicom gateway. Contract tests
+replies come back through it), and a client behind the unicom gateway: Maglev, and what
+carrier routing writes and repairs. Weights, drain, persistence, the carrier return path
+and the no-op apply are the conformance suite's (tests/conformance.py, run here by
+tests/netns/test_conformance_nft.py, against LVS in the kernel lab). Contract tests
 (fresh instance, stale plan, change guard, failed transaction, concurrent ``elbctl
 apply``) need only a director namespace.
 """
@@ -21,7 +24,6 @@ import pytest
 from dcnet.lab import lvs_lab as lvslab
 from dcnet.nft import synth
 from dcnet.nft.nftio import Nft
-from dcnet.sysio import netns as netns_mod
 from dcnet.target import StalePlan, TooMuchChange, apply_plan, make_plan, registry, session
 
 pytestmark = pytest.mark.netns
@@ -30,9 +32,6 @@ VIP = lvslab.VIPS["unicom"][0]          # 198.51.100.74, routed by the unicom ga
 CLIENT = "cli-unicom"
 RS = dict(zip(lvslab.SERVERS, ("rs1", "rs2", "rs3"), strict=True))
 URL = f"http://{VIP}/id"
-# weighted shares: each observed share within this absolute distance of weight/total
-# (300 requests: one binomial standard deviation is at most 0.029)
-SHARE_TOLERANCE = 0.1
 
 
 def model(servers: dict[str, int], **kw):
@@ -75,48 +74,6 @@ def hits(lab, count: int) -> collections.Counter:
 # ------------------------------------------------------------------ traffic
 
 
-def test_requests_reach_every_backend_by_weight_and_a_second_apply_writes_nothing(
-        traffic_lab):
-    lab, options = traffic_lab
-    weights = dict(zip(lvslab.SERVERS, lvslab.WEIGHTS, strict=True))     # 3, 2, 1
-    m = model(weights)
-    first = apply(options, m)
-    assert first.result.writes["nft_transactions"] == 1
-    seen = hits(lab, 300)
-    total = sum(weights.values())
-    for address, weight in weights.items():
-        share = seen[RS[address]] / 300
-        assert abs(share - weight / total) <= SHARE_TOLERANCE, seen
-    again = apply(options, m)
-    assert again.plan.empty, again.plan.to_text()
-    assert again.result.writes["nft_transactions"] == 0
-    assert not any(again.result.writes.values()), again.result.writes
-
-
-def test_drain_keeps_the_established_connection_and_sends_it_no_new_ones(traffic_lab):
-    lab, options = traffic_lab
-    rs1, rs2, rs3 = lvslab.SERVERS
-    apply(options, model({rs1: 1, rs2: 0, rs3: 0}))
-    held = _HeldConnection(lab.netns(CLIENT), VIP, lvslab.NAT_PORT)
-    try:
-        apply(options, model({rs1: 0, rs2: 1, rs3: 1}))         # drain rs1
-        seen = hits(lab, 40)
-        assert set(seen) == {"rs2", "rs3"}, seen
-        assert held.request("/id") == "rs1"    # conntrack kept the flow on rs1
-    finally:
-        held.close()
-
-
-def test_persistence_keeps_a_client_on_one_backend(traffic_lab):
-    lab, options = traffic_lab
-    apply(options, model(dict.fromkeys(lvslab.SERVERS, 1), persistence=300))
-    seen = hits(lab, 20)
-    assert len(seen) == 1 and next(iter(seen)).startswith("rs"), seen
-    # without persistence the same loop spreads (so the check above can fail)
-    apply(options, model(dict.fromkeys(lvslab.SERVERS, 1)), force=True)
-    assert len(hits(lab, 40)) > 1
-
-
 def test_maglev_spreads_flows_and_source_hashing_pins_a_client(traffic_lab):
     lab, options = traffic_lab
     apply(options, model(dict.fromkeys(lvslab.SERVERS, 1), scheduler="mh"))
@@ -130,13 +87,11 @@ def test_maglev_spreads_flows_and_source_hashing_pins_a_client(traffic_lab):
 def test_carrier_routing_returns_replies_by_the_carrier_they_came_in_on(traffic_lab):
     """lvs.lab's model: one NAT service with a telecom and a unicom VIP. The director's
     main default route is unicom's, and unicom's gateway cannot reach telecom clients:
-    only carrier routing brings telecom replies back."""
+    only carrier routing brings telecom replies back. (Which gateway the replies of each
+    carrier reach, with routing, is the conformance suite's check, tests/conformance.py.)"""
     lab, options = traffic_lab
-    telecom_vip, unicom_vip = lvslab.VIPS["telecom"][0], lvslab.VIPS["unicom"][0]
+    telecom_vip = lvslab.VIPS["telecom"][0]
     lab.run("director", ["ip", "addr", "add", f"{telecom_vip}/32", "dev", "lo"])
-    for carrier in ("telecom", "unicom"):
-        lab.run(f"isp-{carrier}", ["nft", "-f", "-"],
-                input=lvslab.observe_script([telecom_vip, unicom_vip]))
     telecom_url = f"http://{telecom_vip}/id"
 
     def answers(url: str, client: str, count: int) -> list[str]:
@@ -148,12 +103,7 @@ def test_carrier_routing_returns_replies_by_the_carrier_they_came_in_on(traffic_
     routed = {**options, "carrier_routing": True}
     first = apply(routed, lvslab.model(), force=True)
     assert first.result.writes["rtnetlink"] == 4              # 2 fwmark rules, 2 routes
-    assert answers(telecom_url, "cli-telecom", 20) == ["200"] * 20
-    assert answers(URL, CLIENT, 20) == ["200"] * 20
-    seen = {c: lvslab.counters(lab.run(f"isp-{c}", ["nft", "list", "table", "ip", "obs"]).stdout)
-            for c in ("telecom", "unicom")}
-    assert seen["telecom"][telecom_vip] > 0 and seen["unicom"][unicom_vip] > 0
-    assert seen["telecom"][unicom_vip] == 0
+    assert answers(telecom_url, "cli-telecom", 5) == ["200"] * 5
     rules = lab.run("director", ["ip", "rule", "show"]).stdout
     assert "fwmark 0x65 lookup 101" in rules and "fwmark 0x66 lookup 102" in rules
     again = apply(routed, lvslab.model())
@@ -175,35 +125,6 @@ def test_carrier_routing_returns_replies_by_the_carrier_they_came_in_on(traffic_
     target = registry.create("nft", **options)
     os.unlink(target.fingerprint_path())
     assert target.plan(lvslab.model()).empty
-
-
-class _HeldConnection:
-    """A TCP connection opened from a namespace and kept idle until :meth:`request`."""
-
-    CODE = ("import socket, sys\n"
-            "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
-            "print('connected', flush=True)\n"
-            "path = sys.stdin.readline().strip()\n"
-            "s.sendall(f'GET {path} HTTP/1.0\\r\\n\\r\\n'.encode())\n"
-            "data = b''\n"
-            "while chunk := s.recv(65536):\n"
-            "    data += chunk\n"
-            "print(data.split(b'\\r\\n\\r\\n', 1)[-1].decode().strip(), flush=True)\n")
-
-    def __init__(self, ns: str, host: str, port: int):
-        argv = netns_mod.exec_argv(ns, [sys.executable, "-c", self.CODE, host, str(port)])
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
-        assert self.proc.stdout.readline().strip() == "connected"
-
-    def request(self, path: str) -> str:
-        out, _ = self.proc.communicate(path + "\n", timeout=30)
-        return out.strip()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 # ------------------------------------------------------------------ contract
