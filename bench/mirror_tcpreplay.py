@@ -16,7 +16,12 @@ is replayed three ways against a freshly started server each time:
 2. ``tcpreplay-no-rst``: the same, with the inject namespace's kernel kept from resetting
    the server's SYN-ACKs (nft drops its outgoing RSTs): the server's half-open
    connections stay, so only the sequence/ack numbers stand in the way.
-3. ``dcnet``: ``dcnet.mirror.replay.run_replay`` at x1 from the inject namespace.
+3. ``dcnet``: ``dcnet.mirror.replay.run_replay`` at x1 from the inject namespace, while
+   ``tcpdump`` in the server namespace captures what the inject side sent (real
+   sessions: real handshakes, sequence and acknowledgement numbers).
+4. ``tcpreplay-real-capture``: that real capture, its checksums fixed (``tcprewrite
+   --fixcsum``: veth offloads them, so the captured ones are partial), replayed (its MACs
+   and addresses are already inject -> server) by ``tcpreplay --topspeed``.
 
 For each: requests the server logged against the recording's requests, the nft counters
 in the server (SYNs, PSH segments and RSTs in; SYN-ACKs, RSTs and PSH segments out) and
@@ -32,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -144,7 +150,7 @@ def raw_to_ethernet(src: str, dst: str) -> None:
 def tcpreplay(lab, work: str, rec: str) -> dict:
     raw, blank, enet = (f"{work}/rec-{x}.pcap" for x in ("raw", "blank", "enet"))
     subprocess.run([PY, "-m", "dcnet.cli.elbctl", "mirror", "export", "--recording", rec,
-                    "--pcap", raw], check=True)
+                    "--pcap", raw], check=True, capture_output=True)
     raw_to_ethernet(raw, blank)
     subprocess.run(["tcprewrite", f"--enet-smac={mac(lab, 'inject')}",
                     f"--enet-dmac={mac(lab, 'server')}",
@@ -172,7 +178,9 @@ def main() -> int:
     expected = args.sessions * args.requests
     result: dict = {"args": vars(args), "recorded_requests": expected}
     with Lab(topology()) as lab:
-        for n, way in enumerate(("tcpreplay", "tcpreplay-no-rst", "dcnet")):
+        real = f"{work}/real.pcap"
+        for n, way in enumerate(("tcpreplay", "tcpreplay-no-rst", "dcnet",
+                                 "tcpreplay-real-capture")):
             log = f"{work}/{way}.log"
             server = start_server(lab, log, n)
             lab.run("inject", ["nft", "delete", "table", "ip", "norst"], check=False)
@@ -182,9 +190,20 @@ def main() -> int:
             if way == "dcnet":
                 out = f"{work}/dcnet-replay"
                 os.makedirs(out)
+                dump = lab.start("server", ["tcpdump", "-i", "eth0", "-U", "-w", real,
+                                            f"tcp dst port {PORT}"], name="tcpdump")
+                time.sleep(2)                          # tcpdump is listening
                 summary = replay.run_replay(rec, 1.0, f"{SERVER}:{PORT}",
                                             [lab.netns("inject")], out)
                 extra = {"failed_sessions": sum(c["errors"] for c in summary["copies"])}
+            elif way == "tcpreplay-real-capture":
+                # veth offloads checksums: the captured packets carry partial ones
+                subprocess.run(["tcprewrite", "--fixcsum", f"--infile={real}",
+                                f"--outfile={real}.fixed"], check=True)
+                done = lab.run("inject", ["tcpreplay", "--topspeed", "-i", "eth0",
+                                          f"{real}.fixed"], timeout=600)
+                sent = re.search(r"Successful packets:\s+(\d+)", done.stdout)
+                extra = {"tcpreplay_sent": int(sent.group(1)) if sent else None}
             else:
                 extra = tcpreplay(lab, work, rec)
             wall = time.monotonic() - begin
@@ -196,6 +215,9 @@ def main() -> int:
                            "wall_s": round(wall, 2), **extra, "server_counters": counters(lab)}
             server.terminate()
             server.wait(10)
+            if way == "dcnet":
+                dump.send_signal(signal.SIGINT)
+                dump.wait(10)
     print(json.dumps(result, indent=2))
     return 0
 
