@@ -91,7 +91,8 @@ class Agent:
         self._status_warned = False
         self._drain_reports: dict[tuple[str, str], object] = {}   # key -> report or None
         self.drift = DriftWatch(self.director, target, self.keys,
-                                **({"audit_log": audit_log} if audit_log else {}), log=log)
+                                **({"audit_log": audit_log} if audit_log else {}), log=log,
+                                netns=self.options.get("netns"))
         self.drains = DrainFollower(
             self.director, lambda: create_target(self.target, self.options),
             lambda key, report: self.events.put(("drain", key, report)), log)

@@ -17,6 +17,14 @@ weight`` on HAProxy's runtime API, an ``ipvsadm``, ...). This module owns what f
 Under ``agent.drift: alert`` a drift is recorded once and reported on every pass (the
 status says ``drift``) until it is gone or becomes a different drift; under ``repair``
 every repaired drift is an event.
+
+Who: a :class:`dcnet.sysio.nlmonitor.Monitor` watches the target's namespace (routes,
+rules, addresses, nftables) from the start. Each pass's ``suspect`` takes what it
+recorded since the target last matched (``settled`` forgets it), before the pass
+applies anything, so a repair's own changes are never its author; the event's
+``changed_by`` is :func:`dcnet.chaos.drift.changed_by` of it. ``authors`` counts events
+by the first author's comm (``unknown`` when none), at most ``AUTHOR_LABELS`` distinct
+names (then ``other``): a bounded metric label, never a pid.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from collections.abc import Callable
 
 from dcnet.chaos import drift as audit
 from dcnet.elbstore.keys import Keys
+from dcnet.sysio.nlmonitor import Monitor
 from dcnet.target import session
 
 AUDIT_TTL = 7 * 86400          # seconds an etcd audit record lives
 AUDIT_KEEP = 100               # etcd audit records kept per director
 RECORDED_CHANGES = 100         # changes listed in an etcd record (the log has them all)
+AUTHOR_LABELS = 16             # distinct comm labels of the authors counter
 
 
 def desired_key(model_revision: int, registry) -> str:
@@ -85,10 +95,22 @@ def stamp(when: str) -> str:
 class DriftWatch:
     def __init__(self, director: str, target: str, keys: Keys,
                  audit_log: str = audit.DEFAULT_AUDIT_LOG, *, ttl: int = AUDIT_TTL,
-                 keep: int = AUDIT_KEEP, log: Callable[[str], None] = print):
+                 keep: int = AUDIT_KEEP, log: Callable[[str], None] = print,
+                 netns: str | None = None, watch: bool = True):
         self.director, self.target, self.keys = director, target, keys
         self.audit_log, self.ttl, self.keep, self.log = audit_log, ttl, keep, log
         self.events = {"repaired": 0, "alerted": 0}    # audit events recorded, by action
+        self.authors: dict[str, int] = {}              # events by first author's comm
+        self.monitor: Monitor | None = None
+        self._watch_note = "" if watch else "not watched (turned off)"
+        self._seen: list[dict] | None = None   # kernel changes since the target matched
+        if watch:
+            path = netns if not netns or "/" in netns else f"/run/netns/{netns}"
+            try:
+                self.monitor = Monitor(path).start()
+            except OSError as exc:
+                self._watch_note = f"not watched: the kernel's notifications: {exc}"
+                log(f"drift: who changes {target} is not recorded: {exc}")
         self.standing: dict | None = None      # the drift left as is (alert), its event
         self._standing_key: str | None = None
         self._clean: str | None = None         # desired_key of the last successful apply
@@ -104,14 +126,24 @@ class DriftWatch:
         return self.keys.director_status_prefix(self.director) + "audit/"
 
     def suspect(self, desired: str) -> bool:
-        """Whether a non-empty plan of ``desired`` would be drift: it was applied."""
+        """Whether a non-empty plan of ``desired`` would be drift: it was applied. Called
+        before the pass changes anything: what the monitor recorded until now is what
+        a drift found by this pass is attributed to."""
+        self._seen = self.monitor.changes() if self.monitor is not None else None
         return desired == self._clean
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
 
     def settled(self, desired: str | None) -> None:
         """The target matches ``desired`` now (None: an apply failed or left something
         to finish, so the next pass is not judged)."""
         if self.standing is not None and desired is not None:
             self.log(f"drift recorded at {self.standing['time']} is gone")
+        if self.monitor is not None:
+            self.monitor.mark()
         self._clean = desired
         self.standing, self._standing_key = None, None
 
@@ -123,10 +155,18 @@ class DriftWatch:
         if repair is None and key == self._standing_key:
             return None
         action = "alerted" if repair is None else "repaired"
+        who = audit.changed_by(self.target, self._seen, note=self._watch_note)
         event = audit.audit_event(plan, self.target, model_source, repair=repair,
                                   repair_plan=repair_plan, director=self.director,
-                                  command="elbctl agent")
+                                  command="elbctl agent", who=who)
         event["policy"], event["action"] = policy, action
+        label = audit.author_label(who)
+        if label not in self.authors and len(self.authors) >= AUTHOR_LABELS:
+            label = "other"
+        self.authors[label] = self.authors.get(label, 0) + 1
+        self.log(f"drift of {self.target}: changed by " + (", ".join(
+            f"{a.get('comm')} (pid {a.get('pid')}, {a.get('user', '?')})" for a in who["by"])
+            or "unknown") + (f"; {who['unknown']}" if who["unknown"] else ""))
         try:
             audit.append_event(self.audit_log, event)
         except OSError as exc:      # the etcd record and the metric still say it
