@@ -271,6 +271,13 @@ class EtcdHealth:
         for action, count in sorted(self.agent.drift.events.items()):
             drift.add_metric([action], count)
         yield drift
+        authors = CounterMetricFamily("dcnet_elb_agent_drift_authors", "Drifts the agent "
+                                      "recorded, by the comm of the first process the "
+                                      "kernel named as their author (unknown: none; at "
+                                      "most 16 names, then other)", labels=["by"])
+        for by, count in sorted(self.agent.drift.authors.items()):
+            authors.add_metric([by], count)
+        yield authors
 
 
 class AgentWatch(Watch):
