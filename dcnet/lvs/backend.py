@@ -8,7 +8,9 @@ by generic netlink, so drift in thresholds is seen too.
 A plan (unless ``exact_read``) first compares the fingerprint recorded by the last clean
 apply (:mod:`dcnet.lvs.fingerprint`: the masked ``/proc/net/ip_vs`` text and the desired
 IPVS inputs) and, when both match and no drain is pending, takes the IPVS part of the
-current state to be the desired one without parsing or diffing it.
+current state to be the desired one without parsing or diffing it; when the inputs
+changed, it reads only the services whose desired objects changed
+(:mod:`dcnet.lvs.incremental`), when that module's per-service record allows it.
 Owned IPVS services are those on an owned VIP (an address of the VIP interface, a model
 VIP or a VIP still draining); every other service (and every fwmark service) is left
 alone and reported. The desired state is the model plus the dynamic registry
@@ -39,7 +41,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dcnet.gcpause import paused_gc
-from dcnet.lvs import drain, fingerprint, state
+from dcnet.lvs import drain, fingerprint, incremental, state
 from dcnet.lvs.ipvs import (
     CMD_DEL_DEST,
     CMD_DEL_SERVICE,
@@ -117,6 +119,8 @@ class LVSPayload:
     ipvs_objects: int                       # owned IPVS objects once applied
     rule_specs: MappingProxyType            # rule key -> pyroute2 spec (read rules)
     sysctls: tuple[str, ...] = tuple(state.SYSCTLS)   # the sysctls read (current_digest)
+    incremental: frozenset | None = None    # the only services read (None: all or none)
+    record: Any = None                      # incremental.Record to write if clean
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ class LVSTarget(Target):
                "registry, drain set (else /var/lib/dcnet/lvs)",
                envvar="DCNET_LVS_STATE_DIR", path=True),
         Option("exact_read", "exact-read", "Read every IPVS dest by generic netlink (sees "
-               "threshold drift; slower) and skip the no-op fast path", type=bool,
+               "threshold drift; slower); no fast path, no incremental read", type=bool,
                default=False, is_flag=True),
     )
     batch_kinds = frozenset(state.IPVS_KINDS)
@@ -152,8 +156,9 @@ class LVSTarget(Target):
     unavailable_errors = (OSError,)         # NetlinkError is one: no IPVS, no namespace
 
     def __init__(self, netns: str | None = None, state_dir: str | None = None,
-                 exact_read: bool = False, *, ipvs=KERNEL, routing=KERNEL, clock=time.time,
-                 manage_routing: bool = True, manage_sysctls: bool = True):
+                 exact_read: bool = False, full_read: bool = False, *, ipvs=KERNEL,
+                 routing=KERNEL, clock=time.time, manage_routing: bool = True,
+                 manage_sysctls: bool = True):
         netns = netns or None
         if ipvs == KERNEL:
             from dcnet.lvs.ipvs import KernelIPVS
@@ -167,6 +172,7 @@ class LVSTarget(Target):
         self.routing = routing              # dcnet.lvs.routing.Routing (or None)
         self.store = Store(state_dir)
         self.exact_read = bool(exact_read)
+        self.full_read = bool(full_read)
         self.clock = clock
         self.manage_routing = manage_routing and routing is not None
         self.manage_sysctls = manage_sysctls and routing is not None
@@ -288,6 +294,9 @@ class LVSTarget(Target):
             read = self.routing.read(payload.tables, (),
                                      list(payload.sysctls) if self.manage_sysctls else [])
             current = {k: v for k, v in read.state.items() if self._manages(k[0])}
+        if payload.incremental is not None:     # the plan read these services only
+            current.update(incremental.read_services(self.ipvs, payload.incremental).state)
+            return self._digest(None, current, registry, draining)
         text = self._proc_text()
         if text is None:
             vips = {k[1] for k in draining} | {k[1][0] for k in current if k[0] == "vip"}
@@ -315,20 +324,29 @@ class LVSTarget(Target):
         return out
 
     def plan(self, model) -> Plan:
-        """The plan for ``model``. Unless ``exact_read``, the ``/proc/net/ip_vs`` text is
-        read first and fingerprinted (:mod:`dcnet.lvs.fingerprint`); when no drain is
-        pending and both the table and the desired IPVS inputs match the fingerprint
-        recorded by the last clean apply, the IPVS table is not parsed, dumped or
-        diffed (a note says so) and only routing and sysctls are read and planned."""
+        """The plan for ``model``. Unless ``exact_read``/``full_read`` or a drain is
+        pending: with the model's IPVS inputs unchanged since the last clean apply, the
+        ``/proc/net/ip_vs`` text is read and fingerprinted (:mod:`dcnet.lvs.fingerprint`)
+        and, when it matches too, IPVS is not parsed, dumped or diffed; with them
+        changed, only the services whose desired objects changed are read, one by one
+        (:mod:`dcnet.lvs.incremental`), when the per-service record allows it. Anything
+        else is the full read."""
         with paused_gc():
             registry = self.store.registry()
             draining = self.store.drain_set()
             current, notes, vips, specs = self._read_routing(model, draining)
             inputs = fingerprint.inputs_digest(model, registry, vips)
-            text = self._proc_text()
-            table = None if text is None else fingerprint.table_digest(text)
-            saved = None if self.exact_read or draining else self.store.fingerprint()
-            fast = table is not None and fingerprint.matches(saved, table, inputs)
+            now = self.clock()
+            shortcut = not (self.exact_read or self.full_read or draining)
+            saved = self.store.fingerprint() if shortcut else None
+            record = incremental.load(self._record_path()) if shortcut else None
+            due = incremental.full_read_due(record, now)
+            text = table = selection = None
+            fast = False
+            if isinstance(saved, dict) and saved.get("inputs") == inputs and due is None:
+                text = self._proc_text()
+                table = None if text is None else fingerprint.table_digest(text)
+                fast = table is not None and fingerprint.matches(saved, table, inputs)
             if fast:
                 desired = self._desired_routing_and_sysctls(model)
                 conns: dict = {}
@@ -339,23 +357,47 @@ class LVSTarget(Target):
                 notes += [*ipvs_notes,
                           f"IPVS unchanged since the last apply (fingerprint "
                           f"{table[:12]}): not re-read (--exact-read reads it)"]
+                after = record
             else:
                 model_layouts = tuple(layouts(model))
                 desired = state.desired_ipvs(model_layouts, registry)
+                digests = incremental.group_digests(desired)
+                if shortcut and text is None:
+                    selection = incremental.select(record, digests,
+                                                   incremental.vips_digest(vips), now)
+                if selection is not None and selection.read is not None:
+                    found = incremental.read_services(self.ipvs, selection.read)
+                    desired = incremental.restrict(desired, selection.read)
+                    ipvs_notes = record.notes
+                    ipvs_objects = record.objects
+                    notes += [*ipvs_notes, f"IPVS read incrementally: {selection.changed} "
+                              f"of {selection.total} service(s) changed since the last "
+                              f"apply; the others not re-read (--exact-read reads them)"]
+                else:
+                    if text is None:
+                        text = self._proc_text()
+                        table = None if text is None else fingerprint.table_digest(text)
+                    found = self._read_ipvs(vips, state.exact_read_services(desired), text)
+                    if found.text_rejected:
+                        table = None        # not trusted: never recorded
+                    ipvs_notes = tuple(unowned_notes(found.unowned))
+                    ipvs_objects = len(found.state)
+                    notes += ipvs_notes
                 desired.update(self._desired_routing_and_sysctls(model))
-                found = self._read_ipvs(vips, state.exact_read_services(desired), text)
-                if found.text_rejected:
-                    table = None        # not trusted: never recorded
                 current.update(found.state)
                 conns = found.conns
-                ipvs_notes = tuple(unowned_notes(found.unowned))
-                ipvs_objects = len(found.state)
-                notes += ipvs_notes
-            digest = self._digest(text, current, registry, draining)
-            changes, drained = plan_changes(current, desired, conns, draining, self.clock(),
+            read = None if selection is None else selection.read
+            digest = self._digest(None if read is not None else text, current, registry,
+                                  draining)
+            changes, drained = plan_changes(current, desired, conns, draining, now,
                                             model.lvs.drain_seconds)
+            objects = len(current) + (ipvs_objects if fast else 0) + (
+                ipvs_objects - len(found.state) if read is not None else 0)
             ipvs_objects += sum((c.action is Action.CREATE) - (c.action is Action.DELETE)
                                 for c in changes if c.kind in state.IPVS_KINDS)
+            if not fast:
+                after = incremental.after(record if read is not None else None, digests,
+                                          vips, now, ipvs_notes, ipvs_objects)
             payload = LVSPayload(
                 settings=model.lvs, tables=tuple(c.table for c in model.carriers),
                 sysctls=tuple(state.managed_sysctls(model)),
@@ -364,11 +406,14 @@ class LVSTarget(Target):
                 table_digest=table, fast_path=fast, ipvs_notes=ipvs_notes,
                 ipvs_objects=ipvs_objects,
                 rule_specs=MappingProxyType({k: MappingProxyType(dict(v))
-                                             for k, v in specs.items()}))
+                                             for k, v in specs.items()}),
+                incremental=read, record=after)
             return Plan.build(self.name, changes, self.kind_order,
                               (*notes, *drained.notes), read_digest=digest,
-                              objects=len(current) + (ipvs_objects if fast else 0),
-                              payload=payload)
+                              objects=objects, payload=payload)
+
+    def _record_path(self) -> str:
+        return self.store.path(incremental.FILE)
 
     # ------------------------------------------------------------------ apply
 
@@ -383,6 +428,7 @@ class LVSTarget(Target):
         new drains are recorded before their weight-0 writes (a crash cannot lose
         them); the layouts ``elbctl backend`` works from are saved."""
         self.store.save_fingerprint(None)
+        incremental.remove(self._record_path())
         self._save_intentions(plan.payload)
 
     def _save_intentions(self, payload: LVSPayload) -> None:
@@ -428,17 +474,22 @@ class LVSTarget(Target):
         time; a text the read rejected as disagreeing with the service dump is never
         recorded)."""
         payload = plan.payload
-        if not result.ok or payload.draining or payload.inputs_digest is None:
-            self.store.save_fingerprint(None)
-            return
         table = payload.table_digest
-        if any(c.kind in state.IPVS_KINDS for c in plan.changes):
+        if result.ok and not payload.draining and (
+                payload.incremental is not None
+                or any(c.kind in state.IPVS_KINDS for c in plan.changes)):
             text = self._proc_text()
             table = None if text is None else fingerprint.table_digest(text)
-        if table is None:
+        if (not result.ok or payload.draining or payload.inputs_digest is None
+                or table is None):
             self.store.save_fingerprint(None)
+            incremental.remove(self._record_path())
             return
         wanted = fingerprint.record(table, payload.inputs_digest, payload.ipvs_notes,
                                     payload.ipvs_objects)
         if self.store.fingerprint() != wanted:
             self.store.save_fingerprint(wanted)
+        if payload.record is None:
+            incremental.remove(self._record_path())
+        elif not (plan.empty and payload.fast_path):
+            incremental.save(self._record_path(), payload.record)

@@ -59,6 +59,11 @@ class FakeIPVS:
     def services(self) -> list[WireService]:
         return [dataclasses.replace(s, flags=s.flags | FLAG_HASHED) for s in self.table.values()]
 
+    def service(self, service: WireService) -> WireService | None:
+        # through services(), so a subclass that wraps another table answers from it
+        wanted = _svc_id(service)
+        return next((s for s in self.services() if _svc_id(s) == wanted), None)
+
     def dests(self, service: WireService) -> list[WireDest]:
         # like the kernel: a dump for a service that does not exist is empty, not an error
         return list(self.dest_table.get(_svc_id(service), {}).values())

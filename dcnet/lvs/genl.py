@@ -417,6 +417,27 @@ class IPVSSocket:
                     out.append(dest_row(data, a, b, service.family))
         return out
 
+    def service(self, service: WireService) -> WireService | None:
+        """One service by its key (``IPVS_CMD_GET_SERVICE`` without ``NLM_F_DUMP``: one
+        request, one reply), or None when the kernel has no such service (ESRCH)."""
+        seq = self._next_seq()
+        payload = _nested(CMD_ATTR_SERVICE, service.key_attrs())
+        self.sock.send(self._message(self.family_id, NLM_F_REQUEST, CMD_GET_SERVICE,
+                                     IPVS_GENL_VERSION, payload, seq))
+        while True:
+            for kind, _flags, got, data, off, end in self._recv_messages():
+                if got != seq:
+                    continue
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", data, off)[0]
+                    if code in (0, errno_mod.ESRCH, errno_mod.ENOENT):
+                        return None
+                    raise NetlinkError(code, os.strerror(code))
+                for attr, a, b in iter_attrs(data, off + _GENL.size, end):
+                    if attr == CMD_ATTR_SERVICE:
+                        return decode_service(data, a, b)
+                return None
+
     # -- writes
 
     def execute(self, requests: Sequence[Request]) -> list[int]:

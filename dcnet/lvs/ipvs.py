@@ -2,7 +2,8 @@
 
 An :class:`IPVSTable` is shaped like the kernel API and nothing more:
 
-- ``services()``: one dump of every virtual service;
+- ``services()``: one dump of every virtual service; ``service(key)`` one service by
+  its key (one GET request; None when absent), for the incremental sync;
 - ``dests(service)``: one dump of a service's real servers (with connection counters);
   ``dest_rows(service)`` the same as plain tuples in WireDest's field order;
 - ``all_dest_rows()``: every dest of every service in ONE read (the kernel's
@@ -74,6 +75,8 @@ class IPVSTable(Protocol):
     writes: int
 
     def services(self) -> list[WireService]: ...
+
+    def service(self, service: WireService) -> WireService | None: ...
 
     def dests(self, service: WireService) -> list[WireDest]: ...
 

@@ -210,8 +210,8 @@ def test_state_directory_0700_and_its_files_0600(tmp_path):
     change_backend(Store(str(directory)), ipvs, "remove", lvslab.JOB_NAT, "10.20.0.50")
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
     names = sorted(os.listdir(directory))
-    assert names == ["drain.json", "ipvs_fingerprint.json", "layouts.json", "lock",
-                     "registry.json", "settings.json"]
+    assert names == ["drain.json", "ipvs_fingerprint.json", "ipvs_services.json",
+                     "layouts.json", "lock", "registry.json", "settings.json"]
     for name in names:
         assert stat.S_IMODE(os.stat(directory / name).st_mode) == 0o600, name
     loose = tmp_path / "loose"
