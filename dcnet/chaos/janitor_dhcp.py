@@ -12,10 +12,11 @@ routes (``/32`` and ``/128`` on the host shim, the network's route protocol) tha
 live lease's address explains belong to no pod either.
 
 :func:`judge` and :func:`judge_routes` are pure. Removal goes through the agent: leases
-through its own release path (a CNI GC request on its socket with every other
-attachment as valid: its ``teardown`` releases the lease, deletes the link and the shim
-route); with no agent answering, through the queue the plugin's DEL uses when the agent
-is down (the agent sends those releases when it is back). Shim routes no lease explains
+through its own release path (one CNI DEL per unused attachment on its socket, as a
+runtime sends it: its ``teardown`` releases the lease, deletes the link and the shim
+route under the attachment's lock; not a GC, whose valid list would also end an ADD
+begun after the judgement); with no agent answering, through the plugin's DEL fallback
+(the release queued for the agent, which sends it when it is back). Shim routes no lease explains
 are removed with the agent's own ``sweep_shim_routes`` under its node lock, never while
 an agent serves the node (it sweeps them when it starts). Call inside the node's
 namespace.
@@ -24,7 +25,6 @@ namespace.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -120,7 +120,7 @@ class DhcpReport:
     routes: list[dict]                     # shim routes: dst, reason, with_lease
     kept: int = 0                          # leases with a pod
     shim: str | None = None                # the host shim's name (None: no shim)
-    released: list[dict] | None = None     # the agent's GC answer (or what was queued)
+    released: list[dict] | None = None     # DEL answered by the agent
     queued: list[str] | None = None        # releases queued for an agent that is down
     routes_removed: list[str] | None = None
     notes: list[str] = field(default_factory=list)
@@ -149,7 +149,7 @@ class DhcpReport:
         lines += [f"  - lease {u['address'] or '-'} ({u['containerID']}/{u['ifname']}, "
                   f"{u['state']}): {u['reason']}" for u in self.leases]
         if self.released is not None:
-            lines.append(f"  released through the agent's GC: {self.released}")
+            lines.append(f"  released through the agent's DEL: {self.released}")
         if self.queued is not None:
             lines.append(f"  release queued for the agent (it sends them when it is "
                          f"back): {self.queued}")
@@ -200,35 +200,35 @@ def unused(conf: NetConf, raw: dict, apply: bool, min_age: float,
     if not apply:
         return report
     if found:
-        _release(conf, raw, journal, found, report)
+        _release(conf, raw, found, report)
     if any(not r["with_lease"] for r in report.routes):
         _sweep_routes(conf, found, kept, report)
     return report
 
 
-def _release(conf: NetConf, raw: dict, journal: leases.Journal, found: list[dict],
-             report: DhcpReport) -> None:
-    """Through the agent's GC; with no agent answering, through the release queue."""
-    gone = {(u["containerID"], u["ifname"]) for u in found}
-    # read again just before: an attachment added since the judgement stays valid
-    valid = [{"containerID": r["containerID"], "ifname": r["ifname"]}
-             for r in journal.records()[0]
-             if (r["containerID"], r["ifname"]) not in gone]
-    args = SimpleNamespace(command="GC", container_id="", netns="", ifname="", args="",
-                           path="", conf={**raw, "cni.dev/valid-attachments": valid})
-    try:
-        answer = Macvlan().gc(args)
-    except CniError as exc:
-        if not _agent_down(conf):
-            report.errors.append(f"the agent's GC failed: {exc.msg}")
-            return
-        queue = leases.ReleaseQueue(conf.lease_dir)
-        report.queued = [os.path.basename(queue.put(c, i, next(
-            u["netns"] or "" for u in found if (u["containerID"], u["ifname"]) == (c, i))))
-            for c, i in sorted(gone)]
-        return
-    report.released = answer.get("released") or []
-    report.errors += [str(e) for e in answer.get("errors") or []]
+def _release(conf: NetConf, raw: dict, found: list[dict], report: DhcpReport) -> None:
+    """One CNI DEL per unused attachment, as the runtime sends it: the agent's own
+    teardown under the attachment's lock (release, link, shim route, journal), or, with
+    no agent answering, the plugin's fallback (the release queued for the agent)."""
+    down = _agent_down(conf)
+    done: list = []
+    for unused in found:
+        args = SimpleNamespace(command="DEL", container_id=unused["containerID"],
+                               ifname=unused["ifname"], netns="", args="", path="",
+                               conf=raw)
+        try:
+            Macvlan().delete(args)
+        except CniError as exc:
+            report.errors.append(f"{unused['containerID']}/{unused['ifname']}: DEL: "
+                                 f"{exc.msg}")
+            continue
+        done.append(leases.attachment_key(unused["containerID"], unused["ifname"])
+                    if down else {"containerID": unused["containerID"],
+                                  "ifname": unused["ifname"]})
+    if down:
+        report.queued = done
+    else:
+        report.released = done
 
 
 def _agent_down(conf: NetConf) -> bool:

@@ -1,9 +1,10 @@
 """``elbctl chaos unused --cni-conf`` on a macvlan node (real dnsmasq, real dcnet-agent
 with the host shim): a lease whose pod lost its link and one whose namespace is gone are
 listed with the shim routes no lease explains; ``--apply`` releases them through the
-agent (its GC while it serves: dnsmasq's lease goes; its release queue while it is
-down: sent when it is back), and removes a stray shim route with the agent's own sweep
-under its lock, never while an agent serves the node."""
+agent (a DEL per attachment while it serves: dnsmasq's lease goes; the plugin's DEL
+fallback, the release queue, while it is down: sent when it is back), and removes a
+stray shim route with the agent's own sweep under its lock, never while an agent serves
+the node."""
 
 from __future__ import annotations
 
@@ -61,11 +62,11 @@ def test_janitor_releases_leases_of_gone_pods_through_the_agent(node):
         (ips["nolink"], True), (STRAY, False)}
     assert ips["nolink"] in node.server_leases()                      # a plan only
 
-    # the agent serves: the lease goes through its GC, the stray route is left to it
+    # the agent serves: the lease goes through its DEL, the stray route is left to it
     served = runner.invoke(cli, [*args, "--apply"])
     assert served.exit_code == 2, served.output
     report = json.loads(served.stdout)
-    assert [r["containerID"] for r in report["released"]] == ["nolink-1"]
+    assert report["released"] == [{"containerID": "nolink-1", "ifname": "eth0"}]
     assert report["shim_routes_removed"] is None
     assert any("serves this node" in note for note in report["notes"])
     assert ips["nolink"] not in node.server_leases()
@@ -80,7 +81,8 @@ def test_janitor_releases_leases_of_gone_pods_through_the_agent(node):
     report = json.loads(stopped.stdout)
     assert [(u["containerID"], u["reason"]) for u in report["leases"]] == [
         ("gone-1", "the pod's network namespace is gone (no DEL reached the agent)")]
-    assert report["queued"] == ["gone-1+eth0.json"] and report["released"] is None
+    assert report["queued"] == ["gone-1+eth0"] and report["released"] is None
+    assert [p.name for p in node.queue_dir("n1").iterdir()] == ["gone-1+eth0.json"]
     assert report["shim_routes_removed"] == [STRAY]
     assert shim_routes(node) == {ips["keep"], ips["gone"]}   # the lease's goes with it
     assert ips["gone"] in node.server_leases()
