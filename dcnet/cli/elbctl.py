@@ -52,6 +52,7 @@ COMMANDS = {name: "dcnet.cli." + module for module, names in {
     "elbctl_drift": ["drift"],
     "chaos": ["chaos"],
     "elbctl_mirror": ["mirror"],
+    "elbctl_health": ["health"],
 }.items() for name in names}
 RENDER_COMMANDS = {"dns": "dcnet.cli.elbctl_dns", "haproxy": "dcnet.cli.elbctl_haproxy",
                    "keepalived": "dcnet.cli.elbctl_lvs", "realserver": "dcnet.cli.elbctl_lvs"}

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
 
+from dcnet.health.checks import key_of
 from dcnet.lvs.layout import effective_servers, layouts
 from dcnet.nft import maglev
 
@@ -308,12 +309,16 @@ def group_of(ident: Ident) -> tuple:
 
 
 def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEFAULT_SIZE,
-           marks: Mapping[str, int] | None = None) -> tuple[dict, tuple[str, ...]]:
+           marks: Mapping[str, int] | None = None,
+           down: frozenset[str] = frozenset()) -> tuple[dict, tuple[str, ...]]:
     """({(proto, vip, port): ServiceInput}, notes) of the model (plus the LVS-style
-    dynamic registry, if given): what :func:`build` renders."""
+    dynamic registry, if given): what :func:`build` renders. A backend whose health
+    check (:func:`dcnet.health.checks.key_of`) is in ``down`` gets weight 0."""
     out: dict = {}
     skipped: dict[str, int] = {}
     crossed = 0
+    checks = {s.name: s.health_check for s in model.services} if down else {}
+    unhealthy = 0
     for layout in layouts(model):
         entries = (registry or {}).get(layout.name)
         servers = effective_servers(layout, dict(entries)) if entries else layout.servers
@@ -330,13 +335,29 @@ def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEF
                 crossed += len(servers) - len(same)
                 backends = tuple(Backend((*key3, s.address, s.port or port.backend_port),
                                          s.weight) for s in same)
+                if down and layout.name in checks:
+                    backends, n = _health(backends, checks[layout.name], down)
+                    unhealthy += n
                 out[key3] = ServiceInput(key3, port.scheduler, port.persistence, backends,
                                          maglev_size, (marks or {}).get(carrier, 0))
     notes = tuple(f"{n} VIP port(s) skipped: {why}" for why, n in sorted(skipped.items()))
+    if unhealthy:
+        notes += (f"{unhealthy} backend(s) at weight 0: health check down",)
     if crossed:
         notes += (f"{crossed} real server(s) left out of VIP ports of the other address "
                   "family (NAT cannot cross IPv4/IPv6)",)
     return out, notes
+
+
+def _health(backends: tuple[Backend, ...], check, down: frozenset[str]
+            ) -> tuple[tuple[Backend, ...], int]:
+    out, n = [], 0
+    for b in backends:
+        key = key_of(check, b.key[3], b.key[4])
+        if key is not None and b.weight and key.text in down:
+            b, n = b._replace(weight=0), n + 1
+        out.append(b)
+    return tuple(out), n
 
 
 def build(services, infrastructure: bool = True, notes: tuple[str, ...] = (),

@@ -67,6 +67,9 @@ class NftTarget(Target):
         Option("carrier_routing", "nft-carrier-routing", "mark connections by carrier and "
                "route their replies by the carrier tables (fwmark rules, default routes)",
                type=bool, default=False, envvar="DCNET_NFT_CARRIER_ROUTING", is_flag=True),
+        Option("health", "nft-health", "give weight 0 to real servers whose health check "
+               "is down in <state dir>/health-<netns>.json (written by elbctl health)",
+               type=bool, default=False, envvar="DCNET_NFT_HEALTH", is_flag=True),
     )
     batch_kinds = frozenset(ruleset.NFT_KINDS)
     batch_size = 1 << 62            # one transaction for the whole plan
@@ -75,8 +78,9 @@ class NftTarget(Target):
 
     def __init__(self, netns: str | None = None, state_dir: str | None = None,
                  maglev_size: int | None = None, carrier_routing: bool = False,
-                 registry_dir: str | None = None):
+                 registry_dir: str | None = None, health: bool = False):
         self.netns = netns or None
+        self.health = bool(health)
         self.registry_dir = registry_dir or None
         self.carrier_routing = bool(carrier_routing)
         self.routes: carriers.Routes | None = None
@@ -102,7 +106,8 @@ class NftTarget(Target):
         """The whole desired state (what :meth:`plan` diffs, group by group on its fast
         path): the ruleset, and with carrier routing the rules and routes too."""
         marks = carriers.marks(model) if self.carrier_routing else {}
-        found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks)
+        found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks,
+                                      self._down())
         state = dict(ruleset.build(found.values(), True, notes, tuple(marks.values())).state)
         if self.carrier_routing:
             state.update(carriers.desired(model))
@@ -114,7 +119,8 @@ class NftTarget(Target):
         fwmark rules and carrier routes are read (one rule and one route dump) and
         diffed too."""
         marks = carriers.marks(model) if self.carrier_routing else {}
-        found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks)
+        found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks,
+                                      self._down())
         all_marks = tuple(sorted(set(marks.values())))
         infra = ("infra", ruleset.digest(repr(all_marks)))
         routing = None
@@ -193,6 +199,14 @@ class NftTarget(Target):
         from dcnet.lvs.store import Store
 
         return Store(self.registry_dir).registry()
+
+    def _down(self) -> frozenset[str]:
+        """With ``--nft-health``: the checks ``elbctl health`` last wrote down."""
+        if not self.health:
+            return frozenset()
+        from dcnet.health import state
+
+        return state.read_down(state.path_of(self.state_dir, self.netns))
 
     def _routes(self, routing: tuple) -> carriers.Routes:
         if self.routes is None or (self.routes.low, self.routes.high,
