@@ -53,10 +53,11 @@ LABEL = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def changed_by(target: str, changes: list[dict] | None, *, self_pid: int | None = None,
-               note: str = "") -> dict:
+               note: str = "", lost: int = 0) -> dict:
     """The event's ``changed_by`` from the kernel changes recorded while watching (None:
-    not watched; ``note``: why). Pure: ``self_pid`` (default this process) marks dcnet's
-    own netlink changes, which are left out with the kernel's (pid 0)."""
+    not watched; ``note``: why; ``lost``: changes the watcher lost). Pure: ``self_pid``
+    (default this process) marks dcnet's own netlink changes, which are left out with
+    the kernel's (pid 0)."""
     mine = os.getpid() if self_pid is None else self_pid
     if changes is None:
         return {"watched": False, "by": [], "changes": [], "unknown": note or NOT_WATCHED}
@@ -73,6 +74,9 @@ def changed_by(target: str, changes: list[dict] | None, *, self_pid: int | None 
     if not relevant:
         unknown.append(f"no change of {', '.join(kinds)} was seen while watching"
                        if kinds else "")
+    if lost:
+        unknown.append(f"{lost} kernel change(s) or buffer overrun(s) were lost while "
+                       "watching: their authors are unknown")
     kept = [{k: c[k] for k in ("kind", "action", "what")}
             | {"time": _iso(c["time"]), "pid": c["by"].get("pid"),
                "comm": c["by"].get("comm")} for c in relevant[-CHANGES_KEPT:]]
@@ -80,6 +84,8 @@ def changed_by(target: str, changes: list[dict] | None, *, self_pid: int | None 
            "unknown": "; ".join(u for u in unknown if u)}
     if len(relevant) > CHANGES_KEPT:
         out["changes_not_kept"] = len(relevant) - CHANGES_KEPT
+    if lost:
+        out["lost"] = lost
     return out
 
 
@@ -149,17 +155,17 @@ def append_event(path: str, event: dict) -> None:
 
 def check(target: str, model: Model, options: dict, *, lock_timeout: float,
           repair: bool = False, force: bool = False,
-          changes: list[dict] | None = None) -> dict | None:
+          changes: list[dict] | None = None, lost: int = 0) -> dict | None:
     """Plan under the lock; the audit event when the target drifted, else None. With
     ``repair``, a second locked run applies the model and the event records it.
     ``changes``: the kernel changes recorded while watching before the check (None: not
-    watched), for ``changed_by``."""
+    watched; ``lost``: how many the watcher lost), for ``changed_by``."""
     outcome = session.run(target, model, options, apply=False, lock_timeout=lock_timeout,
                           force=force)
     if outcome.plan.empty:
         return None
     when = now()
-    who = changed_by(target, changes)
+    who = changed_by(target, changes, lost=lost)
     if not repair:
         return audit_event(outcome.plan, target, model.source, when=when, who=who)
     fixed = session.run(target, model, options, apply=True, lock_timeout=lock_timeout,

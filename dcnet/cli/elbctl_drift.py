@@ -59,10 +59,10 @@ def drift_command(model_path: str, target: str, audit_log: str, repair: bool, fo
         options["force"] = True
     model = load_model_or_exit(model_path)
     refused, unavailable = target_errors(target)
-    changes = watched(options.get("netns"), watch) if watch else None
+    changes, lost = watched(options.get("netns"), watch) if watch else (None, 0)
     try:
         event = drift.check(target, model, options, lock_timeout=lock_timeout,
-                            repair=repair, force=force, changes=changes)
+                            repair=repair, force=force, changes=changes, lost=lost)
     except (*refused, *unavailable) as exc:
         report_target_error(target, exc)
     if event is None:
@@ -75,8 +75,9 @@ def drift_command(model_path: str, target: str, audit_log: str, repair: bool, fo
     sys.exit(EXIT_DRIFT)
 
 
-def watched(netns: str | None, seconds: float) -> list[dict]:
-    """The kernel changes in ``netns`` (a name or path; default here) over ``seconds``."""
+def watched(netns: str | None, seconds: float) -> tuple[list[dict], int]:
+    """The kernel changes in ``netns`` (a name or path; default here) over ``seconds``,
+    and how many were lost."""
     path = netns if not netns or "/" in netns else f"/run/netns/{netns}"
     try:
         monitor = Monitor(path).start()
@@ -85,7 +86,7 @@ def watched(netns: str | None, seconds: float) -> list[dict]:
     try:
         click.echo(f"watching for {seconds:g} s", err=True)
         time.sleep(seconds)
-        return monitor.changes()
+        return monitor.changes(), monitor.lost
     finally:
         monitor.close()
 

@@ -104,6 +104,7 @@ class DriftWatch:
         self.monitor: Monitor | None = None
         self._watch_note = "" if watch else "not watched (turned off)"
         self._seen: list[dict] | None = None   # kernel changes since the target matched
+        self._lost = 0                          # ... and how many were lost
         if watch:
             path = netns if not netns or "/" in netns else f"/run/netns/{netns}"
             try:
@@ -130,6 +131,7 @@ class DriftWatch:
         before the pass changes anything: what the monitor recorded until now is what
         a drift found by this pass is attributed to."""
         self._seen = self.monitor.changes() if self.monitor is not None else None
+        self._lost = self.monitor.lost if self.monitor is not None else 0
         return desired == self._clean
 
     def close(self) -> None:
@@ -155,7 +157,8 @@ class DriftWatch:
         if repair is None and key == self._standing_key:
             return None
         action = "alerted" if repair is None else "repaired"
-        who = audit.changed_by(self.target, self._seen, note=self._watch_note)
+        who = audit.changed_by(self.target, self._seen, note=self._watch_note,
+                               lost=self._lost)
         event = audit.audit_event(plan, self.target, model_source, repair=repair,
                                   repair_plan=repair_plan, director=self.director,
                                   command="elbctl agent", who=who)

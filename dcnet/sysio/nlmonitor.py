@@ -287,12 +287,19 @@ class Monitor:
             self.dropped += 1
         self._changes.append({"time": time.time(), **change})
 
+    @property
+    def lost(self) -> int:
+        """Changes lost since the last mark: dropped beyond ``keep``, and receive buffer
+        overruns (each one or more notifications)."""
+        return self.dropped + self.overruns
+
     def mark(self) -> None:
         """Forget what was recorded so far (after reading what the kernel queued)."""
         self._drain()
         with self._lock:
             self._changes.clear()
             self._nft_pending = []
+            self.dropped = self.overruns = 0
 
     def changes(self) -> list[dict]:
         """What was recorded since the last mark, oldest first (after reading what the

@@ -112,3 +112,18 @@ def test_the_agents_author_counter_is_bounded(tmp_path):
     plan = Plan("nft", (Change(Action.UPDATE, "service", ("z",), {"w": 1}, {"w": 0}),))
     assert watch.noticed(plan, "m", "alert")["changed_by"]["unknown"] == \
         "not watched (turned off)"
+
+
+def test_changes_beyond_keep_are_counted_as_lost_and_said_so():
+    monitor = nm.Monitor(keep=2)
+    try:
+        for i in range(3):
+            monitor._record(change("route", 40 + i, "ip"))
+        assert [c["by"]["pid"] for c in monitor._changes] == [41, 42]
+        assert monitor.lost == 1
+        who = drift.changed_by("nft", list(monitor._changes), self_pid=7, lost=monitor.lost)
+        assert who["lost"] == 1 and "were lost while watching" in who["unknown"]
+        monitor.mark()
+        assert monitor.lost == 0 and monitor.changes() == []
+    finally:
+        monitor.close()
