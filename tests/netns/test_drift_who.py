@@ -4,15 +4,18 @@ is read) is recorded with comm ``ip`` and its command line, an ``nft add rule`` 
 comm ``nft`` (from NFTA_GEN_PROC_NAME); the kernel's own changes are not authors. The
 agent's watcher (DriftWatch on a real nft target) puts the author into the audit event,
 the log line, the etcd record and a bounded counter, and never blames its own repair;
-``elbctl drift --watch`` names the author, a plain one-shot says it did not watch."""
+``elbctl drift --watch`` names the author, a plain one-shot says it did not watch; the real
+``elbctl agent`` on etcd with the nft target names ``nft`` for a rule added by hand."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -22,6 +25,7 @@ from dcnet.cli import elbctl_drift
 from dcnet.cli.elbctl import cli
 from dcnet.elbstore.driftwatch import DriftWatch, plan_model, record_of
 from dcnet.elbstore.keys import Keys
+from dcnet.elbstore.store import ElbStore
 from dcnet.nft import synth
 from dcnet.sysio.nlmonitor import Monitor
 from dcnet.target import session
@@ -170,3 +174,50 @@ def test_elbctl_drift_names_the_author_only_when_it_watched(director, monkeypatc
     who = json.loads(blind.stdout.splitlines()[-1])["changed_by"]
     assert who["watched"] is False and who["by"] == []
     assert who["unknown"].startswith("not watched")
+
+
+def test_elbctl_agent_records_the_nft_rule_added_by_hand_with_comm_nft(lab_factory, tmp_path,
+                                                                     monkeypatch):
+    """The real ``elbctl agent`` on etcd with the nft target (agent.drift: alert): a rule
+    added by hand in its namespace is one audit event naming ``nft``, and a log line."""
+    from dcnet.lab import elbstore_lab as elab
+
+    elb = elab.ElbLab.create(lab_factory, str(tmp_path), directors=1, servers=0)
+    data = elab.model_data({elab.server_address(1): 10, elab.server_address(2): 20})
+    data["agent"] = {"drift": "alert"}
+    assert elb.push(data, user=None) == 1
+    log_path = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("DCNET_AUDIT_LOG", str(log_path))
+    argv = [sys.executable, "-m", "dcnet.cli.elbctl", "agent", "--store", elb.url(None),
+            "--director", "dir1", "--target", "nft", "--nft-state-dir",
+            str(tmp_path / "nft"), "--cache-dir", str(tmp_path / "cache"), "--resync", "0.5"]
+    elb.agents["agent-nft"] = agent = elb.lab.start("dir1", argv, name="agent-nft")
+    name = elb.lab.netns("dir1")
+
+    def agent_log() -> str:
+        return (Path(elb.lab.log_dir) / "agent-nft.log").read_text(errors="replace")
+
+    def clean_passes() -> bool:
+        assert agent.poll() is None, agent_log()
+        return "prerouting" in subprocess.run(
+            ["ip", "netns", "exec", name, "nft", "list", "table", "inet", "dcnet"],
+            capture_output=True, text=True).stdout
+
+    def status():
+        store = ElbStore(elb.cluster.client(prefix=elab.PREFIX), Keys())
+        return {s.director: s for s in store.statuses()}.get("dir1")
+
+    elb.wait(clean_passes, what="the agent's first apply")
+    # the status is written after the pass settled: the next pass judges drift
+    elb.wait(lambda: (s := status()) and s.result == "ok" and s.model_revision == 1,
+             what="the agent's status")
+    assert not log_path.exists()
+    by_hand_nft(name, "add rule inet dcnet prerouting counter")
+    events = elb.wait(lambda: log_path.exists() and [json.loads(line) for line in
+                                                      log_path.read_text().splitlines()],
+                      what="the audit event")
+    [event] = events
+    assert event["action"] == "alerted"
+    assert [a["comm"] for a in event["changed_by"]["by"]] == ["nft"], event["changed_by"]
+    assert event["changed_by"]["changes"][0]["what"] == "inet dcnet prerouting"
+    elb.wait(lambda: "changed by nft (pid" in agent_log(), what="the log line")
