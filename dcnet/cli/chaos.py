@@ -7,8 +7,11 @@
 nothing was left over, 1 otherwise, 130 when interrupted (after reverting every
 fault). ``recover`` reverts what the journal holds (after a SIGKILLed runner).
 ``validate`` checks an experiment file and prints every problem with file, line and
-field. ``unused`` is the janitor
-(:mod:`dcnet.chaos.janitor`): what the targets run that the model does not declare.
+field. ``unused`` is the janitor: what the targets run that the model does not declare
+(:mod:`dcnet.chaos.janitor`), a node's CNI left-overs (host-gw: ``janitor_cni``,
+``janitor_routes``; macvlan DHCP leases and shim routes: ``janitor_dhcp``), carrier VIPs
+no DNS view answers (``janitor_vips``) and services with no real server for N days
+(``janitor_idle``).
 """
 
 from __future__ import annotations
