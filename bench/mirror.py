@@ -5,18 +5,19 @@ director's nft ``dup`` copies client->server packets into a mirror namespace whe
 recorder runs; a target namespace and one namespace per replay copy on a bridge.
 
 1. Production latency and CPU with and without mirroring: rounds alternate (off, on,
-   off, on, ...: ABAB) so both see the same machine load; each round runs ``--threads``
-   clients (closed loop, or paced at ``--rate`` requests/s in all) doing ``--sessions``
-   keep-alive sessions of ``--requests`` requests each. Per round: per-request latency
-   p50/p99, requests/s, the 1-minute load average at its start, and CPU per request: the
-   production processes' (the client threads of this process from ``getrusage``, the
-   server from ``/proc/PID/stat``; with tick accounting the softirq work done in their
-   context, the director's forwarding and ``dup`` included, is charged to them), the
-   machine's softirq ticks (``/proc/stat``, every CPU, other work included) and the
-   recorder's (the mirror's consumer, off the production path). Per mode: the medians
-   over its rounds and the on/off ratios, and the pooled p50/p99 of all its requests;
-   per pair (an "on" round against the "off" round just before it) the on/off ratios,
-   their median, min and max.
+   off, on, ...: ABAB; with ``--modes off,dup,on`` a third mode whose copies go to a
+   namespace without a recorder, the kernel's cost alone) so all see the same load; each
+   round runs ``--threads`` clients (closed loop, or paced at ``--rate`` requests/s in
+   all) doing ``--sessions`` keep-alive sessions of ``--requests`` requests each. Per
+   round: per-request latency p50/p99, requests/s, the 1-minute load average at its
+   start, and CPU per request: the production processes' (the client threads of this
+   process from ``getrusage``, the server from ``/proc/PID/stat``; with tick accounting
+   the softirq work done in their context, the director's forwarding and ``dup``
+   included, is charged to them), the machine's softirq ticks (``/proc/stat``, every
+   CPU, other work included) and the recorder's (the mirror's consumer, off the
+   production path). Per mode: the medians over its rounds, their ratios to "off"'s,
+   the pooled p50/p99 of all its requests; per cycle its round against the cycle's "off"
+   round: the ratios' median, min and max.
 2. Capture: sessions and requests the recorder wrote against what the production
    server logged during the mirrored rounds; kernel drops of the recorder's socket.
 3. Replay of that recording at each of ``--factors`` (default x1, x10, x100), each
@@ -55,6 +56,7 @@ from dcnet.mirror.replay import read_response
 PY = sys.executable
 CLIENT, SERVER, MIRROR, TARGET, PORT = "10.93.0.1", "10.93.1.2", "10.93.9.2", "10.94.0.254", 8080
 POOL = "10.94.0.0/24"
+SINK = "10.93.9.6"     # the "dup" mode's copies go here: no recorder, the kernel drops them
 
 
 def topology(log_dir: str) -> dict:
@@ -65,13 +67,15 @@ def topology(log_dir: str) -> dict:
          "b": {"host": "server", "ifname": "eth0", "addresses": [f"{SERVER}/24"]}},
         {"a": {"host": "director", "ifname": "mir0", "addresses": ["10.93.9.1/30"]},
          "b": {"host": "mirror", "ifname": "eth0", "addresses": [f"{MIRROR}/30"]}},
+        {"a": {"host": "director", "ifname": "mir1", "addresses": ["10.93.9.5/30"]},
+         "b": {"host": "sink", "ifname": "eth0", "addresses": [f"{SINK}/30"]}},
         {"a": {"host": "target", "ifname": "eth0", "addresses": [f"{TARGET}/24"]},
          "b": {"host": "sw", "ifname": "p-t", "bridge": "br0"}},
     ]
     serve = [PY, "-m", "dcnet.lab.mirror_service", "--port", str(PORT), "--log"]
     return {
         "hosts": ["client", {"name": "director", "sysctls": {"net.ipv4.ip_forward": 1}},
-                  "server", "mirror", "target", "sw"],
+                  "server", "mirror", "sink", "target", "sw"],
         "bridges": [{"name": "br0", "host": "sw"}],
         "links": links,
         "routes": [{"host": "client", "dst": "default", "via": "10.93.0.254"},
@@ -165,9 +169,12 @@ def run_round(lab, args, tag: str, pids: dict[str, int]) -> dict:
 
 
 def latency_cpu_summary(rounds: dict[str, list[dict]]) -> dict:
-    """Per mode: medians over rounds, pooled percentiles; on/off ratios of the medians."""
+    """Per mode: medians over rounds, pooled percentiles; each mode's medians against
+    "off"'s, and per cycle (the modes' rounds run one after another, same machine load)
+    each mode's round against that cycle's "off" round: median, min and max."""
     keys = ("p50_ms", "p99_ms", "rps", "load1", "prod_cpu_us", "server_cpu_us",
             "softirq_us", "recorder_cpu_us")
+    compared = ("p50_ms", "p99_ms", "prod_cpu_us", "server_cpu_us", "softirq_us")
     out: dict = {}
     for mode, rows in rounds.items():
         pooled = [x for r in rows for x in r["latencies"]]
@@ -177,21 +184,22 @@ def latency_cpu_summary(rounds: dict[str, list[dict]]) -> dict:
                      **{f"median_{k}": round(statistics.median(r[k] for r in rows), 3)
                         for k in keys},
                      "per_round": [{k: round(r[k], 3) for k in keys} for r in rows]}
-    out["ratio_on_off"] = {k: round(out["on"][f"median_{k}"] / out["off"][f"median_{k}"], 4)
-                           for k in ("p50_ms", "p99_ms", "prod_cpu_us", "server_cpu_us",
-                                     "softirq_us")
-                           if out["off"][f"median_{k}"]}
-    out["ratio_on_off"]["pooled_p99"] = round(
-        out["on"]["pooled_p99_ms"] / out["off"]["pooled_p99_ms"], 4)
-    # each "on" round against the "off" round just before it (same machine load)
-    pairs = list(zip(rounds["off"], rounds["on"], strict=False))
-    out["pair_ratios_on_off"] = {}
-    for k in ("p50_ms", "p99_ms", "prod_cpu_us", "softirq_us"):
-        ratios = sorted(on[k] / off[k] for off, on in pairs if off[k])
-        if ratios:
-            out["pair_ratios_on_off"][k] = {"median": round(statistics.median(ratios), 4),
-                                            "min": round(ratios[0], 4),
-                                            "max": round(ratios[-1], 4)}
+    off = out["off"]
+    for mode in rounds:
+        if mode == "off":
+            continue
+        ratios = {k: round(out[mode][f"median_{k}"] / off[f"median_{k}"], 4)
+                  for k in compared if off[f"median_{k}"]}
+        ratios["pooled_p99"] = round(out[mode]["pooled_p99_ms"] / off["pooled_p99_ms"], 4)
+        out[f"ratio_{mode}_off"] = ratios
+        pairs = list(zip(rounds["off"], rounds[mode], strict=False))
+        out[f"pair_ratios_{mode}_off"] = {}
+        for k in ("p50_ms", "p99_ms", "prod_cpu_us", "softirq_us"):
+            each = sorted(b[k] / a[k] for a, b in pairs if a[k])
+            if each:
+                out[f"pair_ratios_{mode}_off"][k] = {
+                    "median": round(statistics.median(each), 4),
+                    "min": round(each[0], 4), "max": round(each[-1], 4)}
     return out
 
 
@@ -251,6 +259,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--rate", type=float, default=0.0,
                         help="paced load, requests/s over all threads (0: closed loop)")
+    parser.add_argument("--modes", default="off,on",
+                        help="round modes in cycle order: off, on (copies to the recorder),"
+                             " dup (copies to a namespace without a recorder)")
     parser.add_argument("--factors", default="1,10,100", help="replay factors, comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="replays per factor")
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
@@ -266,21 +277,24 @@ def main() -> int:
                              log_path=f"{work}/recorder.log")
         while not os.path.exists(rec):
             time.sleep(0.05)
-        rounds: dict[str, list[dict]] = {"off": [], "on": []}
+        modes = args.modes.split(",")
+        rounds: dict[str, list[dict]] = {mode: [] for mode in modes}
+        sink_spec = rules.MirrorSpec(((SERVER, PORT),), SINK, "mir1")
         pids = {"server": lab.process("prod").pid, "recorder": recorder.pid}
         mirrored_paths: set[str] = set()
         if args.warmup:
             lab.call("client", load, args.threads, args.sessions, args.requests, "warm",
                      args.rate)
-        for i in range(args.rounds * 2):
-            mode = "on" if i % 2 else "off"
-            if mode == "on":
-                rules.apply(spec, lab.netns("director"))
+        for i in range(args.rounds * len(modes)):
+            mode = modes[i % len(modes)]
+            if mode != "off":
+                rules.apply(spec if mode == "on" else sink_spec, lab.netns("director"))
             rounds[mode].append(run_round(lab, args, f"x{i}", pids))
-            if mode == "on":
+            if mode != "off":
                 rules.remove(lab.netns("director"))
+            if mode == "on":
                 mirrored_paths |= {e["path"] for e in read_log(f"{work}/prod.log")
-                                   if e["path"].startswith(f"/x{i}")}
+                                   if e["path"].startswith(f"/x{i}w")}
         time.sleep(0.5)
         cpu = cpu_seconds(recorder.pid)
         os.kill(recorder.pid, signal.SIGTERM)
