@@ -184,6 +184,13 @@ def haproxy_source(options: dict) -> Callable[[str], str]:
     return lambda which: send(socket_path, f"show stat {which}", timeout=10.0)
 
 
+def nft_source(options: dict) -> Callable[[], dict]:
+    """The nft target's counter objects (one ``nft -j list counters``, in its namespace)."""
+    from dcnet.nft.nftio import Nft
+
+    return Nft(options.get("netns")).counters
+
+
 def ipvs_table(text: str, stats: str):
     """Pure: an :class:`dcnet.metrics.elb.IPVSTable` from the text of ``/proc/net/ip_vs``
     and ``/proc/net/ip_vs_stats`` (fwmark services have no VIP: skipped)."""
@@ -338,7 +345,8 @@ def elb_registry(targets: dict[str, dict], watch: Watch, bound: Bound,
         model=lambda: watch.current,
         haproxy_stat=haproxy_source(targets["haproxy"]) if "haproxy" in targets else None,
         ipvs_tables=ipvs_source(ipvs_netns) if ipvs_netns else None,
-        status_paths=status_paths, drift=lambda: watch.drifts, bound=bound)
+        status_paths=status_paths, drift=lambda: watch.drifts, bound=bound,
+        nft_counters=nft_source(targets["nft"]) if "nft" in targets else None)
     out = Exposition()
     out.register(collector)
     return out
@@ -389,7 +397,8 @@ def exporter(model_path: str | None, targets: tuple[str, ...], metrics_address: 
     chosen = {name: options_for(name, params) for name in targets}
     isolated.one_heap()                    # before any thread: see dcnet.metrics.isolated
     try:
-        watch = IsolatedWatch(chosen, model_path, drift_interval, vips=bool(ipvs_netns))
+        watch = IsolatedWatch(chosen, model_path, drift_interval,
+                              vips=bool(ipvs_netns) or "nft" in chosen)
     except ModelError as exc:
         exit_invalid_model(model_path, exc)
     reg = elb_registry(chosen, watch, Bound(max_server_series, cardinality), list(ipvs_netns))

@@ -11,6 +11,8 @@ exporter``, ``elbctl agent --metrics-address``), so this module reads no target 
   address, port, protocol, real server, active and inactive connections), the
   totals of ``/proc/net/ip_vs_stats`` and the services' and real servers' traffic
   counters read by generic netlink (:mod:`dcnet.metrics.ipvs`);
+- ``nft_counters()``: the nft target's counter objects per VIP:port (new connections,
+  packets and bytes in and out; :mod:`dcnet.metrics.nft`);
 - ``status_paths``: the status files of the targets (:mod:`dcnet.metrics.status`);
 - ``drift()``: per target, whether the plan of the last applied model is non-empty
   (computed off the scrape path by the caller).
@@ -30,7 +32,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from dcnet.metrics import haproxy_stat, ipvs, status
+from dcnet.metrics import haproxy_stat, ipvs, nft, status
 from dcnet.metrics.cardinality import Bound, aggregate
 from dcnet.metrics.exposition import Family, encoded, labels
 
@@ -132,8 +134,10 @@ class ELBCollector:
                  ipvs_tables: Callable[[], dict[str, IPVSTable]] | None = None,
                  status_paths: dict[str, str] | None = None,
                  drift: Callable[[], dict[str, bool | None]] | None = None,
-                 bound: Bound | None = None, clock: Callable[[], float] = time.time):
+                 bound: Bound | None = None, clock: Callable[[], float] = time.time,
+                 nft_counters: Callable[[], nft.Rows] | None = None):
         self.model, self.haproxy_stat, self.ipvs_tables = model, haproxy_stat, ipvs_tables
+        self.nft_counters = nft_counters
         self.status_paths, self.drift = dict(status_paths or {}), drift
         self.bound, self.clock = bound or Bound(), clock
         self._index: tuple[object, ServiceIndex] | None = None
@@ -203,6 +207,14 @@ class ELBCollector:
                 rows.add(("ipvs",), count)
                 out += ipvs_families(tables, index, enabled, healthy)
                 out += ipvs.families(tables, index.carriers, servers if enabled else None)
+        if self.nft_counters is not None:    # per VIP:port only: dcnet.metrics.nft
+            try:
+                counters = self.nft_counters()
+            except Exception:
+                up.add(("nft",), 0)
+            else:
+                up.add(("nft",), 1)
+                out += nft.families(counters, index.carriers)
         out += [healthy, per_server, rows, *self._status(), up]
         return out
 

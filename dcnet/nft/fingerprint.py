@@ -11,10 +11,12 @@ no object; a one-service change builds one group). Any other commit in the names
 or a crash between dcnet's commit and the record, moves the generation past the record
 and the next plan does the full read.
 
-File: line 1 a JSON header ``{"genid", "identity", "objects", "table"}`` (``table`` is
-``inet dcnet``: a record without it, written for the IPv4-only ``table ip dcnet`` of
-earlier versions, is ignored, so the first plan after the upgrade reads the namespace,
-finds the old table and deletes it), then one line per group
+File: line 1 a JSON header ``{"genid", "identity", "objects", "table", "layout"}``
+(``table`` is ``inet dcnet``: a record without it, written for the IPv4-only ``table ip
+dcnet`` of earlier versions, is ignored, so the first plan after the upgrade reads the
+namespace, finds the old table and deletes it; ``layout`` is :data:`LAYOUT`, 2 since the
+table holds counter objects: a record of layout 1, without them, is ignored too, so the
+first plan after that upgrade is a full read that adds the counters), then one line per group
 ``<group>\\t<input digest>\\t<JSON [[kind, key, attrs], ...]>``; the table's own objects
 are the group ``""``. Object JSON is decoded only for the groups a plan needs. Written
 atomically (:func:`dcnet.sysio.files.atomic_write`).
@@ -32,6 +34,7 @@ from dcnet.sysio.files import atomic_write
 
 INFRA = ""
 TABLE_FORMAT = "inet dcnet"   # records of the IPv4-only ``ip dcnet`` table never match
+LAYOUT = 2                    # 2: counter objects (records of layout 1 never match)
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,8 @@ def load(path: str) -> Record | None:
                 groups[group] = (digest, objects)
     except (OSError, ValueError, KeyError):
         return None
-    if header.get("table") != TABLE_FORMAT:
-        return None          # a record of another table layout (the IPv4-only table)
+    if header.get("table") != TABLE_FORMAT or header.get("layout", 1) != LAYOUT:
+        return None          # a record of another table layout (IPv4 only, no counters)
     try:
         return Record(int(header["genid"]), str(header["identity"]), int(header["objects"]),
                       groups)
@@ -81,7 +84,8 @@ def load(path: str) -> Record | None:
 
 def save(path: str, record: Record) -> None:
     header = json.dumps({"genid": record.genid, "identity": record.identity,
-                         "objects": record.objects, "table": TABLE_FORMAT})
+                         "objects": record.objects, "table": TABLE_FORMAT,
+                         "layout": LAYOUT})
     lines = [header] + [f"{g}\t{d}\t{objs}" for g, (d, objs) in sorted(record.groups.items())]
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     atomic_write(path, "\n".join(lines) + "\n", mode=0o600)

@@ -24,15 +24,25 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 
-from dcnet.nft.ruleset import FAMILY, LEGACY, SERVICES_MAP, SERVICES_MAP6, TABLE, parse_name
+from dcnet.nft.ruleset import (
+    COUNTER_MAPS,
+    FAMILY,
+    LEGACY,
+    SERVICES_MAP,
+    SERVICES_MAP6,
+    TABLE,
+    parse_name,
+)
 from dcnet.sysio import netns as netns_mod
 from dcnet.target import TargetError, TargetUnavailable
 
 ABSENT = "absent"
+COUNTS = re.compile(r'"packets": \d+, "bytes": \d+')    # a named counter's values
 COMMENT_PREFIX = "dcnet:"
 
 
@@ -95,7 +105,8 @@ class Nft:
         table = self.list_json("table", FAMILY, TABLE, terse=True)
         if table is None:
             return None, (), legacy
-        maps = [self.list_json("map", FAMILY, TABLE, m) for m in (SERVICES_MAP, SERVICES_MAP6)]
+        maps = [self.list_json("map", FAMILY, TABLE, m)
+                for m in (SERVICES_MAP, SERVICES_MAP6, *COUNTER_MAPS.values())]
         return table, tuple(m for m in maps if m is not None), legacy
 
     def legacy_present(self) -> bool:
@@ -125,6 +136,11 @@ class Nft:
             dev, ino = st.st_dev, st.st_ino
         return f"{dev}:{ino}"
 
+    def counters(self) -> dict:
+        """Every dcnet counter object's values (:func:`parse_counters`): one ``nft -j list
+        counters table inet dcnet``, which lists no chain, rule or set element."""
+        return parse_counters(self.list_json("counters", "table", FAMILY, TABLE) or "{}")
+
     def read(self) -> Listing:
         table, services, legacy = self.raw_listing()
         state, notes = parse_listing(table, services)
@@ -153,7 +169,7 @@ def listing_digest(table: str | None, services, legacy: bool = False) -> str:
     """A hash of the listings (``services``: the maps' listings, or one as a string)."""
     if table is None:
         return ABSENT + ("+legacy" if legacy else "")
-    h = hashlib.sha256(table.encode())
+    h = hashlib.sha256(COUNTS.sub("", table).encode())    # traffic is not a change
     for listing in _listings(services):
         h.update(b"\0" + listing.encode())
     h.update(b"\0legacy" if legacy else b"")
@@ -190,6 +206,13 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
             comment = r.get("comment", "")
             d = comment[len(COMMENT_PREFIX):] if comment.startswith(COMMENT_PREFIX) else "?"
             rules.setdefault(r["chain"], []).append(d)
+        elif "counter" in item:
+            ident = parse_name(item["counter"]["name"])
+            if ident is None or ident[0] != "counter":
+                notes.append(f"foreign counter {item['counter']['name']!r} in table "
+                             f"{FAMILY} {TABLE} left alone")
+            else:
+                state[ident] = {}
         elif "set" in item or "map" in item:
             obj = item.get("set") or item.get("map")
             ident = parse_name(obj["name"])
@@ -214,12 +237,33 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
         state[ident] = attrs
     for listing in _listings(services):
         for item in json.loads(listing).get("nftables", []):
+            tallies = {v: k[0] for k, v in COUNTER_MAPS.items()}.get(
+                (item.get("map") or {}).get("name"))
             for key, verdict in (item.get("map") or {}).get("elem", []):
                 vip, proto, port = key["concat"]
+                if tallies:         # a counter map: VIP . proto . port : counter name
+                    state[("tally", (str(proto), str(ipaddress.ip_address(vip)), int(port),
+                                     tallies))] = {"counter": verdict}
+                    continue
                 target = (verdict.get("goto") or verdict.get("jump") or {}).get("target")
                 state[("element", (str(proto), str(ipaddress.ip_address(vip)),
                                    int(port)))] = {"chain": target}
     return state, tuple(notes)
+
+
+def parse_counters(text: str) -> dict:
+    """Pure: ``{(proto, vip, port): {"conns" | "in" | "out": (packets, bytes)}}`` from
+    ``nft -j list counters``; counters of other names are skipped."""
+    out: dict = {}
+    for item in json.loads(text).get("nftables", []):
+        counter = item.get("counter")
+        ident = parse_name(counter["name"]) if counter else None
+        if ident is None or ident[0] != "counter":
+            continue
+        proto, vip, port, which = ident[1]
+        out.setdefault((proto, vip, port), {})[which] = (int(counter.get("packets", 0)),
+                                                         int(counter.get("bytes", 0)))
+    return out
 
 
 def _maglev_size(obj: dict) -> int:

@@ -10,6 +10,9 @@ have no colon): ``svc-tcp-2001_db8__10-80``. Kinds, in creation order (deletes r
 reverse)::
 
     table     ("services",) / ("services6",)       {type}     the verdict map VIP . proto . port
+              ("cin",) ("cin6",) ("cout",) ("cout6",) {type}  counter maps VIP . proto . port
+    counter   (proto, vip, port, which)            {}         named counter: conns, in, out
+    tally     (proto, vip, port, which)            {counter}  counter-map element (in, out)
     affinity  (proto, vip, port, rip, rport, timeout)  {timeout}  saddr set, dynamic, timeout
     backend   (proto, vip, port, rip, rport)       {rules}    chain: [refresh affinity,] DNAT
     maglev    (proto, vip, port, digest)           {size}     map slot -> goto backend chain
@@ -21,6 +24,15 @@ reverse)::
 (``route`` and ``rule``, carrier return routing, come first; see :mod:`dcnet.nft.carriers`;
 with it every service chain starts with ``ct mark set <carrier table>`` and the
 ``replies`` base chain copies that mark to reply packets.)
+
+Counters (read by ``elbctl exporter``, :mod:`dcnet.metrics.nft`, with one ``nft -j list
+counters table inet dcnet``): per VIP:port three named counter objects, ``cn-`` (new
+connections: the service chain's first rule, ``counter name cn-...``; a nat chain sees only
+a connection's first packet), ``ci-`` (every packet to the VIP:port: the ``traffic-in``
+base chain, filter prerouting before DNAT, ``counter name ip daddr . meta l4proto . th
+dport map @cin``) and ``co-`` (every reply from it: ``traffic-out``, filter postrouting
+after the reply's source is un-NATed, ``ip saddr . meta l4proto . th sport`` into
+``@cout``); ``cin6``/``cout6`` for IPv6 VIPs.
 
 A chain's ``rules`` are the short digests of its rules' text, which every rule carries as
 its comment (``dcnet:<digest>``); a rule without one reads as ``?`` and is rewritten.
@@ -58,17 +70,28 @@ FAMILY, TABLE = "inet", "dcnet"
 T = f"{FAMILY} {TABLE}"
 LEGACY = ("ip", "dcnet")                            # the IPv4-only table of before
 KIND_ORDER = ("route", "rule",                      # rtnetlink: dcnet.nft.carriers
-              "table", "affinity", "backend", "maglev", "service", "element", "hook",
-              "legacy")
+              "table", "counter", "tally", "affinity", "backend", "maglev", "service",
+              "element", "hook", "legacy")
 NFT_KINDS = KIND_ORDER[2:]
 SERVICES_MAP, SERVICES_MAP6 = "services", "services6"
 MAP_TYPES = {SERVICES_MAP: "ipv4_addr . inet_proto . inet_service",
              SERVICES_MAP6: "ipv6_addr . inet_proto . inet_service"}
 SERVICES_TYPE = MAP_TYPES[SERVICES_MAP]
+COUNTER_MAPS = {("in", 4): "cin", ("in", 6): "cin6", ("out", 4): "cout", ("out", 6): "cout6"}
+MAP_TYPES.update({name: MAP_TYPES[SERVICES_MAP6 if family == 6 else SERVICES_MAP]
+                  for (_which, family), name in COUNTER_MAPS.items()})
+COUNTER_PREFIX = {"conns": "cn", "in": "ci", "out": "co"}
 HOOKS = {"prerouting": ("nat", "prerouting", -100), "output": ("nat", "output", -100),
-         "replies": ("filter", "prerouting", -150)}    # replies: carrier routing only
+         "replies": ("filter", "prerouting", -150),    # replies: carrier routing only
+         "traffic-in": ("filter", "prerouting", -150),  # before DNAT: daddr is the VIP
+         "traffic-out": ("filter", "postrouting", 200)}  # after un-NAT: saddr is the VIP
 HOOK_RULES = (f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}",
               f"ip6 daddr . meta l4proto . th dport vmap @{SERVICES_MAP6}")
+TRAFFIC_RULES = {
+    "traffic-in": ("counter name ip daddr . meta l4proto . th dport map @cin",
+                   "counter name ip6 daddr . meta l4proto . th dport map @cin6"),
+    "traffic-out": ("counter name ip saddr . meta l4proto . th sport map @cout",
+                    "counter name ip6 saddr . meta l4proto . th sport map @cout6")}
 JHASH_SEED = "0x6463"     # fixed: every director hashes a flow to the same slot
 MAGLEV_SCHEDULERS = {"mh": "{saddr} . th sport", "sh": "{saddr}"}
 ELEMENT_CHUNK = 4096       # map elements per "add element" command
@@ -115,6 +138,16 @@ def maglev_name(key4: tuple) -> str:
     return _joined("mh-", key4)
 
 
+def counter_name(key4: tuple) -> str:
+    """``cn-``/``ci-``/``co-`` and the VIP:port of a counter ``(proto, vip, port, which)``."""
+    return _joined(COUNTER_PREFIX[key4[3]] + "-", key4[:3])
+
+
+def counter_map(key4: tuple) -> str:
+    """The counter map holding a ``tally`` ``(proto, vip, port, in|out)``."""
+    return COUNTER_MAPS[(key4[3], 6 if is6(key4[1]) else 4)]
+
+
 def parse_name(name: str) -> Ident | None:
     """The (kind, key) an object of this name stands for; None for a foreign name."""
     if name in HOOKS:
@@ -124,7 +157,8 @@ def parse_name(name: str) -> Ident | None:
     prefix, _, rest = name.partition("-")
     parts = [p.replace("_", ":") for p in rest.split("-")]
     sizes = {"svc": ("service", 3), "be": ("backend", 5), "aff": ("affinity", 6),
-             "mh": ("maglev", 4)}
+             "mh": ("maglev", 4), "cn": ("counter", 3), "ci": ("counter", 3),
+             "co": ("counter", 3)}
     if prefix not in sizes or len(parts) != sizes[prefix][1]:
         return None
     kind = sizes[prefix][0]
@@ -136,6 +170,8 @@ def parse_name(name: str) -> Ident | None:
             key += (int(parts[5]),)
         if kind == "maglev":
             key += (parts[3],)
+        if kind == "counter":
+            key += ({v: k for k, v in COUNTER_PREFIX.items()}[prefix],)
     except ValueError:
         return None
     return kind, key
@@ -182,7 +218,7 @@ class _Builder:
         for name, map_type in MAP_TYPES.items():
             self.add(("table", (name,)), {"type": map_type})
         for name, (_type, hook, priority) in HOOKS.items():
-            rules = list(HOOK_RULES)
+            rules = list(TRAFFIC_RULES.get(name, HOOK_RULES))
             if name == "replies":
                 if not marks:
                     continue
@@ -196,7 +232,12 @@ class _Builder:
         proto, vip = key3[0], key3[1]
         name = svc_name(key3)
         active = [b for b in backends if b.weight > 0]
-        texts: list[str] = [f"ct mark set {mark}"] if mark else []
+        for which in COUNTER_PREFIX:
+            self.add(("counter", (*key3, which)), {})
+            if which != "conns":
+                self.add(("tally", (*key3, which)), {"counter": counter_name((*key3, which))})
+        texts: list[str] = [f"counter name {counter_name((*key3, 'conns'))}"]
+        texts += [f"ct mark set {mark}"] if mark else []
         for b in backends:
             be_texts = []
             if persistence:

@@ -18,11 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from dcnet.nft.ruleset import (
+    COUNTER_MAPS,
     HOOKS,
     MAP_TYPES,
     T,
     affinity_name,
     backend_name,
+    counter_map,
+    counter_name,
     is6,
     maglev_name,
     services_map,
@@ -65,7 +68,19 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
         name = key[0]
         if action is Action.DELETE:
             return [f"delete map {T} {name}"]
-        return [f"add map {T} {name} {{ type {MAP_TYPES[name]} : verdict; }}"]
+        value = "counter" if name in COUNTER_MAPS.values() else "verdict"
+        return [f"add map {T} {name} {{ type {MAP_TYPES[name]} : {value}; }}"]
+    if kind == "counter":
+        if action is Action.UPDATE:
+            raise ValueError("a counter is never updated")
+        return [f"{'delete' if action is Action.DELETE else 'add'} counter {T} "
+                f"{counter_name(key)}"]
+    if kind == "tally":
+        elem, cmap = element_key(key[:3]), counter_map(key)
+        out = [] if action is Action.CREATE else [f"delete element {T} {cmap} {{ {elem} }}"]
+        if action is not Action.DELETE:
+            out.append(f'add element {T} {cmap} {{ {elem} : "{attrs["counter"]}" }}')
+        return out
     if kind == "affinity":
         name = affinity_name(key)
         if action is Action.DELETE:

@@ -36,11 +36,13 @@ def test_an_ipv6_vip_is_rendered_with_ip6_expressions_and_underscored_names():
     assert "update @aff-tcp-2001_db8__10-80-fd00__11-8080-30 { ip6 saddr }" in body
     assert "meta l4proto tcp dnat ip6 to [fd00::11]:8080" in body
     rules = want.bodies[("service", KEY6)]
-    assert rules[0].startswith("add rule inet dcnet svc-tcp-2001_db8__10-80 ip6 saddr @aff-")
+    assert rules[0].startswith("add rule inet dcnet svc-tcp-2001_db8__10-80 counter name "
+                               "cn-tcp-2001_db8__10-80 ")
+    assert rules[1].startswith("add rule inet dcnet svc-tcp-2001_db8__10-80 ip6 saddr @aff-")
     assert want.state[("element", KEY6)] == {"chain": "svc-tcp-2001_db8__10-80"}
-    mh = desired(scheduler="mh").bodies[("service", KEY6)][0]
+    mh = desired(scheduler="mh").bodies[("service", KEY6)][1]
     assert "jhash ip6 saddr . th sport mod 65537 seed" in mh
-    sh = desired(scheduler="sh").bodies[("service", KEY6)][0]
+    sh = desired(scheduler="sh").bodies[("service", KEY6)][1]
     assert "jhash ip6 saddr mod 65537" in sh
 
 

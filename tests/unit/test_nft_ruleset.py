@@ -16,35 +16,61 @@ VIP = "198.51.100.10"
 KEY3 = ("tcp", VIP, 80)
 
 # `nft -j -t list table inet dcnet` and `nft -j list map inet dcnet services` /
-# `services6` after applying lab_model_text(VIP, {"10.20.0.11": 1}) (handles as nft 1.0.6
-# printed them; rule expressions left out: the parse reads only the comments)
+# `services6` / `cin` / `cout` after applying lab_model_text(VIP, {"10.20.0.11": 1})
+# (handles as nft 1.0.6 printed them; rule expressions left out: the parse reads only the comments)
 TABLE_JSON = """{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
-{"table": {"family": "inet", "name": "dcnet", "handle": 1}},
+{"table": {"family": "inet", "name": "dcnet", "handle": 2}},
+{"counter": {"family": "inet", "name": "cn-tcp-198.51.100.10-80", "table": "dcnet", "handle": 7,
+ "packets": 0, "bytes": 0}},
+{"counter": {"family": "inet", "name": "ci-tcp-198.51.100.10-80", "table": "dcnet", "handle": 8,
+ "packets": 0, "bytes": 0}},
+{"counter": {"family": "inet", "name": "co-tcp-198.51.100.10-80", "table": "dcnet", "handle": 9,
+ "packets": 0, "bytes": 0}},
+{"map": {"family": "inet", "name": "cin", "table": "dcnet", "type": ["ipv4_addr", "inet_proto",
+ "inet_service"], "handle": 1, "map": "counter"}},
+{"map": {"family": "inet", "name": "cin6", "table": "dcnet", "type": ["ipv6_addr", "inet_proto",
+ "inet_service"], "handle": 2, "map": "counter"}},
+{"map": {"family": "inet", "name": "cout", "table": "dcnet", "type": ["ipv4_addr", "inet_proto",
+ "inet_service"], "handle": 3, "map": "counter"}},
+{"map": {"family": "inet", "name": "cout6", "table": "dcnet", "type": ["ipv6_addr", "inet_proto",
+ "inet_service"], "handle": 4, "map": "counter"}},
 {"map": {"family": "inet", "name": "services", "table": "dcnet", "type": ["ipv4_addr",
- "inet_proto", "inet_service"], "handle": 1, "map": "verdict"}},
+ "inet_proto", "inet_service"], "handle": 5, "map": "verdict"}},
 {"map": {"family": "inet", "name": "services6", "table": "dcnet", "type": ["ipv6_addr",
- "inet_proto", "inet_service"], "handle": 2, "map": "verdict"}},
-{"chain": {"family": "inet", "table": "dcnet",
- "name": "be-tcp-198.51.100.10-80-10.20.0.11-8080", "handle": 3}},
-{"chain": {"family": "inet", "table": "dcnet", "name": "svc-tcp-198.51.100.10-80",
- "handle": 5}},
-{"chain": {"family": "inet", "table": "dcnet", "name": "output", "handle": 7, "type": "nat",
+ "inet_proto", "inet_service"], "handle": 6, "map": "verdict"}},
+{"chain": {"family": "inet", "table": "dcnet", "name": "be-tcp-198.51.100.10-80-10.20.0.11-8080",
+ "handle": 10}},
+{"chain": {"family": "inet", "table": "dcnet", "name": "svc-tcp-198.51.100.10-80", "handle": 12}},
+{"chain": {"family": "inet", "table": "dcnet", "name": "output", "handle": 15, "type": "nat",
  "hook": "output", "prio": -100, "policy": "accept"}},
-{"chain": {"family": "inet", "table": "dcnet", "name": "prerouting", "handle": 10,
- "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}},
-{"rule": {"family": "inet", "table": "dcnet",
- "chain": "be-tcp-198.51.100.10-80-10.20.0.11-8080", "handle": 4,
- "comment": "dcnet:b5ffabd4e7388ee4", "expr": []}},
-{"rule": {"family": "inet", "table": "dcnet", "chain": "svc-tcp-198.51.100.10-80",
- "handle": 6, "comment": "dcnet:b5770ec81e9f7a62", "expr": []}},
-{"rule": {"family": "inet", "table": "dcnet", "chain": "output", "handle": 8,
- "comment": "dcnet:7888906fd3159c47", "expr": []}},
-{"rule": {"family": "inet", "table": "dcnet", "chain": "output", "handle": 9,
- "comment": "dcnet:04f69d099f0821c9", "expr": []}},
-{"rule": {"family": "inet", "table": "dcnet", "chain": "prerouting", "handle": 11,
- "comment": "dcnet:7888906fd3159c47", "expr": []}},
-{"rule": {"family": "inet", "table": "dcnet", "chain": "prerouting", "handle": 12,
- "comment": "dcnet:04f69d099f0821c9", "expr": []}}]}"""
+{"chain": {"family": "inet", "table": "dcnet", "name": "prerouting", "handle": 18, "type": "nat",
+ "hook": "prerouting", "prio": -100, "policy": "accept"}},
+{"chain": {"family": "inet", "table": "dcnet", "name": "traffic-in", "handle": 21, "type":
+ "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+{"chain": {"family": "inet", "table": "dcnet", "name": "traffic-out", "handle": 24, "type":
+ "filter", "hook": "postrouting", "prio": 200, "policy": "accept"}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "be-tcp-198.51.100.10-80-10.20.0.11-8080",
+ "handle": 11, "comment": "dcnet:b5ffabd4e7388ee4", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "svc-tcp-198.51.100.10-80", "handle": 13,
+ "comment": "dcnet:2109b714d91cc828", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "svc-tcp-198.51.100.10-80", "handle": 14,
+ "comment": "dcnet:b5770ec81e9f7a62", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "output", "handle": 16, "comment":
+ "dcnet:7888906fd3159c47", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "output", "handle": 17, "comment":
+ "dcnet:04f69d099f0821c9", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "prerouting", "handle": 19, "comment":
+ "dcnet:7888906fd3159c47", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "prerouting", "handle": 20, "comment":
+ "dcnet:04f69d099f0821c9", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "traffic-in", "handle": 22, "comment":
+ "dcnet:0f73f9c459533f1a", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "traffic-in", "handle": 23, "comment":
+ "dcnet:d43a81af7548e063", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "traffic-out", "handle": 25, "comment":
+ "dcnet:7c245b17c3cb7a98", "expr": []}},
+{"rule": {"family": "inet", "table": "dcnet", "chain": "traffic-out", "handle": 26, "comment":
+ "dcnet:1ca394cc850e510c", "expr": []}}]}"""
 SERVICES_JSON = """{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"family":
 "inet", "name": "services", "table": "dcnet", "type": ["ipv4_addr", "inet_proto",
 "inet_service"], "handle": 1, "map": "verdict", "elem": [[{"concat": ["198.51.100.10",
@@ -52,6 +78,11 @@ SERVICES_JSON = """{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"f
 SERVICES6_JSON = """{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"family":
 "inet", "name": "services6", "table": "dcnet", "type": ["ipv6_addr", "inet_proto",
 "inet_service"], "handle": 2, "map": "verdict"}}]}"""
+COUNTERS_JSON = tuple(
+    f"""{{"nftables": [{{"metainfo": {{"version": "1.0.6"}}}}, {{"map": {{"family": "inet",
+ "name": "c{d}", "table": "dcnet", "type": ["ipv4_addr", "inet_proto", "inet_service"],
+ "handle": {h}, "map": "counter", "elem": [[{{"concat": ["198.51.100.10", "tcp", 80]}},
+ "c{d[0]}-tcp-198.51.100.10-80"]]}}}}]}}""" for d, h in (("in", 1), ("out", 3)))
 
 
 def desired(servers, **kw):
@@ -59,23 +90,23 @@ def desired(servers, **kw):
 
 
 def test_the_listing_of_an_applied_model_reads_back_as_its_desired_state():
-    state, notes = parse_listing(TABLE_JSON, (SERVICES_JSON, SERVICES6_JSON))
+    state, notes = parse_listing(TABLE_JSON, (SERVICES_JSON, SERVICES6_JSON, *COUNTERS_JSON))
     assert notes == ()
     assert diff(state, desired({"10.20.0.11": 1}).state) == []
 
 
 def test_a_rule_without_dcnet_comment_and_a_foreign_chain_are_seen():
     tampered = TABLE_JSON.replace('"comment": "dcnet:b5770ec81e9f7a62", ', "")
-    tampered = tampered.replace('"name": "output", "handle": 7', '"name": "mine", "handle": 7')
+    tampered = tampered.replace('"name": "output", "handle": 15', '"name": "mine", "handle": 15')
     state, notes = parse_listing(tampered, SERVICES_JSON)
-    assert state[("service", KEY3)] == {"rules": ("?",)}
+    assert state[("service", KEY3)] == {"rules": ("2109b714d91cc828", "?")}
     assert any("foreign chain 'mine'" in n for n in notes)
     assert parse_listing(None, None) == ({}, ())
 
 
 def test_weighted_ranges_follow_the_weights_and_drain_leaves_a_backend_out():
     want = desired({"10.20.0.11": 3, "10.20.0.12": 2, "10.20.0.13": 0}, persistence=60)
-    rules = want.bodies[("service", KEY3)]
+    rules = want.bodies[("service", KEY3)][1:]     # [0]: the new-connection counter
     be = "be-tcp-198.51.100.10-80-10.20.0.1"
     assert f"numgen random mod 5 < 3 goto {be}1-8080 comment" in rules[-2]
     assert f"goto {be}2-8080 comment" in rules[-1]
@@ -119,7 +150,7 @@ def test_weights_are_reduced_and_large_totals_use_ranges():
 
 def test_all_drained_drops_and_dr_ports_are_skipped_with_a_note():
     want = desired({"10.20.0.11": 0})
-    assert want.bodies[("service", KEY3)][0].split(" comment ")[0].endswith(" drop")
+    assert want.bodies[("service", KEY3)][1].split(" comment ")[0].endswith(" drop")
     assert want.notes == ()
     notes = ruleset.desired(lvslab.model()).notes
     assert notes and "forward dr" in notes[0]
@@ -130,13 +161,13 @@ def test_maglev_map_holds_every_slot_and_its_name_carries_the_table_digest():
     (key4,) = [k for kind, k in want.state if kind == "maglev"]
     body = want.bodies[("maglev", key4)]
     assert sum(line.count(" : goto ") for line in body) == 65537
-    rule = want.bodies[("service", KEY3)][0]
+    rule = want.bodies[("service", KEY3)][1]
     assert f"jhash ip saddr . th sport mod 65537 seed {ruleset.JHASH_SEED} vmap " \
            f"@{ruleset.maglev_name(key4)}" in rule
     again = desired({"10.20.0.12": 1, "10.20.0.11": 1}, scheduler="mh")
     assert again.bodies == want.bodies               # deterministic
     sh = desired({"10.20.0.11": 1, "10.20.0.12": 1}, scheduler="sh")
-    assert "jhash ip saddr mod 65537" in sh.bodies[("service", KEY3)][0]
+    assert "jhash ip saddr mod 65537" in sh.bodies[("service", KEY3)][1]
 
 
 def test_names_parse_back_to_their_keys():
