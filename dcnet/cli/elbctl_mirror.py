@@ -42,18 +42,22 @@ def mirror() -> None:
 @mirror.command("rules")
 @click.option("--service", "services", multiple=True, required=True, metavar="VIP:PORT",
               help="A service whose client->server packets are copied (repeatable).")
-@click.option("--to", "to_address", required=True, help="Address of the mirror namespace.")
+@click.option("--to", "to_address", default=None,
+              help="IPv4 address of the mirror namespace (for IPv4 VIPs).")
+@click.option("--to6", "to_address6", default=None,
+              help="IPv6 address of the mirror namespace (for IPv6 VIPs, [VIP6]:PORT).")
 @click.option("--device", required=True, help="The director's end of the mirror veth.")
 @click.option("--percent", type=click.IntRange(1, 100), default=100, show_default=True,
               help="Share of sessions copied (by hash of client address and port).")
 @click.option("--netns", default=None, help="Namespace of the director (default: here).")
 @click.option("--apply", "do_apply", is_flag=True, help="Install the table.")
 @click.option("--remove", "do_remove", is_flag=True, help="Delete the table.")
-def rules_command(services, to_address, device, percent, netns, do_apply, do_remove) -> None:
-    """Print, install or remove the director's nft dup table."""
+def rules_command(services, to_address, to_address6, device, percent, netns, do_apply,
+                  do_remove) -> None:
+    """Print, install or remove the director's nft dup tables."""
     try:
         spec = rules.MirrorSpec(tuple(rules.parse_service(s) for s in services),
-                                to_address, device, percent)
+                                to_address, device, percent, to_address6)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     if do_remove:

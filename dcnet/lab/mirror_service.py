@@ -61,7 +61,10 @@ def serve(bind: str, port: int, log_path: str, variant: str = "") -> None:
 
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 1024
-    with ThreadingHTTPServer((bind, port), Handler) as server:
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+
+    with Server((bind, port), Handler) as server:
         server.serve_forever()
 
 

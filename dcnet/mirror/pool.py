@@ -2,8 +2,9 @@
 
 It owns :class:`SourcePool`, a context manager that creates ``count`` namespaces named
 ``dmr<5 hex>-<i>`` (the pool's prefix and the copy's index), each with a veth ``eth0``
-holding the next free address of the pool's network (with the network's prefix length,
-an optional default route via ``gateway``); the veth's other end, named like the
+holding the next free address of the pool's network (IPv4 or IPv6, with the network's
+prefix length, IPv6 without duplicate address detection; an optional default route via
+``gateway``); the veth's other end, named like the
 namespace, is made a port of an existing bridge ``bridge`` in namespace ``via_netns``
 (the caller's namespace when None). Every step is pushed on an undo stack as it is done;
 leaving the ``with`` block (normally, on an exception, on Ctrl-C, or on SIGTERM, which
@@ -26,6 +27,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +40,7 @@ PREFIX = "dmr"
 STATE_DIR = "/run/dcnet-mirror"
 CARRIER_WAIT = 20.0     # seconds: a bridge drops a new port's frames until its carrier
 SETTLE = 5.0            # seconds given to killed processes to leave a namespace
+IFA_F_NODAD = 0x02
 
 
 class PoolError(RuntimeError):
@@ -181,13 +184,18 @@ def _configure_copy(interface: str, gateway: str | None) -> None:
     from pyroute2 import IPRoute
 
     address, _, prefixlen = interface.partition("/")
+    six = ":" in address
     with IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         eth0 = ipr.link_lookup(ifname="eth0")[0]
-        ipr.addr("add", index=eth0, address=address, prefixlen=int(prefixlen))
+        # IPv6: no duplicate address detection (the pool's addresses are its own, and a
+        # tentative address cannot be a connection's source)
+        ipr.addr("add", index=eth0, address=address, prefixlen=int(prefixlen),
+                 **({"family": socket.AF_INET6, "flags": IFA_F_NODAD} if six else {}))
         ipr.link("set", index=eth0, state="up")
         if gateway:
-            ipr.route("add", dst="default", gateway=gateway)
+            ipr.route("add", dst="default", gateway=gateway,
+                      family=socket.AF_INET6 if six else socket.AF_INET)
 
 
 def _in_via(via_netns: str | None, func: Callable[..., Any], *args: Any) -> Any:

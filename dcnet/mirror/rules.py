@@ -4,10 +4,11 @@ It owns the text of tables ``ip dcnet_mirror`` and ``ip6 dcnet_mirror``: in prer
 before conntrack, the packets of each chosen VIP:port whose session hash (``jhash ip
 saddr . tcp sport``, ``ip6 saddr`` for IPv6 VIPs) falls below the sampled share are
 duplicated by the kernel (``dup to ADDR device DEV``, an IPv6 ``to_address6`` for IPv6
-VIPs) into the veth whose other end is in the mirror namespace. Packets arriving from that
-veth are dropped and counted, so a copy's side can never answer production. Building
-the text is pure; :func:`apply` and :func:`remove` run ``nft`` (in a namespace if
-given).
+VIPs) into the veth whose other end is in the mirror namespace (IPv6 neighbour
+discovery on that veth is let through, the kernel needs it to reach the mirror
+address). Packets arriving from that veth are dropped and counted, so a copy's side can
+never answer production. Building the text is pure; :func:`apply` and :func:`remove`
+run ``nft`` (in a namespace if given).
 """
 
 from __future__ import annotations
@@ -94,8 +95,11 @@ def _table(family: str, spec: MirrorSpec, services: list[tuple[str, int]],
               "  counter copied { }",
               "  counter from_mirror { }",
               "  chain copy {",
-              "    type filter hook prerouting priority -300; policy accept;",
-              f'    iifname "{spec.device}" counter name from_mirror drop']
+              "    type filter hook prerouting priority -300; policy accept;"]
+    if family == "ip6":         # neighbour discovery of the mirror address (never forwarded)
+        lines.append(f'    iifname "{spec.device}" icmpv6 type '
+                     "{ nd-neighbor-solicit, nd-neighbor-advert } accept")
+    lines.append(f'    iifname "{spec.device}" counter name from_mirror drop')
     for vip, port in services:
         lines.append(f"    {daddr} {vip} tcp dport {port} {sample}"
                      f'counter name copied dup to {to_address} device "{spec.device}"')

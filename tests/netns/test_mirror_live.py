@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import pytest
 from scapy.layers.inet import IP, TCP
 
 from dcnet.lab.mirror_service import http_sessions, read_log
-from dcnet.mirror import pool, rules
+from dcnet.mirror import rules
+from dcnet.sysio import netns as netns_mod
 from tests.netns.test_mirror import Capture, paths_of
 
 pytestmark = pytest.mark.netns
@@ -63,6 +65,23 @@ def wait_until(check, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def stop(command: subprocess.Popen) -> None:
+    """SIGTERM (the pool undoes itself), SIGKILL only if that did not end it."""
+    if command.poll() is None:
+        command.terminate()
+        try:
+            command.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            command.kill()
+            command.communicate()
+
+
+def pool_left(stderr: bytes) -> list[str]:
+    """The namespaces of this command's pool (named on its stderr) that still exist."""
+    prefix = re.search(rb"pool: \d+ namespaces (dmr[0-9a-f]{5})-", stderr).group(1).decode()
+    return [n for n in netns_mod.list_names() if n.startswith(prefix + "-")]
+
+
 def lines_of(path: str) -> int:
     if not os.path.exists(path):
         return 0
@@ -98,9 +117,7 @@ def test_live_replay_copies_every_production_request_and_never_touches_productio
             command.send_signal(signal.SIGTERM)
             stdout, stderr = command.communicate(timeout=60)
         finally:
-            if command.poll() is None:
-                command.kill()
-                command.communicate()
+            stop(command)
         assert command.returncode == 0, stderr.decode()
         summary = json.loads(stdout)
         assert summary["sessions"] == SESSIONS and summary["kernel_drops"] == 0
@@ -127,5 +144,5 @@ def test_live_replay_copies_every_production_request_and_never_touches_productio
                 {(CLIENT, SERVER), (SERVER, CLIENT)}
         syns = [p for p in server_side.packets if TCP in IP(p) and IP(p)[TCP].flags == "S"]
         assert len(syns) == SESSIONS                 # no copy's SYN reached production
-        assert pool.leftovers() == []
+        assert pool_left(stderr) == []
     assert len(read_log(prod_log)) == 2 * SESSIONS * REQUESTS   # production's own only
