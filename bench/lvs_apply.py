@@ -1,6 +1,7 @@
 """Benchmark: elbctl's IPVS apply against ``ipvsadm-restore`` of the same table.
 
-    .venv/bin/python bench/lvs_apply.py [--services 10000] [--servers 10] [--runs 3]
+    .venv/bin/python bench/lvs_apply.py [--services 10000 ...] [--servers 10] [--runs 3]
+                                        [--quick]
 
 Where the host kernel lacks IPVS the script re-runs itself inside the kernel lab (one
 virtme-ng boot, dcnet.lab.kernel_lab.run_in_guest) and prints the guest's report; under
@@ -13,9 +14,15 @@ same boot. Each run, in a fresh network namespace:
 3. ``no-op no-fp``: the same with the fingerprint record removed first: the full read
    (one read of /proc/net/ip_vs, one service dump) every no-op did before;
 4. ``no-op exact``: the same with ``--exact-read`` (one dest dump per service);
-5. ``one``: one service changed (a weight and the scheduler): a full read;
-6. ``restore``: ``ipvsadm -C`` then ``ipvsadm-restore`` of the same table (the C tool,
+5. ``one``: one service changed (a weight and the scheduler): the incremental sync
+   reads and writes only that service (:mod:`dcnet.lvs.incremental`);
+6. ``one full``: the same change back, with the whole table read (``full_read``: what
+   every one-service change cost before the incremental sync);
+7. ``restore``: ``ipvsadm -C`` then ``ipvsadm-restore`` of the same table (the C tool,
    one acknowledged request per line).
+
+``--quick`` leaves out 3, 4 and 7. Several ``--services`` sizes run in the same boot,
+one after the other, each with its own medians and ratios.
 
 Only IPVS is measured on both sides (VIP addresses, rules and sysctls are left out:
 ipvsadm-restore does not do them). Every elbctl sync is ``make_plan`` then
@@ -61,18 +68,19 @@ def model_for(services: int, servers: int, changed: bool = False):
     return Model("bench", (carrier,), tuple(out))
 
 
-def elbctl_sync(table, store_dir: str, model, exact_read: bool = False
-                ) -> tuple[float, int, int, dict, bool]:
+def elbctl_sync(table, store_dir: str, model, exact_read: bool = False,
+                full_read: bool = False) -> tuple[float, int, int, dict, str]:
     """One sync exactly as ``elbctl apply --target lvs`` runs it once the model is
     loaded: under the target's lock, :func:`dcnet.target.make_plan` then
     :func:`dcnet.target.apply_plan` on an :class:`LVSTarget` (IPVS only: no routing
     object, as ipvsadm-restore does no routing). Returns (seconds, changes, IPVS writes,
-    seconds per phase, whether the plan took the fingerprint fast path)."""
+    seconds per phase, the read the plan took)."""
     from dcnet.lvs.backend import LVSTarget
     from dcnet.target import apply_plan, make_plan
 
     started = time.perf_counter()
-    target = LVSTarget(state_dir=store_dir, exact_read=exact_read, ipvs=table, routing=None)
+    target = LVSTarget(state_dir=store_dir, exact_read=exact_read, full_read=full_read,
+                       ipvs=table, routing=None)
     with target.lock(600):
         plan = make_plan(target, model)
         planned = time.perf_counter()
@@ -81,7 +89,11 @@ def elbctl_sync(table, store_dir: str, model, exact_read: bool = False
     phases = {"plan": planned - started, "apply": elapsed - (planned - started)}
     if not result.ok:
         raise SystemExit(f"apply failed: {result.to_text()[-2000:]}")
-    return elapsed, len(plan.changes), result.writes["ipvs"], phases, plan.payload.fast_path
+    payload = plan.payload
+    path = ("fingerprint fast path" if payload.fast_path else "full read"
+            if payload.incremental is None else
+            f"incremental: {len(payload.incremental)} service(s) read")
+    return elapsed, len(plan.changes), result.writes["ipvs"], phases, path
 
 
 def restore_text(desired: dict) -> str:
@@ -96,20 +108,32 @@ def restore_text(desired: dict) -> str:
 
 
 def in_namespace(args) -> None:
+    for services in args.services:
+        one_size(args, services)
+
+
+def one_size(args, services: int) -> None:
     from dcnet.lvs import state
     from dcnet.lvs.ipvs import KernelIPVS
     from dcnet.lvs.layout import layouts
     from dcnet.lvs.store import Store
 
-    base_model = model_for(args.services, args.servers)
-    changed_model = model_for(args.services, args.servers, changed=True)
+    base_model = model_for(services, args.servers)
+    changed_model = model_for(services, args.servers, changed=True)
     base = state.desired_ipvs(layouts(base_model))
     restore = restore_text(base)
     n_dests = sum(1 for k in base if k[0] == "dest")
-    print(f"table: {args.services} services x {args.servers} real servers = "
-          f"{args.services + n_dests} IPVS objects; {args.runs} run(s)", flush=True)
-    times: dict[str, list[float]] = {"full": [], "no-op": [], "no-op no-fp": [],
-                                     "no-op exact": [], "one": [], "restore": []}
+    print(f"table: {services} services x {args.servers} real servers = "
+          f"{services + n_dests} IPVS objects; {args.runs} run(s)", flush=True)
+    steps = [("full", base_model, False, False), ("no-op", base_model, False, False),
+             ("no-op no-fp", base_model, False, False),
+             ("no-op exact", base_model, True, False), ("one", changed_model, False, False),
+             ("one full", base_model, False, True)]
+    if args.quick:
+        steps = [s for s in steps if s[0] not in ("no-op no-fp", "no-op exact")]
+    times: dict[str, list[float]] = {s[0]: [] for s in steps}
+    if not args.quick:
+        times["restore"] = []
     writes: dict[str, int] = {}
     for run in range(args.runs):
         name = f"lvsbench-{os.getpid()}-{run}"
@@ -120,21 +144,19 @@ def in_namespace(args) -> None:
         try:
             table = KernelIPVS(name)
             with tempfile.TemporaryDirectory() as store:
-                for label, model, exact in (("full", base_model, False),
-                                            ("no-op", base_model, False),
-                                            ("no-op no-fp", base_model, False),
-                                            ("no-op exact", base_model, True),
-                                            ("one", changed_model, False)):
+                for label, model, exact, full in steps:
                     if label == "no-op no-fp":      # the full read: what no-op did before
                         Store(store).save_fingerprint(None)
-                    seconds, changes, w, phases, fast = elbctl_sync(table, store, model, exact)
+                    seconds, changes, w, phases, path = elbctl_sync(table, store, model,
+                                                                    exact, full)
                     times[label].append(seconds)
                     writes[label] = w
                     split = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
-                    path = "fingerprint fast path" if fast else "full read"
                     print(f"  run {run + 1}: {label:<11} {seconds:8.2f}s  {changes} change(s), "
                           f"{w} netlink write(s)  ({split}; {path})", flush=True)
             table.close()
+            if args.quick:
+                continue
             subprocess.run(["ip", "netns", "exec", name, "ipvsadm", "-C"], check=True)
             started = time.perf_counter()
             subprocess.run(["ip", "netns", "exec", name, "ipvsadm-restore"], input=restore,
@@ -145,24 +167,27 @@ def in_namespace(args) -> None:
         finally:
             subprocess.run(["ip", "netns", "del", name], check=False)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print("medians: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()))
-    print(f"ratio full apply / ipvsadm-restore: {med['full'] / med['restore']:.2f} "
-          f"(target <= 1.0)")
+    print(f"{services} services, medians: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()))
+    if "restore" in med:
+        print(f"ratio full apply / ipvsadm-restore: {med['full'] / med['restore']:.2f} "
+              f"(target <= 1.0)")
     print(f"ratio no-op / full apply:           {med['no-op'] / med['full']:.3f} "
           f"(target < 0.05); no-op writes: {writes['no-op']}")
-    print(f"ratio no-op full read / full:       {med['no-op no-fp'] / med['full']:.3f}; "
-          f"writes: {writes['no-op no-fp']}")
-    print(f"ratio no-op --exact-read / full:    {med['no-op exact'] / med['full']:.3f}; "
-          f"writes: {writes['no-op exact']}")
-    print(f"ratio one-service change / full:    {med['one'] / med['full']:.3f}; "
-          f"writes: {writes['one']}")
+    for label, name in (("no-op no-fp", "no-op full read"), ("no-op exact", "no-op --exact-read"),
+                        ("one", "one-service change"), ("one full", "one, full read")):
+        if label in med:
+            print(f"ratio {name + ' / full:':<29}{med[label] / med['full']:.3f}; "
+                  f"writes: {writes[label]}")
+    print(f"ratio one / one full read:          {med['one'] / med['one full']:.3f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--services", type=int, nargs="+", default=[10000])
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="leave out the no-op full reads and ipvsadm-restore")
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from dcnet.lab import kernel_lab
@@ -172,7 +197,8 @@ def main() -> None:
         return
     out = tempfile.mkdtemp(prefix="lvs-bench-")
     argv = [sys.executable, os.path.abspath(__file__), "--in-guest", "--services",
-            str(args.services), "--servers", str(args.servers), "--runs", str(args.runs)]
+            *map(str, args.services), "--servers", str(args.servers), "--runs", str(args.runs),
+            *(["--quick"] if args.quick else [])]
     print(f"host kernel has no IPVS: running in the kernel lab (log {out}/guest-console.log)",
           flush=True)
     run = kernel_lab.run_in_guest(argv, rwdirs=[out], memory="3G", timeout=5400,

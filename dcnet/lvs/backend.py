@@ -360,20 +360,21 @@ class LVSTarget(Target):
                 after = record
             else:
                 model_layouts = tuple(layouts(model))
-                desired = state.desired_ipvs(model_layouts, registry)
-                digests = incremental.group_digests(desired)
+                digests = incremental.layout_digests(model_layouts, registry)
                 if shortcut and text is None:
                     selection = incremental.select(record, digests,
                                                    incremental.vips_digest(vips), now)
                 if selection is not None and selection.read is not None:
                     found = incremental.read_services(self.ipvs, selection.read)
-                    desired = incremental.restrict(desired, selection.read)
+                    desired = incremental.restrict(state.desired_ipvs(incremental.layouts_of(
+                        model_layouts, selection.read), registry), selection.read)
                     ipvs_notes = record.notes
                     ipvs_objects = record.objects
                     notes += [*ipvs_notes, f"IPVS read incrementally: {selection.changed} "
                               f"of {selection.total} service(s) changed since the last "
                               f"apply; the others not re-read (--exact-read reads them)"]
                 else:
+                    desired = state.desired_ipvs(model_layouts, registry)
                     if text is None:
                         text = self._proc_text()
                         table = None if text is None else fingerprint.table_digest(text)
@@ -435,7 +436,8 @@ class LVSTarget(Target):
         self.store.save_drain_set({**self.store.drain_set(), **payload.draining})
         self.store.save_drain_deadline(payload.settings.drain_deadline)
         if payload.layouts is not None:
-            self.store.save_layouts(payload.layouts, payload.drain_seconds)
+            with paused_gc():       # 10,000 layouts to JSON: acyclic, many allocations
+                self.store.save_layouts(payload.layouts, payload.drain_seconds)
 
     def apply_change(self, change: Change, plan: Plan) -> None:
         if change.kind in state.IPVS_KINDS:

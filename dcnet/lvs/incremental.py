@@ -2,10 +2,11 @@
 
 After an apply that ended clean (no drain pending) the target records, in its state
 directory (``ipvs_services.json``, written atomically), per virtual service
-(``proto VIP port``) the digest of its desired IPVS objects: the service's attributes and
-its dests with theirs, as :func:`dcnet.lvs.state.desired_ipvs` computes them from the
-model and the registry. A clean apply made the kernel's objects of that service exactly
-these, so the digest is both that of the service's inputs and that of the state written.
+(``proto VIP port``) the digest of its inputs: everything
+:func:`dcnet.lvs.state.desired_ipvs` builds its IPVS objects from (VIP, port fields, real
+servers with the registry merged in, :data:`VERSION`). A clean apply made the kernel's
+objects of that service exactly what these inputs ask for, so the digest also stands for
+the state written.
 The record also holds the digest of the owned VIPs, the IPVS read's notes, the owned
 object count, when the last *full* read was made and how many incremental applies
 followed it.
@@ -32,9 +33,11 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from types import MappingProxyType
 
 from dcnet.lvs import state
+from dcnet.lvs.layout import effective_servers
 from dcnet.lvs.reader import IPVSRead
 from dcnet.sysio.files import atomic_write
 
@@ -81,16 +84,34 @@ def vips_digest(vips: Iterable[str]) -> str:
     return hashlib.sha256(" ".join(sorted(vips)).encode()).hexdigest()[:32]
 
 
-def group_digests(desired: Mapping) -> dict[str, str]:
-    """Per service key text, the digest of its desired IPVS objects (pure; objects of
-    other kinds are ignored)."""
-    groups: dict[tuple, list] = {}
-    for (kind, key), attrs in desired.items():
-        if kind == "service" or kind == "dest":
-            groups.setdefault(key[:3], []).append((kind, key, sorted(attrs.items())))
+_SERVER = attrgetter("address", "port", "weight")
+_PORT = attrgetter("protocol", "port", "scheduler", "forward", "persistence", "backend_port")
+
+
+def layout_digests(model_layouts: Iterable, registry: Mapping) -> dict[str, str]:
+    """Per service key text, the digest of everything its desired IPVS objects are made
+    from by :func:`dcnet.lvs.state.desired_ipvs` (keep the two in step): the VIP, the
+    port's fields and the real servers with the registry merged in (pure; one ``repr``
+    of plain tuples per VIP:port, so 10,000 services cost one pass)."""
+    out: dict[str, str] = {}
     sha = hashlib.sha256
-    return {key_text(skey): sha(repr(sorted(items)).encode()).hexdigest()[:32]
-            for skey, items in groups.items()}
+    for layout in model_layouts:
+        entries = registry.get(layout.name)
+        servers = effective_servers(layout, dict(entries)) if entries else layout.servers
+        shown = repr((VERSION, sorted(map(repr, map(_SERVER, servers)))))   # any order
+        for _carrier, vip in layout.vips:
+            for port in layout.ports:
+                fields = _PORT(port)
+                out[f"{fields[0]} {vip} {fields[1]}"] = sha(
+                    f"{vip}|{fields!r}|{shown}".encode()).hexdigest()[:32]
+    return out
+
+
+def layouts_of(model_layouts: Iterable, skeys: frozenset) -> list:
+    """The layouts owning any of the service keys ``skeys``."""
+    return [layout for layout in model_layouts
+            if any((port.protocol, vip, port.port) in skeys
+                   for _carrier, vip in layout.vips for port in layout.ports)]
 
 
 def full_read_due(record: Record | None, now: float) -> str | None:

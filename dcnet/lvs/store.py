@@ -79,9 +79,10 @@ class Store:
         except FileNotFoundError:
             return default
 
-    def _write(self, name: str, data: Any) -> None:
+    def _write(self, name: str, data: Any, indent: int | None = 1) -> None:
+        # indent=None: json's C encoder (an indent always runs the pure-Python one)
         self._make_directory()
-        atomic_write(self.path(name), json.dumps(data, indent=1, sort_keys=True),
+        atomic_write(self.path(name), json.dumps(data, indent=indent, sort_keys=True),
                      mode=0o600, fsync=True)
 
     # -- registry: {service: {ident: {"weight": int, "state": str}}}
@@ -119,7 +120,7 @@ class Store:
         data = {"version": 1, "services": [s.to_json() for s in layouts],
                 "drain_seconds": drain_seconds}
         if self._read("layouts.json", None) != data:
-            self._write("layouts.json", data)
+            self._write("layouts.json", data, indent=None)   # 10,000 layouts: 0.4 s, not 3
 
     # -- settings of the last applied model that elbctl backend needs
 

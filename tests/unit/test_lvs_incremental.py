@@ -18,6 +18,7 @@ from dcnet.lvs import incremental
 from dcnet.lvs.backend import LVSTarget
 from dcnet.lvs.fake import FakeIPVS
 from dcnet.lvs.ipvs import CMD_NEW_DEST, CMD_SET_DEST, Request, WireDest, WireService
+from dcnet.lvs.layout import layouts
 from dcnet.model.jobname import JobName
 from dcnet.model.types import Carrier, Forwarding, Model, Port, Protocol, RealServer, Service
 from dcnet.plan import Action
@@ -78,17 +79,22 @@ def test_too_many_changed_services_make_a_full_read():
     assert len(incremental.select(record(many), few, VIPS, NOW).read) == 200
 
 
-def test_group_digests_change_only_for_the_changed_service():
-    base = {("service", ("tcp", "v1", 80)): {"scheduler": "wrr", "persistence": 0},
-            ("dest", ("tcp", "v1", 80, "r1", 8080)): {"forward": "nat", "weight": 1},
-            ("service", ("tcp", "v2", 80)): {"scheduler": "wrr", "persistence": 0},
-            ("vip", ("v1",)): {"prefixlen": 32}}
-    one = incremental.group_digests(base)
-    assert set(one) == {"tcp v1 80", "tcp v2 80"}
-    other = dict(base)
-    other[("dest", ("tcp", "v1", 80, "r1", 8080))] = {"forward": "nat", "weight": 2}
-    two = incremental.group_digests(other)
-    assert two["tcp v2 80"] == one["tcp v2 80"] and two["tcp v1 80"] != one["tcp v1 80"]
+def test_layout_digests_change_only_for_the_changed_service():
+    one = incremental.layout_digests(layouts(model_for(5, extra_port=1)), {})
+    assert set(one) == {f"tcp {vip_of(i)} 80" for i in range(5)} | {f"tcp {vip_of(1)} 443"}
+    two = incremental.layout_digests(layouts(model_for(5, changed=(2,), extra_port=1)), {})
+    assert {k for k in one if one[k] != two[k]} == {f"tcp {vip_of(2)} 80"}
+    # the registry is an input: a server added by ``elbctl backend`` changes its service
+    name = layouts(model_for(5))[3].name
+    three = incremental.layout_digests(layouts(model_for(5, extra_port=1)),
+                                       {name: {"10.9.9.9": {"weight": 1, "state": "active"}}})
+    assert {k for k in one if one[k] != three[k]} == {f"tcp {vip_of(3)} 80"}
+    # and the order the model lists real servers in is not
+    model = model_for(5, extra_port=1)
+    svc = model.services[4]
+    reordered = dataclasses.replace(model, services=(*model.services[:4], dataclasses.replace(
+        svc, real_servers=svc.real_servers[::-1])))
+    assert incremental.layout_digests(layouts(reordered), {}) == one
 
 
 def test_record_file_round_trip_and_corrupt(tmp_path):
