@@ -262,6 +262,8 @@ def main() -> int:
     parser.add_argument("--modes", default="off,on",
                         help="round modes in cycle order: off, on (copies to the recorder),"
                              " dup (copies to a namespace without a recorder)")
+    parser.add_argument("--percent", type=int, default=100,
+                        help="share of sessions mirrored (by hash) in the dup and on modes")
     parser.add_argument("--factors", default="1,10,100", help="replay factors, comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="replays per factor")
     parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
@@ -270,7 +272,7 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="dcnet-mirror-bench-")
     result: dict = {"args": vars(args), "cpus": os.cpu_count()}
     with Lab(topology(work)) as lab:
-        spec = rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0")
+        spec = rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0", args.percent)
         rec = f"{work}/rec.jsonl"
         recorder = lab.start("mirror", [PY, "-m", "dcnet.mirror.recorder", "--ifname", "eth0",
                                         "--out", rec], name="recorder",
@@ -279,7 +281,7 @@ def main() -> int:
             time.sleep(0.05)
         modes = args.modes.split(",")
         rounds: dict[str, list[dict]] = {mode: [] for mode in modes}
-        sink_spec = rules.MirrorSpec(((SERVER, PORT),), SINK, "mir1")
+        sink_spec = rules.MirrorSpec(((SERVER, PORT),), SINK, "mir1", args.percent)
         pids = {"server": lab.process("prod").pid, "recorder": recorder.pid}
         mirrored_paths: set[str] = set()
         if args.warmup:
