@@ -19,6 +19,7 @@ import signal
 
 import click
 
+from dcnet.cli.common import load_model_or_exit
 from dcnet.mirror import (
     anonymise,
     diff,
@@ -32,6 +33,7 @@ from dcnet.mirror import (
     replay,
     rules,
 )
+from dcnet.model.mirror_section import endpoint
 
 
 @click.group("mirror")
@@ -39,22 +41,69 @@ def mirror() -> None:
     """Copy live traffic at the director, record it, replay it (docs/mirror.md)."""
 
 
+model_file_option = click.option(
+    "-f", "--file", "model_path", default=None, type=click.Path(dir_okay=False),
+    help="A service model: its mirror section gives every setting not given here.")
+
+
+def _mirror_settings(model_path: str | None):
+    """The model's mirror section (None without -f); exit 1 listing every problem of an
+    invalid model, usage error without a mirror section."""
+    if model_path is None:
+        return None
+    settings = load_model_or_exit(model_path).mirror
+    if settings is None:
+        raise click.UsageError(f"{model_path} has no mirror section")
+    return settings
+
+
+def _replay_settings(settings, target, factor, namespaces, pool_network, via_bridge,
+                     via_netns, gateway) -> tuple:
+    """target, factor and the pool options: the command line's, else the model's."""
+    if settings is not None:
+        if target is None and settings.target is not None:
+            target = endpoint(*settings.target)
+        factor = settings.factor if factor is None else factor
+        if not namespaces and pool_network is None and settings.pool is not None:
+            model_pool = settings.pool
+            pool_network, via_bridge = str(model_pool.network), model_pool.via
+            via_netns = via_netns or model_pool.via_netns
+            gateway = gateway or (str(model_pool.gateway) if model_pool.gateway else None)
+    if target is None:
+        raise click.UsageError("--target is required (or a model's mirror.target with -f)")
+    return (target, 1.0 if factor is None else factor, namespaces, pool_network, via_bridge,
+            via_netns, gateway)
+
+
 @mirror.command("rules")
-@click.option("--service", "services", multiple=True, required=True, metavar="VIP:PORT",
+@model_file_option
+@click.option("--service", "services", multiple=True, metavar="VIP:PORT",
               help="A service whose client->server packets are copied (repeatable).")
 @click.option("--to", "to_address", default=None,
               help="IPv4 address of the mirror namespace (for IPv4 VIPs).")
 @click.option("--to6", "to_address6", default=None,
               help="IPv6 address of the mirror namespace (for IPv6 VIPs, [VIP6]:PORT).")
-@click.option("--device", required=True, help="The director's end of the mirror veth.")
-@click.option("--percent", type=click.IntRange(1, 100), default=100, show_default=True,
-              help="Share of sessions copied (by hash of client address and port).")
+@click.option("--device", default=None, help="The director's end of the mirror veth.")
+@click.option("--percent", type=click.IntRange(1, 100), default=None,
+              help="Share of sessions copied (by hash of client address and port); "
+                   "default 100.")
 @click.option("--netns", default=None, help="Namespace of the director (default: here).")
 @click.option("--apply", "do_apply", is_flag=True, help="Install the table.")
 @click.option("--remove", "do_remove", is_flag=True, help="Delete the table.")
-def rules_command(services, to_address, to_address6, device, percent, netns, do_apply,
-                  do_remove) -> None:
+def rules_command(model_path, services, to_address, to_address6, device, percent, netns,
+                  do_apply, do_remove) -> None:
     """Print, install or remove the director's nft dup tables."""
+    settings = _mirror_settings(model_path)
+    if settings is not None:
+        services = services or settings.services_text()
+        to_address = to_address or (str(settings.to) if settings.to else None)
+        to_address6 = to_address6 or (str(settings.to6) if settings.to6 else None)
+        device = device or settings.device
+        percent = settings.percent if percent is None else percent
+    if not services or not device:
+        raise click.UsageError("--service and --device are required (or -f MODEL with a "
+                               "mirror section)")
+    percent = 100 if percent is None else percent
     try:
         spec = rules.MirrorSpec(tuple(rules.parse_service(s) for s in services),
                                 to_address, device, percent, to_address6)
@@ -131,17 +180,21 @@ def copy_namespaces(namespaces, pool_network, via_bridge, via_netns, gateway, co
 
 
 @mirror.command("replay")
+@model_file_option
 @click.option("--recording", "recording_path", required=True)
-@click.option("--target", required=True, metavar="IP:PORT")
+@click.option("--target", default=None, metavar="IP:PORT")
 @click.option("--factor", type=click.FloatRange(replay.MIN_FACTOR, replay.MAX_FACTOR),
-              default=1.0, show_default=True)
+              default=None, help="x0.1 .. x100 (default 1).")
 @pool_options
 @click.option("--out-dir", required=True, help="Where each copy's results go.")
 @click.option("--timing", is_flag=True, help="Keep the recorded gaps (raw TCP sessions).")
 @click.option("--speed", type=float, default=1.0, show_default=True)
-def replay_command(recording_path, target, factor, namespaces, pool_network, via_bridge,
-                   via_netns, gateway, out_dir, timing, speed) -> None:
+def replay_command(model_path, recording_path, target, factor, namespaces, pool_network,
+                   via_bridge, via_netns, gateway, out_dir, timing, speed) -> None:
     """Replay a recording to a target at a factor, a namespace per copy."""
+    target, factor, namespaces, pool_network, via_bridge, via_netns, gateway = \
+        _replay_settings(_mirror_settings(model_path), target, factor, namespaces,
+                         pool_network, via_bridge, via_netns, gateway)
     os.makedirs(out_dir, exist_ok=True)
     with copy_namespaces(namespaces, pool_network, via_bridge, via_netns, gateway,
                          replay.copy_count(factor), target) as names:
@@ -154,14 +207,15 @@ def replay_command(recording_path, target, factor, namespaces, pool_network, via
 
 
 @mirror.command("live")
+@model_file_option
 @click.option("--ifname", default="eth0", show_default=True,
               help="The mirror namespace's end of the veth.")
 @click.option("--capture-netns", default=None,
               help="The mirror namespace (default: here); the capture sockets are opened "
                    "there, this command and the pool stay here.")
-@click.option("--target", required=True, metavar="IP:PORT")
+@click.option("--target", default=None, metavar="IP:PORT")
 @click.option("--factor", type=click.FloatRange(replay.MIN_FACTOR, replay.MAX_FACTOR),
-              default=1.0, show_default=True)
+              default=None, help="x0.1 .. x100 (default 1).")
 @pool_options
 @click.option("--out-dir", required=True, help="Where each copy's results go.")
 @click.option("--record", "record_path", default=None,
@@ -173,11 +227,22 @@ def replay_command(recording_path, target, factor, namespaces, pool_network, via
               help="HTTP request header whose value the copies send anonymised "
                    "(repeatable; needs --anonymise-key).")
 @click.option("--duration", type=float, default=None, help="Seconds (default: until SIGTERM).")
-def live_command(ifname, capture_netns, target, factor, namespaces, pool_network, via_bridge,
-                 via_netns, gateway, out_dir, record_path, anonymise_key, headers,
-                 duration) -> None:
+def live_command(model_path, ifname, capture_netns, target, factor, namespaces, pool_network,
+                 via_bridge, via_netns, gateway, out_dir, record_path, anonymise_key,
+                 headers, duration) -> None:
     """Replay live: the capture feeds the copies as it reassembles sessions (no recording
-    file needed), a namespace per copy; stops on SIGTERM/SIGINT or --duration."""
+    file needed), a namespace per copy; stops on SIGTERM/SIGINT or --duration. With -f,
+    the model's anonymise settings apply (a random key unless --anonymise-key)."""
+    settings = _mirror_settings(model_path)
+    target, factor, namespaces, pool_network, via_bridge, via_netns, gateway = \
+        _replay_settings(settings, target, factor, namespaces, pool_network, via_bridge,
+                         via_netns, gateway)
+    clients = True          # without a model: a key anonymises the recording's clients
+    if settings is not None:
+        headers = headers or settings.anonymise_headers
+        clients = settings.anonymise_clients
+        if (headers or clients) and not anonymise_key:
+            anonymise_key = "random"
     _address(target)
     if headers and not anonymise_key:
         raise click.UsageError("--header needs --anonymise-key")
@@ -190,7 +255,7 @@ def live_command(ifname, capture_netns, target, factor, namespaces, pool_network
                          replay.copy_count(factor), target) as names:
         try:
             runner = live.LiveReplay(ifname, capture_netns, target, factor, names, out_dir,
-                                     record_path, key, headers)
+                                     record_path, key, headers, anonymise_clients=clients)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
         saved = {signum: signal.signal(signum, lambda *_: stop.append(1))

@@ -78,7 +78,7 @@ class LiveReplay:
     def __init__(self, ifname: str, capture_netns: str | None, target: str, factor: float,
                  namespaces: Sequence[str], out_dir: str, record_path: str | None = None,
                  anonymise_key: bytes | None = None, headers: Sequence[str] = (),
-                 linger: float = 30.0):
+                 linger: float = 30.0, anonymise_clients: bool = True):
         self.copies = replay.copy_count(factor)
         replay.copies_of("", factor)            # validates the factor
         if len(namespaces) < self.copies:
@@ -88,6 +88,7 @@ class LiveReplay:
         self.factor, self.namespaces, self.out_dir = factor, list(namespaces), out_dir
         self.record_path, self.key = record_path, anonymise_key
         self.headers, self.linger = tuple(headers), linger
+        self.clients_key = anonymise_key if anonymise_clients else None
         self.workers: list[Worker] = []
         self.routes: dict[str, list[Worker]] = {}
 
@@ -128,7 +129,7 @@ class LiveReplay:
                     out.write(recording.dumps(session) + "\n")
                     out.flush()
 
-            recorder = rec.Recorder(emit, self.key, on_data=self._on_data,
+            recorder = rec.Recorder(emit, self.clients_key, on_data=self._on_data,
                                     on_end=self._ended)
             if ready is not None:
                 ready()

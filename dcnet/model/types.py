@@ -15,6 +15,7 @@ from dcnet.model.dns_section import DNSSettings
 from dcnet.model.haproxy_section import HAProxySettings
 from dcnet.model.jobname import JobName
 from dcnet.model.lvs_section import LVSSettings
+from dcnet.model.mirror_section import MirrorSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -171,6 +172,7 @@ class Model:
     haproxy: HAProxySettings = field(default_factory=HAProxySettings)
     lvs: LVSSettings = field(default_factory=LVSSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    mirror: MirrorSettings | None = None        # no mirror section: nothing mirrored
 
     @property
     def default_carrier(self) -> Carrier:

@@ -2,7 +2,8 @@
 copies in the mirror namespace and sends every session, as it is reassembled, to a test
 server from a source pool made for the run (one namespace per copy), at x1 and x2; the
 test server logs every production request once per copy, in order within each session,
-from the copy's own address; at packet level nothing of a copy or its answers reaches
+from the copy's own address (the x2 run and the director's rules are configured by the
+model's mirror section, ``-f``); at packet level nothing of a copy or its answers reaches
 the production client or server, and nothing of the pool is left."""
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import sys
 import time
 
 import pytest
+from click.testing import CliRunner
 from scapy.layers.inet import IP, TCP
 
+from dcnet.cli.elbctl import cli
 from dcnet.lab.mirror_service import http_sessions, read_log
 from dcnet.mirror import rules
 from dcnet.sysio import netns as netns_mod
@@ -58,6 +61,25 @@ def topology(log_dir: str) -> dict:
     }
 
 
+MODEL = """version: 1
+carriers:
+  - {name: lab, uplink: c0, gateway: 10.93.0.254, table: 101, vip_ranges: [10.93.1.0/24],
+     default: true}
+services:
+  - job: job.web_service.shop_cluster.prod_pdl.retail_owt.sre_cop.example
+    vips: {lab: %(server)s}
+    ports: [{port: %(port)d, forward: nat}]
+    real_servers: [{address: 10.93.1.3}]
+mirror:
+  services: ["%(server)s:%(port)d"]
+  device: mir0
+  to: %(mirror)s
+  target: %(target)s:%(port)d
+  factor: 2
+  pool: {network: %(pool)s, via: br0, via_netns: %(sw)s}
+"""
+
+
 def wait_until(check, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -92,16 +114,24 @@ def lines_of(path: str) -> int:
 def test_live_replay_copies_every_production_request_and_never_touches_production(
         lab_factory, tmp_path):
     lab = lab_factory(topology(str(tmp_path)))
-    rules.apply(rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0"), lab.netns("director"))
+    model = tmp_path / "model.yaml"         # the x2 run and the rules come from the model
+    model.write_text(MODEL % {"server": SERVER, "port": PORT, "mirror": MIRROR,
+                              "target": TARGET, "pool": POOL, "sw": lab.netns("sw")})
+    done = CliRunner().invoke(cli, ["mirror", "rules", "-f", str(model), "--apply",
+                                    "--netns", lab.netns("director")])
+    assert done.exit_code == 0, done.output
+    assert rules.counters(lab.netns("director"))["copied"] == 0
     target_log, prod_log = str(tmp_path / "target.log"), str(tmp_path / "prod.log")
     delivered = 0
     for factor, copies in ((1, 1), (2, 2)):
         out = tmp_path / f"x{factor}"
+        where = ["--target", f"{TARGET}:{PORT}", "--factor", str(factor), "--pool", POOL,
+                 "--via", "br0", "--via-netns", lab.netns("sw")] if factor == 1 else \
+            ["-f", str(model)]
         command = subprocess.Popen(
             [PY, "-m", "dcnet.cli.elbctl", "mirror", "live", "--capture-netns",
-             lab.netns("mirror"), "--ifname", "eth0", "--target", f"{TARGET}:{PORT}",
-             "--factor", str(factor), "--pool", POOL, "--via", "br0", "--via-netns",
-             lab.netns("sw"), "--out-dir", str(out), "--record", str(out / "rec.jsonl")],
+             lab.netns("mirror"), "--ifname", "eth0", *where, "--out-dir", str(out),
+             "--record", str(out / "rec.jsonl")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             wait_until(lambda out=out, command=command: os.path.exists(out / "rec.jsonl")
