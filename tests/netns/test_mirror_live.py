@@ -176,3 +176,88 @@ def test_live_replay_copies_every_production_request_and_never_touches_productio
         assert len(syns) == SESSIONS                 # no copy's SYN reached production
         assert pool_left(stderr) == []
     assert len(read_log(prod_log)) == 2 * SESSIONS * REQUESTS   # production's own only
+
+
+VIP, VIP_PORT, DIRECTOR_POOL = "198.51.100.10", 80, "10.96.0.254"
+REAL_SERVERS = ("10.97.0.11", "10.97.0.12")
+
+
+def vip_topology(log_dir: str) -> dict:
+    """Copies (a pool on br0, gateway the director) -> the director (nft target, the VIP
+    on lo, DNAT to the real servers) -> rs1, rs2 on br1 (default route: the director)."""
+    serve = [PY, "-m", "dcnet.lab.mirror_service", "--port", str(PORT), "--log"]
+    links = [
+        {"a": {"host": "director", "ifname": "eth0", "addresses": [f"{DIRECTOR_POOL}/24"]},
+         "b": {"host": "sw", "ifname": "p-d", "bridge": "br0"}},
+        {"a": {"host": "director", "ifname": "s0", "addresses": ["10.97.0.254/24"]},
+         "b": {"host": "sw", "ifname": "p-s", "bridge": "br1"}}]
+    processes, routes = [], []
+    for i, address in enumerate(REAL_SERVERS, start=1):
+        links.append({"a": {"host": f"rs{i}", "ifname": "eth0", "addresses": [f"{address}/24"]},
+                      "b": {"host": "sw", "ifname": f"p-rs{i}", "bridge": "br1"}})
+        routes.append({"host": f"rs{i}", "dst": "default", "via": "10.97.0.254"})
+        processes.append({"name": f"rs{i}", "host": f"rs{i}", "ready_tcp_port": PORT,
+                          "argv": [*serve, f"{log_dir}/rs{i}.log"]})
+    return {"hosts": [{"name": "director", "sysctls": {"net.ipv4.ip_forward": 1}}, "sw",
+                      "rs1", "rs2"],
+            "bridges": [{"name": "br0", "host": "sw"}, {"name": "br1", "host": "sw"}],
+            "links": links, "routes": routes, "processes": processes}
+
+
+def test_replay_to_a_vip_behind_the_nft_target(lab_factory, tmp_path):
+    """The replay target is a VIP: the copies (pool with the director as gateway) reach
+    it through the nft target's DNAT; the real servers together log every request once
+    per copy, from the copies' own addresses, in order within each session."""
+    from dcnet.lab.mirror_service import request_bytes
+    from dcnet.mirror import recording
+    from dcnet.nft import synth
+    from dcnet.target import session as target_session
+
+    lab = lab_factory(vip_topology(str(tmp_path)))
+    lab.run("director", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
+    model = synth.model(synth.lab_model_text(VIP, dict.fromkeys(REAL_SERVERS, 1),
+                                             scheduler="rr", port=VIP_PORT, target_port=PORT))
+    outcome = target_session.run("nft", model, {"netns": lab.netns("director"),
+                                                "state_dir": str(tmp_path / "state")},
+                                 apply=True)
+    assert outcome.ok, outcome.result.to_text()
+    sessions = [recording.Session(
+        f"v{i}", f"10.1.0.1:{42000 + i}", f"{VIP}:{VIP_PORT}", 0.0,
+        chunks=tuple(recording.Chunk(r * 100, r / 100, request_bytes(VIP, f"/v{i}/r{r}"))
+                     for r in range(REQUESTS))) for i in range(SESSIONS)]
+    rec = str(tmp_path / "vip.jsonl")
+    recording.write(rec, sessions)
+    done = CliRunner().invoke(cli, [
+        "mirror", "replay", "--recording", rec, "--target", f"{VIP}:{VIP_PORT}",
+        "--factor", "2", "--pool", "10.96.0.0/24", "--via", "br0", "--via-netns",
+        lab.netns("sw"), "--gateway", DIRECTOR_POOL, "--out-dir", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert [(c["exit"], c["replayed"], c["errors"]) for c in summary["copies"]] == \
+        [(0, SESSIONS, 0)] * 2
+    entries = [e for i in (1, 2) for e in read_log(str(tmp_path / f"rs{i}.log"))]
+    assert len(entries) == 2 * SESSIONS * REQUESTS
+    by_copy: dict[str, list[str]] = {}
+    for entry in entries:
+        by_copy.setdefault(entry["src"].rpartition(":")[0], []).append(entry["path"])
+    assert sorted(by_copy) == ["10.96.0.1", "10.96.0.2"]    # DNAT keeps the copy's source
+    wanted = sorted(f"/v{i}/r{r}" for i in range(SESSIONS) for r in range(REQUESTS))
+    for source, paths in by_copy.items():
+        assert sorted(paths) == wanted, source
+    # one connection a session: all its requests on one real server, in order
+    servers: dict[tuple[str, str], set[int]] = {}
+    for i in (1, 2):
+        for entry in read_log(str(tmp_path / f"rs{i}.log")):
+            key = (entry["src"].rpartition(":")[0], entry["path"].split("/")[1])
+            servers.setdefault(key, set()).add(i)
+        for paths in _paths_by_connection(read_log(str(tmp_path / f"rs{i}.log"))).values():
+            assert paths == sorted(paths)
+    assert len(servers) == 2 * SESSIONS and all(len(s) == 1 for s in servers.values())
+    assert {i for s in servers.values() for i in s} == {1, 2}     # rr: both servers used
+
+
+def _paths_by_connection(entries: list[dict]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        out.setdefault(entry["src"], []).append(entry["path"])
+    return out
