@@ -257,6 +257,64 @@ def nested_stats(data: bytes | memoryview, start: int, end: int, stats: int,
     return None if where is None else decode_stats(data, *where)
 
 
+def _counts(data: bytes | memoryview, start: int, end: int) -> tuple[int, ...]:
+    """The five counters of a STATS/STATS64 nest, as :func:`decode_stats` reads them,
+    as a tuple, stopping after the last one (the scrape's hot path)."""
+    unpack_nla = _NLA.unpack_from
+    values = [0, 0, 0, 0, 0]
+    while start + 4 <= end:
+        length, kind = unpack_nla(data, start)
+        if length < 4:
+            break
+        kind &= NLA_TYPE_MASK
+        if STATS_CONNS <= kind <= STATS_OUTBYTES:
+            if length == 12:
+                values[kind - 1] = _U64.unpack_from(data, start + 4)[0]
+            elif length == 8:
+                values[kind - 1] = _U32.unpack_from(data, start + 4)[0]
+            if kind == STATS_OUTBYTES:
+                break
+        start += (length + 3) & ~3
+    return tuple(values)
+
+
+def service_counts(data: bytes | memoryview, start: int, end: int) -> tuple:
+    """The hot path of a metrics scrape: one service of a dump as (family, protocol,
+    address, port, fwmark, conns, inpkts, outpkts, inbytes, outbytes), reading only
+    the key and the STATS64 nest (STATS without it; zeros without either)."""
+    unpack_nla = _NLA.unpack_from
+    family = proto = port = fwmark = addr_at = 0
+    nest32 = nest64 = None
+    while start + 4 <= end:
+        length, kind = unpack_nla(data, start)
+        if length < 4:
+            break
+        kind &= NLA_TYPE_MASK
+        at = start + 4
+        if kind == SVC_AF:
+            family = _U16.unpack_from(data, at)[0]
+        elif kind == SVC_PROTOCOL:
+            proto = _U16.unpack_from(data, at)[0]
+        elif kind == SVC_ADDR:
+            addr_at = at
+        elif kind == SVC_PORT:
+            port = (data[at] << 8) | data[at + 1]
+        elif kind == SVC_FWMARK:
+            fwmark = _U32.unpack_from(data, at)[0]
+        elif kind == SVC_STATS64:
+            nest64 = (at, start + length)
+        elif kind == SVC_STATS:
+            nest32 = (at, start + length)
+        start += (length + 3) & ~3
+    nest = nest64 or nest32
+    counts = (0, 0, 0, 0, 0) if nest is None else _counts(data, *nest)
+    addr = ""
+    if addr_at and not fwmark:
+        size = 4 if family == socket.AF_INET else 16
+        addr = socket.inet_ntop(family, data[addr_at:addr_at + size])
+    return (family, proto, addr, port, fwmark, *counts)
+
+
 # ------------------------------------------------------------------ the socket
 
 
@@ -392,6 +450,34 @@ class IPVSSocket:
                                 nested_stats(data, a, b, SVC_STATS, SVC_STATS64)))
         return out
 
+    def service_counts(self) -> list[tuple]:
+        """Every service as :func:`service_counts` reads it, from one service dump."""
+        out = []
+        for data, start, end in self.dump(CMD_GET_SERVICE):
+            for kind, a, b in iter_attrs(data, start, end):
+                if kind == CMD_ATTR_SERVICE:
+                    out.append(service_counts(data, a, b))
+        return out
+
+    def dest_counts(self, family: int, protocol: int, addr: str, port: int
+                    ) -> list[tuple[tuple, tuple]]:
+        """Every dest of the service (family, protocol, addr, port) as (a tuple as
+        :meth:`dest_rows` gives, the five counters as :func:`service_counts` reads
+        them), from one dest dump."""
+        out = []
+        service = WireService(family, protocol, addr, port)
+        payload = _nested(CMD_ATTR_SERVICE, service.key_attrs())
+        for data, start, end in self.dump(CMD_GET_DEST, payload):
+            for kind, a, b in iter_attrs(data, start, end):
+                if kind == CMD_ATTR_DEST:
+                    nest = None
+                    for attr, x, y in iter_attrs(data, a, b):
+                        if attr == DEST_STATS64 or (attr == DEST_STATS and nest is None):
+                            nest = (x, y)
+                    out.append((dest_row(data, a, b, family),
+                                (0, 0, 0, 0, 0) if nest is None else _counts(data, *nest)))
+        return out
+
     def dest_stats(self, service: WireService) -> list[tuple[tuple, Stats | None]]:
         """Every dest of ``service`` (a tuple as :meth:`dest_rows` gives) with its
         counters, from one dest dump."""
@@ -416,27 +502,6 @@ class IPVSSocket:
                 if kind == CMD_ATTR_DEST:
                     out.append(dest_row(data, a, b, service.family))
         return out
-
-    def service(self, service: WireService) -> WireService | None:
-        """One service by its key (``IPVS_CMD_GET_SERVICE`` without ``NLM_F_DUMP``: one
-        request, one reply), or None when the kernel has no such service (ESRCH)."""
-        seq = self._next_seq()
-        payload = _nested(CMD_ATTR_SERVICE, service.key_attrs())
-        self.sock.send(self._message(self.family_id, NLM_F_REQUEST, CMD_GET_SERVICE,
-                                     IPVS_GENL_VERSION, payload, seq))
-        while True:
-            for kind, _flags, got, data, off, end in self._recv_messages():
-                if got != seq:
-                    continue
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, off)[0]
-                    if code in (0, errno_mod.ESRCH, errno_mod.ENOENT):
-                        return None
-                    raise NetlinkError(code, os.strerror(code))
-                for attr, a, b in iter_attrs(data, off + _GENL.size, end):
-                    if attr == CMD_ATTR_SERVICE:
-                        return decode_service(data, a, b)
-                return None
 
     # -- writes
 

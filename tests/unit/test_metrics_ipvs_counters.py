@@ -104,11 +104,11 @@ class Dumps:
             data = b"\0" * 4 + message
             yield memoryview(data), 4, len(data)
 
-    def service_stats(self):
-        return genl.IPVSSocket.service_stats(self)
+    def service_counts(self):
+        return genl.IPVSSocket.service_counts(self)
 
-    def dest_stats(self, service):
-        return genl.IPVSSocket.dest_stats(self, service)
+    def dest_counts(self, *service):
+        return genl.IPVSSocket.dest_counts(self, *service)
 
     def close(self):
         self.closed += 1
@@ -215,10 +215,25 @@ def test_above_the_bound_no_dest_dump_and_no_server_counters():
 
 def test_a_failing_dump_marks_the_source_down_and_keeps_the_rest():
     class Broken(Dumps):
-        def dest_stats(self, service):
+        def dest_counts(self, *service):
             raise genl.NetlinkError(1, "EPERM")
 
     text = collect(Bound(10), Broken(kernel().services, {}))
     assert value(text, "dcnet_exporter_source_up", source="ipvs") == 0
     assert "dcnet_ipvs_service_packets_total" not in text
     assert "dcnet_elb_drift" in text or "dcnet_exporter_source_up" in text
+
+
+def test_the_scrape_path_reads_what_the_generic_decoder_reads():
+    messages = [service_message("198.51.100.10", 80, stats32(1, 2, 3, 4, 5),
+                                stats64(2**40, 7, 8, 9, 10)),
+                service_message("198.51.100.11", 80, None, stats64(1, 2, 3, 4, 5, pad=False)),
+                service_message("2001:db8::10", 443, stats32(5, 4, 3, 2**33, 1), None,
+                                family=socket.AF_INET6),
+                service_message("198.51.100.12", 53, None, None, proto=17)]
+    sock = Dumps(messages)
+    fast = genl.IPVSSocket.service_counts(sock)
+    generic = genl.IPVSSocket.service_stats(sock)
+    assert [(f[2], f[3], f[1], *f[5:]) for f in fast] == [
+        (ws.addr, ws.port, ws.protocol, *ipvs.counts_of(stats)) for ws, stats in generic]
+    assert fast[0][5] == 2**40 and fast[2][8] == 2**33
