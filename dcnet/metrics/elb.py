@@ -31,6 +31,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dcnet.metrics import haproxy_stat, ipvs, nft, status
 from dcnet.metrics.cardinality import Bound
@@ -39,9 +40,9 @@ from dcnet.metrics.exposition import Family, encoded, escape, labels
 JOBNAME_TAGS = ("job", "jobgroup", "service", "servicegroup", "cluster", "pdl", "owt", "cop")
 
 
-@dataclass(frozen=True)
-class IPVSRow:
-    """One real server of one IPVS virtual service (``/proc/net/ip_vs``)."""
+class IPVSRow(NamedTuple):
+    """One real server of one IPVS virtual service (``/proc/net/ip_vs``); a named tuple:
+    100,000 of them are made at each scrape of a 10,000 x 10 table."""
 
     vip: str
     port: int
