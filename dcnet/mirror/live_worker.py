@@ -139,6 +139,7 @@ def run(target: tuple[str, int], out_path: str, events, linger: float = 30.0) ->
     """Replay the sessions of the event lines ``events``; results to ``out_path``."""
     lock = threading.Lock()
     sessions: dict[str, LiveSession] = {}
+    started: list[threading.Thread] = []
     counts = {"sessions": 0, "errors": 0}
     headers: tuple = ()
     key = b""
@@ -160,6 +161,7 @@ def run(target: tuple[str, int], out_path: str, events, linger: float = 30.0) ->
                 if session is None:
                     session = sessions[event["s"]] = LiveSession(event["s"], target, report,
                                                                  headers, key)
+                    started.append(session.thread)
                     counts["sessions"] += 1
                 session.events.put(base64.b64decode(event["d"]))
             elif session is not None:               # "end": a session without bytes is
@@ -169,12 +171,8 @@ def run(target: tuple[str, int], out_path: str, events, linger: float = 30.0) ->
         for session in sessions.values():          # the capture stopped first
             session.events.put(None)
         deadline = time.monotonic() + linger
-        for session in list(sessions.values()):
-            session.thread.join(max(0.0, deadline - time.monotonic()))
-        # sessions ended earlier: their threads finish on their own; wait for them too
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and thread.daemon:
-                thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in started:              # every session's, ended earlier or just now
+            thread.join(max(0.0, deadline - time.monotonic()))
     return counts
 
 

@@ -73,3 +73,82 @@ def test_ipv6_vips_get_an_ip6_table_and_need_an_ipv6_mirror_address():
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+def _servers():
+    """An HTTP server echoing each request's Cookie and path, and a raw sink answering
+    ``got N`` at EOF, both on loopback; returns their ports and what they saw."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Cookie")))
+            body = self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    sink = socket.create_server(("127.0.0.1", 0))
+
+    def serve_sink():
+        while True:
+            try:
+                conn, _ = sink.accept()
+            except OSError:         # closed by the test
+                return
+            data = b""
+            while more := conn.recv(65536):
+                data += more
+            seen.append(("raw", data))
+            conn.sendall(b"got %d" % len(data))
+            conn.close()
+    threading.Thread(target=serve_sink, daemon=True).start()
+    return http, sink, seen
+
+
+def test_the_worker_cuts_http_requests_as_bytes_arrive_and_streams_raw_sessions(tmp_path):
+    import base64
+    import json
+
+    from dcnet.mirror import anonymise, live_worker
+
+    http, sink, seen = _servers()
+    request = b"GET /a HTTP/1.1\r\nHost: x\r\nCookie: secret\r\n\r\n"
+    second = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def events(sid, *chunks, end="fin"):
+        return [json.dumps({"s": sid, "d": base64.b64encode(c).decode()}) for c in chunks] + \
+            [json.dumps({"s": sid, "end": end})]
+    lines = [json.dumps({"config": {"headers": ["cookie"], "key": b"k".hex()}}),
+             *events("h", request[:7], request[7:30], request[30:] + second[:5], second[5:])]
+    out = tmp_path / "http.jsonl"
+    counts = live_worker.run(("127.0.0.1", http.server_address[1]), str(out), lines)
+    assert counts == {"sessions": 1, "errors": 0}
+    result = json.loads(out.read_text())
+    assert (result["mode"], result["requests"], result["error"]) == ("http", 2, None)
+    assert [base64.b64decode(a).endswith(p) for a, p in zip(result["answers"], [b"/a", b"/b"],
+                                                            strict=True)] == [True, True]
+    assert seen == [("/a", anonymise.token(b"secret", b"k").decode()), ("/b", None)]
+    # a binary session: raw from its first bytes, sent whole, the answer read at EOF
+    out = tmp_path / "raw.jsonl"
+    counts = live_worker.run(("127.0.0.1", sink.getsockname()[1]), str(out),
+                             [json.dumps({"config": {}}),
+                              *events("r", b"\x00\x01", b"\x02" * 5, end="open")])
+    result = json.loads(out.read_text())
+    assert (result["mode"], result["sent"], result["end"]) == ("raw", 7, "open")
+    assert base64.b64decode(result["answers"][0]) == b"got 7"
+    assert seen[-1] == ("raw", b"\x00\x01" + b"\x02" * 5)
+    http.shutdown()
+    http.server_close()
+    sink.close()
