@@ -8,7 +8,9 @@ with ``--pool CIDR --via BRIDGE``; ``live`` replays the same way straight from t
 capture, as sessions are reassembled; ``sweep`` removes pools whose owner was killed;
 ``loadtest`` ramps the factor until an SLO breaks and writes a report with a plot;
 ``diff`` compares a candidate's answers with two instances of the current version;
-``show`` summarises a recording. Exit 1 on invalid arguments."""
+``show`` summarises a recording. ``rules``, ``replay`` and ``live`` take what the
+command line does not give from a model's ``mirror`` section (``-f MODEL``). Exit 1 on
+invalid arguments or an invalid model."""
 
 from __future__ import annotations
 

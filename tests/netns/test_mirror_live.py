@@ -4,7 +4,8 @@ server from a source pool made for the run (one namespace per copy), at x1 and x
 test server logs every production request once per copy, in order within each session,
 from the copy's own address (the x2 run and the director's rules are configured by the
 model's mirror section, ``-f``); at packet level nothing of a copy or its answers reaches
-the production client or server, and nothing of the pool is left."""
+the production client or server, and nothing of the pool is left. Also: replay to a VIP
+of the nft target through a director, rather than to a server's address."""
 
 from __future__ import annotations
 
