@@ -26,11 +26,19 @@ recorder runs; a target namespace and one namespace per replay copy on a bridge.
    copy (against the recording), duplicates, order violations within a session, failed
    sessions, and whether every copy came from its own address; medians over repeats.
 
+With ``--client sockperf`` the production load is ``sockperf under-load`` (TCP, C,
+64-byte messages at ``--rate`` messages/s, every one answered, ``--seconds`` a round)
+against a ``sockperf server`` in the server namespace: its round-trip p50/p99; the
+client's CPU is the sockperf client's, mostly its own pacing and bookkeeping (~150 µs
+a message against the server's 3-7 µs in a trial run), so read the server's.
+
     sudo .venv/bin/python bench/mirror.py [--rounds 4] [--sessions 100] [--requests 5]
     sudo .venv/bin/python bench/mirror.py --rounds 1 --sessions 10 --factors 1,10,100 \
         --repeat 3          # the x100 run of docs/mirror.md
     sudo .venv/bin/python bench/mirror.py --rounds 10 --sessions 250 --rate 1000 \
         --factors ''        # latency and CPU only, paced (docs/mirror.md)
+    sudo .venv/bin/python bench/mirror.py --client sockperf --rate 2000 --rounds 10 \
+        --modes off,dup,on --factors ''
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -56,6 +65,7 @@ from dcnet.mirror.replay import read_response
 PY = sys.executable
 CLIENT, SERVER, MIRROR, TARGET, PORT = "10.93.0.1", "10.93.1.2", "10.93.9.2", "10.94.0.254", 8080
 POOL = "10.94.0.0/24"
+SOCKPERF_PORT = 11111
 SINK = "10.93.9.6"     # the "dup" mode's copies go here: no recorder, the kernel drops them
 
 
@@ -85,6 +95,8 @@ def topology(log_dir: str) -> dict:
              "ready_tcp_port": PORT},
             {"name": "target", "host": "target", "argv": [*serve, f"{log_dir}/target.log"],
              "ready_tcp_port": PORT},
+            {"name": "sockperf", "host": "server", "ready_tcp_port": SOCKPERF_PORT,
+             "argv": ["sockperf", "server", "-i", SERVER, "-p", str(SOCKPERF_PORT), "--tcp"]},
         ],
     }
 
@@ -144,8 +156,26 @@ def softirq_seconds() -> float:
 
 
 def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's CPU and that of its reaped children (sockperf runs as one)."""
+    return sum(u.ru_utime + u.ru_stime for u in (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def sockperf_round(lab, args) -> tuple[int, float, float, float]:
+    """sockperf under-load (TCP, 64-byte messages, every one answered) at ``--rate``
+    messages/s for ``--seconds``: (messages answered, their rate, p50 and p99 round trip
+    in seconds), over sockperf's valid duration (its warm-up left out)."""
+    done = lab.run("client", [
+        "sockperf", "under-load", "-i", SERVER, "-p", str(SOCKPERF_PORT), "--tcp",
+        "-t", str(args.seconds), "--mps", str(int(args.rate or 2000)), "-m", "64",
+        "--reply-every", "1", "--full-rtt"], timeout=args.seconds + 60)
+    text = done.stdout + done.stderr
+    got = re.search(r"\[Valid Duration\] RunTime=([0-9.]+) sec.*ReceivedMessages=(\d+)",
+                    text)
+    p50, p99 = (float(re.search(rf"percentile {q} =\s+([0-9.]+)", text).group(1)) / 1e6
+                for q in ("50.000", "99.000"))
+    return int(got.group(2)), int(got.group(2)) / float(got.group(1)), p50, p99
 
 
 def run_round(lab, args, tag: str, pids: dict[str, int]) -> dict:
@@ -153,15 +183,21 @@ def run_round(lab, args, tag: str, pids: dict[str, int]) -> dict:
     load1 = os.getloadavg()[0]
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own, soft, begin = own_cpu_seconds(), softirq_seconds(), time.monotonic()
-    lat = lab.call("client", load, args.threads, args.sessions, args.requests, tag,
-                   args.rate)
+    if args.client == "sockperf":
+        n, rate, p50, p99 = sockperf_round(lab, args)
+        lat = []
+    else:
+        lat = lab.call("client", load, args.threads, args.sessions, args.requests, tag,
+                       args.rate)
+        n, p50, p99 = len(lat), statistics.median(lat), pct(lat, 99)
     wall = time.monotonic() - begin
+    if not lat:
+        wall = n / rate             # sockperf's own measured duration
     cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     cpu["client"] = own_cpu_seconds() - own
     cpu["softirq"] = softirq_seconds() - soft
-    n = len(lat)
     return {"requests": n, "wall_s": wall, "rps": n / wall, "load1": load1,
-            "p50_ms": statistics.median(lat) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
+            "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3,
             "prod_cpu_us": (cpu["client"] + cpu["server"]) / n * 1e6,
             "server_cpu_us": cpu["server"] / n * 1e6,
             "softirq_us": cpu["softirq"] / n * 1e6,
@@ -177,8 +213,8 @@ def latency_cpu_summary(rounds: dict[str, list[dict]]) -> dict:
     compared = ("p50_ms", "p99_ms", "prod_cpu_us", "server_cpu_us", "softirq_us")
     out: dict = {}
     for mode, rows in rounds.items():
-        pooled = [x for r in rows for x in r["latencies"]]
-        out[mode] = {"rounds": len(rows), "requests": len(pooled),
+        pooled = [x for r in rows for x in r["latencies"]] or [0.0]    # none: sockperf
+        out[mode] = {"rounds": len(rows), "requests": sum(r["requests"] for r in rows),
                      "pooled_p50_ms": round(statistics.median(pooled) * 1e3, 3),
                      "pooled_p99_ms": round(pct(pooled, 99) * 1e3, 3),
                      **{f"median_{k}": round(statistics.median(r[k] for r in rows), 3)
@@ -190,7 +226,9 @@ def latency_cpu_summary(rounds: dict[str, list[dict]]) -> dict:
             continue
         ratios = {k: round(out[mode][f"median_{k}"] / off[f"median_{k}"], 4)
                   for k in compared if off[f"median_{k}"]}
-        ratios["pooled_p99"] = round(out[mode]["pooled_p99_ms"] / off["pooled_p99_ms"], 4)
+        if off["pooled_p99_ms"]:
+            ratios["pooled_p99"] = round(out[mode]["pooled_p99_ms"] / off["pooled_p99_ms"],
+                                         4)
         out[f"ratio_{mode}_off"] = ratios
         pairs = list(zip(rounds["off"], rounds[mode], strict=False))
         out[f"pair_ratios_{mode}_off"] = {}
@@ -262,6 +300,10 @@ def main() -> int:
     parser.add_argument("--modes", default="off,on",
                         help="round modes in cycle order: off, on (copies to the recorder),"
                              " dup (copies to a namespace without a recorder)")
+    parser.add_argument("--client", choices=("http", "sockperf"), default="http",
+                        help="production load: the Python HTTP clients, or sockperf "
+                             "under-load (TCP, C, at --rate messages/s, default 2000)")
+    parser.add_argument("--seconds", type=int, default=5, help="sockperf round length")
     parser.add_argument("--percent", type=int, default=100,
                         help="share of sessions mirrored (by hash) in the dup and on modes")
     parser.add_argument("--factors", default="1,10,100", help="replay factors, comma-separated")
@@ -272,7 +314,8 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="dcnet-mirror-bench-")
     result: dict = {"args": vars(args), "cpus": os.cpu_count()}
     with Lab(topology(work)) as lab:
-        spec = rules.MirrorSpec(((SERVER, PORT),), MIRROR, "mir0", args.percent)
+        services = ((SERVER, PORT), (SERVER, SOCKPERF_PORT))
+        spec = rules.MirrorSpec(services, MIRROR, "mir0", args.percent)
         rec = f"{work}/rec.jsonl"
         recorder = lab.start("mirror", [PY, "-m", "dcnet.mirror.recorder", "--ifname", "eth0",
                                         "--out", rec], name="recorder",
@@ -281,10 +324,13 @@ def main() -> int:
             time.sleep(0.05)
         modes = args.modes.split(",")
         rounds: dict[str, list[dict]] = {mode: [] for mode in modes}
-        sink_spec = rules.MirrorSpec(((SERVER, PORT),), SINK, "mir1", args.percent)
-        pids = {"server": lab.process("prod").pid, "recorder": recorder.pid}
+        sink_spec = rules.MirrorSpec(services, SINK, "mir1", args.percent)
+        pids = {"server": lab.process("sockperf" if args.client == "sockperf" else "prod").pid,
+                "recorder": recorder.pid}
         mirrored_paths: set[str] = set()
-        if args.warmup:
+        if args.warmup and args.client == "sockperf":
+            sockperf_round(lab, args)
+        elif args.warmup:
             lab.call("client", load, args.threads, args.sessions, args.requests, "warm",
                      args.rate)
         for i in range(args.rounds * len(modes)):
