@@ -7,8 +7,11 @@ Fills a fresh network namespace with what ``elbctl apply --target nft`` writes f
 checks that a second plan is empty), then times, ``--runs`` times each and interleaved,
 the readings a scrape could make:
 
-- ``counters``: ``nft -j list counters table inet dcnet`` (the named counter objects:
-  what ``elbctl exporter --target nft`` reads), and its parse into series samples;
+- ``netlink``: one ``NFT_MSG_GETOBJ`` dump of the table's counters, decoded
+  (:class:`dcnet.nft.objects.CounterReader`: what ``elbctl exporter --target nft``
+  reads), in this process;
+- ``counters``: ``nft -j list counters table inet dcnet`` (the same objects through
+  nft, which loads its cache of every chain and rule first), and its parse;
 - ``terse``: ``nft -j -t list table inet dcnet`` (every chain and rule, no set
   elements): the least a reading of anonymous counters in the service chains' rules
   would list;
@@ -16,8 +19,9 @@ the readings a scrape could make:
   Maglev maps, the counter maps);
 - ``cin``: ``nft -j list map inet dcnet cin`` (one counter map's elements).
 
-Prints the wall time of each (median, min, max), the listing's size and the full sync's
-time; the machine's load average is printed at the start and at the end.
+The three nft listings that load every chain run ``--slow-runs`` times (default once:
+minutes each at 10,000 services). Prints the wall time of each (median, min, max), the
+listing's size and the full sync's time; the load average at the start and at the end.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+SLOW = ("counters", "terse", "table")
 READS = {
+    "netlink": [],                          # in this process: dcnet.nft.objects
     "counters": ["list", "counters", "table", "inet", "dcnet"],
     "terse": ["-t", "list", "table", "inet", "dcnet"],
     "table": ["list", "table", "inet", "dcnet"],
@@ -43,6 +49,7 @@ READS = {
 def main() -> None:
     from dcnet.nft import synth
     from dcnet.nft.nftio import parse_counters
+    from dcnet.nft.objects import CounterReader
     from dcnet.target import apply_plan, make_plan, registry
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -50,9 +57,13 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--reads", default=",".join(READS))
+    parser.add_argument("--slow-runs", type=int, default=1, help="runs of the nft "
+                        "listings that load every chain: counters, terse, table (minutes "
+                        "each at 10,000 services)")
     args = parser.parse_args()
     print(f"{args.services} services x {args.servers} real servers, {args.runs} runs; "
-          f"load {os.getloadavg()[0]:.1f} at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"load {os.getloadavg()[0]:.1f} at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+          flush=True)
     ns = f"dcbench{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
@@ -65,21 +76,32 @@ def main() -> None:
                 plan = make_plan(target, model)
                 apply_plan(target, plan)
             print(f"full sync: {time.perf_counter() - started:.1f} s, "
-                  f"{len(plan.changes)} objects")
+                  f"{len(plan.changes)} objects", flush=True)
             with target.lock(600):
                 assert make_plan(target, model).empty, "a second plan is not empty"
             target.close()
             times: dict[str, list[float]] = {r: [] for r in args.reads.split(",")}
+            reader = CounterReader(ns)
             sizes: dict[str, int] = {}
             parse: list[float] = []
-            for _ in range(args.runs):
+            for run in range(args.runs):
                 for name in times:
+                    if name in SLOW and run >= args.slow_runs:
+                        continue
                     started = time.perf_counter()
+                    if name == "netlink":
+                        rows = reader.read()
+                        times[name].append(time.perf_counter() - started)
+                        sizes[name] = 0
+                        assert len(rows) == args.services, len(rows)
+                        print(f"  {name}: {times[name][-1]:.3f} s", flush=True)
+                        continue
                     done = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j",
                                            *READS[name]], capture_output=True, text=True,
                                           check=True)
                     times[name].append(time.perf_counter() - started)
                     sizes[name] = len(done.stdout)
+                    print(f"  {name}: {times[name][-1]:.3f} s", flush=True)
                     if name == "counters":
                         started = time.perf_counter()
                         rows = parse_counters(done.stdout)

@@ -185,10 +185,11 @@ def haproxy_source(options: dict) -> Callable[[str], str]:
 
 
 def nft_source(options: dict) -> Callable[[], dict]:
-    """The nft target's counter objects (one ``nft -j list counters``, in its namespace)."""
-    from dcnet.nft.nftio import Nft
+    """The nft target's counter objects: one netlink dump of them in its namespace
+    (:class:`dcnet.nft.objects.CounterReader`; ``nft list counters`` loads every chain)."""
+    from dcnet.nft.objects import CounterReader
 
-    return Nft(options.get("netns")).counters
+    return CounterReader(options.get("netns")).read
 
 
 def ipvs_table(text: str, stats: str):

@@ -136,11 +136,6 @@ class Nft:
             dev, ino = st.st_dev, st.st_ino
         return f"{dev}:{ino}"
 
-    def counters(self) -> dict:
-        """Every dcnet counter object's values (:func:`parse_counters`): one ``nft -j list
-        counters table inet dcnet``, which lists no chain, rule or set element."""
-        return parse_counters(self.list_json("counters", "table", FAMILY, TABLE) or "{}")
-
     def read(self) -> Listing:
         table, services, legacy = self.raw_listing()
         state, notes = parse_listing(table, services)
@@ -253,7 +248,8 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
 
 def parse_counters(text: str) -> dict:
     """Pure: ``{(proto, vip, port): {"conns" | "in" | "out": (packets, bytes)}}`` from
-    ``nft -j list counters``; counters of other names are skipped."""
+    ``nft -j list counters``; counters of other names are skipped. (The exporter reads
+    them by netlink, :mod:`dcnet.nft.objects`: nft loads every chain first.)"""
     out: dict = {}
     for item in json.loads(text).get("nftables", []):
         counter = item.get("counter")

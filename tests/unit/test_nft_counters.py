@@ -1,14 +1,15 @@
 """The nft target's counter objects (pure): three per VIP:port, the counter maps and the
-traffic chains that feed them, their commands, traffic not read as a change, and apply
-records made before them ignored."""
+traffic chains that feed them, their commands, traffic not read as a change, apply
+records made before them ignored, and the kernel's netlink dump of them decoded."""
 
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 
-from dcnet.nft import fingerprint, ruleset, script, synth
+from dcnet.nft import fingerprint, objects, ruleset, script, synth
 from dcnet.nft.nftio import listing_digest
 from dcnet.plan import Action, Change, Plan, diff
 
@@ -98,3 +99,34 @@ def test_an_apply_record_made_before_the_counters_is_ignored(tmp_path):
         fh.write(json.dumps({"genid": 7, "identity": "1:2", "objects": 0,
                              "table": "inet dcnet"}) + "\n")
     assert fingerprint.load(path) is None
+
+
+def _object(table: str, name: str, packets: int, octets: int) -> bytes:
+    data = (objects._attr(objects.NFTA_COUNTER_BYTES, struct.pack(">Q", octets))
+            + objects._attr(objects.NFTA_COUNTER_PACKETS, struct.pack(">Q", packets)))
+    body = (struct.pack("=BBH", 1, 0, 0)
+            + objects._attr(objects.NFTA_OBJ_TABLE, table.encode() + b"\0")
+            + objects._attr(objects.NFTA_OBJ_NAME, name.encode() + b"\0")
+            + objects._attr(objects.NFTA_OBJ_TYPE, struct.pack(">I", 1))
+            + objects._attr(objects.NFTA_OBJ_DATA | 0x8000, data))    # NLA_F_NESTED
+    kind = (objects.NFNL_SUBSYS_NFTABLES << 8) | objects.NFT_MSG_NEWOBJ
+    return struct.pack("=IHHII", 16 + len(body), kind, 2, 1, 0) + body
+
+
+def test_the_kernel_dump_of_counter_objects_decodes_per_vip_port():
+    request = objects.request(7)
+    assert struct.unpack_from("=IHHII", request) == (len(request), 0x0A13, 0x301, 7, 0)
+    out: dict = {}
+    first = (_object("dcnet", "cn-tcp-198.51.100.10-80", 3, 180)
+             + _object("dcnet", "ci-tcp-198.51.100.10-80", 30, 2400)
+             + _object("other", "ci-tcp-198.51.100.11-80", 1, 1)       # another table
+             + _object("dcnet", "mine", 1, 1))                         # not dcnet's name
+    assert objects.parse_dump(first, out) is False                     # not done yet
+    done = _object("dcnet", "co-udp-2001_db8__53-53", 2**40, 2**41) + struct.pack(
+        "=IHHIIi", 20, objects.NLMSG_DONE, 2, 1, 0, 0)
+    assert objects.parse_dump(done, out) is True
+    assert out == {("tcp", "198.51.100.10", 80): {"conns": (3, 180), "in": (30, 2400)},
+                   ("udp", "2001:db8::53", 53): {"out": (2**40, 2**41)}}
+    error = struct.pack("=IHHIIi", 36, objects.NLMSG_ERROR, 0, 1, 0, -1) + bytes(16)
+    with pytest.raises(OSError, match="refused"):
+        objects.parse_dump(error, {})
