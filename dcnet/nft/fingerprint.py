@@ -63,7 +63,31 @@ def decode(text: str) -> dict:
     return out
 
 
+_memo: dict[str, tuple] = {}      # path -> (stat key, Record): the last loaded or saved
+
+
+def _stat_key(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def load(path: str) -> Record | None:
+    """The record at ``path`` (None: none or unusable); a file unchanged since this
+    process last loaded or saved it is not parsed again."""
+    key = _stat_key(path)
+    hit = _memo.get(path)
+    if key is not None and hit is not None and hit[0] == key:
+        return hit[1]
+    record = _load(path)
+    if key is not None and record is not None:
+        _memo[path] = (key, record)
+    return record
+
+
+def _load(path: str) -> Record | None:
     try:
         with open(path, encoding="utf-8") as fh:
             header = json.loads(fh.readline())
@@ -89,9 +113,14 @@ def save(path: str, record: Record) -> None:
     lines = [header] + [f"{g}\t{d}\t{objs}" for g, (d, objs) in sorted(record.groups.items())]
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     atomic_write(path, "\n".join(lines) + "\n", mode=0o600)
+    key = _stat_key(path)
+    if key is not None:
+        _memo[path] = (key, Record(record.genid, record.identity, record.objects,
+                                   dict(record.groups)))
 
 
 def remove(path: str) -> None:
+    _memo.pop(path, None)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from dcnet.nft import carriers, fingerprint, maglev, ruleset
+from dcnet.nft import carriers, fastpath, fingerprint, inputcache, maglev, ruleset
 from dcnet.nft import script as nftscript
 from dcnet.nft.nftio import Nft, NftError, NftUnavailable
 from dcnet.plan import Change, Plan, State, diff, state_digest
@@ -73,7 +73,7 @@ class NftTarget(Target):
     )
     batch_kinds = frozenset(ruleset.NFT_KINDS)
     batch_size = 1 << 62            # one transaction for the whole plan
-    refused_errors = (NftError, nftscript.MissingBody, ValueError)
+    refused_errors = (NftError, nftscript.MissingBody, fastpath.FastPathError, ValueError)
     unavailable_errors = (NftUnavailable,)
 
     def __init__(self, netns: str | None = None, state_dir: str | None = None,
@@ -119,8 +119,8 @@ class NftTarget(Target):
         fwmark rules and carrier routes are read (one rule and one route dump) and
         diffed too."""
         marks = carriers.marks(model) if self.carrier_routing else {}
-        found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks,
-                                      self._down())
+        found, notes = inputcache.inputs(model, self._registry(), self.maglev_size, marks,
+                                         self._down())     # memoized per service
         all_marks = tuple(sorted(set(marks.values())))
         infra = ("infra", ruleset.digest(repr(all_marks)))
         routing = None
@@ -146,7 +146,7 @@ class NftTarget(Target):
         for ident, attrs in want.state.items():
             grouped.setdefault(fingerprint.group_text(ruleset.group_of(ident)), []).append(
                 (ident, attrs))
-        digests = {fingerprint.group_text(k): s.digest() for k, s in found.items()}
+        digests = {fingerprint.group_text(k): inputcache.digest(s) for k, s in found.items()}
         digests[fingerprint.INFRA] = infra[1]
         groups = {g: (digests[g], fingerprint.encode(items)) for g, items in grouped.items()}
         payload = dataclasses.replace(base, groups=MappingProxyType(groups),
@@ -156,7 +156,8 @@ class NftTarget(Target):
 
     def _fast_plan(self, found: dict, notes, record, infra, marks, base, r_current, r_want,
                    suffix) -> Plan:
-        digests = {fingerprint.group_text(k): (k, s.digest()) for k, s in found.items()}
+        digests = {fingerprint.group_text(k): (k, inputcache.digest(s))
+                   for k, s in found.items()}
         digests[fingerprint.INFRA] = infra
         touched = {g for g, (_k, d) in digests.items()
                    if record.groups.get(g, ("",))[0] != d}
@@ -234,8 +235,12 @@ class NftTarget(Target):
     def apply_batch(self, changes: list[Change], plan: Plan) -> list[BaseException | None]:
         """All ``changes`` as one nft transaction: all applied, or all failed."""
         try:
-            self.nft.run_script(nftscript.script(changes, plan.payload.bodies))
-        except (NftError, nftscript.MissingBody) as exc:
+            if fastpath.eligible(changes, plan.payload.bodies):   # chains only: no nft cache
+                self.nft.commands += fastpath.apply(self.netns, changes, plan.payload.bodies)
+                self.nft.transactions += 1
+            else:
+                self.nft.run_script(nftscript.script(changes, plan.payload.bodies))
+        except (NftError, nftscript.MissingBody, fastpath.FastPathError) as exc:
             return [exc] * len(changes)
         return [None] * len(changes)
 

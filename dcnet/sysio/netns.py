@@ -137,6 +137,37 @@ def run_in(name: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return outcome["value"]
 
 
+def run_in_new(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``func`` in a fresh, private network namespace (``unshare(CLONE_NEWNET)`` in a
+    thread of its own, gone when ``func`` returns); programs it starts run there too."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            unshare = getattr(os, "unshare", None)
+            if unshare is not None:
+                unshare(CLONE_NEWNET)
+            else:
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.unshare(CLONE_NEWNET) != 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"unshare: {os.strerror(errno)}")
+            outcome["value"] = func(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=body, name="netns-private", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def exec_argv(name: str | None, argv: Sequence[str]) -> list[str]:
     """The argv that runs ``argv`` inside the named namespace (unchanged if None)."""
     argv = [str(arg) for arg in argv]

@@ -1,0 +1,47 @@
+"""dcnet.nft.inputcache gives what dcnet.nft.ruleset.inputs gives, memo or not."""
+
+import dataclasses
+import ipaddress
+import sys
+from pathlib import Path
+
+from dcnet.nft import inputcache, ruleset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from nft_apply import model_for
+
+
+def with_dr_port(model):
+    s = model.services[1]
+    port = dataclasses.replace(s.ports[0], forward=type(s.ports[0].forward)("dr"), port=81)
+    return dataclasses.replace(model, services=(model.services[0],
+                                                dataclasses.replace(s, ports=(*s.ports, port)),
+                                                *model.services[2:]))
+
+
+def test_memo_by_identity_and_by_value_equals_the_plain_inputs():
+    inputcache.clear()
+    base = with_dr_port(model_for(200, 3))
+    changed = model_for(200, 3, changed=True)
+    one = dataclasses.replace(base, services=(changed.services[0], *base.services[1:]))
+    for model in (base, base, one, with_dr_port(model_for(200, 3)), changed):
+        assert inputcache.inputs(model) == ruleset.inputs(model)
+    marks = {"lab": 101}
+    assert inputcache.inputs(base, marks=marks) == ruleset.inputs(base, marks=marks)
+    registry = {base.services[3].name: {"172.16.0.10": {"state": "draining", "weight": 0},
+                                         "172.16.9.9": {"state": "active", "weight": 2}}}
+    assert (inputcache.inputs(base, registry, 65537, marks)
+            == ruleset.inputs(base, registry, 65537, marks))
+    assert inputcache.inputs(base, maglev_size=7) == ruleset.inputs(base, maglev_size=7)
+
+
+def test_a_changed_service_gets_new_inputs_and_digests():
+    inputcache.clear()
+    base, changed = model_for(50, 4), model_for(50, 4, changed=True)
+    one = dataclasses.replace(base, services=(changed.services[0], *base.services[1:]))
+    before, _ = inputcache.inputs(base)
+    after, _ = inputcache.inputs(one)
+    key = ("tcp", str(ipaddress.ip_address("10.0.0.1")), 80)
+    assert inputcache.digest(before[key]) != inputcache.digest(after[key])
+    assert [k for k in before if before[k] != after[k]] == [key]
+    assert all(inputcache.digest(after[k]) == after[k].digest() for k in after)
