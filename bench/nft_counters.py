@@ -9,7 +9,7 @@ the readings a scrape could make:
 
 - ``netlink``: one ``NFT_MSG_GETOBJ`` dump of the table's counters, decoded
   (:class:`dcnet.nft.objects.CounterReader`: what ``elbctl exporter --target nft``
-  reads), in this process;
+  reads), in this process (wall and CPU time);
 - ``counters``: ``nft -j list counters table inet dcnet`` (the same objects through
   nft, which loads its cache of every chain and rule first), and its parse;
 - ``terse``: ``nft -j -t list table inet dcnet`` (every chain and rule, no set
@@ -82,6 +82,7 @@ def main() -> None:
             target.close()
             times: dict[str, list[float]] = {r: [] for r in args.reads.split(",")}
             reader = CounterReader(ns)
+            cpus: list[float] = []
             sizes: dict[str, int] = {}
             parse: list[float] = []
             for run in range(args.runs):
@@ -90,11 +91,14 @@ def main() -> None:
                         continue
                     started = time.perf_counter()
                     if name == "netlink":
+                        cpu = time.process_time()
                         rows = reader.read()
                         times[name].append(time.perf_counter() - started)
+                        cpus.append(time.process_time() - cpu)
                         sizes[name] = 0
                         assert len(rows) == args.services, len(rows)
-                        print(f"  {name}: {times[name][-1]:.3f} s", flush=True)
+                        print(f"  {name}: {times[name][-1]:.3f} s ({cpus[-1]:.3f} CPU s)",
+                              flush=True)
                         continue
                     done = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j",
                                            *READS[name]], capture_output=True, text=True,
@@ -113,6 +117,9 @@ def main() -> None:
     for name, values in times.items():
         print(f"{name:<10} {statistics.median(values):>9.3f} {min(values):>7.3f} "
               f"{max(values):>7.3f} {sizes[name] / 2**20:>7.1f}")
+    if cpus:
+        print(f"netlink read: {statistics.median(cpus):.3f} CPU s of this process (median; "
+              "the first read also parses every counter name)")
     if parse:
         print(f"parse of the counters listing: {statistics.median(parse) * 1000:.0f} ms "
               f"(median)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
 
 from dcnet.nft.ruleset import FAMILY, TABLE, parse_name
 from dcnet.sysio import netns as netns_mod
@@ -51,48 +50,68 @@ def request(seq: int, table: str = TABLE, family: str = FAMILY) -> bytes:
                         0) + body
 
 
-def _attrs(data: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-    while start + _ATTR.size <= end:
-        length, kind = _ATTR.unpack_from(data, start)
-        if length < _ATTR.size:
-            return
-        yield kind & _TYPE_MASK, data[start + _ATTR.size:start + length]
-        start += (length + 3) & ~3
+_OBJECT = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ
 
 
-def parse_dump(data: bytes, into: dict, table: str = TABLE) -> bool:
+def _name_key(name: bytes) -> tuple | None:
+    ident = parse_name(name.decode(errors="replace"))
+    if ident is None or ident[0] != "counter":
+        return None
+    proto, vip, port, which = ident[1]
+    return (proto, vip, port), which
+
+
+def parse_dump(data: bytes, into: dict, table: str = TABLE,
+               names: dict[bytes, tuple | None] | None = None) -> bool:
     """Pure: add the counters of one receive buffer ``data`` (netlink messages) to
     ``into`` as ``{(proto, vip, port): {"conns" | "in" | "out": (packets, bytes)}}``;
-    True once the dump is done. OSError for an error message."""
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, kind, _flags, _seq, _pid = _HEADER.unpack_from(data, offset)
+    True once the dump is done. OSError for an error message. ``names`` caches each
+    counter name's key (they are the model's, so bounded) across dumps."""
+    names = {} if names is None else names
+    wanted = table.encode()
+    unpack_header, unpack_attr = _HEADER.unpack_from, _ATTR.unpack_from
+    offset, size = 0, len(data)
+    while offset + _HEADER.size <= size:
+        length, kind = unpack_header(data, offset)[:2]
         if length < _HEADER.size:
             break
-        end = offset + length
         if kind == NLMSG_DONE:
             return True
         if kind == NLMSG_ERROR:
             (code,) = struct.unpack_from("=i", data, offset + _HEADER.size)
             if code:
                 raise OSError(-code, f"nftables object dump refused: {os.strerror(-code)}")
-        elif kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWOBJ:   # one object
-            name, found, packets, octets = "", "", 0, 0
-            for akind, value in _attrs(data, offset + _HEADER.size + 4, end):
+        elif kind == _OBJECT:
+            name = found = b""
+            packets = octets = 0
+            pos, end = offset + _HEADER.size + 4, offset + length        # after nfgenmsg
+            while pos + 4 <= end:
+                alen, akind = unpack_attr(data, pos)
+                if alen < 4:
+                    break
+                akind &= _TYPE_MASK
                 if akind == NFTA_OBJ_NAME:
-                    name = value.rstrip(b"\0").decode()
+                    name = data[pos + 4:pos + alen].rstrip(b"\0")
                 elif akind == NFTA_OBJ_TABLE:
-                    found = value.rstrip(b"\0").decode()
+                    found = data[pos + 4:pos + alen].rstrip(b"\0")
                 elif akind == NFTA_OBJ_DATA:
-                    for ckind, cvalue in _attrs(value, 0, len(value)):
-                        if ckind == NFTA_COUNTER_PACKETS:
-                            (packets,) = struct.unpack(">Q", cvalue[:8])
-                        elif ckind == NFTA_COUNTER_BYTES:
-                            (octets,) = struct.unpack(">Q", cvalue[:8])
-            ident = parse_name(name) if found == table else None
-            if ident is not None and ident[0] == "counter":
-                proto, vip, port, which = ident[1]
-                into.setdefault((proto, vip, port), {})[which] = (packets, octets)
+                    inner, stop = pos + 4, pos + alen
+                    while inner + 4 <= stop:
+                        clen, ckind = unpack_attr(data, inner)
+                        if clen < 4:
+                            break
+                        if ckind & _TYPE_MASK == NFTA_COUNTER_PACKETS:
+                            packets = int.from_bytes(data[inner + 4:inner + 12], "big")
+                        elif ckind & _TYPE_MASK == NFTA_COUNTER_BYTES:
+                            octets = int.from_bytes(data[inner + 4:inner + 12], "big")
+                        inner += (clen + 3) & ~3
+                pos += (alen + 3) & ~3
+            if found == wanted:
+                key = names.get(name, False)
+                if key is False:
+                    key = names[name] = _name_key(name)
+                if key is not None:
+                    into.setdefault(key[0], {})[key[1]] = (packets, octets)
         offset += (length + 3) & ~3
     return False
 
@@ -104,6 +123,7 @@ class CounterReader:
     def __init__(self, netns: str | None = None):
         self.netns = netns or None
         self.seq = 0
+        self.names: dict[bytes, tuple | None] = {}      # counter name -> its key
 
     def _socket(self) -> socket.socket:
         if not self.netns:
@@ -120,6 +140,6 @@ class CounterReader:
             sock.settimeout(10.0)
             sock.send(request(self.seq))
             out: dict = {}
-            while not parse_dump(sock.recv(1 << 20), out):
+            while not parse_dump(sock.recv(1 << 20), out, names=self.names):
                 pass
         return out
