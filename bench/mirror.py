@@ -69,7 +69,7 @@ SOCKPERF_PORT = 11111
 SINK = "10.93.9.6"     # the "dup" mode's copies go here: no recorder, the kernel drops them
 
 
-def topology(log_dir: str) -> dict:
+def topology(log_dir: str, rt: int = 0) -> dict:
     links = [
         {"a": {"host": "client", "ifname": "eth0", "addresses": [f"{CLIENT}/24"]},
          "b": {"host": "director", "ifname": "c0", "addresses": ["10.93.0.254/24"]}},
@@ -91,7 +91,8 @@ def topology(log_dir: str) -> dict:
         "routes": [{"host": "client", "dst": "default", "via": "10.93.0.254"},
                    {"host": "server", "dst": "default", "via": "10.93.1.254"}],
         "processes": [
-            {"name": "prod", "host": "server", "argv": [*serve, f"{log_dir}/prod.log"],
+            {"name": "prod", "host": "server", "argv": [
+                *(["chrt", "-f", str(rt)] if rt else []), *serve, f"{log_dir}/prod.log"],
              "ready_tcp_port": PORT},
             {"name": "target", "host": "target", "argv": [*serve, f"{log_dir}/target.log"],
              "ready_tcp_port": PORT},
@@ -101,8 +102,8 @@ def topology(log_dir: str) -> dict:
     }
 
 
-def load(threads: int, sessions: int, requests: int, tag: str, rate: float = 0.0
-         ) -> list[float]:
+def load(threads: int, sessions: int, requests: int, tag: str, rate: float = 0.0,
+         rt: int = 0) -> list[float]:
     """Client load (runs in the client namespace); per-request latencies in seconds.
     With ``rate`` (requests/s over all threads) each thread sends its k-th request no
     earlier than ``k * threads / rate`` seconds after the start (latency is still from
@@ -113,6 +114,8 @@ def load(threads: int, sessions: int, requests: int, tag: str, rate: float = 0.0
     start = time.perf_counter()
 
     def worker(w: int) -> None:
+        if rt:       # this thread only (pid 0 is the calling thread)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
         mine = []
         k = 0
         for s in range(sessions):
@@ -188,7 +191,7 @@ def run_round(lab, args, tag: str, pids: dict[str, int]) -> dict:
         lat = []
     else:
         lat = lab.call("client", load, args.threads, args.sessions, args.requests, tag,
-                       args.rate)
+                       args.rate, args.rt)
         n, p50, p99 = len(lat), statistics.median(lat), pct(lat, 99)
     wall = time.monotonic() - begin
     if not lat:
@@ -304,6 +307,10 @@ def main() -> int:
                         help="production load: the Python HTTP clients, or sockperf "
                              "under-load (TCP, C, at --rate messages/s, default 2000)")
     parser.add_argument("--seconds", type=int, default=5, help="sockperf round length")
+    parser.add_argument("--rt", type=int, default=0, metavar="PRIO",
+                        help="run the client threads and the HTTP server SCHED_FIFO at PRIO "
+                             "(shields the production path from other work; the recorder "
+                             "stays SCHED_OTHER)")
     parser.add_argument("--percent", type=int, default=100,
                         help="share of sessions mirrored (by hash) in the dup and on modes")
     parser.add_argument("--factors", default="1,10,100", help="replay factors, comma-separated")
@@ -313,7 +320,7 @@ def main() -> int:
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="dcnet-mirror-bench-")
     result: dict = {"args": vars(args), "cpus": os.cpu_count()}
-    with Lab(topology(work)) as lab:
+    with Lab(topology(work, args.rt)) as lab:
         services = ((SERVER, PORT), (SERVER, SOCKPERF_PORT))
         spec = rules.MirrorSpec(services, MIRROR, "mir0", args.percent)
         rec = f"{work}/rec.jsonl"
@@ -332,7 +339,7 @@ def main() -> int:
             sockperf_round(lab, args)
         elif args.warmup:
             lab.call("client", load, args.threads, args.sessions, args.requests, "warm",
-                     args.rate)
+                     args.rate, args.rt)
         for i in range(args.rounds * len(modes)):
             mode = modes[i % len(modes)]
             if mode != "off":
