@@ -17,7 +17,7 @@ recorder runs; a target namespace and one namespace per replay copy on a bridge.
    CPU, other work included) and the recorder's (the mirror's consumer, off the
    production path). Per mode: the medians over its rounds, their ratios to "off"'s,
    the pooled p50/p99 of all its requests; per cycle its round against the cycle's "off"
-   round: the ratios' median, min and max.
+   round: the ratios' median (with a 95% confidence interval), min and max.
 2. Capture: sessions and requests the recorder wrote against what the production
    server logged during the mirrored rounds; kernel drops of the recorder's socket.
 3. Replay of that recording at each of ``--factors`` (default x1, x10, x100), each
@@ -207,6 +207,17 @@ def run_round(lab, args, tag: str, pids: dict[str, int]) -> dict:
             "recorder_cpu_us": cpu["recorder"] / n * 1e6, "latencies": lat}
 
 
+def median_ci95(ordered: list[float]) -> list[float] | None:
+    """A distribution-free 95% confidence interval of the median of sorted values (order
+    statistics n/2 -+ 0.98 sqrt(n), the binomial's normal approximation); None below 6."""
+    n = len(ordered)
+    if n < 6:
+        return None
+    half = 0.98 * n ** 0.5
+    low, high = max(0, int(n / 2 - half)), min(n - 1, int(n / 2 + half))
+    return [round(ordered[low], 4), round(ordered[high], 4)]
+
+
 def latency_cpu_summary(rounds: dict[str, list[dict]]) -> dict:
     """Per mode: medians over rounds, pooled percentiles; each mode's medians against
     "off"'s, and per cycle (the modes' rounds run one after another, same machine load)
@@ -240,7 +251,8 @@ def latency_cpu_summary(rounds: dict[str, list[dict]]) -> dict:
             if each:
                 out[f"pair_ratios_{mode}_off"][k] = {
                     "median": round(statistics.median(each), 4),
-                    "min": round(each[0], 4), "max": round(each[-1], 4)}
+                    "min": round(each[0], 4), "max": round(each[-1], 4),
+                    "median_ci95": median_ci95(each)}
     return out
 
 
