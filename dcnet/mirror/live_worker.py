@@ -10,7 +10,8 @@ Each session gets its own thread and its own connection to the target, opened at
 first bytes. While the bytes parse as HTTP/1.1 requests (Content-Length or no body),
 each complete request is sent and its answer read before the next (keep-alive, request
 boundaries); from the first bytes that do not, the session is raw TCP: bytes are sent
-as they come, and at the end the write side is shut and the answer read to EOF. One
+as they come while a reader thread collects the answer, and at the end the write side is
+shut and the answer read to EOF. One
 result line per session goes to ``--out`` (the same fields as
 :mod:`dcnet.mirror.replay`'s). At stdin's end every open session is ended and the
 worker exits once each has finished (or after ``--linger`` seconds).
@@ -65,6 +66,41 @@ def next_request(buffer: bytes) -> tuple[bytes | None, bytes, bool]:
     return head + sep + after[:length], after[length:], True
 
 
+class _Reader:
+    """Reads a raw session's answer while its bytes are still being sent (a server that
+    answers as it reads cannot then block on a full send buffer)."""
+
+    def __init__(self, sock: socket.socket, start: bytes):
+        self.sock, self.data, self.error = sock, start, None
+        self.closing = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                more = self.sock.recv(65536)
+            except TimeoutError as exc:     # a quiet server while the client still sends
+                if self.closing:
+                    self.error = exc
+                    return
+                continue
+            except OSError as exc:
+                self.error = exc
+                return
+            if not more:
+                return
+            self.data += more
+
+    def result(self) -> bytes:
+        """The answer to EOF (after the caller shut the write side)."""
+        self.closing = True
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.data
+
+
 class LiveSession:
     """One session of one copy: a thread fed through a queue (bytes, then None)."""
 
@@ -88,6 +124,7 @@ class LiveSession:
                   "latencies": [], "requests": 0}
         begin = time.monotonic()
         buffer, http, rest = b"", True, b""
+        reader: _Reader | None = None
         try:
             with socket.create_connection(self.target, timeout=self.timeout) as sock:
                 result["source"] = "{}:{}".format(*sock.getsockname()[:2])
@@ -109,6 +146,7 @@ class LiveSession:
                         result["latencies"].append(round(time.monotonic() - sent_at, 6))
                         result["answers"].append(base64.b64encode(answer).decode())
                     if not http and buffer:         # raw TCP from here on
+                        reader = reader or _Reader(sock, rest)
                         result["mode"] = "raw"
                         sock.sendall(buffer)
                         result["sent"] += len(buffer)
@@ -116,15 +154,14 @@ class LiveSession:
                     if data is None:
                         break
                 if buffer:                          # a last request never completed
+                    reader = reader or _Reader(sock, rest)
                     result["mode"] = "raw"
                     sock.sendall(buffer)
                     result["sent"] += len(buffer)
-                if result["mode"] == "raw":
+                if reader is not None:
                     result["requests"] = 1
                     sock.shutdown(socket.SHUT_WR)
-                    answer = rest
-                    while more := sock.recv(65536):
-                        answer += more
+                    answer = reader.result()
                     result["answers"] = [base64.b64encode(answer).decode()]
                     result["latencies"] = [round(time.monotonic() - begin, 6)]
         except OSError as exc:

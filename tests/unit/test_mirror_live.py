@@ -152,3 +152,38 @@ def test_the_worker_cuts_http_requests_as_bytes_arrive_and_streams_raw_sessions(
     http.shutdown()
     http.server_close()
     sink.close()
+
+
+def test_a_raw_session_whose_server_answers_as_it_reads_does_not_block(tmp_path):
+    """An echo server stops reading once its answers fill the socket buffers: the worker
+    reads a raw session's answer while still sending, so 4 MiB go through (reading only
+    after the last byte was sent, the session timed out after ~3 MB)."""
+    import base64
+    import json
+    import threading
+
+    from dcnet.mirror import live_worker
+
+    echo = socket.socket()
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):     # small: it blocks early
+        echo.setsockopt(socket.SOL_SOCKET, option, 4096)
+    echo.bind(("127.0.0.1", 0))
+    echo.listen()
+
+    def serve():
+        conn, _ = echo.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+    threading.Thread(target=serve, daemon=True).start()
+    piece = b"\x00" + bytes(range(1, 256)) * 256        # binary: raw from the start
+    lines = [json.dumps({"config": {}})] + \
+        [json.dumps({"s": "e", "d": base64.b64encode(piece).decode()})] * 64 + \
+        [json.dumps({"s": "e", "end": "fin"})]
+    out = tmp_path / "echo.jsonl"
+    assert live_worker.run(("127.0.0.1", echo.getsockname()[1]), str(out), lines,
+                           linger=60) == {"sessions": 1, "errors": 0}
+    result = json.loads(out.read_text())
+    assert (result["mode"], result["sent"], result["error"]) == ("raw", 64 * len(piece), None)
+    assert base64.b64decode(result["answers"][0]) == piece * 64
+    echo.close()
