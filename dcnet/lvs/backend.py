@@ -172,7 +172,7 @@ class LVSTarget(Target):
         self.routing = routing              # dcnet.lvs.routing.Routing (or None)
         self.store = Store(state_dir)
         self.exact_read = bool(exact_read)
-        self.full_read = bool(full_read)
+        self.full_read = bool(full_read)    # no fast path, no incremental read (bench, tests)
         self.clock = clock
         self.manage_routing = manage_routing and routing is not None
         self.manage_sysctls = manage_sysctls and routing is not None

@@ -17,10 +17,11 @@ record (pure): the services whose digest changed, and the recorded ones no longe
 desired, are read one by one (:func:`read_services`: one ``IPVS_CMD_GET_SERVICE`` and, if
 it exists, one dest dump each); the others are not read at all. IPVS has no generation
 id, so drift in services not read is found by a full read, which happens when: the record
-is missing, corrupt or of another version; the owned VIPs changed; more than
+is missing, corrupt or of another version; the owned VIPs changed; once
 :data:`FULL_READ_EVERY` incremental applies followed the last full read or it is older
 than :data:`FULL_READ_AGE` seconds (:func:`full_read_due`); too many services changed
-(:func:`select`); a drain is pending; ``--full-read`` or ``--exact-read``. The no-op
+(:func:`select`); a drain is pending; ``--exact-read`` (or ``LVSTarget(full_read=True)``,
+which still reads dests from ``/proc/net/ip_vs``). The no-op
 fingerprint check still runs on every plan with an unchanged model, and sees any table
 change made since the last apply.
 """
