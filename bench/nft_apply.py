@@ -1,40 +1,55 @@
-"""Benchmark: the nft target's full sync, no-op and one-service update, and Maglev builds.
+"""Benchmark: the nft target's full sync, no-op and one-service update at several sizes,
+first-packet latency through a VIP with those tables loaded, and Maglev builds.
 
-    .venv/bin/python bench/nft_apply.py [--services 1000 10000] [--servers 10] [--runs 3]
+    .venv/bin/python bench/nft_apply.py [--services 1000 10000 30000] [--servers 10]
+        [--updates 24] [--connects 200]
 
-For each size, each run in a fresh network namespace (``ip netns add``; nft runs inside
-it through ``--nft-netns``), every sync being what ``elbctl apply --target nft`` runs once
-the model is loaded (``make_plan`` + ``apply_plan`` under the target's lock; the model is
-built from the model's types, not parsed: bench/model_load.py measures loading):
+One lab (bench/nft_established.py's :class:`Lab`: client ``c`` -- director ``d`` -- real
+server ``r1`` running an echo server) serves every size in turn, side by side in one run;
+the nft target runs in ``d`` (``--nft-netns``). Per size, from an empty table (the table
+and the apply record are deleted first), every sync being what ``elbctl apply --target
+nft`` runs once the model is loaded (``make_plan`` + ``apply_plan`` under the target's
+lock; the model is built from the model's types, not parsed):
 
-1. ``full``: from an empty namespace (one nft transaction);
-2. ``no-op``: the same model again (must write nothing): the generation id still matches
-   the record of step 1, so the table is not listed (dcnet.nft.fingerprint);
-3. ``no-op read``: the same with the record removed first: the full read (one listing of
-   dcnet's table, parse, build, diff), what every no-op would cost without the record;
-4. ``one``: one service's weights changed (a service chain rewritten; fast path).
+1. ``full``: ``services`` NAT services x ``servers`` backends, plus one service on the
+   VIP 10.251.0.1:80 -> r1:8080 (one nft transaction);
+2. ``no-op``: the same model again (must write nothing), 5 times;
+3. ``one``: ``--updates`` one-service updates (service 0's weights changed, then back),
+   the model keeping the other services' objects (as an agent holding its model does);
+   median and p99 (nearest rank: of 24 updates, the largest), with the writes of each;
+4. ``one fresh``: 3 updates of a model built anew (every service a new object, as a
+   parsed file gives: every service is hashed once to find it in the memo);
+5. first-packet latency: ``--connects`` TCP connects from ``c`` to the VIP (each the
+   DNAT of a new connection by the services map, service chain and backend chain),
+   median and p99 of connect time.
 
-Prints every run, then the medians, the no-op / full ratio and the Maglev table build
-time at 1000 backends (median of 5).
+Prints every size's line, then one table side by side with the ratios and the load
+average at each size's start and end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
+import math
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import nft_established as est
 
 
-def model_for(services: int, servers: int, changed: bool = False):
+def model_for(services: int, servers: int, changed: bool = False, extra=()):
     """``services`` NAT services (tcp/80 -> 8080) of ``servers`` real servers each;
-    ``changed``: the first service's weights differ."""
+    ``changed``: the first service's weights differ; ``extra``: more services."""
     from dcnet.model.jobname import JobName
     from dcnet.model.types import Carrier, Forwarding, Model, Port, Protocol, RealServer, Service
 
@@ -49,7 +64,7 @@ def model_for(services: int, servers: int, changed: bool = False):
             (j + 2 if changed and i == 0 else j + 1)) for j in range(servers))
         job = JobName(f"j{i}", f"s{i}", f"c{i % 50}", f"p{i % 10}", "o", "bench")
         out.append(Service(job, (("lab", vip),), (port,), reals))
-    return Model("bench", (carrier,), tuple(out))
+    return Model("bench", (carrier,), (*out, *extra))
 
 
 def sync(options: dict, model) -> tuple[float, float, int, int]:
@@ -69,34 +84,80 @@ def sync(options: dict, model) -> tuple[float, float, int, int]:
         result.writes["nft_transactions"]
 
 
-def bench_size(services: int, servers: int, runs: int) -> dict[str, list[float]]:
-    base, changed = model_for(services, servers), model_for(services, servers, True)
-    times: dict[str, list[float]] = {"full": [], "no-op": [], "no-op read": [], "one": []}
-    print(f"{services} services x {servers} backends", flush=True)
-    for run in range(runs):
-        name = f"nftbench-{os.getpid()}-{run}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        try:
-            with tempfile.TemporaryDirectory() as state_dir:
-                options = {"netns": name, "state_dir": state_dir}
-                for label, model in (("full", base), ("no-op", base), ("no-op read", base),
-                                     ("one", changed)):
-                    if label == "no-op read":
-                        os.unlink(os.path.join(state_dir, f"fingerprint-{name}"))
-                    plan_s, apply_s, changes, tx = sync(options, model)
-                    times[label].append(plan_s + apply_s)
-                    print(f"  run {run + 1}: {label:<10} {plan_s + apply_s:8.3f}s (plan "
-                          f"{plan_s:.3f}, apply {apply_s:.3f}) {changes} change(s), "
-                          f"{tx} transaction(s)", flush=True)
-        finally:
-            subprocess.run(["ip", "netns", "del", name], check=False)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"  median: full {med['full']:.3f}s, no-op {med['no-op']:.3f}s "
-          f"({med['no-op'] / med['full']:.1%} of full), no-op with full read "
-          f"{med['no-op read']:.3f}s ({med['no-op read'] / med['full']:.1%}), "
-          f"one service {med['one']:.3f}s "
-          f"({med['one'] / med['full']:.1%} of full)", flush=True)
-    return times
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+def connect_times(lab, count: int) -> list[float]:
+    """``count`` TCP connects from the client namespace to the VIP (seconds each)."""
+    import socket
+
+    from dcnet.sysio import netns as netns_mod
+
+    def run() -> list[float]:
+        out = []
+        for _ in range(count):
+            sock = socket.socket()
+            sock.settimeout(10)
+            started = time.perf_counter()
+            sock.connect((est.VIP, 80))
+            out.append(time.perf_counter() - started)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        return out
+
+    return netns_mod.run_in(lab.c, run)
+
+
+def bench_size(lab, services: int, servers: int, updates: int, connects: int) -> dict:
+    from dcnet.nft import inputcache
+
+    vip_service = est.model({lab.addr(1): 1}).services
+    base = model_for(services, servers, extra=vip_service)
+    fresh_changed = model_for(services, servers, True, extra=vip_service)
+    changed = dataclasses.replace(base, services=(fresh_changed.services[0],
+                                                  *base.services[1:]))
+    subprocess.run(["ip", "netns", "exec", lab.d, "nft", "delete", "table", "inet", "dcnet"],
+                   check=False, capture_output=True)
+    inputcache.clear()
+    row: dict = {"services": services, "load": [os.getloadavg()[0]]}
+    with tempfile.TemporaryDirectory() as state_dir:
+        options = {"netns": lab.d, "state_dir": state_dir}
+        plan_s, apply_s, changes, tx = sync(options, base)
+        row["full"] = plan_s + apply_s
+        print(f"{services} x {servers}: full {row['full']:.2f}s (plan {plan_s:.2f}, apply "
+              f"{apply_s:.2f}), {changes} objects, {tx} transaction(s)", flush=True)
+        noop, noop_tx = [], 0
+        for _ in range(5):
+            plan_s, apply_s, changes, tx = sync(options, base)
+            noop.append(plan_s + apply_s)
+            noop_tx += tx + changes
+        row["noop"], row["noop_writes"] = statistics.median(noop), noop_tx
+        one, one_tx = [], []
+        for i in range(updates):
+            plan_s, apply_s, changes, tx = sync(options, changed if i % 2 == 0 else base)
+            one.append(plan_s + apply_s)
+            one_tx.append((changes, tx))
+        row["one"], row["one_p99"] = statistics.median(one), pct(one, 0.99)
+        row["one_writes"] = sorted(set(one_tx))
+        fresh = []
+        for i in range(3):
+            m = (model_for(services, servers, i % 2 == 0, extra=vip_service))
+            plan_s, apply_s, changes, tx = sync(options, m)
+            fresh.append(plan_s + apply_s)
+        row["fresh"] = statistics.median(fresh)
+        lat = connect_times(lab, connects)
+        row["lat"], row["lat_p99"] = statistics.median(lat), pct(lat, 0.99)
+    row["load"].append(os.getloadavg()[0])
+    print(f"  no-op median {row['noop']:.3f}s ({row['noop'] / row['full']:.1%} of full, "
+          f"{row['noop_writes']} writes); one service: median {row['one']:.3f}s, p99 "
+          f"{row['one_p99']:.3f}s over {updates} (changes, transactions) "
+          f"{row['one_writes']}; fresh model {row['fresh']:.3f}s; connect median "
+          f"{row['lat'] * 1e6:.0f} us, p99 {row['lat_p99'] * 1e6:.0f} us over {connects}; "
+          f"load {row['load'][0]:.1f} -> {row['load'][1]:.1f}", flush=True)
+    return row
 
 
 def bench_maglev() -> None:
@@ -116,16 +177,35 @@ def bench_maglev() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--services", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--services", type=int, nargs="+", default=[1000, 10000, 30000])
     parser.add_argument("--servers", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--updates", type=int, default=24)
+    parser.add_argument("--connects", type=int, default=200)
+    parser.add_argument("--no-maglev", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (creates network namespaces)")
     subprocess.run(["nft", "--version"], check=True)
-    for services in args.services:
-        bench_size(services, args.servers, args.runs)
-    bench_maglev()
+    rows = []
+    with est.Lab(f"nfta{os.getpid() % 10000}", 1) as lab:
+        for services in args.services:
+            rows.append(bench_size(lab, services, args.servers, args.updates, args.connects))
+    print("\n| services | full | no-op (of full) | one service median / p99 | fresh model "
+          "| connect median / p99 | load |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['services']:,} | {r['full']:.2f} s | {r['noop']:.3f} s "
+              f"({r['noop'] / r['full']:.1%}) | {r['one'] * 1e3:.0f} / {r['one_p99'] * 1e3:.0f}"
+              f" ms | {r['fresh'] * 1e3:.0f} ms | {r['lat'] * 1e6:.0f} / "
+              f"{r['lat_p99'] * 1e6:.0f} us | {r['load'][0]:.1f}-{r['load'][1]:.1f} |")
+    first = rows[0]
+    for r in rows[1:]:
+        print(f"ratios {r['services']:,} / {first['services']:,}: full "
+              f"{r['full'] / first['full']:.2f}x, one-service median "
+              f"{r['one'] / first['one']:.2f}x, connect median {r['lat'] / first['lat']:.3f}x"
+              f", connect p99 {r['lat_p99'] / first['lat_p99']:.3f}x")
+    if not args.no_maglev:
+        bench_maglev()
 
 
 if __name__ == "__main__":
