@@ -229,9 +229,12 @@ def replay_command(model_path, recording_path, target, factor, namespaces, pool_
               help="HTTP request header whose value the copies send anonymised "
                    "(repeatable; needs --anonymise-key).")
 @click.option("--duration", type=float, default=None, help="Seconds (default: until SIGTERM).")
+@click.option("--max-backlog", type=click.IntRange(1, 65536), default=live.MAX_BACKLOG >> 20,
+              show_default=True, help="MiB queued for one copy before it gets no new "
+                                      "session (counted as shed).")
 def live_command(model_path, ifname, capture_netns, target, factor, namespaces, pool_network,
                  via_bridge, via_netns, gateway, out_dir, record_path, anonymise_key,
-                 headers, duration) -> None:
+                 headers, duration, max_backlog) -> None:
     """Replay live: the capture feeds the copies as it reassembles sessions (no recording
     file needed), a namespace per copy; stops on SIGTERM/SIGINT or --duration. With -f,
     the model's anonymise settings apply (a random key unless --anonymise-key)."""
@@ -257,7 +260,8 @@ def live_command(model_path, ifname, capture_netns, target, factor, namespaces, 
                          replay.copy_count(factor), target) as names:
         try:
             runner = live.LiveReplay(ifname, capture_netns, target, factor, names, out_dir,
-                                     record_path, key, headers, anonymise_clients=clients)
+                                     record_path, key, headers, anonymise_clients=clients,
+                                     max_backlog=max_backlog << 20)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
         saved = {signum: signal.signal(signum, lambda *_: stop.append(1))

@@ -7,7 +7,10 @@ hook passes each session's new in-order bytes, as soon as reassembly has them, t
 copies that send that session (:func:`dcnet.mirror.replay.copies_of`: the same factor
 rule as replay from a file, x0.1 .. x100), and one worker process per copy
 (:mod:`dcnet.mirror.live_worker`) started inside that copy's own namespace, fed over its
-stdin by a writer thread (the capture loop never waits on a worker). When the client
+stdin by a writer thread (the capture loop never waits on a worker). A copy whose queue
+holds more than ``max_backlog`` bytes (it lags: its target or its namespace is slower
+than production) is given no new session until it catches up; sessions it already has
+go on whole, and the sessions shed are counted per copy. When the client
 closes a session, its end goes to the same copies; optionally the sessions are also
 written as a recording. Stop: SIGTERM/SIGINT (handled by the caller), ``stopped()`` or
 ``duration``; then the open sessions are ended, the workers get the end of their input,
@@ -33,6 +36,8 @@ from dcnet.mirror.reassembly import Stream
 from dcnet.sysio import netns as netns_mod
 from dcnet.sysio import proc
 
+MAX_BACKLOG = 64 << 20      # bytes queued for one copy before it gets no new session
+
 
 class Worker:
     """One copy's worker process and the thread writing its event lines."""
@@ -48,11 +53,17 @@ class Worker:
                                           stderr=subprocess.STDOUT, start_new_session=True)
         self.lines: queue.Queue = queue.Queue()
         self.sessions = 0
+        self.shed = 0                   # sessions not given to this copy: it lagged
+        self.backlog = 0                # bytes queued for the worker, not yet written
+        self._lock = threading.Lock()
         self.writer = threading.Thread(target=self._write, daemon=True)
         self.writer.start()
 
     def send(self, event: dict) -> None:
-        self.lines.put(json.dumps(event, separators=(",", ":")) + "\n")
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        with self._lock:
+            self.backlog += len(line)
+        self.lines.put(line)
 
     def close(self) -> None:
         self.lines.put(None)
@@ -62,6 +73,8 @@ class Worker:
         try:
             while (line := self.lines.get()) is not None:
                 stdin.write(line.encode())
+                with self._lock:
+                    self.backlog -= len(line)
                 if self.lines.empty():
                     stdin.flush()
         except (BrokenPipeError, OSError):
@@ -78,7 +91,8 @@ class LiveReplay:
     def __init__(self, ifname: str, capture_netns: str | None, target: str, factor: float,
                  namespaces: Sequence[str], out_dir: str, record_path: str | None = None,
                  anonymise_key: bytes | None = None, headers: Sequence[str] = (),
-                 linger: float = 30.0, anonymise_clients: bool = True):
+                 linger: float = 30.0, anonymise_clients: bool = True,
+                 max_backlog: int = MAX_BACKLOG):
         self.copies = replay.copy_count(factor)
         replay.copies_of("", factor)            # validates the factor
         if len(namespaces) < self.copies:
@@ -89,6 +103,7 @@ class LiveReplay:
         self.record_path, self.key = record_path, anonymise_key
         self.headers, self.linger = tuple(headers), linger
         self.clients_key = anonymise_key if anonymise_clients else None
+        self.max_backlog = max_backlog
         self.workers: list[Worker] = []
         self.routes: dict[str, list[Worker]] = {}
 
@@ -96,10 +111,14 @@ class LiveReplay:
         sid = rec.session_id(key, stream.start or 0.0)
         workers = self.routes.get(sid)
         if workers is None:
-            workers = self.routes[sid] = [self.workers[i]
-                                          for i in replay.copies_of(sid, self.factor)]
-            for worker in workers:
+            workers = self.routes[sid] = []
+            for index in replay.copies_of(sid, self.factor):
+                worker = self.workers[index]
+                if worker.backlog > self.max_backlog:
+                    worker.shed += 1        # a lagging copy gets no new session
+                    continue
                 worker.sessions += 1
+                workers.append(worker)
         for chunk in stream.chunks[first:]:
             data = base64.b64encode(chunk.data).decode()
             for worker in workers:
@@ -162,7 +181,7 @@ class LiveReplay:
             with open(worker.out) as handle:
                 results = [json.loads(line) for line in handle if line.strip()]
         return {"copy": worker.index, "netns": worker.netns, "exit": code,
-                "sessions": worker.sessions, "replayed": len(results),
+                "sessions": worker.sessions, "shed": worker.shed, "replayed": len(results),
                 "errors": sum(1 for r in results if r["error"]), "out": worker.out}
 
 

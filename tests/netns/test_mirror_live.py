@@ -152,8 +152,8 @@ def test_live_replay_copies_every_production_request_and_never_touches_productio
         assert command.returncode == 0, stderr.decode()
         summary = json.loads(stdout)
         assert summary["sessions"] == SESSIONS and summary["kernel_drops"] == 0
-        assert [(c["exit"], c["sessions"], c["replayed"], c["errors"])
-                for c in summary["copies"]] == [(0, SESSIONS, SESSIONS, 0)] * copies
+        assert [(c["exit"], c["sessions"], c["shed"], c["replayed"], c["errors"])
+                for c in summary["copies"]] == [(0, SESSIONS, 0, SESSIONS, 0)] * copies
         entries = read_log(target_log)[delivered:]
         delivered += len(entries)
         assert len(entries) == copies * SESSIONS * REQUESTS       # no duplicate

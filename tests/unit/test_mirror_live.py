@@ -187,3 +187,46 @@ def test_a_raw_session_whose_server_answers_as_it_reads_does_not_block(tmp_path)
     assert (result["mode"], result["sent"], result["error"]) == ("raw", 64 * len(piece), None)
     assert base64.b64decode(result["answers"][0]) == piece * 64
     echo.close()
+
+
+def test_a_lagging_copy_gets_no_new_session_and_keeps_the_ones_it_has():
+    """The routing of LiveReplay with stand-in workers (they only record events)."""
+    from dcnet.mirror.live import LiveReplay
+    from dcnet.mirror.reassembly import Stream
+
+    class Recorded:
+        def __init__(self):
+            self.backlog = self.shed = self.sessions = 0
+            self.events = []
+
+        def send(self, event):
+            self.events.append(event)
+
+    runner = LiveReplay("eth0", None, "10.0.0.1:80", 2.0, ["a", "b"], "/nonexistent",
+                        max_backlog=1000)
+    runner.workers = [Recorded(), Recorded()]
+
+    def data(port, payload, stream=None):
+        stream = stream or Stream()
+        first = len(stream.chunks)
+        stream.add(1 if not stream.chunks else 1 + len(stream.chunks[0].data), payload,
+                   1.0, syn=False)
+        runner._on_data(("10.1.0.1", port, "10.0.0.1", 80), stream, first)
+        return stream
+
+    old = data(40000, b"one")
+    runner.workers[1].backlog = 5000                 # copy 1 lags behind
+    data(40001, b"two")
+    data(40000, b"more", old)                        # its old session goes on
+    runner._ended(("10.1.0.1", 40000, "10.0.0.1", 80), old)
+    first, second = runner.workers
+    assert (first.sessions, first.shed, second.sessions, second.shed) == (2, 0, 1, 1)
+    assert [e.get("end") or base64_text(e["d"]) for e in second.events] == \
+        ["one", "more", "open"]
+    assert len(first.events) == 4
+
+
+def base64_text(data: str) -> str:
+    import base64
+
+    return base64.b64decode(data).decode()
