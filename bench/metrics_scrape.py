@@ -21,6 +21,14 @@ row is followed by its ratios to the ``inprocess`` row of the same invocation.
 
     .venv/bin/python bench/metrics_scrape.py [--services 10000] [--servers 10]
         [--scrapes 7] [--runs 3] [--modes auto,server] [--loads inprocess,child]
+        [--trees before=/tmp/wt-old,after=.]
+
+``--trees`` runs every row once per source tree (the exporter child imports dcnet from
+that directory through ``PYTHONPATH``; the bench itself is this file), interleaved, for
+a before/after comparison in one invocation: ``git worktree add /tmp/wt-old COMMIT``.
+The HAProxy answer is read as the tree's exporter reads it: line by line
+(``dcnet.metrics.haproxy_stat.stream``) where the tree has it, else whole
+(``dcnet.haproxy.runtime.send``).
 """
 
 from __future__ import annotations
@@ -118,12 +126,17 @@ def serve(args) -> None:
     import resource
 
     import dcnet.cli.elbctl  # noqa: F401  (what `elbctl exporter` has imported)
-    from dcnet.haproxy.runtime import send
+    from dcnet.metrics import haproxy_stat
     from dcnet.metrics.cardinality import Bound
     from dcnet.metrics.elb import ELBCollector
     from dcnet.metrics.exposition import Exposition
     from dcnet.metrics.server import serve as start
 
+    # as `elbctl exporter` reads it: line by line where the tree can (haproxy_stat.stream),
+    # else the whole answer (dcnet.haproxy.runtime.send, before)
+    read = getattr(haproxy_stat, "stream", None)
+    if read is None:
+        from dcnet.haproxy.runtime import send as read
     if args.load == "child":
         from dcnet.metrics import isolated
         isolated.one_heap()                # as `elbctl exporter` does now
@@ -131,7 +144,7 @@ def serve(args) -> None:
     registry = Exposition()
     registry.register(ELBCollector(
         model=lambda: watch.current, bound=Bound(mode=args.mode),
-        haproxy_stat=lambda which: send(args.socket, f"show stat {which}", timeout=120)))
+        haproxy_stat=lambda which: read(args.socket, f"show stat {which}", timeout=120)))
     server = start(registry, f"127.0.0.1:{args.port}")
     loader_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"ready {loader_peak:.1f}", flush=True)
@@ -194,16 +207,21 @@ def rss(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def measure(args, mode: str, load: str, model_path: str, haproxy: FakeHAProxy) -> dict:
+def measure(args, mode: str, load: str, model_path: str, haproxy: FakeHAProxy,
+            tree: str | None = None) -> dict:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    env = dict(os.environ)
+    if tree:                               # dcnet from that source tree (a worktree)
+        env["PYTHONPATH"] = os.path.abspath(tree)
     child = subprocess.Popen([sys.executable, __file__, "--serve", "--mode", mode,
                               "--load", load, "--model", model_path,
                               "--socket", haproxy.path, "--port", str(port),
                               "--services", str(args.services),
                               "--servers", str(args.servers)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=env)
     try:
         word, loader_peak = child.stdout.readline().split()
         assert word == "ready"
@@ -253,6 +271,9 @@ def main() -> None:
                         "mode and load (medians over them)")
     parser.add_argument("--modes", default="auto,server")
     parser.add_argument("--loads", default="inprocess,child")
+    parser.add_argument("--trees", default="", help="NAME=DIR,...: run the exporter with "
+                        "dcnet from each source tree (e.g. a git worktree of an earlier "
+                        "commit), side by side; the first is the base of the ratios")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--load", default="child", help=argparse.SUPPRESS)
@@ -263,11 +284,16 @@ def main() -> None:
     if args.serve:
         serve(args)
         return
-    loads = args.loads.split(",")
+    trees = dict(t.split("=", 1) for t in args.trees.split(",") if t)
+    # rows: (mode, name) with name a load, or tree:load when trees are given
+    variants = [(f"{name}:{load}" if trees else load, trees.get(name), load)
+                for name in (trees or [""]) for load in args.loads.split(",")]
+    loads = [v[0] for v in variants]
     print(f"{args.services} services x {args.servers} real servers (+{SPARE} free slots "
           f"each), {args.scrapes} scrapes per process, {args.runs} processes per row, "
           f"medians; host {os.uname().nodename}, {os.cpu_count()} CPUs, load "
-          f"{os.getloadavg()[0]:.1f}")
+          f"{os.getloadavg()[0]:.1f} at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+          + "".join(f"; {n} = {d}" for n, d in trees.items()), flush=True)
     with tempfile.TemporaryDirectory(prefix="dcnet-bench-") as work:
         model_path = os.path.join(work, "model.yaml")
         with open(model_path, "w") as handle:
@@ -277,11 +303,12 @@ def main() -> None:
             results: dict[tuple[str, str], list[dict]] = {}
             for _ in range(args.runs):           # interleaved: drifting load hits all
                 for mode in args.modes.split(","):
-                    for load in loads:
-                        results.setdefault((mode, load), []).append(
-                            measure(args, mode, load, model_path, haproxy))
+                    for name, tree, load in variants:
+                        results.setdefault((mode, name), []).append(
+                            measure(args, mode, load, model_path, haproxy, tree))
         finally:
             haproxy.close()
+    print(f"load {os.getloadavg()[0]:.1f} at the end")
     print(f"{'mode':<7} {'load':<10}" + "".join(f" {title:>10}" for _, title, _ in COLUMNS_OUT))
     for (mode, load), runs in results.items():
         row = {key: statistics.median(r[key] for r in runs) for key, _, _ in COLUMNS_OUT}

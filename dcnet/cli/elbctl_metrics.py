@@ -176,12 +176,13 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
 
 
 def haproxy_source(options: dict) -> Callable[[str], str]:
-    """``show stat <filter>`` over the target's admin socket."""
+    """``show stat <filter>`` over the target's admin socket, line by line as it arrives
+    (:func:`dcnet.metrics.haproxy_stat.stream`)."""
     from dcnet.haproxy.paths import Paths
-    from dcnet.haproxy.runtime import send
+    from dcnet.metrics.haproxy_stat import stream
 
     socket_path = Paths.from_env(options.get("run_dir"), options.get("config")).admin_socket
-    return lambda which: send(socket_path, f"show stat {which}", timeout=10.0)
+    return lambda which: stream(socket_path, f"show stat {which}", timeout=10.0)
 
 
 def nft_source(options: dict) -> Callable[[], dict]:

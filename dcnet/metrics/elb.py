@@ -125,6 +125,16 @@ class ServiceIndex:
     def info_bytes(self) -> bytes:
         return zlib.decompress(self.info) if self.info else b""
 
+    def info_pieces(self, size: int = 1 << 18) -> Iterator[bytes]:
+        """``dcnet_service_info`` decompressed ``size`` bytes at a time (2.5 MiB whole at
+        10,000 services)."""
+        inflate = zlib.decompressobj()
+        data = self.info
+        while data:
+            yield inflate.decompress(data, size)
+            data = inflate.unconsumed_tail
+        yield inflate.flush()
+
 
 class ELBCollector:
     """Collects every source given at scrape time; a failing source is reported in
@@ -163,7 +173,7 @@ class ELBCollector:
         up = Family("dcnet_exporter_source_up", "1 when the source answered at this scrape",
                     "gauge", ("source",))
         index = self.index()
-        out: list = [index.info_bytes()]
+        out: list = [index.info_pieces()]
         per_server = Family("dcnet_metrics_per_server_series_enabled", "1 when "
                             "per-real-server series are exposed (below the cardinality "
                             "bound)", "gauge", ("source",))

@@ -16,13 +16,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KINDS = ("gauge", "counter")
+PIECE_LINES = 2048      # sample lines per written piece (about 200 KiB)
 
 
 def escape(value: str) -> str:
@@ -56,9 +57,11 @@ class Family:
     """One metric family: ``# HELP``, ``# TYPE`` and its sample lines, in add order.
 
     A counter's name is given without ``_total``; its samples get the suffix (as
-    ``prometheus_client`` does). An empty family prints nothing."""
+    ``prometheus_client`` does). An empty family prints nothing. Lines added with
+    :meth:`extend` are produced only when the family is written (:meth:`pieces`), a few
+    thousand at a time: a large scrape never holds all its sample lines at once."""
 
-    __slots__ = ("doc", "kind", "label_names", "lines", "name", "sample")
+    __slots__ = ("doc", "kind", "label_names", "later", "lines", "name", "sample")
 
     def __init__(self, name: str, doc: str, kind: str = "gauge",
                  label_names: tuple[str, ...] = ()):
@@ -68,6 +71,7 @@ class Family:
         self.sample = f"{name}_total" if kind == "counter" else name
         self.label_names = label_names
         self.lines: list[str] = []
+        self.later: list[Iterable[str]] = []
 
     def add(self, values: Iterable[object], value: float | int) -> None:
         """A sample with these label values (in ``label_names`` order)."""
@@ -78,12 +82,37 @@ class Family:
         or a :class:`LabelCache`): the fast path for per-service series."""
         self.lines.append(f"{self.sample}{label_text} {number(value)}")
 
+    def extend(self, lines: Iterable[str]) -> None:
+        """Sample lines (formatted, without newline: from :meth:`line`) taken from
+        ``lines`` only when the family is written, after those added before."""
+        self.later.append(lines)
+
+    def line(self, label_text: str, value: float | int) -> str:
+        """One sample line with a formatted label set (for :meth:`extend`)."""
+        return f"{self.sample}{label_text} {number(value)}"
+
     def text(self) -> str:
-        if not self.lines:
-            return ""
+        return "".join(self.pieces())
+
+    def pieces(self, lines_per_piece: int = PIECE_LINES) -> Iterator[str]:
+        """The family's text in pieces of at most ``lines_per_piece`` lines; the lines
+        are dropped as they are written (a family is written once)."""
+        lines, self.lines = self.lines, []
+        later, self.later = self.later, []
+        source = itertools.chain(lines, *later)
+        del lines
+        first = next(source, None)
+        if first is None:
+            return
         doc = self.doc.replace("\\", "\\\\").replace("\n", "\\n")
-        head = f"# HELP {self.sample} {doc}\n# TYPE {self.sample} {self.kind}\n"
-        return head + "\n".join(self.lines) + "\n"
+        piece = [f"# HELP {self.sample} {doc}\n# TYPE {self.sample} {self.kind}\n{first}"]
+        for line in source:
+            piece.append(line)
+            if len(piece) >= lines_per_piece:
+                yield "\n".join(piece) + "\n"
+                piece = []
+        if piece:
+            yield "\n".join(piece) + "\n"
 
 
 class LabelCache:
@@ -106,26 +135,30 @@ class TextSource(Protocol):
     def exposition(self) -> str: ...
 
 
-def encoded(parts: Iterable[Family | str | bytes]) -> Iterator[bytes]:
-    """The UTF-8 text of ``parts`` (bytes are that already) one part at a time; a
-    family's lines are dropped once written, so a large scrape holds its samples once,
-    not also as one joined body."""
+def encoded(parts: Iterable[Family | str | bytes | Iterable[bytes]]) -> Iterator[bytes]:
+    """The UTF-8 text of ``parts`` (bytes are that already; other iterables yield bytes)
+    piece by piece: a family in pieces of :data:`PIECE_LINES` lines, its lines dropped
+    once written, so a large scrape never holds its samples as one body."""
     for part in parts:
         if isinstance(part, Family):
-            text = part.text()
-            part.lines = []
+            pieces: Iterable[str | bytes] = part.pieces()
+        elif isinstance(part, str | bytes):
+            pieces = (part,)
         else:
-            text = part
-        if text:
-            yield text if isinstance(text, bytes) else text.encode()
+            pieces = part
+        for text in pieces:
+            if text:
+                yield text if isinstance(text, bytes) else text.encode()
 
 
 class Exposition:
     """What one ``/metrics`` answers: text sources (``exposition() -> str``) and a
-    ``prometheus_client`` registry for everything else."""
+    ``prometheus_client`` registry for everything else, made (and ``prometheus_client``
+    imported: 4 MiB of modules, ``ssl`` among them) only once such a collector is
+    registered: ``elbctl exporter`` has none."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry or CollectorRegistry(auto_describe=False)
+        self.registry = registry
         self.sources: list[TextSource] = []
 
     def register(self, collector) -> None:
@@ -133,8 +166,12 @@ class Exposition:
         collector."""
         if hasattr(collector, "exposition"):
             self.sources.append(collector)
-        else:
-            self.registry.register(collector)
+            return
+        if self.registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
 
     def generate(self) -> bytes:
         return b"".join(self.chunks())
@@ -144,7 +181,11 @@ class Exposition:
         when it has them, else its ``exposition()``), for writing without joining. Every
         source is collected now (a failing one raises here); the pieces are encoded as
         they are taken."""
-        parts: list[Iterable[bytes]] = [[generate_latest(self.registry)]]
+        parts: list[Iterable[bytes]] = []
+        if self.registry is not None:
+            from prometheus_client.exposition import generate_latest
+
+            parts.append([generate_latest(self.registry)])
         for source in self.sources:
             chunks = getattr(source, "chunks", None)
             parts.append(chunks() if chunks is not None

@@ -13,7 +13,8 @@ not in maintenance), which is all the per-service series need.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -73,10 +74,33 @@ def _int(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def parse_show_stat(text: str) -> HAProxyStats:
+def stream(path: str, command: str, timeout: float = 10.0) -> Iterator[str]:
+    """The lines of HAProxy's answer to ``command`` on its UNIX socket, as they arrive
+    (64 KiB reads): the answer never exists whole (36 MiB of ``show stat`` with server
+    rows at 10,000 x 10, and its copies). Connects when first iterated; OSError (and
+    TimeoutError) when HAProxy is not there or stops answering."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        rest = b""
+        while data := sock.recv(65536):
+            *whole, rest = (rest + data).split(b"\n")
+            for line in whole:
+                yield line.decode(errors="replace")
+        if rest:
+            yield rest.decode(errors="replace")
+    finally:
+        sock.close()
+
+
+def parse_show_stat(text: str | Iterable[str]) -> HAProxyStats:
     """Pure: backends and filled server slots of dcnet listeners from ``show stat``
-    (frontends and foreign proxies are skipped)."""
-    lines = _lines(text)
+    (its text, or its lines: :func:`stream`; frontends and foreign proxies are
+    skipped)."""
+    lines = _lines(text) if isinstance(text, str) else iter(text)
     header = next(lines, "")
     if not header.startswith("# "):
         return HAProxyStats()
@@ -161,30 +185,46 @@ def families(stats: HAProxyStats, carriers: dict[str, tuple[str, ...]], per_serv
         counts[s.state] = counts.get(s.state, 0) + 1
     healthy: dict[tuple[str, str, str], int] = {}
     for b in stats.backends:
-        key = (b.service, b.port)
-        text = service_port_labels(b.service, b.port)
-        sessions.add_formatted(text, b.sessions)
-        total.add_formatted(text, b.sessions_total)
-        bytes_in.add_formatted(text, b.bytes_in)
-        bytes_out.add_formatted(text, b.bytes_out)
-        usable = b.usable if b.usable is not None else by_state.get(key, {}).get("up", 0)
+        usable = b.usable if b.usable is not None else \
+            by_state.get((b.service, b.port), {}).get("up", 0)
         for carrier in carriers.get(b.service, ("",)):
             healthy[(b.service, b.port, carrier)] = usable
+    # the sample lines are made as each family is written, from the rows (kept anyway)
+    for family, column in ((sessions, 2), (total, 3), (bytes_in, 4), (bytes_out, 5)):
+        family.extend(_backend_lines(family, stats.backends, column))
     out = [sessions, total, bytes_in, bytes_out]
     if stats.server_rows_read:
         servers = Family("dcnet_haproxy_backend_servers", "Real servers by state",
                          "gauge", ("service", "port", "state"))
-        for (service, port), counts in by_state.items():
-            for state in SERVER_STATES:
-                servers.add((service, port, state), counts.get(state, 0))
+        servers.extend(servers.line(state_labels(service, port, state),
+                                    counts.get(state, 0))
+                       for (service, port), counts in by_state.items()
+                       for state in SERVER_STATES)
         out.append(servers)
     if per_server:
-        up = Family("dcnet_haproxy_server_up", "1 when the real server is up", "gauge",
-                    ("service", "port", "server", "state"))
-        cur = Family("dcnet_haproxy_server_sessions", "Current sessions", "gauge",
-                     ("service", "port", "server"))
-        for s in stats.servers:
-            up.add((s.service, s.port, s.server, s.state), int(s.state == "up"))
-            cur.add((s.service, s.port, s.server), s.sessions)
+        up = Family("dcnet_haproxy_server_up", "1 when the real server is up", "gauge")
+        cur = Family("dcnet_haproxy_server_sessions", "Current sessions", "gauge")
+        up.extend(up.line(server_labels(s, s.state), int(s.state == "up"))
+                  for s in stats.servers)
+        cur.extend(cur.line(server_labels(s), s.sessions) for s in stats.servers)
         out += [up, cur]
     return out, healthy
+
+
+def _backend_lines(family: Family, backends: list[HAProxyBackend], column: int
+                   ) -> Iterator[str]:
+    for b in backends:
+        yield family.line(service_port_labels(b.service, b.port), b[column])
+
+
+def state_labels(service: str, port: str, state: str) -> str:
+    """``{port,service,state}`` as :func:`~dcnet.metrics.exposition.labels` writes it."""
+    return f'{{port="{escape(port)}",service="{escape(service)}",state="{state}"}}'
+
+
+def server_labels(s: HAProxyServer, state: str | None = None) -> str:
+    """``{port,server,service[,state]}`` as :func:`~dcnet.metrics.exposition.labels`
+    writes it."""
+    tail = "}" if state is None else f',state="{state}"}}'
+    return (f'{{port="{escape(s.port)}",server="{escape(s.server)}",'
+            f'service="{escape(s.service)}"{tail}')

@@ -18,7 +18,7 @@ VIP:ports: nothing per client, connection or real server.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from dcnet.metrics.exposition import Family, escape
 
@@ -36,16 +36,23 @@ def families(rows: Rows, carriers: Mapping[tuple[str, int], tuple[str, str]],
                      "replies (out)", "counter")
     octets = Family("dcnet_nft_service_bytes", "Bytes to the VIP:port (in) and of its "
                     "replies (out)", "counter")
-    for (proto, vip, port), counts in sorted(rows.items()):
+    keys = sorted(rows)
+    conns.extend(_lines(conns, rows, keys, carriers, ("conns",), 0))
+    packets.extend(_lines(packets, rows, keys, carriers, ("in", "out"), 0))
+    octets.extend(_lines(octets, rows, keys, carriers, ("in", "out"), 1))
+    return [conns, packets, octets]
+
+
+def _lines(family: Family, rows: Rows, keys: list, carriers, which: tuple[str, ...],
+           column: int) -> Iterator[str]:
+    """The family's sample lines, made as it is written (never all at once)."""
+    for proto, vip, port in keys:
+        counts = rows[(proto, vip, port)]
         service, carrier = carriers.get((vip, port), (vip, ""))
         # label names sorted, as prometheus_client prints them
-        head = f'{{carrier="{escape(carrier)}",'
         tail = f'port="{port}",protocol="{escape(proto)}",service="{escape(service)}"}}'
-        if "conns" in counts:
-            conns.add_formatted(head + tail, counts["conns"][0])
-        for direction in ("in", "out"):
-            if direction in counts:
-                text = f'{head}direction="{direction}",{tail}'
-                packets.add_formatted(text, counts[direction][0])
-                octets.add_formatted(text, counts[direction][1])
-    return [conns, packets, octets]
+        for name in which:
+            if name in counts:
+                direction = "" if name == "conns" else f'direction="{name}",'
+                yield family.line(f'{{carrier="{escape(carrier)}",{direction}{tail}',
+                                  counts[name][column])

@@ -20,12 +20,13 @@ import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import MetricsHandler
+from typing import TYPE_CHECKING
 
 from dcnet.metrics import isolated
 from dcnet.metrics.exposition import CONTENT_TYPE, Exposition
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 def parse_address(text: str, default_port: int = 9108) -> tuple[str, int]:
@@ -131,8 +132,12 @@ class MetricsServer:
         except OSError:
             sock.close()
             raise
-        handler = (ExpositionHandler.factory(registry) if isinstance(registry, Exposition)
-                   else MetricsHandler.factory(registry))
+        if isinstance(registry, Exposition):
+            handler = ExpositionHandler.factory(registry)
+        else:                  # prometheus_client's own handler (imported only for it)
+            from prometheus_client.exposition import MetricsHandler
+
+            handler = MetricsHandler.factory(registry)
         self.httpd = _Server(sock, handler)
         self.host, self.port = sock.getsockname()[:2]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
