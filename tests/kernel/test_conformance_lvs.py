@@ -20,7 +20,9 @@ pytestmark = [pytest.mark.kernel, pytest.mark.filterwarnings("ignore::ResourceWa
 @pytest.fixture(scope="module")
 def director(tmp_path_factory):
     with conformance.traffic_lab() as lab:
-        lab.run("director", ["ip", "link", "add", "elb0", "up", "type", "dummy"])
+        ipr = lab.iproute("director")                 # in-process: no ip process
+        ipr.link("add", ifname="elb0", kind="dummy")
+        ipr.link("set", index=ipr.link_lookup(ifname="elb0")[0], state="up")
         options = {"netns": lab.netns("director"),
                    "state_dir": str(tmp_path_factory.mktemp("lvs-state"))}
         yield conformance.Director("lvs", options, lab)
