@@ -8,8 +8,8 @@ with ``--pool CIDR --via BRIDGE``; ``live`` replays the same way straight from t
 capture, as sessions are reassembled; ``sweep`` removes pools whose owner was killed;
 ``loadtest`` ramps the factor until an SLO breaks and writes a report with a plot;
 ``diff`` compares a candidate's answers with two instances of the current version;
-``show`` summarises a recording. ``rules``, ``replay`` and ``live`` take what the
-command line does not give from a model's ``mirror`` section (``-f MODEL``). Exit 1 on
+``show`` summarises a recording. ``rules``, ``replay``, ``live`` and ``loadtest`` take
+what the command line does not give from a model's ``mirror`` section (``-f MODEL``). Exit 1 on
 invalid arguments or an invalid model."""
 
 from __future__ import annotations
@@ -284,8 +284,9 @@ def _steps(text: str) -> list[float]:
 
 
 @mirror.command("loadtest")
+@model_file_option
 @click.argument("recording_path")
-@click.option("--target", required=True, metavar="IP:PORT")
+@click.option("--target", default=None, metavar="IP:PORT")
 @click.option("--slo-p99-ms", type=click.FloatRange(min=0), required=True,
               help="The SLO's p99 latency per request, in ms.")
 @click.option("--slo-errors", type=click.FloatRange(0, 1), required=True,
@@ -297,11 +298,15 @@ def _steps(text: str) -> list[float]:
               help="Report (loadtest.json, .md, .png) and each step's results.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=16, show_default=True,
               help="Sessions at a time per copy.")
-def loadtest_command(recording_path, target, slo_p99_ms, slo_errors, steps, namespaces,
-                     pool_network, via_bridge, via_netns, gateway, out_dir,
+def loadtest_command(model_path, recording_path, target, slo_p99_ms, slo_errors, steps,
+                     namespaces, pool_network, via_bridge, via_netns, gateway, out_dir,
                      concurrency) -> None:
     """Ramp the replay factor over the steps until the SLO breaks; report the breaking
-    point with a plot. Exit 0 either way (the verdict is in the report)."""
+    point with a plot. Exit 0 either way (the verdict is in the report). With -f, the
+    model's mirror target and pool (not its factor: the steps are the factors)."""
+    target, _, namespaces, pool_network, via_bridge, via_netns, gateway = \
+        _replay_settings(_mirror_settings(model_path), target, None, namespaces,
+                         pool_network, via_bridge, via_netns, gateway)
     factors = _steps(steps)
     slo = loadtest.Slo(slo_p99_ms, slo_errors)
     os.makedirs(out_dir, exist_ok=True)

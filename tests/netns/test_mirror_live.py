@@ -216,8 +216,14 @@ def test_replay_to_a_vip_behind_the_nft_target(lab_factory, tmp_path):
 
     lab = lab_factory(vip_topology(str(tmp_path)))
     lab.run("director", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
-    model = synth.model(synth.lab_model_text(VIP, dict.fromkeys(REAL_SERVERS, 1),
-                                             scheduler="rr", port=VIP_PORT, target_port=PORT))
+    text = synth.lab_model_text(VIP, dict.fromkeys(REAL_SERVERS, 1), scheduler="rr",
+                                port=VIP_PORT, target_port=PORT) + (
+        f"mirror:\n  services: ['{VIP}:{VIP_PORT}']\n  device: mir0\n  to: 10.93.9.2\n"
+        f"  target: {VIP}:{VIP_PORT}\n  factor: 2\n  pool: {{network: 10.96.0.0/24, "
+        f"via: br0, via_netns: {lab.netns('sw')}, gateway: {DIRECTOR_POOL}}}\n")
+    model_path = tmp_path / "model.yaml"      # the replay's settings come from the model
+    model_path.write_text(text)
+    model = synth.model(text)
     outcome = target_session.run("nft", model, {"netns": lab.netns("director"),
                                                 "state_dir": str(tmp_path / "state")},
                                  apply=True)
@@ -229,9 +235,8 @@ def test_replay_to_a_vip_behind_the_nft_target(lab_factory, tmp_path):
     rec = str(tmp_path / "vip.jsonl")
     recording.write(rec, sessions)
     done = CliRunner().invoke(cli, [
-        "mirror", "replay", "--recording", rec, "--target", f"{VIP}:{VIP_PORT}",
-        "--factor", "2", "--pool", "10.96.0.0/24", "--via", "br0", "--via-netns",
-        lab.netns("sw"), "--gateway", DIRECTOR_POOL, "--out-dir", str(tmp_path / "out")])
+        "mirror", "replay", "-f", str(model_path), "--recording", rec,
+        "--out-dir", str(tmp_path / "out")])
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
     assert [(c["exit"], c["replayed"], c["errors"]) for c in summary["copies"]] == \
