@@ -321,6 +321,63 @@ def run_in_guest(
     :class:`KernelLabError` if vng, QEMU or a suitable kernel is missing, or
     when the whole run exceeds ``timeout`` seconds (QEMU is then killed).
     """
+    return start_in_guest(argv, rwdirs=rwdirs, memory=memory, cpus=cpus, timeout=timeout,
+                          env=env, cwd=cwd, kernel=kernel, log_path=log_path).wait()
+
+
+@dataclass
+class StartedGuest:
+    """A guest booting or running in the background (:func:`start_in_guest`)."""
+
+    run: GuestRun
+    proc: subprocess.Popen
+    started: float
+    timeout: float
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self) -> GuestRun:
+        """Wait for the guest (what is left of ``timeout`` since the start); the
+        finished :class:`GuestRun`, or KernelLabError when it timed out (killed)."""
+        run = self.run
+        left = max(0.0, self.timeout - (time.monotonic() - self.started))
+        try:
+            run.returncode = self.proc.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            run.timed_out = True
+            _kill_group(self.proc)
+            run.returncode = self.proc.returncode
+        run.seconds = time.monotonic() - self.started
+        if run.timed_out:
+            raise KernelLabError(
+                f"kernel lab: guest did not finish within {self.timeout:.0f}s (killed); "
+                f"console log {run.log_path}\nlast lines:\n{run.log_tail()}",
+                run,
+            )
+        return run
+
+    def stop(self) -> None:
+        """Kill the guest if it still runs (an interrupted session)."""
+        if self.running():
+            _kill_group(self.proc)
+
+
+def start_in_guest(
+    argv: Sequence[str],
+    *,
+    rwdirs: Sequence[str | os.PathLike] = (),
+    memory: str = "2G",
+    cpus: int = 2,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    kernel: str | os.PathLike | None = None,
+    log_path: str | os.PathLike | None = None,
+) -> StartedGuest:
+    """:func:`run_in_guest` without the wait: QEMU boots in the background (its own
+    session) and the caller waits with :meth:`StartedGuest.wait` when it needs the
+    results (the pytest plugin runs the host's tests meanwhile)."""
     vng = _find_vng()
     _check_qemu()
     kpath = Path(kernel) if kernel else find_guest_kernel()
@@ -340,7 +397,7 @@ def run_in_guest(
     # vng runs virtme-run & co. through PATH: make the venv's bin dir visible
     host_env["PATH"] = os.pathsep.join([str(Path(vng).parent), host_env.get("PATH", "")])
     run = GuestRun(command=cmd, kernel=kpath, log_path=log_path)
-    start = time.monotonic()
+    started = time.monotonic()
     # (vng/QEMU reopen their stdout, so nothing of ours can be written before them)
     with open(log_path, "wb") as log:
         try:
@@ -350,20 +407,7 @@ def run_in_guest(
             )
         except OSError as exc:
             raise KernelLabError(f"kernel lab: cannot start {vng}: {exc}", run) from exc
-        try:
-            run.returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            run.timed_out = True
-            _kill_group(proc)
-            run.returncode = proc.returncode
-    run.seconds = time.monotonic() - start
-    if run.timed_out:
-        raise KernelLabError(
-            f"kernel lab: guest did not finish within {timeout:.0f}s (killed); "
-            f"console log {log_path}\nlast lines:\n{run.log_tail()}",
-            run,
-        )
-    return run
+    return StartedGuest(run, proc, started, timeout)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

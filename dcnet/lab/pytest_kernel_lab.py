@@ -4,14 +4,16 @@
 modules a test needs (default ``("ip_vs",)``).
 
 On the host: if the running kernel can load the modules, the test runs normally.
-Otherwise the first such test boots Debian's kernel ONCE with virtme-ng
-(:mod:`dcnet.lab.kernel_lab`) running this venv's pytest on exactly the node ids that
-need it (passed in a file of the shared directory, read by pytest's ``@FILE`` argument:
-the guest's command travels on the kernel command line, which holds about 2 KiB, so
-node ids must not); the guest serialises every report (``pytest_report_to_serializable``) into a
-JSON-lines file in a directory shared read-write with the host, and the host replays
-each item's reports through its own hooks (like pytest-xdist), so those items' fixtures
-are never set up on the host.  A test whose reports are missing (guest crash, timeout)
+Otherwise Debian's kernel boots ONCE with virtme-ng (:mod:`dcnet.lab.kernel_lab`) when
+the test loop starts, in the background, while the host runs its own tests (those items
+are moved to the end of the run, where the host waits for the guest), running this
+venv's pytest on exactly the node ids that need it (passed in a file of the shared
+directory, read by pytest's ``@FILE`` argument: the guest's command travels on the
+kernel command line, which holds about 2 KiB, so node ids must not); the guest
+serialises every report (``pytest_report_to_serializable``) into a JSON-lines file in
+a directory shared read-write with the host, and the host replays each item's reports
+through its own hooks (like pytest-xdist), so those items' fixtures are never set up on
+the host.  A test whose reports are missing (guest crash, timeout)
 fails with the tail of the guest console log.
 
 Inside the guest (``DCNET_IN_KERNEL_LAB=1``) kernel tests run directly and fail loudly
@@ -22,6 +24,8 @@ Environment:
   ``DCNET_KERNEL_LAB_MEMORY``    guest memory (default ``2G``);
   ``DCNET_KERNEL_LAB_CPUS``      guest vCPUs (default 2);
   ``DCNET_KERNEL_LAB_TIMEOUT``   seconds for the whole guest run (default 3600);
+  ``DCNET_KERNEL_LAB_BACKGROUND=0`` boot at the first kernel test instead, in the
+                                  collected order, and wait there (no overlap);
   ``DCNET_KERNEL_LAB_KERNEL``    explicit kernel image;
   ``DCNET_KERNEL_LAB_VERBOSE=1`` put kernel messages in the console log too;
   ``DCNET_KERNEL_LAB_KEEP=1``    keep the shared directory (reports, console log).
@@ -48,6 +52,7 @@ ENV_MEMORY = "DCNET_KERNEL_LAB_MEMORY"
 ENV_CPUS = "DCNET_KERNEL_LAB_CPUS"
 ENV_TIMEOUT = kernel_lab.ENV_TIMEOUT
 ENV_KEEP = "DCNET_KERNEL_LAB_KEEP"
+ENV_BACKGROUND = "DCNET_KERNEL_LAB_BACKGROUND"
 DEFAULT_MODULES = (kernel_lab.IPVS_MODULE,)
 PLUGIN_NAME = "dcnet.lab.pytest_kernel_lab"
 
@@ -155,6 +160,14 @@ def guest_pytest_argv(
     return argv
 
 
+def host_first(items: Sequence, remote: Iterable[str]) -> list:
+    """``items`` with those whose node id is in ``remote`` moved to the end, each group
+    in its collected order (the host runs its tests while the guest runs the others)."""
+    away = set(remote)
+    return ([i for i in items if i.nodeid not in away]
+            + [i for i in items if i.nodeid in away])
+
+
 def _plugin_args(args: Sequence[str]) -> list[str]:
     """``-p NAME`` values from the host's command line, to load the same in the guest."""
     out = []
@@ -233,11 +246,15 @@ class _KernelLab:
         self.remote: dict[str, object] = {}  # nodeid -> item, in run order
         self.host_ok: dict[str, bool] = {}
         self.ran = False
+        self.done = False
         self.reports: dict[str, list[dict]] = {}
         self.finished: set[str] = set()
         self.error: str | None = None  # whole-run failure text
         self.run: kernel_lab.GuestRun | None = None
+        self.guest: kernel_lab.StartedGuest | None = None
         self.workdir: Path | None = None
+        self.background = os.environ.get(ENV_BACKGROUND, "1").strip().lower() not in (
+            "0", "off", "no", "false")
 
     def _host_has(self, mods: Sequence[str]) -> bool:
         for m in mods:
@@ -262,14 +279,17 @@ class _KernelLab:
             self.remote[item.nodeid] = item
 
     # -- guest run
-    def boot(self, session) -> None:
+    def _terminal(self):
+        return self.config.pluginmanager.get_plugin("terminalreporter")
+
+    def start(self) -> None:
+        """Boot the guest (in the background) with every remote node id."""
         self.ran = True
         config = self.config
         nodeids = list(self.remote)
-        tr = config.pluginmanager.get_plugin("terminalreporter")
         self.workdir = Path(tempfile.mkdtemp(prefix="dcnet-kernel-lab-"))
-        reports_path = self.workdir / "reports.jsonl"
-        log_path = self.workdir / "guest-console.log"
+        self.reports_path = self.workdir / "reports.jsonl"
+        self.log_path = self.workdir / "guest-console.log"
         nodeids_path = self.workdir / "nodeids.txt"
         write_nodeids(nodeids_path, nodeids)
         rootdir = str(config.rootpath)
@@ -283,7 +303,7 @@ class _KernelLab:
         )
         env = {
             ENV_IN_GUEST: "1",
-            ENV_REPORTS: str(reports_path),
+            ENV_REPORTS: str(self.reports_path),
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
             # opt-in switches read by the tests themselves (test_init_lvs.py's skipif)
@@ -295,20 +315,37 @@ class _KernelLab:
         }
         memory = os.environ.get(ENV_MEMORY, "2G")
         cpus = int(os.environ.get(ENV_CPUS, "2"))
+        tr = self._terminal()
         if tr is not None:
             tr.ensure_newline()
-            tr.write(f"kernel lab: booting guest kernel for {len(nodeids)} test(s) ... ",
-                     flush=True)
+            where = "in the background" if self.background else "now"
+            tr.write(f"kernel lab: booting guest kernel for {len(nodeids)} test(s) {where} "
+                     f"(console log {self.log_path})\n", flush=True)
         try:
-            self.run = kernel_lab.run_in_guest(
+            self.guest = kernel_lab.start_in_guest(
                 argv, rwdirs=[self.workdir], memory=memory, cpus=cpus,
-                timeout=kernel_lab.guest_timeout(), env=env, cwd=rootdir, log_path=log_path,
+                timeout=kernel_lab.guest_timeout(), env=env, cwd=rootdir,
+                log_path=self.log_path,
             )
         except kernel_lab.KernelLabError as exc:
             self.run = exc.run
             self.error = str(exc).split("\n", 1)[0]  # the log tail is added per test
+
+    def finish(self) -> None:
+        """Wait for the guest (started by :meth:`start`) and read its reports."""
+        tr = self._terminal()
+        if self.guest is not None:
+            if tr is not None:
+                tr.ensure_newline()
+                tr.write("kernel lab: waiting for the guest ... ", flush=True)
+            try:
+                self.run = self.guest.wait()
+            except kernel_lab.KernelLabError as exc:
+                self.run = exc.run
+                self.error = str(exc).split("\n", 1)[0]
+            self.guest = None
         try:
-            with open(reports_path, encoding="utf-8") as fh:
+            with open(self.reports_path, encoding="utf-8") as fh:
                 self.reports, self.finished = decode_reports(fh)
         except OSError:
             self.reports, self.finished = {}, set()
@@ -318,14 +355,15 @@ class _KernelLab:
                     "TIMED OUT" if self.run.timed_out else f"exit {self.run.returncode}")
                 tr.write(
                     f"{self.run.kernel.name}, {self.run.seconds:.1f}s wall "
-                    f"(boot + {len(self.finished)}/{len(nodeids)} tests, {status}); "
-                    f"log {log_path}\n", flush=True)
+                    f"(boot + {len(self.finished)}/{len(self.remote)} tests, {status}); "
+                    f"log {self.log_path}\n", flush=True)
             else:
                 tr.write("FAILED\n", flush=True)
             tr.currentfspath = None  # next result starts a fresh line
         if self.error is None and self.run is not None and self.run.returncode not in (0, 1):
             self.error = (f"kernel lab: guest pytest exited with status {self.run.returncode}"
-                          f" (console log {log_path})")
+                          f" (console log {self.log_path})")
+        self.done = True
 
     def failure_text(self, nodeid: str) -> str:
         head = self.error or (
@@ -335,6 +373,9 @@ class _KernelLab:
         return f"{head}\n--- guest console log (tail) ---\n{tail}" if tail else head
 
     def cleanup(self) -> None:
+        if self.guest is not None:       # the session ended before the guest's tests
+            self.guest.stop()
+            self.guest = None
         if self.workdir is None or os.environ.get(ENV_KEEP) == "1":
             return
         complete = self.error is None and all(n in self.finished for n in self.remote)
@@ -383,8 +424,19 @@ class _KernelLab:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session):
     lab = session.config.stash.get(_STATE_KEY, None)
-    if lab is not None:
-        lab.select(session.items)
+    if lab is None:
+        return
+    lab.select(session.items)
+    if lab.background and lab.remote:       # host tests first, while the guest works
+        session.items[:] = host_first(session.items, lab.remote)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    lab = session.config.stash.get(_STATE_KEY, None)
+    if (lab is not None and lab.background and lab.remote and not lab.ran
+            and not session.config.option.collectonly):
+        lab.start()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -393,7 +445,9 @@ def pytest_runtest_protocol(item, nextitem):
     if lab is None or item.nodeid not in lab.remote:
         return None
     if not lab.ran:
-        lab.boot(item.session)
+        lab.start()
+    if not lab.done:
+        lab.finish()
     lab.replay(item, nextitem)
     return True
 

@@ -228,3 +228,13 @@ def test_item_modules_default_and_union():
     item = FakeItem([pytest.mark.kernel("sch_netem").mark, pytest.mark.kernel.mark])
     assert pkl.item_modules(item) == ("sch_netem", "ip_vs")
     assert pkl.item_modules(FakeItem([])) == ()
+
+
+def test_host_tests_run_first_while_the_guest_runs_the_others():
+    from types import SimpleNamespace
+
+    from dcnet.lab.pytest_kernel_lab import host_first
+
+    items = [SimpleNamespace(nodeid=n) for n in ("k1", "h1", "k2", "h2", "h3")]
+    assert [i.nodeid for i in host_first(items, ["k2", "k1"])] == ["h1", "h2", "h3", "k1", "k2"]
+    assert host_first(items, []) == items
