@@ -19,7 +19,13 @@ table holds counter objects: a record of layout 1, without them, is ignored too,
 first plan after that upgrade is a full read that adds the counters), then one line per group
 ``<group>\\t<input digest>\\t<JSON [[kind, key, attrs], ...]>``; the table's own objects
 are the group ``""``. Object JSON is decoded only for the groups a plan needs. Written
-atomically (:func:`dcnet.sysio.files.atomic_write`).
+atomically (:func:`dcnet.sysio.files.atomic_write`). An incremental apply appends its
+delta instead (:func:`append`: one JSON line ``{"from", "genid", "identity", "objects",
+"groups"}`` to ``<file>.log``, fsynced), so a one-service apply does not rewrite the
+record of every service; :func:`load` replays it, a journal that does not follow from
+the record makes it unusable (full read), a torn last line leaves the record older than
+the namespace (full read too); the record is rewritten, and the journal removed, once
+the journal outgrows a quarter of it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from dcnet.sysio.files import atomic_write
 INFRA = ""
 TABLE_FORMAT = "inet dcnet"   # records of the IPv4-only ``ip dcnet`` table never match
 LAYOUT = 2                    # 2: counter objects (records of layout 1 never match)
+JOURNAL = ".log"              # <record>.log: the deltas of incremental applies
+JOURNAL_MAX = 0.25            # journal bytes above this share of the record: rewrite
 
 
 @dataclass(frozen=True)
@@ -75,16 +83,68 @@ def _stat_key(path: str) -> tuple | None:
 
 
 def load(path: str) -> Record | None:
-    """The record at ``path`` (None: none or unusable); a file unchanged since this
-    process last loaded or saved it is not parsed again."""
-    key = _stat_key(path)
+    """The record at ``path`` with its journal replayed (None: none or unusable); files
+    unchanged since this process last loaded or wrote them are not parsed again."""
+    key = (_stat_key(path), _stat_key(path + JOURNAL))
     hit = _memo.get(path)
-    if key is not None and hit is not None and hit[0] == key:
+    if key[0] is not None and hit is not None and hit[0] == key:
         return hit[1]
     record = _load(path)
-    if key is not None and record is not None:
+    if record is not None:
+        record = _replay(path + JOURNAL, record)
+    if key[0] is not None and record is not None:
         _memo[path] = (key, record)
     return record
+
+
+def _replay(log: str, record: Record) -> Record | None:
+    """``record`` with the journal's deltas applied; None if the journal does not follow
+    from it (a record rewritten after the journal was written: read the namespace)."""
+    try:
+        with open(log, encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except FileNotFoundError:
+        return record
+    except OSError:
+        return None
+    groups, genid, objects = dict(record.groups), record.genid, record.objects
+    for line in lines:
+        try:
+            entry = json.loads(line) if line.endswith("\n") else None
+        except ValueError:
+            entry = None
+        if entry is None:
+            break        # a torn last line: the record stays older than the namespace
+        if entry.get("from") != genid or entry.get("identity") != record.identity:
+            return None
+        for g, v in entry["groups"].items():
+            if v is None:
+                groups.pop(g, None)
+            else:
+                groups[g] = (v[0], v[1])
+        genid, objects = int(entry["genid"]), int(entry["objects"])
+    return Record(genid, record.identity, objects, groups)
+
+
+def append(path: str, old: Record, record: Record, delta: Mapping) -> None:
+    """Record ``record`` (``old`` with the groups of ``delta`` replaced, None: gone) by
+    appending ``delta`` to the journal (one JSON line, fsynced), or by rewriting the
+    record (:func:`save`) once the journal outgrows :data:`JOURNAL_MAX` of it."""
+    log = path + JOURNAL
+    main, journal = _stat_key(path), _stat_key(log)
+    if main is None or (journal is not None and journal[3] > JOURNAL_MAX * main[3]):
+        save(path, record)
+        return
+    line = json.dumps({"from": old.genid, "genid": record.genid, "identity": record.identity,
+                       "objects": record.objects,
+                       "groups": {g: (list(v) if v is not None else None)
+                                  for g, v in delta.items()}}, separators=(",", ":"))
+    with open(log, "a", encoding="utf-8") as fh:
+        os.chmod(log, 0o600)
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    _memo[path] = ((_stat_key(path), _stat_key(log)), record)
 
 
 def _load(path: str) -> Record | None:
@@ -113,16 +173,20 @@ def save(path: str, record: Record) -> None:
     lines = [header] + [f"{g}\t{d}\t{objs}" for g, (d, objs) in sorted(record.groups.items())]
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     atomic_write(path, "\n".join(lines) + "\n", mode=0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path + JOURNAL)        # after the record: a stale journal never applies
     key = _stat_key(path)
     if key is not None:
-        _memo[path] = (key, Record(record.genid, record.identity, record.objects,
-                                   dict(record.groups)))
+        _memo[path] = ((key, None), Record(record.genid, record.identity, record.objects,
+                                           dict(record.groups)))
 
 
 def remove(path: str) -> None:
     _memo.pop(path, None)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path + JOURNAL)
 
 
 def count(groups: Mapping[str, tuple[str, str]]) -> int:

@@ -277,8 +277,11 @@ class NftTarget(Target):
                     groups.pop(g, None)
                 else:
                     groups[g] = v
-        fingerprint.save(path, fingerprint.Record(expected, p.identity, p.objects_after,
-                                                  groups))
+        record = fingerprint.Record(expected, p.identity, p.objects_after, groups)
+        if p.replace_all:
+            fingerprint.save(path, record)
+        else:                                     # one line appended, not every service
+            fingerprint.append(path, old, record, p.groups)
 
     def counters(self) -> dict[str, int]:
         return {"nft_transactions": self.nft.transactions, "nft_commands": self.nft.commands,

@@ -45,3 +45,26 @@ def test_a_changed_service_gets_new_inputs_and_digests():
     assert inputcache.digest(before[key]) != inputcache.digest(after[key])
     assert [k for k in before if before[k] != after[k]] == [key]
     assert all(inputcache.digest(after[k]) == after[k].digest() for k in after)
+
+
+def test_the_record_journal_replays_deltas_and_refuses_what_does_not_follow(tmp_path):
+    from dcnet.nft import fingerprint as fp
+
+    path = str(tmp_path / "fingerprint-x")
+    base = fp.Record(5, "1:2", 10, {"": ("i", "[]"), "tcp 10.0.0.1 80": ("a", "[1]"),
+                                     "tcp 10.0.0.2 80": ("b", "[2]")})
+    fp.save(path, base)
+    step = fp.Record(6, "1:2", 9, {"": ("i", "[]"), "tcp 10.0.0.1 80": ("c", "[3]")})
+    fp.append(path, base, step, {"tcp 10.0.0.1 80": ("c", "[3]"), "tcp 10.0.0.2 80": None})
+    fp._memo.clear()                                   # another process reads it
+    assert fp.load(path) == step
+    with open(path + fp.JOURNAL, "a") as fh:
+        fh.write('{"from": 6, "genid": 7')            # a torn line: stays at 6
+    fp._memo.clear()
+    assert fp.load(path).genid == 6
+    with open(path + fp.JOURNAL, "w") as fh:
+        fh.write('{"from":4,"genid":6,"identity":"1:2","objects":1,"groups":{}}\n')
+    fp._memo.clear()
+    assert fp.load(path) is None                       # does not follow from genid 5
+    fp.save(path, step)                                # a rewrite drops the journal
+    assert not (tmp_path / "fingerprint-x.log").exists() and fp.load(path) == step
