@@ -134,9 +134,11 @@ class LiveReplay:
             duration: float | None = None, ready: Callable[[], None] | None = None) -> dict:
         """Until ``stopped()`` or ``duration``; returns a summary (also per copy)."""
         socks = _open_sockets(self.capture_netns, self.ifname)
-        out = open(self.record_path, "w") if self.record_path else None  # noqa: SIM115
+        out = None
         summary: dict = {"factor": self.factor, "target": self.target, "copies": []}
         try:
+            if self.record_path:
+                out = open(self.record_path, "w")  # noqa: SIM115 - closed below
             config = {"headers": list(self.headers), "key": (self.key or b"").hex()}
             for index in range(self.copies):
                 self.workers.append(Worker(index, self.namespaces[index], self.target,
