@@ -4,7 +4,7 @@ A lab of two namespaces on one veth: ``server`` runs the logging HTTP/1.1 servic
 (``dcnet.lab.mirror_service``, :8080) with nft counters on what arrives and leaves;
 ``inject`` is the replaying side. One recording (``--sessions`` keep-alive sessions of
 ``--requests`` requests, every session with its SYN and FIN, as the recorder writes them)
-is replayed three ways against a freshly started server each time:
+is replayed four ways against a freshly started server each time:
 
 1. ``tcpreplay``: ``elbctl mirror export`` writes the recording as a raw-IP pcap; each
    packet gets a blank Ethernet header here (:func:`raw_to_ethernet`: Debian's
