@@ -116,7 +116,9 @@ class Nft:
                    for item in json.loads(listing).get("nftables", []))
 
     def digest(self) -> str:
-        return listing_digest(*self.raw_listing())
+        from dcnet.nft import drio
+
+        return listing_digest(*self.raw_listing()) + drio.digest_suffix(*drio.listing(self))
 
     def genid(self) -> int:
         """The namespace's nftables generation: every committed transaction (of any
@@ -141,7 +143,13 @@ class Nft:
         state, notes = parse_listing(table, services)
         if legacy:
             state[("legacy", LEGACY)] = {}
-        return Listing(state, notes, listing_digest(table, services, legacy))
+        from dcnet.nft import dr, drio  # forward: dr, table netdev dcnet
+
+        dr_table, dr_maps = drio.listing(self)
+        dr_state, dr_notes = dr.parse_listing(dr_table, dr_maps)
+        state.update(dr_state)
+        return Listing(state, (*notes, *dr_notes), listing_digest(table, services, legacy)
+                       + drio.digest_suffix(dr_table, dr_maps))
 
 
 def _genid() -> int:

@@ -71,7 +71,10 @@ T = f"{FAMILY} {TABLE}"
 LEGACY = ("ip", "dcnet")                            # the IPv4-only table of before
 KIND_ORDER = ("route", "rule",                      # rtnetlink: dcnet.nft.carriers
               "table", "counter", "tally", "affinity", "backend", "maglev", "service",
-              "element", "hook", "legacy")
+              "element", "hook",
+              # forward: dr (--nft-dr), table netdev dcnet: dcnet.nft.dr
+              "drtable", "drmap", "drserver", "drmaglev", "drservice", "drelement", "drhook",
+              "legacy")
 NFT_KINDS = KIND_ORDER[2:]
 SERVICES_MAP, SERVICES_MAP6 = "services", "services6"
 MAP_TYPES = {SERVICES_MAP: "ipv4_addr . inet_proto . inet_service",
@@ -346,7 +349,8 @@ class ServiceInput:
 def group_of(ident: Ident) -> tuple:
     """The VIP:port an object belongs to; () for the table's own objects."""
     kind, key = ident
-    return () if kind in ("table", "hook", "route", "rule", "legacy") else tuple(key[:3])
+    return () if kind in ("table", "hook", "route", "rule", "legacy", "drtable", "drmap",
+                          "drserver", "drhook") else tuple(key[:3])
 
 
 def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEFAULT_SIZE,
@@ -402,14 +406,22 @@ def _health(backends: tuple[Backend, ...], check, down: frozenset[str]
 
 
 def build(services, infrastructure: bool = True, notes: tuple[str, ...] = (),
-          marks: tuple[int, ...] = ()) -> Desired:
+          marks: tuple[int, ...] = (), dr_infra=None) -> Desired:
     """The objects of ``services`` (ServiceInputs) and, if asked, the table's own
-    (``marks``: the carrier marks the replies chain restores; none: no such chain)."""
+    (``marks``: the carrier marks the replies chain restores; none: no such chain;
+    ``dr_infra``: the DR table's shared objects, :mod:`dcnet.nft.dr`)."""
+    from dcnet.nft import dr
+
     b = _Builder(maglev.DEFAULT_SIZE)
     if infrastructure:
         b.infrastructure(tuple(sorted(set(marks))))
+        if dr_infra is not None:
+            dr.render_infra(b, dr_infra)
     for s in services:
         b.maglev_size = s.maglev_size
+        if getattr(s, "forward", "nat") == "dr":
+            dr.render_service(b, s)
+            continue
         b.service(s.key3, s.scheduler, s.persistence, list(s.backends), s.mark)
     return Desired(MappingProxyType(b.state), MappingProxyType(b.bodies), notes)
 
@@ -422,6 +434,8 @@ def desired(model, registry: Mapping | None = None,
 
 
 def _unsupported(vip: str, forward: str) -> str | None:
+    if forward == "dr":       # rendered by dcnet.nft.dr when the target is asked to
+        return "forward dr is rendered only with --nft-dr (docs/nft.md)"
     if forward != "nat":
         return (f"forward {forward} has no nftables equivalent here; only nat is "
                 "rendered (docs/nft.md)")

@@ -60,6 +60,10 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
             raise MissingBody(f"no rules for {kind} {key} in the plan's payload")
         return bodies[ident]
 
+    if kind.startswith("dr"):            # forward: dr, table netdev dcnet
+        from dcnet.nft import dr
+
+        return dr.commands(change, bodies)
     if kind == "legacy":
         if action is not Action.DELETE:
             raise ValueError("the legacy table is only ever deleted")

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from dcnet.nft import carriers, fastpath, fingerprint, inputcache, maglev, ruleset
+from dcnet.nft import carriers, dr, drio, fastpath, fingerprint, inputcache, maglev, ruleset
 from dcnet.nft import script as nftscript
 from dcnet.nft.nftio import Nft, NftError, NftUnavailable
 from dcnet.plan import Change, Plan, State, diff, state_digest
@@ -70,6 +70,9 @@ class NftTarget(Target):
         Option("health", "nft-health", "give weight 0 to real servers whose health check "
                "is down in <state dir>/health-<netns>.json (written by elbctl health)",
                type=bool, default=False, envvar="DCNET_NFT_HEALTH", is_flag=True),
+        Option("dr", "nft-dr", "render forward: dr ports as stateless fwd in table netdev "
+               "dcnet (ingress on the carriers' uplinks; docs/nft.md)",
+               type=bool, default=False, envvar="DCNET_NFT_DR", is_flag=True),
     )
     batch_kinds = frozenset(ruleset.NFT_KINDS)
     batch_size = 1 << 62            # one transaction for the whole plan
@@ -78,8 +81,9 @@ class NftTarget(Target):
 
     def __init__(self, netns: str | None = None, state_dir: str | None = None,
                  maglev_size: int | None = None, carrier_routing: bool = False,
-                 registry_dir: str | None = None, health: bool = False):
+                 registry_dir: str | None = None, health: bool = False, dr: bool = False):
         self.netns = netns or None
+        self.dr = bool(dr)
         self.health = bool(health)
         self.registry_dir = registry_dir or None
         self.carrier_routing = bool(carrier_routing)
@@ -108,7 +112,9 @@ class NftTarget(Target):
         marks = carriers.marks(model) if self.carrier_routing else {}
         found, notes = ruleset.inputs(model, self._registry(), self.maglev_size, marks,
                                       self._down())
-        state = dict(ruleset.build(found.values(), True, notes, tuple(marks.values())).state)
+        found, notes, dr_infra = self._with_dr(model, found, notes)
+        state = dict(ruleset.build(found.values(), True, notes, tuple(marks.values()),
+                                   dr_infra).state)
         if self.carrier_routing:
             state.update(carriers.desired(model))
         return MappingProxyType(state)
@@ -121,8 +127,9 @@ class NftTarget(Target):
         marks = carriers.marks(model) if self.carrier_routing else {}
         found, notes = inputcache.inputs(model, self._registry(), self.maglev_size, marks,
                                          self._down())     # memoized per service
+        found, notes, dr_infra = self._with_dr(model, found, notes)
         all_marks = tuple(sorted(set(marks.values())))
-        infra = ("infra", ruleset.digest(repr(all_marks)))
+        infra = ("infra", ruleset.digest(repr(all_marks) + (repr(dr_infra) if dr_infra else "")))
         routing = None
         r_current: dict = {}
         r_want: dict = {}
@@ -139,9 +146,9 @@ class NftTarget(Target):
                           0, False, routing)
         if record is not None and (record.genid, record.identity) == (genid, identity):
             return self._fast_plan(found, notes, record, infra, all_marks, base, r_current,
-                                   r_want, suffix)
+                                   r_want, suffix, dr_infra)
         current = self.read(model)
-        want = ruleset.build(found.values(), True, notes, all_marks)
+        want = ruleset.build(found.values(), True, notes, all_marks, dr_infra)
         grouped: dict[str, list] = {}
         for ident, attrs in want.state.items():
             grouped.setdefault(fingerprint.group_text(ruleset.group_of(ident)), []).append(
@@ -155,7 +162,7 @@ class NftTarget(Target):
                            current.digest + suffix, payload)
 
     def _fast_plan(self, found: dict, notes, record, infra, marks, base, r_current, r_want,
-                   suffix) -> Plan:
+                   suffix, dr_infra=None) -> Plan:
         digests = {fingerprint.group_text(k): (k, inputcache.digest(s))
                    for k, s in found.items()}
         digests[fingerprint.INFRA] = infra
@@ -167,7 +174,7 @@ class NftTarget(Target):
             current.update(fingerprint.decode(record.groups[g][1]))
         want = ruleset.build([found[digests[g][0]] for g in sorted(touched)
                               if g in digests and g != fingerprint.INFRA],
-                             fingerprint.INFRA in touched, notes, marks)
+                             fingerprint.INFRA in touched, notes, marks, dr_infra)
         grouped: dict[str, list] = {g: [] for g in touched if g in digests}
         for ident, attrs in want.state.items():
             grouped[fingerprint.group_text(ruleset.group_of(ident))].append((ident, attrs))
@@ -191,6 +198,15 @@ class NftTarget(Target):
                           read_digest=read_digest,
                           objects=len(current) if objects is None else objects,
                           payload=payload)
+
+    def _with_dr(self, model, found: dict, notes: tuple) -> tuple[dict, tuple, object]:
+        """With ``--nft-dr``: the DR ports' inputs added (:mod:`dcnet.nft.dr`) and the DR
+        table's shared objects (their devices looked up in the namespace)."""
+        if not self.dr:
+            return found, notes, None
+        dr_found, dr_notes = dr.inputs(model, self._registry(), self.maglev_size, self._down())
+        found, notes = dr.extend(found, notes, dr_found, dr_notes)
+        return found, notes, drio.infra(self.netns, found)
 
     def _registry(self) -> dict | None:
         """The LVS dynamic registry (``elbctl backend``), when one is configured: its
