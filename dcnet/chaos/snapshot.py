@@ -2,7 +2,8 @@
 
 Per namespace of the experiment's scope: link names, addresses, routes (all tables, key
 fields), qdiscs, nftables tables, and the command lines of its processes (counted: a
-process killed and started again with the same command line is as before); and the files
+process killed and started again with the same command line is as before; a fork with
+its parent's command line is not counted); and the files
 matching the experiment's ``watch_files`` globs (IPAM reservations, DHCP leases...).
 :func:`diff` says what differs, one line each (goal: nothing).
 """
@@ -32,6 +33,14 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def of_namespace(namespace: str) -> dict[str, list[str]]:
     """What is in one namespace (sorted lists of strings: JSON-able, comparable)."""
     if not netns.exists(namespace):
@@ -54,7 +63,10 @@ def of_namespace(namespace: str) -> dict[str, list[str]]:
     except (proc.CommandError, OSError):
         tables = set()
     me = os.getpid()
-    processes = Counter(cmdline(p) for p in netns.pids(namespace) if p != me)
+    # a fork with its parent's command line (a server's per-connection child: busybox
+    # httpd) comes and goes with the load, not with the experiment: not counted
+    processes = Counter(c for p in netns.pids(namespace) if p != me
+                        and (c := cmdline(p)) != cmdline(_parent(p)))
     return {"links": sorted(links), "addresses": sorted(addresses), "routes": sorted(routes),
             "qdiscs": sorted(qdiscs), "nft tables": sorted(tables),
             "processes": sorted(f"{n}x {c}" for c, n in processes.items() if c)}

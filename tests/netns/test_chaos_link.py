@@ -4,21 +4,29 @@ runner): ``haproxy-uplink-flap`` (lb's client-facing link down and up twice unde
 requests fail while it is down, none after, lb's routes as before) and
 ``haproxy-rate-limit`` (a tbf on rs2's link, rs2 weighted to take 3 of 4 requests: no
 request fails, the probe's median latency during the limit is over twice the one
-before it). Waits are bounded readiness waits; no
+before it). Also: the left-over snapshot does not count a fork with its parent's
+command line (a fork-per-connection server's child: busybox httpd in the kernel lab's
+lvs-real-server-killed came and went between the snapshots). Waits are bounded readiness waits; no
 duration is asserted (the latency comparison is between windows of one run)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
 
+from dcnet.chaos import snapshot
 from dcnet.haproxy.paths import Paths
 from dcnet.lab import haproxy_lab as hlab
+from dcnet.lab.builder import remove_namespace_and_processes
 from dcnet.lab.haproxy_loadgen import one_request
+from dcnet.sysio import netns
 from tests.netns.test_chaos_experiments import run_experiment
 
 pytestmark = pytest.mark.netns
@@ -71,3 +79,20 @@ def test_rate_limit_on_a_real_server_slows_requests_that_succeed(lab, tmp_path):
     assert before["failed"] == 0 and vip["after"]["failed"] == 0
     # rs2's replies are paced by the tbf (8 bytes/ms): the median request is slower
     assert vip["during"]["latency_p50_ms"] > 2 * before["latency_p50_ms"], (before, vip)
+
+
+def test_snapshot_does_not_count_a_fork_with_its_parents_command_line():
+    name = f"chaos-fork-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    code = "import os, time; os.fork(); time.sleep(60)"
+    parent = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while sum(code in snapshot.cmdline(p) for p in netns.pids(name)) < 2:
+            assert time.monotonic() < deadline, "the fork did not happen"
+            time.sleep(0.05)
+        processes = snapshot.of_namespace(name)["processes"]
+        assert processes == [f"1x {sys.executable} -c {code}"], processes
+    finally:
+        remove_namespace_and_processes(name)
+        parent.wait(10)
