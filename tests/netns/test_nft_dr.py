@@ -20,7 +20,7 @@ import pytest
 
 from dcnet.lab import lvs_lab as lvslab
 from dcnet.lvs import realserver
-from dcnet.nft import synth
+from dcnet.nft import dr, drhash, synth
 from dcnet.target import registry, session
 
 pytestmark = pytest.mark.netns
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.netns
 VIP, PORT = "198.51.100.11", lvslab.DR_PORT
 SERVERS = {"10.20.0.11": "rs1", "10.20.0.12": "rs2", "10.20.0.13": "rs3"}
 GW_LAN = "10.20.0.254"
+CLIENT = "192.0.2.2"
 URL = f"http://{VIP}:{PORT}/id"
 
 
@@ -47,7 +48,7 @@ def topology(busybox: str, docroot: str) -> dict:
                                         "net.ipv4.conf.default.rp_filter": 0}}]
     links = [
         {"a": {"host": "gw", "ifname": "cust0", "addresses": ["192.0.2.1/26"]},
-         "b": {"host": "cli", "ifname": "eth0", "addresses": ["192.0.2.2/26"]}},
+         "b": {"host": "cli", "ifname": "eth0", "addresses": [f"{CLIENT}/26"]}},
         {"a": {"host": "director", "ifname": "ctc0", "addresses": ["198.51.100.2/26"]},
          "b": {"host": "gw", "ifname": "down0", "addresses": ["198.51.100.1/26"]}},
         {"a": {"host": "director", "ifname": "rs0", "addresses": ["10.20.0.1/24"]},
@@ -109,6 +110,14 @@ def hits(lab, count: int) -> collections.Counter:
                                for code, body in answers)
 
 
+def flows(lab, ports: range) -> dict[int, str]:
+    """One request per client source port: {port: the server that answered}."""
+    script = (f"for p in {' '.join(map(str, ports))}; do "
+              f"b=$(curl -s -m 3 --local-port $p {URL}) || b=failed; echo \"$p $b\"; done")
+    out = lab.run("cli", ["sh", "-c", script], timeout=120).stdout
+    return {int(p): body for p, body in (line.split() for line in out.splitlines())}
+
+
 def observed(lab, node: str) -> tuple[int, int]:
     """(packets to the VIP, packets from the VIP) seen in ``node``'s prerouting."""
     text = lab.run(node, ["nft", "list", "table", "inet", "obs"], check=True).stdout
@@ -127,11 +136,15 @@ def test_dr_forwards_at_ingress_and_servers_answer_directly(dr_lab):
     lab, options = dr_lab
     first = apply(options, model(dict.fromkeys(SERVERS, 1)), force=True)
     assert any(c.kind == "drhook" for c in first.plan.changes)
-    answered = hits(lab, 30)
-    assert set(answered) == set(SERVERS.values()), answered      # spread by Maglev
+    answered = flows(lab, range(41000, 41030))
+    assert set(answered.values()) == set(SERVERS.values()), answered   # spread
+    (dr_input,) = dr.inputs(model(dict.fromkeys(SERVERS, 1)))[0].values()
+    assert answered == {p: SERVERS[drhash.lookup(dr_input, CLIENT, p)]  # by the table
+                        for p in answered}
     assert observed(lab, "director") == (0, 0)      # neither requests nor replies
     to_gw, from_gw = observed(lab, "gw")
     assert to_gw >= 30 * 3 and from_gw >= 30 * 3    # replies came from the LAN, direct
+    # (the gateway's prerouting: requests from the client, replies from the servers' LAN)
     rules = lab.run("director", ["nft", "list", "table", "netdev", "dcnet"]).stdout
     assert 'fwd ip to 10.20.0.11 device "rs0"' in rules
     assert "chain in-ctc0" in rules and "hook ingress" in rules

@@ -227,3 +227,20 @@ def test_the_target_option(monkeypatch, tmp_path):
     off = NftTarget(state_dir=str(tmp_path)).desired(model(), None)
     assert not any(k[0].startswith("dr") for k in off)
     assert any(o.name == "dr" and o.flag == "nft-dr" for o in NftTarget.options)
+
+
+def test_jhash_is_lookup3_and_lookup_follows_the_table():
+    from dcnet.nft import drhash
+
+    assert drhash.jhash(b"", 0) == 0xDEADBEEF                 # lookup3.c's driver values
+    assert drhash.jhash(b"Four score and seven years ago", 0) == 0x17770551
+    assert drhash.jhash(b"Four score and seven years ago", 1) == 0xCD628161
+    assert 0 <= drhash.slot("192.0.2.2", 41000, 65537, 0x6463) < 65537
+    (s,) = dr.inputs(model(scheduler="mh"))[0].values()
+    got = {drhash.lookup(s, "192.0.2.2", p) for p in range(40000, 40060)}
+    assert got == set(RIPS)                       # flows spread
+    (sh,) = dr.inputs(model(scheduler="sh"))[0].values()
+    assert len({drhash.lookup(sh, "192.0.2.2", p) for p in range(40000, 40020)}) == 1
+    drained = dr.inputs(model({**dict.fromkeys(RIPS, 1), RIPS[2]: 0}, "mh"))[0]
+    (d,) = drained.values()
+    assert RIPS[2] not in {drhash.lookup(d, "192.0.2.2", p) for p in range(40000, 40060)}
