@@ -5,7 +5,9 @@ inet dcnet``: one terse ``nft -j -t list table`` (no Maglev slots) and the two D
 elements, only when the table exists. :func:`resolve` finds, in the director's namespace,
 the interface each real server is reached on (``fwd ... device``): one rtnetlink ``route
 get`` per address; a real server that is not on a link of the director (a route via a
-gateway) or is one of its own addresses cannot be a DR target and refuses the plan.
+gateway) or is one of its own addresses cannot be a DR target and refuses the plan, as
+does a DR VIP's carrier uplink missing from the namespace (its ingress chain could not
+be made).
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ def digest_suffix(table: str | None, maps: tuple[str, ...]) -> str:
     return "" if table is None else "+dr:" + listing_digest(table, maps)
 
 
-def _resolve_here(rips: tuple[str, ...]) -> dict[str, tuple[str | None, str]]:
+def _resolve_here(rips: tuple[str, ...], devices: tuple[str, ...] = ()
+                  ) -> dict[str, tuple[str | None, str]]:
     from pyroute2 import IPRoute
 
     out: dict[str, tuple[str | None, str]] = {}
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for device in devices:
+            if device not in names.values():
+                out[f"uplink {device}"] = (None, "no such interface on the director")
         for rip in rips:
             try:
                 (route,) = ipr.route("get", dst=rip)[:1]
@@ -54,15 +60,18 @@ def _resolve_here(rips: tuple[str, ...]) -> dict[str, tuple[str | None, str]]:
     return out
 
 
-def resolve(netns: str | None, rips: Iterable[str]) -> dict[str, str]:
+def resolve(netns: str | None, rips: Iterable[str], devices: Iterable[str] = ()
+            ) -> dict[str, str]:
     """{real server address: the director's interface it is on}; NftError naming every
-    address that cannot be forwarded to."""
-    rips = tuple(rips)
-    if not rips:
+    address that cannot be forwarded to (and every ingress device in ``devices`` the
+    namespace does not have)."""
+    rips, devices = tuple(rips), tuple(devices)
+    if not rips and not devices:
         return {}
     if netns and not netns_mod.exists(netns):
         raise NftUnavailable(f"network namespace {netns!r} does not exist")
-    found = netns_mod.run_in(netns, _resolve_here, rips) if netns else _resolve_here(rips)
+    found = (netns_mod.run_in(netns, _resolve_here, rips, devices) if netns
+             else _resolve_here(rips, devices))
     bad = [f"{rip}: {why}" for rip, (dev, why) in found.items() if dev is None]
     if bad:
         raise NftError("DR real server(s) the director cannot forward to unchanged: "
@@ -75,5 +84,5 @@ def infra(netns: str | None, found) -> dr.DrInfra | None:
     devices, rips = dr.needs(found)
     if not devices:
         return None
-    devs = resolve(netns, rips)
+    devs = resolve(netns, rips, devices)
     return dr.DrInfra(devices, tuple((rip, devs[rip]) for rip in rips))

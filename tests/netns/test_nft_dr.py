@@ -21,7 +21,8 @@ import pytest
 from dcnet.lab import lvs_lab as lvslab
 from dcnet.lvs import realserver
 from dcnet.nft import dr, drhash, synth
-from dcnet.target import registry, session
+from dcnet.nft.nftio import NftError
+from dcnet.target import apply_plan, registry, session
 
 pytestmark = pytest.mark.netns
 
@@ -164,13 +165,18 @@ def test_dr_forwards_at_ingress_and_servers_answer_directly(dr_lab):
     assert fresh.plan(model(dict.fromkeys(SERVERS, 1), scheduler="sh")).empty
 
 
-def test_without_the_option_dr_ports_are_skipped(dr_lab):
+def test_fresh_instance_refusals_and_without_the_option(dr_lab):
     lab, options = dr_lab
     off = {**options, "dr": False}
     plan = registry.create("nft", **off).plan(model(dict.fromkeys(SERVERS, 1)))
     assert not any(c.kind.startswith("dr") for c in plan.changes)
     assert any("rendered only with --nft-dr" in n for n in plan.notes), plan.notes
-    apply(options, model(dict.fromkeys(SERVERS, 1)), force=True)
+    with pytest.raises(NftError, match=r"10\.99\.0\.5: no route"):    # not on a link
+        registry.create("nft", **options).plan(model({"10.99.0.5": 1, "10.20.0.11": 1}))
+    plan = registry.create("nft", **options).plan(model(dict.fromkeys(SERVERS, 1)))
+    result = apply_plan(registry.create("nft", **options), plan)   # made by another
+    assert result.ok and result.writes["nft_transactions"] == 1
+    assert registry.create("nft", **options).plan(model(dict.fromkeys(SERVERS, 1))).empty
     gone = apply(off, model(dict.fromkeys(SERVERS, 1)), force=True)   # option off: removed
     assert ("drtable", ("netdev", "dcnet")) in {(c.kind, c.key) for c in gone.plan.changes}
     listed = lab.run("director", ["nft", "list", "tables"]).stdout

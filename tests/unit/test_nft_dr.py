@@ -221,7 +221,8 @@ def test_parse_listing():
 
 
 def test_the_target_option(monkeypatch, tmp_path):
-    monkeypatch.setattr(drio, "resolve", lambda netns, rips: dict.fromkeys(rips, "rs0"))
+    monkeypatch.setattr(drio, "resolve", lambda netns, rips, devices=(): dict.fromkeys(rips,
+                                                                                     "rs0"))
     on = NftTarget(state_dir=str(tmp_path), dr=True).desired(model(), None)
     assert ("drhook", ("ctc0",)) in on and ("drserver", (RIPS[0],)) in on
     off = NftTarget(state_dir=str(tmp_path)).desired(model(), None)
