@@ -144,9 +144,24 @@ def parse_name(name: str) -> tuple[str, tuple] | None:
 # ------------------------------------------------------------------ inputs
 
 
+_last: tuple | None = None     # (model, extra, result): an agent re-plans the same model
+
+
 def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEFAULT_SIZE,
            down: frozenset[str] = frozenset()) -> tuple[dict, tuple[str, ...]]:
-    """({(proto, vip, port): DrInput}, notes) of the model's ``forward: dr`` ports."""
+    """({(proto, vip, port): DrInput}, notes) of the model's ``forward: dr`` ports (the
+    last result is reused for the same model object and the same other inputs)."""
+    global _last
+    extra = (repr(registry) if registry else None, maglev_size, down)
+    last = _last
+    if last is not None and last[0] is model and last[1] == extra:
+        return last[2]
+    result = _inputs(model, registry, maglev_size, down)
+    _last = (model, extra, result)
+    return result
+
+
+def _inputs(model, registry, maglev_size, down) -> tuple[dict, tuple[str, ...]]:
     out: dict = {}
     uplinks = {c.name: c.uplink for c in model.carriers}
     checks = {s.name: s.health_check for s in model.services} if down else {}

@@ -245,3 +245,11 @@ def test_jhash_is_lookup3_and_lookup_follows_the_table():
     drained = dr.inputs(model({**dict.fromkeys(RIPS, 1), RIPS[2]: 0}, "mh"))[0]
     (d,) = drained.values()
     assert RIPS[2] not in {drhash.lookup(d, "192.0.2.2", p) for p in range(40000, 40060)}
+
+
+def test_inputs_are_reused_for_the_same_model_object_only():
+    m = model()
+    first = dr.inputs(m)
+    assert dr.inputs(m) is first
+    assert dr.inputs(m, maglev_size=100003) is not first
+    assert dr.inputs(model()) == first and dr.inputs(model()) is not first
