@@ -170,28 +170,30 @@ def ask(sock: socket.socket) -> str | None:
     return body.decode().strip()
 
 
-def requests(lab: Lab, carrier: str, count: int, parallel: int = 1) -> collections.Counter:
-    """``count`` requests, one connection each, from ``carrier``'s client to its VIP:
-    answers counted by body (None: failed). Each of ``parallel`` threads (default: the
-    caller's) stays in the client's namespace for its whole loop and stops after 3
-    failures in a row. Parallel only where the order of connections does not matter
-    (not for persistence: concurrent first connections are scheduled independently)."""
-    path = _path(lab, f"cli-{carrier}")
+def requests(lab: Lab, carrier: str, count: int, parallel: int = 1, *,
+             address: str | None = None, port: int = lvslab.NAT_PORT) -> collections.Counter:
+    """``count`` requests, one connection each, from ``carrier``'s client to its VIP
+    (or ``address``:``port``): answers counted by body (None: failed). Each of
+    ``parallel`` threads (default: the caller's) stays in the client's namespace for its
+    whole loop and stops after 3 failures in a row. Parallel only where the order of
+    connections does not matter (not for persistence: concurrent first connections are
+    scheduled independently)."""
+    path, address = _path(lab, f"cli-{carrier}"), address or VIP[carrier]
     if parallel == 1:
-        return netns_mod.call_here_in(path, _requests_here, VIP[carrier], count)
+        return netns_mod.call_here_in(path, _requests_here, address, port, count)
     shares = [count // parallel + (i < count % parallel) for i in range(parallel)]
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         parts = pool.map(lambda n: netns_mod.call_here_in(path, _requests_here,
-                                                          VIP[carrier], n), shares)
+                                                          address, port, n), shares)
         return sum(parts, collections.Counter())
 
 
-def _requests_here(address: str, count: int) -> collections.Counter:
+def _requests_here(address: str, port: int, count: int) -> collections.Counter:
     seen: collections.Counter = collections.Counter()
     failed_in_a_row = 0
     for _ in range(count):
         try:
-            answer = ask(_connect_here(address, lvslab.NAT_PORT))
+            answer = ask(_connect_here(address, port))
         except OSError:
             answer = None
         seen[answer] += 1
@@ -203,8 +205,8 @@ def _requests_here(address: str, count: int) -> collections.Counter:
 
 def gateway_counters(lab: Lab) -> dict[str, dict[str, int]]:
     """Reply packets per VIP source address seen at each carrier's gateway (the counters
-    of :func:`dcnet.lab.lvs_lab.observe_script`, read by netlink in-process: an ``nft``
-    process costs seconds under emulation)."""
+    of ``table ip obs``, :func:`dcnet.lab.lvs_lab.observe_script`'s, read by netlink
+    in-process: an ``nft`` process costs seconds under emulation)."""
     return {c: netns_mod.call_here_in(_path(lab, f"isp-{c}"), _obs_counters_here)
             for c in CARRIERS}
 
