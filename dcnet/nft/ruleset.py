@@ -49,8 +49,10 @@ common case creates no set per service (sets made bulk creation slow). Weight 0 
 leaves a backend out of new-flow selection and of affinity lookups; its chain stays, and
 conntrack keeps established flows on it.
 Only NAT forwarding is rendered (NAT cannot cross families: a VIP's real servers of the
-other family are left out with a note); DR/TUN ports are skipped with a note (see
-docs/nft.md).
+other family are left out with a note); TUN ports are skipped with a note, and DR
+ports too unless the target renders them (``--nft-dr``: :mod:`dcnet.nft.dr`, in
+``table netdev dcnet``; :func:`build` takes its inputs and table-wide objects); see
+docs/nft.md.
 """
 
 from __future__ import annotations
