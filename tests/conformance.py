@@ -55,8 +55,9 @@ TIMEOUT = 10.0          # bounds one connect or read; never asserted
 # from the model (not drained: gone): nftables decided its DNAT on the first packet and
 # conntrack keeps it, so the server goes on answering it (docs/nft.md, "Established
 # flows"); IPVS deletes the dest and, with net.ipv4.vs.expire_nodest_conn=1 (set by the
-# LVS target, docs/lvs.md), expires the connection on its next packet, which then reaches
-# the director's own stack and is refused: the request gets no answer. (The suite's model
+# LVS target, docs/lvs.md), expires the connection on its next packet, so the request
+# gets no answer (it failed at once in the kernel-lab runs, not by the timeout; a non-SYN
+# packet without an IPVS connection is not scheduled to a server). (The suite's model
 # sets lvs.drain_seconds 0; with more the LVS target keeps a removed server's dest at
 # weight 0 while it has connections, i.e. drains it first.)
 REMOVED_SERVER_FLOW = {"nft": "kept", "lvs": "dropped"}
