@@ -4,14 +4,15 @@ costs seconds under emulation), on ONE LVS lab (dcnet.lab.lvs_lab) with keepaliv
 the director started on dcnet's rendered configuration (HTTP checks every 1 s, 2
 retries 1 s apart, inhibit_on_failure):
 
-- ``lvs-real-server-killed``: rs1's httpd SIGKILLed under load through the NAT VIP;
+- ``lvs-real-server-killed``: rs1's busybox httpd SIGKILLed under load through the NAT
+  VIP (the lab's NAT service only);
   requests fail until keepalived's check sets rs1's weight to 0 (a thread watches the
   weight in /proc/net/ip_vs and rs1's process), none after; keepalived gives the weight
-  back once the rollback started the httpd again; nothing left over.
+  back once the rollback started the server again; nothing left over.
 - ``lvs-path-delay``: a 100 ms netem delay on the client's link, measured back by the
-  runner's tcp probe (connect latency during less before) within the bound of
-  tests/kernel/test_chaos_netem.py (emulated timers are late, never early); the 5%
-  figure is reported in docs/chaos.md, not asserted (emulation).
+  runner's tcp probe (connect latency during less before) within a generous bound
+  (emulated timers are late, never early); the 5% figure is reported in
+  docs/chaos.md, not asserted (emulation).
 
 Waits are bounded readiness waits; no duration is asserted.
 """
@@ -49,10 +50,13 @@ WAIT = 300.0                 # bounds every wait for the lab (emulation is slow)
 
 
 def model():
+    """The lab's NAT service only (nothing checks or calls port 8081), fast checks."""
     text = lvslab.model_text("http").replace(
         "health_check: {type: http, path: /id}",
         "health_check: {type: http, path: /id, interval: 1, timeout: 1, fall: 2}")
+    text = text[:text.index(f"  - job: {lvslab.JOB_DR}")]
     return parse_model(text, source="chaos-lvs.yaml", read_text=lvslab.CIDR_FILES.__getitem__)
+
 
 
 def weights(director: str) -> dict[str, int]:
@@ -156,10 +160,19 @@ def test_real_server_killed_behind_lvs_and_keepalived(lvs, tmp_path):
         ran = time.monotonic()
         # keepalived gives rs1 its weight back once its check passes again
         wait_until(lambda: watcher.back is not None, "keepalived puts rs1 back")
+        waited = time.monotonic()
     finally:
         watcher.done.set()
         watcher.join(10)
     log = Path(f"{run_dir}/keepalived.log").read_text()[-3000:]
+    print("figures keepalived:", json.dumps({
+        "weight_0_after_kill": watcher.zero and watcher.died and round(
+            watcher.zero - watcher.died, 3),
+        "weight_back_after_kill": watcher.back and watcher.died and round(
+            watcher.back - watcher.died, 3),
+        "run_seconds": round(ran - started, 1),
+        "waited_after_run": round(waited - ran, 1),
+        "timeline_seconds": result["timeline"]["seconds"]}))
     assert result["ok"] and result["error"] is None, (result, log)
     assert result["leftovers"] == [], result["leftovers"]
     [step] = result["steps"]
@@ -171,12 +184,6 @@ def test_real_server_killed_behind_lvs_and_keepalived(lvs, tmp_path):
     assert result["rollbacks"][0]["ready"]
     assert watcher.died is not None and watcher.zero is not None, log   # the check reacted
     assert weights(lab.netns("director")) == WEIGHTS          # nothing left over in IPVS
-    print("figures keepalived:", json.dumps({
-        "weight_0_after_kill": round(watcher.zero - watcher.died, 3),
-        "weight_back_after_kill": round(watcher.back - watcher.died, 3),
-        "run_seconds": round(ran - started, 1),
-        "waited_after_run": round(time.monotonic() - ran, 1),
-        "timeline_seconds": result["timeline"]["seconds"]}))
 
 
 @pytest.mark.kernel("ip_vs", "sch_netem")
@@ -192,5 +199,6 @@ def test_delay_on_the_client_path_is_measured_back(lvs, tmp_path):
     added = {p: during[f"latency_{p}_ms"] - before[f"latency_{p}_ms"] for p in ("p50", "p99")}
     print("figures delay added:", json.dumps(added),
           json.dumps({"timeline_seconds": result["timeline"]["seconds"]}))
-    # generous (as tests/kernel/test_chaos_netem.py): emulated timers are late, never early
-    assert 95 <= added["p50"] <= 170, (before, during)
+    # generous: emulated timers are late (177 ms measured at host load 57), never early;
+    # it catches a delay not in place or several times what was asked (Chaos Mesh #4364)
+    assert 95 <= added["p50"] <= 250, (before, during)
