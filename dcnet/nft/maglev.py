@@ -1,4 +1,4 @@
-"""Maglev consistent hashing: the lookup table, built in pure Python (deterministic).
+"""Maglev consistent hashing: the lookup table (deterministic), built in bulk with numpy.
 
 Eisenbud et al., "Maglev: A Fast and Reliable Software Network Load Balancer" (NSDI
 2016), section 3.4: every backend has a preference list (a permutation of the ``M``
@@ -9,6 +9,10 @@ every skip in ``1..M-1`` walks every slot.
 Weights: in every round a backend gains ``weight / max_weight`` credit and claims one slot
 per whole credit, so shares follow the weights (equal weights: the paper's algorithm).
 Weight 0 (drained) takes no slot.
+
+:func:`build` gives exactly the table of that sequential algorithm (its pure-Python form is
+tests/unit/maglev_reference.py) but computes it in bulk: numpy walks a whole round of
+claims at once, and the last claims go by rank (see the comment above ``BULK_FROM``).
 
 The table depends only on the backends' names, weights and ``M``: backends are taken in
 name order and hashed with SHA-256, so two directors with the same backends build
@@ -65,7 +69,8 @@ def _offset_skip(name: str, size: int) -> tuple[int, int]:
 def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ...]:
     """The lookup table: slot -> index into ``sorted(names with weight > 0)``.
 
-    Empty when no backend has a positive weight. ``size`` must be prime."""
+    Empty when no backend has a positive weight. ``size`` must be prime. The table is
+    the sequential algorithm's (module docstring), computed in bulk (see ``_bulk``)."""
     if not is_prime(size):
         raise ValueError(f"maglev table size {size} is not prime")
     names = sorted(n for n, w in weights.items() if w > 0)
@@ -73,19 +78,41 @@ def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ..
         return ()
     top = max(weights[n] for n in names)
     share = [weights[n] / top for n in names]
-    pos = []
-    skip = []
-    for name in names:
-        o, s = _offset_skip(name, size)
-        pos.append(o)
-        skip.append(s)
+    seeds = [_offset_skip(name, size) for name in names]
+    if len(names) < BULK_FROM:
+        return tuple(_sequential(seeds, share, size))
+    return tuple(_bulk(seeds, share, size).tolist())
+
+
+# How the table is computed. The sequential algorithm: rounds; in each, backend i (in
+# name order) adds share[i] (<= 1) to its credit and, at >= 1, claims once: it walks its
+# permutation from its position to the first free slot, takes it and moves one step on.
+# Most of its cost is the end of the walks: with f of the slots free a claim steps ~1/f
+# times. Two exact shortcuts give the same table:
+# - Round by round (_bulk): a round's claimers are distinct backends; each walks (in numpy,
+#   many steps at once) to its first slot free before the round; where several reach
+#   one slot the first in name order keeps it and the others walk on, repeatedly. With
+#   every slot preferring the earlier claimer this is deferred acceptance, whose unique
+#   stable result is the sequential one (each claimer in order takes its first slot left).
+# - The last TAIL claims (_tail): with few slots free, backend b's walk from position p
+#   reaches free slot c after rank (c - p) * skip^-1 mod M steps; each claim takes its
+#   free slot of least rank, by a scan of the ranks sorted once per backend (b's later
+#   claims rank from the same p: every slot ranked below its previous claim is taken).
+BULK_FROM = 64      # backends; fewer make many short rounds: sequential, then _tail
+TAIL = 200          # free slots left when the build turns to ranks
+_COLUMNS = 256      # walk steps per backend computed at once (at most)
+
+
+def _sequential(seeds: list[tuple[int, int]], share: list[float], size: int) -> list[int]:
+    pos = [o for o, _s in seeds]
+    skip = [s for _o, s in seeds]
     table = [-1] * size
-    credit = [0.0] * len(names)
-    filled = 0
-    while True:
-        for i in range(len(names)):
+    credit = [0.0] * len(seeds)
+    left = size
+    while left > TAIL:
+        for i in range(len(seeds)):
             credit[i] += share[i]
-            while credit[i] >= 1.0:
+            if credit[i] >= 1.0:
                 credit[i] -= 1.0
                 c, step = pos[i], skip[i]
                 while table[c] >= 0:
@@ -95,9 +122,161 @@ def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ..
                 table[c] = i
                 nxt = c + step
                 pos[i] = nxt - size if nxt >= size else nxt
-                filled += 1
-                if filled == size:
-                    return tuple(table)
+                left -= 1
+                if left == TAIL:
+                    claims = _next_claims(credit, share, left, i + 1)
+                    free = [c for c in range(size) if table[c] < 0]
+                    _tail(claims, pos, skip, free, size, table)
+                    return table
+    claims = _next_claims(credit, share, left, 0)
+    _tail(claims, pos, skip, list(range(size)) if left == size else
+          [c for c in range(size) if table[c] < 0], size, table)
+    return table
+
+
+def _next_claims(credit: list[float], share: list[float], count: int,
+                 start: int) -> list[int]:
+    """The next ``count`` claimers in order, from backend ``start`` of the round under
+    way (``start`` 0: from the next round). Updates ``credit``."""
+    out: list[int] = []
+    i = start
+    n = len(share)
+    while len(out) < count:
+        if i == n:
+            i = 0
+        credit[i] += share[i]
+        if credit[i] >= 1.0:
+            credit[i] -= 1.0
+            out.append(i)
+        i += 1
+    return out
+
+
+def _tail(claims: list[int], pos, skip, free: list[int], size: int, table) -> None:
+    """Fill ``free`` (the free slots, one per claim) by rank (see above)."""
+    if not claims:
+        return
+    import numpy as np
+
+    who = sorted(set(claims))
+    row = {b: k for k, b in enumerate(who)}
+    start = np.array([int(pos[b]) for b in who], dtype=np.int64)[:, None]
+    inverse = np.array([pow(int(skip[b]), -1, size) for b in who], dtype=np.int64)[:, None]
+    slots = np.array(free, dtype=np.int64)
+    order = np.argsort((slots[None, :] - start) % size * inverse % size, axis=1).tolist()
+    at = [0] * len(who)
+    open_ = [True] * len(free)
+    for b in claims:
+        k = row[b]
+        ranked = order[k]
+        j = at[k]
+        while not open_[ranked[j]]:
+            j += 1
+        open_[ranked[j]] = False
+        at[k] = j + 1
+        table[free[ranked[j]]] = b
+
+
+def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
+    """The table as a numpy array, round by round (see above)."""
+    import numpy as np
+
+    n = len(seeds)
+    pos = np.array([o for o, _s in seeds], dtype=np.int64)
+    skip = np.array([s for _o, s in seeds], dtype=np.int64)
+    steps = _step_table(skip, size, min(_COLUMNS, size))
+    shares = np.array(share)
+    equal = all(x == 1.0 for x in share)
+    table = np.full(size, -1, dtype=np.int64)
+    taken2 = np.zeros(2 * size, dtype=bool)     # taken, twice over: no wrap in a walk
+    holder = np.full(size, n, dtype=np.int64)
+    credit = np.zeros(n)
+    everyone = np.arange(n)
+    left = size
+    while left > TAIL:
+        if equal:
+            claim = everyone
+        else:
+            credit += shares
+            claim = np.flatnonzero(credit >= 1.0)
+            credit[claim] -= 1.0
+        rest = claim[left - TAIL:].tolist()
+        claim = claim[:left - TAIL]
+        width = max(2, 2 * size // left)
+        q = _first_free(pos[claim], claim, taken2, size, width, steps, skip)
+        idx = everyone[:claim.size]
+        holder[q] = idx
+        if (holder[q] != idx).any():          # some reached one slot: deferred acceptance
+            while True:
+                holder[q] = n
+                np.minimum.at(holder, q, idx)
+                lose = np.flatnonzero(holder[q] != idx)
+                if not lose.size:
+                    break
+                who = claim[lose]
+                nxt = q[lose] + skip[who]
+                nxt -= size * (nxt >= size)
+                q[lose] = _first_free(nxt, who, taken2, size, width, steps, skip)
+        table[q] = claim
+        taken2[q] = True
+        taken2[q + size] = True
+        nxt = q + skip[claim]
+        nxt -= size * (nxt >= size)
+        pos[claim] = nxt
+        left -= claim.size
+        if rest:
+            claims = rest[:left]
+            if len(claims) < left:
+                claims += _next_claims(credit.tolist(), share, left - len(claims), 0)
+            _tail(claims, pos, skip, np.flatnonzero(~taken2[:size]).tolist(), size, table)
+            return table
+    _tail(_next_claims(credit.tolist(), share, left, 0), pos, skip,
+          np.flatnonzero(~taken2[:size]).tolist(), size, table)
+    return table
+
+
+def _step_table(skip, size: int, columns: int):
+    """``steps[b, k] = k * skip[b] mod size`` for ``k < columns``, by doubling."""
+    import numpy as np
+
+    steps = np.zeros((skip.size, columns), dtype=np.int64)
+    if columns > 1:
+        steps[:, 1] = skip
+    k = 2
+    while k < columns:
+        w = min(k, columns - k)
+        block = steps[:, :w] + ((k * skip) % size)[:, None]
+        block -= size * (block >= size)
+        steps[:, k:k + w] = block
+        k += w
+    return steps
+
+
+def _first_free(start, who, taken2, size: int, width: int, steps, skip):
+    """Per claimer ``who[j]``: the first slot of its walk from ``start[j]`` (included)
+    not taken, ``width`` steps at a time."""
+    import numpy as np
+
+    q = start.copy()
+    busy = np.flatnonzero(taken2[q])
+    if not busy.size:
+        return q
+    width = min(width, steps.shape[1])
+    base, walker = q[busy], who[busy]
+    rows = np.arange(busy.size)
+    while True:
+        cand = steps[walker, :width]
+        cand += base[:, None]
+        got = cand[rows, taken2[cand].argmin(1)]
+        got -= size * (got >= size)
+        q[busy] = got
+        again = np.flatnonzero(taken2[got])     # no free slot in these steps
+        if not again.size:
+            return q
+        busy, walker = busy[again], walker[again]
+        base = q[busy] + (width * skip[walker]) % size
+        base -= size * (base >= size)
+        rows = rows[:again.size]
 
 
 def server_ids(servers: Sequence[tuple[str, int]]) -> list[str]:

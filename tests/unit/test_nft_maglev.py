@@ -3,9 +3,12 @@ and minimal disruption when one backend leaves."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from dcnet.nft import maglev, ruleset, synth
+from tests.unit import maglev_reference
 
 pytestmark = pytest.mark.unit
 
@@ -67,6 +70,53 @@ def test_removing_one_backend_moves_its_share_and_little_else(count):
     kept = sum(1 for a, b in zip(old, new, strict=True)
                if before_names[a] != gone and before_names[a] == after_names[b])
     assert kept / (len(old) - own * len(old)) >= 1 - 1.0 / count
+
+
+def random_weights(rng: random.Random, count: int) -> dict[str, int]:
+    pick = rng.choice(["equal", "unequal", "drained"])
+    weights = {}
+    for i in range(count):
+        name = f"10.{rng.randrange(256)}.{i // 250}.{i % 250}"
+        if pick == "equal":
+            weights[name] = 1
+        else:
+            weights[name] = rng.choice([0, 1, 1, 2, 3, 7, 100] if pick == "drained"
+                                       else [1, 2, 3, 5, 64])
+    return weights
+
+
+CASES = [(7, 1), (7, 3), (13, 64), (101, 5), (211, 70), (1009, 200), (1009, 1000),
+         (4099, 64), (65537, 1), (65537, 10), (65537, 100), (100003, 1000)]
+
+
+@pytest.mark.parametrize("size,count", CASES)
+def test_the_bulk_build_is_byte_identical_to_the_sequential_reference(size, count):
+    """The table is a contract (two directors, tables already loaded): the bulk build
+    (numpy rounds, rank-ordered tail) must give the sequential algorithm's table, for
+    equal, unequal and zero weights, a table smaller than the backend count included."""
+    rng = random.Random(size * 7919 + count)
+    for _ in range(2 if size > 10000 else 4):
+        weights = random_weights(rng, count)
+        if not any(weights.values()):
+            continue
+        want = maglev_reference.build(weights, size)
+        assert maglev.table_bytes(maglev.build(weights, size)) == maglev.table_bytes(want)
+
+
+@pytest.mark.parametrize("tail,bulk_from", [(0, 1), (1, 1), (5, 2), (300, 1), (0, 10**9),
+                                            (3, 10**9), (5000, 10**9)])
+def test_every_switch_point_between_the_ways_gives_the_same_table(monkeypatch, tail,
+                                                                   bulk_from):
+    """Where the build turns from rounds to ranks (TAIL) and which backend counts go by
+    numpy rounds (BULK_FROM) must not change a slot."""
+    monkeypatch.setattr(maglev, "TAIL", tail)
+    monkeypatch.setattr(maglev, "BULK_FROM", bulk_from)
+    rng = random.Random(tail * 31 + bulk_from)
+    for _ in range(6):
+        size = rng.choice([2, 7, 13, 101, 1009, 4099])
+        weights = random_weights(rng, rng.choice([1, 2, 3, 10, 65, 300]))
+        if any(weights.values()):
+            assert maglev.build(weights, size) == maglev_reference.build(weights, size)
 
 
 def test_server_ids_are_the_address_ranked_by_port_whatever_the_order():
