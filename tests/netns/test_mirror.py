@@ -235,9 +235,10 @@ def test_replay_at_x1_and_x10_delivers_every_request_once_in_order(mirrored):
         summary = replay.run_replay(rec, factor, f"{TARGET}:{PORT}", namespaces, str(out))
         seen = target_side.finish()
         syns = [p for p in seen if TCP in p and p[TCP].flags == "S"]
-        assert len(syns) == 20 * copies                     # one connection a session
+        # one connection a session, no source port reused (a SYN retransmitted on a
+        # loaded machine is the same connection: count connections, not SYNs)
+        assert len({(p[IP].src, p[TCP].sport) for p in syns}) == 20 * copies
         assert {p[IP].src for p in syns} == {f"10.92.0.{10 + i}" for i in range(copies)}
-        assert len({(p[IP].src, p[TCP].sport) for p in syns}) == len(syns)   # no reuse
         assert all(p[IP].src.startswith("10.92.0.") or p[IP].src == TARGET for p in seen)
         assert client_side.finish() == []       # no copy's packet or reply at the client
         assert [c["copy"] for c in summary["copies"]] == list(range(copies))
