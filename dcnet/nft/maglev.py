@@ -98,9 +98,10 @@ def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ..
 #   reaches free slot c after rank (c - p) * skip^-1 mod M steps; each claim takes its
 #   free slot of least rank, by a scan of the ranks sorted once per backend (b's later
 #   claims rank from the same p: every slot ranked below its previous claim is taken).
-BULK_FROM = 64      # backends; fewer make many short rounds: sequential, then _tail
+BULK_FROM = 150     # backends; fewer make many short rounds: sequential, then _tail
 TAIL = 200          # free slots left when the build turns to ranks
 _COLUMNS = 256      # walk steps per backend computed at once (at most)
+WIDTH = 4           # a walk computes WIDTH / (free share) steps at once
 
 
 def _sequential(seeds: list[tuple[int, int]], share: list[float], size: int) -> list[int]:
@@ -202,7 +203,7 @@ def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
             credit[claim] -= 1.0
         rest = claim[left - TAIL:].tolist()
         claim = claim[:left - TAIL]
-        width = max(2, 2 * size // left)
+        width = max(2, WIDTH * size // left)
         q = _first_free(pos[claim], claim, taken2, size, width, steps, skip)
         idx = everyone[:claim.size]
         holder[q] = idx
@@ -239,14 +240,15 @@ def _step_table(skip, size: int, columns: int):
     """``steps[b, k] = k * skip[b] mod size`` for ``k < columns``, by doubling."""
     import numpy as np
 
-    steps = np.zeros((skip.size, columns), dtype=np.int64)
+    kind = np.int32 if 2 * size < 2**31 else np.int64
+    steps = np.zeros((skip.size, columns), dtype=kind)
     if columns > 1:
         steps[:, 1] = skip
     k = 2
     while k < columns:
         w = min(k, columns - k)
-        block = steps[:, :w] + ((k * skip) % size)[:, None]
-        block -= size * (block >= size)
+        block = steps[:, :w] + ((k * skip) % size).astype(kind)[:, None]
+        block -= kind(size) * (block >= size)
         steps[:, k:k + w] = block
         k += w
     return steps
@@ -265,8 +267,7 @@ def _first_free(start, who, taken2, size: int, width: int, steps, skip):
     base, walker = q[busy], who[busy]
     rows = np.arange(busy.size)
     while True:
-        cand = steps[walker, :width]
-        cand += base[:, None]
+        cand = steps[walker, :width] + base[:, None]
         got = cand[rows, taken2[cand].argmin(1)]
         got -= size * (got >= size)
         q[busy] = got
