@@ -14,7 +14,9 @@ Files under the state directory (``--lvs-state-dir``, ``$DCNET_LVS_STATE_DIR``, 
   backend drain|remove`` (:mod:`dcnet.lvs.dynamic`);
 - ``ipvs_fingerprint.json``: the fingerprint pair recorded after the last clean apply
   (digest of the masked ``/proc/net/ip_vs`` text, digest of the desired IPVS inputs),
-  removed before every apply's first write (see :mod:`dcnet.lvs.fingerprint`).
+  removed before every apply's first write (see :mod:`dcnet.lvs.fingerprint`);
+- ``ipvs_services.json``: the incremental sync's per-service record, written and removed
+  with it, by :mod:`dcnet.lvs.incremental` (not through this class).
 
 Every file is replaced atomically (write, fsync, rename, fsync the directory), so a
 crash leaves the old or the new version, never a torn one. The directory is 0700, the
