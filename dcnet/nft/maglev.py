@@ -204,20 +204,12 @@ def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
         rest = claim[left - TAIL:].tolist()
         claim = claim[:left - TAIL]
         width = max(2, WIDTH * size // left)
-        q = _first_free(pos[claim], claim, taken2, size, width, steps, skip)
+        q = _first_free(pos[claim], None if claim.size == n else claim, taken2, size,
+                        width, steps, skip)
         idx = everyone[:claim.size]
         holder[q] = idx
         if (holder[q] != idx).any():          # some reached one slot: deferred acceptance
-            while True:
-                holder[q] = n
-                np.minimum.at(holder, q, idx)
-                lose = np.flatnonzero(holder[q] != idx)
-                if not lose.size:
-                    break
-                who = claim[lose]
-                nxt = q[lose] + skip[who]
-                nxt -= size * (nxt >= size)
-                q[lose] = _first_free(nxt, who, taken2, size, width, steps, skip)
+            _accept(q, claim, idx, holder, n, taken2, size, width, steps, skip)
         table[q] = claim
         taken2[q] = True
         taken2[q + size] = True
@@ -234,6 +226,30 @@ def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
     _tail(_next_claims(credit.tolist(), share, left, 0), pos, skip,
           np.flatnonzero(~taken2[:size]).tolist(), size, table)
     return table
+
+
+def _accept(q, claim, idx, holder, n: int, taken2, size: int, width: int, steps, skip):
+    """Deferred acceptance among one round's claimers: where several reached one slot
+    the first keeps it, the others walk on, until no slot has two claimers. ``holder``
+    holds ``n`` at every slot free before the round; after: the claimer at each ``q``."""
+    import numpy as np
+
+    holder[q] = n
+    np.minimum.at(holder, q, idx)
+    lose = np.flatnonzero(holder[q] != idx)
+    while lose.size:
+        who = claim[lose]
+        nxt = q[lose] + skip[who]
+        nxt -= size * (nxt >= size)
+        moved = _first_free(nxt, who, taken2, size, width, steps, skip)
+        q[lose] = moved
+        if (holder[moved] == n).all():        # all to slots no one holds: distinct?
+            holder[moved] = lose
+            if (holder[moved] == lose).all():
+                return
+        holder[q] = n
+        np.minimum.at(holder, q, idx)
+        lose = np.flatnonzero(holder[q] != idx)
 
 
 def _step_table(skip, size: int, columns: int):
@@ -255,29 +271,21 @@ def _step_table(skip, size: int, columns: int):
 
 
 def _first_free(start, who, taken2, size: int, width: int, steps, skip):
-    """Per claimer ``who[j]``: the first slot of its walk from ``start[j]`` (included)
-    not taken, ``width`` steps at a time."""
+    """Per claimer ``who[j]`` (``who`` None: every backend, in order): the first slot of
+    its walk from ``start[j]`` (included) not taken, ``width`` steps at a time."""
     import numpy as np
 
-    q = start.copy()
-    busy = np.flatnonzero(taken2[q])
-    if not busy.size:
-        return q
     width = min(width, steps.shape[1])
-    base, walker = q[busy], who[busy]
-    rows = np.arange(busy.size)
-    while True:
-        cand = steps[walker, :width] + base[:, None]
-        got = cand[rows, taken2[cand].argmin(1)]
-        got -= size * (got >= size)
-        q[busy] = got
-        again = np.flatnonzero(taken2[got])     # no free slot in these steps
-        if not again.size:
-            return q
-        busy, walker = busy[again], walker[again]
-        base = q[busy] + (width * skip[walker]) % size
+    cand = (steps[:, :width] if who is None else steps[who, :width]) + start[:, None]
+    got = cand[np.arange(start.size), taken2[cand].argmin(1)]
+    got -= size * (got >= size)
+    again = np.flatnonzero(taken2[got])         # no free slot in these steps
+    if again.size:
+        walker = again if who is None else who[again]
+        base = got[again] + (width * skip[walker]) % size
         base -= size * (base >= size)
-        rows = rows[:again.size]
+        got[again] = _first_free(base, walker, taken2, size, width, steps, skip)
+    return got
 
 
 def server_ids(servers: Sequence[tuple[str, int]]) -> list[str]:
