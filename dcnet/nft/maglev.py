@@ -100,7 +100,7 @@ def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ..
 #   claims rank from the same p: every slot ranked below its previous claim is taken).
 BULK_FROM = 150     # backends; fewer make many short rounds: sequential, then _tail
 TAIL = 200          # free slots left when the build turns to ranks
-_COLUMNS = 256      # walk steps per backend computed at once (at most)
+_COLUMNS = 128      # walk steps per backend computed at once (at most)
 WIDTH = 4           # a walk computes WIDTH / (free share) steps at once
 
 
@@ -201,11 +201,14 @@ def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
             credit += shares
             claim = np.flatnonzero(credit >= 1.0)
             credit[claim] -= 1.0
-        rest = claim[left - TAIL:].tolist()
-        claim = claim[:left - TAIL]
+        rest = []
+        if claim.size > left - TAIL:
+            rest = claim[left - TAIL:].tolist()
+            claim = claim[:left - TAIL]
         width = max(2, WIDTH * size // left)
-        q = _first_free(pos[claim], None if claim.size == n else claim, taken2, size,
-                        width, steps, skip)
+        whole = claim.size == n                 # every backend, in order
+        q = _first_free(pos if whole else pos[claim], None if whole else claim, taken2,
+                        size, width, steps, skip)
         idx = everyone[:claim.size]
         holder[q] = idx
         if (holder[q] != idx).any():          # some reached one slot: deferred acceptance
@@ -213,9 +216,12 @@ def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
         table[q] = claim
         taken2[q] = True
         taken2[q + size] = True
-        nxt = q + skip[claim]
+        nxt = q + (skip if whole else skip[claim])
         nxt -= size * (nxt >= size)
-        pos[claim] = nxt
+        if whole:
+            pos = nxt
+        else:
+            pos[claim] = nxt
         left -= claim.size
         if rest:
             claims = rest[:left]
