@@ -31,6 +31,7 @@ destinations (its table is filled from the destination list, not from the servic
 from __future__ import annotations
 
 import hashlib
+import heapq
 import ipaddress
 from collections.abc import Mapping, Sequence
 
@@ -102,6 +103,7 @@ def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ..
 BULK_FROM = 150     # backends; fewer make many short rounds: sequential, then _tail
 TAIL = 200          # free slots left when the build turns to ranks
 _COLUMNS = 128      # walk steps per backend computed at once (at most)
+FEW = 24            # same-slot claims settled in Python (more: in numpy)
 WIDTH = 4           # a walk computes WIDTH / (free share) steps at once
 
 
@@ -212,8 +214,11 @@ def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
                         size, width, steps, skip)
         idx = everyone[:claim.size]
         holder[q] = idx
-        if (holder[q] != idx).any():          # some reached one slot: deferred acceptance
+        bad = np.flatnonzero(holder[q] != idx)  # some reached one slot: deferred acceptance
+        if bad.size > FEW:
             _accept(q, claim, idx, holder, n, taken2, size, width, steps, skip)
+        elif bad.size:
+            _accept_few(q, bad, claim, holder, n, taken2, size, skip)
         table[q] = claim
         taken2[q] = True
         taken2[q + size] = True
@@ -257,6 +262,39 @@ def _accept(q, claim, idx, holder, n: int, taken2, size: int, width: int, steps,
         holder[q] = n
         np.minimum.at(holder, q, idx)
         lose = np.flatnonzero(holder[q] != idx)
+
+
+def _accept_few(q, bad, claim, holder, n: int, taken2, size: int, skip) -> None:
+    """:func:`_accept` for a few same-slot claims, one step at a time in Python.
+    ``holder`` holds the last of ``q``'s claimers at each of its slots, ``bad`` the
+    claimers overwritten there (ranked by index: the first keeps the slot)."""
+    at: dict[int, list[int]] = {}
+    for j in bad.tolist():
+        at.setdefault(int(q[j]), []).append(j)
+    losers = []
+    for c, js in at.items():
+        js.append(int(holder[c]))
+        first = min(js)
+        holder[c] = first
+        losers += [j for j in js if j != first]
+    heapq.heapify(losers)
+    while losers:
+        j = heapq.heappop(losers)
+        step = int(skip[claim[j]])
+        c = int(q[j])
+        while True:
+            c += step
+            if c >= size:
+                c -= size
+            if taken2[c]:
+                continue
+            h = int(holder[c])
+            if h == n or h > j:
+                break
+        if h != n:
+            heapq.heappush(losers, h)         # an earlier claimer takes its slot
+        holder[c] = j
+        q[j] = c
 
 
 def _step_table(skip, size: int, columns: int):

@@ -103,15 +103,18 @@ def test_the_bulk_build_is_byte_identical_to_the_sequential_reference(size, coun
         assert maglev.table_bytes(maglev.build(weights, size)) == maglev.table_bytes(want)
 
 
-@pytest.mark.parametrize("tail,bulk_from", [(0, 1), (1, 1), (5, 2), (300, 1), (0, 10**9),
-                                            (3, 10**9), (5000, 10**9)])
+@pytest.mark.parametrize("tail,bulk_from,few", [(0, 1, 0), (1, 1, 10**9), (5, 2, 3),
+                                                (300, 1, 0), (0, 10**9, 0), (3, 10**9, 0),
+                                                (5000, 10**9, 0)])
 def test_every_switch_point_between_the_ways_gives_the_same_table(monkeypatch, tail,
-                                                                   bulk_from):
-    """Where the build turns from rounds to ranks (TAIL) and which backend counts go by
-    numpy rounds (BULK_FROM) must not change a slot."""
+                                                                   bulk_from, few):
+    """Where the build turns from rounds to ranks (TAIL), which backend counts go by
+    numpy rounds (BULK_FROM) and how many same-slot claims are settled in Python (FEW)
+    must not change a slot."""
     monkeypatch.setattr(maglev, "TAIL", tail)
     monkeypatch.setattr(maglev, "BULK_FROM", bulk_from)
-    rng = random.Random(tail * 31 + bulk_from)
+    monkeypatch.setattr(maglev, "FEW", few)
+    rng = random.Random(tail * 31 + bulk_from + few)
     for _ in range(6):
         size = rng.choice([2, 7, 13, 101, 1009, 4099])
         weights = random_weights(rng, rng.choice([1, 2, 3, 10, 65, 300]))
