@@ -85,6 +85,18 @@ def wait_until(check, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def lvs():
+    from pyroute2 import config
+
+    # pyroute2's netns.create waits 2 s for the helper it forks: in the guest the lab
+    # build failed twice in a row on it ("no response from the child"); set back after
+    default_timeout, config.default_communicate_timeout = config.default_communicate_timeout, 30
+    try:
+        yield from _lvs_lab()
+    finally:
+        config.default_communicate_timeout = default_timeout
+
+
+def _lvs_lab():
     docroot = tempfile.mkdtemp(prefix="chaos-lvs-www-")
     run_dir = tempfile.mkdtemp(prefix="chaos-lvs-ka-")
     lvslab.write_docroots(docroot)
