@@ -104,6 +104,7 @@ BULK_FROM = 150     # backends; fewer make many short rounds: sequential, then _
 TAIL = 200          # free slots left when the build turns to ranks
 _COLUMNS = 128      # walk steps per backend computed at once (at most)
 FEW = 24            # same-slot claims settled in Python (more: in numpy)
+_PURE_RANKS = 40000  # tail ranks sorted in Python up to this many (no numpy import)
 WIDTH = 4           # a walk computes WIDTH / (free share) steps at once
 
 
@@ -129,13 +130,24 @@ def _sequential(seeds: list[tuple[int, int]], share: list[float], size: int) -> 
                 left -= 1
                 if left == TAIL:
                     claims = _next_claims(credit, share, left, i + 1)
-                    free = [c for c in range(size) if table[c] < 0]
-                    _tail(claims, pos, skip, free, size, table)
+                    free = _free_slots(table)
+                    _tail(claims, pos, skip, free, size, table, pure=True)
                     return table
     claims = _next_claims(credit, share, left, 0)
-    _tail(claims, pos, skip, list(range(size)) if left == size else
-          [c for c in range(size) if table[c] < 0], size, table)
+    _tail(claims, pos, skip, _free_slots(table), size, table, pure=True)
     return table
+
+
+def _free_slots(table: list[int]) -> list[int]:
+    """The slots still -1, found by ``list.index`` (a scan in C)."""
+    out = []
+    c = -1
+    try:
+        while True:
+            c = table.index(-1, c + 1)
+            out.append(c)
+    except ValueError:
+        return out
 
 
 def _next_claims(credit: list[float], share: list[float], count: int,
@@ -156,18 +168,28 @@ def _next_claims(credit: list[float], share: list[float], count: int,
     return out
 
 
-def _tail(claims: list[int], pos, skip, free: list[int], size: int, table) -> None:
-    """Fill ``free`` (the free slots, one per claim) by rank (see above)."""
+def _tail(claims: list[int], pos, skip, free: list[int], size: int, table,
+          pure: bool = False) -> None:
+    """Fill ``free`` (the free slots, one per claim) by rank (see above); ``pure``: sort
+    the ranks in Python if there are few (a small build need not import numpy)."""
     if not claims:
         return
-    import numpy as np
-
     who = sorted(set(claims))
     row = {b: k for k, b in enumerate(who)}
-    start = np.array([int(pos[b]) for b in who], dtype=np.int64)[:, None]
-    inverse = np.array([pow(int(skip[b]), -1, size) for b in who], dtype=np.int64)[:, None]
-    slots = np.array(free, dtype=np.int64)
-    order = np.argsort((slots[None, :] * inverse - start * inverse) % size, axis=1).tolist()
+    if pure and len(who) * len(free) <= _PURE_RANKS:
+        order = []
+        for b in who:
+            p, inv = int(pos[b]), pow(int(skip[b]), -1, size)
+            order.append(sorted(range(len(free)), key=lambda k: (free[k] - p) * inv % size))
+    else:
+        import numpy as np
+
+        start = np.array([int(pos[b]) for b in who], dtype=np.int64)[:, None]
+        inverse = np.array([pow(int(skip[b]), -1, size) for b in who],
+                           dtype=np.int64)[:, None]
+        slots = np.array(free, dtype=np.int64)
+        order = np.argsort((slots[None, :] * inverse - start * inverse) % size,
+                           axis=1).tolist()
     at = [0] * len(who)
     open_ = [True] * len(free)
     for b in claims:

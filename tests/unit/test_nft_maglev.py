@@ -4,6 +4,9 @@ and minimal disruption when one backend leaves."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,8 @@ from dcnet.nft import maglev, ruleset, synth
 from tests.unit import maglev_reference
 
 pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def backends(n: int) -> dict[str, int]:
@@ -120,6 +125,15 @@ def test_every_switch_point_between_the_ways_gives_the_same_table(monkeypatch, t
         weights = random_weights(rng, rng.choice([1, 2, 3, 10, 65, 300]))
         if any(weights.values()):
             assert maglev.build(weights, size) == maglev_reference.build(weights, size)
+
+
+def test_a_small_build_does_not_import_numpy():
+    """Under BULK_FROM backends the build is sequential and ranks its tail in Python:
+    an elbctl process with small services does not pay numpy's import."""
+    code = ("import sys; from dcnet.nft import maglev; "
+            "maglev.build({f'10.0.0.{i}': 1 + i % 3 for i in range(40)}); "
+            "assert 'numpy' not in sys.modules, 'numpy imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_server_ids_are_the_address_ranked_by_port_whatever_the_order():
