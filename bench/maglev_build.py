@@ -7,7 +7,9 @@ Per backend count N (servers named as the nft target names them, by address; wei
 M = ``maglev.table_size(N)``): ``--builds`` builds of each, interleaved (old, new, old,
 ...), medians of CPU time (``time.process_time``: what a build costs, whatever else runs
 on the machine) and of wall time, the ratio, and a check that both tables are
-byte-identical. Prints the load average before and after.
+byte-identical. Prints the load average before and after, and what importing numpy
+costs a fresh process once (the bulk build imports it lazily; below
+``maglev.BULK_FROM`` backends the build does not).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +60,16 @@ def main() -> None:
         print(f"| {count} | {size} | {oc:.1f} | {nc:.1f} | {nc / oc:.2f} |"
               f" {statistics.median(old_wall) * 1e3:.1f} |"
               f" {statistics.median(new_wall) * 1e3:.1f} | {'yes' if same else 'NO'} |")
+    imports = []
+    probe = ("import time; c, w = time.process_time(), time.perf_counter(); import numpy; "
+             "print(time.process_time() - c, time.perf_counter() - w)")
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                             text=True).stdout.split()
+        imports.append((float(out[0]), float(out[1])))
+    print(f"importing numpy, once per process: "
+          f"{statistics.median(c for c, _w in imports) * 1e3:.0f} ms CPU, "
+          f"{statistics.median(w for _c, w in imports) * 1e3:.0f} ms wall")
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
