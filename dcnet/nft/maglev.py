@@ -347,11 +347,23 @@ def _first_free(start, who, taken2, size: int, width: int, steps, skip):
     got = cand[np.arange(start.size), taken2[cand].argmin(1)]
     got -= size * (got >= size)
     again = np.flatnonzero(taken2[got])         # no free slot in these steps
-    if again.size:
-        walker = again if who is None else who[again]
-        base = got[again] + (width * skip[walker]) % size
+    if not again.size:
+        return got
+    walker = again if who is None else who[again]
+    base = got[again]
+    stride = (width * skip[walker]) % size
+    while again.size:
+        base += stride
         base -= size * (base >= size)
-        got[again] = _first_free(base, walker, taken2, size, width, steps, skip)
+        cand = steps[walker, :width] + base[:, None]
+        found = cand[np.arange(base.size), taken2[cand].argmin(1)]
+        found -= size * (found >= size)
+        got[again] = found
+        still = taken2[found]
+        if not still.any():
+            break
+        keep = np.flatnonzero(still)
+        again, walker, base, stride = again[keep], walker[keep], found[keep], stride[keep]
     return got
 
 
