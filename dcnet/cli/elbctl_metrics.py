@@ -226,12 +226,12 @@ def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
     with the traffic counters of a generic-netlink dump (:mod:`dcnet.metrics.ipvs`)."""
     import socket
 
-    from dcnet.lvs import genl, procfs
+    from dcnet.lvs import genl, ipvs_stats, procfs
     from dcnet.metrics import ipvs
     from dcnet.sysio import netns
 
-    def opener(path: str | None) -> Callable[[], genl.IPVSSocket]:
-        return lambda: genl.IPVSSocket(None if path is None else netns.socket_in(
+    def opener(path: str | None) -> Callable[[], ipvs_stats.StatsSocket]:
+        return lambda: ipvs_stats.StatsSocket(None if path is None else netns.socket_in(
             path, socket.AF_NETLINK, socket.SOCK_RAW, genl.NETLINK_GENERIC))
 
     def read_stats() -> str:

@@ -11,7 +11,7 @@ every VIP of one carrier), and per real server when asked.
 
 This module reads no kernel itself: :mod:`dcnet.lvs` imports :mod:`dcnet.target`, which
 imports :mod:`dcnet.metrics`, so the command hands in an opener of an IPVS socket in the
-right namespace (:class:`dcnet.lvs.genl.IPVSSocket`), whose ``service_counts()`` and
+right namespace (:class:`dcnet.lvs.ipvs_stats.StatsSocket`), whose ``service_counts()`` and
 ``dest_counts(family, protocol, address, port)`` are used as they are (a service as a
 tuple: family, protocol, address, port, fwmark and the five counters; a dest as its row
 and the five counters).

@@ -13,7 +13,7 @@ import pytest
 
 import dcnet
 from dcnet.cli.elbctl_metrics import ipvs_table
-from dcnet.lvs import genl
+from dcnet.lvs import genl, ipvs_stats
 from dcnet.metrics import ipvs
 from dcnet.metrics.cardinality import Bound
 from dcnet.metrics.elb import ELBCollector
@@ -65,10 +65,10 @@ def service_message(addr: str, port: int, s32: bytes | None, s64: bytes | None,
              attr(genl.SVC_TIMEOUT, struct.pack("=I", 0)),
              attr(genl.SVC_NETMASK, struct.pack("=I", 0xFFFFFFFF))]
     if s32 is not None:
-        parts.append(nest(genl.SVC_STATS, s32))
+        parts.append(nest(ipvs_stats.SVC_STATS, s32))
     parts.append(attr(genl.SVC_PE_NAME, b"\0"))
     if s64 is not None:
-        parts.append(nest(genl.SVC_STATS64, s64))
+        parts.append(nest(ipvs_stats.SVC_STATS64, s64))
     return nest(genl.CMD_ATTR_SERVICE, *parts)
 
 
@@ -81,9 +81,9 @@ def dest_message(addr: str, port: int, s64: bytes, family: int = socket.AF_INET)
                 attr(genl.DEST_U_THRESH, u32(0)), attr(genl.DEST_L_THRESH, u32(0)),
                 attr(genl.DEST_ACTIVE, u32(2)), attr(genl.DEST_INACT, u32(1)),
                 attr(genl.DEST_PERSIST, u32(0)),
-                nest(genl.DEST_STATS, stats32(1, 1, 1, 1, 1)),
+                nest(ipvs_stats.DEST_STATS, stats32(1, 1, 1, 1, 1)),
                 attr(genl.DEST_ADDR_FAMILY, struct.pack("=H", family)),
-                nest(genl.DEST_STATS64, s64))
+                nest(ipvs_stats.DEST_STATS64, s64))
 
 
 class Dumps:
@@ -105,10 +105,10 @@ class Dumps:
             yield memoryview(data), 4, len(data)
 
     def service_counts(self):
-        return genl.IPVSSocket.service_counts(self)
+        return ipvs_stats.StatsSocket.service_counts(self)
 
     def dest_counts(self, *service):
-        return genl.IPVSSocket.dest_counts(self, *service)
+        return ipvs_stats.StatsSocket.dest_counts(self, *service)
 
     def close(self):
         self.closed += 1
@@ -118,23 +118,23 @@ def test_stats64_preferred_and_read_past_padding():
     big = 2**40 + 5                 # beyond 32 bits: only STATS64 holds it
     sock = Dumps([service_message("198.51.100.10", 80, stats32(1, 2, 3, 4, 5),
                                   stats64(big, big + 1, 7, 8000, 9000))])
-    [(ws, stats)] = genl.IPVSSocket.service_stats(sock)
+    [(ws, stats)] = ipvs_stats.StatsSocket.service_stats(sock)
     assert (ws.addr, ws.port, ws.protocol, ws.sched) == ("198.51.100.10", 80, 6, "wrr")
-    assert stats == genl.Stats(big, big + 1, 7, 8000, 9000)
+    assert stats == ipvs_stats.Stats(big, big + 1, 7, 8000, 9000)
 
 
 def test_stats32_when_the_kernel_sends_no_stats64_and_none_without_either():
     sock = Dumps([service_message("2001:db8::10", 443, stats32(1, 2, 3, 2**33, 5), None,
                                   family=socket.AF_INET6),
                   service_message("198.51.100.11", 53, None, None, proto=17)])
-    (ws6, s6), (_ws, none) = genl.IPVSSocket.service_stats(sock)
-    assert ws6.addr == "2001:db8::10" and s6 == genl.Stats(1, 2, 3, 2**33, 5)
+    (ws6, s6), (_ws, none) = ipvs_stats.StatsSocket.service_stats(sock)
+    assert ws6.addr == "2001:db8::10" and s6 == ipvs_stats.Stats(1, 2, 3, 2**33, 5)
     assert none is None and ipvs.counts_of(none) == ipvs.ZERO
 
 
 def test_stats64_without_padding_attributes():
     data = stats64(1, 2, 3, 4, 5, pad=False)
-    assert genl.decode_stats(data, 0, len(data)) == genl.Stats(1, 2, 3, 4, 5)
+    assert ipvs_stats.decode_stats(data, 0, len(data)) == ipvs_stats.Stats(1, 2, 3, 4, 5)
 
 
 def test_dest_dump_gives_the_row_and_its_counters():
@@ -142,9 +142,9 @@ def test_dest_dump_gives_the_row_and_its_counters():
     ws = genl.WireService(socket.AF_INET, 6, "198.51.100.10", 80)
     key = genl._nested(genl.CMD_ATTR_SERVICE, ws.key_attrs())
     sock.dests[key] = [dest_message("10.0.1.21", 8080, stats64(4, 40, 30, 4000, 30000))]
-    [(row, stats)] = genl.IPVSSocket.dest_stats(sock, ws)
+    [(row, stats)] = ipvs_stats.StatsSocket.dest_stats(sock, ws)
     assert row[:5] == (socket.AF_INET, "10.0.1.21", 8080, 0, 3) and row[7:9] == (2, 1)
-    assert stats == genl.Stats(4, 40, 30, 4000, 30000)
+    assert stats == ipvs_stats.Stats(4, 40, 30, 4000, 30000)
 
 
 # ----------------------------------------------------------------- the series
@@ -232,8 +232,8 @@ def test_the_scrape_path_reads_what_the_generic_decoder_reads():
                                 family=socket.AF_INET6),
                 service_message("198.51.100.12", 53, None, None, proto=17)]
     sock = Dumps(messages)
-    fast = genl.IPVSSocket.service_counts(sock)
-    generic = genl.IPVSSocket.service_stats(sock)
+    fast = ipvs_stats.StatsSocket.service_counts(sock)
+    generic = ipvs_stats.StatsSocket.service_stats(sock)
     assert [(f[2], f[3], f[1], *f[5:]) for f in fast] == [
         (ws.addr, ws.port, ws.protocol, *ipvs.counts_of(stats)) for ws, stats in generic]
     assert fast[0][5] == 2**40 and fast[2][8] == 2**33
