@@ -213,11 +213,11 @@ def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
     steps = _step_table(skip, size, min(_COLUMNS, size))
     shares = np.array(share)
     equal = all(x == 1.0 for x in share)
-    table = np.full(size, -1, dtype=np.int64)
+    table = np.full(size, -1, dtype=np.int32)
     taken2 = np.zeros(2 * size, dtype=bool)     # taken, twice over: no wrap in a walk
-    holder = np.full(size, n, dtype=np.int64)
+    holder = np.full(size, n, dtype=np.int32)
     credit = np.zeros(n)
-    everyone = np.arange(n)
+    everyone = np.arange(n, dtype=np.int32)
     left = size
     while left > TAIL:
         if equal:
