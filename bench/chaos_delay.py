@@ -1,7 +1,7 @@
 """Benchmark: is an injected netem delay what was asked? Requested vs measured delay.
 
     .venv/bin/python bench/chaos_delay.py [--method ping|timestamps|ping,timestamps]
-        [--samples 60] [--ts-samples 500] [--cases 50/0,50/10,300/0,300/30]
+        [--samples 60] [--ts-samples 500] [--cases 50/0,50/10,300/0,300/30] [--busy N]
 
 Where the host kernel lacks netem (sch_netem) the script re-runs itself inside the kernel
 lab (one virtme-ng boot, dcnet.lab.kernel_lab.run_in_guest) and prints the guest's
@@ -26,7 +26,8 @@ stamps of one kernel, so no userspace wake-up enters it. B's socket has SO_TIMES
 (stamped in ``netif_rx`` in B) as a cross-check: one-way = RX - SCHED. Requested
 quantiles: netem without a distribution table (pyroute2 sends none; uniform here) draws
 uniformly from [delay - jitter, delay + jitter), so the requested p50 is the delay and
-the requested p99 is delay + 0.98 x jitter.
+the requested p99 is delay + 0.98 x jitter. ``--busy N`` runs N busy-looping processes
+beside the measurement (userspace contention, to see which method it moves).
 """
 
 from __future__ import annotations
@@ -263,10 +264,15 @@ def measure_timestamps(samples: int, interval: float, cases: list[tuple[float, f
 
 
 def measure(methods: list[str], samples: int, ts_samples: int, interval: float,
-            cases: list[tuple[float, float]]) -> None:
+            cases: list[tuple[float, float]], busy: int = 0) -> None:
     os.environ.setdefault("DCNET_CHAOS_QDISC_DIR", tempfile.mkdtemp(prefix="cdelay-"))
     setup()
+    # --busy N: N spinning processes compete with the measuring userspace for the CPUs
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(busy)]
     try:
+        if busy:
+            print(f"{busy} busy-looping processes running during the measurement")
         print(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()) + ", kernel "
               + os.uname().release + ", load average (1/5/15 min): "
               + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
@@ -277,6 +283,9 @@ def measure(methods: list[str], samples: int, ts_samples: int, interval: float,
                 measure_timestamps(ts_samples, interval, cases)
             sys.stdout.flush()
     finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
         teardown()
 
 
@@ -290,6 +299,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.01,
                         help="seconds between packets of the timestamps method")
     parser.add_argument("--cases", default="50/0,50/10,300/0,300/30")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="busy-looping processes to run beside the measurement")
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cases = [tuple(float(x) for x in c.split("/")) for c in args.cases.split(",")]
@@ -299,12 +310,12 @@ def main() -> None:
     from dcnet.lab import kernel_lab
 
     if args.in_guest or kernel_lab.host_has_modules(["sch_netem"]):
-        measure(methods, args.samples, args.ts_samples, args.interval, cases)
+        measure(methods, args.samples, args.ts_samples, args.interval, cases, args.busy)
         return
     out = tempfile.mkdtemp(prefix="chaos-delay-bench-")
     argv = [sys.executable, os.path.abspath(__file__), "--in-guest", "--method", args.method,
             "--samples", str(args.samples), "--ts-samples", str(args.ts_samples),
-            "--interval", str(args.interval), "--cases", args.cases]
+            "--interval", str(args.interval), "--cases", args.cases, "--busy", str(args.busy)]
     print(f"host kernel has no netem: running in the kernel lab (log {out}/guest-console.log)",
           flush=True)
     run = kernel_lab.run_in_guest(argv, rwdirs=[out], memory="2G", timeout=1800,
