@@ -1,7 +1,8 @@
 """Benchmark: is an injected netem delay what was asked? Requested vs measured delay.
 
     .venv/bin/python bench/chaos_delay.py [--method ping|timestamps|ping,timestamps]
-        [--samples 60] [--ts-samples 500] [--cases 50/0,50/10,300/0,300/30] [--busy N]
+        [--samples 60] [--ts-samples 500] [--interval 0.01] [--busy N]
+        [--cases 50/0,50/10,300/0,300/30]
 
 Where the host kernel lacks netem (sch_netem) the script re-runs itself inside the kernel
 lab (one virtme-ng boot, dcnet.lab.kernel_lab.run_in_guest) and prints the guest's
