@@ -300,19 +300,9 @@ def _check_qemu() -> None:
         raise KernelLabError(f"kernel lab: {qemu} not found; {QEMU_PACKAGE_HINT}")
 
 
-def run_in_guest(
-    argv: Sequence[str],
-    *,
-    rwdirs: Sequence[str | os.PathLike] = (),
-    memory: str = "2G",
-    cpus: int = 2,
-    timeout: float = DEFAULT_TIMEOUT,
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike | None = None,
-    kernel: str | os.PathLike | None = None,
-    log_path: str | os.PathLike | None = None,
-) -> GuestRun:
-    """Boot the guest kernel once, run ``argv`` as root in it, power off.
+def run_in_guest(argv: Sequence[str], **options) -> GuestRun:
+    """Boot the guest kernel once, run ``argv`` as root in it, power off: the
+    :func:`start_in_guest` options, then :meth:`StartedGuest.wait`.
 
     Console output (the command's stdout/stderr; kernel messages too when
     ``DCNET_KERNEL_LAB_VERBOSE=1`` adds ``vng --verbose``) goes to
@@ -321,8 +311,7 @@ def run_in_guest(
     :class:`KernelLabError` if vng, QEMU or a suitable kernel is missing, or
     when the whole run exceeds ``timeout`` seconds (QEMU is then killed).
     """
-    return start_in_guest(argv, rwdirs=rwdirs, memory=memory, cpus=cpus, timeout=timeout,
-                          env=env, cwd=cwd, kernel=kernel, log_path=log_path).wait()
+    return start_in_guest(argv, **options).wait()
 
 
 @dataclass
