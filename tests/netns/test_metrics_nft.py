@@ -12,7 +12,6 @@ nothing) and ``promtool check metrics`` is clean.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -22,6 +21,7 @@ from dcnet.lab import lvs_lab as lvslab
 from dcnet.metrics.cardinality import Bound
 from dcnet.nft import synth
 from dcnet.target import apply_plan, make_plan, registry, session
+from tests.netns import nft_lab
 from tests.unit.metrics_text import value
 
 pytestmark = pytest.mark.netns
@@ -38,14 +38,8 @@ def model(weights: tuple[int, ...] = (1, 1, 1)):
 
 @pytest.fixture
 def traffic_lab(lab_factory, tmp_path):
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed")
-    docroot = str(tmp_path / "www")
-    lvslab.write_docroots(docroot)
-    lab = lab_factory(lvslab.topology(busybox, docroot))
-    lab.run("director", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
-    return lab, {"netns": lab.netns("director"), "state_dir": str(tmp_path / "state")}
+    built = nft_lab.traffic_lab(lab_factory, tmp_path, VIP)
+    return built.lab, built.options
 
 
 def test_traffic_through_a_vip_raises_its_series(traffic_lab):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 import subprocess
 import sys
 
@@ -25,6 +24,7 @@ from dcnet.lab import lvs_lab as lvslab
 from dcnet.nft import synth
 from dcnet.nft.nftio import Nft
 from dcnet.target import StalePlan, TooMuchChange, apply_plan, make_plan, registry, session
+from tests.netns import nft_lab
 
 pytestmark = pytest.mark.netns
 
@@ -40,15 +40,8 @@ def model(servers: dict[str, int], **kw):
 
 @pytest.fixture
 def traffic_lab(lab_factory, tmp_path):
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed")
-    docroot = str(tmp_path / "www")
-    lvslab.write_docroots(docroot)
-    lab = lab_factory(lvslab.topology(busybox, docroot))
-    lab.run("director", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
-    options = {"netns": lab.netns("director"), "state_dir": str(tmp_path / "state")}
-    return lab, options
+    built = nft_lab.traffic_lab(lab_factory, tmp_path, VIP)
+    return built.lab, built.options
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 
 import pytest
 
@@ -23,6 +22,7 @@ from dcnet.lvs import realserver
 from dcnet.nft import dr, drhash, synth
 from dcnet.nft.nftio import NftError
 from dcnet.target import apply_plan, registry, session
+from tests.netns import nft_lab
 
 pytestmark = pytest.mark.netns
 
@@ -79,21 +79,14 @@ OBSERVE = (f"add table inet obs\n"
 
 @pytest.fixture
 def dr_lab(lab_factory, tmp_path):
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed")
-    docroot = str(tmp_path / "www")
-    lvslab.write_docroots(docroot)
-    lab = lab_factory(topology(busybox, docroot))
-    lab.run("director", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
+    lab, options, _busybox, _docroot = nft_lab.traffic_lab(lab_factory, tmp_path, VIP,
+                                                           topology, dr=True)
     for address, host in SERVERS.items():            # elbctl render realserver's script
         script = realserver.render_all(model(dict.fromkeys(SERVERS, 1)), (address,),
                                        (f"telecom={GW_LAN}",))
         lab.run(host, ["sh", "-c", script], check=True)
     for node in ("director", "gw"):
         lab.run(node, ["nft", "-f", "-"], input=OBSERVE, check=True)
-    options = {"netns": lab.netns("director"), "state_dir": str(tmp_path / "state"),
-               "dr": True}
     return lab, options
 
 

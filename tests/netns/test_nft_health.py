@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from dcnet.lab import lvs_lab as lvslab
 from dcnet.nft import synth
 from dcnet.sysio import netns
 from dcnet.target import session
+from tests.netns import nft_lab
 
 pytestmark = pytest.mark.netns
 
@@ -43,16 +43,7 @@ def model():
 
 @pytest.fixture
 def traffic_lab(lab_factory, tmp_path):
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed")
-    docroot = str(tmp_path / "www")
-    lvslab.write_docroots(docroot)
-    lab = lab_factory(lvslab.topology(busybox, docroot))
-    lab.run("director", ["ip", "addr", "add", f"{VIP}/32", "dev", "lo"])
-    options = {"netns": lab.netns("director"), "state_dir": str(tmp_path / "state"),
-               "health": True}
-    return lab, options, busybox, docroot
+    return nft_lab.traffic_lab(lab_factory, tmp_path, VIP, health=True)
 
 
 def hits(lab, count: int) -> collections.Counter:
