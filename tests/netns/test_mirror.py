@@ -6,13 +6,11 @@ namespace and address, without duplicates and in order."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import sys
-import threading
 import time
 
 import pytest
@@ -22,6 +20,7 @@ from scapy.layers.inet import IP, TCP
 from dcnet.cli.elbctl import cli
 from dcnet.lab.mirror_service import http_sessions, read_log, request_bytes
 from dcnet.mirror import diff, recording, replay, rules
+from tests.netns.mirror_checks import Capture, copies_of, paths_of
 
 pytestmark = pytest.mark.netns
 
@@ -173,51 +172,8 @@ def test_a_share_of_sessions_by_hash_and_anonymised_clients(mirrored):
 def check_deliveries(entries: list[dict], sessions, copies: int) -> None:
     """Every recorded request once per copy, from that copy's own address, in order."""
     wanted = sorted(p for s in sessions for p in paths_of(s.payload))
-    by_copy: dict[str, list[str]] = {}
-    for entry in entries:
-        by_copy.setdefault(entry["src"].rpartition(":")[0], []).append(entry["path"])
+    by_copy = copies_of(entries, wanted)
     assert sorted(by_copy) == sorted(f"10.92.0.{10 + i}" for i in range(copies))
-    for source, paths in by_copy.items():
-        assert sorted(paths) == wanted, source          # all delivered, no duplicate
-        for session in {p.split("/")[1] for p in paths}:
-            mine = [p for p in paths if p.split("/")[1] == session]
-            assert mine == sorted(mine), (source, mine)  # order kept within a session
-
-
-def paths_of(payload: bytes) -> list[str]:
-    return [line.split(b" ")[1].decode() for line in payload.split(b"\r\n")
-            if line.startswith(b"GET ")]
-
-
-class Capture:
-    """Raw IPv4 packets seen in a namespace (an AF_PACKET socket opened there), parsed
-    with scapy afterwards."""
-
-    def __init__(self, lab, host: str):
-        self.sock = lab.call(host, socket.socket, socket.AF_PACKET, socket.SOCK_DGRAM,
-                             socket.htons(0x0800))
-        self.sock.settimeout(0.1)
-        self.packets: list[bytes] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._read)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                self.packets.append(self.sock.recv(65535))
-
-    def finish(self) -> list:
-        self.stop.set()
-        self.thread.join()
-        self.sock.setblocking(False)        # what the reader had not read yet is queued
-        while True:
-            try:
-                self.packets.append(self.sock.recv(65535))
-            except BlockingIOError:
-                break
-        self.sock.close()
-        return [IP(data) for data in self.packets]
 
 
 def test_replay_at_x1_and_x10_delivers_every_request_once_in_order(mirrored):

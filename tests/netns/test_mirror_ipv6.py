@@ -8,17 +8,11 @@ a copy or its answers reaches the production client or server."""
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 from scapy.layers.inet import TCP
@@ -26,8 +20,15 @@ from scapy.layers.inet6 import IPv6
 
 from dcnet.lab.mirror_service import http_sessions, read_log
 from dcnet.mirror import recording, replay, rules
-from dcnet.sysio import netns as netns_mod
-from tests.netns.test_mirror import paths_of
+from tests.netns.mirror_checks import (
+    Capture,
+    copies_of,
+    lines_of,
+    paths_of,
+    pool_left,
+    stop,
+    wait_until,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -69,74 +70,11 @@ def topology(log_dir: str) -> dict:
     }
 
 
-class Capture6:
-    """Raw IPv6 packets seen in a namespace (an AF_PACKET socket opened there)."""
-
-    def __init__(self, lab, host: str):
-        self.sock = lab.call(host, socket.socket, socket.AF_PACKET, socket.SOCK_DGRAM,
-                             socket.htons(0x86DD))
-        self.sock.settimeout(0.1)
-        self.packets: list[bytes] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                self.packets.append(self.sock.recv(65535))
-
-    def finish(self) -> list:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
-        return [IPv6(data) for data in self.packets]
-
-
-def wait_until(check, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
-def stop(command: subprocess.Popen) -> None:
-    """SIGTERM (the pool undoes itself), SIGKILL only if that did not end it."""
-    if command.poll() is None:
-        command.terminate()
-        try:
-            command.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            command.kill()
-            command.communicate()
-
-
-def pool_left(stderr: bytes) -> list[str]:
-    """The namespaces of this command's pool (named on its stderr) that still exist."""
-    prefix = re.search(rb"pool: \d+ namespaces (dmr[0-9a-f]{5})-", stderr).group(1).decode()
-    return [n for n in netns_mod.list_names() if n.startswith(prefix + "-")]
-
-
-def lines_of(path: str) -> int:
-    if not os.path.exists(path):
-        return 0
-    with open(path) as handle:
-        return sum(1 for line in handle if line.strip())
-
-
 def check_copies(entries: list[dict], sent: dict[int, bytes], copies: int) -> None:
     """Every production request once per copy, from that copy's address, in order."""
-    wanted = sorted(p for data in sent.values() for p in paths_of(data))
-    by_copy: dict[str, list[str]] = {}
-    for entry in entries:
-        by_copy.setdefault(entry["src"].rpartition(":")[0], []).append(entry["path"])
+    by_copy = copies_of(entries, sorted(p for data in sent.values() for p in paths_of(data)))
     assert len(by_copy) == copies
     assert all(ipaddress.ip_address(source) in COPY_NET for source in by_copy)
-    for source, paths in by_copy.items():
-        assert sorted(paths) == wanted, source
-        for session in {p.split("/")[1] for p in paths}:
-            mine = [p for p in paths if p.split("/")[1] == session]
-            assert mine == sorted(mine), (source, mine)
 
 
 def test_an_ipv6_vip_is_mirrored_reassembled_and_replayed_over_ipv6(lab_factory, tmp_path):
@@ -154,7 +92,7 @@ def test_an_ipv6_vip_is_mirrored_reassembled_and_replayed_over_ipv6(lab_factory,
         wait_until(lambda: rec.exists() or command.poll() is not None,
                    "live replay never started")
         assert command.poll() is None, command.communicate()[1].decode()
-        client_side, server_side = Capture6(lab, "client"), Capture6(lab, "server")
+        client_side, server_side = Capture(lab, "client", 6), Capture(lab, "server", 6)
         sent = lab.call("client", http_sessions, SERVER, PORT, SESSIONS, REQUESTS)
         wait_until(lambda: lines_of(target_log) >= 2 * SESSIONS * REQUESTS,
                    "the copies never reached the target")

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -24,8 +22,15 @@ from scapy.layers.inet import IP, TCP
 from dcnet.cli.elbctl import cli
 from dcnet.lab.mirror_service import http_sessions, read_log
 from dcnet.mirror import rules
-from dcnet.sysio import netns as netns_mod
-from tests.netns.test_mirror import Capture, paths_of
+from tests.netns.mirror_checks import (
+    Capture,
+    copies_of,
+    lines_of,
+    paths_of,
+    pool_left,
+    stop,
+    wait_until,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -81,37 +86,6 @@ mirror:
 """
 
 
-def wait_until(check, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
-def stop(command: subprocess.Popen) -> None:
-    """SIGTERM (the pool undoes itself), SIGKILL only if that did not end it."""
-    if command.poll() is None:
-        command.terminate()
-        try:
-            command.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            command.kill()
-            command.communicate()
-
-
-def pool_left(stderr: bytes) -> list[str]:
-    """The namespaces of this command's pool (named on its stderr) that still exist."""
-    prefix = re.search(rb"pool: \d+ namespaces (dmr[0-9a-f]{5})-", stderr).group(1).decode()
-    return [n for n in netns_mod.list_names() if n.startswith(prefix + "-")]
-
-
-def lines_of(path: str) -> int:
-    if not os.path.exists(path):
-        return 0
-    with open(path) as handle:
-        return sum(1 for line in handle if line.strip())
-
-
 def test_live_replay_copies_every_production_request_and_never_touches_production(
         lab_factory, tmp_path):
     lab = lab_factory(topology(str(tmp_path)))
@@ -158,16 +132,9 @@ def test_live_replay_copies_every_production_request_and_never_touches_productio
         delivered += len(entries)
         assert len(entries) == copies * SESSIONS * REQUESTS       # no duplicate
         wanted_paths = sorted(p for data in sent.values() for p in paths_of(data))
-        by_copy: dict[str, list[str]] = {}
-        for entry in entries:
-            by_copy.setdefault(entry["src"].rpartition(":")[0], []).append(entry["path"])
+        by_copy = copies_of(entries, wanted_paths)   # all, once, per-session order
         assert len(by_copy) == copies                # each copy from its own address
         assert all(source.startswith("10.94.0.") for source in by_copy)
-        for source, paths in by_copy.items():
-            assert sorted(paths) == wanted_paths, source
-            for session in {p.split("/")[1] for p in paths}:
-                mine = [p for p in paths if p.split("/")[1] == session]
-                assert mine == sorted(mine), (source, mine)     # per-session order
         # production: only the client and the server, at packet level, both sides
         for side in (client_side.finish(), server_side.finish()):
             assert side, "the capture saw nothing"
