@@ -329,26 +329,31 @@ class IPVSSocket:
                     return
                 yield data, off + _GENL.size, end
 
-    def services(self) -> list[WireService]:
-        out = []
+    def service_entries(self) -> Iterator[tuple[bytes, int, int]]:
+        """(buffer, start, end) of each service's attributes, from one service dump."""
         for data, start, end in self.dump(CMD_GET_SERVICE):
             for kind, a, b in iter_attrs(data, start, end):
                 if kind == CMD_ATTR_SERVICE:
-                    out.append(decode_service(data, a, b))
-        return out
+                    yield data, a, b
+
+    def dest_entries(self, service: WireService) -> Iterator[tuple[bytes, int, int]]:
+        """(buffer, start, end) of each dest's attributes of ``service``, one dest dump."""
+        payload = _nested(CMD_ATTR_SERVICE, service.key_attrs())
+        for data, start, end in self.dump(CMD_GET_DEST, payload):
+            for kind, a, b in iter_attrs(data, start, end):
+                if kind == CMD_ATTR_DEST:
+                    yield data, a, b
+
+    def services(self) -> list[WireService]:
+        return [decode_service(data, a, b) for data, a, b in self.service_entries()]
 
     def dests(self, service: WireService) -> list[WireDest]:
         return [WireDest(*row) for row in self.dest_rows(service)]
 
     def dest_rows(self, service: WireService) -> list[tuple]:
         """Like :meth:`dests`, as tuples in WireDest's field order (the sync's hot path)."""
-        out = []
-        payload = _nested(CMD_ATTR_SERVICE, service.key_attrs())
-        for data, start, end in self.dump(CMD_GET_DEST, payload):
-            for kind, a, b in iter_attrs(data, start, end):
-                if kind == CMD_ATTR_DEST:
-                    out.append(dest_row(data, a, b, service.family))
-        return out
+        family = service.family
+        return [dest_row(data, a, b, family) for data, a, b in self.dest_entries(service)]
 
     def service(self, service: WireService) -> WireService | None:
         """One service by its key (``IPVS_CMD_GET_SERVICE`` without ``NLM_F_DUMP``: one

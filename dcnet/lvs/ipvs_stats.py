@@ -18,10 +18,6 @@ import struct
 from dataclasses import dataclass
 
 from dcnet.lvs.genl import (
-    CMD_ATTR_DEST,
-    CMD_ATTR_SERVICE,
-    CMD_GET_DEST,
-    CMD_GET_SERVICE,
     NLA_TYPE_MASK,
     SVC_ADDR,
     SVC_AF,
@@ -30,7 +26,6 @@ from dcnet.lvs.genl import (
     SVC_PROTOCOL,
     IPVSSocket,
     WireService,
-    _nested,
     decode_service,
     dest_row,
     iter_attrs,
@@ -146,22 +141,12 @@ class StatsSocket(IPVSSocket):
 
     def service_stats(self) -> list[tuple[WireService, Stats | None]]:
         """Every service with its counters, from one service dump."""
-        out = []
-        for data, start, end in self.dump(CMD_GET_SERVICE):
-            for kind, a, b in iter_attrs(data, start, end):
-                if kind == CMD_ATTR_SERVICE:
-                    out.append((decode_service(data, a, b),
-                                nested_stats(data, a, b, SVC_STATS, SVC_STATS64)))
-        return out
+        return [(decode_service(data, a, b), nested_stats(data, a, b, SVC_STATS, SVC_STATS64))
+                for data, a, b in self.service_entries()]
 
     def service_counts(self) -> list[tuple]:
         """Every service as :func:`service_counts` reads it, from one service dump."""
-        out = []
-        for data, start, end in self.dump(CMD_GET_SERVICE):
-            for kind, a, b in iter_attrs(data, start, end):
-                if kind == CMD_ATTR_SERVICE:
-                    out.append(service_counts(data, a, b))
-        return out
+        return [service_counts(data, a, b) for data, a, b in self.service_entries()]
 
     def dest_counts(self, family: int, protocol: int, addr: str, port: int
                     ) -> list[tuple[tuple, tuple]]:
@@ -169,27 +154,18 @@ class StatsSocket(IPVSSocket):
         :meth:`dest_rows` gives, the five counters as :func:`service_counts` reads
         them), from one dest dump."""
         out = []
-        service = WireService(family, protocol, addr, port)
-        payload = _nested(CMD_ATTR_SERVICE, service.key_attrs())
-        for data, start, end in self.dump(CMD_GET_DEST, payload):
-            for kind, a, b in iter_attrs(data, start, end):
-                if kind == CMD_ATTR_DEST:
-                    nest = None
-                    for attr, x, y in iter_attrs(data, a, b):
-                        if attr == DEST_STATS64 or (attr == DEST_STATS and nest is None):
-                            nest = (x, y)
-                    out.append((dest_row(data, a, b, family),
-                                (0, 0, 0, 0, 0) if nest is None else _counts(data, *nest)))
+        for data, a, b in self.dest_entries(WireService(family, protocol, addr, port)):
+            nest = None
+            for attr, x, y in iter_attrs(data, a, b):
+                if attr == DEST_STATS64 or (attr == DEST_STATS and nest is None):
+                    nest = (x, y)
+            out.append((dest_row(data, a, b, family),
+                        (0, 0, 0, 0, 0) if nest is None else _counts(data, *nest)))
         return out
 
     def dest_stats(self, service: WireService) -> list[tuple[tuple, Stats | None]]:
         """Every dest of ``service`` (a tuple as :meth:`dest_rows` gives) with its
         counters, from one dest dump."""
-        out = []
-        payload = _nested(CMD_ATTR_SERVICE, service.key_attrs())
-        for data, start, end in self.dump(CMD_GET_DEST, payload):
-            for kind, a, b in iter_attrs(data, start, end):
-                if kind == CMD_ATTR_DEST:
-                    out.append((dest_row(data, a, b, service.family),
-                                nested_stats(data, a, b, DEST_STATS, DEST_STATS64)))
-        return out
+        return [(dest_row(data, a, b, service.family),
+                 nested_stats(data, a, b, DEST_STATS, DEST_STATS64))
+                for data, a, b in self.dest_entries(service)]

@@ -104,6 +104,10 @@ class Dumps:
             data = b"\0" * 4 + message
             yield memoryview(data), 4, len(data)
 
+    # the socket's own walks over the dumped messages
+    service_entries = genl.IPVSSocket.service_entries
+    dest_entries = genl.IPVSSocket.dest_entries
+
     def service_counts(self):
         return ipvs_stats.StatsSocket.service_counts(self)
 
