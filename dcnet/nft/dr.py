@@ -41,14 +41,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dcnet.lvs.layout import effective_servers, layouts
-from dcnet.nft import maglev
+from dcnet.nft import listing, maglev
 from dcnet.nft.ruleset import (
-    ELEMENT_CHUNK,
     JHASH_SEED,
     Backend,
-    _health,
     digest,
+    health_weights,
     is6,
+    joined_name,
+    maglev_map,
+    maglev_name,
+    svc_name,
 )
 from dcnet.plan import Action, Change
 
@@ -63,7 +66,7 @@ HOOK_RULES = ("ip daddr . meta l4proto . th dport vmap @dr4",
 PRIORITY = 0
 HASHED = {"mh": "{saddr} . th sport", "sh": "{saddr}"}
 OFF_NOTE = "forward dr is rendered only with --nft-dr"
-COMMENT = "dcnet:"
+COMMENT = listing.COMMENT
 
 
 @dataclass(frozen=True)
@@ -90,20 +93,8 @@ class DrInfra:
     servers: tuple[tuple[str, str], ...]
 
 
-def _joined(prefix: str, key: tuple) -> str:
-    return prefix + "-".join(str(p).replace(":", "_") for p in key)
-
-
 def server_name(rip: str) -> str:
-    return _joined("rs-", (rip,))
-
-
-def svc_name(key3: tuple) -> str:
-    return _joined("svc-", key3)
-
-
-def maglev_name(key4: tuple) -> str:
-    return _joined("mh-", key4)
+    return joined_name("rs-", (rip,))
 
 
 def hook_name(device: str) -> str:
@@ -180,7 +171,7 @@ def _inputs(model, registry, maglev_size, down) -> tuple[dict, tuple[str, ...]]:
                 backends = tuple(Backend((*key3, s.address, port.port), s.weight)
                                  for s in same)
                 if down and layout.name in checks:
-                    backends, n = _health(backends, checks[layout.name], down)
+                    backends, n = health_weights(backends, checks[layout.name], down)
                     unhealthy += n
                 scheduler = "sh" if port.scheduler == "sh" or port.persistence else "mh"
                 if port.scheduler not in HASHED or port.persistence:
@@ -246,23 +237,12 @@ def render_service(b, s: DrInput) -> None:
     elif len(active) == 1:
         texts = [f"goto {server_name(active[0].key[3])}"]
     else:
-        by_id = dict(zip(maglev.server_ids([x.key[3:5] for x in active]), active,
-                         strict=True))
-        weights = {i: x.weight for i, x in by_id.items()}
-        size = maglev.table_size(len(weights), s.maglev_size)
-        table = maglev.build(weights, size)
-        names = [server_name(by_id[i].key[3]) for i in maglev.names_of(weights)]
-        key4 = (*s.key3, maglev.table_digest(names, table))
-        map_name = maglev_name(key4)
-        body = []
-        for start in range(0, size, ELEMENT_CHUNK):
-            elems = ", ".join(f"{slot} : goto {names[table[slot]]}"
-                              for slot in range(start, min(size, start + ELEMENT_CHUNK)))
-            body.append(f"add element {TD} {map_name} {{ {elems} }}")
-        b.add(("drmaglev", key4), {"size": size}, tuple(body))
+        key4, size, body = maglev_map(TD, s.key3, active,
+                                      lambda x: server_name(x.key[3]), s.maglev_size)
+        b.add(("drmaglev", key4), {"size": size}, body)
         src = "ip6 saddr" if is6(s.key3[1]) else "ip saddr"
         hashed = HASHED[s.scheduler].format(saddr=src)
-        texts = [f"jhash {hashed} mod {size} seed {JHASH_SEED} vmap @{map_name}"]
+        texts = [f"jhash {hashed} mod {size} seed {JHASH_SEED} vmap @{maglev_name(key4)}"]
     _chain(b, "drservice", s.key3, name, texts)
     b.add(("drelement", s.key3), {"chain": name})
 
@@ -281,17 +261,9 @@ def parse_listing(table: str | None, maps: tuple[str, ...] = ()) -> tuple[dict, 
     if table is None:
         return state, ()
     state[("drtable", (FAMILY, TABLE))] = {}
-    rules: dict[str, list[str]] = {}
-    chains: dict[str, dict] = {}
-    for item in json.loads(table).get("nftables", []):
-        if "chain" in item:
-            chains[item["chain"]["name"]] = item["chain"]
-            rules.setdefault(item["chain"]["name"], [])
-        elif "rule" in item:
-            comment = item["rule"].get("comment", "")
-            rules.setdefault(item["rule"]["chain"], []).append(
-                comment[len(COMMENT):] if comment.startswith(COMMENT) else "?")
-        elif "map" in item or "set" in item:
+
+    def other(item: dict) -> None:
+        if "map" in item or "set" in item:
             obj = item.get("map") or item.get("set")
             ident = parse_name(obj["name"])
             if ident is None or ident[0] not in ("drmap", "drmaglev"):
@@ -305,17 +277,13 @@ def parse_listing(table: str | None, maps: tuple[str, ...] = ()) -> tuple[dict, 
                 state[ident] = {"size": size}
         elif any(k in item for k in ("counter", "flowtable", "quota", "limit")):
             notes.append(f"foreign object in table {TD} left alone")
-    for name, chain in chains.items():
-        ident = parse_name(name)
-        if ident is None or ident[0] not in ("drhook", "drserver", "drservice"):
-            notes.append(f"foreign chain {name!r} in table {TD} left alone")
-            continue
-        attrs: dict = {"rules": tuple(rules.get(name, ()))}
-        if ident[0] == "drhook":
-            attrs = {"hook": chain.get("hook"), "priority": chain.get("prio"), **attrs}
-        state[ident] = attrs
-    for listing in maps:
-        for item in json.loads(listing).get("nftables", []):
+
+    chains, rules = listing.split(json.loads(table).get("nftables", []), other)
+    state.update(listing.chain_states(chains, rules, parse_name,
+                                      ("drhook", "drserver", "drservice"), "drhook", TD,
+                                      notes))
+    for text in maps:
+        for item in json.loads(text).get("nftables", []):
             for key, verdict in (item.get("map") or {}).get("elem", []):
                 vip, proto, port = key["concat"]
                 target = (verdict.get("goto") or verdict.get("jump") or {}).get("target")

@@ -123,29 +123,30 @@ def services_map(vip: str) -> str:
     return SERVICES_MAP6 if is6(vip) else SERVICES_MAP
 
 
-def _joined(prefix: str, key: tuple) -> str:
+def joined_name(prefix: str, key: tuple) -> str:
+    """An nft identifier from a key: its parts joined by ``-``, ``:`` written ``_``."""
     return prefix + "-".join(str(p).replace(":", "_") for p in key)
 
 
 def svc_name(key3: tuple) -> str:
-    return _joined("svc-", key3)
+    return joined_name("svc-", key3)
 
 
 def backend_name(key5: tuple) -> str:
-    return _joined("be-", key5)
+    return joined_name("be-", key5)
 
 
 def affinity_name(key6: tuple) -> str:
-    return _joined("aff-", key6)
+    return joined_name("aff-", key6)
 
 
 def maglev_name(key4: tuple) -> str:
-    return _joined("mh-", key4)
+    return joined_name("mh-", key4)
 
 
 def counter_name(key4: tuple) -> str:
     """``cn-``/``ci-``/``co-`` and the VIP:port of a counter ``(proto, vip, port, which)``."""
-    return _joined(COUNTER_PREFIX[key4[3]] + "-", key4[:3])
+    return joined_name(COUNTER_PREFIX[key4[3]] + "-", key4[:3])
 
 
 def counter_map(key4: tuple) -> str:
@@ -271,22 +272,32 @@ class _Builder:
     def maglev(self, key3: tuple, scheduler: str, active: list[Backend]) -> str:
         # seeded by the real servers (address), not the chain names: every service with
         # the same servers and weights builds the same table (IPVS sh across services)
-        by_id = dict(zip(maglev.server_ids([b.key[3:5] for b in active]), active,
-                         strict=True))
-        weights = {i: b.weight for i, b in by_id.items()}
-        size = maglev.table_size(len(weights), self.maglev_size)
-        table = maglev.build(weights, size)
-        names = [backend_name(by_id[i].key) for i in maglev.names_of(weights)]
-        key4 = (*key3, maglev.table_digest(names, table))
-        map_name = maglev_name(key4)
-        body = []
-        for start in range(0, size, ELEMENT_CHUNK):
-            elems = ", ".join(f"{slot} : goto {names[table[slot]]}"
-                              for slot in range(start, min(size, start + ELEMENT_CHUNK)))
-            body.append(f"add element {T} {map_name} {{ {elems} }}")
-        self.add(("maglev", key4), {"size": size}, tuple(body))
+        key4, size, body = maglev_map(T, key3, active, lambda b: backend_name(b.key),
+                                      self.maglev_size)
+        self.add(("maglev", key4), {"size": size}, body)
         hashed = MAGLEV_SCHEDULERS[scheduler].format(saddr=saddr(key3[1]))
-        return f"jhash {hashed} mod {size} seed {JHASH_SEED} vmap @{map_name}"
+        return f"jhash {hashed} mod {size} seed {JHASH_SEED} vmap @{maglev_name(key4)}"
+
+
+def maglev_map(table: str, key3: tuple, active: list[Backend], chain_of,
+               minimum: int) -> tuple[tuple, int, tuple[str, ...]]:
+    """The Maglev map of a VIP:port in ``table`` (``inet dcnet`` or DR's ``netdev
+    dcnet``): its key (the VIP:port and the table's digest), size, and the commands that
+    fill it, each slot going to ``chain_of(backend)``. Seeded by the real servers
+    (:func:`dcnet.nft.maglev.server_ids`), never by chain names."""
+    by_id = dict(zip(maglev.server_ids([b.key[3:5] for b in active]), active, strict=True))
+    weights = {i: b.weight for i, b in by_id.items()}
+    size = maglev.table_size(len(weights), minimum)
+    slots = maglev.build(weights, size)
+    names = [chain_of(by_id[i]) for i in maglev.names_of(weights)]
+    key4 = (*key3, maglev.table_digest(names, slots))
+    map_name = maglev_name(key4)
+    body = []
+    for start in range(0, size, ELEMENT_CHUNK):
+        elems = ", ".join(f"{slot} : goto {names[slots[slot]]}"
+                          for slot in range(start, min(size, start + ELEMENT_CHUNK)))
+        body.append(f"add element {table} {map_name} {{ {elems} }}")
+    return key4, size, tuple(body)
 
 
 def _reduced(active: list[Backend]) -> list[int]:
@@ -383,7 +394,7 @@ def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEF
                 backends = tuple(Backend((*key3, s.address, s.port or port.backend_port),
                                          s.weight) for s in same)
                 if down and layout.name in checks:
-                    backends, n = _health(backends, checks[layout.name], down)
+                    backends, n = health_weights(backends, checks[layout.name], down)
                     unhealthy += n
                 out[key3] = ServiceInput(key3, port.scheduler, port.persistence, backends,
                                          maglev_size, (marks or {}).get(carrier, 0))
@@ -396,8 +407,10 @@ def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEF
     return out, notes
 
 
-def _health(backends: tuple[Backend, ...], check, down: frozenset[str]
-            ) -> tuple[tuple[Backend, ...], int]:
+def health_weights(backends: tuple[Backend, ...], check, down: frozenset[str]
+                   ) -> tuple[tuple[Backend, ...], int]:
+    """``backends`` with weight 0 where ``check`` of their server is in ``down``, and how
+    many were set so."""
     out, n = [], 0
     for b in backends:
         key = key_of(check, b.key[3], b.key[4])
