@@ -29,6 +29,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from dcnet.nft import listing
 from dcnet.nft.ruleset import (
     COUNTER_MAPS,
     FAMILY,
@@ -43,7 +44,7 @@ from dcnet.target import TargetError, TargetUnavailable
 
 ABSENT = "absent"
 COUNTS = re.compile(r'"packets": \d+, "bytes": \d+')    # a named counter's values
-COMMENT_PREFIX = "dcnet:"
+COMMENT_PREFIX = listing.COMMENT
 
 
 class NftError(TargetError):
@@ -173,8 +174,8 @@ def listing_digest(table: str | None, services, legacy: bool = False) -> str:
     if table is None:
         return ABSENT + ("+legacy" if legacy else "")
     h = hashlib.sha256(COUNTS.sub("", table).encode())    # traffic is not a change
-    for listing in _listings(services):
-        h.update(b"\0" + listing.encode())
+    for text in _listings(services):
+        h.update(b"\0" + text.encode())
     h.update(b"\0legacy" if legacy else b"")
     return h.hexdigest()[:16]
 
@@ -198,18 +199,8 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
     notes: list[str] = []
     if table is None:
         return state, ()
-    rules: dict[str, list[str]] = {}
-    chains: dict[str, dict] = {}
-    for item in json.loads(table).get("nftables", []):
-        if "chain" in item:
-            chains[item["chain"]["name"]] = item["chain"]
-            rules.setdefault(item["chain"]["name"], [])
-        elif "rule" in item:
-            r = item["rule"]
-            comment = r.get("comment", "")
-            d = comment[len(COMMENT_PREFIX):] if comment.startswith(COMMENT_PREFIX) else "?"
-            rules.setdefault(r["chain"], []).append(d)
-        elif "counter" in item:
+    def other(item: dict) -> None:
+        if "counter" in item:
             ident = parse_name(item["counter"]["name"])
             if ident is None or ident[0] != "counter":
                 notes.append(f"foreign counter {item['counter']['name']!r} in table "
@@ -229,17 +220,13 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
                 state[ident] = {"timeout": obj.get("timeout", 0)}
             else:
                 state[ident] = {"size": _maglev_size(obj)}
-    for name, chain in chains.items():
-        ident = parse_name(name)
-        if ident is None or ident[0] not in ("hook", "service", "backend"):
-            notes.append(f"foreign chain {name!r} in table {FAMILY} {TABLE} left alone")
-            continue
-        attrs: dict = {"rules": tuple(rules.get(name, ()))}
-        if ident[0] == "hook":
-            attrs = {"hook": chain.get("hook"), "priority": chain.get("prio"), **attrs}
-        state[ident] = attrs
-    for listing in _listings(services):
-        for item in json.loads(listing).get("nftables", []):
+
+    chains, rules = listing.split(json.loads(table).get("nftables", []), other)
+    state.update(listing.chain_states(chains, rules, parse_name,
+                                      ("hook", "service", "backend"), "hook",
+                                      f"{FAMILY} {TABLE}", notes))
+    for text in _listings(services):
+        for item in json.loads(text).get("nftables", []):
             tallies = {v: k[0] for k, v in COUNTER_MAPS.items()}.get(
                 (item.get("map") or {}).get("name"))
             for key, verdict in (item.get("map") or {}).get("elem", []):
