@@ -139,11 +139,17 @@ def scrape(url: str) -> str:
         return answer.read().decode()
 
 
+# The kernel folds its per-CPU IPVS counters into the ones netlink and /proc report only
+# in the rate estimator's run, every 2 s: two scrapes closer than that can agree while
+# the requests' counts are still pending.
+ESTIMATOR_PERIOD = 2.0
+
+
 def settled(url: str, timeout: float = 60) -> str:
-    """A scrape whose IPVS counters equal the previous scrape's: the last packets of the
-    requests' connections (closing handshakes) are counted in both, so the service dump,
-    the dest dumps and the totals (read one after another) agree. The deadline only
-    bounds the wait."""
+    """A scrape whose IPVS counters equal the previous scrape's, taken more than one
+    estimator period before: the last packets of the requests' connections (closing
+    handshakes) are counted in both, so the service dump, the dest dumps and the totals
+    (read one after another) agree. The deadline only bounds the wait."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -153,7 +159,7 @@ def settled(url: str, timeout: float = 60) -> str:
         if counters == last or time.monotonic() > deadline:
             return text
         last = counters
-        time.sleep(0.5)
+        time.sleep(ESTIMATOR_PERIOD + 0.5)
 
 
 def total(text: str, name: str, **labels) -> float:
