@@ -133,7 +133,7 @@ def load(threads: int, sessions: int, requests: int, tag: str, rate: float = 0.0
                     mine.append(time.perf_counter() - begin)
         with lock:
             latencies.extend(mine)
-    pool = [threading.Thread(target=worker, args=(w,)) for w in range(threads)]
+    pool = [threading.Thread(daemon=True, target=worker, args=(w,)) for w in range(threads)]
     for t in pool:
         t.start()
     for t in pool:

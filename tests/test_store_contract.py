@@ -89,7 +89,7 @@ def test_store_wait_wakes_on_a_change_from_another_thread(store):
         woke.append(store.wait(30.0))
         done.set()
 
-    thread = threading.Thread(target=waiter)
+    thread = threading.Thread(daemon=True, target=waiter)
     thread.start()
     store.claim(Lease("n1", "192.168.0.1", "10.244.0.0/24"))
     assert done.wait(30.0)

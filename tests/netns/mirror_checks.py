@@ -22,16 +22,19 @@ ETHERTYPES = {4: (0x0800, IP), 6: (0x86DD, IPv6)}
 
 class Capture:
     """Raw IPv4 (or, ``family=6``, IPv6) packets seen in a namespace (an AF_PACKET socket
-    opened there), parsed with scapy afterwards."""
+    opened there; ``ifname``: on that link only), parsed with scapy afterwards. The reader
+    is a daemon thread: a test that fails before :meth:`finish` cannot keep the run open."""
 
-    def __init__(self, lab, host: str, family: int = 4):
+    def __init__(self, lab, host: str, family: int = 4, ifname: str | None = None):
         ethertype, self.layer = ETHERTYPES[family]
         self.sock = lab.call(host, socket.socket, socket.AF_PACKET, socket.SOCK_DGRAM,
                              socket.htons(ethertype))
+        if ifname is not None:          # that link only (not the namespace's loopback)
+            self.sock.bind((ifname, ethertype))     # (CPython converts the order)
         self.sock.settimeout(0.1)
         self.packets: list[bytes] = []
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._read)
+        self.thread = threading.Thread(daemon=True, target=self._read)
         self.thread.start()
 
     def _read(self) -> None:

@@ -157,7 +157,7 @@ def test_elbctl_drift_names_the_author_only_when_it_watched(director, monkeypatc
 
     monkeypatch.setattr(elbctl_drift, "Monitor", Watching)
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(
+    thread = threading.Thread(daemon=True, target=lambda: result.append(
         runner.invoke(cli, [*args, "--watch", "3"])))
     thread.start()
     assert started.wait(30)

@@ -127,7 +127,7 @@ def test_create_race_has_exactly_one_winner(cluster):
         except Exception as exc:  # reported below
             results[index] = exc
 
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    threads = [threading.Thread(daemon=True, target=contend, args=(i,)) for i in range(contenders)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -154,7 +154,7 @@ def test_replace_is_compare_and_swap_without_lost_updates(cluster):
                     break
                 conflicts[index] += 1
 
-    threads = [threading.Thread(target=increment, args=(i,)) for i in range(writers)]
+    threads = [threading.Thread(daemon=True, target=increment, args=(i,)) for i in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:

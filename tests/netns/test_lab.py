@@ -165,7 +165,7 @@ def test_tcp_between_hosts_on_the_bridge(lab: Lab):
             with conn:
                 conn.sendall(conn.recv(100).upper())
 
-        worker = threading.Thread(target=serve_once)
+        worker = threading.Thread(daemon=True, target=serve_once)
         worker.start()
         client_result["reply"] = lab.call("h1", tcp_echo_roundtrip, "10.77.1.2", 7000)
         worker.join(5)

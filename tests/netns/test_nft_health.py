@@ -87,7 +87,7 @@ def test_a_killed_server_is_taken_out_and_a_restarted_one_comes_back(traffic_lab
     checker = Checker(m, state.path_of(options["state_dir"], options["netns"]), apply,
                       logs.append, netns.path_of(options["netns"]))
     stop = threading.Event()
-    runner = threading.Thread(target=checker.run, kwargs={"stop": stop.is_set})
+    runner = threading.Thread(daemon=True, target=checker.run, kwargs={"stop": stop.is_set})
     runner.start()
     try:
         wait_for("the first apply", lambda: checker.applies >= 1)

@@ -126,7 +126,7 @@ def test_a_request_in_flight_is_waited_for_until_it_is_recorded():
             return True
 
     probe = Blocking(exp.Probe(name="b", namespace="x", interval=0))
-    thread = threading.Thread(target=probe._loop)
+    thread = threading.Thread(daemon=True, target=probe._loop)
     thread.start()
     try:
         deadline = time.monotonic() + 10

@@ -79,7 +79,7 @@ def test_client_gets_in_once_the_backlog_drains(tmp_path):
             answers.append(agentproto.call(path, agentproto.request("PING", {}, {}), 30))
         except BaseException as exc:
             errors.append(exc)
-    thread = threading.Thread(target=client)
+    thread = threading.Thread(daemon=True, target=client)
     thread.start()
     listener.settimeout(30)  # a client that gave up never connects: fail, do not hang
     try:

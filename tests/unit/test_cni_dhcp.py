@@ -182,7 +182,7 @@ def test_journal_write_is_atomic_under_concurrent_readers(tmp_path):
                 seen.append(journal.read("c1", "eth0")["hostname"])  # never half a file
         except BaseException as exc:  # handed to the main thread, which fails the test
             errors.append(exc)
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(daemon=True, target=read)
     reader.start()
     try:
         for hostname in written[1:]:
@@ -236,7 +236,7 @@ def test_call_against_a_unix_socket_server(tmp_path):
         with conn:
             request = agentproto.decode(agentproto.read_line(conn))
             conn.sendall(agentproto.encode({"proto": 1, "result": {"echo": request["command"]}}))
-    thread = threading.Thread(target=answer)
+    thread = threading.Thread(daemon=True, target=answer)
     thread.start()
     assert agentproto.call(path, agentproto.request("PING", {}, {}), 5) == {
         "proto": 1, "result": {"echo": "PING"}}

@@ -119,7 +119,7 @@ def test_stderr_is_captured_per_thread():
         capture.local.buffer = None
         seen[name] = buffer.getvalue()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
+    threads = [threading.Thread(daemon=True, target=worker, args=(n,)) for n in "ab"]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -138,7 +138,7 @@ def test_a_hundred_idle_clients_do_not_stop_valid_requests(server, capfd):
         for sock in idle:
             sock.connect(server.server_address)
         answers = []
-        workers = [threading.Thread(target=lambda: answers.append(
+        workers = [threading.Thread(daemon=True, target=lambda: answers.append(
             exchange(server.server_address, agentproto.encode(VALID)))) for _ in range(20)]
         for worker in workers:
             worker.start()

@@ -138,8 +138,8 @@ def test_hundreds_of_concurrent_calls_during_full_applies_lose_none(applied):
         if not result.ok:
             errors.append(result.error)
 
-    threads = [threading.Thread(target=add, args=(a,)) for a in addresses]
-    threads += [threading.Thread(target=full_apply) for _ in range(5)]
+    threads = [threading.Thread(daemon=True, target=add, args=(a,)) for a in addresses]
+    threads += [threading.Thread(daemon=True, target=full_apply) for _ in range(5)]
     for t in threads:
         t.start()
     for t in threads:
