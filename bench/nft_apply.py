@@ -2,7 +2,8 @@
 first-packet latency through a VIP with those tables loaded, and Maglev builds.
 
     .venv/bin/python bench/nft_apply.py [--services 1000 10000 30000] [--servers 10]
-        [--updates 24] [--connects 200]
+        [--updates 24] [--connects 200] [--no-maglev] [--profile TOP]
+        [--commit-probe N]
 
 One lab (bench/nft_established.py's :class:`Lab`: client ``c`` -- director ``d`` -- real
 server ``r1`` running an echo server) serves every size in turn, side by side in one run;
@@ -111,7 +112,110 @@ def connect_times(lab, count: int) -> list[float]:
     return netns_mod.run_in(lab.c, run)
 
 
-def bench_size(lab, services: int, servers: int, updates: int, connects: int) -> dict:
+def profiled(options: dict, model, top: int) -> None:
+    """One more one-service update under cProfile: its ``top`` functions by own time
+    and by cumulative time."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    sync(options, model)
+    prof.disable()
+    for order in ("tottime", "cumulative"):
+        pstats.Stats(prof, stream=sys.stdout).sort_stats(order).print_stats(top)
+
+
+PROBE_CHAIN = "probe-chain"
+PROBE_SET = "aff-tcp-10.255.0.1-9-10.255.0.2-9-60"     # parsed as an affinity set
+PROBE_RULES = {   # a rule of an unreferenced chain: which expressions make a commit slow
+    "counter": "counter",
+    "counter name (objref)": "counter name cn-tcp-10.0.0.1-80",
+    "numgen cmp": "numgen random mod 6 < 1 counter",
+    "goto (immediate verdict)": "goto be-tcp-10.0.0.1-80-172.16.0.1-8080",
+    "dnat (nat)": "meta l4proto tcp dnat ip to 10.250.1.11:8080",
+}
+
+
+def _elem(set_name: str, key: bytes, goto: str | None) -> bytes:
+    """NEWSETELEM/DELSETELEM attributes: one element of ``set_name`` (``goto``: its
+    verdict data)."""
+    from dcnet.nft import fastpath as fp
+
+    nested = 0x8000
+    data = b""
+    if goto is not None:
+        verdict = fp._attr(1, struct.pack(">i", -4)) + fp._attr_str(2, goto)   # NFT_GOTO
+        data = fp._attr(2 | nested, fp._attr(2 | nested, verdict))
+    elem = fp._attr(1 | nested, fp._attr(1, key)) + data
+    return (fp._attr_str(1, "dcnet") + fp._attr_str(2, set_name)
+            + fp._attr(3 | nested, fp._attr(1 | nested, elem)))
+
+
+def commit_probe(netns: str, repeats: int) -> dict:
+    """Seconds the kernel takes to process one small batch (the ``send`` of the raw
+    netlink batch, which returns after the commit), median of ``repeats``, per kind of
+    change, in ``netns``'s loaded table: a rule of an unreferenced chain per expression
+    kind, one element added to and deleted from the services verdict map (``goto``) and
+    from an ipv4_addr set (no verdict), and the one-service rewrite of service 0's
+    chain. Whatever makes nf_tables validate the table's jump graph shows as a cost that
+    grows with the table."""
+    import socket
+
+    from dcnet.nft import fastpath as fp
+    from dcnet.sysio import netns as netns_mod
+
+    def run(msgs: list) -> float:
+        sock = netns_mod.socket_in(netns_mod.path_of(netns), socket.AF_NETLINK,
+                                   socket.SOCK_RAW, fp.NETLINK_NETFILTER)
+        try:
+            batch = fp._batch(msgs)
+            started = time.perf_counter()
+            fp._send_batch(sock, batch, len(msgs))
+            return time.perf_counter() - started
+        finally:
+            sock.close()
+
+    table = fp._attr_str(fp.A_TABLE, "dcnet")
+    chain = table + fp._attr_str(fp.A_CHAIN, PROBE_CHAIN)
+    _rules, sets = fp.compile_rules({}, [PROBE_SET])
+    run([(fp.MSG["newchain"], fp.F_CREATE, table + fp._attr_str(fp.A_CHAIN_NAME, PROBE_CHAIN)),
+         (fp.MSG["newset"], fp.F_CREATE, sets[PROBE_SET] + fp._attr(fp.A_SET_ID,
+                                                                    struct.pack(">I", 1)))])
+    out: dict[str, float] = {}
+    for label, rule in PROBE_RULES.items():
+        compiled, _ = fp.compile_rules({PROBE_CHAIN: [f"add rule inet dcnet {PROBE_CHAIN} "
+                                                      f"{rule}"]})
+        msgs = [(fp.MSG["delrule"], 0, chain),
+                (fp.MSG["newrule"], fp.F_CREATE | fp.F_APPEND, chain + compiled[PROBE_CHAIN][0])]
+        out[f"rule: {label}"] = statistics.median(run(msgs) for _ in range(repeats))
+    vkey = socket.inet_aton("10.255.255.1") + bytes([6, 0, 0, 0]) + struct.pack(">HH", 9, 0)
+    svc = "svc-tcp-10.0.0.1-80"
+    for label, set_name, key, goto in (
+            ("element: services map (goto)", "services", vkey, svc),
+            ("element: ipv4_addr set", PROBE_SET, socket.inet_aton("10.255.255.1"), None)):
+        took = []
+        for _ in range(repeats):
+            took.append(run([(12, fp.F_CREATE, _elem(set_name, key, goto))]))   # NEWSETELEM
+            run([(14, 0, _elem(set_name, key, None))])                          # DELSETELEM
+        out[label] = statistics.median(took)
+    rules = fp.compile_rules({svc: [f"add rule inet dcnet {svc} {r}" for r in (
+        "counter name cn-tcp-10.0.0.1-80",
+        "numgen random mod 2 < 1 goto be-tcp-10.0.0.1-80-172.16.0.1-8080",
+        "goto be-tcp-10.0.0.1-80-172.16.0.2-8080")]})[0][svc]
+    schain = table + fp._attr_str(fp.A_CHAIN, svc)
+    out["service 0's chain rewritten"] = statistics.median(
+        run([(fp.MSG["delrule"], 0, schain)]
+            + [(fp.MSG["newrule"], fp.F_CREATE | fp.F_APPEND, schain + r) for r in rules])
+        for _ in range(repeats))
+    run([(fp.MSG["delrule"], 0, chain),
+         (fp.MSG["delchain"], 0, table + fp._attr_str(fp.A_CHAIN_NAME, PROBE_CHAIN)),
+         (fp.MSG["delset"], 0, table + fp._attr_str(fp.A_SET_NAME, PROBE_SET))])
+    return out
+
+
+def bench_size(lab, services: int, servers: int, updates: int, connects: int,
+               profile: int = 0, probe: int = 0) -> dict:
     from dcnet.nft import inputcache
 
     vip_service = est.model({lab.addr(1): 1}).services
@@ -135,12 +239,16 @@ def bench_size(lab, services: int, servers: int, updates: int, connects: int) ->
             noop.append(plan_s + apply_s)
             noop_tx += tx + changes
         row["noop"], row["noop_writes"] = statistics.median(noop), noop_tx
-        one, one_tx = [], []
+        one, one_tx, one_plan = [], [], []
         for i in range(updates):
             plan_s, apply_s, changes, tx = sync(options, changed if i % 2 == 0 else base)
             one.append(plan_s + apply_s)
+            one_plan.append(plan_s)
             one_tx.append((changes, tx))
         row["one"], row["one_p99"] = statistics.median(one), pct(one, 0.99)
+        row["one_plan"] = statistics.median(one_plan)
+        if profile:
+            profiled(options, changed if updates % 2 == 0 else base, profile)
         row["one_writes"] = sorted(set(one_tx))
         fresh = []
         for i in range(3):
@@ -148,11 +256,16 @@ def bench_size(lab, services: int, servers: int, updates: int, connects: int) ->
             plan_s, apply_s, changes, tx = sync(options, m)
             fresh.append(plan_s + apply_s)
         row["fresh"] = statistics.median(fresh)
+        if probe:
+            row["probe"] = commit_probe(lab.d, probe)
+            for label, took in row["probe"].items():
+                print(f"  commit {label}: {took * 1e3:.1f} ms", flush=True)
         lat = connect_times(lab, connects)
         row["lat"], row["lat_p99"] = statistics.median(lat), pct(lat, 0.99)
     row["load"].append(os.getloadavg()[0])
     print(f"  no-op median {row['noop']:.3f}s ({row['noop'] / row['full']:.1%} of full, "
-          f"{row['noop_writes']} writes); one service: median {row['one']:.3f}s, p99 "
+          f"{row['noop_writes']} writes); one service: median {row['one']:.3f}s (plan "
+          f"{row['one_plan']:.3f}s), p99 "
           f"{row['one_p99']:.3f}s over {updates} (changes, transactions) "
           f"{row['one_writes']}; fresh model {row['fresh']:.3f}s; connect median "
           f"{row['lat'] * 1e6:.0f} us, p99 {row['lat_p99'] * 1e6:.0f} us over {connects}; "
@@ -182,6 +295,12 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=24)
     parser.add_argument("--connects", type=int, default=200)
     parser.add_argument("--no-maglev", action="store_true")
+    parser.add_argument("--profile", type=int, default=0, metavar="TOP",
+                        help="cProfile one more one-service update per size, print TOP "
+                        "functions")
+    parser.add_argument("--commit-probe", type=int, default=0, metavar="N",
+                        help="per size, the kernel's commit time of small batches by kind "
+                        "(median of N; see commit_probe)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (creates network namespaces)")
@@ -189,7 +308,8 @@ def main() -> None:
     rows = []
     with est.Lab(f"nfta{os.getpid() % 10000}", 1) as lab:
         for services in args.services:
-            rows.append(bench_size(lab, services, args.servers, args.updates, args.connects))
+            rows.append(bench_size(lab, services, args.servers, args.updates, args.connects,
+                                   args.profile, args.commit_probe))
     print("\n| services | full | no-op (of full) | one service median / p99 | fresh model "
           "| connect median / p99 | load |")
     print("|---|---|---|---|---|---|---|")

@@ -49,6 +49,22 @@ class NftPayload:
     objects_after: int            # owned objects once applied
     fast_path: bool               # planned from the record, without a listing
     routing: tuple | None = None  # carrier routing: (rule prio min, max, route proto, tables)
+    inputs_token: str = ""        # inputcache's token of the inputs planned ("": none)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What this process knows of a record (per record path): the record object (as
+    :func:`dcnet.nft.fingerprint.load` memoizes it) agrees with the inputs of
+    ``token`` in every VIP:port but those of ``pending`` (group text -> key, None: a
+    group of the record no longer desired)."""
+
+    record: object
+    token: str
+    pending: Mapping
+
+
+_baselines: dict[str, Baseline] = {}    # record path -> Baseline
 
 
 class NftTarget(Target):
@@ -125,9 +141,11 @@ class NftTarget(Target):
         fwmark rules and carrier routes are read (one rule and one route dump) and
         diffed too."""
         marks = carriers.marks(model) if self.carrier_routing else {}
-        found, notes = inputcache.inputs(model, self._registry(), self.maglev_size, marks,
-                                         self._down())     # memoized per service
+        found, notes, delta = inputcache.inputs_delta(model, self._registry(),
+                                                      self.maglev_size, marks, self._down())
         found, notes, dr_infra = self._with_dr(model, found, notes)
+        if self.dr:                        # DR inputs are not in inputcache's delta
+            delta = inputcache.Delta("", "", None)
         all_marks = tuple(sorted(set(marks.values())))
         infra = ("infra", ruleset.digest(repr(all_marks) + (repr(dr_infra) if dr_infra else "")))
         routing = None
@@ -143,10 +161,10 @@ class NftTarget(Target):
         genid, identity = self.nft.genid(), self.nft.identity()
         record = fingerprint.load(self.fingerprint_path())
         base = NftPayload(MappingProxyType({}), genid, identity, MappingProxyType({}), True,
-                          0, False, routing)
+                          0, False, routing, delta.after)
         if record is not None and (record.genid, record.identity) == (genid, identity):
             return self._fast_plan(found, notes, record, infra, all_marks, base, r_current,
-                                   r_want, suffix, dr_infra)
+                                   r_want, suffix, dr_infra, self._candidates(record, delta))
         current = self.read(model)
         want = ruleset.build(found.values(), True, notes, all_marks, dr_infra)
         grouped: dict[str, list] = {}
@@ -161,14 +179,35 @@ class NftTarget(Target):
         return self._build({**current.state, **r_current}, want, r_want, current.notes,
                            current.digest + suffix, payload)
 
+    def _candidates(self, record, delta) -> dict | None:
+        """The groups that may differ from ``record`` (group text -> key, None: not
+        desired), when this process knows the record agrees with the inputs of
+        ``delta.before`` elsewhere (:class:`Baseline`); None: compare every group."""
+        known = _baselines.get(self.fingerprint_path())
+        if (known is None or known.record is not record or delta.keys is None
+                or not delta.before or known.token != delta.before):
+            return None
+        return {**known.pending, **{fingerprint.group_text(k): k for k in delta.keys}}
+
     def _fast_plan(self, found: dict, notes, record, infra, marks, base, r_current, r_want,
-                   suffix, dr_infra=None) -> Plan:
-        digests = {fingerprint.group_text(k): (k, inputcache.digest(s))
-                   for k, s in found.items()}
+                   suffix, dr_infra=None, candidates: dict | None = None) -> Plan:
+        if candidates is None:             # compare every VIP:port with the record
+            digests = {fingerprint.group_text(k): (k, inputcache.digest(s))
+                       for k, s in found.items()}
+            gone = {g for g in record.groups if g not in digests}
+        else:                              # only those that may have changed
+            digests = {g: (k, inputcache.digest(found[k])) for g, k in candidates.items()
+                       if k is not None and k in found}
+            gone = {g for g in candidates if g not in digests and g in record.groups}
+            gone.discard(fingerprint.INFRA)
         digests[fingerprint.INFRA] = infra
         touched = {g for g, (_k, d) in digests.items()
-                   if record.groups.get(g, ("",))[0] != d}
-        touched |= {g for g in record.groups if g not in digests}
+                   if record.groups.get(g, ("",))[0] != d} | gone
+        if base.inputs_token:
+            _baselines[self.fingerprint_path()] = Baseline(
+                record, base.inputs_token,
+                MappingProxyType({g: digests[g][0] if g in digests else None
+                                  for g in touched if g != fingerprint.INFRA}))
         current: dict = {}
         for g in touched & set(record.groups):
             current.update(fingerprint.decode(record.groups[g][1]))
@@ -298,6 +337,9 @@ class NftTarget(Target):
             fingerprint.save(path, record)
         else:                                     # one line appended, not every service
             fingerprint.append(path, old, record, p.groups)
+        if p.inputs_token:                        # the record now agrees with every input
+            _baselines[path] = Baseline(fingerprint.load(path), p.inputs_token,
+                                        MappingProxyType({}))
 
     def counters(self) -> dict[str, int]:
         return {"nft_transactions": self.nft.transactions, "nft_commands": self.nft.commands,

@@ -68,3 +68,28 @@ def test_the_record_journal_replays_deltas_and_refuses_what_does_not_follow(tmp_
     assert fp.load(path) is None                       # does not follow from genid 5
     fp.save(path, step)                                # a rewrite drops the journal
     assert not (tmp_path / "fingerprint-x.log").exists() and fp.load(path) == step
+
+
+def test_the_delta_names_only_the_services_that_are_not_the_same_objects(monkeypatch):
+    inputcache.clear()
+    base, changed = model_for(100, 3), model_for(100, 3, changed=True)
+    _found, _notes, first = inputcache.inputs_delta(base)
+    assert first.keys is None and first.before == ""          # nothing to compare with
+    built = []
+    real = ruleset.inputs
+    monkeypatch.setattr(ruleset, "inputs", lambda m, *a: built.append(m) or real(m, *a))
+    one = dataclasses.replace(base, services=(changed.services[0], *base.services[1:]))
+    found, notes, delta = inputcache.inputs_delta(one)
+    key = ("tcp", "10.0.0.1", 80)
+    assert delta.before == first.after and delta.keys == {key}
+    assert [m.services for m in built] == [(changed.services[0],)]   # one service built
+    monkeypatch.setattr(ruleset, "inputs", real)
+    assert (found, notes) == ruleset.inputs(one)
+    shorter = dataclasses.replace(one, services=one.services[1:])    # a walk, by identity
+    found, notes, delta = inputcache.inputs_delta(shorter)
+    assert delta.keys == {key} and (found, notes) == ruleset.inputs(shorter)
+    found, _notes, delta = inputcache.inputs_delta(shorter, maglev_size=7)
+    assert delta.keys == set(found)                               # every input is new
+    twice = dataclasses.replace(base, services=(*base.services, base.services[0]))
+    _found, _notes, delta = inputcache.inputs_delta(twice)      # a VIP:port of two services
+    assert delta.keys is None
