@@ -221,6 +221,30 @@ def ipvs_table(text: str, stats: str):
     return IPVSTable(rows, parse_ip_vs_stats(stats))
 
 
+def ipvs_summed_table(text: str, stats: str):
+    """Pure: like :func:`ipvs_table`, with the rows summed per (vip, port) by one pass
+    over the text (:func:`dcnet.lvs.procfs.sum_dests`) and made of it only if asked
+    (per-server series on)."""
+    from dcnet.lvs import procfs
+    from dcnet.metrics.elb import IPVSTable, parse_ip_vs_stats
+
+    sums: dict[tuple[str, int], list[int]] = {}
+    count = 0
+    for service, (active, inactive, weighted, dests) in procfs.sum_dests(text).items():
+        if service[0] == "fwmark" or not dests:     # as no row: no series
+            continue
+        count += dests
+        into = sums.get(key := (service[1], service[2]))
+        if into is None:
+            sums[key] = [active, inactive, weighted]
+        else:
+            into[0] += active
+            into[1] += inactive
+            into[2] += weighted
+    return IPVSTable(totals=parse_ip_vs_stats(stats), sums=sums, count=count,
+                     read_rows=lambda: ipvs_table(text, "").rows)
+
+
 def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
     """Per namespace name ('host': this one), the IPVS table as the kernel prints it,
     with the traffic counters of a generic-netlink dump (:mod:`dcnet.metrics.ipvs`)."""
@@ -244,7 +268,7 @@ def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
             path = None if name == "host" else netns.path_of(name)
             text = procfs.read_in(path)
             stats = read_stats() if path is None else netns.call_here_in(path, read_stats)
-            out[name] = ipvs.attach(ipvs_table(text, stats), opener(path))
+            out[name] = ipvs.attach(ipvs_summed_table(text, stats), opener(path))
         return out
 
     return tables

@@ -95,20 +95,10 @@ def parse(text: str) -> dict[ServiceId, list[tuple]]:
     persistent), with the three values the file does not show as ``None``. Raises
     :class:`ProcFormatError` on anything ip_vs_info_seq_show would not print.
     """
-    lines = text.split("\n", len(HEADER))
-    for number, expected in enumerate(HEADER, 1):
-        line = lines[number - 1] if number <= len(lines) else ""
-        if not line.startswith(expected):
-            raise ProcFormatError(number, line, f"expected the header {expected!r}")
-    body = lines[len(HEADER)] if len(lines) > len(HEADER) else ""
-    if body.endswith("\n"):
-        body = body[:-1]
     table: dict[ServiceId, list[tuple]] = {}
+    body = _body(text)
     if not body:
         return table
-    if body.startswith("  -> "):
-        raise ProcFormatError(len(HEADER) + 1, body.split("\n", 1)[0],
-                              "a dest line before any service")
     number = len(HEADER) + 1
     inet, ntoa, fromhex, forwards = socket.AF_INET, socket.inet_ntoa, bytes.fromhex, \
         FORWARD_BY_NAME
@@ -129,6 +119,72 @@ def parse(text: str) -> dict[ServiceId, list[tuple]]:
                         enumerate(rest.split("\n"), 1))
         number += count + 1
     return table
+
+
+def _body(text: str) -> str:
+    """The text after the header, without its last newline (checked: the header, no
+    dest line before the first service)."""
+    lines = text.split("\n", len(HEADER))
+    for number, expected in enumerate(HEADER, 1):
+        line = lines[number - 1] if number <= len(lines) else ""
+        if not line.startswith(expected):
+            raise ProcFormatError(number, line, f"expected the header {expected!r}")
+    body = lines[len(HEADER)] if len(lines) > len(HEADER) else ""
+    if body.endswith("\n"):
+        body = body[:-1]
+    if body.startswith("  -> "):
+        raise ProcFormatError(len(HEADER) + 1, body.split("\n", 1)[0],
+                              "a dest line before any service")
+    return body
+
+
+def sum_dests(text: str) -> dict[ServiceId, list[int]]:
+    """Per service of the text, in the order printed, its dests summed without a row
+    made for any: [active connections, inactive connections, dests of weight > 0,
+    dests] (a service printed twice, as a read racing a change may show, has both
+    blocks summed, as :func:`parse` lists both). What the metrics read above the
+    cardinality bound, where only the sums are exposed: about half the cost of
+    :func:`parse` at 100,000 dests, and no row kept.
+
+    The sums are those of :func:`parse`'s rows. Each block of dest lines (lines that
+    start with ``  -> ``) is split into fields at once and checked as a whole (6 fields
+    a line, a known forwarding method, decimal weight and counters); the dests'
+    addresses are not decoded. Raises :class:`ProcFormatError` (its line found by the
+    strict parser) on anything ip_vs_info_seq_show would not print.
+    """
+    out: dict[ServiceId, list[int]] = {}
+    body = _body(text)
+    if not body:
+        return out
+    number = len(HEADER) + 1
+    forwards = FORWARD_BY_NAME.keys()
+    for block in _SERVICE_START.split(body):
+        head, _, rest = block.partition("\n")
+        sums = out.get(key := _service_line(number, head))
+        if sums is None:
+            sums = out[key] = [0, 0, 0, 0]
+        if not rest:
+            number += 1
+            continue
+        count = rest.count("\n") + 1
+        fields = rest.split()
+        try:
+            if (len(fields) != 6 * count or fields[0::6].count("->") != count
+                    or not forwards >= set(fields[2::6])):
+                raise ValueError("not dest lines")
+            active = sum(map(int, fields[4::6]))
+            inactive = sum(map(int, fields[5::6]))
+            weighted = sum(weight > 0 for weight in map(int, fields[3::6]))
+        except ValueError:          # the strict parser names the line and the field
+            for i, line in enumerate(rest.split("\n"), 1):
+                _dest_line(number + i, line)
+            raise ProcFormatError(number, head, "bad dest lines") from None
+        sums[0] += active
+        sums[1] += inactive
+        sums[2] += weighted
+        sums[3] += count
+        number += count + 1
+    return out
 
 
 def _dest_line(number: int, line: str) -> tuple:

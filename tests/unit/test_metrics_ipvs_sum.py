@@ -1,0 +1,139 @@
+"""The summing pass over /proc/net/ip_vs (procfs.sum_dests, no row made) gives the sums
+of the row-based path (procfs.parse, then the collector's rows): on the kernel's captured
+text, on a generated table (IPv4 and IPv6, TCP, UDP and SCTP on one VIP:port, fwmark
+services, weight-0 servers, services without servers, a service printed twice), and the
+ELB collector's whole scrape is byte for byte the same from either table, per service
+and per server; malformed text is refused as the strict parser refuses it."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+import dcnet
+from dcnet.cli.elbctl_metrics import ipvs_summed_table, ipvs_table
+from dcnet.lvs import procfs
+from dcnet.lvs.genl import WireDest, WireService
+from dcnet.metrics.cardinality import Bound
+from dcnet.metrics.elb import ELBCollector
+from dcnet.model import load_model
+from tests.unit.metrics_text import scrape, value
+
+pytestmark = pytest.mark.unit
+EXAMPLE = os.path.join(os.path.dirname(dcnet.__file__), "examples", "elb.yaml")
+CAPTURED = (Path(__file__).parent.parent / "data" / "lvs" / "proc_net_ip_vs.txt").read_text()
+V4, V6, TCP, UDP, SCTP = socket.AF_INET, socket.AF_INET6, 6, 17, 132
+STATS = "   Total Incoming\n   Conns  Packets\n      1F      3E8      3E9     FA00     FA01\n"
+
+
+def generated(seed: int = 18) -> str:
+    """A mixed table as the kernel prints it; the example model's first VIP among it."""
+    rng = random.Random(seed)
+    table = []
+    for n in range(300):
+        family = V6 if n % 7 == 0 else V4
+        addr = f"2001:db8::{n:x}" if family == V6 else f"10.1.{n // 256}.{n % 256}"
+        if n == 4:
+            family, addr = V4, "198.51.100.10"          # labelled by the example model
+        if n % 11 == 0:
+            ws = WireService(V4, 0, "", 0, fwmark=n + 1, sched="rr")
+        else:
+            ws = WireService(family, (TCP, UDP, SCTP)[n % 3], addr, 80 + n % 2, sched="wrr")
+        dests = []
+        for s in range(rng.randrange(0, 13) if n != 4 else 3):   # some have no server
+            dfamily = V6 if (n + s) % 5 == 0 else V4
+            daddr = f"2001:db8:1::{s + 1:x}" if dfamily == V6 else f"172.16.{n % 256}.{s}"
+            dests.append(WireDest(dfamily, daddr, 8080 + s, fwd=rng.choice((0, 1, 2, 3)),
+                                  weight=rng.choice((0, 0, 1, 7, 65535)),
+                                  active=rng.randrange(10 ** rng.randrange(8)),
+                                  inactive=rng.randrange(10 ** rng.randrange(8))))
+        table.append((ws, dests))
+        if n % 3 == 2 and not ws.fwmark:  # the VIP:port in another protocol (summed)
+            table.append((WireService(family, TCP if ws.protocol != TCP else UDP, ws.addr,
+                                      ws.port, sched="rr"), dests[:2]))
+    table.append(table[1])                        # printed twice (a read racing a change)
+    return procfs.format_table(table)
+
+
+def row_sums(text: str) -> dict:
+    out = {}
+    for service, rows in procfs.parse(text).items():
+        out[service] = [sum(r[7] for r in rows), sum(r[8] for r in rows),
+                        sum(r[4] > 0 for r in rows), len(rows)]
+    return out
+
+
+@pytest.mark.parametrize("text", [CAPTURED, generated(), generated(7)])
+def test_the_sums_are_those_of_the_parsed_rows(text):
+    sums = procfs.sum_dests(text)
+    assert sums == row_sums(text)
+    assert list(sums) == list(procfs.parse(text))            # same services, same order
+
+
+def test_an_empty_table_and_services_without_servers():
+    assert procfs.sum_dests(procfs.format_table([])) == {}
+    text = procfs.format_table([(WireService(V4, TCP, "10.0.0.1", 80, sched="rr"), [])])
+    assert procfs.sum_dests(text) == {(TCP, "10.0.0.1", 80): [0, 0, 0, 0]}
+
+
+def test_the_summed_table_counts_and_sums_as_the_rows_do():
+    text = generated()
+    rows, summed = ipvs_table(text, STATS), ipvs_summed_table(text, STATS)
+    assert summed.rows == [] and summed.row_count() == len(rows.rows) > 1000
+    assert summed.vip_sums() == rows.vip_sums()
+    assert summed.server_rows() == rows.rows
+    assert summed.totals == rows.totals
+
+
+@pytest.mark.parametrize("bound", [Bound(mode="service"), Bound(mode="server"),
+                                   Bound(10**6), Bound(5)])
+def test_the_scrape_is_byte_for_byte_the_same(bound):
+    model = load_model(EXAMPLE)
+    texts = {"host": generated(), "other": generated(7)}
+
+    def collect(make) -> str:
+        tables = {name: make(text, STATS) for name, text in texts.items()}
+        return scrape(ELBCollector(model=lambda: model, bound=bound,
+                                   ipvs_tables=lambda: tables))
+
+    before, after = collect(ipvs_table), collect(ipvs_summed_table)
+    assert after == before
+    assert ("server=" in after) == bound.per_server(2 * 2000)
+    job = model.services[0].name                      # the sums reached the series
+    assert value(after, "dcnet_ipvs_service_connections", carrier="telecom", netns="host",
+                 port="80", service=job, state="active") == sum(
+        r.active for r in ipvs_table(texts["host"], "").rows if r.vip == "198.51.100.10"
+        and r.port == 80)
+
+
+def test_a_table_is_summed_afresh_at_each_scrape():
+    table = ipvs_summed_table(generated(), STATS)
+    assert table.vip_sums() == table.vip_sums()      # the collector adds into its copy
+    collector = ELBCollector(ipvs_tables=lambda: {"host": table}, bound=Bound(5))
+    assert scrape(collector) == scrape(collector)
+
+
+@pytest.mark.parametrize(("text", "number", "problem"), [
+    ("", 1, "expected the header"),
+    (CAPTURED.replace("Prot LocalAddress", "Proto LocalAddress"), 2, "expected the header"),
+    (CAPTURED.replace("SCTP  C000020D:0009 lc  ", "  -> C000020D:0009      Masq 1 0 0"),
+     4, "a dest line before any service"),
+    (CAPTURED.replace("C633641E:01BB      Route", "C633641E:01BB      Bounce"), 7,
+     "unknown forwarding method 'Bounce'"),
+    (CAPTURED.replace("Route   9      0", "Route   9      x"), 9, "bad weight or counter"),
+    (CAPTURED.replace("Route   9      0          0", "Route   9      0"), 9, "6 fields"),
+    (CAPTURED.replace("Route   9      0          0", "Route   9      0    0    0"), 9,
+     "6 fields"),
+    (CAPTURED.replace("  -> C633641E:01BB", " -> C633641E:01BB"), 7, "bad service line"),
+    (CAPTURED.replace("UDP  C000020C:0035", "XTP  C000020C:0035"), 16, "unknown protocol"),
+    (CAPTURED + "\n", 27, "bad service line"),
+])
+def test_malformed_text_is_refused_as_parse_refuses_it(text, number, problem):
+    for read in (procfs.parse, procfs.sum_dests):
+        with pytest.raises(procfs.ProcFormatError) as caught:
+            read(text)
+        assert caught.value.number == number and problem in str(caught.value)
