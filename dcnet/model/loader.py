@@ -145,11 +145,14 @@ def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
         carriers.append(_read_carrier(problems, ("carriers", i), item, read_text, files_dir,
                                       list_lines))
     services = []
-    for i, item in enumerate(f.list_of(("services",), problems, raw_services, "services")):
+    raw_services = f.list_of(("services",), problems, raw_services, "services")
+    for i, item in enumerate(raw_services):
         if problems.full:
             problems.stop(("services", i))
             break
         services.append(_read_service(problems, ("services", i), item))
+        if located.unshared:    # nothing else refers to it: its memory goes as it is read
+            raw_services[i] = None
     return ([(i, c) for i, c in enumerate(carriers) if c],
             [(i, s) for i, s in enumerate(services) if s], settings)
 

@@ -1,8 +1,14 @@
 """YAML documents turned into plain data plus the source line of every field, within limits.
 
-PyYAML's node tree knows where each value starts; this module walks it once and returns
-the Python value together with a map from field path (a tuple of keys and indexes) to
-its 1-based line, so validation can name the exact line of a bad field.
+Returns the Python value together with a map from field path (a tuple of keys and
+indexes) to its 1-based line, so validation can name the exact line of a bad field.
+Plain documents (no anchors, aliases or explicit tags: every model we write) are built
+from libyaml's event stream by :mod:`dcnet.model.yamlevents`, without PyYAML's node tree
+(docs/metrics.md, "Memory, the loader child"), and their lines are
+recorded only when first asked for (a second pass: only a model with problems asks).
+Any other document, and any document with a problem, is composed into PyYAML's node
+tree and walked once, as before; that walk words every error, so both paths give the
+same data, lines and messages (tests/unit/test_yamlevents.py compares them).
 
 The text is hostile until proven otherwise, so the walk is bounded (:class:`Limits`):
 nesting depth, items in one list or mapping, characters in one scalar, nodes in the
@@ -15,9 +21,12 @@ refused. Merge keys (``<<: *defaults``) are honoured with explicit keys winning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import yaml
+
+from dcnet.model import yamlevents
 
 Path = tuple[str | int, ...]
 # libyaml's parser when PyYAML was built with it (Debian's and PyPI's wheels are): the
@@ -53,13 +62,21 @@ class YAMLSourceError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass
 class LocatedData:
-    """A parsed document and the line of each field path inside it."""
+    """A parsed document and the line of each field path inside it (``lines``; made by
+    ``record()`` when first read, if given). ``unshared``: no list or mapping appears
+    twice in ``data`` (no aliases), so a reader may drop each part once read."""
 
-    data: object
-    source: str
-    lines: dict[Path, int] = field(default_factory=dict)
+    def __init__(self, data: object, source: str, lines: dict[Path, int] | None = None,
+                 record: Callable[[], dict[Path, int]] | None = None, unshared: bool = False):
+        self.data, self.source, self.unshared = data, source, unshared
+        self._lines, self._record = lines if lines is not None or record else {}, record
+
+    @property
+    def lines(self) -> dict[Path, int]:
+        if self._lines is None:
+            self._lines, self._record = self._record(), None
+        return self._lines
 
     def line_of(self, path: Path) -> int | None:
         """The line of ``path``, or of its nearest ancestor that has one."""
@@ -73,6 +90,20 @@ class LocatedData:
 
 def load_located(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> LocatedData:
     """Parse one YAML document (safe tags only) and record field lines."""
+    try:
+        data = yamlevents.build(text, limits)
+    except yamlevents.Unsupported:
+        return load_composed(text, source, limits)
+
+    def record() -> dict[Path, int]:     # the same pass again, with the lines
+        lines: dict[Path, int] = {}
+        yamlevents.build(text, limits, lines)
+        return lines
+    return LocatedData(data, source, record=record, unshared=True)
+
+
+def load_composed(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> LocatedData:
+    """:func:`load_located` through PyYAML's node tree: any document, every error."""
     try:
         node = yaml.compose(text, Loader=_FAST_LOADER)
     except yaml.MarkedYAMLError as exc:
