@@ -1,22 +1,30 @@
 """Benchmark: loading and validating the service model at 1,000 and 10,000 services.
 
     .venv/bin/python bench/model_load.py [--services 10000] [--baseline 1000] [--runs 5]
+        [--model synthetic|scrape] [--servers 10] [--before DIR]
 
-The model is bench/dns_render.py's synthetic one (4 carriers, 3 with 500-prefix CIDR
-lists), generated here by :func:`write_model` (a copy, so this bench does not import the
-DNS back end). For each size it measures, in fresh subprocesses run in interleaved order:
+``--model synthetic`` (the default) is bench/dns_render.py's synthetic model (4 carriers,
+3 with 500-prefix CIDR lists, one real server a service), generated here by
+:func:`write_model` (a copy, so this bench does not import the DNS back end); ``scrape``
+is bench/metrics_scrape.py's (one carrier, ``--servers`` real servers a service: the
+exporter's 10,000 x 10). For each size it measures, in fresh subprocesses run in
+interleaved order:
 
 - ``plain``: ``yaml.load`` with libyaml's CSafeLoader (no line tracking, no checks):
   the floor any YAML model loader pays;
-- ``dcnet``: ``dcnet.model.load_model`` (line-tracked parse, field readers, rules).
+- ``composed``: ``dcnet.model.load_model`` with the YAML read as before 133576f (PyYAML's
+  node tree composed and walked: ``dcnet.model.yamlsource.load_composed``);
+- ``dcnet``: ``dcnet.model.load_model`` as it is (line-tracked parse, field readers,
+  rules; plain documents built from libyaml's events, ``dcnet.model.yamlevents``).
 
 It prints medians of the CPU time each load took (``time.process_time``: on a shared,
-loaded machine wall time mostly measures the neighbours) and the ratios dcnet / plain
+loaded machine wall time mostly measures the neighbours) and of the process's peak
+resident set (VmHWM, the interpreter and its imports included: what a loader child
+such as ``elbctl exporter``'s costs), and the ratios dcnet / plain, dcnet / composed
 and 10,000 / 1,000 (for linear code that last one is ~10). ``--before DIR`` adds the
 same measurement for the dcnet package of another checkout (e.g. ``git worktree add
 /tmp/old HEAD~1``), run side by side.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -38,19 +46,37 @@ if what == "plain":
     with open(path) as fh:
         yaml.load(fh, Loader=yaml.CSafeLoader)
 else:
-    from dcnet.model import load_model
+    from dcnet.model import load_model, loader
+    if what == "composed":
+        from dcnet.model.yamlsource import load_composed
+        loader.load_located = load_composed
     start = time.process_time()
     load_model(path)
-print(time.process_time() - start)
+spent = time.process_time() - start
+with open("/proc/self/status") as fh:
+    peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+print(spent, peak / 1024)
 """
 
 
-def measure(path: Path, what: str, tree: str | None = None) -> float:
+def measure(path: Path, what: str, tree: str | None = None) -> tuple[float, float]:
+    """CPU seconds of one load and the process's peak RSS in MiB."""
     env = dict(os.environ, PYTHONPATH=tree) if tree else None
     # cwd: ``python -c`` puts the working directory first on sys.path, ahead of PYTHONPATH
     out = subprocess.run([sys.executable, "-c", MEASURE, str(path), what], check=True,
                          capture_output=True, text=True, env=env, cwd=path.parent).stdout
-    return float(out)
+    spent, peak = out.split()
+    return float(spent), float(peak)
+
+
+def write(directory: Path, services: int, args) -> Path:
+    if args.model == "synthetic":
+        return write_model(directory, services)
+    from metrics_scrape import model_text  # bench/ sibling: the exporter bench's model
+
+    path = directory / "model.yaml"
+    path.write_text(model_text(services, args.servers))
+    return path
 
 
 def main() -> None:
@@ -58,6 +84,9 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--baseline", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--model", choices=("synthetic", "scrape"), default="synthetic")
+    parser.add_argument("--servers", type=int, default=10,
+                        help="real servers a service (--model scrape)")
     parser.add_argument("--before", metavar="DIR", help="another checkout to compare with")
     args = parser.parse_args()
 
@@ -66,29 +95,37 @@ def main() -> None:
         for size in (args.baseline, args.services):
             directory = Path(tmp) / str(size)
             directory.mkdir()
-            paths[size] = write_model(directory, size)
-        times: dict[tuple[int, str], list[float]] = {}
+            paths[size] = write(directory, size, args)
+        results: dict[tuple[int, str], list[tuple[float, float]]] = {}
         for _ in range(args.runs):
             for size, path in paths.items():
                 for what in kinds(args):
                     tree = args.before if what == "before" else None
                     kind = "dcnet" if what == "before" else what
-                    times.setdefault((size, what), []).append(measure(path, kind, tree))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"CPU seconds, medians of {args.runs} runs (load average {os.getloadavg()[0]:.1f})")
-    print(f"{'':24}{args.baseline:>12,} svc{args.services:>12,} svc{'ratio':>9}")
+                    results.setdefault((size, what), []).append(measure(path, kind, tree))
+    cpu = {k: statistics.median(t for t, _ in v) for k, v in results.items()}
+    peak = {k: statistics.median(m for _, m in v) for k, v in results.items()}
+    print(f"{args.model} model ({args.servers if args.model == 'scrape' else 1} real "
+          f"server(s) a service), medians of {args.runs} runs (load average "
+          f"{os.getloadavg()[0]:.1f}): CPU seconds of the load, peak RSS of the process")
+    print(f"{'':16}{args.baseline:>10,} svc{args.services:>10,} svc{'ratio':>8}"
+          f"{args.baseline:>10,} svc{args.services:>10,} svc")
     for what in kinds(args):
-        a, b = med[(args.baseline, what)], med[(args.services, what)]
-        print(f"{what + ' load':24}{a * 1000:>12.0f} ms{b * 1000:>12.0f} ms{b / a:>8.1f}x")
+        a, b = cpu[(args.baseline, what)], cpu[(args.services, what)]
+        print(f"{what:16}{a * 1000:>10.0f} ms{b * 1000:>10.0f} ms{b / a:>7.1f}x"
+              f"{peak[(args.baseline, what)]:>9.0f} MiB{peak[(args.services, what)]:>9.0f} MiB")
     for size in (args.baseline, args.services):
-        print(f"dcnet / plain at {size:,} services: "
-              f"{med[(size, 'dcnet')] / med[(size, 'plain')]:.2f}x" + (
-                  f"; dcnet / before: {med[(size, 'dcnet')] / med[(size, 'before')]:.2f}x"
-                  if args.before else ""))
+        line = (f"at {size:,} services: dcnet / plain CPU "
+                f"{cpu[(size, 'dcnet')] / cpu[(size, 'plain')]:.2f}x")
+        for other in kinds(args)[2:]:
+            line += (f"; dcnet / {other} CPU {cpu[(size, 'dcnet')] / cpu[(size, other)]:.2f}x, "
+                     f"peak {peak[(size, 'dcnet')] / peak[(size, other)]:.2f}x")
+        print(line)
 
 
 def kinds(args) -> tuple[str, ...]:
-    return ("plain", "dcnet", "before") if args.before else ("plain", "dcnet")
+    return ("plain", "dcnet", "composed", "before") if args.before else (
+        "plain", "dcnet", "composed")
 
 
 if __name__ == "__main__":
