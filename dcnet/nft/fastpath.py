@@ -86,7 +86,7 @@ def apply(netns: str | None, changes: list[Change], bodies: Mapping) -> int:
               for c in changes if c.action is not Action.DELETE and c.kind != "affinity"}
     sets = {affinity_name(c.key) for c in changes
             if c.action is not Action.DELETE and c.kind == "affinity"}
-    compiled, compiled_sets = compile_rules(chains, sets) if chains or sets else ({}, {})
+    compiled, compiled_sets = _compiled(chains, sets)
     msgs: list[tuple[int, int, bytes]] = []     # (type, flags, attrs)
     table = _attr_str(A_TABLE, TABLE)
     for c in changes:
@@ -129,6 +129,32 @@ def apply(netns: str | None, changes: list[Change], bodies: Mapping) -> int:
 
 
 # ---------------------------------------------------------------- compile
+
+_memo: dict = {}            # (chain, rules) -> compiled rules; ("set", name) -> attributes
+MEMO_MAX = 4096             # entries kept (the oldest go first)
+
+
+def _compiled(chains: Mapping[str, Iterable[str]], sets: Iterable[str]
+              ) -> tuple[dict[str, list[bytes]], dict[str, bytes]]:
+    """:func:`compile_rules`, memoized per chain body and per set name: a service that
+    goes back and forth between two states (drain and back, a health check flapping)
+    compiles each state once per process. The rules are the kernel's encoding of the
+    same text against names only, so the same text always compiles the same."""
+    bodies = {name: tuple(body) for name, body in chains.items()}
+    todo = {n: b for n, b in bodies.items() if (n, b) not in _memo}
+    todo_sets = {n for n in sets if ("set", n) not in _memo}
+    rules: dict[str, list[bytes]] = {}
+    got: dict[str, bytes] = {}
+    if todo or todo_sets:
+        rules, got = compile_rules(todo, todo_sets)
+        while len(_memo) + len(todo) + len(todo_sets) > MEMO_MAX and _memo:
+            del _memo[next(iter(_memo))]
+        _memo.update({(n, b): rules[n] for n, b in todo.items()
+                      if len(rules.get(n, ())) == len(b)})     # a short one is refused
+        _memo.update({("set", n): got[n] for n in todo_sets if n in got})
+    out_sets = {n: _memo.get(("set", n), got.get(n)) for n in sets}
+    return ({n: _memo.get((n, b), rules.get(n, [])) for n, b in bodies.items()},
+            {n: v for n, v in out_sets.items() if v is not None})
 
 def stub_script(chains: Mapping[str, Iterable[str]], wanted_sets: Iterable[str] = ()) -> str:
     """The stub of what ``chains``' rules name (and ``wanted_sets``), then the rules

@@ -125,3 +125,18 @@ def test_a_record_this_process_did_not_write_is_compared_whole(director, digeste
     assert digested == [] and groups(plan) == {key_of(base, 0)}
     assert all(c.action.value == "delete" for c in plan.changes)
     assert full_read_plan(director, removed).empty
+
+
+def test_a_chain_state_seen_before_is_not_compiled_again(director, monkeypatch):
+    from dcnet.nft import fastpath
+
+    base = model_for(SERVICES, 3)
+    one = swap(base, 0, model_for(SERVICES, 3, changed=True))
+    for m in (base, one, base):
+        sync(director, m)
+    compiled = []
+    real = fastpath.compile_rules
+    monkeypatch.setattr(fastpath, "compile_rules", lambda *a: compiled.append(a) or real(*a))
+    plan = sync(director, one)                  # service 0's chain as it was two applies ago
+    assert groups(plan) == {key_of(one, 0)} and compiled == []
+    assert full_read_plan(director, one).empty
