@@ -35,15 +35,19 @@ MAX_HEAD = 65536
 def serve(port: int, name: str) -> None:
     body = name.encode()
     wake_r, wake_w = os.pipe()                   # readable once SIGTERM arrived
+    os.set_blocking(wake_w, False)
     stopping = threading.Event()
     threads: list[threading.Thread] = []
+    live: set[int] = set()                       # connections accepted and not yet closed
     open_at_term = []
 
     def on_term(_signo, _frame) -> None:
-        open_at_term.append(sum(1 for t in threads if t.is_alive()))
+        open_at_term.append(len(live))
         stopping.set()
-        os.write(wake_w, b"x")
 
+    # whichever thread the kernel hands SIGTERM to, the interpreter writes to wake_w at
+    # once (only the main thread runs on_term, and only once its select() returns)
+    signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGTERM, on_term)
     listener = socket.create_server(("", port), backlog=512)
 
@@ -79,12 +83,14 @@ def serve(port: int, name: str) -> None:
         finally:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_WR)
+            live.discard(conn.fileno())
             conn.close()
 
     while not stopping.is_set():
         ready, _, _ = select.select([listener, wake_r], [], [])
         if listener in ready and not stopping.is_set():
             conn, _ = listener.accept()
+            live.add(conn.fileno())              # counted before its thread can answer
             thread = threading.Thread(target=handle, args=(conn,), daemon=True)
             thread.start()
             threads.append(thread)

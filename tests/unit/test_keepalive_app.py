@@ -18,6 +18,14 @@ from dcnet.lab import init_lvs_lab
 WAIT = 60.0     # bounds every wait (a loaded host); nothing here asserts a duration
 
 
+def _listening(port: int) -> bool:
+    """Whether a socket listens on ``port`` (any IPv4 address), from /proc/net/tcp."""
+    with open("/proc/net/tcp") as table:
+        next(table)
+        return any(fields[1].endswith(f":{port:04X}") and fields[3] == "0A"
+                   for fields in (line.split() for line in table))
+
+
 @pytest.fixture
 def app():
     with socket.socket() as probe:
@@ -26,13 +34,11 @@ def app():
     proc = subprocess.Popen([sys.executable, "-I", "-S", init_lvs_lab.APP, str(port), "rs9"],
                             stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, "the app did not start"
-            time.sleep(0.05)
+    # listening, seen without connecting: a probe connection would be one more the app
+    # counts as open at SIGTERM until its thread has read the probe's end
+    while not _listening(port):
+        assert time.monotonic() < deadline and proc.poll() is None, "the app did not start"
+        time.sleep(0.05)
     yield proc, port
     if proc.poll() is None:
         proc.kill()
