@@ -25,13 +25,14 @@ server writes them (never joined), each in a new thread with the heap trimmed af
 :mod:`dcnet.metrics.server` answers. Per process: median wall and CPU seconds of a scrape,
 RSS after the scrapes, VmHWM (the process's peak) before and after the scrapes, and in a
 last scrape under :mod:`tracemalloc` the peak of Python allocations during a scrape;
-series (sample lines) and body size. Medians over ``--runs`` processes per tree, runs
-interleaved.
+series (sample lines), body size, and whether every body was the same (sha256).
+Medians over ``--runs`` processes per tree, runs interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import random
@@ -205,12 +206,14 @@ def child(args) -> None:
 
     def answer(into: list) -> None:
         size = lines = 0
+        digest = hashlib.sha256()
         for piece in collector.chunks():
             size += len(piece)
             lines += piece.count(b"\n") - piece.count(b"\n#") - piece.startswith(b"#")
-        into += [size, lines]
+            digest.update(piece)
+        into += [size, lines, int(digest.hexdigest()[:12], 16)]
 
-    def scrape() -> tuple[int, int]:
+    def scrape() -> tuple[int, int, int]:
         """One scrape as the server answers it: in a new thread, the heap trimmed after
         (dcnet.metrics.server)."""
         into: list = []
@@ -218,10 +221,10 @@ def child(args) -> None:
         thread.start()
         thread.join()
         isolated.trim()
-        return into[0], into[1]
+        return into[0], into[1], into[2]
 
     before = status()
-    size, lines = scrape()                       # warm-up
+    size, lines, digest = scrape()               # warm-up
     walls, cpus = [], []
     for _ in range(args.scrapes):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -236,7 +239,7 @@ def child(args) -> None:
     print(f"wall_ms={statistics.median(walls) * 1000:.1f} cpu_s={statistics.median(cpus):.3f}"
           f" rss_mib={after['VmRSS']:.1f} hwm_before_mib={before['VmHWM']:.1f}"
           f" hwm_mib={after['VmHWM']:.1f} traced_peak_mib={traced / 2**20:.1f}"
-          f" series={lines} body_mib={size / 2**20:.2f}", flush=True)
+          f" series={lines} body_mib={size / 2**20:.2f} body_sha256={digest}", flush=True)
 
 
 COLUMNS = [("wall_ms", "scrape ms", "{:.0f}"), ("cpu_s", "CPU s", "{:.3f}"),
@@ -292,6 +295,9 @@ def main() -> None:
                 print(f"  run {run + 1} {name}: " + ", ".join(
                     f"{title} {fmt.format(result[key])}" for key, title, fmt in COLUMNS),
                     flush=True)
+    digests = {f"{int(r['body_sha256']):012x}" for runs in results.values() for r in runs}
+    print(f"bodies: {'all the same' if len(digests) == 1 else 'DIFFERENT'} (sha256 "
+          f"{', '.join(sorted(digests))}...)")
     print(f"load {os.getloadavg()[0]:.2f} at the end; medians:")
     print(f"{'tree':<10}" + "".join(f" {title:>11}" for _, title, _ in COLUMNS))
     med = {name: {key: statistics.median(r[key] for r in runs) for key, _, _ in COLUMNS}

@@ -124,18 +124,28 @@ def parse(text: str) -> dict[ServiceId, list[tuple]]:
 def _body(text: str) -> str:
     """The text after the header, without its last newline (checked: the header, no
     dest line before the first service)."""
-    lines = text.split("\n", len(HEADER))
+    return text[slice(*_body_span(text))]
+
+
+def _body_span(text: str) -> tuple[int, int]:
+    """Where :func:`_body` starts and ends in ``text`` (read in place: no copy)."""
+    start = 0
     for number, expected in enumerate(HEADER, 1):
-        line = lines[number - 1] if number <= len(lines) else ""
-        if not line.startswith(expected):
-            raise ProcFormatError(number, line, f"expected the header {expected!r}")
-    body = lines[len(HEADER)] if len(lines) > len(HEADER) else ""
-    if body.endswith("\n"):
-        body = body[:-1]
-    if body.startswith("  -> "):
-        raise ProcFormatError(len(HEADER) + 1, body.split("\n", 1)[0],
+        newline = text.find("\n", start)
+        stop = len(text) if newline < 0 else newline
+        if not text.startswith(expected, start, stop):
+            raise ProcFormatError(number, text[start:stop],
+                                  f"expected the header {expected!r}")
+        start = stop + (newline >= 0)
+    end = len(text) - (len(text) > start and text.endswith("\n"))
+    if text.startswith("  -> ", start, end):
+        first = text.find("\n", start, end)
+        raise ProcFormatError(len(HEADER) + 1, text[start:end if first < 0 else first],
                               "a dest line before any service")
-    return body
+    return start, end
+
+
+PIECE = 1 << 16       # sum_dests splits the text into blocks this much at a time
 
 
 def sum_dests(text: str) -> dict[ServiceId, list[int]]:
@@ -146,45 +156,58 @@ def sum_dests(text: str) -> dict[ServiceId, list[int]]:
     cardinality bound, where only the sums are exposed: about half the cost of
     :func:`parse` at 100,000 dests, and no row kept.
 
-    The sums are those of :func:`parse`'s rows. Each block of dest lines (lines that
-    start with ``  -> ``) is split into fields at once and checked as a whole (6 fields
-    a line, a known forwarding method, decimal weight and counters); the dests'
-    addresses are not decoded. Raises :class:`ProcFormatError` (its line found by the
-    strict parser) on anything ip_vs_info_seq_show would not print.
+    The sums are those of :func:`parse`'s rows. The text is cut into services
+    :data:`PIECE` characters at a time (never copied whole); each service's block of
+    dest lines (lines that start with ``  -> ``) is split into fields at once and
+    checked as a whole (6 fields a line, a known forwarding method, decimal weight and
+    counters); the dests' addresses are not decoded. Raises :class:`ProcFormatError`
+    (its line found by the strict parser) on anything ip_vs_info_seq_show would not
+    print.
     """
     out: dict[ServiceId, list[int]] = {}
-    body = _body(text)
-    if not body:
-        return out
+    start, end = _body_span(text)
     number = len(HEADER) + 1
-    forwards = FORWARD_BY_NAME.keys()
-    for block in _SERVICE_START.split(body):
-        head, _, rest = block.partition("\n")
-        sums = out.get(key := _service_line(number, head))
-        if sums is None:
-            sums = out[key] = [0, 0, 0, 0]
-        if not rest:
-            number += 1
-            continue
-        count = rest.count("\n") + 1
-        fields = rest.split()
-        try:
-            if (len(fields) != 6 * count or fields[0::6].count("->") != count
-                    or not forwards >= set(fields[2::6])):
-                raise ValueError("not dest lines")
-            active = sum(map(int, fields[4::6]))
-            inactive = sum(map(int, fields[5::6]))
-            weighted = sum(weight > 0 for weight in map(int, fields[3::6]))
-        except ValueError:          # the strict parser names the line and the field
-            for i, line in enumerate(rest.split("\n"), 1):
-                _dest_line(number + i, line)
-            raise ProcFormatError(number, head, "bad dest lines") from None
-        sums[0] += active
-        sums[1] += inactive
-        sums[2] += weighted
-        sums[3] += count
-        number += count + 1
+    search, split = _SERVICE_START.search, _SERVICE_START.split
+    while start < end:
+        cut = search(text, min(start + PIECE, end), end)
+        stop = end if cut is None else cut.start()
+        for block in split(text[start:stop]):
+            number = _sum_block(out, number, block)
+        start = stop + 1
     return out
+
+
+def _sum_block(out: dict, number: int, block: str) -> int:
+    """Add one service's block (its line, then its dest lines) to ``out``; the number
+    of the next line."""
+    head, _, rest = block.partition("\n")
+    sums = out.get(key := _service_line(number, head))
+    if sums is None:
+        sums = out[key] = [0, 0, 0, 0]
+    if not rest:
+        return number + 1
+    count = rest.count("\n") + 1
+    fields = rest.split()
+    try:
+        weights = fields[3::6]
+        if (len(fields) != 6 * count or fields[0::6].count("->") != count
+                or not FORWARD_BY_NAME.keys() >= set(fields[2::6])):
+            raise ValueError("not dest lines")
+        active = sum(map(int, fields[4::6]))
+        inactive = sum(map(int, fields[5::6]))
+        if "".join(weights).isdigit():            # no sign: weight > 0 is weight != 0
+            weighted = sum(map(bool, map(int, weights)))
+        else:
+            weighted = sum(int(weight) > 0 for weight in weights)
+    except ValueError:          # the strict parser names the line and the field
+        for i, line in enumerate(rest.split("\n"), 1):
+            _dest_line(number + i, line)
+        raise ProcFormatError(number, head, "bad dest lines") from None
+    sums[0] += active
+    sums[1] += inactive
+    sums[2] += weighted
+    sums[3] += count
+    return number + count + 1
 
 
 def _dest_line(number: int, line: str) -> tuple:
