@@ -24,6 +24,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Callable
+from functools import partial
 
 import click
 
@@ -41,6 +42,7 @@ from dcnet.model.loader import read_model_text
 from dcnet.target import registry, session
 
 STATS_PATH = "/proc/thread-self/net/ip_vs_stats"
+KEEP_IPVS_TEXT = 1 << 20    # below: per-server rows from the summed read; above: read again
 
 
 def register(cli: click.Group, render: click.Group) -> None:
@@ -221,28 +223,18 @@ def ipvs_table(text: str, stats: str):
     return IPVSTable(rows, parse_ip_vs_stats(stats))
 
 
-def ipvs_summed_table(text: str, stats: str):
-    """Pure: like :func:`ipvs_table`, with the rows summed per (vip, port) by one pass
-    over the text (:func:`dcnet.lvs.procfs.sum_dests`) and made of it only if asked
-    (per-server series on)."""
+def ipvs_summed_table(text: str, stats: str, sums: dict | None = None, read_text=None):
+    """Pure: like :func:`ipvs_table`, the rows summed per (vip, port) by one pass over
+    the text (``sums``: :func:`dcnet.lvs.procfs.sum_dests`'s, already made) and made
+    only if asked (per-server series on), of ``text`` or of ``read_text()``."""
     from dcnet.lvs import procfs
+    from dcnet.metrics import ipvs
     from dcnet.metrics.elb import IPVSTable, parse_ip_vs_stats
 
-    sums: dict[tuple[str, int], list[int]] = {}
-    count = 0
-    for service, (active, inactive, weighted, dests) in procfs.sum_dests(text).items():
-        if service[0] == "fwmark" or not dests:     # as no row: no series
-            continue
-        count += dests
-        into = sums.get(key := (service[1], service[2]))
-        if into is None:
-            sums[key] = [active, inactive, weighted]
-        else:
-            into[0] += active
-            into[1] += inactive
-            into[2] += weighted
-    return IPVSTable(totals=parse_ip_vs_stats(stats), sums=sums, count=count,
-                     read_rows=lambda: ipvs_table(text, "").rows)
+    per_vip, count = ipvs.vip_sums(procfs.sum_dests(text) if sums is None else sums)
+    return IPVSTable(totals=parse_ip_vs_stats(stats), sums=per_vip, count=count,
+                     read_rows=lambda: ipvs_table(read_text() if read_text else text,
+                                                  "").rows)
 
 
 def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
@@ -266,9 +258,11 @@ def ipvs_source(namespaces: list[str]) -> Callable[[], dict]:
         out = {}
         for name in namespaces:
             path = None if name == "host" else netns.path_of(name)
-            text = procfs.read_in(path)
+            with procfs.open_in(path) as handle:     # summed as read; kept if small
+                sums, text = procfs.sum_read(handle, keep=KEEP_IPVS_TEXT)
             stats = read_stats() if path is None else netns.call_here_in(path, read_stats)
-            out[name] = ipvs.attach(ipvs_summed_table(text, stats), opener(path))
+            out[name] = ipvs.attach(ipvs_summed_table(text or "", stats, sums, None if text
+                                    else partial(procfs.read_in, path)), opener(path))
         return out
 
     return tables

@@ -145,7 +145,7 @@ def _body_span(text: str) -> tuple[int, int]:
     return start, end
 
 
-PIECE = 1 << 16       # sum_dests splits the text into blocks this much at a time
+PIECE = 1 << 16       # what sum_read reads at a time, and sum_dests sums at a time
 
 
 def sum_dests(text: str) -> dict[ServiceId, list[int]]:
@@ -156,34 +156,90 @@ def sum_dests(text: str) -> dict[ServiceId, list[int]]:
     cardinality bound, where only the sums are exposed: about half the cost of
     :func:`parse` at 100,000 dests, and no row kept.
 
-    The sums are those of :func:`parse`'s rows. The text is cut into services
-    :data:`PIECE` characters at a time (never copied whole); each service's block of
-    dest lines (lines that start with ``  -> ``) is split into fields at once and
-    checked as a whole (6 fields a line, a known forwarding method, decimal weight and
-    counters); the dests' addresses are not decoded. Raises :class:`ProcFormatError`
-    (its line found by the strict parser) on anything ip_vs_info_seq_show would not
-    print.
+    The sums are those of :func:`parse`'s rows. The text is taken :data:`PIECE`
+    characters at a time (:func:`sum_pieces`); the dest lines of each service (lines
+    that start with ``  -> ``) are split into fields at once and checked as a whole (6
+    fields a line, a known forwarding method, decimal weight and counters); the dests'
+    addresses are not decoded. Raises :class:`ProcFormatError` (its line found by the
+    strict parser) on anything ip_vs_info_seq_show would not print.
     """
+    return sum_pieces(text[i:i + PIECE] for i in range(0, len(text), PIECE))
+
+
+def sum_read(handle, keep: int = 0) -> tuple[dict[ServiceId, list[int]], str | None]:
+    """:func:`sum_dests` of the file open as ``handle`` (text), read :data:`PIECE`
+    characters at a time, and its text when it is at most ``keep`` characters long
+    (None otherwise: a 10,000 x 10 table is never held whole)."""
+    kept: list[str] | None = []
+    size = 0
+
+    def pieces():
+        nonlocal kept, size
+        while piece := handle.read(PIECE):
+            size += len(piece)
+            if size > keep:
+                kept = None
+            elif kept is not None:
+                kept.append(piece)
+            yield piece
+
+    sums = sum_pieces(pieces())
+    return sums, None if kept is None else "".join(kept)
+
+
+def sum_pieces(pieces) -> dict[ServiceId, list[int]]:
+    """:func:`sum_dests` of the text given as consecutive pieces (any cut). Complete
+    lines are summed as they arrive: a service's dest lines cut between two pieces are
+    added to it in two goes."""
     out: dict[ServiceId, list[int]] = {}
-    start, end = _body_span(text)
-    number = len(HEADER) + 1
-    search, split = _SERVICE_START.search, _SERVICE_START.split
-    while start < end:
-        cut = search(text, min(start + PIECE, end), end)
-        stop = end if cut is None else cut.start()
-        for block in split(text[start:stop]):
-            number = _sum_block(out, number, block)
+    pieces = iter(pieces)
+    buffer, number = "", 1
+    while buffer.count("\n") < len(HEADER) and (piece := next(pieces, None)) is not None:
+        buffer += piece
+    start = 0
+    for number, expected in enumerate(HEADER, 1):
+        newline = buffer.find("\n", start)
+        stop = len(buffer) if newline < 0 else newline
+        if not buffer.startswith(expected, start, stop):
+            raise ProcFormatError(number, buffer[start:stop],
+                                  f"expected the header {expected!r}")
         start = stop + 1
-    return out
+    buffer, number, sums, cut = buffer[start:], len(HEADER) + 1, None, False
+    split = _SERVICE_START.split
+    while True:
+        piece = next(pieces, None)
+        if piece is not None:
+            buffer += piece
+            # the lines before the last newline but one: the text's last newline
+            # ends its last line, it does not start an empty one (as in parse)
+            last = buffer.rfind("\n", 0, len(buffer) - 1)
+            if last < 0:
+                continue
+            lines, buffer, cut = buffer[:last], buffer[last + 1:], True
+        else:
+            lines = buffer[:-1] if buffer.endswith("\n") else buffer
+            if not lines and not cut:
+                return out
+            buffer = ""
+        for block in split(lines):
+            if block.startswith("  -> "):   # dest lines of the service before
+                if sums is None:
+                    raise ProcFormatError(number, block.partition("\n")[0],
+                                          "a dest line before any service")
+                number = _sum_dests(sums, number - 1, "", block)
+                continue
+            head, _, rest = block.partition("\n")
+            sums = out.get(key := _service_line(number, head))
+            if sums is None:
+                sums = out[key] = [0, 0, 0, 0]
+            number = _sum_dests(sums, number, head, rest)
+        if piece is None:
+            return out
 
 
-def _sum_block(out: dict, number: int, block: str) -> int:
-    """Add one service's block (its line, then its dest lines) to ``out``; the number
-    of the next line."""
-    head, _, rest = block.partition("\n")
-    sums = out.get(key := _service_line(number, head))
-    if sums is None:
-        sums = out[key] = [0, 0, 0, 0]
+def _sum_dests(sums: list[int], number: int, head: str, rest: str) -> int:
+    """Add the dest lines ``rest`` (after line ``number``, ``head``) to ``sums``; the
+    number of the next line."""
     if not rest:
         return number + 1
     count = rest.count("\n") + 1
@@ -255,6 +311,16 @@ def read_in(netns_path: str | None = None) -> str:
     from dcnet.sysio import netns
 
     return netns.call_here_in(netns_path, _read, PROC_PATH)
+
+
+def open_in(netns_path: str | None = None):
+    """``/proc/net/ip_vs`` of the namespace at ``netns_path`` (None: the calling
+    thread's) open for reading as text: opened there, read from anywhere."""
+    if netns_path is None:
+        return open(PROC_PATH, encoding="ascii")
+    from dcnet.sysio import netns
+
+    return netns.call_here_in(netns_path, open, PROC_PATH, encoding="ascii")
 
 
 def _read(path: str) -> str:

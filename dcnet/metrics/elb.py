@@ -77,12 +77,13 @@ class IPVSTable:
     def server_rows(self) -> list[IPVSRow]:
         return self.rows if self.read_rows is None else self.read_rows()
 
-    def vip_sums(self) -> dict[tuple[str, int], list[int]]:
-        """Per (vip, port): [active, inactive, servers with weight] (new lists)."""
-        if self.sums is not None:
+    def vip_sums(self, rows: list[IPVSRow] | None = None) -> dict[tuple[str, int], list[int]]:
+        """Per (vip, port): [active, inactive, servers with weight] (new lists), of
+        ``rows`` when given (the per-server series' own), else of the table."""
+        if rows is None and self.sums is not None:
             return {key: list(values) for key, values in self.sums.items()}
         per_vip: dict[tuple[str, int], list[int]] = {}
-        for r in self.rows:
+        for r in self.rows if rows is None else rows:
             sums = per_vip.get((r.vip, r.port))
             if sums is None:
                 per_vip[(r.vip, r.port)] = [r.active, r.inactive, int(r.weight > 0)]
@@ -323,7 +324,8 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
     for netns, table in sorted(tables.items()):
         for name, value in table.totals.items():
             totals.add((netns, name), value)
-        per_vip = table.vip_sums()
+        rows = table.server_rows() if per_server else None
+        per_vip = table.vip_sums(rows)
         per_service: dict[tuple[str, str, str], list[int]] = {}
         for (vip, port), values in per_vip.items():
             service, carrier = carriers.get((vip, port), (vip, ""))
@@ -343,7 +345,7 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
             key = (service, port, carrier)
             counts[key] = counts.get(key, 0) + weighted
         if per_server:
-            for r in table.server_rows():
+            for r in rows:
                 service, carrier = carriers.get((r.vip, r.port), (r.vip, ""))
                 for state, value in (("active", r.active), ("inactive", r.inactive)):
                     server.add((netns, service, str(r.port), carrier, r.server, state), value)

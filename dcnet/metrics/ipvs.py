@@ -41,6 +41,27 @@ def add(into: dict, key, counts: Counts) -> None:
                                                                          strict=True))
 
 
+def vip_sums(services: dict) -> tuple[dict[tuple[str, int], list[int]], int]:
+    """Per (vip, port), the sums of :func:`dcnet.lvs.procfs.sum_dests` (``services``:
+    per service, [active, inactive, weighted, dests]) over its protocols as [active,
+    inactive, weighted], and the dests counted; fwmark services and services without
+    a dest are left out, as they have no row."""
+    out: dict[tuple[str, int], list[int]] = {}
+    count = 0
+    for service, (active, inactive, weighted, dests) in services.items():
+        if service[0] == "fwmark" or not dests:
+            continue
+        count += dests
+        into = out.get(key := (service[1], service[2]))
+        if into is None:
+            out[key] = [active, inactive, weighted]
+        else:
+            into[0] += active
+            into[1] += inactive
+            into[2] += weighted
+    return out, count
+
+
 def server_name(addr: str, port: int) -> str:
     """``ADDR:PORT`` as the connection series print a real server (``[V6]:PORT``)."""
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"

@@ -7,6 +7,8 @@ and per server; malformed text is refused as the strict parser refuses it."""
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import random
 import socket
@@ -30,11 +32,12 @@ V4, V6, TCP, UDP, SCTP = socket.AF_INET, socket.AF_INET6, 6, 17, 132
 STATS = "   Total Incoming\n   Conns  Packets\n      1F      3E8      3E9     FA00     FA01\n"
 
 
+@functools.cache
 def generated(seed: int = 18) -> str:
     """A mixed table as the kernel prints it; the example model's first VIP among it."""
     rng = random.Random(seed)
     table = []
-    for n in range(300):
+    for n in range(200):
         family = V6 if n % 7 == 0 else V4
         addr = f"2001:db8::{n:x}" if family == V6 else f"10.1.{n // 256}.{n % 256}"
         if n == 4:
@@ -137,3 +140,95 @@ def test_malformed_text_is_refused_as_parse_refuses_it(text, number, problem):
         with pytest.raises(procfs.ProcFormatError) as caught:
             read(text)
         assert caught.value.number == number and problem in str(caught.value)
+
+
+HEAD = "\n".join(CAPTURED.split("\n")[:3]) + "\n"
+EDGES = [HEAD, HEAD[:-1], HEAD + "\n", CAPTURED, CAPTURED[:-1], CAPTURED + "\n",
+         CAPTURED + "\n\n", HEAD + "\n" + CAPTURED[len(HEAD):], CAPTURED.replace(
+             "TCP  C000020E:1F90 wrr  \n", "TCP  C000020E:1F90 wrr  \n\n")]
+
+
+def outcome(read, text):
+    try:
+        return read(text)
+    except procfs.ProcFormatError as exc:
+        return (exc.number, exc.problem)
+
+
+@pytest.mark.parametrize("text", EDGES)
+def test_the_texts_edges_as_parse_reads_them(text):
+    parsed = outcome(procfs.parse, text)
+    summed = outcome(procfs.sum_dests, text)
+    assert summed == (row_sums(text) if isinstance(parsed, dict) else parsed)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 64])
+def test_any_cut_of_the_text_sums_the_same(size):
+    for text in [*EDGES, CAPTURED.replace("Route   9      0", "Route   9      x")]:
+        pieces = [text[i:i + size] for i in range(0, len(text), size)]
+        assert outcome(procfs.sum_pieces, pieces) == outcome(procfs.sum_dests, text)
+    text = generated()
+    for big in (size * 61, size * 4096):
+        pieces = (text[i:i + big] for i in range(0, len(text), big))
+        assert procfs.sum_pieces(pieces) == row_sums(text)
+
+
+def test_a_file_is_summed_and_kept_only_when_small():
+    text = generated()
+    sums, kept = procfs.sum_read(io.StringIO(text), keep=len(text))
+    assert sums == row_sums(text) and kept == text
+    sums, kept = procfs.sum_read(io.StringIO(text), keep=len(text) - 1)
+    assert sums == row_sums(text) and kept is None
+
+
+def test_rows_read_again_label_both_per_service_and_per_server_series():
+    """Above the size kept, per-server rows come from a second read; the per-service
+    series of that scrape are then summed from those rows, so both agree."""
+    model = load_model(EXAMPLE)
+    first, second = generated(), generated(7)
+    table = ipvs_summed_table("", STATS, procfs.sum_dests(first), lambda: second)
+    again = scrape(ELBCollector(model=lambda: model, bound=Bound(mode="server"),
+                                ipvs_tables=lambda: {"host": table}))
+    once = scrape(ELBCollector(model=lambda: model, bound=Bound(mode="server"),
+                               ipvs_tables=lambda: {"host": ipvs_table(second, STATS)}))
+    rows = "dcnet_metrics_server_rows"                  # counted at the first read
+    counted = value(again, rows, source="ipvs")
+    assert counted == len(ipvs_table(first, "").rows) != value(once, rows, source="ipvs")
+    line = f'{rows}{{source="ipvs"}} '
+    assert again.replace(f"{line}{counted}", "") == once.replace(
+        f"{line}{value(once, rows, source='ipvs')}", "")
+
+
+@pytest.mark.parametrize("keep", [0, 1 << 20])
+def test_the_source_reads_the_file_once_or_twice_to_the_same_scrape(keep, tmp_path,
+                                                                     monkeypatch):
+    from dcnet.cli import elbctl_metrics
+    from dcnet.lvs import ipvs_stats
+
+    class NoCounters(ipvs_stats.StatsSocket):      # empty dumps (tested elsewhere)
+        def __init__(self, sock):
+            pass
+
+        def dump(self, cmd, payload=b""):
+            return iter(())
+
+        def close(self):
+            pass
+
+    (tmp_path / "ip_vs").write_text(generated())
+    (tmp_path / "ip_vs_stats").write_text(STATS)
+    monkeypatch.setattr(procfs, "PROC_PATH", str(tmp_path / "ip_vs"))
+    monkeypatch.setattr(elbctl_metrics, "STATS_PATH", str(tmp_path / "ip_vs_stats"))
+    monkeypatch.setattr(elbctl_metrics, "KEEP_IPVS_TEXT", keep)
+    monkeypatch.setattr(ipvs_stats, "StatsSocket", NoCounters)
+    reads = []
+    monkeypatch.setattr(procfs, "_read", lambda path: reads.append(path) or Path(
+        path).read_text())
+    model = load_model(EXAMPLE)
+    rows = {"host": ipvs_table(generated(), STATS)}
+    for bound in (Bound(mode="server"), Bound(5)):
+        text = scrape(ELBCollector(model=lambda: model, bound=bound,
+                                   ipvs_tables=elbctl_metrics.ipvs_source(["host"])))
+        assert text == scrape(ELBCollector(model=lambda: model, bound=bound,
+                                           ipvs_tables=lambda: rows))
+    assert len(reads) == (1 if keep == 0 else 0)     # read again in server mode only
