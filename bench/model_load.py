@@ -15,15 +15,21 @@ interleaved order:
 - ``composed``: ``dcnet.model.load_model`` with the YAML read as before 133576f (PyYAML's
   node tree composed and walked: ``dcnet.model.yamlsource.load_composed``);
 - ``dcnet``: ``dcnet.model.load_model`` as it is (line-tracked parse, field readers,
-  rules; plain documents built from libyaml's events, ``dcnet.model.yamlevents``).
+  rules; plain documents built from libyaml's events, ``dcnet.model.yamlevents``);
+- with ``--children``, ``first`` and ``drift``: ``elbctl exporter``'s loader child
+  (``dcnet.cli.elbctl_metrics.check_in_child`` in a spawned child, no target): the
+  first parses the model and pickles it, a drift check's unpickles that (its CPU time
+  includes the child's interpreter start and imports; the ``drift`` row's pickled model
+  is made by the measuring process, as the first child makes it, so that
+  RUSAGE_CHILDREN holds the drift child's figures alone).
 
 It prints medians of the CPU time each load took (``time.process_time``: on a shared,
 loaded machine wall time mostly measures the neighbours) and of the process's peak
-resident set (VmHWM, the interpreter and its imports included: what a loader child
-such as ``elbctl exporter``'s costs), and the ratios dcnet / plain, dcnet / composed
-and 10,000 / 1,000 (for linear code that last one is ~10). ``--before DIR`` adds the
-same measurement for the dcnet package of another checkout (e.g. ``git worktree add
-/tmp/old HEAD~1``), run side by side.
+resident set (VmHWM, the interpreter and its imports included), and the ratios dcnet /
+plain, dcnet / composed, each row / its ``before`` row and 10,000 / 1,000 (for linear
+code that last one is ~10).
+``--before DIR`` adds the ``dcnet`` (and child) rows for the dcnet package of another
+checkout (e.g. ``git worktree add /tmp/old HEAD~1``), run side by side.
 """
 from __future__ import annotations
 
@@ -45,6 +51,22 @@ if what == "plain":
     start = time.process_time()
     with open(path) as fh:
         yaml.load(fh, Loader=yaml.CSafeLoader)
+elif what in ("first", "drift"):       # elbctl exporter's loader child, as it runs it
+    import pickle, resource, zlib
+    from dcnet.cli.elbctl_metrics import check_in_child
+    from dcnet.metrics import isolated
+    with open(path, "rb") as fh:
+        text = zlib.compress(fh.read(), 6)
+    pickled = None
+    if what == "drift":   # later children unpickle what the first made (made here, as it does)
+        from dcnet.model import load_model
+        pickled = zlib.compress(pickle.dumps(load_model(path), pickle.HIGHEST_PROTOCOL), 6)
+        text = None
+    isolated.call(check_in_child, {}, path, text, 5.0, {}, None, what == "drift", False,
+                  pickled)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)   # that child's alone
+    print(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    raise SystemExit
 else:
     from dcnet.model import load_model, loader
     if what == "composed":
@@ -88,6 +110,8 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=10,
                         help="real servers a service (--model scrape)")
     parser.add_argument("--before", metavar="DIR", help="another checkout to compare with")
+    parser.add_argument("--children", action="store_true",
+                        help="also elbctl exporter's first and drift-check loader children")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,8 +124,9 @@ def main() -> None:
         for _ in range(args.runs):
             for size, path in paths.items():
                 for what in kinds(args):
-                    tree = args.before if what == "before" else None
-                    kind = "dcnet" if what == "before" else what
+                    tree = args.before if what.startswith("before") else None
+                    kind = what.split()[-1] if what.startswith("before ") else (
+                        "dcnet" if what == "before" else what)
                     results.setdefault((size, what), []).append(measure(path, kind, tree))
     cpu = {k: statistics.median(t for t, _ in v) for k, v in results.items()}
     peak = {k: statistics.median(m for _, m in v) for k, v in results.items()}
@@ -117,15 +142,20 @@ def main() -> None:
     for size in (args.baseline, args.services):
         line = (f"at {size:,} services: dcnet / plain CPU "
                 f"{cpu[(size, 'dcnet')] / cpu[(size, 'plain')]:.2f}x")
-        for other in kinds(args)[2:]:
-            line += (f"; dcnet / {other} CPU {cpu[(size, 'dcnet')] / cpu[(size, other)]:.2f}x, "
-                     f"peak {peak[(size, 'dcnet')] / peak[(size, other)]:.2f}x")
+        for now, other in (("dcnet", "composed"), ("dcnet", "before"),
+                           ("first", "before first"), ("drift", "before drift")):
+            if (size, other) in cpu:
+                line += (f"; {now} / {other} CPU {cpu[(size, now)] / cpu[(size, other)]:.2f}x,"
+                         f" peak {peak[(size, now)] / peak[(size, other)]:.2f}x")
         print(line)
 
 
-def kinds(args) -> tuple[str, ...]:
-    return ("plain", "dcnet", "composed", "before") if args.before else (
-        "plain", "dcnet", "composed")
+def kinds(args) -> list[str]:
+    """The rows: "plain" and "dcnet" first (the ratios' bases)."""
+    rows = ["plain", "dcnet", "composed"] + (["before"] if args.before else [])
+    if args.children:
+        rows += ["first", "drift"] + (["before first", "before drift"] if args.before else [])
+    return rows
 
 
 if __name__ == "__main__":
