@@ -48,8 +48,9 @@ def build(text: str, limits, lines: dict | None = None) -> object:
 
 
 class _Builder:
-    """One pass over the events. ``stack`` holds the open collections as
-    ``[container, path, key-or-index]`` (paths only when recording lines)."""
+    """One pass over the events. ``stack`` holds the open collections as ``[container,
+    path, key]``: the path only when recording lines, the key of a mapping's entry
+    between its key and its value (else None)."""
 
     def __init__(self, loader, limits, lines: dict | None):
         self.loader, self.limits, self.lines = loader, limits, lines
@@ -64,6 +65,8 @@ class _Builder:
         event = get_event()
         if type(event) is yaml.StreamEndEvent:
             return None
+        if type(event) is not yaml.DocumentStartEvent:
+            raise Unsupported("no document start")
         value = self.document(get_event)
         if type(get_event()) is not yaml.DocumentEndEvent:
             raise Unsupported("no document end")
@@ -78,7 +81,7 @@ class _Builder:
         ScalarEvent, MappingStartEvent = yaml.ScalarEvent, yaml.MappingStartEvent
         SequenceStartEvent, ScalarNode = yaml.SequenceStartEvent, yaml.ScalarNode
         SequenceEndEvent, MappingEndEvent = yaml.SequenceEndEvent, yaml.MappingEndEvent
-        stack: list[list] = []      # [container, path, pending key (mappings) or None]
+        stack: list[list] = []
         root: list = []
         nodes = 0                   # counted as the walk counts them (keys at mapping end)
         while True:
