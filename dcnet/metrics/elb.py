@@ -337,11 +337,8 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
                 for i in range(3):
                     sums[i] += values[i]
         netns_text = escape(netns)
-        for (service, port, carrier), (active, inactive, weighted) in per_service.items():
-            head = f'{{carrier="{escape(carrier)}",netns="{netns_text}",port="{port}",' \
-                   f'service="{escape(service)}",state="'
-            conns.add_formatted(head + 'active"}', active)
-            conns.add_formatted(head + 'inactive"}', inactive)
+        conns.extend(_state_lines(conns, netns_text, per_service))   # made as written
+        for (service, port, carrier), (_active, _inactive, weighted) in per_service.items():
             key = (service, port, carrier)
             counts[key] = counts.get(key, 0) + weighted
         if per_server:
@@ -353,3 +350,11 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
         healthy.add_formatted(f'{{carrier="{escape(carrier)}",port="{port}",'
                               f'service="{escape(service)}",target="lvs"}}', value)
     return [conns, totals, server] if per_server else [conns, totals]
+
+
+def _state_lines(conns: Family, netns_text: str, per_service: dict) -> Iterator[str]:
+    for (service, port, carrier), (active, inactive, _weighted) in per_service.items():
+        head = f'{{carrier="{escape(carrier)}",netns="{netns_text}",port="{port}",' \
+               f'service="{escape(service)}",state="'
+        yield conns.line(head + 'active"}', active)
+        yield conns.line(head + 'inactive"}', inactive)
