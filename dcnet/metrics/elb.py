@@ -78,10 +78,11 @@ class IPVSTable:
         return self.rows if self.read_rows is None else self.read_rows()
 
     def vip_sums(self, rows: list[IPVSRow] | None = None) -> dict[tuple[str, int], list[int]]:
-        """Per (vip, port): [active, inactive, servers with weight] (new lists), of
-        ``rows`` when given (the per-server series' own), else of the table."""
+        """Per (vip, port): [active, inactive, servers with weight] (not to be
+        changed), of ``rows`` when given (the per-server series' own), else of the
+        table."""
         if rows is None and self.sums is not None:
-            return {key: list(values) for key, values in self.sums.items()}
+            return self.sums
         per_vip: dict[tuple[str, int], list[int]] = {}
         for r in self.rows if rows is None else rows:
             sums = per_vip.get((r.vip, r.port))
@@ -331,11 +332,8 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
             service, carrier = carriers.get((vip, port), (vip, ""))
             key = (service, str(port), carrier)
             sums = per_service.get(key)
-            if sums is None:
-                per_service[key] = values
-            else:
-                for i in range(3):
-                    sums[i] += values[i]
+            per_service[key] = values if sums is None else [a + b for a, b in zip(
+                sums, values, strict=True)]         # a new list: the table's are kept
         netns_text = escape(netns)
         conns.extend(_state_lines(conns, netns_text, per_service))   # made as written
         for (service, port, carrier), (_active, _inactive, weighted) in per_service.items():
@@ -346,9 +344,9 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
                 service, carrier = carriers.get((r.vip, r.port), (r.vip, ""))
                 for state, value in (("active", r.active), ("inactive", r.inactive)):
                     server.add((netns, service, str(r.port), carrier, r.server, state), value)
-    for (service, port, carrier), value in counts.items():
-        healthy.add_formatted(f'{{carrier="{escape(carrier)}",port="{port}",'
-                              f'service="{escape(service)}",target="lvs"}}', value)
+    healthy.extend(healthy.line(f'{{carrier="{escape(carrier)}",port="{port}",service='
+                                f'"{escape(service)}",target="lvs"}}', value)
+                   for (service, port, carrier), value in counts.items())
     return [conns, totals, server] if per_server else [conns, totals]
 
 

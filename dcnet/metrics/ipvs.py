@@ -77,26 +77,27 @@ def attach(table, open_socket: Callable[[], object]):
     finally:
         sock.close()
     counters: dict[tuple[str, int], Counts] = {}
-    keys = []
-    for family, proto, addr, port, fwmark, *counts in services:
+    for _family, _proto, addr, port, fwmark, *counts in services:
         if fwmark:
             continue
-        keys.append((family, proto, addr, port))
         key = (addr, port)
         old = counters.get(key)
         counters[key] = tuple(counts) if old is None else tuple(
             a + b for a, b in zip(old, counts, strict=True))
     table.counters = counters
-    table.server_counters = lambda: read_servers(open_socket, keys)
+    table.server_counters = lambda: read_servers(open_socket)
     return table
 
 
-def read_servers(open_socket: Callable[[], object], keys: list) -> dict:
+def read_servers(open_socket: Callable[[], object]) -> dict:
     """Per (vip, port, server), the real servers' counters: one dest dump per service
-    (``keys``: each service's family, protocol, address and port)."""
+    of a service dump of its own (the scrape's first one keeps no key of a service:
+    per-server series are off at 10,000 x 10)."""
     out: dict[tuple[str, int, str], Counts] = {}
     sock = open_socket()
     try:
+        keys = [(family, proto, addr, port) for family, proto, addr, port, fwmark, *_
+                in sock.service_counts() if not fwmark]
         for family, proto, addr, port in keys:
             for row, counts in sock.dest_counts(family, proto, addr, port):
                 add(out, (addr, port, server_name(row[1], row[2])), counts)
@@ -131,6 +132,7 @@ def families(tables: dict, carriers: dict, servers: dict | None) -> list[Family]
                          "from clients, out: to clients)", "counter",
                          (*server_names, "direction"))
         out += [sconns, spackets, svolume]
+    heads: dict[str, str] = {}           # '{carrier="..."' once per carrier
     for netns, table in sorted(tables.items()):
         sums: dict[tuple, Counts] = {}
         for (vip, port), counts in getattr(table, "counters", {}).items():
@@ -138,7 +140,7 @@ def families(tables: dict, carriers: dict, servers: dict | None) -> list[Family]
             add(sums, (service, port, carrier), counts)
         netns_text = escape(netns)
         _extend(conns, packets, volume, [
-            (f'{{carrier="{escape(carrier)}"',
+            (heads.get(carrier) or heads.setdefault(carrier, f'{{carrier="{escape(carrier)}"'),
              f',netns="{netns_text}",port="{port}",service="{escape(service)}"}}', counts)
             for (service, port, carrier), counts in sums.items()])
         if servers is None:

@@ -21,7 +21,7 @@ from dcnet.cli.elbctl_metrics import ipvs_summed_table, ipvs_table
 from dcnet.lvs import procfs
 from dcnet.lvs.genl import WireDest, WireService
 from dcnet.metrics.cardinality import Bound
-from dcnet.metrics.elb import ELBCollector
+from dcnet.metrics.elb import ELBCollector, ServiceIndex
 from dcnet.model import load_model
 from tests.unit.metrics_text import scrape, value
 
@@ -114,10 +114,18 @@ def test_the_scrape_is_byte_for_byte_the_same(bound):
 
 
 def test_a_table_is_summed_afresh_at_each_scrape():
+    """Every VIP of a port labelled as one service and carrier: their sums are added
+    into new lists, the table's are left as they are for the next scrape."""
     table = ipvs_summed_table(generated(), STATS)
-    assert table.vip_sums() == table.vip_sums()      # the collector adds into its copy
-    collector = ELBCollector(ipvs_tables=lambda: {"host": table}, bound=Bound(5))
-    assert scrape(collector) == scrape(collector)
+    sums = {key: list(values) for key, values in table.vip_sums().items()}
+    index = ServiceIndex({key: ("svc", "c") for key in sums}, {})
+    collector = ELBCollector(model=lambda: index, ipvs_tables=lambda: {"host": table},
+                             bound=Bound(5))
+    first = scrape(collector)
+    assert scrape(collector) == first and table.vip_sums() == sums
+    assert value(first, "dcnet_ipvs_service_connections", carrier="c", netns="host",
+                 port="80", service="svc", state="active") == sum(
+        active for (_, port), (active, _, _) in sums.items() if port == 80)
 
 
 @pytest.mark.parametrize(("text", "number", "problem"), [
