@@ -25,7 +25,10 @@ lock; the model is built from the model's types, not parsed):
    median and p99 of connect time.
 
 Prints every size's line, then one table side by side with the ratios and the load
-average at each size's start and end.
+average at each size's start and end. ``--profile TOP``: one more one-service update
+per size under cProfile (its TOP functions by own and cumulative time).
+``--commit-probe N``: per size, the kernel's time for small raw batches by kind
+(:func:`commit_probe`: which changes make nf_tables validate the whole table).
 """
 
 from __future__ import annotations
