@@ -1,7 +1,7 @@
 """Benchmark: loading and validating the service model at 1,000 and 10,000 services.
 
     .venv/bin/python bench/model_load.py [--services 10000] [--baseline 1000] [--runs 5]
-        [--model synthetic|scrape] [--servers 10] [--before DIR]
+        [--model synthetic|scrape] [--servers 10] [--children] [--before DIR]
 
 ``--model synthetic`` (the default) is bench/dns_render.py's synthetic model (4 carriers,
 3 with 500-prefix CIDR lists, one real server a service), generated here by
@@ -20,8 +20,8 @@ interleaved order:
   (``dcnet.cli.elbctl_metrics.check_in_child`` in a spawned child, no target): the
   first parses the model and pickles it, a drift check's unpickles that (its CPU time
   includes the child's interpreter start and imports; the ``drift`` row's pickled model
-  is made by the measuring process, as the first child makes it, so that
-  RUSAGE_CHILDREN holds the drift child's figures alone).
+  is made beforehand by another process, as the first child makes it: the measuring
+  process stays small, for a forked child's peak starts at its parent's resident set).
 
 It prints medians of the CPU time each load took (``time.process_time``: on a shared,
 loaded machine wall time mostly measures the neighbours) and of the process's peak
@@ -51,6 +51,12 @@ if what == "plain":
     start = time.process_time()
     with open(path) as fh:
         yaml.load(fh, Loader=yaml.CSafeLoader)
+elif what == "pickle":                 # the model as the first loader child hands it back
+    import pickle, zlib
+    from dcnet.model import load_model
+    with open(path + ".pickled", "wb") as fh:
+        fh.write(zlib.compress(pickle.dumps(load_model(path), pickle.HIGHEST_PROTOCOL), 6))
+    raise SystemExit
 elif what in ("first", "drift"):       # elbctl exporter's loader child, as it runs it
     import pickle, resource, zlib
     from dcnet.cli.elbctl_metrics import check_in_child
@@ -58,10 +64,9 @@ elif what in ("first", "drift"):       # elbctl exporter's loader child, as it r
     with open(path, "rb") as fh:
         text = zlib.compress(fh.read(), 6)
     pickled = None
-    if what == "drift":   # later children unpickle what the first made (made here, as it does)
-        from dcnet.model import load_model
-        pickled = zlib.compress(pickle.dumps(load_model(path), pickle.HIGHEST_PROTOCOL), 6)
-        text = None
+    if what == "drift":   # later children unpickle what the first made (see measure())
+        with open(path + ".pickled", "rb") as fh:
+            pickled, text = fh.read(), None
     isolated.call(check_in_child, {}, path, text, 5.0, {}, None, what == "drift", False,
                   pickled)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)   # that child's alone
@@ -84,6 +89,11 @@ print(spent, peak / 1024)
 def measure(path: Path, what: str, tree: str | None = None) -> tuple[float, float]:
     """CPU seconds of one load and the process's peak RSS in MiB."""
     env = dict(os.environ, PYTHONPATH=tree) if tree else None
+    if what == "drift":
+        # made by another process: a child forked by a process that holds the model
+        # starts with that process's resident set, and its peak (ru_maxrss) with it
+        subprocess.run([sys.executable, "-c", MEASURE, str(path), "pickle"], check=True,
+                       env=env, cwd=path.parent)
     # cwd: ``python -c`` puts the working directory first on sys.path, ahead of PYTHONPATH
     out = subprocess.run([sys.executable, "-c", MEASURE, str(path), what], check=True,
                          capture_output=True, text=True, env=env, cwd=path.parent).stdout
