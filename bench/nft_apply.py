@@ -194,14 +194,22 @@ def commit_probe(netns: str, repeats: int) -> dict:
         out[f"rule: {label}"] = statistics.median(run(msgs) for _ in range(repeats))
     vkey = socket.inet_aton("10.255.255.1") + bytes([6, 0, 0, 0]) + struct.pack(">HH", 9, 0)
     svc = "svc-tcp-10.0.0.1-80"
-    for label, set_name, key, goto in (
-            ("element: services map (goto)", "services", vkey, svc),
-            ("element: ipv4_addr set", PROBE_SET, socket.inet_aton("10.255.255.1"), None)):
+    def elements(label: str, set_name: str, key: bytes, goto: str | None) -> None:
         took = []
         for _ in range(repeats):
             took.append(run([(12, fp.F_CREATE, _elem(set_name, key, goto))]))   # NEWSETELEM
             run([(14, 0, _elem(set_name, key, None))])                          # DELSETELEM
         out[label] = statistics.median(took)
+
+    addr = socket.inet_aton("10.255.255.1")
+    elements("element: services map (goto)", "services", vkey, svc)
+    elements("element: ipv4_addr set", PROBE_SET, addr, None)
+    looked_up = (f"add rule inet dcnet {PROBE_CHAIN} ip saddr @{PROBE_SET} goto "
+                 "be-tcp-10.0.0.1-80-172.16.0.1-8080")
+    compiled, _ = fp.compile_rules({PROBE_CHAIN: [looked_up]}, [PROBE_SET])
+    run([(fp.MSG["delrule"], 0, chain),
+         (fp.MSG["newrule"], fp.F_CREATE | fp.F_APPEND, chain + compiled[PROBE_CHAIN][0])])
+    elements("element: ipv4_addr set a rule looks up (then goto)", PROBE_SET, addr, None)
     rules = fp.compile_rules({svc: [f"add rule inet dcnet {svc} {r}" for r in (
         "counter name cn-tcp-10.0.0.1-80",
         "numgen random mod 2 < 1 goto be-tcp-10.0.0.1-80-172.16.0.1-8080",
