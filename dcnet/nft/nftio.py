@@ -165,7 +165,7 @@ def _genid(netns: str | None = None) -> int:
                                        socket.SOCK_RAW, NETLINK_NETFILTER)
         else:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    except OSError as exc:
+    except (OSError, netns_mod.NetnsError) as exc:
         raise NftUnavailable(f"cannot read the nftables generation: {exc}") from None
     try:
         sock.settimeout(10)
