@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import socket
+from itertools import accumulate
 
 PROC_PATH = "/proc/thread-self/net/ip_vs"
 FORWARD_BY_NAME = {"Masq": 0, "Local": 1, "Tunnel": 2, "Route": 3}
@@ -221,20 +222,69 @@ def sum_pieces(pieces) -> dict[ServiceId, list[int]]:
             if not lines and not cut:
                 return out
             buffer = ""
-        for block in split(lines):
-            if block.startswith("  -> "):   # dest lines of the service before
-                if sums is None:
-                    raise ProcFormatError(number, block.partition("\n")[0],
-                                          "a dest line before any service")
-                number = _sum_dests(sums, number - 1, "", block)
-                continue
-            head, _, rest = block.partition("\n")
+        number, sums = _sum_lines(out, number, split(lines), sums)
+        if piece is None:
+            return out
+
+
+def _sum_lines(out: dict, number: int, blocks: list[str], sums: list[int] | None
+               ) -> tuple[int, list[int] | None]:
+    """Add ``blocks`` (a service line and its dest lines each; the first may be dest
+    lines of the service before, ``sums``) to ``out``: every dest line of the blocks
+    split into fields at once, each column summed by running totals in C. Lines
+    ``number`` on; the next line's number and the last service's sums."""
+    parts = [(None, block) if block.startswith("  -> ") else block.partition("\n")[::2]
+             for block in blocks]
+    counts = [rest.count("\n") + 1 if rest else 0 for _, rest in parts]
+    fields = "\n".join(rest for _, rest in parts if rest).split()
+    total, weights = sum(counts), fields[3::6]
+    if (len(fields) != 6 * total or fields[0::6].count("->") != total
+            or not FORWARD_BY_NAME.keys() >= set(fields[2::6])
+            or not "".join(weights).isdigit()):          # the checks, line by line
+        return _sum_blocks(out, number, blocks, sums)
+    try:
+        active = list(accumulate(map(int, fields[4::6]), initial=0))
+        inactive = list(accumulate(map(int, fields[5::6]), initial=0))
+    except ValueError:
+        return _sum_blocks(out, number, blocks, sums)
+    weighted = list(accumulate(map(bool, map(int, weights)), initial=0))
+    at = 0
+    for (head, rest), count in zip(parts, counts, strict=True):
+        if head is None:                # dest lines of the service before
+            if sums is None:
+                raise ProcFormatError(number, rest.partition("\n")[0],
+                                      "a dest line before any service")
+            number -= 1
+        else:
             sums = out.get(key := _service_line(number, head))
             if sums is None:
                 sums = out[key] = [0, 0, 0, 0]
-            number = _sum_dests(sums, number, head, rest)
-        if piece is None:
-            return out
+        end = at + count
+        sums[0] += active[end] - active[at]
+        sums[1] += inactive[end] - inactive[at]
+        sums[2] += weighted[end] - weighted[at]
+        sums[3] += count
+        number, at = number + count + 1, end
+    return number, sums
+
+
+def _sum_blocks(out: dict, number: int, blocks: list[str], sums: list[int] | None
+                ) -> tuple[int, list[int] | None]:
+    """:func:`_sum_lines` block by block, each checked on its own (the strict parser
+    names a bad line)."""
+    for block in blocks:
+        if block.startswith("  -> "):   # dest lines of the service before
+            if sums is None:
+                raise ProcFormatError(number, block.partition("\n")[0],
+                                      "a dest line before any service")
+            number = _sum_dests(sums, number - 1, "", block)
+            continue
+        head, _, rest = block.partition("\n")
+        sums = out.get(key := _service_line(number, head))
+        if sums is None:
+            sums = out[key] = [0, 0, 0, 0]
+        number = _sum_dests(sums, number, head, rest)
+    return number, sums
 
 
 def _sum_dests(sums: list[int], number: int, head: str, rest: str) -> int:

@@ -153,7 +153,9 @@ def test_malformed_text_is_refused_as_parse_refuses_it(text, number, problem):
 HEAD = "\n".join(CAPTURED.split("\n")[:3]) + "\n"
 EDGES = [HEAD, HEAD[:-1], HEAD + "\n", CAPTURED, CAPTURED[:-1], CAPTURED + "\n",
          CAPTURED + "\n\n", HEAD + "\n" + CAPTURED[len(HEAD):], CAPTURED.replace(
-             "TCP  C000020E:1F90 wrr  \n", "TCP  C000020E:1F90 wrr  \n\n")]
+             "TCP  C000020E:1F90 wrr  \n", "TCP  C000020E:1F90 wrr  \n\n"),
+         CAPTURED.replace("Route   9      0", "Route   -9     0"),      # not the kernel's
+         CAPTURED.replace("Route   9      0", "Route   0_0    0")]
 
 
 def outcome(read, text):
