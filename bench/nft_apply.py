@@ -136,6 +136,8 @@ PROBE_RULES = {   # a rule of an unreferenced chain: which expressions make a co
     "counter name (objref)": "counter name cn-tcp-10.0.0.1-80",
     "numgen cmp": "numgen random mod 6 < 1 counter",
     "goto (immediate verdict)": "goto be-tcp-10.0.0.1-80-172.16.0.1-8080",
+    "jump (immediate verdict)": "jump be-tcp-10.0.0.1-80-172.16.0.1-8080",
+    "accept (immediate verdict, no chain)": "accept",
     "dnat (nat)": "meta l4proto tcp dnat ip to 10.250.1.11:8080",
 }
 
