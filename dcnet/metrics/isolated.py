@@ -1,11 +1,13 @@
 """Keeping a long-running exporter small: work in a short-lived child, freed memory returned.
 
-Loading a 10,000 x 10 service model composes a PyYAML node tree of about 200 MiB; once
-it is freed, the small objects that outlive it (the model, the labels) are spread over
-the allocator's arenas, which therefore stay resident: 265 MiB after the load and a
-``malloc_trim`` (docs/metrics.md). :func:`call` runs such work in a child process
-started for it (``spawn``: a fresh interpreter, not a fork of a threaded process) and
-hands back only its small, picklable result; the child's memory goes with it.
+Loading a 10,000 x 10 service model peaked at 265 MiB when it composed a PyYAML node
+tree, and once that was freed the small objects that outlived it (the model, the labels)
+were spread over the allocator's arenas, which therefore stayed resident; it peaks at
+about 120 MiB in the child now, most of it the model itself (docs/metrics.md, "Memory,
+the loader child"), which the exporter does not keep. :func:`call` runs such work in a
+child process started for it (``spawn``: a fresh interpreter, not a fork of a threaded
+process) and hands back only its small, picklable result; the child's memory goes with
+it.
 :func:`one_heap` and :func:`trim` ask glibc to keep one heap for every thread and to
 return its free pages after a large transient allocation (a scrape's body); elsewhere
 they do nothing.
