@@ -13,7 +13,11 @@ Incremental sync (:mod:`dcnet.nft.fingerprint`): a plan first reads the namespac
 nftables generation id; when it equals the one recorded after the last clean apply, the
 listing is skipped and only the VIP:ports whose inputs changed are built and diffed
 (their current objects come from the record). Such a plan's ``read_digest`` is
-``gen:<id>``: any commit in the namespace makes it stale.
+``gen:<id>``: any commit in the namespace makes it stale. Within one process it digests
+and compares only the VIP:ports :func:`dcnet.nft.inputcache.inputs_delta` names (the
+services that are not the same objects as in the previous plan) while it knows the
+record agrees with the rest (:class:`Baseline`: its own last plan compared, or its own
+last apply wrote, that very record object); otherwise every VIP:port.
 
 Options: ``--nft-netns`` / ``$DCNET_NFT_NETNS`` (run nft inside that named namespace),
 ``--nft-state-dir`` / ``$DCNET_NFT_STATE_DIR`` (where the lock lives; one lock per
