@@ -1,6 +1,6 @@
 """The ``nft`` target of ``elbctl plan|apply``: the ELB of the service model in nftables.
 
-It owns only ``table ip dcnet`` (see :mod:`dcnet.nft.ruleset` for what is in it). A plan
+It owns only ``table inet dcnet`` (see :mod:`dcnet.nft.ruleset` for what is in it). A plan
 reads that table (two ``nft -j list`` calls, never the whole ruleset), derives the
 desired ruleset from the model (pure), diffs them and carries in its payload the rules
 and map elements every created or updated object needs, so a fresh instance can apply
