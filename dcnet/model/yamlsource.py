@@ -262,6 +262,8 @@ class _Walker:
             return self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             raise self.fail(node, path, str(exc.problem)) from None
-        except (ValueError, TypeError, OverflowError) as exc:
+        except (ValueError, TypeError, OverflowError, IndexError) as exc:
+            # IndexError: an empty '!!int' or '!!float' (the constructor reads value[0])
+            reason = "it is empty" if not node.value else exc
             raise self.fail(node, path, f"cannot read {node.tag.rsplit(':', 1)[-1]} "
-                            f"value: {exc}") from None
+                            f"value: {reason}") from None

@@ -129,6 +129,8 @@ HOSTILE = [
     "!!set {a}\n",
     "a: !!binary aGk=\n",
     "a: !!seq x\n",
+    "a: !!int\n",                                 # empty: the constructor's IndexError
+    "a: !!float ''\n",
     "a: !!omap x\n",
     "1: a\ntrue: b\n~: c\n1.5: d\n",                # keys that are not strings
     "? [k]\n: v\n",
@@ -213,3 +215,13 @@ FRAGMENTS = ["a", "b", "1", "x: 1", "- 1", "&x", "*x", "<<: ", "!!str", "!t", "[
        st.integers(min_value=1, max_value=6), st.integers(min_value=1, max_value=40))
 def test_generated_documents_give_the_same_data_or_error(parts, depth, nodes):
     same("".join(parts), Limits(max_depth=depth, max_items=5, max_string=8, max_nodes=nodes))
+
+
+@pytest.mark.parametrize("text", ["a: 1\nb: !!int\n", "a: 1\nb: !!float ''\n"])
+def test_an_empty_number_is_a_located_error_not_a_crash(text):
+    """PyYAML's int and float constructors index the empty text (IndexError, which
+    escaped as a traceback from `elbctl validate` on both paths before)."""
+    with pytest.raises(YAMLSourceError) as info:
+        load_located(text, "m.yaml")
+    assert (info.value.line, info.value.path) == (2, ("b",))
+    assert info.value.message.endswith("value: it is empty")
