@@ -19,9 +19,10 @@ Each (tree, run) is one fresh process importing that tree's ``dcnet`` (and
 ``dcnet.cli.elbctl``, as ``elbctl exporter`` has), with its ``ipvs_source`` reading the
 files instead of ``/proc`` and a socket replaying the dump datagrams (read from the file
 one ``recv`` at a time, so the process never holds the dump whole), then an
-:class:`~dcnet.metrics.elb.ELBCollector` with the index and the bound (``--mode``).
-One warm-up scrape, then ``--scrapes`` scrapes each consumed piece by piece as the HTTP
-server writes them (never joined), each in a new thread with the heap trimmed after, as
+:class:`~dcnet.metrics.elb.ELBCollector` with the index and the bound (``--mode``;
+dest dumps, asked for per-server counters, are answered empty). One warm-up scrape,
+then ``--scrapes`` scrapes each consumed piece by piece as the HTTP server writes them
+(never joined), each in a new thread with the heap trimmed after, as
 :mod:`dcnet.metrics.server` answers. Per process: median wall and CPU seconds of a scrape,
 RSS after the scrapes, VmHWM (the process's peak) before and after the scrapes, and in a
 last scrape under :mod:`tracemalloc` the peak of Python allocations during a scrape;
@@ -147,10 +148,16 @@ class Replay:
         self.seq = _HDR.unpack_from(request)[3]
         if self.handle is not None:
             self.handle.close()
-        self.handle = open(self.path, "rb")      # noqa: SIM115 (closed at the next send)
+            self.handle = None
+        if _GENL.unpack_from(request, _HDR.size)[0] == 4:    # IPVS_CMD_GET_SERVICE
+            self.handle = open(self.path, "rb")  # noqa: SIM115 (closed at the next send)
         return len(request)
 
     def recv_into(self, buffer) -> int:
+        if self.handle is None:                 # a dest dump: no dest (NLMSG_DONE)
+            struct.pack_into("=IHHII", buffer, 0, _HDR.size + 4, 3, 2, self.seq, 0)
+            struct.pack_into("=i", buffer, _HDR.size, 0)
+            return _HDR.size + 4
         size = struct.unpack("=I", self.handle.read(4))[0]
         view = memoryview(buffer)[:size]
         self.handle.readinto(view)
