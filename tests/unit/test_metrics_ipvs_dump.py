@@ -2,7 +2,8 @@
 ip_vs_genl_fill_service lays them out (AF, PROTOCOL, a 16-byte ADDR, PORT first; STATS
 then an unpadded STATS64 last) are read by the two-unpack path, and give what the walk
 over every attribute gives; any other layout (pad attributes, no STATS64, a fwmark
-service, a short address) is walked."""
+service, a short address) is walked. The counter families write their sample lines
+themselves: each value as the exposition prints it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import struct
 import pytest
 
 from dcnet.lvs import genl, ipvs_stats
+from dcnet.metrics import ipvs
 
 pytestmark = pytest.mark.unit
 PAD = 11
@@ -96,3 +98,24 @@ def test_values_read():
         socket.AF_INET, 132, "198.51.100.10", 0xFFFF, 0)
     data = OTHER[2]
     assert ipvs_stats.service_counts(data, 0, len(data))[:5] == (socket.AF_INET, 0, "", 0, 7)
+
+
+def test_counter_lines_print_values_as_the_exposition_does():
+    """The counter families write their lines themselves: each value as
+    exposition.number prints it (large counters too)."""
+    from dcnet.metrics.elb import IPVSTable
+    from dcnet.metrics.exposition import encoded, number
+
+    values = (0, 10**15 - 1, 10**15, 2**64 - 1, 7)
+    table = IPVSTable(counters={("198.51.100.10", 80): values})
+    text = b"".join(encoded(ipvs.families({"host": table}, {}, None))).decode()
+    labels = 'carrier="",netns="host",port="80",service="198.51.100.10"'
+    head, tail = labels.split(",", 1)
+    assert (f"dcnet_ipvs_service_scheduled_connections_total{{{labels}}} "
+            f"{number(values[0])}") in text.splitlines()
+    for name, direction, value in (("packets", "in", values[1]), ("packets", "out",
+                                   values[2]), ("bytes", "in", values[3]),
+                                   ("bytes", "out", values[4])):
+        line = (f'dcnet_ipvs_service_{name}_total{{{head},direction="{direction}",'
+                f'{tail}}} {number(value)}')
+        assert line in text.splitlines()
