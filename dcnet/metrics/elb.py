@@ -8,7 +8,8 @@ exporter``, ``elbctl agent --metrics-address``), so this module reads no target 
   per-server series may be exposed (the model's count of real servers is within the
   bound, or there is no model);
 - ``ipvs_tables()``: per network namespace, the rows of ``/proc/net/ip_vs`` (virtual
-  address, port, protocol, real server, active and inactive connections), the
+  address, port, protocol, real server, active and inactive connections; or their sums
+  per VIP:port, the rows made only for per-server series: :class:`IPVSTable`), the
   totals of ``/proc/net/ip_vs_stats`` and the services' and real servers' traffic
   counters read by generic netlink (:mod:`dcnet.metrics.ipvs`);
 - ``nft_counters()``: the nft target's counter objects per VIP:port (new connections,
