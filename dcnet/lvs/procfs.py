@@ -1,7 +1,9 @@
 """The fast read of IPVS real servers: every dest of a namespace from ``/proc/net/ip_vs``.
 
 It owns the text the kernel prints there (``ip_vs_info_seq_show`` in
-net/netfilter/ipvs/ip_vs_ctl.c) and a pure parser for it. One read of that file lists
+net/netfilter/ipvs/ip_vs_ctl.c), a pure parser for it (:func:`parse`) and a summing pass
+that makes no row (:func:`sum_dests`, :func:`sum_read`: the metrics' per-service
+connection counts, read as the file is read). One read of that file lists
 every service of the reading thread's network namespace with its dests::
 
     IP Virtual Server version 1.2.1 (size=4096)
