@@ -36,8 +36,9 @@ from typing import NamedTuple
 
 from dcnet.metrics import haproxy_stat, ipvs, nft, status
 from dcnet.metrics.cardinality import Bound
-from dcnet.metrics.exposition import Family, encoded, escape, labels
+from dcnet.metrics.exposition import Family, encoded, escape, labels, number
 
+LARGE = 10**15        # integers below this print as "%d.0" (exposition.number)
 JOBNAME_TAGS = ("job", "jobgroup", "service", "servicegroup", "cluster", "pdl", "owt", "cop")
 
 
@@ -352,8 +353,16 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
 
 
 def _state_lines(conns: Family, netns_text: str, per_service: dict) -> Iterator[str]:
+    """Two lines per service, each value printed as :func:`number` prints it (integers
+    below 10^15 written here: one format a line, no call)."""
+    sample = conns.sample
     for (service, port, carrier), (active, inactive, _weighted) in per_service.items():
-        head = f'{{carrier="{escape(carrier)}",netns="{netns_text}",port="{port}",' \
+        head = f'{sample}{{carrier="{escape(carrier)}",netns="{netns_text}",port="{port}",' \
                f'service="{escape(service)}",state="'
-        yield conns.line(head + 'active"}', active)
-        yield conns.line(head + 'inactive"}', inactive)
+        if type(active) is int and type(inactive) is int and -LARGE < active < LARGE \
+                and -LARGE < inactive < LARGE:
+            yield f'{head}active"}} {active}.0'
+            yield f'{head}inactive"}} {inactive}.0'
+        else:
+            yield f'{head}active"}} {number(active)}'
+            yield f'{head}inactive"}} {number(inactive)}'

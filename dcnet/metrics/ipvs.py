@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from dcnet.metrics.exposition import Family, escape
+from dcnet.metrics.exposition import Family, escape, number
 
 # a service's counters: (connections scheduled, packets in, out, bytes in, out)
 Counts = tuple[int, int, int, int, int]
 ZERO: Counts = (0, 0, 0, 0, 0)
+LARGE = 10**15        # integers below this print as "%d.0" (exposition.number)
 
 
 def counts_of(stats) -> Counts:
@@ -162,14 +163,37 @@ def _extend(conns: Family, packets: Family, volume: Family, sets: list) -> None:
     ``tail`` the set without ``direction``, which sorts between them. The lines are
     made only as the families are written (:meth:`Family.extend`): 50,000 at 10,000
     services are never held together."""
-    conns.extend(conns.line(head + tail, counts[0]) for head, tail, counts in sets)
+    conns.extend(_lines(conns, sets))
     packets.extend(_directions(packets, sets, 1))
     volume.extend(_directions(volume, sets, 3))
 
 
+def _value(value: int) -> str:
+    """``value`` as :func:`dcnet.metrics.exposition.number` prints it (integers below
+    10^15 are formatted by the callers themselves: one format a line, no call)."""
+    return f"{value}.0" if type(value) is int and -LARGE < value < LARGE else number(value)
+
+
+def _lines(family: Family, sets: list) -> Iterator[str]:
+    """``family``'s line of each label set: counts[0]."""
+    sample = family.sample
+    for head, tail, counts in sets:
+        value = counts[0]
+        if type(value) is int and -LARGE < value < LARGE:
+            yield f"{sample}{head}{tail} {value}.0"
+        else:
+            yield f"{sample}{head}{tail} {_value(value)}"
+
+
 def _directions(family: Family, sets: list, first: int) -> Iterator[str]:
     """``family``'s in and out lines of each label set: counts[first], counts[first+1]."""
-    line = family.line
+    sample = family.sample
     for head, tail, counts in sets:
-        yield line(f'{head},direction="in"{tail}', counts[first])
-        yield line(f'{head},direction="out"{tail}', counts[first + 1])
+        ins, outs = counts[first], counts[first + 1]
+        if type(ins) is int and type(outs) is int and -LARGE < ins < LARGE \
+                and -LARGE < outs < LARGE:
+            yield f'{sample}{head},direction="in"{tail} {ins}.0'
+            yield f'{sample}{head},direction="out"{tail} {outs}.0'
+        else:
+            yield f'{sample}{head},direction="in"{tail} {_value(ins)}'
+            yield f'{sample}{head},direction="out"{tail} {_value(outs)}'

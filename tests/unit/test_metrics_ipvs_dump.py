@@ -119,3 +119,24 @@ def test_counter_lines_print_values_as_the_exposition_does():
         line = (f'dcnet_ipvs_service_{name}_total{{{head},direction="{direction}",'
                 f'{tail}}} {number(value)}')
         assert line in text.splitlines()
+    big = IPVSTable(counters={("198.51.100.11", 80): (10**15, 1, 2, 3, 4)})
+    text = b"".join(encoded(ipvs.families({"host": big}, {}, None))).decode()
+    assert (f'dcnet_ipvs_service_scheduled_connections_total{{carrier="",netns="host",'
+            f'port="80",service="198.51.100.11"}} {number(10**15)}') in text.splitlines()
+
+
+def test_connection_lines_print_values_as_the_exposition_does():
+    """The per-service connection gauges are written as lines too: each sum as
+    exposition.number prints it."""
+    from dcnet.metrics.elb import IPVSTable, ServiceIndex, ipvs_families
+    from dcnet.metrics.exposition import Family, encoded, number
+
+    healthy = Family("dcnet_elb_vip_healthy_servers", "h", "gauge", ())
+    for active, inactive in ((10**15 - 1, 0), (10**15, -3), (2**64 - 1, 10**15)):
+        table = IPVSTable(sums={("198.51.100.10", 80): [active, inactive, 1]}, count=1)
+        text = b"".join(encoded(ipvs_families({"host": table}, ServiceIndex({}, {}), False,
+                                              healthy))).decode().splitlines()
+        head = ('dcnet_ipvs_service_connections{carrier="",netns="host",port="80",'
+                'service="198.51.100.10",state=')
+        assert f'{head}"active"}} {number(active)}' in text
+        assert f'{head}"inactive"}} {number(inactive)}' in text

@@ -77,6 +77,28 @@ def test_the_sums_are_those_of_the_parsed_rows(text):
     assert list(sums) == list(procfs.parse(text))            # same services, same order
 
 
+def test_counters_summed_past_int64_and_signed_are_summed_as_parse_sums_them():
+    """Columns are summed in int64 only where the sums are exact: counters near 2^63
+    (kernels print u32, the text could say more) and signed ones sum as int() reads them."""
+    head = "\n".join(procfs.HEADER[:1]) + " (size=4096)\n" + "\n".join(procfs.HEADER[1:])
+    big = 2**62 + 5
+    text = (f"{head}\nTCP  C000020A:0050 wrr \n"
+            f"  -> C6336414:1F90      Masq    7      {big:<10d} -3        \n"
+            f"  -> C6336415:1F90      Masq    0      {big:<10d} +4        \n"
+            f"  -> C6336416:1F90      Masq    1      {big:<10d} 1_0       \n"
+            "UDP  C000020C:0035 rr \n"
+            "  -> C6336414:1F90      Route   2      -1         5         \n")
+    sums = procfs.sum_dests(text)
+    assert sums == row_sums(text)
+    assert sums[(6, "192.0.2.10", 80)] == [3 * big, 11, 2, 3]      # past 2^63
+    huge = text.replace(str(big), str(2**70), 1)                   # past int64
+    assert procfs.sum_dests(huge) == row_sums(huge)
+    assert sums[(17, "192.0.2.12", 53)] == [-1, 5, 1, 1]
+    small = text.replace(str(big), "12")  # summed in int64
+    assert procfs.sum_dests(small) == row_sums(small)
+    assert procfs.sum_dests(small)[(6, "192.0.2.10", 80)] == [36, 11, 2, 3]
+
+
 def test_an_empty_table_and_services_without_servers():
     assert procfs.sum_dests(procfs.format_table([])) == {}
     text = procfs.format_table([(WireService(V4, TCP, "10.0.0.1", 80, sched="rr"), [])])
