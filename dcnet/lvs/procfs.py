@@ -36,8 +36,7 @@ from __future__ import annotations
 
 import re
 import socket
-
-import numpy as np
+from itertools import accumulate
 
 PROC_PATH = "/proc/thread-self/net/ip_vs"
 FORWARD_BY_NAME = {"Masq": 0, "Local": 1, "Tunnel": 2, "Route": 3}
@@ -245,20 +244,14 @@ def _sum_lines(out: dict, number: int, blocks: list[str], sums: list[int] | None
             or not FORWARD_BY_NAME.keys() >= set(fields[2::6])
             or not "".join(weights).isdigit()):          # the checks, line by line
         return _sum_blocks(out, number, blocks, sums)
-    try:                        # str to int as int() reads it (a sign, "_"), in C
-        columns = np.array((weights, fields[4::6], fields[5::6]), dtype=np.int64)
-    except (ValueError, OverflowError):
+    try:
+        active = list(accumulate(map(int, fields[4::6]), initial=0))
+        inactive = list(accumulate(map(int, fields[5::6]), initial=0))
+    except ValueError:
         return _sum_blocks(out, number, blocks, sums)
-    if total and int(max(columns.max(), -columns.min())) * total >= 1 << 63:
-        return _sum_blocks(out, number, blocks, sums)      # int64 sums would not be exact
-    columns[0] = columns[0] != 0           # no sign (checked): weight > 0 is weight != 0
-    running = np.zeros((3, total + 1), np.int64)
-    np.cumsum(columns, axis=1, out=running[:, 1:])
-    bounds = np.zeros(len(counts) + 1, np.intp)
-    np.cumsum(counts, out=bounds[1:])
-    weighted, active, inactive = (running[:, bounds[1:]] - running[:, bounds[:-1]]).tolist()
-    for (head, rest), count, w, a, i in zip(parts, counts, weighted, active, inactive,
-                                            strict=True):
+    weighted = list(accumulate(map(bool, map(int, weights)), initial=0))
+    at = 0
+    for (head, rest), count in zip(parts, counts, strict=True):
         if head is None:                # dest lines of the service before
             if sums is None:
                 raise ProcFormatError(number, rest.partition("\n")[0],
@@ -268,11 +261,12 @@ def _sum_lines(out: dict, number: int, blocks: list[str], sums: list[int] | None
             sums = out.get(key := _service_line(number, head))
             if sums is None:
                 sums = out[key] = [0, 0, 0, 0]
-        sums[0] += a
-        sums[1] += i
-        sums[2] += w
+        end = at + count
+        sums[0] += active[end] - active[at]
+        sums[1] += inactive[end] - inactive[at]
+        sums[2] += weighted[end] - weighted[at]
         sums[3] += count
-        number += count + 1
+        number, at = number + count + 1, end
     return number, sums
 
 
