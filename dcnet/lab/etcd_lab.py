@@ -218,7 +218,7 @@ class EtcdCluster:
         popen = self._members[member].popen
         return popen is not None and popen.poll() is None
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
+    def wait_healthy(self, timeout: float = 90.0) -> None:
         """Wait until every running member agrees on one leader and serves a read."""
         deadline = time.monotonic() + timeout
         problem = "no member running"

@@ -40,6 +40,25 @@ class NetnsError(RuntimeError):
     """A namespace operation failed (bad name, missing namespace, switch failure)."""
 
 
+# pyroute2 waits 2 s for the helper process it forks (netns.create, IPRoute(netns=...))
+# and then kills it: on a loaded node that fails a namespace creation or a socket that
+# would have come a moment later (a lab build failed so in CI at a load of 10+). The
+# wait only bounds a helper that is stuck, so it is generous.
+PYROUTE2_HELPER_TIMEOUT = 60
+
+
+def _pyroute2_netns():
+    """pyroute2's netns module, its helper-process waits raised once."""
+    from pyroute2 import config
+    from pyroute2 import netns as pyroute2_netns
+
+    config.default_communicate_timeout = max(config.default_communicate_timeout,
+                                             PYROUTE2_HELPER_TIMEOUT)
+    config.default_create_socket_timeout = max(config.default_create_socket_timeout,
+                                               PYROUTE2_HELPER_TIMEOUT)
+    return pyroute2_netns
+
+
 def path_of(name: str) -> str:
     """The bind-mount path that pins the named namespace."""
     check_name(name)
@@ -74,7 +93,7 @@ def create(name: str) -> None:
     """Create the named namespace; FileExistsError if it already exists."""
     if exists(name):
         raise FileExistsError(f"network namespace {name!r} already exists")
-    from pyroute2 import netns as pyroute2_netns
+    pyroute2_netns = _pyroute2_netns()
 
     pyroute2_netns.create(name)
     if not exists(name):
@@ -85,7 +104,7 @@ def remove(name: str) -> bool:
     """Unmount and delete the named namespace; False if it did not exist."""
     if not exists(name):
         return False
-    from pyroute2 import netns as pyroute2_netns
+    pyroute2_netns = _pyroute2_netns()
 
     pyroute2_netns.remove(name)
     return True
@@ -115,7 +134,7 @@ def run_in(name: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """
     import threading
 
-    from pyroute2 import netns as pyroute2_netns
+    pyroute2_netns = _pyroute2_netns()
 
     target = path_of(name)
     if not os.path.exists(target):
@@ -188,6 +207,7 @@ def iproute(name: str) -> IPRoute:
         raise NetnsError(f"network namespace {name!r} does not exist")
     from pyroute2 import IPRoute
 
+    _pyroute2_netns()
     _default_sigterm_in_forks()
     return IPRoute(netns=name, flags=0)
 

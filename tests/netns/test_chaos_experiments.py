@@ -132,20 +132,22 @@ def etcd_hostgw(lab_factory, tmp_path):
     """Nodes n1 and n2 whose agents keep their leases in a 3-member etcd (e1..e3)."""
     lab = lab_factory(etcd_underlay())
     etcd = start_etcd_cluster(lab, list(ETCD_HOSTS), str(tmp_path / "etcd"), client_host="sw")
-    etcd.wait_healthy()
-    nodes = EtcdNodes(lab, tmp_path / "cni", etcd)
-    os.makedirs(nodes.root, exist_ok=True)
-    for node in ("n1", "n2"):
-        nodes.start_agent(node)
-    wait_until(nodes.routes_converged, "routes between n1 and n2")
-    runtime = nodes.runtime("n1")
-    path = nodes.pod("warm-up")
-    runtime.add("warm-up", path)
-    runtime.delete("warm-up", path)
-    nodes.remove_pods()
-    yield nodes
-    nodes.remove_pods()
-    etcd.close()
+    try:
+        etcd.wait_healthy()
+        nodes = EtcdNodes(lab, tmp_path / "cni", etcd)
+        os.makedirs(nodes.root, exist_ok=True)
+        for node in ("n1", "n2"):
+            nodes.start_agent(node)
+        wait_until(nodes.routes_converged, "routes between n1 and n2")
+        runtime = nodes.runtime("n1")
+        path = nodes.pod("warm-up")
+        runtime.add("warm-up", path)
+        runtime.delete("warm-up", path)
+        nodes.remove_pods()
+        yield nodes
+        nodes.remove_pods()
+    finally:
+        etcd.close()
 
 
 def etcd_variables(nodes) -> dict:
