@@ -130,8 +130,8 @@ def _body(text: str) -> str:
     return text[slice(*_body_span(text))]
 
 
-def _body_span(text: str) -> tuple[int, int]:
-    """Where :func:`_body` starts and ends in ``text`` (read in place: no copy)."""
+def _header_end(text: str) -> int:
+    """Where the text after the header starts (checked line by line, in place)."""
     start = 0
     for number, expected in enumerate(HEADER, 1):
         newline = text.find("\n", start)
@@ -140,6 +140,12 @@ def _body_span(text: str) -> tuple[int, int]:
             raise ProcFormatError(number, text[start:stop],
                                   f"expected the header {expected!r}")
         start = stop + (newline >= 0)
+    return start
+
+
+def _body_span(text: str) -> tuple[int, int]:
+    """Where :func:`_body` starts and ends in ``text`` (read in place: no copy)."""
+    start = _header_end(text)
     end = len(text) - (len(text) > start and text.endswith("\n"))
     if text.startswith("  -> ", start, end):
         first = text.find("\n", start, end)
@@ -199,14 +205,7 @@ def sum_pieces(pieces) -> dict[ServiceId, list[int]]:
     buffer, number = "", 1
     while buffer.count("\n") < len(HEADER) and (piece := next(pieces, None)) is not None:
         buffer += piece
-    start = 0
-    for number, expected in enumerate(HEADER, 1):
-        newline = buffer.find("\n", start)
-        stop = len(buffer) if newline < 0 else newline
-        if not buffer.startswith(expected, start, stop):
-            raise ProcFormatError(number, buffer[start:stop],
-                                  f"expected the header {expected!r}")
-        start = stop + 1
+    start = _header_end(buffer)
     buffer, number, sums, cut = buffer[start:], len(HEADER) + 1, None, False
     split = _SERVICE_START.split
     while True:

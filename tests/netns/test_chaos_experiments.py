@@ -75,16 +75,22 @@ def hostgw(lab_factory, tmp_path):
     ADD and DEL, so the left-over check compares like with like."""
     nodes = ("n1", "n2")
     cluster = Cluster(lab_factory(underlay(nodes)), tmp_path / "cni", nodes)
+    warm_up(cluster)
+    yield cluster
+    cluster.remove_pods()
+
+
+def warm_up(cluster) -> None:
+    """Start the agents of n1 and n2, wait for their routes, and make n1's bridge by one
+    ADD and DEL (so a left-over check compares like with like)."""
     os.makedirs(cluster.root, exist_ok=True)
-    for node in nodes:
+    for node in ("n1", "n2"):
         cluster.start_agent(node)
     wait_until(cluster.routes_converged, "routes between n1 and n2")
     runtime = cluster.runtime("n1")
     path = cluster.pod("warm-up")
     runtime.add("warm-up", path)
     runtime.delete("warm-up", path)
-    cluster.remove_pods()
-    yield cluster
     cluster.remove_pods()
 
 
@@ -135,15 +141,7 @@ def etcd_hostgw(lab_factory, tmp_path):
     try:
         etcd.wait_healthy()
         nodes = EtcdNodes(lab, tmp_path / "cni", etcd)
-        os.makedirs(nodes.root, exist_ok=True)
-        for node in ("n1", "n2"):
-            nodes.start_agent(node)
-        wait_until(nodes.routes_converged, "routes between n1 and n2")
-        runtime = nodes.runtime("n1")
-        path = nodes.pod("warm-up")
-        runtime.add("warm-up", path)
-        runtime.delete("warm-up", path)
-        nodes.remove_pods()
+        warm_up(nodes)
         yield nodes
         nodes.remove_pods()
     finally:
