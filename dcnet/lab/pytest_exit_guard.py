@@ -4,8 +4,9 @@ Two things keep a finished run from ending, and CI then waits for its whole budg
 
 * a non-daemon thread a test started and never stopped (a failed assertion skipped the
   ``stop``): the interpreter joins it at exit, forever;
-* a process a test started that still holds the run's standard output or error (a pipe
-  to CI): the reader sees no end of file until that process exits.
+* a process a test started (a descendant of the run) that still holds the run's
+  standard output or error (a pipe to CI): the reader sees no end of file until that
+  process exits.
 
 After each test, a non-daemon thread that test left running is reported under the
 test's name. At the end of the session, what still keeps the run open is listed (thread
@@ -48,16 +49,24 @@ def pytest_runtest_logfinish(nodeid, location):
         _leaks.append(f"{nodeid}: non-daemon thread {thread.name!r} still running")
 
 
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                pid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return pids
+def _parent(pid: int) -> int:
+    """``pid``'s parent, 0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _descends_from_me(pid: int) -> bool:
+    """Whether ``pid`` is this process's child, grandchild, ... (never an orphan
+    adopted by init, never something the run's caller started)."""
+    me, seen = os.getpid(), 0
+    while pid > 1 and seen < 4096:
+        pid, seen = _parent(pid), seen + 1
+        if pid == me:
+            return True
+    return False
 
 
 def _pipe_of(fd: int) -> str | None:
@@ -69,14 +78,15 @@ def _pipe_of(fd: int) -> str | None:
 
 
 def holders_of_output() -> dict[int, str]:
-    """Processes other than this one and its ancestors holding the write end of this
-    process's stdout or stderr pipe: pid -> command line."""
+    """This process's descendants holding the write end of its stdout or stderr pipe:
+    pid -> command line. Nothing else is looked at: whatever the run's caller holds is
+    the caller's."""
     pipes = {p for p in (_pipe_of(1), _pipe_of(2)) if p}
     if not pipes:
         return {}
-    skip, found = _ancestors(), {}
+    found = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in skip:
+        if not entry.isdigit() or not _descends_from_me(int(entry)):
             continue
         try:
             for fd in os.listdir(f"/proc/{entry}/fd"):

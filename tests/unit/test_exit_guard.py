@@ -76,3 +76,25 @@ def test_a_clean_run_is_left_alone(tmp_path):
     done = _inner(tmp_path, CLEAN)
     assert done.returncode == 0, done.stdout
     assert "exit guard" not in done.stdout
+
+
+def test_a_process_the_run_did_not_start_is_never_touched(tmp_path):
+    # the run's caller may hold the pipe too (a sibling here): not the run's to end
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(CLEAN))
+    read_end, write_end = os.pipe()
+    sibling = subprocess.Popen(["sleep", "3600"], stdout=write_end)
+    try:
+        inner = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             "-p", "dcnet.lab.pytest_exit_guard", "test_inner.py"],
+            cwd=tmp_path, stdout=write_end, stderr=subprocess.STDOUT)
+        os.close(write_end)
+        assert inner.wait(WAIT) == 0
+        assert sibling.poll() is None
+    finally:
+        sibling.kill()
+        sibling.wait()
+    with os.fdopen(read_end, "rb") as output:
+        text = output.read().decode()
+    assert "1 passed" in text and "exit guard" not in text
