@@ -16,9 +16,10 @@ labelling index (:class:`dcnet.metrics.elb.ServiceIndex`, pickled: the exporter 
 only that, its model is loaded in a child).
 
 Each (tree, run) is one fresh process importing that tree's ``dcnet`` (and
-``dcnet.cli.elbctl``, as ``elbctl exporter`` has), with its ``ipvs_source`` reading the
-files instead of ``/proc`` and a socket replaying the dump datagrams (read from the file
-one ``recv`` at a time, so the process never holds the dump whole), then an
+``dcnet.cli.elbctl`` and ``dcnet.metrics.server``, as ``elbctl exporter`` has), with its
+``ipvs_source`` reading the files instead of ``/proc`` and a socket replaying the dump
+datagrams (read from the file one ``recv`` at a time, so the process never holds the
+dump whole), then an
 :class:`~dcnet.metrics.elb.ELBCollector` with the index and the bound (``--mode``;
 dest dumps, asked for per-server counters, are answered empty). One warm-up scrape,
 then ``--scrapes`` scrapes each consumed piece by piece as the HTTP server writes them
@@ -189,7 +190,7 @@ def child(args) -> None:
     import dcnet.cli.elbctl  # noqa: F401  (what `elbctl exporter` has imported)
     from dcnet.cli import elbctl_metrics
     from dcnet.lvs import ipvs_stats, procfs
-    from dcnet.metrics import isolated
+    from dcnet.metrics import isolated, server  # noqa: F401  (its HTTP server's imports)
     from dcnet.metrics.cardinality import Bound
     from dcnet.metrics.elb import ELBCollector
 

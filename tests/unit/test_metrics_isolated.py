@@ -119,3 +119,32 @@ def test_the_served_body_is_the_exposition_plain_and_gzipped():
             urllib.request.urlopen(server.url, timeout=30)
         error.value.close()
     assert error.value.code == 500
+
+
+def test_the_exposition_server_answers_other_requests_with_errors_without_http_server():
+    """404 for another path, 501 for another method, 400 for a malformed request; and
+    serving an exposition does not import http.server (ssl, email: 2 MiB)."""
+    import socket
+    import subprocess
+    import sys
+
+    from dcnet.metrics.exposition import Exposition
+    from dcnet.metrics.server import serve
+
+    def ask(server, request: bytes) -> bytes:
+        with socket.create_connection((server.host, server.port), timeout=30) as conn:
+            conn.sendall(request)
+            out = b""
+            while data := conn.recv(65536):
+                out += data
+        return out
+
+    with serve(Exposition(), "127.0.0.1:0") as server:
+        assert ask(server, b"GET /x HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 404 ")
+        assert ask(server, b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 501 ")
+        assert ask(server, b"garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+        assert ask(server, b"GET /metrics?x HTTP/1.1\r\nHost: a\r\n\r\n").startswith(
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4")
+    code = ("import sys; import dcnet.metrics.server; "
+            "sys.exit('http.server' in sys.modules or 'ssl' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
