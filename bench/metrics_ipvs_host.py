@@ -13,7 +13,8 @@ netlink service dump as the kernel sends it on x86-64 (``ip_vs_genl_fill_service
 protocol, a 16-byte address, port, scheduler, flags, timeout, netmask, STATS and STATS64
 nests without pad attributes; messages packed into 32 KiB datagrams), and the model's
 labelling index (:class:`dcnet.metrics.elb.ServiceIndex`, pickled: the exporter keeps
-only that, its model is loaded in a child).
+only that, its model is loaded in a child; without HAProxy's service table where the
+tree's index leaves it out for an exporter without the haproxy target).
 
 Each (tree, run) is one fresh process importing that tree's ``dcnet`` (and
 ``dcnet.cli.elbctl`` and ``dcnet.metrics.server``, as ``elbctl exporter`` has), with its
@@ -133,9 +134,11 @@ def write_inputs(work: str, services: int, servers: int) -> None:
         handle.write(struct.pack("=I", len(datagram)) + datagram)
     with open(os.path.join(work, "model.yaml"), "w") as handle:
         handle.write(model_text(services, servers))
-    index = ServiceIndex.of(load_model(os.path.join(work, "model.yaml")))
-    with open(os.path.join(work, "index.pickle"), "wb") as handle:
-        pickle.dump(index, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    model = load_model(os.path.join(work, "model.yaml"))
+    for name, index in (("index", ServiceIndex.of(model)),
+                        ("index-ipvs", ServiceIndex.of(model, services=False))):
+        with open(os.path.join(work, name + ".pickle"), "wb") as handle:
+            pickle.dump(index, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class Replay:
@@ -185,6 +188,7 @@ def status() -> dict[str, float]:
 
 def child(args) -> None:
     """One process of one tree: prints one line of figures (key=value)."""
+    import inspect
     import tracemalloc
 
     import dcnet.cli.elbctl  # noqa: F401  (what `elbctl exporter` has imported)
@@ -192,7 +196,7 @@ def child(args) -> None:
     from dcnet.lvs import ipvs_stats, procfs
     from dcnet.metrics import isolated, server  # noqa: F401  (its HTTP server's imports)
     from dcnet.metrics.cardinality import Bound
-    from dcnet.metrics.elb import ELBCollector
+    from dcnet.metrics.elb import ELBCollector, ServiceIndex
 
     isolated.one_heap()
     work = args.work
@@ -207,7 +211,10 @@ def child(args) -> None:
             self.family_id = 0x20
 
     ipvs_stats.StatsSocket = ReplaySocket
-    with open(os.path.join(work, "index.pickle"), "rb") as handle:
+    # the index as this tree's exporter keeps it for the lvs target (no HAProxy labels)
+    ipvs_only = "services" in inspect.signature(ServiceIndex.of).parameters
+    with open(os.path.join(work, "index-ipvs.pickle" if ipvs_only else "index.pickle"),
+              "rb") as handle:
         index = pickle.load(handle)
     collector = ELBCollector(model=lambda: index, bound=Bound(mode=args.mode),
                              ipvs_tables=elbctl_metrics.ipvs_source(["host"]))

@@ -169,7 +169,7 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
     pickled index or None when the digest is ``known``), with ``drift`` whether each
     target's plan of it is not empty (the previous value when the target was busy or
     unavailable), and the model parsed from ``text``, pickled and compressed (else
-    None); the index labels IPVS rows only with ``vips``."""
+    None); the index labels IPVS rows only with ``vips``, HAProxy's with that target."""
     from dcnet.metrics.elb import ServiceIndex
 
     model, parsed = None, None
@@ -183,7 +183,7 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
     if drift:
         watch.check(refresh=False)
     index = None if watch.current is None else pickle.dumps(ServiceIndex.of(
-        watch.current, vips), protocol=pickle.HIGHEST_PROTOCOL)
+        watch.current, vips, "haproxy" in targets), protocol=pickle.HIGHEST_PROTOCOL)
     digest = None if index is None else hashlib.sha256(index).hexdigest()
     return digest, None if digest == known else index, watch.drifts, parsed
 

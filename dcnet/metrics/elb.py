@@ -117,8 +117,9 @@ class ServiceIndex:
     :mod:`dcnet.metrics.isolated`), so it is compact: each name is one string object
     shared by every table, the JOBNAME tags are kept only as the finished text of
     ``dcnet_service_info`` (compressed: 2.5 MiB of text at 10,000 services, 0.2 MiB
-    so), and ``carriers`` (what IPVS rows are labelled with) is filled only when asked
-    for (``vips``)."""
+    so), and ``carriers`` (what IPVS rows are labelled with) and ``service_carriers``
+    (HAProxy's rows) are filled only when asked for (``vips``, ``services``: 0.5 MiB at
+    10,000 services)."""
 
     carriers: dict[tuple[str, int], tuple[str, str]]        # (vip, port) -> (service, carrier)
     service_carriers: dict[str, tuple[str, ...]]
@@ -126,9 +127,10 @@ class ServiceIndex:
     server_slots: int | None = None      # real servers x ports of the model (None: no model)
 
     @classmethod
-    def of(cls, model, vips: bool = True) -> ServiceIndex:
+    def of(cls, model, vips: bool = True, services: bool = True) -> ServiceIndex:
         """The index of ``model`` (a model, None, or an index already); without
-        ``vips``, ``carriers`` is left empty (no IPVS source to label)."""
+        ``vips``, ``carriers`` is left empty (no IPVS source to label), without
+        ``services`` ``service_carriers`` (no HAProxy source)."""
         if isinstance(model, ServiceIndex):
             return model
         carriers, by_service = {}, {}
@@ -140,8 +142,9 @@ class ServiceIndex:
             intern = sys.intern
             for service in model.services:
                 name = intern(service.name)
-                names = by_service[name] = tuple(dict.fromkeys(intern(c)
-                                                               for c, _ in service.vips))
+                names = tuple(dict.fromkeys(intern(c) for c, _ in service.vips))
+                if services:
+                    by_service[name] = names
                 values = {"service": name, "carriers": ",".join(names),
                           **{f"tag_{t}": getattr(service.job, t) or "" for t in JOBNAME_TAGS}}
                 info.add_formatted(labels(values, values.values()), 1)

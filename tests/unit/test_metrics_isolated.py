@@ -28,8 +28,8 @@ def write_model(tmp_path, text: str) -> str:
 
 def test_the_index_loaded_in_a_child_is_the_in_process_one(tmp_path):
     path = write_model(tmp_path, model_text())
-    watch = IsolatedWatch({}, path, interval=0)
-    expected = ServiceIndex.of(load_model(path))
+    watch = IsolatedWatch({}, path, interval=0)     # no haproxy target: no service_carriers
+    expected = ServiceIndex.of(load_model(path), services=False)
     assert isinstance(watch.current, ServiceIndex)
     assert watch.current == expected
     assert watch.current.info_text() == expected.info_text()
@@ -78,8 +78,8 @@ def test_one_heap_is_accepted_by_glibc():
 
 def test_without_an_ipvs_source_the_vips_are_not_indexed(tmp_path):
     path = write_model(tmp_path, model_text())
-    watch = IsolatedWatch({}, path, interval=0, vips=False)
-    assert watch.current.carriers == {}
+    watch = IsolatedWatch({"haproxy": {}}, path, interval=0, vips=False)
+    assert watch.current.carriers == {} and watch.current.service_carriers
     assert watch.current.service_carriers == ServiceIndex.of(load_model(path)).service_carriers
 
 

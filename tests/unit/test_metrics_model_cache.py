@@ -27,7 +27,7 @@ def test_later_children_unpickle_the_model_the_first_one_parsed(tmp_path):
     # the file is not read again (as before: an edit is seen at a restart)
     (tmp_path / "model.yaml").write_text("not: a model\n")
     watch.check()
-    assert watch.current is first and watch.current == ServiceIndex.of(model)
+    assert watch.current is first and watch.current == ServiceIndex.of(model, services=False)
     digest, index, drifts, parsed = check_in_child({}, path, None, 5.0, {}, None, False,
                                                    True, watch.pickled)
     assert parsed is None and digest == watch.digest and drifts == {}
