@@ -17,6 +17,7 @@ brings ``http.client``, ``ssl`` and ``email``, 2 MiB of an exporter's 50.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -85,8 +86,14 @@ class ExpositionHandler(socketserver.StreamRequestHandler):
     line or header of over 64 KiB (or over 100 headers) 400."""
 
     exposition: Exposition
+    timeout = 60.0          # a client silent that long is dropped (its thread ends)
 
     def handle(self) -> None:
+        # a client that went away or stalled: nothing to answer, nothing to log
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            self._handle()
+
+    def _handle(self) -> None:
         request = self.rfile.readline(65537).decode("latin-1").split()
         headers: dict[str, str] = {}
         for _ in range(101):

@@ -145,6 +145,13 @@ def test_the_exposition_server_answers_other_requests_with_errors_without_http_s
         assert ask(server, b"garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
         assert ask(server, b"GET /metrics?x HTTP/1.1\r\nHost: a\r\n\r\n").startswith(
             b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4")
+        # a client that stalls mid-request is dropped after the handler's timeout, and
+        # a scrape meanwhile is answered
+        server.httpd.RequestHandlerClass.timeout = 0.5
+        with socket.create_connection((server.host, server.port), timeout=30) as stalled:
+            stalled.sendall(b"GET /metrics HTTP/1.1\r\n")
+            assert ask(server, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 ")
+            assert stalled.recv(65536) == b""          # closed without an answer
     code = ("import sys; import dcnet.metrics.server; "
             "sys.exit('http.server' in sys.modules or 'ssl' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
