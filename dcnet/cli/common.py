@@ -52,7 +52,7 @@ def all_target_options() -> dict[str, tuple[Option, list[str]]]:
     """flag -> (option, names of the targets that declare it), over every target."""
     out: dict[str, tuple[Option, list[str]]] = {}
     for name in registry.available():
-        for opt in registry.target_class(name).options:
+        for opt in registry.target_options(name):
             if not opt.flag:        # set by a generic flag (e.g. --force), not its own
                 continue
             if opt.flag in out:

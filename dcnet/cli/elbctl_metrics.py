@@ -52,7 +52,7 @@ def register(cli: click.Group, render: click.Group) -> None:
 
 def options_for(target: str, params: dict) -> dict:
     """The flags given on the command line that belong to ``target`` (others ignored)."""
-    mine = {opt.flag: opt.name for opt in registry.target_class(target).options}
+    mine = {opt.flag: opt.name for opt in registry.target_options(target)}
     out = {}
     for flag in all_target_options():
         value = params.get("t_" + flag.replace("-", "_"))

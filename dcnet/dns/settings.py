@@ -23,9 +23,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dcnet.dns.render import ServerOptions
 from dcnet.target.base import Option, TargetError
+
+if TYPE_CHECKING:
+    from dcnet.dns.render import ServerOptions
 
 DEFAULT_DIR = "/etc/bind/dcnet"
 DEFAULT_CONTROL = "127.0.0.1:953"
@@ -75,6 +78,8 @@ def build(directory: str = DEFAULT_DIR, key_file: str | None = None,
     address, control_port = _split_control(control or DEFAULT_CONTROL)
     # IPv6 addresses in the list go to listen-on-v6 (none when the list has none)
     listen_all = [a.strip() for a in (listen or "any").split(",") if a.strip()]
+    from dcnet.dns.render import ServerOptions  # jinja2: not for the options alone
+
     server = ServerOptions(
         directory=directory,
         port=int(port or 53),

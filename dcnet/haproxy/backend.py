@@ -56,7 +56,8 @@ from dcnet.haproxy.carry import (
 )
 from dcnet.haproxy.check import ConfigInvalid, render_valid
 from dcnet.haproxy.layout import ServerSpec, Slots, listeners, skipped_ports, slot_name
-from dcnet.haproxy.paths import DEFAULT_RUN_DIR, ENV_CONFIG, ENV_RUN_DIR, Paths
+from dcnet.haproxy.options import OPTIONS
+from dcnet.haproxy.paths import Paths
 from dcnet.haproxy.render import Renderer, TemplateError, digest, parse_file
 from dcnet.haproxy.runtime import (
     HAProxyUnavailable,
@@ -69,7 +70,7 @@ from dcnet.haproxy.state import read_fingerprint
 from dcnet.model import Model
 from dcnet.plan import Action, Change, Plan, State, diff
 from dcnet.sysio.files import atomic_write
-from dcnet.target import Option, Snapshot, Target
+from dcnet.target import Snapshot, Target
 
 SERVER, CONFIG = "server", "config"
 RELOAD, WRITE = ("reload",), ("write",)
@@ -130,13 +131,7 @@ class HAProxyTarget(Target):
 
     name = "haproxy"
     kind_order = ("global", SERVICE, FILE_SERVER, SERVER, CONFIG)
-    options = (
-        Option("run_dir", "haproxy-run-dir", "Directory of HAProxy's admin and master "
-               "sockets, server-state file and elbctl's lock", default=DEFAULT_RUN_DIR,
-               envvar=ENV_RUN_DIR, path=True),
-        Option("config", "haproxy-config", "HAProxy's configuration file (default "
-               "<run dir>/haproxy.cfg)", envvar=ENV_CONFIG, path=True),
-    )
+    options = OPTIONS
     refused_errors = (ConfigInvalid, TemplateError, ReloadFailed, RuntimeCommandError,
                       NotCarried, ApplyStepError)
     unavailable_errors = (HAProxyUnavailable,)

@@ -53,10 +53,11 @@ from dcnet.lvs.ipvs import (
     Request,
 )
 from dcnet.lvs.layout import ServiceLayout, layouts
+from dcnet.lvs.options import OPTIONS
 from dcnet.lvs.reader import read_ipvs, unowned_notes
 from dcnet.lvs.store import Store
 from dcnet.plan import Action, Change, Plan, State, diff, state_digest
-from dcnet.target import Option, Snapshot, Target
+from dcnet.target import Snapshot, Target
 
 IPVS_BATCH = 2000
 KERNEL = "kernel"       # default of LVSTarget's ipvs/routing: the kernel's, in ``netns``
@@ -140,16 +141,7 @@ class LVSTarget(Target):
 
     name = "lvs"
     kind_order = state.KIND_ORDER
-    options = (
-        Option("netns", "lvs-netns", "Network namespace of the director (else this one)",
-               envvar="DCNET_LVS_NETNS"),
-        Option("state_dir", "lvs-state-dir", "elbctl's LVS state directory: lock, "
-               "registry, drain set (else /var/lib/dcnet/lvs)",
-               envvar="DCNET_LVS_STATE_DIR", path=True),
-        Option("exact_read", "exact-read", "Read every IPVS dest by generic netlink (sees "
-               "threshold drift; slower); no fast path, no incremental read", type=bool,
-               default=False, is_flag=True),
-    )
+    options = OPTIONS
     batch_kinds = frozenset(state.IPVS_KINDS)
     batch_size = IPVS_BATCH
     refused_errors = (LVSError,)

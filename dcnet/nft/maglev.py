@@ -35,7 +35,9 @@ import heapq
 import ipaddress
 from collections.abc import Mapping, Sequence
 
-DEFAULT_SIZE = 65537
+from dcnet.nft.options import MAGLEV_DEFAULT_SIZE
+
+DEFAULT_SIZE = MAGLEV_DEFAULT_SIZE
 SEEDS = "server-address"     # what permutations are seeded from (see server_ids)
 SLOTS_PER_BACKEND = 100      # M > 100 x backends keeps max/mean load near 1
 

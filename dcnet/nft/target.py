@@ -35,10 +35,9 @@ from types import MappingProxyType
 from dcnet.nft import carriers, dr, drio, fastpath, fingerprint, inputcache, maglev, ruleset
 from dcnet.nft import script as nftscript
 from dcnet.nft.nftio import Nft, NftError, NftUnavailable
+from dcnet.nft.options import DEFAULT_STATE_DIR, OPTIONS
 from dcnet.plan import Change, Plan, State, diff, state_digest
-from dcnet.target import Option, Snapshot, Target
-
-DEFAULT_STATE_DIR = "/var/lib/dcnet/nft"
+from dcnet.target import Snapshot, Target
 
 
 @dataclass(frozen=True)
@@ -74,26 +73,7 @@ _baselines: dict[str, Baseline] = {}    # record path -> Baseline
 class NftTarget(Target):
     name = "nft"
     kind_order = ruleset.KIND_ORDER
-    options = (
-        Option("netns", "nft-netns", "run nft inside this named network namespace",
-               envvar="DCNET_NFT_NETNS"),
-        Option("state_dir", "nft-state-dir", "the nft target's state directory (lock)",
-               default=DEFAULT_STATE_DIR, envvar="DCNET_NFT_STATE_DIR", path=True),
-        Option("maglev_size", "nft-maglev-size", "minimum (prime) size of Maglev tables",
-               type=int, default=maglev.DEFAULT_SIZE, envvar="DCNET_NFT_MAGLEV_SIZE"),
-        Option("registry_dir", "nft-registry-dir", "merge the dynamic registry of this LVS "
-               "state directory (elbctl backend add/drain/remove) into the model",
-               envvar="DCNET_NFT_REGISTRY_DIR", path=True),
-        Option("carrier_routing", "nft-carrier-routing", "mark connections by carrier and "
-               "route their replies by the carrier tables (fwmark rules, default routes)",
-               type=bool, default=False, envvar="DCNET_NFT_CARRIER_ROUTING", is_flag=True),
-        Option("health", "nft-health", "give weight 0 to real servers whose health check "
-               "is down in <state dir>/health-<netns>.json (written by elbctl health)",
-               type=bool, default=False, envvar="DCNET_NFT_HEALTH", is_flag=True),
-        Option("dr", "nft-dr", "render forward: dr ports as stateless fwd in table netdev "
-               "dcnet (ingress on the carriers' uplinks; docs/nft.md)",
-               type=bool, default=False, envvar="DCNET_NFT_DR", is_flag=True),
-    )
+    options = OPTIONS
     batch_kinds = frozenset(ruleset.NFT_KINDS)
     batch_size = 1 << 62            # one transaction for the whole plan
     refused_errors = (NftError, nftscript.MissingBody, fastpath.FastPathError, ValueError)

@@ -11,12 +11,18 @@ from __future__ import annotations
 import importlib
 import os
 
-from dcnet.target.base import Target, TargetError
+from dcnet.target.base import Option, Target, TargetError
 
 BUILTIN: dict[str, str] = {"dns": "dcnet.dns.backend:DNSTarget",
                            "haproxy": "dcnet.haproxy.backend:HAProxyTarget",
                            "lvs": "dcnet.lvs.backend:LVSTarget",
                            "nft": "dcnet.nft.target:NftTarget"}
+# each built-in target's options, importable without the target (a command line offers
+# every target's flags; importing every target costs 8 MiB and jinja2, numpy, pyroute2)
+BUILTIN_OPTIONS: dict[str, str] = {"dns": "dcnet.dns.settings:OPTIONS",
+                                   "haproxy": "dcnet.haproxy.options:OPTIONS",
+                                   "lvs": "dcnet.lvs.options:OPTIONS",
+                                   "nft": "dcnet.nft.options:OPTIONS"}
 _registered: dict[str, type[Target]] = {}
 
 
@@ -45,6 +51,17 @@ def target_class(name: str) -> type[Target]:
         return _registered[name]
     if name in BUILTIN:
         module, _, attr = BUILTIN[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+    raise UnknownTarget(name)
+
+
+def target_options(name: str) -> tuple[Option, ...]:
+    """``name``'s options (what :func:`target_class` would give as ``.options``), without
+    importing a built-in target's module."""
+    if name in _registered:
+        return tuple(_registered[name].options)
+    if name in BUILTIN_OPTIONS:
+        module, _, attr = BUILTIN_OPTIONS[name].partition(":")
         return getattr(importlib.import_module(module), attr)
     raise UnknownTarget(name)
 
