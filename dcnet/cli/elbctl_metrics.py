@@ -126,9 +126,9 @@ class IsolatedWatch(Watch):
     process keeps only the :class:`~dcnet.metrics.elb.ServiceIndex` that labels the
     series, and the given model's text (compressed) until the first child has parsed it,
     then that model pickled (compressed: 0.35 MiB at 10,000 x 10, as the text): later
-    children unpickle it instead of parsing YAML (peak 118 against 282 MiB, a fifth of
-    the CPU). A 10,000 x 10 model left 265 MiB resident in the process that loaded it
-    (docs/metrics.md)."""
+    children unpickle it instead of parsing YAML (each child peaks at about 120 MiB at
+    10,000 x 10, the first one too since the YAML is read from events; docs/metrics.md).
+    A 10,000 x 10 model left 265 MiB resident in the process that loaded it."""
 
     def __init__(self, targets: dict[str, dict], model_path: str | None = None,
                  interval: float = 60.0, lock_timeout: float = 5.0, vips: bool = True):
