@@ -33,14 +33,6 @@ class FaultError(RuntimeError):
     """A fault could not be applied (no matching process, nft refused, ...)."""
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def find_pids(step: Step) -> list[int]:
     """The processes a kill/stop step targets, all inside its namespace."""
     inside = set(netns.pids(step.namespace)) - {os.getpid()}
@@ -55,7 +47,7 @@ def find_pids(step: Step) -> list[int]:
                              f"{step.namespace}")
         return [pid]
     regex = re.compile(step.process)
-    found = sorted(p for p in inside if regex.search(_cmdline(p)))
+    found = sorted(p for p in inside if regex.search(proc.cmdline(p)))
     if not found:
         raise FaultError(f"no process matching {step.process!r} in namespace {step.namespace}")
     return found

@@ -174,7 +174,7 @@ def _rollback(rollback: Rollback, log: Log) -> dict:
     started = time.monotonic()
     if rollback.wait_gone:      # e.g. a SIGTERMed daemon still shutting down on its port
         pattern = re.compile(rollback.wait_gone)
-        while any(pattern.search(snapshot.cmdline(p)) for p in netns.pids(rollback.namespace)
+        while any(pattern.search(proc.cmdline(p)) for p in netns.pids(rollback.namespace)
                   ) and time.monotonic() < started + rollback.timeout:
             time.sleep(0.1)
     # setsid -f: the process outlives the runner and is nobody's child here
@@ -295,14 +295,6 @@ def leftovers(experiment: Experiment, journal: Journal, marks: list[dict]) -> li
     for m in marks:
         if m.get("kind") == "stop":
             for pid, started in m["fault"]["pids"]:
-                if proc.is_same_process(pid, started) and _state(pid) == "T":
+                if proc.is_same_process(pid, started) and proc.state(pid) == "T":
                     left.append(f"pid {pid} still stopped")
     return left
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""

@@ -25,22 +25,6 @@ def _json(namespace: str, argv: list[str]) -> list:
         return []
 
 
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
 def of_namespace(namespace: str) -> dict[str, list[str]]:
     """What is in one namespace (sorted lists of strings: JSON-able, comparable)."""
     if not netns.exists(namespace):
@@ -66,7 +50,7 @@ def of_namespace(namespace: str) -> dict[str, list[str]]:
     # a fork with its parent's command line (a server's per-connection child: busybox
     # httpd) comes and goes with the load, not with the experiment: not counted
     processes = Counter(c for p in netns.pids(namespace) if p != me
-                        and (c := cmdline(p)) != cmdline(_parent(p)))
+                        and (c := proc.cmdline(p)) != proc.cmdline(proc.parent(p)))
     return {"links": sorted(links), "addresses": sorted(addresses), "routes": sorted(routes),
             "qdiscs": sorted(qdiscs), "nft tables": sorted(tables),
             "processes": sorted(f"{n}x {c}" for c, n in processes.items() if c)}

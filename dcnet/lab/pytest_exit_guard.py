@@ -26,6 +26,8 @@ import traceback
 
 import pytest
 
+from dcnet.sysio import proc
+
 THREAD_GRACE = float(os.environ.get("DCNET_EXIT_GUARD_GRACE", "10"))  # s a thread may take
 PROCESS_GRACE = 5.0     # seconds between SIGTERM and SIGKILL for a process holding output
 
@@ -49,21 +51,12 @@ def pytest_runtest_logfinish(nodeid, location):
         _leaks.append(f"{nodeid}: non-daemon thread {thread.name!r} still running")
 
 
-def _parent(pid: int) -> int:
-    """``pid``'s parent, 0 when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def _descends_from_me(pid: int) -> bool:
     """Whether ``pid`` is this process's child, grandchild, ... (never an orphan
     adopted by init, never something the run's caller started)."""
     me, seen = os.getpid(), 0
     while pid > 1 and seen < 4096:
-        pid, seen = _parent(pid), seen + 1
+        pid, seen = proc.parent(pid), seen + 1
         if pid == me:
             return True
     return False
@@ -96,9 +89,7 @@ def holders_of_output() -> dict[int, str]:
                     flags = next(int(line.split()[1], 8) for line in info
                                  if line.startswith("flags:"))
                 if flags & os.O_ACCMODE != os.O_RDONLY:
-                    with open(f"/proc/{entry}/cmdline", "rb") as cmd:
-                        found[int(entry)] = cmd.read().replace(b"\0", b" ").decode(
-                            errors="replace").strip()
+                    found[int(entry)] = proc.cmdline(int(entry))
                     break
         except (OSError, StopIteration, ValueError):
             continue
@@ -107,11 +98,7 @@ def holders_of_output() -> dict[int, str]:
 
 def running(pid: int) -> bool:
     """Whether ``pid`` is a process that has not exited (a zombie has)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    return proc.state(pid) not in ("", "Z", "X")
 
 
 def _terminate(pids) -> None:

@@ -119,6 +119,27 @@ def _stat_fields(pid: int) -> list[str] | None:
     return stat.rsplit(")", 1)[1].split()
 
 
+def state(pid: int) -> str:
+    """The process's state letter (``R``, ``S``, ``T``, ``Z``, ...); "" when it is gone."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else ""
+
+
+def parent(pid: int) -> int:
+    """The process's parent pid; 0 when it is gone."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else 0
+
+
+def cmdline(pid: int) -> str:
+    """The process's command line, arguments joined by spaces; "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
     fields = _stat_fields(pid)

@@ -26,7 +26,7 @@ from dcnet.haproxy.paths import Paths
 from dcnet.lab import haproxy_lab as hlab
 from dcnet.lab.builder import remove_namespace_and_processes
 from dcnet.lab.haproxy_loadgen import one_request
-from dcnet.sysio import netns
+from dcnet.sysio import netns, proc
 from tests.netns.test_chaos_experiments import run_experiment
 
 pytestmark = pytest.mark.netns
@@ -88,7 +88,7 @@ def test_snapshot_does_not_count_a_fork_with_its_parents_command_line():
     parent = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 30
-        while sum(code in snapshot.cmdline(p) for p in netns.pids(name)) < 2:
+        while sum(code in proc.cmdline(p) for p in netns.pids(name)) < 2:
             assert time.monotonic() < deadline, "the fork did not happen"
             time.sleep(0.05)
         processes = snapshot.of_namespace(name)["processes"]
