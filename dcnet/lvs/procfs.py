@@ -72,6 +72,9 @@ def _ipv6(text: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
 
 
+_ntoa, _fromhex = socket.inet_ntoa, bytes.fromhex
+
+
 def _address_port(field: str) -> tuple[int, str, int]:
     """``C000020A:0050`` or ``[2001:0db8:...]:01BB`` -> (family, address, port)."""
     if field.startswith("["):
@@ -241,14 +244,17 @@ def _sum_lines(out: dict, number: int, blocks: list[str], sums: list[int] | None
     total, weights = sum(counts), fields[3::6]
     if (len(fields) != 6 * total or fields[0::6].count("->") != total
             or not FORWARD_BY_NAME.keys() >= set(fields[2::6])
-            or not "".join(weights).isdigit()):          # the checks, line by line
+            or not (digits := "".join(weights)).isdigit()):    # the checks, line by line
         return _sum_blocks(out, number, blocks, sums)
     try:
         active = list(accumulate(map(int, fields[4::6]), initial=0))
         inactive = list(accumulate(map(int, fields[5::6]), initial=0))
     except ValueError:
         return _sum_blocks(out, number, blocks, sums)
-    weighted = list(accumulate(map(bool, map(int, weights)), initial=0))
+    # decimal digits: a weight is 0 when it is all zeros, "0" as the kernel prints it;
+    # where a weight starts with "00" (never the kernel's), each is converted
+    zeros = "\n00" in "\n" + "\n".join(weights) if "00" in digits else False
+    weighted = list(accumulate(map(bool, map(int, weights)), initial=0)) if zeros else None
     at = 0
     for (head, rest), count in zip(parts, counts, strict=True):
         if head is None:                # dest lines of the service before
@@ -263,7 +269,8 @@ def _sum_lines(out: dict, number: int, blocks: list[str], sums: list[int] | None
         end = at + count
         sums[0] += active[end] - active[at]
         sums[1] += inactive[end] - inactive[at]
-        sums[2] += weighted[end] - weighted[at]
+        sums[2] += (count - weights[at:end].count("0") if weighted is None
+                    else weighted[end] - weighted[at])
         sums[3] += count
         number, at = number + count + 1, end
     return number, sums
@@ -338,6 +345,13 @@ def _dest_line(number: int, line: str) -> tuple:
 
 def _service_line(number: int, line: str) -> ServiceId:
     parts = line.split()
+    if len(parts) > 2 and len(where := parts[1]) == 13 and where[8] == ":":
+        protocol = PROTOCOL_BY_NAME.get(parts[0])   # the common line: an IPv4 service
+        if protocol is not None:
+            try:
+                return (protocol, _ntoa(_fromhex(where[:8])), int(where[9:], 16))
+            except ValueError:
+                pass                    # the general path below names the problem
     try:
         if parts[0] == "FWM":
             return ("fwmark", int(parts[1], 16))

@@ -61,7 +61,7 @@ class Family:
     :meth:`extend` are produced only when the family is written (:meth:`pieces`), a few
     thousand at a time: a large scrape never holds all its sample lines at once."""
 
-    __slots__ = ("doc", "kind", "label_names", "later", "lines", "name", "sample")
+    __slots__ = ("doc", "kind", "label_names", "later", "lines", "name", "sample", "texts")
 
     def __init__(self, name: str, doc: str, kind: str = "gauge",
                  label_names: tuple[str, ...] = ()):
@@ -72,6 +72,7 @@ class Family:
         self.label_names = label_names
         self.lines: list[str] = []
         self.later: list[Iterable[str]] = []
+        self.texts: list[Iterable[str]] = []
 
     def add(self, values: Iterable[object], value: float | int) -> None:
         """A sample with these label values (in ``label_names`` order)."""
@@ -87,6 +88,13 @@ class Family:
         ``lines`` only when the family is written, after those added before."""
         self.later.append(lines)
 
+    def extend_text(self, texts: Iterable[str]) -> None:
+        """Sample lines already joined: each item of ``texts`` whole lines, each ending
+        with a newline (one item for a few thousand lines: no list of lines, no join),
+        taken only when the family is written, after every line of :meth:`add` and
+        :meth:`extend`. The fast path for a large family made in blocks."""
+        self.texts.append(texts)
+
     def line(self, label_text: str, value: float | int) -> str:
         """One sample line with a formatted label set (for :meth:`extend`)."""
         return f"{self.sample}{label_text} {number(value)}"
@@ -99,20 +107,32 @@ class Family:
         are dropped as they are written (a family is written once)."""
         lines, self.lines = self.lines, []
         later, self.later = self.later, []
+        texts, self.texts = self.texts, []
         source = itertools.chain(lines, *later)
         del lines
+        head = None
         first = next(source, None)
-        if first is None:
-            return
-        doc = self.doc.replace("\\", "\\\\").replace("\n", "\\n")
-        piece = [f"# HELP {self.sample} {doc}\n# TYPE {self.sample} {self.kind}\n{first}"]
-        for line in source:
-            piece.append(line)
-            if len(piece) >= lines_per_piece:
+        if first is not None:
+            head = self._head()
+            piece = [head + first]
+            for line in source:
+                piece.append(line)
+                if len(piece) >= lines_per_piece:
+                    yield "\n".join(piece) + "\n"
+                    piece = []
+            if piece:
                 yield "\n".join(piece) + "\n"
-                piece = []
-        if piece:
-            yield "\n".join(piece) + "\n"
+        for text in itertools.chain.from_iterable(texts):
+            if text:
+                if head is None:
+                    head = self._head()
+                    text = head + text
+                yield text
+
+    def _head(self) -> str:
+        """``# HELP`` and ``# TYPE`` lines, each ending with a newline."""
+        doc = self.doc.replace("\\", "\\\\").replace("\n", "\\n")
+        return f"# HELP {self.sample} {doc}\n# TYPE {self.sample} {self.kind}\n"
 
 
 class LabelCache:
