@@ -35,7 +35,8 @@ import struct
 import subprocess
 from collections.abc import Iterable, Mapping
 
-from dcnet.nft.ruleset import FAMILY, TABLE, affinity_name, parse_name
+from dcnet.nft import flat
+from dcnet.nft.ruleset import FAMILY, TABLE, affinity_name, counter_map, counter_name, parse_name
 from dcnet.nft.script import chain_name
 from dcnet.plan import Action, Change
 from dcnet.sysio import netns as netns_mod
@@ -47,7 +48,8 @@ BATCH_BEGIN, BATCH_END = 0x10, 0x11
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 F_REQUEST, F_ACK, F_EXCL, F_CREATE, F_APPEND, F_DUMP = 1, 4, 0x200, 0x400, 0x800, 0x300
 MSG = {"newchain": 3, "delchain": 5, "newrule": 6, "getrule": 7, "delrule": 8,
-       "newset": 9, "getset": 10, "delset": 11}
+       "newset": 9, "getset": 10, "delset": 11, "newsetelem": 12, "delsetelem": 14,
+       "newobj": 18, "delobj": 20}
 A_TABLE, A_CHAIN, A_HANDLE, A_EXPRESSIONS, A_USERDATA = 1, 2, 3, 4, 7
 A_CHAIN_NAME = 3
 A_SET_NAME, A_SET_ID = 2, 10
@@ -55,6 +57,9 @@ A_SET_NAME, A_SET_ID = 2, 10
 SET_INPUT = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 15, 17, 18})
 MAX_CHANGES = 256
 KINDS = frozenset({"service", "backend", "affinity"})
+ELEMENT_KINDS = frozenset({"flat", "tally", "counter"})   # elements and named counters
+NESTED = 0x8000
+PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 GOTO = re.compile(r"\b(?:goto|jump) ([A-Za-z0-9_.:-]+)")
 SETREF = re.compile(r"@([A-Za-z0-9_.:-]+)")
 ANONYMOUS = re.compile(r"(?:vmap|map|mark|saddr|daddr) \{(?! ip6? saddr \})")
@@ -70,6 +75,8 @@ def eligible(changes: list[Change], bodies: Mapping) -> bool:
     if not changes or len(changes) > MAX_CHANGES:
         return False
     for c in changes:
+        if c.kind in ELEMENT_KINDS:
+            continue
         if c.kind not in KINDS:
             return False
         if c.action is not Action.DELETE and c.kind != "affinity":
@@ -83,13 +90,17 @@ def apply(netns: str | None, changes: list[Change], bodies: Mapping) -> int:
     """Carry out ``changes`` (:func:`eligible`) as one batch in ``netns``; returns the
     number of netlink messages sent. FastPathError if refused (nothing applied)."""
     chains = {chain_name(c.kind, c.key): bodies[(c.kind, c.key)]
-              for c in changes if c.action is not Action.DELETE and c.kind != "affinity"}
+              for c in changes if c.action is not Action.DELETE
+              and c.kind not in ("affinity", *ELEMENT_KINDS)}
     sets = {affinity_name(c.key) for c in changes
             if c.action is not Action.DELETE and c.kind == "affinity"}
     compiled, compiled_sets = _compiled(chains, sets)
     msgs: list[tuple[int, int, bytes]] = []     # (type, flags, attrs)
     table = _attr_str(A_TABLE, TABLE)
     for c in changes:
+        if c.kind in ELEMENT_KINDS:
+            msgs += element_messages(c)
+            continue
         if c.kind == "affinity":
             name = affinity_name(c.key)
             if c.action is not Action.CREATE:
@@ -126,6 +137,68 @@ def apply(netns: str | None, changes: list[Change], bodies: Mapping) -> int:
     finally:
         sock.close()
     return len(msgs)
+
+
+def element_messages(change: Change) -> list[tuple[int, int, bytes]]:
+    """The raw messages of a ``flat``, ``tally`` or ``counter`` change: set elements
+    (:func:`dcnet.nft.flat.ops`, a counter map's element) and named counter objects,
+    encoded as nft encodes them (concatenations padded to 32-bit registers, ``mark`` and
+    ``numgen`` values in host order)."""
+    table = _attr_str(A_TABLE, TABLE)
+    if change.kind == "counter":
+        name = table + _attr_str(2, counter_name(change.key)) + _attr(3, struct.pack(">I", 1))
+        if change.action is Action.DELETE:
+            return [(MSG["delobj"], 0, name)]
+        if change.action is Action.UPDATE:
+            raise FastPathError("a counter is never updated")
+        return [(MSG["newobj"], F_CREATE, name + _attr(4 | NESTED, b""))]
+    if change.kind == "tally":
+        key = _key(change.key[:3])
+        cmap = counter_map(change.key)
+        out = []
+        if change.action is not Action.CREATE:
+            out.append(_elements("delsetelem", cmap, [(key, None)]))
+        if change.action is not Action.DELETE:
+            ref = _attr_str(9, change.new["counter"])            # NFTA_SET_ELEM_OBJREF
+            out.append(_elements("newsetelem", cmap, [(key, ref)]))
+        return out
+    out = []
+    for op, name, elems in flat.ops(change.key, change.old, change.new):
+        encoded = []
+        for slot, data in elems:
+            key = _key(change.key) + (b"" if slot is None else struct.pack("=I", slot))
+            value = None
+            if data is not None:
+                value = _attr(2 | NESTED, _attr(1, _data(data)))   # NFTA_SET_ELEM_DATA
+            encoded.append((key, value))
+        out.append(_elements("newsetelem" if op == "add" else "delsetelem", name, encoded))
+    return out
+
+
+def _key(key3: tuple) -> bytes:
+    """VIP . proto . port as a concatenation key (each part padded to 4 bytes)."""
+    proto, vip, port = key3
+    addr = socket.inet_pton(socket.AF_INET6 if ":" in vip else socket.AF_INET, vip)
+    return addr + struct.pack("=B3x", PROTO_NUMBERS[proto]) + struct.pack(">H2x", port)
+
+
+def _data(value) -> bytes:
+    """A map element's data: an integer (``mark``: host order) or ``RIP . RPORT``."""
+    if isinstance(value, int):
+        return struct.pack("=I", value)
+    rip, rport = value.split(" . ")
+    addr = socket.inet_pton(socket.AF_INET6 if ":" in rip else socket.AF_INET, rip)
+    return addr + struct.pack(">H2x", int(rport))
+
+
+def _elements(msg: str, set_name: str, elems: list[tuple[bytes, bytes | None]]
+              ) -> tuple[int, int, bytes]:
+    """One NEWSETELEM/DELSETELEM message for ``elems`` (key, encoded data attr or
+    None) of ``set_name``."""
+    body = b"".join(_attr(1 | NESTED, _attr(1 | NESTED, _attr(1, key)) + (data or b""))
+                    for key, data in elems)
+    attrs = (_attr_str(1, TABLE) + _attr_str(2, set_name) + _attr(3 | NESTED, body))
+    return MSG[msg], F_CREATE if msg == "newsetelem" else 0, attrs
 
 
 # ---------------------------------------------------------------- compile

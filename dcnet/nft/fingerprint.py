@@ -14,9 +14,10 @@ and the next plan does the full read.
 File: line 1 a JSON header ``{"genid", "identity", "objects", "table", "layout"}``
 (``table`` is ``inet dcnet``: a record without it, written for the IPv4-only ``table ip
 dcnet`` of earlier versions, is ignored, so the first plan after the upgrade reads the
-namespace, finds the old table and deletes it; ``layout`` is :data:`LAYOUT`, 2 since the
-table holds counter objects: a record of layout 1, without them, is ignored too, so the
-first plan after that upgrade is a full read that adds the counters), then one line per group
+namespace, finds the old table and deletes it; ``layout`` is :data:`LAYOUT`: 2 since the
+table holds counter objects, 3 since VIP:ports may be flat (:mod:`dcnet.nft.flat`): a
+record of an older layout is ignored too, so the first plan after such an upgrade is a
+full read that renders the table anew), then one line per group
 ``<group>\\t<input digest>\\t<JSON [[kind, key, attrs], ...]>``; the table's own objects
 are the group ``""``. Object JSON is decoded only for the groups a plan needs. Written
 atomically (:func:`dcnet.sysio.files.atomic_write`). An incremental apply appends its
@@ -40,7 +41,7 @@ from dcnet.sysio.files import atomic_write
 
 INFRA = ""
 TABLE_FORMAT = "inet dcnet"   # records of the IPv4-only ``ip dcnet`` table never match
-LAYOUT = 2                    # 2: counter objects (records of layout 1 never match)
+LAYOUT = 3                    # 2: counter objects; 3: the flat layout (older records never match)
 JOURNAL = ".log"              # <record>.log: the deltas of incremental applies
 JOURNAL_MAX = 0.25            # journal bytes above this share of the record: rewrite
 

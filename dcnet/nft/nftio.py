@@ -29,7 +29,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from dcnet.nft import listing
+from dcnet.nft import flat, listing
 from dcnet.nft.ruleset import (
     COUNTER_MAPS,
     FAMILY,
@@ -43,6 +43,8 @@ from dcnet.sysio import netns as netns_mod
 from dcnet.target import TargetError, TargetUnavailable
 
 NETLINK_NETFILTER = 12
+FLAT_MAPS = tuple(m(f) for f in (4, 6) for m in (flat.member_map, flat.slot_map,
+                                                 flat.mark_map))
 
 ABSENT = "absent"
 COUNTS = re.compile(r'"packets": \d+, "bytes": \d+')    # a named counter's values
@@ -109,7 +111,7 @@ class Nft:
         if table is None:
             return None, (), legacy
         maps = [self.list_json("map", FAMILY, TABLE, m)
-                for m in (SERVICES_MAP, SERVICES_MAP6, *COUNTER_MAPS.values())]
+                for m in (SERVICES_MAP, SERVICES_MAP6, *COUNTER_MAPS.values(), *FLAT_MAPS)]
         return table, tuple(m for m in maps if m is not None), legacy
 
     def legacy_present(self) -> bool:
@@ -242,12 +244,18 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
 
     chains, rules = listing.split(json.loads(table).get("nftables", []), other)
     state.update(listing.chain_states(chains, rules, parse_name,
-                                      ("hook", "service", "backend"), "hook",
+                                      ("hook", "service", "backend", "lb"), "hook",
                                       f"{FAMILY} {TABLE}", notes))
+    members: dict = {}
+    slots: dict = {}
+    marks: dict = {}
     for text in _listings(services):
         for item in json.loads(text).get("nftables", []):
-            tallies = {v: k[0] for k, v in COUNTER_MAPS.items()}.get(
-                (item.get("map") or {}).get("name"))
+            name = (item.get("map") or {}).get("name")
+            if name in FLAT_MAPS:
+                _flat_elements(name, item["map"].get("elem", []), members, slots, marks)
+                continue
+            tallies = {v: k[0] for k, v in COUNTER_MAPS.items()}.get(name)
             for key, verdict in (item.get("map") or {}).get("elem", []):
                 vip, proto, port = key["concat"]
                 if tallies:         # a counter map: VIP . proto . port : counter name
@@ -257,7 +265,24 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
                 target = (verdict.get("goto") or verdict.get("jump") or {}).get("target")
                 state[("element", (str(proto), str(ipaddress.ip_address(vip)),
                                    int(port)))] = {"chain": target}
+    state.update(flat.parse(members, slots, marks))
     return state, tuple(notes)
+
+
+def _flat_elements(name: str, elems: list, members: dict, slots: dict, marks: dict) -> None:
+    """The elements of one flat-layout map (:mod:`dcnet.nft.flat`) into ``members``
+    (key3 -> W), ``slots`` (key3 -> {slot: "RIP . RPORT"}) or ``marks`` (key3 -> mark)."""
+    is_slots = name.startswith("wr")
+    target = members if name.startswith("flat") else slots if is_slots else marks
+    for key, value in elems:
+        parts = key["concat"]
+        key3 = (str(parts[1]), str(ipaddress.ip_address(parts[0])), int(parts[2]))
+        if is_slots:
+            rip, rport = value["concat"]
+            target.setdefault(key3, {})[int(parts[3])] = (
+                f"{ipaddress.ip_address(rip)} . {int(rport)}")
+        else:
+            target[key3] = int(value)
 
 
 def parse_counters(text: str) -> dict:

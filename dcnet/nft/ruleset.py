@@ -66,14 +66,14 @@ from typing import NamedTuple
 
 from dcnet.health.checks import key_of
 from dcnet.lvs.layout import effective_servers, layouts
-from dcnet.nft import maglev
+from dcnet.nft import flat, maglev
 
 FAMILY, TABLE = "inet", "dcnet"
 T = f"{FAMILY} {TABLE}"
 LEGACY = ("ip", "dcnet")                            # the IPv4-only table of before
 KIND_ORDER = ("route", "rule",                      # rtnetlink: dcnet.nft.carriers
               "table", "counter", "tally", "affinity", "backend", "maglev", "service",
-              "element", "hook",
+              "element", "lb", "flat", "hook",
               # forward: dr (--nft-dr), table netdev dcnet: dcnet.nft.dr
               "drtable", "drmap", "drserver", "drmaglev", "drservice", "drelement", "drhook",
               "legacy")
@@ -82,7 +82,8 @@ SERVICES_MAP, SERVICES_MAP6 = "services", "services6"
 MAP_TYPES = {SERVICES_MAP: "ipv4_addr . inet_proto . inet_service",
              SERVICES_MAP6: "ipv6_addr . inet_proto . inet_service"}
 SERVICES_TYPE = MAP_TYPES[SERVICES_MAP]
-COUNTER_MAPS = {("in", 4): "cin", ("in", 6): "cin6", ("out", 4): "cout", ("out", 6): "cout6"}
+COUNTER_MAPS = {("in", 4): "cin", ("in", 6): "cin6", ("out", 4): "cout", ("out", 6): "cout6",
+                ("conns", 4): "cnew", ("conns", 6): "cnew6"}     # cnew: flat VIP:ports only
 MAP_TYPES.update({name: MAP_TYPES[SERVICES_MAP6 if family == 6 else SERVICES_MAP]
                   for (_which, family), name in COUNTER_MAPS.items()})
 COUNTER_PREFIX = {"conns": "cn", "in": "ci", "out": "co"}
@@ -91,7 +92,8 @@ HOOKS = {"prerouting": ("nat", "prerouting", -100), "output": ("nat", "output", 
          "traffic-in": ("filter", "prerouting", -150),  # before DNAT: daddr is the VIP
          "traffic-out": ("filter", "postrouting", 200)}  # after un-NAT: saddr is the VIP
 HOOK_RULES = (f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}",
-              f"ip6 daddr . meta l4proto . th dport vmap @{SERVICES_MAP6}")
+              f"ip6 daddr . meta l4proto . th dport vmap @{SERVICES_MAP6}", *flat.HOOK_RULES)
+LB_CHAINS = {flat.chain(4): 4, flat.chain(6): 6}          # the flat layout's fixed chains
 TRAFFIC_RULES = {
     "traffic-in": ("counter name ip daddr . meta l4proto . th dport map @cin",
                    "counter name ip6 daddr . meta l4proto . th dport map @cin6"),
@@ -158,8 +160,10 @@ def parse_name(name: str) -> Ident | None:
     """The (kind, key) an object of this name stands for; None for a foreign name."""
     if name in HOOKS:
         return "hook", (name,)
-    if name in MAP_TYPES:
+    if name in MAP_TYPES or name in flat.TABLES:
         return "table", (name,)
+    if name in LB_CHAINS:
+        return "lb", (name,)
     prefix, _, rest = name.partition("-")
     parts = [p.replace("_", ":") for p in rest.split("-")]
     sizes = {"svc": ("service", 3), "be": ("backend", 5), "aff": ("affinity", 6),
@@ -223,6 +227,10 @@ class _Builder:
     def infrastructure(self, marks: tuple[int, ...] = ()) -> None:
         for name, map_type in MAP_TYPES.items():
             self.add(("table", (name,)), {"type": map_type})
+        for name, (_word, _decl, listed) in flat.TABLES.items():
+            self.add(("table", (name,)), {"type": listed})
+        for name, f in LB_CHAINS.items():
+            self.chain("lb", (name,), name, flat.chain_rules(f))
         for name, (_type, hook, priority) in HOOKS.items():
             rules = list(TRAFFIC_RULES.get(name, HOOK_RULES))
             if name == "replies":
@@ -238,10 +246,16 @@ class _Builder:
         proto, vip = key3[0], key3[1]
         name = svc_name(key3)
         active = [b for b in backends if b.weight > 0]
+        is_flat = flat.eligible(scheduler in MAGLEV_SCHEDULERS, persistence,
+                                [b.weight for b in active])
         for which in COUNTER_PREFIX:
             self.add(("counter", (*key3, which)), {})
-            if which != "conns":
+            if which != "conns" or is_flat:
                 self.add(("tally", (*key3, which)), {"counter": counter_name((*key3, which))})
+        if is_flat:
+            self.add(("flat", key3), flat.attrs(
+                [(_canonical(b.key[3]), b.key[4], b.weight) for b in active], mark))
+            return
         texts: list[str] = [f"counter name {counter_name((*key3, 'conns'))}"]
         texts += [f"ct mark set {mark}"] if mark else []
         for b in backends:
@@ -362,7 +376,7 @@ class ServiceInput:
 def group_of(ident: Ident) -> tuple:
     """The VIP:port an object belongs to; () for the table's own objects."""
     kind, key = ident
-    return () if kind in ("table", "hook", "route", "rule", "legacy", "drtable", "drmap",
+    return () if kind in ("table", "hook", "lb", "route", "rule", "legacy", "drtable", "drmap",
                           "drserver", "drhook") else tuple(key[:3])
 
 
@@ -446,6 +460,15 @@ def desired(model, registry: Mapping | None = None,
     """The ruleset the model asks for (plus the LVS-style dynamic registry, if given)."""
     found, notes = inputs(model, registry, maglev_size)
     return build(found.values(), True, notes)
+
+
+def _canonical(address: str) -> str:
+    """An IPv6 address as nft prints it (IPv4 addresses of the model already are)."""
+    if ":" not in address:
+        return address
+    import ipaddress
+
+    return str(ipaddress.ip_address(address))
 
 
 def _unsupported(vip: str, forward: str) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from dcnet.nft import flat
 from dcnet.nft.ruleset import (
     COUNTER_MAPS,
     HOOKS,
@@ -39,7 +40,7 @@ class MissingBody(KeyError):
 
 
 def chain_name(kind: str, key: tuple) -> str:
-    if kind == "hook":
+    if kind in ("hook", "lb"):
         return key[0]
     return svc_name(key) if kind == "service" else backend_name(key)
 
@@ -70,6 +71,10 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
         return [f"delete table {' '.join(key)}"]
     if kind == "table":
         name = key[0]
+        if name in flat.TABLES:
+            word, decl, _listed = flat.TABLES[name]
+            return [f"delete {word} {T} {name}" if action is Action.DELETE
+                    else f"add {word} {T} {name} {decl}"]
         if action is Action.DELETE:
             return [f"delete map {T} {name}"]
         value = "counter" if name in COUNTER_MAPS.values() else "verdict"
@@ -108,7 +113,9 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
         out = ([f"delete element {T} {smap} {{ {elem} }}"]
                if action is Action.UPDATE else [])
         return [*out, f"add element {T} {smap} {{ {elem} : goto {attrs['chain']} }}"]
-    if kind in ("service", "backend", "hook"):
+    if kind == "flat":
+        return flat.commands(T, key, change.old, change.new)
+    if kind in ("service", "backend", "hook", "lb"):
         name = chain_name(kind, key)
         if action is Action.DELETE:
             return [f"flush chain {T} {name}", f"delete chain {T} {name}"]

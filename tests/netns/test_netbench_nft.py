@@ -109,9 +109,10 @@ def test_the_path_crosses_the_directors_nft_dnat(tmp_path):
                             netns=live.client_ns, check=False, timeout=10.0)
             assert done.returncode != 0, done.stdout
         # the director holds dcnet's table with both families' services
-        listing = lab.run("d", ["nft", "-j", "list", "map", "inet", "dcnet", "services"])
+        # (flat VIP:ports: elements of the flat4 / flat6 maps, dcnet.nft.flat)
+        listing = lab.run("d", ["nft", "-j", "list", "map", "inet", "dcnet", "flat4"])
         assert f'"{nftmode.VIP}"' in listing.stdout
-        listing6 = lab.run("d", ["nft", "-j", "list", "map", "inet", "dcnet", "services6"])
+        listing6 = lab.run("d", ["nft", "-j", "list", "map", "inet", "dcnet", "flat6"])
         assert f'"{nftmode.VIP6}"' in listing6.stdout
         json.loads(listing.stdout)
         # connections to each VIP reach the real server's connection-rate server

@@ -150,21 +150,22 @@ def test_a_stale_plan_is_refused_and_changes_nothing(director):
 
 def test_the_change_guard_refuses_a_big_delete_without_force(director):
     _lab, options = director
-    apply(options, services(5))
+    apply(options, services(12))      # the table's own objects are ~85 (flat sets)
     with pytest.raises(TooMuchChange):
         session.run("nft", services(0), options, apply=True)
-    assert not registry.create("nft", **options).plan(services(5)).changes
+    assert not registry.create("nft", **options).plan(services(12)).changes
     apply(options, services(0), force=True)
     assert registry.create("nft", **options).plan(services(0)).empty
 
 
 def test_a_refused_transaction_applies_nothing_and_says_so(director):
     lab, options = director
-    apply(options, services(1, backends=2))
+    sticky = lambda n: synth.model(synth.model_text(1, n, persistence=60))  # noqa: E731
+    apply(options, sticky(2))                  # persistence: the chain layout
     nft = Nft(options["netns"])
     target = registry.create("nft", **options)
     with target.lock():
-        plan = make_plan(target, services(1, backends=1))     # deletes one backend chain
+        plan = make_plan(target, sticky(1))                   # deletes one backend chain
         doomed = [c for c in plan.changes if c.kind == "backend" and c.action == "delete"]
         assert len(doomed) == 1
         chain = "be-" + "-".join(str(p) for p in doomed[0].key)
@@ -211,11 +212,12 @@ def test_a_registry_drain_stops_new_flows_to_that_server_only(director, tmp_path
                                                                     "weight": 1}}})
     drained = apply({**options, "registry_dir": registry_dir}, m)
     assert [c.describe().split(" (")[0] for c in drained.plan.changes] == [
-        "~ service tcp 10.128.0.1 80"]
-    chains = lab.run("director", ["nft", "list", "table", "inet", "dcnet"]).stdout
-    service = chains.split("chain svc-tcp-10.128.0.1-80 {")[1].split("}")[0]
-    assert "10.64.0.1-8080" not in service and "10.64.0.2-8080" in service
-    assert "chain be-tcp-10.128.0.1-80-10.64.0.1-8080 {" in chains   # established flows
+        "~ flat tcp 10.128.0.1 80"]
+    slots = lab.run("director", ["nft", "list", "map", "inet", "dcnet", "wr4"]).stdout
+    mine = [line for line in slots.replace(",", "\n").splitlines() if "10.128.0.1 . tcp" in line]
+    assert len(mine) == 2, slots                                    # W 3 -> 2
+    assert not any("10.64.0.1 . 8080" in line for line in mine)
+    assert any("10.64.0.2 . 8080" in line for line in mine)
     assert registry.create("nft", **options).plan(m).changes      # without it: undrained
 
 
@@ -244,9 +246,9 @@ def test_incremental_sync_reads_no_listing_and_matches_a_full_read(director):
     assert not check.payload.fast_path and check.empty, check.to_text()
     # any other commit in the namespace moves the generation: the full read repairs drift
     apply(options, one)                                # records again
-    chain = "svc-tcp-10.128.0.8-80"
-    lab.run("director", ["nft", "flush", "chain", "inet", "dcnet", chain])
+    lab.run("director", ["nft", "delete", "element", "inet", "dcnet", "wr4",
+                         "{ 10.128.0.8 . tcp . 80 . 0 }"])
     drift = registry.create("nft", **options).plan(one)
     assert not drift.payload.fast_path
     assert [c.describe().split(" (")[0] for c in drift.changes] == [
-        "~ service tcp 10.128.0.8 80"]
+        "~ flat tcp 10.128.0.8 80"]

@@ -88,3 +88,48 @@ def test_a_refused_batch_applies_nothing(director):
     assert not result.ok and result.applied == []
     assert "nothing of it applied" in str(result.error)
     assert nft.raw_listing() == before and nft.genid() == genid
+
+
+def flat_model(weights: dict[str, int], more: bool = False):
+    """The flat layout (no persistence): VIP:ports as map elements only."""
+    v6 = {f"fd00:74::{a.rsplit('.', 1)[1]}": w for a, w in weights.items()}
+    extra = ((V6, v6), *((("198.51.100.75", {"10.20.0.21": 1}),) if more else ()))
+    return synth.model(synth.lab_model_text(V4, weights, more=extra))
+
+
+def test_flat_element_changes_go_as_one_batch_and_read_back_as_planned(director):
+    """Re-weight, a backend added, drained and removed, a VIP:port added and removed
+    (its counters and counter-map elements too): raw element messages only, and a full
+    read of the kernel's maps afterwards agrees."""
+    _lab, options = director
+    target = registry.create("nft", **options)
+    with target.lock():
+        assert apply_plan(target, make_plan(target, flat_model({"10.20.0.11": 3,
+                                                               "10.20.0.12": 2}))).ok
+    steps = [flat_model({"10.20.0.11": 1, "10.20.0.12": 2}),
+             flat_model({"10.20.0.11": 1, "10.20.0.12": 2, "10.20.0.13": 1}),
+             flat_model({"10.20.0.11": 0, "10.20.0.12": 2, "10.20.0.13": 1}),
+             flat_model({"10.20.0.11": 0, "10.20.0.12": 0, "10.20.0.13": 0}),   # W 0
+             flat_model({"10.20.0.12": 2, "10.20.0.13": 1}, more=True),        # VIP added
+             flat_model({"10.20.0.12": 2, "10.20.0.13": 1})]                   # and gone
+    kinds = set()
+    for m in steps:
+        target = registry.create("nft", **options)
+
+        def no_nft(_text):
+            raise AssertionError("nft -f ran for an element-only plan")
+
+        target.nft.run_script = no_nft
+        with target.lock():
+            plan = make_plan(target, m)
+            kinds |= {c.kind for c in plan.changes}
+            assert plan.changes and fastpath.eligible(list(plan.changes),
+                                                      plan.payload.bodies)
+            result = apply_plan(target, plan)
+        assert result.ok and result.writes["nft_transactions"] == 1, result.to_text()
+        check = full_read_plan(options, m)                          # the kernel's view
+        assert not check.payload.fast_path and check.empty, check.to_text()
+        again = registry.create("nft", **options)
+        with again.lock():                                           # record again
+            assert apply_plan(again, make_plan(again, m)).ok
+    assert kinds == {"flat", "counter", "tally"}

@@ -76,7 +76,7 @@ def test_a_client_reaches_an_ipv6_vip_beside_an_ipv4_one_and_a_second_apply_writ
     drained = apply(options, synth.model(synth.lab_model_text(
         VIP6, {RS6[0]: 0, RS6[1]: 1, RS6[2]: 1}, more=((VIP4, dict.fromkeys(RS4, 1)),),
         port=80, target_port=PORT)))
-    assert {c.kind for c in drained.plan.changes} == {"service"}
+    assert {c.kind for c in drained.plan.changes} == {"flat"}     # elements only
     assert set(hits(lab, VIP6, 30)) == set(RS6[1:])
 
 
@@ -206,6 +206,7 @@ def test_registry_additions_and_drains_of_ipv6_servers_reach_traffic(lab6, tmp_p
         f"[{RS6[2]}]:{PORT}": {"state": "active", "weight": 1},
         RS6[0]: {"state": "draining", "weight": 1}}})
     merged = apply({**options, "registry_dir": registry_dir}, m)
-    assert ("backend", ("tcp", VIP6, 80, RS6[2], PORT)) in {
-        (c.kind, c.key) for c in merged.plan.changes}
+    [change] = merged.plan.changes                       # the flat VIP:port's elements
+    assert change.kind == "flat" and change.key == ("tcp", VIP6, 80)
+    assert f"{RS6[2]} . {PORT}" in " ".join(change.new["slots"])
     assert set(hits(lab, VIP6, 30)) == set(RS6[1:])      # rs3 added, rs1 drained

@@ -19,10 +19,12 @@ KEY4 = ("tcp", "198.51.100.10", 80)
 KEY6 = ("tcp", "2001:db8::10", 80)
 
 
-def desired(vip: str):
-    return ruleset.desired(synth.model(synth.lab_model_text(vip, {"10.20.0.11": 1}
-                                                            if ":" not in vip
-                                                            else {"fd00::11": 1})))
+def desired(vip: str, persistence: int = 0):
+    """One VIP:port with one server: flat (:mod:`dcnet.nft.flat`), or with persistence
+    the chain layout."""
+    return ruleset.desired(synth.model(synth.lab_model_text(
+        vip, {"10.20.0.11": 1} if ":" not in vip else {"fd00::11": 1},
+        persistence=persistence)))
 
 
 @pytest.mark.parametrize(("key", "suffix"), [(KEY4, ""), (KEY6, "6")])
@@ -34,9 +36,16 @@ def test_every_vip_port_has_three_counters_and_two_map_elements(key, suffix):
     assert want.state[("tally", (*key, "in"))] == {"counter": name.format("i")}
     assert want.state[("tally", (*key, "out"))] == {"counter": name.format("o")}
     assert ruleset.counter_map((*key, "in")) == f"cin{suffix}"
-    # the service chain's first rule counts new connections
-    first = want.bodies[("service", key)][0]
+    # a flat VIP:port's new connections: its element of cnew, which lb4/lb6 counts by
+    assert want.state[("tally", (*key, "conns"))] == {"counter": name.format("n")}
+    assert ruleset.counter_map((*key, "conns")) == f"cnew{suffix}"
+    lb = want.bodies[("lb", (f"lb{suffix or 4}",))]
+    assert f"map @cnew{suffix} comment" in lb[0] and "counter name" in lb[0]
+    # a chained one's: the service chain's first rule
+    chained = desired(key[1], persistence=60)
+    first = chained.bodies[("service", key)][0]
     assert f"counter name {name.format('n')} comment" in first
+    assert ("tally", (*key, "conns")) not in chained.state
     # the traffic chains: before DNAT (in) and after un-NAT (out), both families
     assert want.state[("hook", ("traffic-in",))]["hook"] == "prerouting"
     assert want.state[("hook", ("traffic-out",))]["hook"] == "postrouting"
@@ -48,7 +57,7 @@ def test_every_vip_port_has_three_counters_and_two_map_elements(key, suffix):
 
 
 def test_counters_and_their_elements_are_created_before_and_deleted_after_their_users():
-    want = desired("198.51.100.10")
+    want = desired("198.51.100.10", persistence=60)
     text = script.script(Plan.build("nft", diff({}, want.state), ruleset.KIND_ORDER).changes,
                          want.bodies)
     lines = text.splitlines()

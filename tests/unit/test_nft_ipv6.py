@@ -68,14 +68,20 @@ def test_the_script_puts_ipv6_elements_in_services6_and_ipv6_affinity_sets():
     assert any(ln.startswith("add set inet dcnet aff-tcp-2001_db8__10-80-fd00__11-8080-30 "
                              "{ type ipv6_addr;") for ln in lines)
     hooks = [ln for ln in lines if ln.startswith("add rule inet dcnet prerouting ")]
-    assert [h.split()[5] for h in hooks] == ["ip", "ip6"]
+    assert [h.split()[5] for h in hooks] == ["ip", "ip6", "ip", "ip6"]   # vmap, then flat
+    assert hooks[3].split(" comment")[0].endswith(
+        "ip6 daddr . meta l4proto . th dport @flat6 goto lb6")
 
 
 def test_a_mixed_model_renders_both_families_and_nat_never_crosses_them():
     want = desired(more=((VIP4, {"10.20.0.11": 1}),))
+    flats = {k: v for (kind, k), v in want.state.items() if kind == "flat"}
+    assert flats == {KEY6: {"w": 3, "slots": ("0 fd00::11 . 8080", "1 fd00::12 . 8080",
+                                              "2 fd00::12 . 8080"), "mark": 0},
+                     ("tcp", VIP4, 80): {"w": 1, "slots": ("0 10.20.0.11 . 8080",),
+                                         "mark": 0}}
     elements = {k: v for (kind, k), v in want.state.items() if kind == "element"}
-    assert set(elements) == {KEY6, ("tcp", VIP4, 80)}
-    assert ("backend", ("tcp", VIP4, 80, "10.20.0.11", 8080)) in want.state
+    assert not elements
     # a registry addition of the other family (elbctl backend add) is left out, with a note
     registry = {synth.job(0): {"10.20.0.99": {"weight": 1, "state": "active"}}}
     model = synth.model(synth.lab_model_text(VIP6, RS6))

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
 from dcnet.lab import lvs_lab as lvslab
@@ -89,10 +92,23 @@ def desired(servers, **kw):
     return ruleset.desired(synth.model(synth.lab_model_text(VIP, servers, **kw)))
 
 
+GOLDEN = os.path.join(os.path.dirname(__file__), "data", "nft_listing_flat.json")
+
+
 def test_the_listing_of_an_applied_model_reads_back_as_its_desired_state():
-    state, notes = parse_listing(TABLE_JSON, (SERVICES_JSON, SERVICES6_JSON, *COUNTERS_JSON))
+    # `nft -j -t list table inet dcnet` and `nft -j list map ...` of every map the target
+    # reads, after applying lab_model_text(VIP, {"10.20.0.11": 1}) (a flat VIP:port) with
+    # nft 1.0.6, kernel 6.18 (rule expressions left out: the parse reads the comments)
+    with open(GOLDEN) as fh:
+        golden = json.load(fh)
+    table, maps = json.dumps(golden["table"]), [json.dumps(m) for m in golden["maps"]]
+    state, notes = parse_listing(table, maps)
     assert notes == ()
     assert diff(state, desired({"10.20.0.11": 1}).state) == []
+    assert state[("flat", KEY3)] == {"w": 1, "slots": ("0 10.20.0.11 . 8080",), "mark": 0}
+    # the chain layout's listing of before (no flat objects) reads as that layout
+    old, notes = parse_listing(TABLE_JSON, (SERVICES_JSON, SERVICES6_JSON, *COUNTERS_JSON))
+    assert notes == () and ("element", KEY3) in old and ("flat", KEY3) not in old
 
 
 def test_a_rule_without_dcnet_comment_and_a_foreign_chain_are_seen():
@@ -149,8 +165,11 @@ def test_weights_are_reduced_and_large_totals_use_ranges():
 
 
 def test_all_drained_drops_and_dr_ports_are_skipped_with_a_note():
-    want = desired({"10.20.0.11": 0})
-    assert want.bodies[("service", KEY3)][1].split(" comment ")[0].endswith(" drop")
+    chained = desired({"10.20.0.11": 0}, persistence=60)
+    assert chained.bodies[("service", KEY3)][1].split(" comment ")[0].endswith(" drop")
+    want = desired({"10.20.0.11": 0})                 # flat: W 0, in no class set: lb4 drops
+    assert want.state[("flat", KEY3)] == {"w": 0, "slots": (), "mark": 0}
+    assert want.bodies[("lb", ("lb4",))][-1].split(" comment ")[0].endswith(" drop")
     assert want.notes == ()
     notes = ruleset.desired(lvslab.model()).notes
     assert notes and "forward dr" in notes[0]
@@ -183,8 +202,8 @@ def test_names_parse_back_to_their_keys():
 
 
 def test_one_script_creates_before_referencing_and_deletes_after_unreferencing():
-    old = desired({"10.20.0.11": 1, "10.20.0.12": 1})
-    new = desired({"10.20.0.11": 1})
+    old = desired({"10.20.0.11": 1, "10.20.0.12": 1}, persistence=60)
+    new = desired({"10.20.0.11": 1}, persistence=60)
     changes = diff(old.state, new.state)
     plan = Plan.build("nft", changes, ruleset.KIND_ORDER)
     text = script.script(plan.changes, new.bodies)

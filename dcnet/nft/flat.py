@@ -1,0 +1,186 @@
+"""The nft target's flat layout: a VIP:port held in map elements only, no chain of its own.
+
+A one-service change of the chain layout (service and backend chains, the ``services``
+verdict map) makes the kernel validate the whole table's jump graph at commit: at 30,000
+services that is 0.5-0.8 s per change, whatever the change (docs/nft.md, "Why the kernel
+takes 0.5-0.6 s"). Elements of sets and maps whose data are not verdicts never trigger
+that validation. So a VIP:port that needs neither per-backend state (persistence's
+affinity sets) nor a Maglev table is rendered as elements of a few table-wide maps, and
+the rules that read them are fixed, written once with the table:
+
+- ``flat4`` (``flat6``): ``VIP . proto . port : W`` (type ``mark``: a 32-bit integer).
+  W is the sum of the active backends' weights divided by their GCD (0: every backend
+  drained). The hook chains send a packet to a member to ``lb4`` (``lb6``): ``ip daddr .
+  meta l4proto . th dport @flat4 goto lb4`` (one hash lookup for any other packet).
+- ``w4-<W>`` (``w6-<W>``), W = 1 .. :data:`FLAT_MAX`: the VIP:ports of each W. ``lb4``
+  holds one fixed rule per W, ``ip daddr . meta l4proto . th dport @w4-W dnat ip to ip
+  daddr . meta l4proto . th dport . numgen random mod W map @wr4``, and a final ``drop``
+  (W = 0: no backend takes new connections, as the chain layout's ``drop``).
+- ``wr4`` (``wr6``): ``VIP . proto . port . slot : RIP . RPORT``, W slots per VIP:port,
+  backend i holding w_i of them: a new connection picks backend i with probability
+  w_i / W exactly (the chain layout's telescoping ``numgen`` rules give the same).
+- ``marks4`` (``marks6``): carrier routing's connection mark, ``VIP . proto . port :
+  mark`` (``lb4`` starts with ``ct mark set ... map @marks4``; no element, no mark).
+- The new-connection counter ``cn-`` is an element of the counter map ``cnew``
+  (``cnew6``), which ``lb4`` counts by (``counter name ... map @cnew``); ``ci-``/``co-``
+  are the traffic maps' as for every VIP:port.
+
+So creating, re-weighting, draining or deleting a flat VIP:port adds and deletes
+elements only: the kernel commits it without walking the table (0.1 ms at 30,000
+services on this host, against 0.6 s). The plan's object is ``("flat", (proto, vip,
+port))`` with ``{"w": W, "slots": ("0 RIP . RPORT", ...), "mark": m}``; its commands
+(:func:`commands`) delete what the old attributes name and add what the new ones do.
+The ``w4-<W>`` sets are not read back (they follow ``flat4``). A removal adds the
+class-set and ``flat4`` elements it deletes first (a no-op when they are there), so it
+never fails on one missing (a stray slot or mark with no ``flat4`` element reads as a
+VIP:port of W 0 and is deleted so).
+
+Not flat (the chain layout, :mod:`dcnet.nft.ruleset`): persistence, Maglev (``mh``,
+``sh``), and W above :data:`FLAT_MAX` (e.g. 33 equal backends, or weights 1 and 40).
+"""
+
+from __future__ import annotations
+
+FLAT_MAX = 32                   # W = 1 .. FLAT_MAX have a class set and a dnat rule each
+KEY = {4: "ipv4_addr . inet_proto . inet_service", 6: "ipv6_addr . inet_proto . inet_service"}
+SADDR = {4: "ip", 6: "ip6"}
+
+
+def fam(vip: str) -> int:
+    return 6 if ":" in vip else 4
+
+
+def member_map(f: int) -> str:
+    return f"flat{f}"
+
+
+def slot_map(f: int) -> str:
+    return f"wr{f}"
+
+
+def mark_map(f: int) -> str:
+    return f"marks{f}"
+
+
+def class_set(f: int, w: int) -> str:
+    return f"w{f}-{w}"
+
+
+def chain(f: int) -> str:
+    return f"lb{f}"
+
+
+def tables() -> dict[str, tuple[str, str, str]]:
+    """name -> (nft object word, declaration, key type as nft lists it) of every flat
+    table-wide set and map."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for f, key in KEY.items():
+        p = SADDR[f]
+        out[member_map(f)] = ("map", f"{{ type {key} : mark; }}", key)
+        out[mark_map(f)] = ("map", f"{{ type {key} : mark; }}", key)
+        out[slot_map(f)] = ("map", f"{{ typeof {p} daddr . meta l4proto . th dport . numgen "
+                                   f"random mod 2 : {p} daddr . th dport; }}",
+                            key + " . integer")
+        for w in range(1, FLAT_MAX + 1):
+            out[class_set(f, w)] = ("set", f"{{ type {key}; }}", key)
+    return out
+
+
+TABLES = tables()
+
+
+def chain_rules(f: int) -> list[str]:
+    """The fixed rules of ``lb4`` / ``lb6``."""
+    p, key = SADDR[f], f"{SADDR[f]} daddr . meta l4proto . th dport"
+    cnew = "cnew" if f == 4 else "cnew6"
+    rules = [f"counter name {key} map @{cnew}", f"ct mark set {key} map @{mark_map(f)}"]
+    rules += [f"{key} @{class_set(f, w)} dnat {p} to {key} . numgen random mod {w} "
+              f"map @{slot_map(f)}" for w in range(1, FLAT_MAX + 1)]
+    return [*rules, "drop"]
+
+
+HOOK_RULES = tuple(f"{SADDR[f]} daddr . meta l4proto . th dport @{member_map(f)} goto {chain(f)}"
+                   for f in (4, 6))
+
+
+def reduced(weights: list[int]) -> list[int]:
+    """Weights divided by their GCD (zeros dropped by the caller)."""
+    import math
+
+    g = 0
+    for w in weights:
+        g = math.gcd(g, w)
+    return [w // g for w in weights] if g else []
+
+
+def eligible(scheduler_is_maglev: bool, persistence: int, active_weights: list[int]) -> bool:
+    return (not scheduler_is_maglev and not persistence
+            and sum(reduced(active_weights)) <= FLAT_MAX)
+
+
+def attrs(active: list[tuple[str, int, int]], mark: int) -> dict:
+    """The ``flat`` object of a VIP:port whose active backends are ``(rip, rport,
+    weight)``, in order (each holds w_i consecutive slots)."""
+    weights = reduced([w for _rip, _rport, w in active])
+    slots: list[str] = []
+    for (rip, rport, _w), w in zip(active, weights, strict=True):
+        slots += [f"{len(slots) + i} {rip} . {rport}" for i in range(w)]
+    return {"w": len(slots), "slots": tuple(slots), "mark": mark}
+
+
+def element_key(key3: tuple) -> str:
+    proto, vip, port = key3
+    return f"{vip} . {proto} . {port}"
+
+
+def ops(key3: tuple, old: dict | None, new: dict | None) -> list[tuple]:
+    """What turns ``old`` into ``new`` (None: absent) for one VIP:port, in order: ``(op,
+    set or map name, [(slot or None, data or None), ...])``, op ``add`` or ``delete``;
+    each element's key is the VIP:port (then the slot, in ``wr4``/``wr6``)."""
+    f = fam(key3[1])
+    out: list[tuple] = []
+    if old is not None:
+        if old["slots"]:
+            out.append(("delete", slot_map(f),
+                        [(int(s.split(" ", 1)[0]), None) for s in old["slots"]]))
+        if 0 < old["w"] <= FLAT_MAX:
+            out += [("add", class_set(f, old["w"]), [(None, None)]),
+                    ("delete", class_set(f, old["w"]), [(None, None)])]
+        if old.get("mark"):
+            out.append(("delete", mark_map(f), [(None, None)]))
+        out += [("add", member_map(f), [(None, old["w"])]),
+                ("delete", member_map(f), [(None, None)])]
+    if new is not None:
+        if new.get("mark"):
+            out.append(("add", mark_map(f), [(None, new["mark"])]))
+        if new["slots"]:
+            out.append(("add", slot_map(f), [(int(slot), to) for slot, to in
+                                             (s.split(" ", 1) for s in new["slots"])]))
+        if new["w"]:
+            out.append(("add", class_set(f, new["w"]), [(None, None)]))
+        out.append(("add", member_map(f), [(None, new["w"])]))
+    return out
+
+
+def commands(table: str, key3: tuple, old: dict | None, new: dict | None) -> list[str]:
+    """:func:`ops` as nft commands."""
+    k = element_key(key3)
+    out = []
+    for op, name, elems in ops(key3, old, new):
+        text = ", ".join((k if slot is None else f"{k} . {slot}")
+                         + ("" if op == "delete" or data is None else f" : {data}")
+                         for slot, data in elems)
+        out.append(f"{op} element {table} {name} {{ {text} }}")
+    return out
+
+
+def parse(members: dict, slots: dict, marks: dict) -> dict:
+    """``{("flat", key3): attrs}`` from the listed elements: ``members`` key3 -> W,
+    ``slots`` key3 -> {slot: "RIP . RPORT"}, ``marks`` key3 -> mark (pure)."""
+    state: dict = {}
+    for key3 in {**members, **slots, **marks}:      # a stray slot or mark reads too
+        held = slots.get(key3, {})
+        state[("flat", key3)] = {"w": members.get(key3, 0),
+                                 "slots": tuple(f"{s} {held[s]}" for s in sorted(held)),
+                                 "mark": marks.get(key3, 0)}
+    return state
