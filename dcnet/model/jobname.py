@@ -15,7 +15,10 @@ lower-case letters, digits and ``-``, start and end alphanumeric, at most 63 cha
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
+
+from dcnet.model.slotted import pickled_by_fields
 
 TAGS: tuple[str, ...] = (
     "job", "jobgroup", "service", "servicegroup", "cluster", "pdl", "owt", "cop",
@@ -25,7 +28,8 @@ REQUIRED_TAGS = tuple(t for t in TAGS if t not in OPTIONAL_TAGS)
 _VALUE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-@dataclass(frozen=True, order=True)
+@pickled_by_fields
+@dataclass(frozen=True, order=True, slots=True)
 class JobName:
     """A parsed JOBNAME; ``str()`` gives back the canonical form."""
 
@@ -37,6 +41,7 @@ class JobName:
     cop: str
     jobgroup: str | None = None
     servicegroup: str | None = None
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> JobName:
@@ -61,7 +66,7 @@ class JobName:
                 raise ValueError(f"JOBNAME value {value!r} of tag {tag!r} must be lower-case "
                                  "letters, digits and '-', 1-63 characters, alphanumeric at "
                                  "both ends")
-            values[tag] = value
+            values[tag] = sys.intern(value)   # cluster, pdl, owt, cop: shared by many
         missing = [t for t in REQUIRED_TAGS if t not in values]
         if missing:
             raise ValueError(f"JOBNAME lacks required tag(s): {', '.join(missing)}")
@@ -72,7 +77,7 @@ class JobName:
         return {t: getattr(self, t) for t in TAGS if getattr(self, t) is not None}
 
     def __str__(self) -> str:
-        text = self.__dict__.get("_text")
+        text = self._text
         if text is None:  # computed once: services are keyed and named by it everywhere
             text = "_".join(f"{tag}.{value}" for tag, value in self.tags().items())
             object.__setattr__(self, "_text", text)

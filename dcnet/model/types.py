@@ -1,7 +1,10 @@
 """The immutable objects of the service model: carriers, services, ports, real servers.
 
 Nothing here does I/O; objects are built only by :mod:`dcnet.model.loader`, which
-validates them first. Collections are tuples so a model can be hashed and shared.
+validates them first. Collections are tuples so a model can be hashed and shared. The
+classes have ``__slots__`` (no ``__dict__`` per object: a 10,000 x 10 model is about 22
+MiB of Python objects instead of 39, unpickled) and pickle through their ``__init__``
+(:mod:`dcnet.model.slotted`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dcnet.model.haproxy_section import HAProxySettings
 from dcnet.model.jobname import JobName
 from dcnet.model.lvs_section import LVSSettings
 from dcnet.model.mirror_section import MirrorSettings
+from dcnet.model.slotted import pickled_by_fields
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -50,7 +54,8 @@ SCHEDULERS = frozenset({
 MAX_WEIGHT = 65535
 
 
-@dataclass(frozen=True)
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class Carrier:
     """One carrier line: its uplink, gateway, routing table and address space."""
 
@@ -77,7 +82,8 @@ class Carrier:
         return next((g for g in self.gateways() if g.version == version), None)
 
 
-@dataclass(frozen=True)
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class Port:
     """One virtual port of a service and how IPVS balances it."""
 
@@ -95,7 +101,8 @@ class Port:
         return self.target_port if self.target_port is not None else self.port
 
 
-@dataclass(frozen=True)
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class RealServer:
     """A real server behind a service; ``port`` only for single-port services."""
 
@@ -104,7 +111,8 @@ class RealServer:
     port: int | None = None
 
 
-@dataclass(frozen=True)
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class HealthCheck:
     type: CheckType = CheckType.TCP
     port: int | None = None
@@ -116,7 +124,8 @@ class HealthCheck:
     fall: int = 3
 
 
-@dataclass(frozen=True)
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One (VIP, port) -> (real server, port) pairing, as IPVS sees it."""
 
@@ -127,7 +136,8 @@ class Endpoint:
     server_port: int
 
 
-@dataclass(frozen=True)
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class Service:
     """An ELB service named by its JOBNAME, with one VIP per carrier line and address
     family (a dual-stack carrier has an IPv4 and an IPv6 VIP: two pairs in ``vips``)."""
@@ -161,7 +171,8 @@ class Service:
         )
 
 
-@dataclass(frozen=True)
+@pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class Model:
     """A validated service model: carriers and ELB services."""
 
