@@ -1,9 +1,10 @@
 """The fast read of IPVS real servers: every dest of a namespace from ``/proc/net/ip_vs``.
 
 It owns the text the kernel prints there (``ip_vs_info_seq_show`` in
-net/netfilter/ipvs/ip_vs_ctl.c), a pure parser for it (:func:`parse`) and a summing pass
+net/netfilter/ipvs/ip_vs_ctl.c), a pure parser for it (:func:`parse`); the summing pass
 that makes no row (:func:`sum_dests`, :func:`sum_read`: the metrics' per-service
-connection counts, read as the file is read). One read of that file lists
+connection counts, read as the file is read) is :mod:`dcnet.lvs.procfs_sums`'s, on
+bytes, called through here. One read of that file lists
 every service of the reading thread's network namespace with its dests::
 
     IP Virtual Server version 1.2.1 (size=4096)
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import re
 import socket
-from itertools import accumulate
 
 PROC_PATH = "/proc/thread-self/net/ip_vs"
 FORWARD_BY_NAME = {"Masq": 0, "Local": 1, "Tunnel": 2, "Route": 3}
@@ -157,171 +157,26 @@ def _body_span(text: str) -> tuple[int, int]:
     return start, end
 
 
-PIECE = 1 << 16       # what sum_read reads at a time, and sum_dests sums at a time
-
-
 def sum_dests(text: str) -> dict[ServiceId, list[int]]:
-    """Per service of the text, in the order printed, its dests summed without a row
-    made for any: [active connections, inactive connections, dests of weight > 0,
-    dests] (a service printed twice, as a read racing a change may show, has both
-    blocks summed, as :func:`parse` lists both). What the metrics read above the
-    cardinality bound, where only the sums are exposed: about half the cost of
-    :func:`parse` at 100,000 dests, and no row kept.
+    """:func:`dcnet.lvs.procfs_sums.sum_dests`: per service, its dests summed."""
+    from dcnet.lvs import procfs_sums
 
-    The sums are those of :func:`parse`'s rows. The text is taken :data:`PIECE`
-    characters at a time (:func:`sum_pieces`); the dest lines of each service (lines
-    that start with ``  -> ``) are split into fields at once and checked as a whole (6
-    fields a line, a known forwarding method, decimal weight and counters); the dests'
-    addresses are not decoded. Raises :class:`ProcFormatError` (its line found by the
-    strict parser) on anything ip_vs_info_seq_show would not print.
-    """
-    return sum_pieces(text[i:i + PIECE] for i in range(0, len(text), PIECE))
+    return procfs_sums.sum_dests(text)
 
 
 def sum_read(handle, keep: int = 0) -> tuple[dict[ServiceId, list[int]], str | None]:
-    """:func:`sum_dests` of the file open as ``handle`` (text), read :data:`PIECE`
-    characters at a time, and its text when it is at most ``keep`` characters long
-    (None otherwise: a 10,000 x 10 table is never held whole)."""
-    kept: list[str] | None = []
-    size = 0
+    """:func:`dcnet.lvs.procfs_sums.sum_read`: the sums of an open file, its text if
+    small."""
+    from dcnet.lvs import procfs_sums
 
-    def pieces():
-        nonlocal kept, size
-        while piece := handle.read(PIECE):
-            size += len(piece)
-            if size > keep:
-                kept = None
-            elif kept is not None:
-                kept.append(piece)
-            yield piece
-
-    sums = sum_pieces(pieces())
-    return sums, None if kept is None else "".join(kept)
+    return procfs_sums.sum_read(handle, keep)
 
 
 def sum_pieces(pieces) -> dict[ServiceId, list[int]]:
-    """:func:`sum_dests` of the text given as consecutive pieces (any cut). Complete
-    lines are summed as they arrive: a service's dest lines cut between two pieces are
-    added to it in two goes."""
-    out: dict[ServiceId, list[int]] = {}
-    pieces = iter(pieces)
-    buffer, number = "", 1
-    while buffer.count("\n") < len(HEADER) and (piece := next(pieces, None)) is not None:
-        buffer += piece
-    start = _header_end(buffer)
-    buffer, number, sums, cut = buffer[start:], len(HEADER) + 1, None, False
-    split = _SERVICE_START.split
-    while True:
-        piece = next(pieces, None)
-        if piece is not None:
-            buffer += piece
-            # the lines before the last newline but one: the text's last newline
-            # ends its last line, it does not start an empty one (as in parse)
-            last = buffer.rfind("\n", 0, len(buffer) - 1)
-            if last < 0:
-                continue
-            lines, buffer, cut = buffer[:last], buffer[last + 1:], True
-        else:
-            lines = buffer[:-1] if buffer.endswith("\n") else buffer
-            if not lines and not cut:
-                return out
-            buffer = ""
-        number, sums = _sum_lines(out, number, split(lines), sums)
-        if piece is None:
-            return out
+    """:func:`dcnet.lvs.procfs_sums.sum_pieces`: the sums of the text in pieces."""
+    from dcnet.lvs import procfs_sums
 
-
-def _sum_lines(out: dict, number: int, blocks: list[str], sums: list[int] | None
-               ) -> tuple[int, list[int] | None]:
-    """Add ``blocks`` (a service line and its dest lines each; the first may be dest
-    lines of the service before, ``sums``) to ``out``: every dest line of the blocks
-    split into fields at once, each column summed by running totals in C. Lines
-    ``number`` on; the next line's number and the last service's sums."""
-    parts = [(None, block) if block.startswith("  -> ") else block.partition("\n")[::2]
-             for block in blocks]
-    counts = [rest.count("\n") + 1 if rest else 0 for _, rest in parts]
-    fields = "\n".join(rest for _, rest in parts if rest).split()
-    total, weights = sum(counts), fields[3::6]
-    if (len(fields) != 6 * total or fields[0::6].count("->") != total
-            or not FORWARD_BY_NAME.keys() >= set(fields[2::6])
-            or not (digits := "".join(weights)).isdigit()):    # the checks, line by line
-        return _sum_blocks(out, number, blocks, sums)
-    try:
-        active = list(accumulate(map(int, fields[4::6]), initial=0))
-        inactive = list(accumulate(map(int, fields[5::6]), initial=0))
-    except ValueError:
-        return _sum_blocks(out, number, blocks, sums)
-    # decimal digits: a weight is 0 when it is all zeros, "0" as the kernel prints it;
-    # where a weight starts with "00" (never the kernel's), each is converted
-    zeros = "\n00" in "\n" + "\n".join(weights) if "00" in digits else False
-    weighted = list(accumulate(map(bool, map(int, weights)), initial=0)) if zeros else None
-    at = 0
-    for (head, rest), count in zip(parts, counts, strict=True):
-        if head is None:                # dest lines of the service before
-            if sums is None:
-                raise ProcFormatError(number, rest.partition("\n")[0],
-                                      "a dest line before any service")
-            number -= 1
-        else:
-            sums = out.get(key := _service_line(number, head))
-            if sums is None:
-                sums = out[key] = [0, 0, 0, 0]
-        end = at + count
-        sums[0] += active[end] - active[at]
-        sums[1] += inactive[end] - inactive[at]
-        sums[2] += (count - weights[at:end].count("0") if weighted is None
-                    else weighted[end] - weighted[at])
-        sums[3] += count
-        number, at = number + count + 1, end
-    return number, sums
-
-
-def _sum_blocks(out: dict, number: int, blocks: list[str], sums: list[int] | None
-                ) -> tuple[int, list[int] | None]:
-    """:func:`_sum_lines` block by block, each checked on its own (the strict parser
-    names a bad line)."""
-    for block in blocks:
-        if block.startswith("  -> "):   # dest lines of the service before
-            if sums is None:
-                raise ProcFormatError(number, block.partition("\n")[0],
-                                      "a dest line before any service")
-            number = _sum_dests(sums, number - 1, "", block)
-            continue
-        head, _, rest = block.partition("\n")
-        sums = out.get(key := _service_line(number, head))
-        if sums is None:
-            sums = out[key] = [0, 0, 0, 0]
-        number = _sum_dests(sums, number, head, rest)
-    return number, sums
-
-
-def _sum_dests(sums: list[int], number: int, head: str, rest: str) -> int:
-    """Add the dest lines ``rest`` (after line ``number``, ``head``) to ``sums``; the
-    number of the next line."""
-    if not rest:
-        return number + 1
-    count = rest.count("\n") + 1
-    fields = rest.split()
-    try:
-        weights = fields[3::6]
-        if (len(fields) != 6 * count or fields[0::6].count("->") != count
-                or not FORWARD_BY_NAME.keys() >= set(fields[2::6])):
-            raise ValueError("not dest lines")
-        active = sum(map(int, fields[4::6]))
-        inactive = sum(map(int, fields[5::6]))
-        if "".join(weights).isdigit():            # no sign: weight > 0 is weight != 0
-            weighted = sum(map(bool, map(int, weights)))
-        else:
-            weighted = sum(int(weight) > 0 for weight in weights)
-    except ValueError:          # the strict parser names the line and the field
-        for i, line in enumerate(rest.split("\n"), 1):
-            _dest_line(number + i, line)
-        raise ProcFormatError(number, head, "bad dest lines") from None
-    sums[0] += active
-    sums[1] += inactive
-    sums[2] += weighted
-    sums[3] += count
-    return number + count + 1
+    return procfs_sums.sum_pieces(pieces)
 
 
 def _dest_line(number: int, line: str) -> tuple:
@@ -380,12 +235,13 @@ def read_in(netns_path: str | None = None) -> str:
 
 def open_in(netns_path: str | None = None):
     """``/proc/net/ip_vs`` of the namespace at ``netns_path`` (None: the calling
-    thread's) open for reading as text: opened there, read from anywhere."""
+    thread's) open for reading as bytes (for :func:`sum_read`: the summing pass reads
+    bytes, nothing is decoded): opened there, read from anywhere."""
     if netns_path is None:
-        return open(PROC_PATH, encoding="ascii")
+        return open(PROC_PATH, "rb")
     from dcnet.sysio import netns
 
-    return netns.call_here_in(netns_path, open, PROC_PATH, encoding="ascii")
+    return netns.call_here_in(netns_path, open, PROC_PATH, "rb")
 
 
 def _read(path: str) -> str:

@@ -37,9 +37,8 @@ from typing import NamedTuple
 from dcnet.gcpause import paused_gc
 from dcnet.metrics import haproxy_stat, ipvs, nft, status
 from dcnet.metrics.cardinality import Bound
-from dcnet.metrics.exposition import Family, encoded, escape, labels, number
+from dcnet.metrics.exposition import Family, encoded, escape, labels
 
-LARGE = 10**15        # integers below this print as "%d.0" (exposition.number)
 JOBNAME_TAGS = ("job", "jobgroup", "service", "servicegroup", "cluster", "pdl", "owt", "cop")
 
 
@@ -346,7 +345,7 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
             per_service[key] = values if sums is None else [a + b for a, b in zip(
                 sums, values, strict=True)]         # a new list: the table's are kept
         netns_text = escape(netns)
-        conns.extend(_state_lines(conns, netns_text, per_service))   # made as written
+        conns.extend_text(ipvs.state_texts(conns.sample, netns_text, per_service))
         for (service, port, carrier), (_active, _inactive, weighted) in per_service.items():
             key = (service, port, carrier)
             counts[key] = counts.get(key, 0) + weighted
@@ -355,23 +354,5 @@ def ipvs_families(tables: dict[str, IPVSTable], index: ServiceIndex, per_server:
                 service, carrier = carriers.get((r.vip, r.port), (r.vip, ""))
                 for state, value in (("active", r.active), ("inactive", r.inactive)):
                     server.add((netns, service, str(r.port), carrier, r.server, state), value)
-    healthy.extend(healthy.line(f'{{carrier="{escape(carrier)}",port="{port}",service='
-                                f'"{escape(service)}",target="lvs"}}', value)
-                   for (service, port, carrier), value in counts.items())
+    healthy.extend_text(ipvs.healthy_texts(healthy.sample, counts))     # made as written
     return [conns, totals, server] if per_server else [conns, totals]
-
-
-def _state_lines(conns: Family, netns_text: str, per_service: dict) -> Iterator[str]:
-    """Two lines per service, each value printed as :func:`number` prints it (integers
-    below 10^15 written here: one format a line, no call)."""
-    sample = conns.sample
-    for (service, port, carrier), (active, inactive, _weighted) in per_service.items():
-        head = f'{sample}{{carrier="{escape(carrier)}",netns="{netns_text}",port="{port}",' \
-               f'service="{escape(service)}",state="'
-        if type(active) is int and type(inactive) is int and -LARGE < active < LARGE \
-                and -LARGE < inactive < LARGE:
-            yield f'{head}active"}} {active}.0'
-            yield f'{head}inactive"}} {inactive}.0'
-        else:
-            yield f'{head}active"}} {number(active)}'
-            yield f'{head}inactive"}} {number(inactive)}'

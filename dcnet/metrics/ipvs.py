@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from operator import itemgetter
 
-from dcnet.metrics.exposition import Family, escape, number
+from dcnet.metrics.exposition import Family, escape, number, plain_values
 
 # a service's counters: (connections scheduled, packets in, out, bytes in, out)
 Counts = tuple[int, int, int, int, int]
@@ -49,20 +49,23 @@ def vip_sums(services: dict) -> tuple[dict[tuple[str, int], list[int]], int]:
     """Per (vip, port), the sums of :func:`dcnet.lvs.procfs.sum_dests` (``services``:
     per service, [active, inactive, weighted, dests]) over its protocols as [active,
     inactive, weighted], and the dests counted; fwmark services and services without
-    a dest are left out, as they have no row."""
+    a dest are left out, as they have no row. ``services`` is used up: the first list
+    of each (vip, port) becomes its sums (its dest count removed)."""
     out: dict[tuple[str, int], list[int]] = {}
     count = 0
-    for service, (active, inactive, weighted, dests) in services.items():
-        if service[0] == "fwmark" or not dests:
+    found = out.get
+    for service, sums in services.items():
+        if service[0] == "fwmark" or not sums[3]:
             continue
-        count += dests
-        into = out.get(key := (service[1], service[2]))
+        count += sums[3]
+        into = found(key := service[1:])
         if into is None:
-            out[key] = [active, inactive, weighted]
+            del sums[3]
+            out[key] = sums             # the list taken over: 10,000 not made again
         else:
-            into[0] += active
-            into[1] += inactive
-            into[2] += weighted
+            into[0] += sums[0]
+            into[1] += sums[1]
+            into[2] += sums[2]
     return out, count
 
 
@@ -150,33 +153,66 @@ def families(tables: dict, carriers: dict, servers: dict | None) -> list[Family]
                          (*server_names, "direction"))
         out += [sconns, spackets, svolume]
     heads: dict[str, str] = {}           # '{carrier="..."' once per carrier
+
+    def head(carrier: str) -> str:
+        return heads.get(carrier) or heads.setdefault(carrier,
+                                                      f'{{carrier="{escape(carrier)}"')
+
     for netns, table in sorted(tables.items()):
         sums = service_sums(getattr(table, "counters", {}), carriers)
         netns_text = escape(netns)
-        _extend(conns, packets, volume, [
-            (heads.get(carrier) or heads.setdefault(carrier, f'{{carrier="{escape(carrier)}"'),
-             f',netns="{netns_text}",port="{port}",service="{escape(service)}"}}', counts)
-            for (service, port, carrier), counts in sums.items()])
+
+        def label_sets(block: list, netns_text: str = netns_text) -> list[tuple]:
+            if plain_values(key[0] for key, _ in block):     # no service name to escape
+                return [(head(carrier), f',netns="{netns_text}",port="{port}",service='
+                         f'"{service}"}}', counts)
+                        for (service, port, carrier), counts in block]
+            return [(head(carrier), f',netns="{netns_text}",port="{port}",service='
+                     f'"{escape(service)}"}}', counts)
+                    for (service, port, carrier), counts in block]
+
+        _extend(conns, packets, volume, LabelSets(list(sums.items()), label_sets))
         if servers is None:
             continue
         by_server: dict[tuple, Counts] = {}
         for (vip, port, server), counts in servers.get(netns, {}).items():
             service, carrier = carriers.get((vip, port), (vip, ""))
             add(by_server, (service, port, carrier, server), counts)
-        _extend(sconns, spackets, svolume, [
-            (f'{{carrier="{escape(carrier)}"',
-             f',netns="{netns_text}",port="{port}",server="{escape(server)}",'
-             f'service="{escape(service)}"}}', counts)
-            for (service, port, carrier, server), counts in by_server.items()])
+
+        def server_sets(block: list, netns_text: str = netns_text) -> list[tuple]:
+            return [(f'{{carrier="{escape(carrier)}"',
+                     f',netns="{netns_text}",port="{port}",server="{escape(server)}",'
+                     f'service="{escape(service)}"}}', counts)
+                    for (service, port, carrier, server), counts in block]
+
+        _extend(sconns, spackets, svolume, LabelSets(list(by_server.items()), server_sets))
     return out
 
 
-def _extend(conns: Family, packets: Family, volume: Family, sets: list) -> None:
-    """Five samples per label set of ``sets``: (head, tail, counts), ``head`` +
-    ``tail`` the set without ``direction``, which sorts between them. The lines are
-    made only as the families are written (:meth:`Family.extend_text`), :data:`BLOCK`
-    label sets at a time: 50,000 at 10,000 services are never held together."""
-    plain = plain_counts(map(itemgetter(2), sets))
+class LabelSets:
+    """The label sets of one namespace's services, :data:`BLOCK` at a time: each
+    (head, tail, counts), ``head`` + ``tail`` the set without ``direction``, which
+    sorts between them. A block is made when a family first writes it and kept for
+    the other two (the three are written one after the other): the 10,000 sets of a
+    large table are not made before the scrape is written."""
+
+    __slots__ = ("blocks", "items", "make")
+
+    def __init__(self, items: list, make: Callable[[list], list[tuple]]):
+        self.items, self.make, self.blocks = items, make, {}
+
+    def block(self, at: int) -> list[tuple]:
+        sets = self.blocks.get(at)
+        if sets is None:
+            sets = self.blocks[at] = self.make(self.items[at:at + BLOCK])
+        return sets
+
+
+def _extend(conns: Family, packets: Family, volume: Family, sets: LabelSets) -> None:
+    """Five samples per label set of ``sets``. The lines are made only as the families
+    are written (:meth:`Family.extend_text`), :data:`BLOCK` label sets at a time:
+    50,000 at 10,000 services are never held together."""
+    plain = plain_counts(map(itemgetter(1), sets.items))
     conns.extend_text(_blocks(_lines, conns.sample, sets, plain, 0))
     packets.extend_text(_blocks(_directions, packets.sample, sets, plain, 1))
     volume.extend_text(_blocks(_directions, volume.sample, sets, plain, 3))
@@ -194,10 +230,10 @@ def plain_counts(counts: Iterable[tuple]) -> bool:
                         and max(flat) < LARGE)
 
 
-def _blocks(make: Callable, sample: str, sets: list, plain: bool, first: int
+def _blocks(make: Callable, sample: str, sets: LabelSets, plain: bool, first: int
             ) -> Iterator[str]:
-    for at in range(0, len(sets), BLOCK):
-        yield make(sample, sets[at:at + BLOCK], plain, first)
+    for at in range(0, len(sets.items), BLOCK):
+        yield make(sample, sets.block(at), plain, first)
 
 
 def _value(value: int) -> str:
@@ -224,3 +260,51 @@ def _directions(sample: str, sets: list, plain: bool, first: int) -> str:
     return "".join([f'{sample}{head},direction="in"{tail} {_value(counts[first])}\n'
                     f'{sample}{head},direction="out"{tail} {_value(counts[first + 1])}\n'
                     for head, tail, counts in sets])
+
+
+def state_texts(sample: str, netns_text: str, per_service: dict) -> Iterator[str]:
+    """The connection gauges' lines of one namespace (``netns_text`` escaped), an
+    active and an inactive line per (service, port, carrier) of ``per_service`` (its
+    values [active, inactive, ...]), joined :data:`BLOCK` services at a time (for
+    :meth:`Family.extend_text`): the text :func:`dcnet.metrics.exposition.labels`
+    and ``number`` print, names sorted."""
+    items = list(per_service.items())
+    plain = plain_counts(per_service.values())      # the servers counted: ints too
+    for at in range(0, len(items), BLOCK):
+        block = items[at:at + BLOCK]
+        if plain_values(chain.from_iterable(key for key, _ in block)):
+            heads = [f'{sample}{{carrier="{carrier}",netns="{netns_text}",port="{port}",'
+                     f'service="{service}",state="' for (service, port, carrier), _ in block]
+        else:
+            heads = [f'{sample}{{carrier="{escape(carrier)}",netns="{netns_text}",port='
+                     f'"{port}",service="{escape(service)}",state="'
+                     for (service, port, carrier), _ in block]
+        if plain:
+            yield "".join([f'{head}active"}} {values[0]}.0\n{head}inactive"}} '
+                           f'{values[1]}.0\n' for head, (_, values) in
+                           zip(heads, block, strict=True)])
+        else:
+            yield "".join([f'{head}active"}} {_value(values[0])}\n{head}inactive"}} '
+                           f'{_value(values[1])}\n' for head, (_, values) in
+                           zip(heads, block, strict=True)])
+
+
+def healthy_texts(sample: str, counts: dict) -> Iterator[str]:
+    """``dcnet_elb_vip_healthy_servers``'s IPVS lines: one per (service, port, carrier) of
+    ``counts`` (servers of weight > 0), ``target="lvs"``, joined :data:`BLOCK` at a
+    time (for :meth:`Family.extend_text`)."""
+    items = list(counts.items())
+    plain = plain_counts([counts.values()])
+    for at in range(0, len(items), BLOCK):
+        if plain and plain_values(chain.from_iterable(key for key, _ in items[at:at + BLOCK])):
+            yield "".join([f'{sample}{{carrier="{carrier}",port="{port}",service='
+                           f'"{service}",target="lvs"}} {value}.0\n'
+                           for (service, port, carrier), value in items[at:at + BLOCK]])
+        elif plain:
+            yield "".join([f'{sample}{{carrier="{escape(carrier)}",port="{port}",service='
+                           f'"{escape(service)}",target="lvs"}} {value}.0\n'
+                           for (service, port, carrier), value in items[at:at + BLOCK]])
+        else:
+            yield "".join([f'{sample}{{carrier="{escape(carrier)}",port="{port}",service='
+                           f'"{escape(service)}",target="lvs"}} {_value(value)}\n'
+                           for (service, port, carrier), value in items[at:at + BLOCK]])
