@@ -18,7 +18,8 @@ interleaved order:
   rules; plain documents built from libyaml's events, ``dcnet.model.yamlevents``);
 - with ``--children``, ``first`` and ``drift``: ``elbctl exporter``'s loader child
   (``dcnet.cli.elbctl_metrics.check_in_child`` in a spawned child, no target): the
-  first parses the model and pickles it, a drift check's unpickles that (its CPU time
+  first parses the model and pickles it (in pieces where the tree has
+  ``dcnet.metrics.isolated.pack_model``, else whole), a drift check's unpickles that (its CPU time
   includes the child's interpreter start and imports; the ``drift`` row's pickled model
   is made beforehand by another process, as the first child makes it: the measuring
   process stays small, for a forked child's peak starts at its parent's resident set).
@@ -53,9 +54,13 @@ if what == "plain":
         yaml.load(fh, Loader=yaml.CSafeLoader)
 elif what == "pickle":                 # the model as the first loader child hands it back
     import pickle, zlib
+    from dcnet.metrics import isolated
     from dcnet.model import load_model
+    model = load_model(path)
+    pack = getattr(isolated, "pack_model", None)     # in pieces; whole before it
+    made = pack(model) if pack else zlib.compress(pickle.dumps(model, 5), 6)
     with open(path + ".pickled", "wb") as fh:
-        fh.write(zlib.compress(pickle.dumps(load_model(path), pickle.HIGHEST_PROTOCOL), 6))
+        pickle.dump(made, fh)
     raise SystemExit
 elif what in ("first", "drift"):       # elbctl exporter's loader child, as it runs it
     import pickle, resource, zlib
@@ -66,7 +71,7 @@ elif what in ("first", "drift"):       # elbctl exporter's loader child, as it r
     pickled = None
     if what == "drift":   # later children unpickle what the first made (see measure())
         with open(path + ".pickled", "rb") as fh:
-            pickled, text = fh.read(), None
+            pickled, text = pickle.load(fh), None
     isolated.call(check_in_child, {}, path, text, 5.0, {}, None, what == "drift", False,
                   pickled)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)   # that child's alone

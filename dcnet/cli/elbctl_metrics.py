@@ -133,7 +133,7 @@ class IsolatedWatch(Watch):
     def __init__(self, targets: dict[str, dict], model_path: str | None = None,
                  interval: float = 60.0, lock_timeout: float = 5.0, vips: bool = True):
         self.model_path, self.text, self.digest, self.vips = model_path, None, None, vips
-        self.pickled: bytes | None = None
+        self.pickled: tuple[bytes, ...] | None = None   # isolated.pack_model
         if model_path is not None:
             self.text = zlib.compress(read_model_text(model_path).encode(), 6)
         super().__init__(targets, None, interval, lock_timeout)
@@ -163,7 +163,7 @@ class IsolatedWatch(Watch):
 
 def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes | None,
                    lock_timeout: float, previous: dict, known: str | None, drift: bool,
-                   vips: bool = True, pickled: bytes | None = None):
+                   vips: bool = True, pickled: tuple[bytes, ...] | None = None):
     """Run in a child by :class:`IsolatedWatch`: the labelling index of the model (the
     given text or ``pickled`` model, else the last model a target applied) as (digest,
     pickled index or None when the digest is ``known``), with ``drift`` whether each
@@ -174,10 +174,10 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
 
     model, parsed = None, None
     if pickled is not None:            # made by an earlier child of the same process
-        model = pickle.loads(zlib.decompress(pickled))
+        model = isolated.unpack_model(pickled)
     elif text is not None:
         model = load_model(model_path, text=zlib.decompress(text).decode())
-        parsed = zlib.compress(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), 6)
+        parsed = isolated.pack_model(model)      # pickled in pieces: a smaller peak
     watch = Watch(targets, model, 0, lock_timeout)     # reads the model to use
     watch.drifts = previous
     if drift:

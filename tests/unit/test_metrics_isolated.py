@@ -1,9 +1,11 @@
 """The exporter's model loaded in a child process: the labelling index it keeps is the
 one the model gives in-process, an invalid model is refused with the same problems (in
-the same order), and glibc's heap trim is callable."""
+the same order), a model handed to the next child in pieces is the same model, and
+glibc's heap trim is callable."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import pytest
@@ -155,3 +157,14 @@ def test_the_exposition_server_answers_other_requests_with_errors_without_http_s
     code = ("import sys; import dcnet.metrics.server; "
             "sys.exit('http.server' in sys.modules or 'ssl' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_model_packed_in_pieces_unpacks_equal(tmp_path):
+    model = load_model(write_model(tmp_path, model_text()))
+    assert len(model.services) == 2
+    for per_piece, count in ((1, 3), (2, 2), (1000, 2)):    # the rest, then the services
+        pieces = isolated.pack_model(model, per_piece)
+        assert len(pieces) == count
+        assert isolated.unpack_model(pieces) == model
+    empty = dataclasses.replace(model, services=())
+    assert isolated.unpack_model(isolated.pack_model(empty)) == empty
