@@ -15,9 +15,11 @@ check (the model only: no target to plan), and reports per row: the scrape durat
 from /proc, and that as a share of one core at a 15 s scrape interval), its RSS once the
 model is loaded (before any scrape), after the scrapes, its peak (VmHWM), the peak RSS of
 the loader child (0 in-process), the drift check's CPU seconds (its children included)
-and the RSS after it, the body size and the number of series. Rows run ``--runs`` times,
-interleaved (every load and mode once, then again), and print medians; each ``child``
-row is followed by its ratios to the ``inprocess`` row of the same invocation.
+and the RSS after it, the body size and the number of series; and per mode the sha256 of
+every row's last body (the same bytes from every tree and load, or DIFFERENT). Rows
+run ``--runs`` times, interleaved (every load and mode once, then again), and print
+medians; each ``child`` row is followed by its ratios to the ``inprocess`` row of the
+same invocation.
 
     .venv/bin/python bench/metrics_scrape.py [--services 10000] [--servers 10]
         [--scrapes 7] [--runs 3] [--modes auto,server] [--loads inprocess,child]
@@ -34,6 +36,7 @@ The HAProxy answer is read as the tree's exporter reads it: line by line
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import socket
 import statistics
@@ -245,12 +248,13 @@ def measure(args, mode: str, load: str, model_path: str, haproxy: FakeHAProxy,
         child.stdin.close()
         child.wait(30)
     series = sum(1 for line in body.decode().splitlines() if line and line[0] != "#")
+    digest = hashlib.sha256(body).hexdigest()[:16]   # the same body: the same digest
     cpu = statistics.median(cpus)
     return {"mode": mode, "load": load, "scrape_ms": statistics.median(durations) * 1000,
             "cpu_s": cpu, "core_at_15s": cpu / 15, "loaded_mib": loaded, "rss_mib": now,
             "peak_mib": peak, "loader_peak_mib": float(loader_peak),
             "check_cpu_s": check_cpu, "after_check_mib": after_check,
-            "body_mib": len(body) / 2**20, "series": series}
+            "body_mib": len(body) / 2**20, "series": series, "digest": digest}
 
 
 COLUMNS_OUT = [("scrape_ms", "scrape ms", "{:.0f}"), ("cpu_s", "CPU s", "{:.2f}"),
@@ -322,6 +326,13 @@ def main() -> None:
             print(f"{'':<7} {'x ' + loads[0]:<10}" + "".join(
                 f" {ratios[key]:>9.2f}x" if key in ratios else f" {'':>10}"
                 for key, _, _ in COLUMNS_OUT))
+    for mode in args.modes.split(","):      # bodies compared byte for byte (sha256)
+        digests = {load: sorted({r["digest"] for r in runs})
+                   for (m, load), runs in results.items() if m == mode}
+        same = len({d for ds in digests.values() for d in ds}) == 1
+        print(f"{mode} body sha256: " + ", ".join(f"{load} {' '.join(ds)}"
+                                                  for load, ds in digests.items())
+              + (" (all the same)" if same else " (DIFFERENT)"))
 
 
 if __name__ == "__main__":
