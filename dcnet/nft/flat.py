@@ -12,10 +12,14 @@ the rules that read them are fixed, written once with the table:
   W is the sum of the active backends' weights divided by their GCD (0: every backend
   drained). The hook chains send a packet to a member to ``lb4`` (``lb6``): ``ip daddr .
   meta l4proto . th dport @flat4 goto lb4`` (one hash lookup for any other packet).
-- ``w4-<W>`` (``w6-<W>``), W = 1 .. :data:`FLAT_MAX`: the VIP:ports of each W. ``lb4``
-  holds one fixed rule per W, ``ip daddr . meta l4proto . th dport @w4-W dnat ip to ip
-  daddr . meta l4proto . th dport . numgen random mod W map @wr4``, and a final ``drop``
-  (W = 0: no backend takes new connections, as the chain layout's ``drop``).
+- ``w4-<W>`` (``w6-<W>``), W = 1 .. :data:`FLAT_MAX` (256): the VIP:ports of each W, and
+  ``g4-<G>``, G = 0 .. 15: those of W 16G+1 .. 16G+16. ``lb4`` sends a member of ``g4-G``
+  to the group chain ``lb4-G`` (``... @g4-G goto lb4-G``), which holds one fixed rule per
+  W of its group, ``ip daddr . meta l4proto . th dport @w4-W dnat ip to ip daddr . meta
+  l4proto . th dport . numgen random mod W map @wr4``: a new connection takes at most 16
+  + 16 set lookups to its rule. ``lb4`` ends with ``drop`` (W = 0: no backend takes new
+  connections, as the chain layout's ``drop``). The 544 sets are one plan object,
+  ``("classes", (family,))``, whose attributes are their names.
 - ``wr4`` (``wr6``): ``VIP . proto . port . slot : RIP . RPORT``, W slots per VIP:port,
   backend i holding w_i of them: a new connection picks backend i with probability
   w_i / W exactly (the chain layout's telescoping ``numgen`` rules give the same).
@@ -30,18 +34,20 @@ elements only: the kernel commits it without walking the table (0.1 ms at 30,000
 services on this host, against 0.6 s). The plan's object is ``("flat", (proto, vip,
 port))`` with ``{"w": W, "slots": ("0 RIP . RPORT", ...), "mark": m}``; its commands
 (:func:`commands`) delete what the old attributes name and add what the new ones do.
-The ``w4-<W>`` sets are not read back (they follow ``flat4``). A removal adds the
-class-set and ``flat4`` elements it deletes first (a no-op when they are there), so it
-never fails on one missing (a stray slot or mark with no ``flat4`` element reads as a
-VIP:port of W 0 and is deleted so).
+The group and class sets' elements are not read back (they follow ``flat4``). A
+removal adds the class-set, group-set and ``flat4`` elements it deletes first (a no-op
+when they are there), so it never fails on one missing (a stray slot or mark with no
+``flat4`` element reads as a VIP:port of W 0 and is deleted so).
 
 Not flat (the chain layout, :mod:`dcnet.nft.ruleset`): persistence, Maglev (``mh``,
-``sh``), and W above :data:`FLAT_MAX` (e.g. 33 equal backends, or weights 1 and 40).
+``sh``), and W above :data:`FLAT_MAX` (e.g. 257 equal backends, or weights 1 and 300).
 """
 
 from __future__ import annotations
 
-FLAT_MAX = 32                   # W = 1 .. FLAT_MAX have a class set and a dnat rule each
+FLAT_MAX = 256                  # W = 1 .. FLAT_MAX have a class set and a dnat rule each
+GROUP = 16                      # classes per group chain (lb4-0: W 1..16, lb4-1: 17..32, ...)
+GROUPS = FLAT_MAX // GROUP
 KEY = {4: "ipv4_addr . inet_proto . inet_service", 6: "ipv6_addr . inet_proto . inet_service"}
 SADDR = {4: "ip", 6: "ip6"}
 
@@ -70,6 +76,34 @@ def chain(f: int) -> str:
     return f"lb{f}"
 
 
+def group_of_w(w: int) -> int:
+    return (w - 1) // GROUP
+
+
+def group_set(f: int, g: int) -> str:
+    return f"g{f}-{g}"
+
+
+def group_chain(f: int, g: int) -> str:
+    return f"lb{f}-{g}"
+
+
+def class_sets(f: int) -> tuple[str, ...]:
+    """Every group and class set of family ``f``, sorted (the ``classes`` object)."""
+    return tuple(sorted([group_set(f, g) for g in range(GROUPS)]
+                        + [class_set(f, w) for w in range(1, FLAT_MAX + 1)]))
+
+
+def parse_class_name(name: str) -> int | None:
+    """The family of a group or class set's name; None for any other name."""
+    head, sep, tail = name.partition("-")
+    if not sep or head not in ("g4", "g6", "w4", "w6") or not tail.isdigit():
+        return None
+    n = int(tail)
+    ok = n < GROUPS if head[0] == "g" else 1 <= n <= FLAT_MAX
+    return int(head[1]) if ok and str(n) == tail else None
+
+
 def tables() -> dict[str, tuple[str, str, str]]:
     """name -> (nft object word, declaration, key type as nft lists it) of every flat
     table-wide set and map."""
@@ -81,22 +115,29 @@ def tables() -> dict[str, tuple[str, str, str]]:
         out[slot_map(f)] = ("map", f"{{ typeof {p} daddr . meta l4proto . th dport . numgen "
                                    f"random mod 2 : {p} daddr . th dport; }}",
                             key + " . integer")
-        for w in range(1, FLAT_MAX + 1):
-            out[class_set(f, w)] = ("set", f"{{ type {key}; }}", key)
     return out
 
 
 TABLES = tables()
 
 
-def chain_rules(f: int) -> list[str]:
-    """The fixed rules of ``lb4`` / ``lb6``."""
-    p, key = SADDR[f], f"{SADDR[f]} daddr . meta l4proto . th dport"
-    cnew = "cnew" if f == 4 else "cnew6"
-    rules = [f"counter name {key} map @{cnew}", f"ct mark set {key} map @{mark_map(f)}"]
-    rules += [f"{key} @{class_set(f, w)} dnat {p} to {key} . numgen random mod {w} "
-              f"map @{slot_map(f)}" for w in range(1, FLAT_MAX + 1)]
-    return [*rules, "drop"]
+def chains() -> dict[str, list[str]]:
+    """name -> fixed rules of ``lb4``/``lb6`` and of their group chains."""
+    out: dict[str, list[str]] = {}
+    for f in KEY:
+        p, key = SADDR[f], f"{SADDR[f]} daddr . meta l4proto . th dport"
+        cnew = "cnew" if f == 4 else "cnew6"
+        out[chain(f)] = [f"counter name {key} map @{cnew}",
+                         f"ct mark set {key} map @{mark_map(f)}",
+                         *(f"{key} @{group_set(f, g)} goto {group_chain(f, g)}"
+                           for g in range(GROUPS)),
+                         "drop"]
+        for g in range(GROUPS):
+            out[group_chain(f, g)] = [
+                *(f"{key} @{class_set(f, w)} dnat {p} to {key} . numgen random mod {w} "
+                  f"map @{slot_map(f)}" for w in range(g * GROUP + 1, (g + 1) * GROUP + 1)),
+                "drop"]
+    return out
 
 
 HOOK_RULES = tuple(f"{SADDR[f]} daddr . meta l4proto . th dport @{member_map(f)} goto {chain(f)}"
@@ -144,8 +185,8 @@ def ops(key3: tuple, old: dict | None, new: dict | None) -> list[tuple]:
             out.append(("delete", slot_map(f),
                         [(int(s.split(" ", 1)[0]), None) for s in old["slots"]]))
         if 0 < old["w"] <= FLAT_MAX:
-            out += [("add", class_set(f, old["w"]), [(None, None)]),
-                    ("delete", class_set(f, old["w"]), [(None, None)])]
+            for name in (class_set(f, old["w"]), group_set(f, group_of_w(old["w"]))):
+                out += [("add", name, [(None, None)]), ("delete", name, [(None, None)])]
         if old.get("mark"):
             out.append(("delete", mark_map(f), [(None, None)]))
         out += [("add", member_map(f), [(None, old["w"])]),
@@ -157,7 +198,8 @@ def ops(key3: tuple, old: dict | None, new: dict | None) -> list[tuple]:
             out.append(("add", slot_map(f), [(int(slot), to) for slot, to in
                                              (s.split(" ", 1) for s in new["slots"])]))
         if new["w"]:
-            out.append(("add", class_set(f, new["w"]), [(None, None)]))
+            out += [("add", class_set(f, new["w"]), [(None, None)]),
+                    ("add", group_set(f, group_of_w(new["w"])), [(None, None)])]
         out.append(("add", member_map(f), [(None, new["w"])]))
     return out
 

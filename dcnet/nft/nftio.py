@@ -218,6 +218,7 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
     a sequence of them; pure)."""
     state: dict = {}
     notes: list[str] = []
+    classes: dict = {}
     if table is None:
         return state, ()
     def other(item: dict) -> None:
@@ -231,7 +232,9 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
         elif "set" in item or "map" in item:
             obj = item.get("set") or item.get("map")
             ident = parse_name(obj["name"])
-            if ident is None or ident[0] not in ("table", "affinity", "maglev"):
+            if ident is not None and ident[0] == "classes":
+                classes.setdefault(ident, []).append(obj["name"])
+            elif ident is None or ident[0] not in ("table", "affinity", "maglev"):
                 notes.append(f"foreign set/map {obj['name']!r} in table {FAMILY} {TABLE} "
                              "left alone")
             elif ident[0] == "table":
@@ -244,8 +247,10 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
 
     chains, rules = listing.split(json.loads(table).get("nftables", []), other)
     state.update(listing.chain_states(chains, rules, parse_name,
-                                      ("hook", "service", "backend", "lb"), "hook",
+                                      ("hook", "service", "backend", "lb", "lbgroup"),
+                                      "hook",
                                       f"{FAMILY} {TABLE}", notes))
+    state.update({ident: {"sets": tuple(sorted(names))} for ident, names in classes.items()})
     members: dict = {}
     slots: dict = {}
     marks: dict = {}

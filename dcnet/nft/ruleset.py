@@ -72,8 +72,8 @@ FAMILY, TABLE = "inet", "dcnet"
 T = f"{FAMILY} {TABLE}"
 LEGACY = ("ip", "dcnet")                            # the IPv4-only table of before
 KIND_ORDER = ("route", "rule",                      # rtnetlink: dcnet.nft.carriers
-              "table", "counter", "tally", "affinity", "backend", "maglev", "service",
-              "element", "lb", "flat", "hook",
+              "table", "classes", "counter", "tally", "affinity", "backend", "maglev",
+              "service", "element", "lbgroup", "lb", "flat", "hook",
               # forward: dr (--nft-dr), table netdev dcnet: dcnet.nft.dr
               "drtable", "drmap", "drserver", "drmaglev", "drservice", "drelement", "drhook",
               "legacy")
@@ -93,7 +93,7 @@ HOOKS = {"prerouting": ("nat", "prerouting", -100), "output": ("nat", "output", 
          "traffic-out": ("filter", "postrouting", 200)}  # after un-NAT: saddr is the VIP
 HOOK_RULES = (f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}",
               f"ip6 daddr . meta l4proto . th dport vmap @{SERVICES_MAP6}", *flat.HOOK_RULES)
-LB_CHAINS = {flat.chain(4): 4, flat.chain(6): 6}          # the flat layout's fixed chains
+LB_CHAINS = flat.chains()                # the flat layout's fixed chains: name -> rules
 TRAFFIC_RULES = {
     "traffic-in": ("counter name ip daddr . meta l4proto . th dport map @cin",
                    "counter name ip6 daddr . meta l4proto . th dport map @cin6"),
@@ -163,7 +163,10 @@ def parse_name(name: str) -> Ident | None:
     if name in MAP_TYPES or name in flat.TABLES:
         return "table", (name,)
     if name in LB_CHAINS:
-        return "lb", (name,)
+        return ("lbgroup" if "-" in name else "lb"), (name,)
+    family = flat.parse_class_name(name)
+    if family is not None:
+        return "classes", (family,)
     prefix, _, rest = name.partition("-")
     parts = [p.replace("_", ":") for p in rest.split("-")]
     sizes = {"svc": ("service", 3), "be": ("backend", 5), "aff": ("affinity", 6),
@@ -229,8 +232,10 @@ class _Builder:
             self.add(("table", (name,)), {"type": map_type})
         for name, (_word, _decl, listed) in flat.TABLES.items():
             self.add(("table", (name,)), {"type": listed})
-        for name, f in LB_CHAINS.items():
-            self.chain("lb", (name,), name, flat.chain_rules(f))
+        for f in flat.KEY:
+            self.add(("classes", (f,)), {"sets": flat.class_sets(f)})
+        for name, rules in LB_CHAINS.items():     # lb4-G before lb4, which jumps to them
+            self.chain("lbgroup" if "-" in name else "lb", (name,), name, rules)
         for name, (_type, hook, priority) in HOOKS.items():
             rules = list(TRAFFIC_RULES.get(name, HOOK_RULES))
             if name == "replies":
@@ -376,8 +381,8 @@ class ServiceInput:
 def group_of(ident: Ident) -> tuple:
     """The VIP:port an object belongs to; () for the table's own objects."""
     kind, key = ident
-    return () if kind in ("table", "hook", "lb", "route", "rule", "legacy", "drtable", "drmap",
-                          "drserver", "drhook") else tuple(key[:3])
+    return () if kind in ("table", "hook", "lb", "lbgroup", "classes", "route", "rule", "legacy",
+                          "drtable", "drmap", "drserver", "drhook") else tuple(key[:3])
 
 
 def inputs(model, registry: Mapping | None = None, maglev_size: int = maglev.DEFAULT_SIZE,

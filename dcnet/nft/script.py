@@ -40,7 +40,7 @@ class MissingBody(KeyError):
 
 
 def chain_name(kind: str, key: tuple) -> str:
-    if kind in ("hook", "lb"):
+    if kind in ("hook", "lb", "lbgroup"):
         return key[0]
     return svc_name(key) if kind == "service" else backend_name(key)
 
@@ -115,7 +115,13 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
         return [*out, f"add element {T} {smap} {{ {elem} : goto {attrs['chain']} }}"]
     if kind == "flat":
         return flat.commands(T, key, change.old, change.new)
-    if kind in ("service", "backend", "hook", "lb"):
+    if kind == "classes":          # the flat layout's group and class sets of a family
+        old = set(change.old["sets"]) if change.old else set()
+        new = set(change.new["sets"]) if change.new else set()
+        decl = f"{{ type {flat.KEY[key[0]]}; }}"
+        return ([f"add set {T} {name} {decl}" for name in sorted(new - old)]
+                + [f"delete set {T} {name}" for name in sorted(old - new)])
+    if kind in ("service", "backend", "hook", "lb", "lbgroup"):
         name = chain_name(kind, key)
         if action is Action.DELETE:
             return [f"flush chain {T} {name}", f"delete chain {T} {name}"]
