@@ -22,7 +22,6 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
-from operator import itemgetter
 
 from dcnet.metrics.exposition import Family, escape, number, plain_values
 
@@ -162,16 +161,15 @@ def families(tables: dict, carriers: dict, servers: dict | None) -> list[Family]
         sums = service_sums(getattr(table, "counters", {}), carriers)
         netns_text = escape(netns)
 
-        def label_sets(block: list, netns_text: str = netns_text) -> list[tuple]:
-            if plain_values(key[0] for key, _ in block):     # no service name to escape
-                return [(head(carrier), f',netns="{netns_text}",port="{port}",service='
-                         f'"{service}"}}', counts)
-                        for (service, port, carrier), counts in block]
-            return [(head(carrier), f',netns="{netns_text}",port="{port}",service='
-                     f'"{escape(service)}"}}', counts)
-                    for (service, port, carrier), counts in block]
+        def label_sets(keys: list, netns_text: str = netns_text) -> tuple[list, list]:
+            services = [key[0] for key in keys]
+            if not plain_values(services):                # a service name to escape
+                services = list(map(escape, services))
+            return ([head(key[2]) for key in keys],
+                    [f',netns="{netns_text}",port="{key[1]}",service="{service}"}}'
+                     for key, service in zip(keys, services, strict=True)])
 
-        _extend(conns, packets, volume, LabelSets(list(sums.items()), label_sets))
+        _extend(conns, packets, volume, LabelSets(sums, label_sets))
         if servers is None:
             continue
         by_server: dict[tuple, Counts] = {}
@@ -179,32 +177,36 @@ def families(tables: dict, carriers: dict, servers: dict | None) -> list[Family]
             service, carrier = carriers.get((vip, port), (vip, ""))
             add(by_server, (service, port, carrier, server), counts)
 
-        def server_sets(block: list, netns_text: str = netns_text) -> list[tuple]:
-            return [(f'{{carrier="{escape(carrier)}"',
-                     f',netns="{netns_text}",port="{port}",server="{escape(server)}",'
-                     f'service="{escape(service)}"}}', counts)
-                    for (service, port, carrier, server), counts in block]
+        def server_sets(keys: list, netns_text: str = netns_text) -> tuple[list, list]:
+            return ([head(carrier) for _, _, carrier, _ in keys],
+                    [f',netns="{netns_text}",port="{port}",server="{escape(server)}",'
+                     f'service="{escape(service)}"}}' for service, port, _, server in keys])
 
-        _extend(sconns, spackets, svolume, LabelSets(list(by_server.items()), server_sets))
+        _extend(sconns, spackets, svolume, LabelSets(by_server, server_sets))
     return out
 
 
 class LabelSets:
-    """The label sets of one namespace's services, :data:`BLOCK` at a time: each
-    (head, tail, counts), ``head`` + ``tail`` the set without ``direction``, which
-    sorts between them. A block is made when a family first writes it and kept for
-    the other two (the three are written one after the other): the 10,000 sets of a
-    large table are not made before the scrape is written."""
+    """The label sets of one namespace's services (the keys of ``sums``, their counts
+    its values), :data:`BLOCK` at a time: for each, ``head`` + ``tail`` is the set
+    without ``direction``, which sorts between them. A block is made when a family
+    first writes it and kept for the other two (the three are written one after the
+    other): the 10,000 sets of a large table are not made before the scrape is
+    written. Lists of strings only, no tuple a set: the lines are made with the
+    cyclic collector running, and 10,000 tuples cost it several walks."""
 
-    __slots__ = ("blocks", "items", "make")
+    __slots__ = ("blocks", "counts", "keys", "make")
 
-    def __init__(self, items: list, make: Callable[[list], list[tuple]]):
-        self.items, self.make, self.blocks = items, make, {}
+    def __init__(self, sums: dict, make: Callable[[list], tuple[list, list]]):
+        self.keys, self.counts, self.make, self.blocks = list(sums), list(sums.values()), \
+            make, {}
 
-    def block(self, at: int) -> list[tuple]:
+    def block(self, at: int) -> tuple[list, list, list]:
+        """Heads, tails and counts of the block at ``at``."""
         sets = self.blocks.get(at)
         if sets is None:
-            sets = self.blocks[at] = self.make(self.items[at:at + BLOCK])
+            sets = self.blocks[at] = (*self.make(self.keys[at:at + BLOCK]),
+                                      self.counts[at:at + BLOCK])
         return sets
 
 
@@ -212,7 +214,7 @@ def _extend(conns: Family, packets: Family, volume: Family, sets: LabelSets) -> 
     """Five samples per label set of ``sets``. The lines are made only as the families
     are written (:meth:`Family.extend_text`), :data:`BLOCK` label sets at a time:
     50,000 at 10,000 services are never held together."""
-    plain = plain_counts(map(itemgetter(1), sets.items))
+    plain = plain_counts(sets.counts)
     conns.extend_text(_blocks(_lines, conns.sample, sets, plain, 0))
     packets.extend_text(_blocks(_directions, packets.sample, sets, plain, 1))
     volume.extend_text(_blocks(_directions, volume.sample, sets, plain, 3))
@@ -232,8 +234,8 @@ def plain_counts(counts: Iterable[tuple]) -> bool:
 
 def _blocks(make: Callable, sample: str, sets: LabelSets, plain: bool, first: int
             ) -> Iterator[str]:
-    for at in range(0, len(sets.items), BLOCK):
-        yield make(sample, sets.block(at), plain, first)
+    for at in range(0, len(sets.keys), BLOCK):
+        yield make(sample, *sets.block(at), plain, first)
 
 
 def _value(value: int) -> str:
@@ -241,25 +243,27 @@ def _value(value: int) -> str:
     return f"{value}.0" if type(value) is int and -LARGE < value < LARGE else number(value)
 
 
-def _lines(sample: str, sets: list, plain: bool, first: int) -> str:
-    """The line of each label set of ``sets``: counts[first], joined."""
+def _lines(sample: str, heads: list, tails: list, counts: list, plain: bool,
+           first: int) -> str:
+    """The line of each label set: counts[first], joined."""
     if plain:
-        return "".join([f"{sample}{head}{tail} {counts[first]}.0\n"
-                        for head, tail, counts in sets])
-    return "".join([f"{sample}{head}{tail} {_value(counts[first])}\n"
-                    for head, tail, counts in sets])
+        return "".join([f"{sample}{head}{tail} {values[first]}.0\n"
+                        for head, tail, values in zip(heads, tails, counts, strict=True)])
+    return "".join([f"{sample}{head}{tail} {_value(values[first])}\n"
+                    for head, tail, values in zip(heads, tails, counts, strict=True)])
 
 
-def _directions(sample: str, sets: list, plain: bool, first: int) -> str:
-    """The in and out lines of each label set of ``sets``: counts[first],
-    counts[first + 1], joined."""
+def _directions(sample: str, heads: list, tails: list, counts: list, plain: bool,
+                first: int) -> str:
+    """The in and out lines of each label set: counts[first], counts[first + 1],
+    joined."""
     if plain:
-        return "".join([f'{sample}{head},direction="in"{tail} {counts[first]}.0\n'
-                        f'{sample}{head},direction="out"{tail} {counts[first + 1]}.0\n'
-                        for head, tail, counts in sets])
-    return "".join([f'{sample}{head},direction="in"{tail} {_value(counts[first])}\n'
-                    f'{sample}{head},direction="out"{tail} {_value(counts[first + 1])}\n'
-                    for head, tail, counts in sets])
+        return "".join([f'{sample}{head},direction="in"{tail} {values[first]}.0\n'
+                        f'{sample}{head},direction="out"{tail} {values[first + 1]}.0\n'
+                        for head, tail, values in zip(heads, tails, counts, strict=True)])
+    return "".join([f'{sample}{head},direction="in"{tail} {_value(values[first])}\n'
+                    f'{sample}{head},direction="out"{tail} {_value(values[first + 1])}\n'
+                    for head, tail, values in zip(heads, tails, counts, strict=True)])
 
 
 def state_texts(sample: str, netns_text: str, per_service: dict) -> Iterator[str]:
@@ -267,44 +271,47 @@ def state_texts(sample: str, netns_text: str, per_service: dict) -> Iterator[str
     active and an inactive line per (service, port, carrier) of ``per_service`` (its
     values [active, inactive, ...]), joined :data:`BLOCK` services at a time (for
     :meth:`Family.extend_text`): the text :func:`dcnet.metrics.exposition.labels`
-    and ``number`` print, names sorted."""
-    items = list(per_service.items())
-    plain = plain_counts(per_service.values())      # the servers counted: ints too
-    for at in range(0, len(items), BLOCK):
-        block = items[at:at + BLOCK]
-        if plain_values(chain.from_iterable(key for key, _ in block)):
+    and ``number`` print, names sorted. No tuple made a service (see
+    :class:`LabelSets`)."""
+    keys, counts = list(per_service), list(per_service.values())
+    plain = plain_counts(counts)                    # the servers counted: ints too
+    for at in range(0, len(keys), BLOCK):
+        block = keys[at:at + BLOCK]
+        if plain_values(chain.from_iterable(block)):
             heads = [f'{sample}{{carrier="{carrier}",netns="{netns_text}",port="{port}",'
-                     f'service="{service}",state="' for (service, port, carrier), _ in block]
+                     f'service="{service}",state="' for service, port, carrier in block]
         else:
             heads = [f'{sample}{{carrier="{escape(carrier)}",netns="{netns_text}",port='
                      f'"{port}",service="{escape(service)}",state="'
-                     for (service, port, carrier), _ in block]
+                     for service, port, carrier in block]
+        values = counts[at:at + BLOCK]
         if plain:
-            yield "".join([f'{head}active"}} {values[0]}.0\n{head}inactive"}} '
-                           f'{values[1]}.0\n' for head, (_, values) in
-                           zip(heads, block, strict=True)])
+            yield "".join([f'{head}active"}} {sums[0]}.0\n{head}inactive"}} {sums[1]}.0\n'
+                           for head, sums in zip(heads, values, strict=True)])
         else:
-            yield "".join([f'{head}active"}} {_value(values[0])}\n{head}inactive"}} '
-                           f'{_value(values[1])}\n' for head, (_, values) in
-                           zip(heads, block, strict=True)])
+            yield "".join([f'{head}active"}} {_value(sums[0])}\n{head}inactive"}} '
+                           f'{_value(sums[1])}\n'
+                           for head, sums in zip(heads, values, strict=True)])
 
 
 def healthy_texts(sample: str, counts: dict) -> Iterator[str]:
-    """``dcnet_elb_vip_healthy_servers``'s IPVS lines: one per (service, port, carrier) of
-    ``counts`` (servers of weight > 0), ``target="lvs"``, joined :data:`BLOCK` at a
+    """``dcnet_elb_vip_healthy_servers``'s IPVS lines: one per (service, port, carrier)
+    of ``counts`` (servers of weight > 0), ``target="lvs"``, joined :data:`BLOCK` at a
     time (for :meth:`Family.extend_text`)."""
-    items = list(counts.items())
-    plain = plain_counts([counts.values()])
-    for at in range(0, len(items), BLOCK):
-        if plain and plain_values(chain.from_iterable(key for key, _ in items[at:at + BLOCK])):
+    keys, values = list(counts), list(counts.values())
+    plain = plain_counts([values])
+    for at in range(0, len(keys), BLOCK):
+        block = keys[at:at + BLOCK]
+        if not plain_values(chain.from_iterable(block)):
+            block = [(escape(service), port, escape(carrier))
+                     for service, port, carrier in block]
+        if plain:
             yield "".join([f'{sample}{{carrier="{carrier}",port="{port}",service='
-                           f'"{service}",target="lvs"}} {value}.0\n'
-                           for (service, port, carrier), value in items[at:at + BLOCK]])
-        elif plain:
-            yield "".join([f'{sample}{{carrier="{escape(carrier)}",port="{port}",service='
-                           f'"{escape(service)}",target="lvs"}} {value}.0\n'
-                           for (service, port, carrier), value in items[at:at + BLOCK]])
+                           f'"{service}",target="lvs"}} {value}.0\n' for
+                           (service, port, carrier), value in
+                           zip(block, values[at:at + BLOCK], strict=True)])
         else:
-            yield "".join([f'{sample}{{carrier="{escape(carrier)}",port="{port}",service='
-                           f'"{escape(service)}",target="lvs"}} {_value(value)}\n'
-                           for (service, port, carrier), value in items[at:at + BLOCK]])
+            yield "".join([f'{sample}{{carrier="{carrier}",port="{port}",service='
+                           f'"{service}",target="lvs"}} {_value(value)}\n' for
+                           (service, port, carrier), value in
+                           zip(block, values[at:at + BLOCK], strict=True)])

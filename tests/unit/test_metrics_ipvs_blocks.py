@@ -16,31 +16,43 @@ pytestmark = pytest.mark.unit
 NAMES = ("netns", "service", "port", "carrier")
 
 
-def reference(tables: dict, carriers: dict) -> str:
+def three(kind: str, to: str, what: str, names: tuple) -> list[Family]:
+    return [Family(f"dcnet_ipvs_{kind}_scheduled_connections", "Connections IPVS "
+                   f"scheduled to {to}", "counter", names),
+            Family(f"dcnet_ipvs_{kind}_packets", f"Packets through {what} (in: from "
+                   "clients, out: to clients)", "counter", (*names, "direction")),
+            Family(f"dcnet_ipvs_{kind}_bytes", f"Bytes through {what} (in: from "
+                   "clients, out: to clients)", "counter", (*names, "direction"))]
+
+
+def reference(tables: dict, carriers: dict, servers: dict | None = None) -> str:
     """What the families print through Family.add, one sample at a time."""
-    conns = Family("dcnet_ipvs_service_scheduled_connections", "Connections IPVS "
-                   "scheduled to the service's real servers", "counter", NAMES)
-    packets = Family("dcnet_ipvs_service_packets", "Packets through the service (in: "
-                     "from clients, out: to clients)", "counter", (*NAMES, "direction"))
-    volume = Family("dcnet_ipvs_service_bytes", "Bytes through the service (in: from "
-                    "clients, out: to clients)", "counter", (*NAMES, "direction"))
+    out = three("service", "the service's real servers", "the service", NAMES)
+    if servers is not None:
+        out += three("server", "the real server", "the real server", (*NAMES, "server"))
     for netns, table in sorted(tables.items()):
-        sums: dict = {}
-        for (vip, port), counts in table.counters.items():
-            service, carrier = carriers.get((vip, port), (vip, ""))
-            old = sums.get((service, port, carrier))
-            sums[(service, port, carrier)] = counts if old is None else tuple(
-                a + b for a, b in zip(old, counts, strict=True))
-        for (service, port, carrier), counts in sums.items():
-            conns.add((netns, service, port, carrier), counts[0])
-            for family, at in ((packets, 1), (volume, 3)):
-                family.add((netns, service, port, carrier, "in"), counts[at])
-                family.add((netns, service, port, carrier, "out"), counts[at + 1])
-    return b"".join(encoded([conns, packets, volume])).decode()
+        sources = [(out[:3], table.counters)]
+        if servers is not None:
+            sources.append((out[3:], servers.get(netns, {})))
+        for (conns, packets, volume), counters in sources:
+            sums: dict = {}
+            for (vip, port, *server), counts in counters.items():
+                service, carrier = carriers.get((vip, port), (vip, ""))
+                key = (service, port, carrier, *server)
+                old = sums.get(key)
+                sums[key] = counts if old is None else tuple(
+                    a + b for a, b in zip(old, counts, strict=True))
+            for (service, port, carrier, *server), counts in sums.items():
+                conns.add((netns, service, port, carrier, *server), counts[0])
+                for family, at in ((packets, 1), (volume, 3)):
+                    family.add((netns, service, port, carrier, *server, "in"), counts[at])
+                    family.add((netns, service, port, carrier, *server, "out"),
+                               counts[at + 1])
+    return b"".join(encoded(out)).decode()
 
 
-def written(tables: dict, carriers: dict) -> str:
-    return b"".join(encoded(ipvs.families(tables, carriers, None))).decode()
+def written(tables: dict, carriers: dict, servers: dict | None = None) -> str:
+    return b"".join(encoded(ipvs.families(tables, carriers, servers))).decode()
 
 
 def table(counters: dict) -> SimpleNamespace:
@@ -60,6 +72,17 @@ def test_blocks_are_the_generic_text():
     assert text.count("\n") == 2 * 3 + 5 * (count - 1 + 8)       # two sums, 2 tables
     assert 'carrier="b\\"\\\\"' in text and 'netns="ns\\n2"' in text
     assert 'port="80",service="svc3"} 13.0\n' in text           # 6 + 7, summed
+
+
+def test_per_server_blocks_are_the_generic_text():
+    counters = {(f"10.0.0.{i}", 80): (i, i, i, i, i) for i in range(3)}
+    servers = {"host": {(f"10.0.0.{i}", 80, f"10.1.{i}.{s}:8080"): (s, i, s, i, 2**50)
+                        for i in range(3) for s in range(ipvs.BLOCK // 2 + 1)}}
+    servers["host"][("10.0.0.1", 80, 'we"ird')] = (1, 2, 3, 4, 5.5)
+    carriers = {("10.0.0.1", 80): ("svc", "c"), ("10.0.0.2", 80): ("svc", "c")}
+    text = written({"host": table(counters)}, carriers, servers)
+    assert text == reference({"host": table(counters)}, carriers, servers)
+    assert 'server="we\\"ird",service="svc"} 5.5\n' in text
 
 
 @pytest.mark.parametrize("odd", [1.5, True, 10**15, -(10**15), -3, float("inf"),

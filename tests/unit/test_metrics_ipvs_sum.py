@@ -213,6 +213,25 @@ def test_a_file_is_summed_and_kept_only_when_small():
     assert sums == row_sums(text) and kept is None
 
 
+def test_a_binary_file_is_summed_as_its_text():
+    """The exporter opens the file binary (procfs.open_in): the same sums and kept text."""
+    text = generated()
+    sums, kept = procfs.sum_read(io.BytesIO(text.encode()), keep=len(text))
+    assert sums == row_sums(text) and kept == text
+    assert procfs.sum_read(io.BytesIO(text.encode()), keep=0) == (row_sums(text), None)
+
+
+@pytest.mark.parametrize("weight", ["00", "000", "100", "01", "0"])
+def test_weights_of_zeros_are_counted_as_parse_counts_them(weight):
+    """Weights of 0 are counted as the string "0" where no weight starts with "00"
+    (the kernel's "%d"), else each is converted: "00" is 0, "100" and "01" are not."""
+    text = CAPTURED.replace("Route   9      0", f"Route   {weight:<6} 0")
+    assert text != CAPTURED
+    for size in (61, 4096, len(text)):
+        pieces = [text[i:i + size] for i in range(0, len(text), size)]
+        assert procfs.sum_pieces(pieces) == row_sums(text)
+
+
 def test_rows_read_again_label_both_per_service_and_per_server_series():
     """Above the size kept, per-server rows come from a second read; the per-service
     series of that scrape are then summed from those rows, so both agree."""
