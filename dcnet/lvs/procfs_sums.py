@@ -18,7 +18,6 @@ from itertools import accumulate
 from operator import itemgetter, sub
 
 from dcnet.lvs.procfs import (
-    _SERVICE_START,
     FORWARD_BY_NAME,
     HEADER,
     PROTOCOL_BY_NAME,
@@ -32,7 +31,8 @@ PIECE = 1 << 16       # what sum_read reads at a time, and sum_dests sums at a t
 _HEADER = tuple(line.encode() for line in HEADER)
 _FORWARDS = {name.encode() for name in FORWARD_BY_NAME}
 _PROTOCOLS = {name.encode(): number for name, number in PROTOCOL_BY_NAME.items()}
-_SERVICE_START_BYTES = re.compile(_SERVICE_START.pattern.encode())
+# a line that is not a dest line, its text captured
+_SERVICE_LINE = re.compile(rb"\n(?!  -> )([^\n]*)")
 _ntoa = socket.inet_ntoa
 
 
@@ -94,7 +94,6 @@ def sum_pieces(pieces) -> dict[ServiceId, list[int]]:
         buffer += piece
     start = _header_end(buffer)
     buffer, number, sums, cut = buffer[start:], len(HEADER) + 1, None, False
-    split = _SERVICE_START_BYTES.split
     while True:
         piece = next(pieces, None)
         if piece is not None:
@@ -110,7 +109,7 @@ def sum_pieces(pieces) -> dict[ServiceId, list[int]]:
             if not lines and not cut:
                 return out
             buffer = b""
-        number, sums = _sum_lines(out, number, split(lines), sums)
+        number, sums = _sum_lines(out, number, lines, sums)
         if piece is None:
             return out
 
@@ -142,27 +141,29 @@ def _service_key(number: int, line: bytes) -> ServiceId:
     return _service_line(number, _text(line))
 
 
-def _sum_lines(out: dict, number: int, blocks: list[bytes], sums: list[int] | None
+def _sum_lines(out: dict, number: int, lines: bytes, sums: list[int] | None
                ) -> tuple[int, list[int] | None]:
-    """Add ``blocks`` (a service line and its dest lines each; the first may be dest
-    lines of the service before, ``sums``) to ``out``: every dest line of the blocks
-    split into fields at once, each column summed by running totals in C, and the
-    services' sums added to ``out`` at once when each is new. Lines ``number`` on; the
-    next line's number and the last service's sums."""
-    parts = [(None, block) if block.startswith(b"  -> ") else block.partition(b"\n")[::2]
-             for block in blocks]
-    counts = [rest.count(b"\n") + 1 if rest else 0 for _, rest in parts]
-    fields = b"\n".join(rest for _, rest in parts if rest).split()
+    """Add ``lines`` (complete lines; the first may be dest lines of the service before,
+    ``sums``) to ``out``: split at the service lines in C (each service line apart from
+    its dest lines), every dest line split into fields at once, each column summed by
+    running totals in C, and the services' sums added to ``out`` at once when each is
+    new. Lines ``number`` on; the next line's number and the last service's sums."""
+    split = _SERVICE_LINE.split(b"\n" + lines)
+    # the dest lines before the first service line, then after each: each dest line
+    # with the newline before it
+    rests, heads = split[0::2], split[1::2]
+    counts = [rest.count(b"\n") for rest in rests]
+    fields = b"".join(rests).split()
     total, weights = sum(counts), fields[3::6]
     if (len(fields) != 6 * total or fields[0::6].count(b"->") != total
             or not set(fields[2::6]) <= _FORWARDS
             or not (digits := b"".join(weights)).isdigit()):    # the checks, line by line
-        return _sum_blocks(out, number, [_text(block) for block in blocks], sums)
+        return _sum_blocks(out, number, _blocks(rests, heads), sums)
     try:
         active = list(accumulate(map(int, fields[4::6]), initial=0))
         inactive = list(accumulate(map(int, fields[5::6]), initial=0))
     except ValueError:
-        return _sum_blocks(out, number, [_text(block) for block in blocks], sums)
+        return _sum_blocks(out, number, _blocks(rests, heads), sums)
     bounds = list(accumulate(counts, initial=0))        # each block's first dest
     at_bounds = itemgetter(*bounds)                      # 2 bounds at least: a tuple
     active, inactive = at_bounds(active), at_bounds(inactive)
@@ -177,25 +178,23 @@ def _sum_lines(out: dict, number: int, blocks: list[bytes], sums: list[int] | No
     rows = list(map(list, zip(map(sub, active[1:], active[:-1]),
                               map(sub, inactive[1:], inactive[:-1]), weighted, counts,
                               strict=True)))
-    first = 0
-    if parts[0][0] is None:             # dest lines of the service before
+    if counts[0]:                       # dest lines of the service before
         if sums is None:
-            raise ProcFormatError(number, _text(parts[0][1].partition(b"\n")[0]),
+            raise ProcFormatError(number, _text(rests[0][1:].partition(b"\n")[0]),
                                   "a dest line before any service")
         for i, value in enumerate(rows[0]):
             sums[i] += value
-        number, first = number + counts[0], 1
+        number += counts[0]
     # each service line's number (one more than the services when there is none)
-    numbers = accumulate((count + 1 for count in counts[first:-1]), initial=number)
-    keys = [_service_key(at, head) for at, (head, _) in zip(numbers, parts[first:],
-                                                               strict=False)]
-    number += sum(counts[first:]) + len(keys)
+    numbers = accumulate((count + 1 for count in counts[1:-1]), initial=number)
+    keys = [_service_key(at, head) for at, head in zip(numbers, heads, strict=False)]
+    number += total - counts[0] + len(keys)
     if not keys:
         return number, sums
     if len(set(keys)) == len(keys) and out.keys().isdisjoint(keys):   # each service new
-        out.update(zip(keys, rows[first:], strict=True))
+        out.update(zip(keys, rows[1:], strict=True))
         return number, out[keys[-1]]
-    for key, row in zip(keys, rows[first:], strict=True):    # a service printed twice
+    for key, row in zip(keys, rows[1:], strict=True):    # a service printed twice
         sums = out.get(key)
         if sums is None:
             out[key] = row
@@ -203,6 +202,13 @@ def _sum_lines(out: dict, number: int, blocks: list[bytes], sums: list[int] | No
             for i, value in enumerate(row):
                 sums[i] += value
     return number, out[keys[-1]]
+
+
+def _blocks(rests: list[bytes], heads: list[bytes]) -> list[str]:
+    """The lines of :func:`_sum_lines` as text, a service line and its dest lines a
+    block (the first block the dest lines before any service line, if any)."""
+    first = [_text(rests[0][1:])] if rests[0] else []
+    return first + [_text(head + rest) for head, rest in zip(heads, rests[1:], strict=True)]
 
 
 def _sum_blocks(out: dict, number: int, blocks: list[str], sums: list[int] | None
