@@ -33,6 +33,13 @@ def escape(value: str) -> str:
     return value
 
 
+def plain_values(values: Iterable[str]) -> bool:
+    """Whether no label value of ``values`` needs :func:`escape` (checked at once, in
+    C, on their concatenation)."""
+    text = "".join(values)
+    return "\\" not in text and '"' not in text and "\n" not in text
+
+
 def labels(names: Iterable[str], values: Iterable[object]) -> str:
     """``{a="x",b="y"}``, names sorted as ``prometheus_client`` prints them (empty
     string for no labels)."""
