@@ -125,9 +125,9 @@ class IsolatedWatch(Watch):
     with it, in a short-lived child process each time (:func:`check_in_child`); this
     process keeps only the :class:`~dcnet.metrics.elb.ServiceIndex` that labels the
     series, and the given model's text (compressed) until the first child has parsed it,
-    then that model pickled (compressed: 0.35 MiB at 10,000 x 10, as the text): later
-    children unpickle it instead of parsing YAML (each child peaks at about 120 MiB at
-    10,000 x 10, the first one too since the YAML is read from events; docs/metrics.md).
+    then that model pickled in pieces (compressed: 0.3 MiB at 10,000 x 10): later
+    children unpickle it instead of parsing YAML (at 10,000 x 10 the first child peaks at
+    84 MiB, each later one at 60 MiB; docs/metrics.md).
     A 10,000 x 10 model left 265 MiB resident in the process that loaded it."""
 
     def __init__(self, targets: dict[str, dict], model_path: str | None = None,

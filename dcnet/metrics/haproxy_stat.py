@@ -6,11 +6,11 @@ answers 150,000 rows (36 MiB), so the parser takes the rows one at a time, split
 only up to the columns it needs (``type`` is the 33rd), names each backend once, and
 reads ``addr`` (the 74th) only for servers in maintenance, the one state a free slot can
 be in. The filled server slots are kept column by column (:class:`ServerRows`: 100,000
-at 10,000 x 10 take 4 MiB instead of 17 MiB as a tuple and an address string each), for
-the per-server families written from them. Above the
-cardinality bound the collector asks HAProxy for backend rows alone (``show stat -1 2
--1``): a backend row's ``act`` is HAProxy's own count of usable servers (up, weight > 0,
-not in maintenance), which is all the per-service series need.
+at 10,000 x 10 take 4.5 MiB instead of 17 MiB as a tuple and an address string each);
+the per-server families are written from them. Above the cardinality bound the collector
+asks HAProxy for backend rows alone (``show stat -1 2 -1``): a backend row's ``act`` is
+HAProxy's own count of usable servers (up, weight > 0, not in maintenance), which is all
+the per-service series need.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class ServerRows:
     """The filled server slots of one answer, column by column: the backend's number in
     ``names`` (its service and port), the state's in :data:`SERVER_STATES`, the current
     and total sessions, and the address, UTF-8, at ``ends[i - 1]:ends[i]`` of one
-    buffer. 100,000 servers (10,000 x 10) take about 4 MiB so, against 17 MiB as named
+    buffer. 100,000 servers (10,000 x 10) take about 4.5 MiB so, against 17 MiB as named
     tuples with an address string each, held while the per-server families are
     written. Iterated, :class:`HAProxyServer` tuples, made one at a time."""
 

@@ -2,9 +2,10 @@
 
 Loading a 10,000 x 10 service model peaked at 265 MiB when it composed a PyYAML node
 tree, and once that was freed the small objects that outlived it (the model, the labels)
-were spread over the allocator's arenas, which therefore stayed resident; it peaks at
-about 120 MiB in the child now, most of it the model itself (docs/metrics.md, "Memory,
-the loader child"), which the exporter does not keep. :func:`call` runs such work in a
+were spread over the allocator's arenas, which therefore stayed resident; in the child
+it peaks at 84 MiB now (the first, which reads the YAML) and 60 MiB (each later one),
+the child's imports and the model itself (docs/metrics.md, "Memory, server rows in
+columns and a slotted model"), which the exporter does not keep. :func:`call` runs such work in a
 child process started for it (``spawn``: a fresh interpreter, not a fork of a threaded
 process) and hands back only its small, picklable result; the child's memory goes with
 it.
