@@ -50,10 +50,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import nft_established as est
 
+WEIGHTS = "ramp"           # --weights: "ramp" (server j weighs j + 1) or "equal" (all 1)
+
 
 def model_for(services: int, servers: int, changed: bool = False, extra=()):
-    """``services`` NAT services (tcp/80 -> 8080) of ``servers`` real servers each;
-    ``changed``: the first service's weights differ; ``extra``: more services."""
+    """``services`` NAT services (tcp/80 -> 8080) of ``servers`` real servers each,
+    weighted by :data:`WEIGHTS`; ``changed``: the first service's first server weighs
+    one more (ramp: every weight +1); ``extra``: more services."""
     from dcnet.model.jobname import JobName
     from dcnet.model.types import Carrier, Forwarding, Model, Port, Protocol, RealServer, Service
 
@@ -65,10 +68,16 @@ def model_for(services: int, servers: int, changed: bool = False, extra=()):
         port = Port(80, Protocol.TCP, "wrr", Forwarding.NAT, 0, 8080)
         reals = tuple(RealServer(ipaddress.ip_address(
             f"172.16.{(i * servers + j) // 250 % 250}.{(i * servers + j) % 250 + 1}"),
-            (j + 2 if changed and i == 0 else j + 1)) for j in range(servers))
+            _weight(j, changed and i == 0)) for j in range(servers))
         job = JobName(f"j{i}", f"s{i}", f"c{i % 50}", f"p{i % 10}", "o", "bench")
         out.append(Service(job, (("lab", vip),), (port,), reals))
     return Model("bench", (carrier,), (*out, *extra))
+
+
+def _weight(j: int, changed: bool) -> int:
+    if WEIGHTS == "equal":
+        return 2 if changed and j == 0 else 1
+    return j + 2 if changed else j + 1
 
 
 def sync(options: dict, model) -> tuple[float, float, int, int]:
@@ -308,6 +317,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=24)
     parser.add_argument("--connects", type=int, default=200)
     parser.add_argument("--no-maglev", action="store_true")
+    parser.add_argument("--weights", choices=("ramp", "equal"), default="ramp",
+                        help="ramp: server j of a service weighs j + 1 (W 55 at 10 servers: "
+                        "55 slots per flat VIP:port); equal: every server 1 (W 10)")
     parser.add_argument("--profile", type=int, default=0, metavar="TOP",
                         help="cProfile one more one-service update per size, print TOP "
                         "functions")
@@ -315,6 +327,8 @@ def main() -> None:
                         help="per size, the kernel's commit time of small batches by kind "
                         "(median of N; see commit_probe)")
     args = parser.parse_args()
+    global WEIGHTS
+    WEIGHTS = args.weights
     if os.geteuid() != 0:
         raise SystemExit("run as root (creates network namespaces)")
     subprocess.run(["nft", "--version"], check=True)

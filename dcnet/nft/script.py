@@ -136,9 +136,38 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
     raise ValueError(f"unknown kind {kind!r}")
 
 
+ELEMENTS_PER_COMMAND = 4096   # a run of creates adds its elements in commands this big
+
+
 def script(changes: Iterable[Change], bodies: Mapping) -> str:
-    """The whole transaction for ``changes`` (in the order given)."""
+    """The whole transaction for ``changes`` (in the order given). A run of consecutive
+    creates of ``flat`` or ``tally`` objects (a full sync: one per VIP:port) adds its
+    elements set by set, :data:`ELEMENTS_PER_COMMAND` to a command, at the run's end:
+    nft takes one command of 4,096 elements much faster than 4,096 commands of one
+    (nothing in the run refers to another's elements, so the order within it is free)."""
     lines = [f"add table {T}"]
+    run: dict[str, list[str]] = {}          # set name -> elements, of the current run
+    run_kind = None
     for change in changes:
-        lines += commands(change, bodies)
+        batchable = change.action is Action.CREATE and change.kind in ("flat", "tally")
+        if run and (not batchable or change.kind != run_kind):
+            lines += _flush(run)
+        if not batchable:
+            lines += commands(change, bodies)
+            continue
+        run_kind = change.kind
+        for command in commands(change, bodies):
+            _op, _element, _family, _table, name, rest = command.split(" ", 5)
+            run.setdefault(name, []).append(rest[2:-2])        # inside "{ ... }"
+    lines += _flush(run)
     return "\n".join(lines) + "\n"
+
+
+def _flush(run: dict[str, list[str]]) -> list[str]:
+    out = []
+    for name, elements in run.items():
+        for start in range(0, len(elements), ELEMENTS_PER_COMMAND):
+            chunk = ", ".join(elements[start:start + ELEMENTS_PER_COMMAND])
+            out.append(f"add element {T} {name} {{ {chunk} }}")
+    run.clear()
+    return out
