@@ -27,7 +27,7 @@ then ``--scrapes`` scrapes each consumed piece by piece as the HTTP server write
 (never joined), each in a new thread with the heap trimmed after, as
 :mod:`dcnet.metrics.server` answers. Per process: median wall and CPU seconds of a scrape,
 the CPU seconds without the bench's own reading of the body (``own CPU s``: its sha256
-and line counts, about 12 ms at 10,000 x 10, timed by the answering thread's clock),
+and line counts, about 28 ms at 10,000 x 10, timed by the answering thread's clock),
 RSS after the scrapes, VmHWM (the process's peak) before and after the scrapes, and in a
 last scrape under :mod:`tracemalloc` the peak of Python allocations during a scrape;
 series (sample lines), body size, and whether every body was the same (sha256).
