@@ -56,6 +56,7 @@ A_SET_NAME, A_SET_ID = 2, 10
 # NEWSET input attributes (a dump adds handle, type, element count: refused as input)
 SET_INPUT = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 15, 17, 18})
 MAX_CHANGES = 256
+MAX_ELEMENTS = 16384       # set elements in one raw batch (~1 MB); more: nft -f
 KINDS = frozenset({"service", "backend", "affinity"})
 ELEMENT_KINDS = frozenset({"flat", "tally", "counter"})   # elements and named counters
 NESTED = 0x8000
@@ -74,8 +75,12 @@ def eligible(changes: list[Change], bodies: Mapping) -> bool:
     """Can these changes go as one raw batch (see the module docstring)?"""
     if not changes or len(changes) > MAX_CHANGES:
         return False
+    elements = 0
     for c in changes:
         if c.kind in ELEMENT_KINDS:
+            elements += sum(len(a.get("slots", ())) + 6 for a in (c.old, c.new) if a)
+            if elements > MAX_ELEMENTS:
+                return False
             continue
         if c.kind not in KINDS:
             return False
@@ -359,7 +364,11 @@ def _errno(payload: bytes) -> int:
 
 def _send_batch(sock: socket.socket, batch: bytes, expected: int) -> None:
     sock.settimeout(30)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(len(batch) * 2, 1 << 16))
+    size = max(len(batch) * 2, 1 << 16)
+    try:            # above net.core.wmem_max (212,992 by default) as root (CAP_NET_ADMIN)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
     sock.send(batch)
     answered, errors = 0, []
     while answered < expected:
