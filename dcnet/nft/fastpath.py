@@ -57,6 +57,7 @@ A_SET_NAME, A_SET_ID = 2, 10
 SET_INPUT = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 15, 17, 18})
 MAX_CHANGES = 256
 MAX_ELEMENTS = 16384       # set elements in one raw batch (~1 MB); more: nft -f
+SO_SNDBUFFORCE = 32        # Linux; not in Python 3.11's socket module
 KINDS = frozenset({"service", "backend", "affinity"})
 ELEMENT_KINDS = frozenset({"flat", "tally", "counter"})   # elements and named counters
 NESTED = 0x8000
@@ -366,7 +367,7 @@ def _send_batch(sock: socket.socket, batch: bytes, expected: int) -> None:
     sock.settimeout(30)
     size = max(len(batch) * 2, 1 << 16)
     try:            # above net.core.wmem_max (212,992 by default) as root (CAP_NET_ADMIN)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUFFORCE, size)
+        sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, size)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
     sock.send(batch)
