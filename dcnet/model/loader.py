@@ -92,7 +92,7 @@ def parse_model(text: str, source: str = "<model>", read_text: ReadText | None =
 
 def _parse_model(text: str, source: str, read_text: ReadText | None, files_dir: str) -> Model:
     try:
-        located = load_located(text, source)
+        located = load_located(text, source, services=_service_reader(source))
     except YAMLSourceError as exc:
         raise ModelError([Problem(source, exc.line, f.format_path(exc.path),
                                   exc.message)]) from None
@@ -111,6 +111,17 @@ def _parse_model(text: str, source: str, read_text: ReadText | None, files_dir: 
     problems.raise_if_any()
     return Model(source=source, carriers=tuple(c for _, c in carriers),
                  services=tuple(s for _, s in services), **settings)
+
+
+def _service_reader(source: str) -> Callable[[int, dict], object]:
+    """Each raw service as the YAML is read: its :class:`Service` when it reads without
+    a problem (so the raw services are never all held: 40 MiB at 10,000 x 10), else the
+    raw service, which :func:`_read_model` reads again and words the problems of."""
+    def read(index: int, item: dict) -> object:
+        scratch = f.Problems(LocatedData(None, source))    # no lines: none are wanted
+        service = _read_service(scratch, ("services", index), item)
+        return item if scratch.items or service is None else service
+    return read
 
 
 def _no_files(name: str) -> str:
@@ -150,7 +161,8 @@ def _read_model(located: LocatedData, problems: f.Problems, read_text: ReadText,
         if problems.full:
             problems.stop(("services", i))
             break
-        services.append(_read_service(problems, ("services", i), item))
+        services.append(item if type(item) is Service else  # read as the YAML was
+                        _read_service(problems, ("services", i), item))
         if located.unshared:    # nothing else refers to it: its memory goes as it is read
             raw_services[i] = None
     return ([(i, c) for i, c in enumerate(carriers) if c],

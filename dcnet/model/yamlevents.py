@@ -17,6 +17,8 @@ the document as before, which also words every error, so messages cannot differ.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import yaml
 
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -32,13 +34,17 @@ class Unsupported(Exception):
     feature, a broken limit or invalid text); the message says what, for tests."""
 
 
-def build(text: str, limits, lines: dict | None = None) -> object:
+def build(text: str, limits, lines: dict | None = None,
+          services: Callable[[int, dict], object] | None = None) -> object:
     """The plain value of the single YAML document in ``text`` (None for no document),
     within ``limits`` (a :class:`dcnet.model.yamlsource.Limits`); with ``lines``, each
-    field path's 1-based line is recorded there as the node-tree walk records it."""
+    field path's 1-based line is recorded there as the node-tree walk records it.
+    ``services(i, item)``, if given, replaces each mapping ``item`` of the top mapping's
+    ``services`` list, at index ``i``, by what it returns as soon as the item is built:
+    the model loader reads each service there, so the raw services are never all held."""
     loader = _FAST_LOADER(text)
     try:
-        return _Builder(loader, limits, lines).run()
+        return _Builder(loader, limits, lines, services).run()
     except Unsupported:
         raise
     except Exception as exc:   # parse errors and the constructor's: worded by the composer
@@ -52,8 +58,9 @@ class _Builder:
     path, key]``: the path only when recording lines, the key of a mapping's entry
     between its key and its value (else None)."""
 
-    def __init__(self, loader, limits, lines: dict | None):
+    def __init__(self, loader, limits, lines: dict | None, services=None):
         self.loader, self.limits, self.lines = loader, limits, lines
+        self.services = services
         self.constructor = yaml.SafeLoader("")
         self.scalars: dict[tuple[str, str], object] = {}   # (tag, text) -> value
         self.keys: dict[str, str] = {}                     # one string per distinct key
@@ -83,6 +90,7 @@ class _Builder:
         SequenceEndEvent, MappingEndEvent = yaml.SequenceEndEvent, yaml.MappingEndEvent
         stack: list[list] = []
         root: list = []
+        hook, hooked = self.services, None     # hooked: the top mapping's services list
         nodes = 0                   # counted as the walk counts them (keys at mapping end)
         while True:
             event = get_event()
@@ -146,6 +154,9 @@ class _Builder:
                             raise Unsupported("key that is not a string")
                         if lines is not None:
                             path = (*frame[1], frame[2])
+                        if (hook is not None and len(stack) == 1 and frame[2] == "services"
+                                and type(new) is list):
+                            hooked = new
                         container[frame[2]] = new
                         frame[2] = None
                     else:
@@ -160,6 +171,8 @@ class _Builder:
                     raise Unsupported("too many entries")
                 if kind is MappingEndEvent:
                     nodes += len(container)
+                    if hooked is not None and len(stack) == 2 and stack[1][0] is hooked:
+                        hooked[-1] = hook(len(hooked) - 1, container)
                 if not stack:
                     return root[0]
             else:               # an alias (or an event out of place)

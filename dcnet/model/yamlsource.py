@@ -88,10 +88,12 @@ class LocatedData:
             path = path[:-1]
 
 
-def load_located(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> LocatedData:
-    """Parse one YAML document (safe tags only) and record field lines."""
+def load_located(text: str, source: str, limits: Limits = DEFAULT_LIMITS,
+                 services=None) -> LocatedData:
+    """Parse one YAML document (safe tags only) and record field lines; ``services``: as
+    :func:`dcnet.model.yamlevents.build` takes it (not called on the composed path)."""
     try:
-        data = yamlevents.build(text, limits)
+        data = yamlevents.build(text, limits, services=services)
     except yamlevents.Unsupported:
         return load_composed(text, source, limits)
 
@@ -102,8 +104,10 @@ def load_located(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> Loc
     return LocatedData(data, source, record=record, unshared=True)
 
 
-def load_composed(text: str, source: str, limits: Limits = DEFAULT_LIMITS) -> LocatedData:
-    """:func:`load_located` through PyYAML's node tree: any document, every error."""
+def load_composed(text: str, source: str, limits: Limits = DEFAULT_LIMITS,
+                  services=None) -> LocatedData:
+    """:func:`load_located` through PyYAML's node tree: any document, every error
+    (``services`` is not called: the raw services are read later)."""
     try:
         node = yaml.compose(text, Loader=_FAST_LOADER)
     except yaml.MarkedYAMLError as exc:

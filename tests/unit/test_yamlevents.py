@@ -225,3 +225,20 @@ def test_an_empty_number_is_a_located_error_not_a_crash(text):
         load_located(text, "m.yaml")
     assert (info.value.line, info.value.path) == (2, ("b",))
     assert info.value.message.endswith("value: it is empty")
+
+
+def test_the_services_hook_replaces_only_the_top_mappings_service_items():
+    text = ("services:\n- {a: 1}\n- plain\n- [x]\n- {b: {services: [{c: 2}]}}\n"
+            "other: [{d: 3}]\n")
+    seen = []
+
+    def hook(index, item):
+        seen.append((index, item))
+        return ("read", index)
+    data = yamlevents.build(text, Limits(), services=hook)
+    assert data == {"services": [("read", 0), "plain", ["x"], ("read", 3)],
+                    "other": [{"d": 3}]}
+    assert seen == [(0, {"a": 1}), (3, {"b": {"services": [{"c": 2}]}})]
+    assert yamlevents.build("- {services: [{a: 1}]}\n", Limits(), services=hook) == [
+        {"services": [{"a": 1}]}]
+    assert len(seen) == 2
