@@ -269,6 +269,16 @@ def bench_size(lab, services: int, servers: int, updates: int, connects: int,
             one_tx.append((changes, tx))
         row["one"], row["one_p99"] = statistics.median(one), pct(one, 0.99)
         row["one_plan"] = statistics.median(one_plan)
+        # one service added, then removed again (kube-proxy's anchor: 141 ms at 10k)
+        newcomer = model_for(services + 1, servers).services[services]
+        added = dataclasses.replace(base, services=(*base.services, newcomer))
+        adds, add_tx = [], []
+        for i in range(updates):
+            plan_s, apply_s, changes, tx = sync(options, added if i % 2 == 0 else base)
+            adds.append(plan_s + apply_s)
+            add_tx.append((changes, tx))
+        row["add"], row["add_p99"] = statistics.median(adds), pct(adds, 0.99)
+        row["add_writes"] = sorted(set(add_tx))
         if profile:
             profiled(options, changed if updates % 2 == 0 else base, profile)
         row["one_writes"] = sorted(set(one_tx))
@@ -289,7 +299,9 @@ def bench_size(lab, services: int, servers: int, updates: int, connects: int,
           f"{row['noop_writes']} writes); one service: median {row['one']:.3f}s (plan "
           f"{row['one_plan']:.3f}s), p99 "
           f"{row['one_p99']:.3f}s over {updates} (changes, transactions) "
-          f"{row['one_writes']}; fresh model {row['fresh']:.3f}s; connect median "
+          f"{row['one_writes']}; one service added/removed: median {row['add']:.3f}s, p99 "
+          f"{row['add_p99']:.3f}s {row['add_writes']}; fresh model {row['fresh']:.3f}s; "
+          "connect median "
           f"{row['lat'] * 1e6:.0f} us, p99 {row['lat_p99'] * 1e6:.0f} us over {connects}; "
           f"load {row['load'][0]:.1f} -> {row['load'][1]:.1f}", flush=True)
     return row
@@ -337,13 +349,14 @@ def main() -> None:
         for services in args.services:
             rows.append(bench_size(lab, services, args.servers, args.updates, args.connects,
                                    args.profile, args.commit_probe))
-    print("\n| services | full | no-op (of full) | one service median / p99 | fresh model "
-          "| connect median / p99 | load |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| services | full | no-op (of full) | one service median / p99 | one added or "
+          "removed median / p99 | fresh model | connect median / p99 | load |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['services']:,} | {r['full']:.2f} s | {r['noop']:.3f} s "
               f"({r['noop'] / r['full']:.1%}) | {r['one'] * 1e3:.0f} / {r['one_p99'] * 1e3:.0f}"
-              f" ms | {r['fresh'] * 1e3:.0f} ms | {r['lat'] * 1e6:.0f} / "
+              f" ms | {r['add'] * 1e3:.0f} / {r['add_p99'] * 1e3:.0f} ms"
+              f" | {r['fresh'] * 1e3:.0f} ms | {r['lat'] * 1e6:.0f} / "
               f"{r['lat_p99'] * 1e6:.0f} us | {r['load'][0]:.1f}-{r['load'][1]:.1f} |")
     first = rows[0]
     for r in rows[1:]:
