@@ -10,6 +10,7 @@ plain documents (else the comparison would prove nothing).
 
 from __future__ import annotations
 
+import copy
 import glob
 import os
 
@@ -242,3 +243,25 @@ def test_the_services_hook_replaces_only_the_top_mappings_service_items():
     assert yamlevents.build("- {services: [{a: 1}]}\n", Limits(), services=hook) == [
         {"services": [{"a": 1}]}]
     assert len(seen) == 2
+
+
+def test_services_with_equal_ports_or_checks_share_them_and_only_equal_ones():
+    def mutate(data):
+        first, second = data["services"][0], data["services"][1]
+        second["ports"] = copy.deepcopy(first["ports"])
+        second["health_check"] = dict(first["health_check"], interval=2.0)  # and 2
+    text = model_text(mutate)
+    for load in (load_located, load_composed):
+        original = model_loader.load_located
+        model_loader.load_located = load
+        try:
+            model = parse_model(text, read_text=read_file())
+        finally:
+            model_loader.load_located = original
+        first, second = model.services[0], model.services[1]
+        assert first.ports is second.ports
+        assert first.health_check is second.health_check   # 2 and 2.0: read as 2.0
+        assert repr(second.health_check.interval) == "2.0"
+    other = parse_model(text.replace("timeout: 1", "timeout: 1.5", 1), read_text=read_file())
+    assert other.services[0].health_check != other.services[1].health_check
+    assert other.services[0].ports is other.services[1].ports
