@@ -18,11 +18,11 @@ interleaved order:
   rules; plain documents built from libyaml's events, ``dcnet.model.yamlevents``);
 - with ``--children``, ``first`` and ``drift``: ``elbctl exporter``'s loader child
   (``dcnet.cli.elbctl_metrics.check_in_child`` in a spawned child, no target): the
-  first parses the model and pickles it (in pieces where the tree has
-  ``dcnet.metrics.isolated.pack_model``, else whole), a drift check's unpickles that (its CPU time
+  first parses the model and pickles it, a drift check's unpickles that and is given
+  the digest of the first one's index, as ``IsolatedWatch`` gives them (its CPU time
   includes the child's interpreter start and imports; the ``drift`` row's pickled model
-  is made beforehand by another process, as the first child makes it: the measuring
-  process stays small, for a forked child's peak starts at its parent's resident set).
+  and digest are made beforehand by another process with ``check_in_child`` run in it:
+  the measuring process stays small, though a spawned child starts from nothing).
 
 It prints medians of the CPU time each load took (``time.process_time``: on a shared,
 loaded machine wall time mostly measures the neighbours) and of the process's peak
@@ -52,15 +52,14 @@ if what == "plain":
     start = time.process_time()
     with open(path) as fh:
         yaml.load(fh, Loader=yaml.CSafeLoader)
-elif what == "pickle":                 # the model as the first loader child hands it back
+elif what == "pickle":   # the model and index digest as the first loader child hands them
     import pickle, zlib
-    from dcnet.metrics import isolated
-    from dcnet.model import load_model
-    model = load_model(path)
-    pack = getattr(isolated, "pack_model", None)     # in pieces; whole before it
-    made = pack(model) if pack else zlib.compress(pickle.dumps(model, 5), 6)
+    from dcnet.cli.elbctl_metrics import check_in_child
+    with open(path, "rb") as fh:
+        text = zlib.compress(fh.read(), 6)
+    digest, _, _, made = check_in_child({}, path, text, 5.0, {}, None, False, False)
     with open(path + ".pickled", "wb") as fh:
-        pickle.dump(made, fh)
+        pickle.dump((made, digest), fh)
     raise SystemExit
 elif what in ("first", "drift"):       # elbctl exporter's loader child, as it runs it
     import pickle, resource, zlib
@@ -68,11 +67,11 @@ elif what in ("first", "drift"):       # elbctl exporter's loader child, as it r
     from dcnet.metrics import isolated
     with open(path, "rb") as fh:
         text = zlib.compress(fh.read(), 6)
-    pickled = None
+    pickled = known = None
     if what == "drift":   # later children unpickle what the first made (see measure())
         with open(path + ".pickled", "rb") as fh:
-            pickled, text = pickle.load(fh), None
-    isolated.call(check_in_child, {}, path, text, 5.0, {}, None, what == "drift", False,
+            (pickled, known), text = pickle.load(fh), None
+    isolated.call(check_in_child, {}, path, text, 5.0, {}, known, what == "drift", False,
                   pickled)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)   # that child's alone
     print(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)

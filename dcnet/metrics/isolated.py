@@ -3,12 +3,13 @@
 Loading a 10,000 x 10 service model peaked at 265 MiB when it composed a PyYAML node
 tree, and once that was freed the small objects that outlived it (the model, the labels)
 were spread over the allocator's arenas, which therefore stayed resident; in the child
-it peaks at 84 MiB now (the first, which reads the YAML) and 60 MiB (each later one),
-the child's imports and the model itself (docs/metrics.md, "Memory, server rows in
-columns and a slotted model"), which the exporter does not keep. :func:`call` runs such work in a
-child process started for it (``spawn``: a fresh interpreter, not a fork of a threaded
-process) and hands back only its small, picklable result; the child's memory goes with
-it.
+it peaks at 59 MiB now (the first, which reads the YAML) and 47 MiB (each later one),
+the child's imports, the model itself and, in the first, the model's text
+(docs/metrics.md, "Memory, the loader children: services read as parsed"), which the
+exporter does not keep. :func:`call` runs such work in a child process started for it
+(``spawn``: a fresh interpreter, not a fork of a threaded process, so none of the
+exporter's pages count in the child's peak) and hands back only its small, picklable
+result; the child's memory goes with it.
 :func:`pack_model` and :func:`unpack_model` hand a model from one such child to the
 next in pieces: a pickler's memo, which holds every object written (and the argument
 tuples their ``__reduce__`` made) until the end, then lives for 1,000 services at a
