@@ -265,3 +265,16 @@ def test_services_with_equal_ports_or_checks_share_them_and_only_equal_ones():
     other = parse_model(text.replace("timeout: 1", "timeout: 1.5", 1), read_text=read_file())
     assert other.services[0].health_check != other.services[1].health_check
     assert other.services[0].ports is other.services[1].ports
+
+
+def test_a_long_ascii_text_read_in_pieces_gives_the_same_data_and_lines():
+    # libyaml reads a stream piece by piece: values and lines across the pieces' edges
+    text = "".join(f"k{i}: [{i}, 'quoted {i}', {{a: 2.5, b: null}}]\n"
+                   f"s{i}: |\n  block {i}\n  line two\n" for i in range(3000))
+    assert len(text) > 200_000 and text.isascii()
+    assert same(text)
+    pieces = yamlevents._Pieces(text)
+    assert "".join(iter(lambda: pieces.read(4096), "")) == text
+    whole = text + "x: \u00e9\n"          # not ASCII: parsed whole, as before
+    assert yamlevents.build(whole, DEFAULT_LIMITS) == {
+        **yamlevents.build(text, DEFAULT_LIMITS), "x": "\u00e9"}
