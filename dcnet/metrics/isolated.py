@@ -14,7 +14,8 @@ result; the child's memory goes with it.
 next in pieces: a pickler's memo, which holds every object written (and the argument
 tuples their ``__reduce__`` made) until the end, then lives for 1,000 services at a
 time (pickling a 10,000 x 10 model whole added 30 MiB to the first child's peak,
-unpickling it 27 MiB to each later child's).
+unpickling it 27 MiB to each later child's); :class:`Unpacked` reads such pieces one at
+a time, for an index built after the model is freed.
 :func:`one_heap` and :func:`trim` ask glibc to keep one heap for every thread and to
 return its free pages after a large transient allocation (a scrape's body); elsewhere
 they do nothing.
@@ -69,6 +70,20 @@ def unpack_model(pieces: tuple[bytes, ...]):
     for piece in rest:
         services.extend(pickle.loads(zlib.decompress(piece)))
     return dataclasses.replace(pickle.loads(zlib.decompress(head)), services=tuple(services))
+
+
+class Unpacked:
+    """What :meth:`dcnet.metrics.elb.ServiceIndex.of` reads of a model (``services``,
+    iterated once), from the pieces :func:`pack_model` made: each piece is unpickled as
+    it is reached, so the index is built without the whole model in memory."""
+
+    def __init__(self, pieces: tuple[bytes, ...]):
+        self.pieces = pieces
+
+    @property
+    def services(self):
+        for piece in self.pieces[1:]:
+            yield from pickle.loads(zlib.decompress(piece))
 
 
 def one_heap() -> bool:

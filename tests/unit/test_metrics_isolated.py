@@ -168,3 +168,32 @@ def test_a_model_packed_in_pieces_unpacks_equal(tmp_path):
         assert isolated.unpack_model(pieces) == model
     empty = dataclasses.replace(model, services=())
     assert isolated.unpack_model(isolated.pack_model(empty)) == empty
+
+
+def test_the_index_of_the_pieces_is_the_index_of_the_model_byte_for_byte(tmp_path):
+    model = load_model(write_model(tmp_path, model_text()))
+    for per_piece in (1, 1000):
+        unpacked = isolated.Unpacked(isolated.pack_model(model, per_piece))
+        assert list(unpacked.services) == list(model.services)
+        for vips in (True, False):
+            for services in (True, False):
+                assert pickle.dumps(ServiceIndex.of(unpacked, vips, services), 5) == \
+                    pickle.dumps(ServiceIndex.of(model, vips, services), 5)
+
+
+def test_a_drift_check_given_the_pieces_and_the_digest_returns_that_digest(tmp_path):
+    import zlib
+
+    from dcnet.cli.elbctl_metrics import check_in_child
+
+    path = write_model(tmp_path, model_text())
+    with open(path, "rb") as fh:
+        text = zlib.compress(fh.read())
+    digest, index, drifts, pieces = check_in_child({}, path, text, 5.0, {}, None, False)
+    assert drifts == {}
+    expected = ServiceIndex.of(load_model(path), services=False)     # no haproxy target
+    assert index == pickle.dumps(expected, pickle.HIGHEST_PROTOCOL)
+    assert check_in_child({}, path, None, 5.0, {}, None, True, pickled=pieces) == (
+        digest, index, {}, None)
+    assert check_in_child({}, path, None, 5.0, {}, digest, True, pickled=pieces) == (
+        digest, None, {}, None)
