@@ -3,8 +3,8 @@
 Loading a 10,000 x 10 service model peaked at 265 MiB when it composed a PyYAML node
 tree, and once that was freed the small objects that outlived it (the model, the labels)
 were spread over the allocator's arenas, which therefore stayed resident; in the child
-it peaks at 58 MiB now (the first, which reads the YAML) and 49 MiB (each later one),
-the child's imports, the model itself and, in the first, the labelling index's text
+it peaks at 54 MiB now (the first, which reads the YAML) and 49 MiB (each later one),
+the child's imports, the model itself and, in the first, the model's text
 (docs/metrics.md, "Memory, the loader children: services read as parsed"), which the
 exporter does not keep. :func:`call` runs such work in a child process started for it
 (``spawn``: a fresh interpreter, not a fork of a threaded process, so none of the
