@@ -17,7 +17,6 @@ The model labels the series (``-f``; else the last model the target applied).
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import signal
 import sys
@@ -37,9 +36,10 @@ from dcnet.cli.common import (
 from dcnet.metrics import isolated, sd
 from dcnet.metrics.cardinality import DEFAULT_MAX_SERVER_SERIES, MODES, Bound
 from dcnet.metrics.status import status_path
-from dcnet.model import ModelError, load_model
+from dcnet.model import ModelError
 from dcnet.model.loader import read_model_text
-from dcnet.target import registry, session
+from dcnet.target import registry
+from dcnet.target.watch import Watch, check_in_child
 
 STATS_PATH = "/proc/thread-self/net/ip_vs_stats"
 KEEP_IPVS_TEXT = 1 << 20    # below: per-server rows from the summed read; above: read again
@@ -59,65 +59,6 @@ def options_for(target: str, params: dict) -> dict:
         if flag in mine and value not in (None, False):
             out[mine[flag]] = value
     return out
-
-
-class Watch:
-    """The model that labels series and the drift of each target, refreshed in a thread
-    every ``interval`` seconds (0: once at start, no drift check)."""
-
-    def __init__(self, targets: dict[str, dict], model=None, interval: float = 60.0,
-                 lock_timeout: float = 5.0, source: Callable[[], object] | None = None):
-        self.targets, self.given, self.interval = targets, model, interval
-        self.source = source          # the model applied now (elbctl agent), when known
-        self.lock_timeout = lock_timeout
-        self.current = model
-        self.drifts: dict[str, bool | None] = {}
-        self.stop = threading.Event()
-        self.refresh_model()
-        if interval > 0:
-            threading.Thread(target=self._loop, name="drift", daemon=True).start()
-
-    def last_applied(self, target: str):
-        instance = registry.create(target, **self.targets[target])
-        try:
-            backends = getattr(instance, "backends", None)
-            return backends.last_model() if backends is not None else None
-        except Exception:          # unreadable or unsafe file: no model from it
-            return None
-        finally:
-            instance.close()
-
-    def refresh_model(self) -> None:
-        if self.source is not None:
-            self.given = self.current = self.source()
-        elif self.given is None:
-            for target in self.targets:
-                model = self.last_applied(target)
-                if model is not None:
-                    self.current = model
-                    break
-
-    def check(self, refresh: bool = True) -> None:
-        if refresh:
-            self.refresh_model()
-        out: dict[str, bool | None] = {}
-        for target, options in self.targets.items():
-            model = self.given if self.given is not None else self.last_applied(target)
-            if model is None:
-                out[target] = None
-                continue
-            try:
-                outcome = session.run(target, model, options, apply=False,
-                                      lock_timeout=self.lock_timeout)
-                out[target] = not outcome.plan.empty
-            except Exception:      # busy or unavailable: unknown this round
-                out[target] = self.drifts.get(target)
-        self.drifts = out
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            self.check()
-            self.stop.wait(self.interval)
 
 
 class IsolatedWatch(Watch):
@@ -159,39 +100,6 @@ class IsolatedWatch(Watch):
         if drift:
             self.drifts = drifts
         isolated.trim()
-
-
-def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes | None,
-                   lock_timeout: float, previous: dict, known: str | None, drift: bool,
-                   vips: bool = True, pickled: tuple[bytes, ...] | None = None):
-    """Run in a child by :class:`IsolatedWatch`: the labelling index of the model (the
-    given text or ``pickled`` model, else the last model a target applied) as (digest,
-    pickled index or None when the digest is ``known``), with ``drift`` whether each
-    target's plan of it is not empty (the previous value when the target was busy or
-    unavailable), and the model parsed from ``text``, pickled and compressed (else
-    None); the index labels IPVS rows only with ``vips``, HAProxy's with that target."""
-    from dcnet.metrics.elb import ServiceIndex
-
-    model, parsed = None, None
-    if pickled is not None:            # made by an earlier child of the same process
-        model = isolated.unpack_model(pickled)
-    elif text is not None:
-        model = load_model(model_path, text=zlib.decompress(text).decode())
-        parsed = isolated.pack_model(model)      # pickled in pieces: a smaller peak
-    watch = Watch(targets, model, 0, lock_timeout)     # reads the model to use
-    watch.drifts = previous
-    if drift:
-        watch.check(refresh=False)
-    if pickled is not None and known is not None:   # the model, so the index, of before
-        return known, None, watch.drifts, parsed    # (10 MiB less at 10,000 x 10)
-    current, drifts = watch.current, watch.drifts
-    if parsed is not None:     # the model parsed here: indexed from its pieces once freed
-        model = watch = current = None                   # (5 MiB less at 10,000 x 10)
-        current = isolated.Unpacked(parsed)
-    index = None if current is None else pickle.dumps(ServiceIndex.of(
-        current, vips, "haproxy" in targets), protocol=pickle.HIGHEST_PROTOCOL)
-    digest = None if index is None else hashlib.sha256(index).hexdigest()
-    return digest, None if digest == known else index, drifts, parsed
 
 
 def haproxy_source(options: dict) -> Callable[[str], str]:

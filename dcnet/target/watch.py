@@ -1,0 +1,113 @@
+"""The model that labels an exporter's series and each target's drift (:class:`Watch`),
+and the work of ``elbctl exporter``'s short-lived loader child (:func:`check_in_child`).
+
+Apart from the CLI (``dcnet.cli.elbctl_metrics`` holds the commands and the
+``IsolatedWatch`` that runs the child): a spawned child imports this module to find
+:func:`check_in_child`, and with it neither click nor the CLI's option tables (5 MiB of
+the first child's peak at 10,000 x 10; docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+import zlib
+from collections.abc import Callable
+
+from dcnet.metrics import isolated
+from dcnet.model import load_model
+from dcnet.target import registry, session
+
+
+class Watch:
+    """The model that labels series and the drift of each target, refreshed in a thread
+    every ``interval`` seconds (0: once at start, no drift check)."""
+
+    def __init__(self, targets: dict[str, dict], model=None, interval: float = 60.0,
+                 lock_timeout: float = 5.0, source: Callable[[], object] | None = None):
+        self.targets, self.given, self.interval = targets, model, interval
+        self.source = source          # the model applied now (elbctl agent), when known
+        self.lock_timeout = lock_timeout
+        self.current = model
+        self.drifts: dict[str, bool | None] = {}
+        self.stop = threading.Event()
+        self.refresh_model()
+        if interval > 0:
+            threading.Thread(target=self._loop, name="drift", daemon=True).start()
+
+    def last_applied(self, target: str):
+        instance = registry.create(target, **self.targets[target])
+        try:
+            backends = getattr(instance, "backends", None)
+            return backends.last_model() if backends is not None else None
+        except Exception:          # unreadable or unsafe file: no model from it
+            return None
+        finally:
+            instance.close()
+
+    def refresh_model(self) -> None:
+        if self.source is not None:
+            self.given = self.current = self.source()
+        elif self.given is None:
+            for target in self.targets:
+                model = self.last_applied(target)
+                if model is not None:
+                    self.current = model
+                    break
+
+    def check(self, refresh: bool = True) -> None:
+        if refresh:
+            self.refresh_model()
+        out: dict[str, bool | None] = {}
+        for target, options in self.targets.items():
+            model = self.given if self.given is not None else self.last_applied(target)
+            if model is None:
+                out[target] = None
+                continue
+            try:
+                outcome = session.run(target, model, options, apply=False,
+                                      lock_timeout=self.lock_timeout)
+                out[target] = not outcome.plan.empty
+            except Exception:      # busy or unavailable: unknown this round
+                out[target] = self.drifts.get(target)
+        self.drifts = out
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.check()
+            self.stop.wait(self.interval)
+
+
+
+def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes | None,
+                   lock_timeout: float, previous: dict, known: str | None, drift: bool,
+                   vips: bool = True, pickled: tuple[bytes, ...] | None = None):
+    """Run in a child by :class:`IsolatedWatch`: the labelling index of the model (the
+    given text or ``pickled`` model, else the last model a target applied) as (digest,
+    pickled index or None when the digest is ``known``), with ``drift`` whether each
+    target's plan of it is not empty (the previous value when the target was busy or
+    unavailable), and the model parsed from ``text``, pickled and compressed (else
+    None); the index labels IPVS rows only with ``vips``, HAProxy's with that target."""
+    from dcnet.metrics.elb import ServiceIndex
+
+    model, parsed = None, None
+    if pickled is not None:            # made by an earlier child of the same process
+        model = isolated.unpack_model(pickled)
+    elif text is not None:
+        model = load_model(model_path, text=zlib.decompress(text).decode())
+        parsed = isolated.pack_model(model)      # pickled in pieces: a smaller peak
+    watch = Watch(targets, model, 0, lock_timeout)     # reads the model to use
+    watch.drifts = previous
+    if drift:
+        watch.check(refresh=False)
+    if pickled is not None and known is not None:   # the model, so the index, of before
+        return known, None, watch.drifts, parsed    # (10 MiB less at 10,000 x 10)
+    current, drifts = watch.current, watch.drifts
+    if parsed is not None:     # the model parsed here: indexed from its pieces once freed
+        model = watch = current = None                   # (5 MiB less at 10,000 x 10)
+        current = isolated.Unpacked(parsed)
+    index = None if current is None else pickle.dumps(ServiceIndex.of(
+        current, vips, "haproxy" in targets), protocol=pickle.HIGHEST_PROTOCOL)
+    digest = None if index is None else hashlib.sha256(index).hexdigest()
+    return digest, None if digest == known else index, drifts, parsed
