@@ -14,10 +14,12 @@ The memo holds the last plan's services only, so it never outgrows one model.
 
 :func:`inputs_delta` also says which VIP:ports may have changed since this process's
 previous call (:class:`Delta`): when the services are the same objects at the same
-places but a few (at most :data:`MAX_DELTA`), in the same context, only those are looked
-at (one pointer comparison per service, no walk of their inputs) and the previous
-result is patched; otherwise every service is walked as above and the delta is the
-VIP:ports whose ``ServiceInput`` is not the same object as before. The nft target uses
+places but a few (at most :data:`MAX_DELTA`), or services were added or removed between
+the longest head and tail of identical objects (at most :data:`MAX_DELTA` each way), in
+the same context, only those are looked at (one pointer comparison per service, no walk
+of their inputs) and the previous result is patched; otherwise every service is
+walked as above and the delta is the VIP:ports whose ``ServiceInput`` is not the same
+object as before. The nft target uses
 it to compare only those VIP:ports with its apply record (:mod:`dcnet.nft.target`).
 
 Results equal :func:`dcnet.nft.ruleset.inputs`' (same ``ServiceInput`` values, same
@@ -108,32 +110,47 @@ class _Last:
 
 def _by_position(prev: _Last, services: tuple, ctx: tuple):
     """(entries, out, counts, changed keys) from ``prev`` and the few services that are
-    not the same objects at the same places; None: walk them all."""
-    if len(services) != len(prev.services) or ctx != prev.ctx:
+    not the same objects at the same places (with as many services as before), or that
+    lie between the longest common head and tail (services added or removed); None: walk
+    them all."""
+    if ctx != prev.ctx:
         return None
-    changed = [i for i, (a, b) in enumerate(zip(services, prev.services, strict=True))
-               if a is not b]
-    if len(changed) > MAX_DELTA:
+    if len(services) == len(prev.services):
+        gone = [i for i, (a, b) in enumerate(zip(services, prev.services, strict=True))
+                if a is not b]
+        came = gone
+    else:
+        shortest = min(len(services), len(prev.services))
+        head = 0
+        while head < shortest and services[head] is prev.services[head]:
+            head += 1
+        tail = 0
+        while tail < shortest - head and services[-1 - tail] is prev.services[-1 - tail]:
+            tail += 1
+        gone = list(range(head, len(prev.services) - tail))
+        came = list(range(head, len(services) - tail))
+    if len(gone) + len(came) > 2 * MAX_DELTA:
         return None
     registry, marks, maglev_size, down = ctx
     plain = not registry and not marks
-    entries, out, counts = list(prev.entries), dict(prev.out), dict(prev.counts)
+    out, counts = dict(prev.out), dict(prev.counts)
     keys: set = set()
-    for i in changed:
+    for i in gone:
         old_found, old_notes = prev.entries[i]
         for key3 in old_found:
             out.pop(key3, None)
         _count(counts, old_notes, -1)
         keys.update(old_found)
-    for i in changed:
+    for i in gone:
         old = _by_id.get(id(prev.services[i]))
         if old is not None and old[0] is prev.services[i]:
             del _by_id[id(prev.services[i])]     # the memo keeps this model's services
-    for i in changed:
+    made = []
+    for i in came:
         s = services[i]
         extra = _extra(s, registry, marks, maglev_size, down, plain)
         entry = _entry(s, extra, registry, maglev_size, marks, down)
-        entries[i] = entry
+        made.append(entry)
         for key3, value in entry[0].items():
             if key3 in out:
                 return None
@@ -141,6 +158,13 @@ def _by_position(prev: _Last, services: tuple, ctx: tuple):
         _count(counts, entry[1], 1)
         keys.update(entry[0])
         _by_id[id(s)] = (s, extra, entry)
+    if came is gone:
+        entries = list(prev.entries)
+        for i, entry in zip(came, made, strict=True):
+            entries[i] = entry
+    else:
+        entries = [*prev.entries[:came[0] if came else len(services) - tail],
+                   *made, *prev.entries[len(prev.entries) - tail:]]
     return entries, out, {k: n for k, n in counts.items() if n}, frozenset(keys)
 
 

@@ -85,7 +85,7 @@ def test_the_delta_names_only_the_services_that_are_not_the_same_objects(monkeyp
     assert [m.services for m in built] == [(changed.services[0],)]   # one service built
     monkeypatch.setattr(ruleset, "inputs", real)
     assert (found, notes) == ruleset.inputs(one)
-    shorter = dataclasses.replace(one, services=one.services[1:])    # a walk, by identity
+    shorter = dataclasses.replace(one, services=one.services[1:])    # the head removed
     found, notes, delta = inputcache.inputs_delta(shorter)
     assert delta.keys == {key} and (found, notes) == ruleset.inputs(shorter)
     found, _notes, delta = inputcache.inputs_delta(shorter, maglev_size=7)
@@ -93,3 +93,28 @@ def test_the_delta_names_only_the_services_that_are_not_the_same_objects(monkeyp
     twice = dataclasses.replace(base, services=(*base.services, base.services[0]))
     _found, _notes, delta = inputcache.inputs_delta(twice)      # a VIP:port of two services
     assert delta.keys is None
+
+
+def test_services_added_or_removed_are_the_delta_without_a_walk(monkeypatch):
+    """A service added (at the end, in the middle) or removed: only it is built and named,
+    found by the longest common head and tail of identical objects; results equal the
+    plain inputs every time."""
+    inputcache.clear()
+    base = model_for(100, 3)
+    extra = model_for(102, 3).services[100:]
+    inputcache.inputs_delta(base)
+    walked = []
+    real_walk = inputcache._walk
+    monkeypatch.setattr(inputcache, "_walk", lambda *a: walked.append(a) or real_walk(*a))
+    steps = [(*base.services, extra[0]),                              # one appended
+             (*base.services[:50], extra[1], *base.services[50:], extra[0]),  # one inserted
+             (*base.services[:50], *base.services[50:], extra[0]),    # and removed again
+             base.services,                                           # the last removed
+             base.services[:-3]]                                      # three removed
+    for services in steps:
+        model = dataclasses.replace(base, services=services)
+        found, notes, delta = inputcache.inputs_delta(model)
+        assert (found, notes) == ruleset.inputs(model)
+        assert delta.keys is not None and len(delta.keys) in (1, 3), delta.keys
+    assert walked == []
+    assert {k[1] for k in delta.keys} == {"10.0.97.1", "10.0.98.1", "10.0.99.1"}
