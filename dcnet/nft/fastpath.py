@@ -184,8 +184,7 @@ def element_messages(change: Change) -> list[tuple[int, int, bytes]]:
 def _key(key3: tuple) -> bytes:
     """VIP . proto . port as a concatenation key (each part padded to 4 bytes)."""
     proto, vip, port = key3
-    addr = socket.inet_pton(socket.AF_INET6 if ":" in vip else socket.AF_INET, vip)
-    return addr + struct.pack("=B3x", PROTO_NUMBERS[proto]) + struct.pack(">H2x", port)
+    return _address(vip) + struct.pack("=B3x", PROTO_NUMBERS[proto]) + struct.pack(">H2x", port)
 
 
 def _data(value) -> bytes:
@@ -193,8 +192,11 @@ def _data(value) -> bytes:
     if isinstance(value, int):
         return struct.pack("=I", value)
     rip, rport = value.split(" . ")
-    addr = socket.inet_pton(socket.AF_INET6 if ":" in rip else socket.AF_INET, rip)
-    return addr + struct.pack(">H2x", int(rport))
+    return _address(rip) + struct.pack(">H2x", int(rport))
+
+
+def _address(text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
 
 
 def _elements(msg: str, set_name: str, elems: list[tuple[bytes, bytes | None]]

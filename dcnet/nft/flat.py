@@ -45,6 +45,8 @@ Not flat (the chain layout, :mod:`dcnet.nft.ruleset`): persistence, Maglev (``mh
 
 from __future__ import annotations
 
+import math
+
 FLAT_MAX = 256                  # W = 1 .. FLAT_MAX have a class set and a dnat rule each
 GROUP = 16                      # classes per group chain (lb4-0: W 1..16, lb4-1: 17..32, ...)
 GROUPS = FLAT_MAX // GROUP
@@ -146,8 +148,6 @@ HOOK_RULES = tuple(f"{SADDR[f]} daddr . meta l4proto . th dport @{member_map(f)}
 
 def reduced(weights: list[int]) -> list[int]:
     """Weights divided by their GCD (zeros dropped by the caller)."""
-    import math
-
     g = 0
     for w in weights:
         g = math.gcd(g, w)

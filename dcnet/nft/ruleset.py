@@ -58,7 +58,6 @@ docs/nft.md.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -163,7 +162,7 @@ def parse_name(name: str) -> Ident | None:
     if name in MAP_TYPES or name in flat.TABLES:
         return "table", (name,)
     if name in LB_CHAINS:
-        return ("lbgroup" if "-" in name else "lb"), (name,)
+        return _lb_kind(name), (name,)
     family = flat.parse_class_name(name)
     if family is not None:
         return "classes", (family,)
@@ -235,7 +234,7 @@ class _Builder:
         for f in flat.KEY:
             self.add(("classes", (f,)), {"sets": flat.class_sets(f)})
         for name, rules in LB_CHAINS.items():     # lb4-G before lb4, which jumps to them
-            self.chain("lbgroup" if "-" in name else "lb", (name,), name, rules)
+            self.chain(_lb_kind(name), (name,), name, rules)
         for name, (_type, hook, priority) in HOOKS.items():
             rules = list(TRAFFIC_RULES.get(name, HOOK_RULES))
             if name == "replies":
@@ -320,10 +319,7 @@ def maglev_map(table: str, key3: tuple, active: list[Backend], chain_of,
 
 
 def _reduced(active: list[Backend]) -> list[int]:
-    g = 0
-    for b in active:
-        g = math.gcd(g, b.weight)
-    return [b.weight // g for b in active]
+    return flat.reduced([b.weight for b in active])
 
 
 def weighted_rules(active: list[Backend]) -> list[str]:
@@ -465,6 +461,11 @@ def desired(model, registry: Mapping | None = None,
     """The ruleset the model asks for (plus the LVS-style dynamic registry, if given)."""
     found, notes = inputs(model, registry, maglev_size)
     return build(found.values(), True, notes)
+
+
+def _lb_kind(name: str) -> str:
+    """``lbgroup`` for a group chain (``lb4-G``, created before ``lb4``), else ``lb``."""
+    return "lbgroup" if "-" in name else "lb"
 
 
 def _canonical(address: str) -> str:

@@ -38,6 +38,29 @@ def full_read_plan(options, m):
     return target.plan(m)
 
 
+def raw_apply(options, m, what: str):
+    """Plan and apply ``m`` with nft -f forbidden: one raw batch; the plan."""
+    target = registry.create("nft", **options)
+
+    def no_nft(_text):
+        raise AssertionError(f"nft -f ran for {what}")
+
+    target.nft.run_script = no_nft
+    with target.lock():
+        plan = make_plan(target, m)
+        assert plan.changes and fastpath.eligible(list(plan.changes), plan.payload.bodies)
+        result = apply_plan(target, plan)
+    assert result.ok and result.writes["nft_transactions"] == 1, result.to_text()
+    return plan
+
+
+def record_again(options, m) -> None:
+    """An apply that records the generation again (after a full read's plan)."""
+    target = registry.create("nft", **options)
+    with target.lock():
+        assert apply_plan(target, make_plan(target, m)).ok
+
+
 def test_chain_changes_go_as_one_batch_and_read_back_as_planned(director):
     _lab, options = director
     first = model({"10.20.0.11": 3, "10.20.0.12": 2})
@@ -49,24 +72,11 @@ def test_chain_changes_go_as_one_batch_and_read_back_as_planned(director):
              model({"10.20.0.11": 0, "10.20.0.12": 2, "10.20.0.13": 1}),  # drain one
              model({"10.20.0.12": 2, "10.20.0.13": 1})]                   # remove one
     for m in steps:
-        target = registry.create("nft", **options)
-
-        def no_nft(_text):
-            raise AssertionError("nft -f ran for a chain-only plan")
-
-        target.nft.run_script = no_nft
-        with target.lock():
-            plan = make_plan(target, m)
-            assert plan.changes and fastpath.eligible(list(plan.changes),
-                                                      plan.payload.bodies)
-            result = apply_plan(target, plan)
-        assert result.ok and result.writes["nft_transactions"] == 1, result.to_text()
+        raw_apply(options, m, "a chain-only plan")
         assert registry.create("nft", **options).plan(m).empty       # record path
         check = full_read_plan(options, m)                          # the kernel's view
         assert not check.payload.fast_path and check.empty, check.to_text()
-        options_record = registry.create("nft", **options)
-        with options_record.lock():                                  # record again
-            assert apply_plan(options_record, make_plan(options_record, m)).ok
+        record_again(options, m)
 
 
 def test_a_refused_batch_applies_nothing(director):
@@ -114,22 +124,9 @@ def test_flat_element_changes_go_as_one_batch_and_read_back_as_planned(director)
              flat_model({"10.20.0.12": 2, "10.20.0.13": 1})]                   # and gone
     kinds = set()
     for m in steps:
-        target = registry.create("nft", **options)
-
-        def no_nft(_text):
-            raise AssertionError("nft -f ran for an element-only plan")
-
-        target.nft.run_script = no_nft
-        with target.lock():
-            plan = make_plan(target, m)
-            kinds |= {c.kind for c in plan.changes}
-            assert plan.changes and fastpath.eligible(list(plan.changes),
-                                                      plan.payload.bodies)
-            result = apply_plan(target, plan)
-        assert result.ok and result.writes["nft_transactions"] == 1, result.to_text()
+        plan = raw_apply(options, m, "an element-only plan")
+        kinds |= {c.kind for c in plan.changes}
         check = full_read_plan(options, m)                          # the kernel's view
         assert not check.payload.fast_path and check.empty, check.to_text()
-        again = registry.create("nft", **options)
-        with again.lock():                                           # record again
-            assert apply_plan(again, make_plan(again, m)).ok
+        record_again(options, m)
     assert kinds == {"flat", "counter", "tally"}
