@@ -59,8 +59,44 @@ def pack_model(model, per_piece: int = SERVICES_PER_PIECE) -> tuple[bytes, ...]:
     pieces = [dataclasses.replace(model, services=())]
     pieces += (services[start:start + per_piece]
                for start in range(0, len(services), per_piece))
-    return tuple(zlib.compress(pickle.dumps(piece, pickle.HIGHEST_PROTOCOL), 6)
-                 for piece in pieces)
+    return tuple(_pickled(piece) for piece in pieces)
+
+
+def _pickled(piece) -> bytes:
+    return zlib.compress(pickle.dumps(piece, pickle.HIGHEST_PROTOCOL), 6)
+
+
+class Packer:
+    """:func:`pack_model`'s pieces made as the model is read: pass :meth:`spill` to
+    :func:`dcnet.model.load_model`, which hands it each service as it is read and keeps
+    the service without its real servers; :meth:`pieces` of the model it returns are
+    then what :func:`pack_model` makes of the whole model (the same bytes), though the
+    whole model was never held (at 10,000 x 10 its 100,000 real servers, 14 MiB of the
+    first loader child's peak; docs/metrics.md). A model the loader did not spill
+    (anchors or aliases: the composed path) is packed whole, as :func:`pack_model` does."""
+
+    def __init__(self, per_piece: int = SERVICES_PER_PIECE):
+        self.per_piece = per_piece
+        self.made: list[bytes] = []
+        self.pending: list = []
+        self.jobs: list = []   # each spilled service's JobName: the model's are the same
+
+    def spill(self, service) -> None:
+        self.pending.append(service)
+        self.jobs.append(service.job)
+        if len(self.pending) == self.per_piece:
+            self.made.append(_pickled(tuple(self.pending)))
+            self.pending.clear()
+
+    def pieces(self, model) -> tuple[bytes, ...]:
+        services = model.services
+        if len(services) != len(self.jobs) or any(
+                s.job is not job for s, job in zip(services, self.jobs, strict=True)):
+            if any(s.job is job for s, job in zip(services, self.jobs, strict=False)):
+                raise ValueError("a model partly spilled")      # the loader never does
+            return pack_model(model, self.per_piece)     # not spilled: read whole
+        tail = [_pickled(tuple(self.pending))] if self.pending else []
+        return (_pickled(dataclasses.replace(model, services=())), *self.made, *tail)
 
 
 def unpack_model(pieces: tuple[bytes, ...]):

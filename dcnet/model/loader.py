@@ -21,7 +21,7 @@ from dcnet.model import inputs
 from dcnet.model.cidrlists import overlaps
 from dcnet.model.errors import ModelError, Problem
 from dcnet.model.jobname import JobName
-from dcnet.model.rules import check_model
+from dcnet.model.rules import check_model, check_real_servers
 from dcnet.model.sections import SECTIONS
 from dcnet.model.types import (
     MAX_WEIGHT,
@@ -41,6 +41,7 @@ from dcnet.model.yamlsource import LocatedData, Path, YAMLSourceError, load_loca
 
 MODEL_VERSION = 1
 ReadText = Callable[[str], str]
+Spill = Callable[[Service], object]
 
 _NAME = f.text(r"[a-z][a-z0-9-]{0,30}", "lower-case letters, digits and '-', starting "
                "with a letter, at most 31 characters")
@@ -53,10 +54,11 @@ _PERSISTENCE = f.integer(0, 31_536_000)
 
 
 def load_model(path: str | os.PathLike, allowed_dirs: list[str] | None = None,
-               text: str | None = None) -> Model:
+               text: str | None = None, spill: Spill | None = None) -> Model:
     """Read and validate the model at ``path``; CIDR files are relative to it and must
     lie inside its directory, one of ``allowed_dirs`` or one of ``$DCNET_MODEL_PATHS``.
-    ``text``: the model's text when it was read already (as from ``path``)."""
+    ``text``: the model's text when it was read already (as from ``path``); ``spill``:
+    as :func:`parse_model` takes it."""
     path = os.fspath(path)
     if text is None:
         text = read_model_text(path)
@@ -67,7 +69,7 @@ def load_model(path: str | os.PathLike, allowed_dirs: list[str] | None = None,
         return inputs.read_text(inputs.confine(base, name, allowed), inputs.MAX_LIST_BYTES)
 
     return parse_model(text, source=path, read_text=read_text,
-                       files_dir=os.path.dirname(path))
+                       files_dir=os.path.dirname(path), spill=spill)
 
 
 def read_model_text(path: str) -> str:
@@ -80,20 +82,30 @@ def read_model_text(path: str) -> str:
 
 
 def parse_model(text: str, source: str = "<model>", read_text: ReadText | None = None,
-                files_dir: str = "") -> Model:
+                files_dir: str = "", spill: Spill | None = None) -> Model:
     """Validate model ``text``; ``read_text(name)`` reads a CIDR list file, and problems
-    in such a file are reported as ``files_dir/name``."""
+    in such a file are reported as ``files_dir/name``.
+
+    ``spill``, if given, is called with each service that was read, and whose real
+    servers were checked, without a problem as the YAML events built it (in file order;
+    not on the composed path, and a pass the composed path took over may have spilled
+    some already), and the model returned holds that service without its real servers
+    (``real_servers=()``, the same object otherwise): the caller keeps the whole service
+    (``elbctl exporter``'s first loader child pickles them, so 100,000 real servers are
+    never all held; docs/model.md). Every check is made as without ``spill``: a service
+    whose real servers have a problem is read again whole, and the errors are the same."""
     # Parsing builds hundreds of thousands of small acyclic objects at 10,000 services;
     # the cyclic collector's passes over them cost about as much as the parse itself
     # (bench/model_load.py), so it is paused for the duration.
     with paused_gc():
-        return _parse_model(text, source, read_text, files_dir)
+        return _parse_model(text, source, read_text, files_dir, spill)
 
 
-def _parse_model(text: str, source: str, read_text: ReadText | None, files_dir: str) -> Model:
+def _parse_model(text: str, source: str, read_text: ReadText | None, files_dir: str,
+                 spill: Spill | None) -> Model:
     shared: dict[str, object] = {}     # _read_service's equal parts, one of each
     try:
-        located = load_located(text, source, services=_service_reader(source, shared))
+        located = load_located(text, source, services=_service_reader(source, shared, spill))
     except YAMLSourceError as exc:
         raise ModelError([Problem(source, exc.line, f.format_path(exc.path),
                                   exc.message)]) from None
@@ -114,13 +126,24 @@ def _parse_model(text: str, source: str, read_text: ReadText | None, files_dir: 
                  services=tuple(s for _, s in services), **settings)
 
 
-def _service_reader(source: str, shared: dict) -> Callable[[int, dict], object]:
+def _service_reader(source: str, shared: dict,
+                    spill: Spill | None) -> Callable[[int, dict], object]:
     """Each raw service as the YAML is read: its :class:`Service` when it reads without
     a problem (so the raw services are never all held: 40 MiB at 10,000 x 10), else the
-    raw service, which :func:`_read_model` reads again and words the problems of."""
+    raw service, which :func:`_read_model` reads again and words the problems of. With
+    ``spill``, a service whose real servers check clean (the one check of them, which
+    needs nothing else) goes there, and the reader keeps it without them."""
     def read(index: int, item: dict) -> object:
+        path = ("services", index)
         scratch = f.Problems(LocatedData(None, source))    # no lines: none are wanted
-        service = _read_service(scratch, ("services", index), item, shared)
+        service = _read_service(scratch, path, item, shared)
+        if spill is not None and service is not None and not scratch.items:
+            check_real_servers(path, service, scratch)
+            if not scratch.items:
+                spill(service)
+                return Service(job=service.job, vips=service.vips, ports=service.ports,
+                               health_check=service.health_check,
+                               lint_ignore=service.lint_ignore)
         return item if scratch.items or service is None else service
     return read
 

@@ -84,10 +84,11 @@ def check_service(index: int, service: Service, carriers: dict[str, Carrier],
             problems.add((*path, "ports", i, "target_port"),
                          f"{port.forward.value.upper()} forwarding cannot change the port "
                          f"({port.port} -> {port.backend_port}); use NAT or drop target_port")
-    _check_real_servers(path, service, problems)
+    check_real_servers(path, service, problems)
 
 
-def _check_real_servers(path, service: Service, problems: Problems) -> None:
+def check_real_servers(path, service: Service, problems: Problems) -> None:
+    """The service's real servers against its own ports and VIPs (nothing else)."""
     vip_families = {vip.version for _, vip in service.vips}
     seen = []
     for i, server in enumerate(service.real_servers):

@@ -94,9 +94,14 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
     model, parsed = None, None
     if pickled is not None:            # made by an earlier child of the same process
         model = isolated.unpack_model(pickled)
-    elif text is not None:
+    elif text is not None and drift:   # planned with: the whole model, then pickled
         model = load_model(model_path, text=zlib.decompress(text).decode())
         parsed = isolated.pack_model(model)      # pickled in pieces: a smaller peak
+    elif text is not None:      # pickled as read: the model held has no real servers
+        packer = isolated.Packer()
+        model = load_model(model_path, text=zlib.decompress(text).decode(),
+                           spill=packer.spill)
+        parsed, packer = packer.pieces(model), None
     watch = Watch(targets, model, 0, lock_timeout)     # reads the model to use
     watch.drifts = previous
     if drift:

@@ -193,6 +193,8 @@ def test_a_drift_check_given_the_pieces_and_the_digest_returns_that_digest(tmp_p
     assert drifts == {}
     expected = ServiceIndex.of(load_model(path), services=False)     # no haproxy target
     assert index == pickle.dumps(expected, pickle.HIGHEST_PROTOCOL)
+    assert pieces == isolated.pack_model(load_model(path))    # packed as read: the same
+    assert check_in_child({}, path, text, 5.0, {}, None, True) == (digest, index, {}, pieces)
     assert check_in_child({}, path, None, 5.0, {}, None, True, pickled=pieces) == (
         digest, index, {}, None)
     assert check_in_child({}, path, None, 5.0, {}, digest, True, pickled=pieces) == (
