@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import ipaddress
+import struct
 from collections.abc import Mapping, Sequence
 
 from dcnet.nft.options import MAGLEV_DEFAULT_SIZE
@@ -70,6 +71,16 @@ def _offset_skip(name: str, size: int) -> tuple[int, int]:
     return h1 % size, h2 % (size - 1) + 1
 
 
+def _seeds(names: list[str], size: int):
+    """:func:`_offset_skip` of every name, as two numpy arrays (offsets, skips)."""
+    import numpy as np
+
+    digests = b"".join([hashlib.sha256(name.encode()).digest() for name in names])
+    words = np.frombuffer(digests, dtype=">u8").reshape(len(names), 4)
+    return ((words[:, 0] % np.uint64(size)).astype(np.int64),
+            (words[:, 1] % np.uint64(size - 1)).astype(np.int64) + 1)
+
+
 def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ...]:
     """The lookup table: slot -> index into ``sorted(names with weight > 0)``.
 
@@ -82,10 +93,13 @@ def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ..
         return ()
     top = max(weights[n] for n in names)
     share = [weights[n] / top for n in names]
-    seeds = [_offset_skip(name, size) for name in names]
     if len(names) < BULK_FROM:
+        seeds = [_offset_skip(name, size) for name in names]
         return tuple(_sequential(seeds, share, size))
-    return tuple(_bulk(seeds, share, size).tolist())
+    import numpy as np
+
+    table = _bulk(*_seeds(names, size), share, size)
+    return tuple(np.array(range(len(names)), dtype=object)[table].tolist())
 
 
 # How the table is computed. The sequential algorithm: rounds; in each, backend i (in
@@ -205,13 +219,12 @@ def _tail(claims: list[int], pos, skip, free: list[int], size: int, table,
         table[free[ranked[j]]] = b
 
 
-def _bulk(seeds: list[tuple[int, int]], share: list[float], size: int):
-    """The table as a numpy array, round by round (see above)."""
+def _bulk(pos, skip, share: list[float], size: int):
+    """The table as a numpy array, round by round (see above), from the backends'
+    offsets and skips (:func:`_seeds`)."""
     import numpy as np
 
-    n = len(seeds)
-    pos = np.array([o for o, _s in seeds], dtype=np.int64)
-    skip = np.array([s for _o, s in seeds], dtype=np.int64)
+    n = pos.size
     steps = _step_table(skip, size, min(_COLUMNS, size))
     shares = np.array(share)
     equal = all(x == 1.0 for x in share)
@@ -395,7 +408,7 @@ def names_of(weights: Mapping[str, int]) -> list[str]:
 
 def table_bytes(table: Sequence[int]) -> bytes:
     """A canonical byte form of a table (4 bytes per slot, big-endian)."""
-    return b"".join(i.to_bytes(4, "big") for i in table)
+    return struct.pack(f">{len(table)}I", *table)
 
 
 def table_digest(names: Sequence[str], table: Sequence[int]) -> str:
