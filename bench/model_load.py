@@ -17,12 +17,17 @@ interleaved order:
 - ``dcnet``: ``dcnet.model.load_model`` as it is (line-tracked parse, field readers,
   rules; plain documents built from libyaml's events, ``dcnet.model.yamlevents``);
 - with ``--children``, ``first`` and ``drift``: ``elbctl exporter``'s loader child
-  (``dcnet.cli.elbctl_metrics.check_in_child`` in a spawned child, no target): the
-  first parses the model and pickles it, a drift check's unpickles that and is given
-  the digest of the first one's index, as ``IsolatedWatch`` gives them (its CPU time
-  includes the child's interpreter start and imports; the ``drift`` row's pickled model
-  and digest are made beforehand by another process with ``check_in_child`` run in it:
-  the measuring process stays small, though a spawned child starts from nothing).
+  (``check_in_child``, of ``dcnet.target.watch`` since ce60675, run by
+  ``dcnet.metrics.isolated.call`` as ``IsolatedWatch`` runs it, no target): the first
+  parses the model and pickles it (each service as it is read since c0c6354), a drift
+  check's unpickles that and is given the digest of the first one's index, as
+  ``IsolatedWatch`` gives them (its CPU time includes the child's interpreter start and
+  imports; the ``drift`` row's pickled model and digest are made beforehand by another
+  process with ``check_in_child`` run in it: the measuring process stays small, though
+  the child starts from nothing). The measuring process is ``python -c``: a child
+  started by ``multiprocessing``'s spawn (trees before the child runner of
+  ``isolated.call``) runs no main module again here, as it did the ``elbctl`` console
+  script in the exporter (the CLI's imports: about 3 MiB of each such child's peak).
 
 It prints medians of the CPU time each load took (``time.process_time``: on a shared,
 loaded machine wall time mostly measures the neighbours) and of the process's peak

@@ -3,19 +3,25 @@
 Loading a 10,000 x 10 service model peaked at 265 MiB when it composed a PyYAML node
 tree, and once that was freed the small objects that outlived it (the model, the labels)
 were spread over the allocator's arenas, which therefore stayed resident; in the child
-it peaks at 54 MiB now (the first, which reads the YAML) and 49 MiB (each later one),
-the child's imports, the model itself and, in the first, the model's text
-(docs/metrics.md, "Memory, the loader children: services read as parsed"), which the
+it peaks at 43 MiB now (the first, which reads the YAML and pickles each service as it
+is read, with :class:`Packer`: the child's imports, the model's text and the model
+without its real servers) and 49 MiB (each later one: its imports and the whole model;
+docs/metrics.md, "Memory, the first loader child: services pickled as read"), which the
 exporter does not keep. :func:`call` runs such work in a child process started for it
-(``spawn``: a fresh interpreter, not a fork of a threaded process, so none of the
-exporter's pages count in the child's peak) and hands back only its small, picklable
-result; the child's memory goes with it.
+(a fresh interpreter, not a fork of a threaded process, so none of the exporter's pages
+count in the child's peak) and hands back only its small, picklable result; the child's
+memory goes with it. The child is ``python -I -c`` given the function and its arguments
+pickled on its stdin, not ``multiprocessing``'s ``spawn``: that one ran the exporter's
+main module again in the child (the ``elbctl`` console script: click and the whole CLI,
+3 MiB of each child's peak) and imported ``multiprocessing`` and ``concurrent.futures``
+on both sides (2 MiB).
 :func:`pack_model` and :func:`unpack_model` hand a model from one such child to the
 next in pieces: a pickler's memo, which holds every object written (and the argument
 tuples their ``__reduce__`` made) until the end, then lives for 1,000 services at a
 time (pickling a 10,000 x 10 model whole added 30 MiB to the first child's peak,
-unpickling it 27 MiB to each later child's); :class:`Unpacked` reads such pieces one at
-a time, for an index built after the model is freed.
+unpickling it 27 MiB to each later child's); :class:`Packer` makes the same pieces as
+the loader reads the services, and :class:`Unpacked` reads such pieces one at a time,
+for an index built after the model is freed.
 :func:`one_heap` and :func:`trim` ask glibc to keep one heap for every thread and to
 return its free pages after a large transient allocation (a scrape's body); elsewhere
 they do nothing.
@@ -23,11 +29,13 @@ they do nothing.
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import dataclasses
-import multiprocessing
+import os
 import pickle
+import subprocess
+import sys
+import traceback
 import zlib
 from collections.abc import Callable
 from typing import TypeVar
@@ -42,13 +50,59 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None)   # the symbols of this process: its C library among them
 
 
+# The child: this process's sys.path first (-I: no cwd, no PYTHONPATH of its own), then
+# the function and its arguments; its answer goes to the stdout it was given, and what
+# it prints to stderr.
+_CHILD = """import os, pickle, sys
+sys.path[:] = pickle.load(sys.stdin.buffer)
+answer = os.fdopen(os.dup(1), "wb")
+os.dup2(2, 1)
+from dcnet.metrics.isolated import _serve
+_serve(sys.stdin.buffer, answer)
+"""
+
+
+class ChildError(RuntimeError):
+    """The child ended without an answer (killed, out of memory), or its exception
+    could not be pickled (its traceback is the message)."""
+
+
 def call(function: Callable[..., T], *args: object) -> T:
     """``function(*args)`` in a fresh child process; its result, or its exception
-    raised here. ``function`` must be importable by name (module level) and its
-    arguments and result picklable."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
+    raised here (:class:`ChildError` when it has none to give). ``function`` must be
+    importable by name (module level) and its arguments and result picklable."""
+    given = pickle.dumps(list(sys.path)) + pickle.dumps((function, args), pickle.HIGHEST_PROTOCOL)
+    child = subprocess.run([sys.executable, "-I", "-c", _CHILD], input=given,
+                           stdout=subprocess.PIPE, check=False)
+    try:
+        ok, value = pickle.loads(child.stdout)
+    except Exception:
+        raise ChildError(f"child process exited with status {child.returncode} and no "
+                         "answer") from None
+    if ok:
+        return value
+    raise value
+
+
+def _serve(given, answer) -> None:
+    """In the child: run what :func:`call` sent on ``given``, answer on ``answer``."""
+    try:
+        function, args = pickle.load(given)
+        out = (True, function(*args))
+    except BaseException as exc:     # handed to the caller, whatever it is
+        out = (False, exc)
+    try:
+        data = pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
+        if not out[0]:
+            pickle.loads(data)       # an exception that pickles but cannot be made again
+    except Exception:
+        text = "".join(traceback.format_exception(out[1])) if not out[0] else ""
+        data = pickle.dumps((False, ChildError(text or "unpicklable result")))
+    answer.write(data)
+    answer.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)    # the caller has its answer: no teardown of what the work left behind
 
 
 def pack_model(model, per_piece: int = SERVICES_PER_PIECE) -> tuple[bytes, ...]:

@@ -6,7 +6,9 @@ glibc's heap trim is callable."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
+import sys
 
 import pytest
 
@@ -68,6 +70,22 @@ def test_a_child_call_returns_its_result_and_raises_its_error():
     assert isolated.call(divmod, 7, 2) == (3, 1)
     with pytest.raises(ZeroDivisionError):
         isolated.call(divmod, 1, 0)
+    assert isolated.call(print, "printed to stderr") is None     # the answer unspoilt
+    with pytest.raises(isolated.ChildError, match="status 3 and no answer"):
+        isolated.call(os._exit, 3)          # a child that dies (killed, out of memory)
+    with pytest.raises(isolated.ChildError, match="Unpicklable: no"):
+        isolated.call(eval, "(_ for _ in ()).throw(type('Unpicklable', (Exception,), {})"
+                            "('no'))")
+
+
+def test_a_child_has_this_sys_path_and_not_the_callers_main_module():
+    """Not multiprocessing's spawn, which ran the caller's main module (the ``elbctl``
+    console script: the whole CLI) again in the child and imported multiprocessing."""
+    assert isolated.call(eval, "__import__('sys').path") == sys.path
+    modules = isolated.call(eval, "sorted(__import__('sys').modules)")
+    assert "dcnet.metrics.isolated" in modules
+    assert not [m for m in modules if m.startswith(("multiprocessing", "concurrent", "click",
+                                                     "dcnet.cli", "__mp_main__", "pytest"))]
 
 
 def test_trim_runs_where_glibc_has_it():
