@@ -20,6 +20,7 @@ transaction. The namespace is entered by ``ip netns exec`` (the argv comes from
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -27,6 +28,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from dcnet.nft import flat, listing
@@ -86,14 +89,49 @@ class Nft:
         return subprocess.run(self.argv(*args), input=stdin, capture_output=True,
                               text=True, check=False)
 
-    def run_script(self, text: str) -> None:
-        """Run ``text`` as one ``nft -f -`` transaction; NftError if nft refused it."""
-        done = self._run(["-f", "-"], text)
-        if done.returncode != 0:
+    def run_script(self, text: str | Iterable[str],
+                   meanwhile: Callable[[], object] | None = None) -> None:
+        """Run ``text`` as one ``nft -f -`` transaction; NftError if nft refused it.
+
+        ``text`` may come in pieces (an iterable of whole lines): each is written to
+        nft's input as it comes, so nft parses while the rest is rendered. If the pieces
+        raise, nft is killed before it reads the end of its input: it commits nothing.
+        ``meanwhile`` is called once the input is written, while nft evaluates and
+        commits it (work for the other core)."""
+        pieces = (text,) if isinstance(text, str) else text
+        lines = 0
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(self.argv("-f", "-"), stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                with contextlib.suppress(BrokenPipeError):   # nft stopped reading: see err
+                    for piece in pieces:
+                        lines += piece.count("\n")
+                        proc.stdin.write(piece.encode())
+            except BaseException:
+                proc.kill()                  # before its input ends: it commits nothing
+                proc.wait()
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+                raise
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+            late = None
+            if meanwhile is not None:
+                try:
+                    meanwhile()
+                except BaseException as exc:  # nft may be committing: wait for it first
+                    late = exc
+            code = proc.wait()
+            if late is not None:
+                raise late
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        if code != 0:
             raise NftError("nft transaction refused, nothing of it applied: "
-                           + _first_error(done.stderr))
+                           + _first_error(stderr))
         self.transactions += 1
-        self.commands += text.count("\n")
+        self.commands += lines
 
     def list_json(self, *what: str, terse: bool = False) -> str | None:
         """``nft -j [-t] list <what>``; None when the object does not exist."""

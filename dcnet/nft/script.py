@@ -15,7 +15,7 @@ payload carries; deletes need only names.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from dcnet.nft import flat
 from dcnet.nft.ruleset import (
@@ -140,11 +140,26 @@ ELEMENTS_PER_COMMAND = 4096   # a run of creates adds its elements in commands t
 
 
 def script(changes: Iterable[Change], bodies: Mapping) -> str:
-    """The whole transaction for ``changes`` (in the order given). A run of consecutive
-    creates of ``flat`` or ``tally`` objects (a full sync: one per VIP:port) adds its
-    elements set by set, :data:`ELEMENTS_PER_COMMAND` to a command, at the run's end:
-    nft takes one command of 4,096 elements much faster than 4,096 commands of one
-    (nothing in the run refers to another's elements, so the order within it is free)."""
+    """The whole transaction for ``changes`` (in the order given), as one text: the
+    pieces of :func:`script_pieces` joined."""
+    return "".join(script_pieces(changes, bodies))
+
+
+PIECE_LINES = 256     # lines per piece of script_pieces (at most; and one per element command)
+
+
+def script_pieces(changes: Iterable[Change], bodies: Mapping) -> Iterator[str]:
+    """The transaction for ``changes`` (in the order given), in pieces of whole lines,
+    as they are rendered (``nft -f -`` parses the first while the rest is written).
+
+    A run of consecutive creates of ``flat`` or ``tally`` objects (a full sync: one per
+    VIP:port) adds its elements set by set, :data:`ELEMENTS_PER_COMMAND` to a command
+    (written as soon as a set has that many, the rest at the run's end): nft takes one
+    command of 4,096 elements much faster than 4,096 commands of one (nothing in the run
+    refers to another's elements, so the order within it is free). Raises
+    :class:`MissingBody` where a change lacks its body, after some pieces may have been
+    yielded: a caller writing them to nft must kill it then, never let it commit the
+    part it has."""
     lines = [f"add table {T}"]
     run: dict[str, list[str]] = {}          # set name -> elements, of the current run
     run_kind = None
@@ -154,20 +169,33 @@ def script(changes: Iterable[Change], bodies: Mapping) -> str:
             lines += _flush(run)
         if not batchable:
             lines += commands(change, bodies)
+            if len(lines) >= PIECE_LINES:
+                yield "\n".join(lines) + "\n"
+                lines = []
             continue
         run_kind = change.kind
         for command in commands(change, bodies):
             _op, _element, _family, _table, name, rest = command.split(" ", 5)
-            run.setdefault(name, []).append(rest[2:-2])        # inside "{ ... }"
+            pending = run.setdefault(name, [])
+            pending.append(rest[2:-2])                         # inside "{ ... }"
+            if len(pending) == ELEMENTS_PER_COMMAND:           # a whole command: out now
+                lines.append(_command(name, pending))
+                pending.clear()
+                yield "\n".join(lines) + "\n"
+                lines = []
     lines += _flush(run)
-    return "\n".join(lines) + "\n"
+    for start in range(0, len(lines), PIECE_LINES):
+        yield "\n".join(lines[start:start + PIECE_LINES]) + "\n"
 
 
 def _flush(run: dict[str, list[str]]) -> list[str]:
     out = []
     for name, elements in run.items():
         for start in range(0, len(elements), ELEMENTS_PER_COMMAND):
-            chunk = ", ".join(elements[start:start + ELEMENTS_PER_COMMAND])
-            out.append(f"add element {T} {name} {{ {chunk} }}")
+            out.append(_command(name, elements[start:start + ELEMENTS_PER_COMMAND]))
     run.clear()
     return out
+
+
+def _command(name: str, elements: list[str]) -> str:
+    return f"add element {T} {name} {{ {', '.join(elements)} }}"

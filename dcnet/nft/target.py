@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from dcnet.nft import carriers, dr, drio, fastpath, fingerprint, inputcache, maglev, ruleset
+from dcnet.nft import bulk, carriers, dr, drio, fastpath, fingerprint, inputcache, maglev, ruleset
 from dcnet.nft import script as nftscript
 from dcnet.nft.nftio import Nft, NftError, NftUnavailable
 from dcnet.nft.options import DEFAULT_STATE_DIR, OPTIONS
@@ -65,6 +65,39 @@ class Baseline:
     record: object
     token: str
     pending: Mapping
+
+
+class RecordLines(Mapping):
+    """A full read's record lines (group text -> (input digest, objects JSON)), made on
+    first use from the desired state: the apply makes them while nft commits."""
+
+    def __init__(self, state: Mapping, found: Mapping, infra_digest: str):
+        self._args: tuple | None = (state, found, infra_digest)
+        self._lines: Mapping = MappingProxyType({})
+
+    def prepare(self) -> Mapping:
+        if self._args is not None:
+            state, found, infra_digest = self._args
+            grouped: dict[str, list] = {}
+            for ident, attrs in state.items():
+                grouped.setdefault(fingerprint.group_text(ruleset.group_of(ident)),
+                                   []).append((ident, attrs))
+            digests = {fingerprint.group_text(k): inputcache.digest(s)
+                       for k, s in found.items()}
+            digests[fingerprint.INFRA] = infra_digest
+            self._lines = MappingProxyType({g: (digests[g], fingerprint.encode(items))
+                                            for g, items in grouped.items()})
+            self._args = None
+        return self._lines
+
+    def __getitem__(self, group: str):
+        return self.prepare()[group]
+
+    def __iter__(self):
+        return iter(self.prepare())
+
+    def __len__(self) -> int:
+        return len(self.prepare())
 
 
 _baselines: dict[str, Baseline] = {}    # record path -> Baseline
@@ -151,14 +184,7 @@ class NftTarget(Target):
                                    r_want, suffix, dr_infra, self._candidates(record, delta))
         current = self.read(model)
         want = ruleset.build(found.values(), True, notes, all_marks, dr_infra)
-        grouped: dict[str, list] = {}
-        for ident, attrs in want.state.items():
-            grouped.setdefault(fingerprint.group_text(ruleset.group_of(ident)), []).append(
-                (ident, attrs))
-        digests = {fingerprint.group_text(k): inputcache.digest(s) for k, s in found.items()}
-        digests[fingerprint.INFRA] = infra[1]
-        groups = {g: (digests[g], fingerprint.encode(items)) for g, items in grouped.items()}
-        payload = dataclasses.replace(base, groups=MappingProxyType(groups),
+        payload = dataclasses.replace(base, groups=RecordLines(want.state, found, infra[1]),
                                       objects_after=len(want.state))
         return self._build({**current.state, **r_current}, want, r_want, current.notes,
                            current.digest + suffix, payload)
@@ -277,11 +303,26 @@ class NftTarget(Target):
             if fastpath.eligible(changes, plan.payload.bodies):   # chains only: no nft cache
                 self.nft.commands += fastpath.apply(self.netns, changes, plan.payload.bodies)
                 self.nft.transactions += 1
-            else:
-                self.nft.run_script(nftscript.script(changes, plan.payload.bodies))
+            elif bulk.eligible(changes, plan.objects):
+                self._bulk(changes, plan)
+            else:                # the record's lines are made while nft commits
+                self.nft.run_script(nftscript.script_pieces(changes, plan.payload.bodies),
+                                    getattr(plan.payload.groups, "prepare", None))
         except (NftError, nftscript.MissingBody, fastpath.FastPathError) as exc:
             return [exc] * len(changes)
         return [None] * len(changes)
+
+    def _bulk(self, changes: list[Change], plan: Plan) -> None:
+        """One raw batch (:mod:`dcnet.nft.bulk`), or ``nft -f`` when the table's own
+        objects cannot be replayed so; the record's lines are made while the kernel
+        takes the batch."""
+        prepare = getattr(plan.payload.groups, "prepare", None)
+        try:
+            self.nft.commands += bulk.apply(self.netns, changes, plan.payload.bodies, prepare)
+        except bulk.NotBulk:
+            self.nft.run_script(nftscript.script_pieces(changes, plan.payload.bodies), prepare)
+            return
+        self.nft.transactions += 1
 
     def apply_change(self, change: Change, plan: Plan) -> None:
         if change.kind in ("route", "rule"):
