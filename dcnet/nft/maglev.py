@@ -122,6 +122,7 @@ _COLUMNS = 128      # walk steps per backend computed at once (at most)
 FEW = 24            # same-slot claims settled in Python (more: in numpy)
 _PURE_RANKS = 40000  # tail ranks sorted in Python up to this many (no numpy import)
 WIDTH = 4           # a walk computes WIDTH / (free share) steps at once
+_NEAR = 16          # walk steps kept one row per step (short walks add faster)
 
 
 def _sequential(seeds: list[tuple[int, int]], share: list[float], size: int) -> list[int]:
@@ -226,6 +227,7 @@ def _bulk(pos, skip, share: list[float], size: int):
 
     n = pos.size
     steps = _step_table(skip, size, min(_COLUMNS, size))
+    near = np.ascontiguousarray(steps[:, :_NEAR].T, dtype=np.int64)
     shares = np.array(share)
     equal = all(x == 1.0 for x in share)
     table = np.full(size, -1, dtype=np.int32)
@@ -248,7 +250,7 @@ def _bulk(pos, skip, share: list[float], size: int):
         width = max(2, WIDTH * size // left)
         whole = claim.size == n                 # every backend, in order
         q = _first_free(pos if whole else pos[claim], None if whole else claim, taken2,
-                        size, width, steps, skip)
+                        size, width, steps, skip, near)
         idx = everyone[:claim.size]
         holder[q] = idx
         bad = np.flatnonzero(holder[q] != idx)  # some reached one slot: deferred acceptance
@@ -287,10 +289,8 @@ def _accept(q, claim, idx, holder, n: int, taken2, size: int, width: int, steps,
     np.minimum.at(holder, q, idx)
     lose = np.flatnonzero(holder[q] != idx)
     while lose.size:
-        who = claim[lose]
-        nxt = q[lose] + skip[who]
-        nxt -= size * (nxt >= size)
-        moved = _first_free(nxt, who, taken2, size, width, steps, skip)
+        moved = _first_free(q[lose], claim[lose], taken2, size, width, steps, skip,
+                            after=True)
         q[lose] = moved
         if (holder[moved] == n).all():        # all to slots no one holds: distinct?
             holder[moved] = lose
@@ -305,15 +305,21 @@ def _accept_few(q, bad, claim, holder, n: int, taken2, size: int, skip) -> None:
     """:func:`_accept` for a few same-slot claims, one step at a time in Python.
     ``holder`` holds the last of ``q``'s claimers at each of its slots, ``bad`` the
     claimers overwritten there (ranked by index: the first keeps the slot)."""
+    slots = q[bad]
     at: dict[int, list[int]] = {}
-    for j in bad.tolist():
-        at.setdefault(int(q[j]), []).append(j)
+    for j, c, h in zip(bad.tolist(), slots.tolist(), holder[slots].tolist(), strict=True):
+        js = at.get(c)
+        if js is None:
+            at[c] = [h, j]
+        else:
+            js.append(j)
     losers = []
     for c, js in at.items():
-        js.append(int(holder[c]))
         first = min(js)
-        holder[c] = first
-        losers += [j for j in js if j != first]
+        if first != js[0]:
+            holder[c] = first
+        js.remove(first)
+        losers += js
     heapq.heapify(losers)
     while losers:
         j = heapq.heappop(losers)
@@ -352,33 +358,45 @@ def _step_table(skip, size: int, columns: int):
     return steps
 
 
-def _first_free(start, who, taken2, size: int, width: int, steps, skip):
+def _first_free(start, who, taken2, size: int, width: int, steps, skip, near=None,
+                after: bool = False):
     """Per claimer ``who[j]`` (``who`` None: every backend, in order): the first slot of
-    its walk from ``start[j]`` (included) not taken, ``width`` steps at a time."""
+    its walk from ``start[j]`` (included; ``after``: excluded) not taken, ``width`` steps
+    at a time. ``near``: the first steps of every backend, one row per step (a faster
+    add for short walks)."""
     import numpy as np
 
-    width = min(width, steps.shape[1])
-    cand = (steps[:, :width] if who is None else steps[who, :width]) + start[:, None]
-    got = cand[np.arange(start.size), taken2[cand].argmin(1)]
-    got -= size * (got >= size)
+    m = start.size
+    if near is not None and who is None and width <= near.shape[0] and not after:
+        cand = near[:width] + start
+        got = cand.ravel()[taken2[cand.T].argmin(1) * m + np.arange(m)]
+    else:
+        width = min(width, steps.shape[1] - after)
+        cand = (steps[:, after:after + width] if who is None
+                else steps[who, after:after + width]) + start[:, None]
+        got = cand.ravel()[taken2[cand].argmin(1) + np.arange(0, m * width, width)]
     again = np.flatnonzero(taken2[got])         # no free slot in these steps
-    if not again.size:
-        return got
-    walker = again if who is None else who[again]
-    base = got[again]
-    stride = (width * skip[walker]) % size
-    while again.size:
-        base += stride
+    if again.size:
+        width = min(width, steps.shape[1])
+        walker = again if who is None else who[again]
+        base = got[again]
         base -= size * (base >= size)
-        cand = steps[walker, :width] + base[:, None]
-        found = cand[np.arange(base.size), taken2[cand].argmin(1)]
-        found -= size * (found >= size)
-        got[again] = found
-        still = taken2[found]
-        if not still.any():
-            break
-        keep = np.flatnonzero(still)
-        again, walker, base, stride = again[keep], walker[keep], found[keep], stride[keep]
+        stride = (width * skip[walker]) % size
+        while again.size:
+            base += stride
+            base -= size * (base >= size)
+            cand = steps[walker, :width] + base[:, None]
+            found = cand.ravel()[taken2[cand].argmin(1)
+                                 + np.arange(0, base.size * width, width)]
+            got[again] = found
+            still = taken2[found]
+            if not still.any():
+                break
+            keep = np.flatnonzero(still)
+            found -= size * (found >= size)
+            again, walker, base, stride = (again[keep], walker[keep], found[keep],
+                                           stride[keep])
+    got -= size * (got >= size)
     return got
 
 
