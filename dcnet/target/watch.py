@@ -88,7 +88,9 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
     pickled index or None when the digest is ``known``), with ``drift`` whether each
     target's plan of it is not empty (the previous value when the target was busy or
     unavailable), and the model parsed from ``text``, pickled and compressed (else
-    None); the index labels IPVS rows only with ``vips``, HAProxy's with that target."""
+    None; without ``drift`` each service is pickled as it is read, so the whole model is
+    never held: 39 MiB at 10,000 x 10 instead of 52); the index labels IPVS rows only
+    with ``vips``, HAProxy's with that target."""
     from dcnet.metrics.elb import ServiceIndex
 
     model, parsed = None, None
