@@ -69,7 +69,8 @@ class ChildError(RuntimeError):
 
 def call(function: Callable[..., T], *args: object) -> T:
     """``function(*args)`` in a fresh child process; its result, or its exception
-    raised here (:class:`ChildError` when it has none to give). ``function`` must be
+    raised here (:class:`ChildError` when it has none to give; the child's traceback
+    is a note of the exception when its pickling keeps notes). ``function`` must be
     importable by name (module level) and its arguments and result picklable."""
     given = pickle.dumps(list(sys.path)) + pickle.dumps((function, args), pickle.HIGHEST_PROTOCOL)
     child = subprocess.run([sys.executable, "-I", "-c", _CHILD], input=given,
@@ -90,6 +91,7 @@ def _serve(given, answer) -> None:
         function, args = pickle.load(given)
         out = (True, function(*args))
     except BaseException as exc:     # handed to the caller, whatever it is
+        exc.add_note("in the child process:\n" + "".join(traceback.format_exception(exc)))
         out = (False, exc)
     try:
         data = pickle.dumps(out, pickle.HIGHEST_PROTOCOL)

@@ -68,8 +68,9 @@ def test_a_model_error_pickles_with_its_trailing_problem_last():
 
 def test_a_child_call_returns_its_result_and_raises_its_error():
     assert isolated.call(divmod, 7, 2) == (3, 1)
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(ZeroDivisionError) as error:
         isolated.call(divmod, 1, 0)
+    assert "in the child process:" in error.value.__notes__[0]
     assert isolated.call(print, "printed to stderr") is None     # the answer unspoilt
     with pytest.raises(isolated.ChildError, match="status 3 and no answer"):
         isolated.call(os._exit, 3)          # a child that dies (killed, out of memory)
