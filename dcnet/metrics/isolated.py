@@ -3,9 +3,9 @@
 Loading a 10,000 x 10 service model peaked at 265 MiB when it composed a PyYAML node
 tree, and once that was freed the small objects that outlived it (the model, the labels)
 were spread over the allocator's arenas, which therefore stayed resident; in the child
-it peaks at 43 MiB now (the first, which reads the YAML and pickles each service as it
+it peaks at 39 MiB now (the first, which reads the YAML and pickles each service as it
 is read, with :class:`Packer`: the child's imports, the model's text and the model
-without its real servers) and 49 MiB (each later one: its imports and the whole model;
+without its real servers) and 46 MiB (each later one: its imports and the whole model;
 docs/metrics.md, "Memory, the first loader child: services pickled as read"), which the
 exporter does not keep. :func:`call` runs such work in a child process started for it
 (a fresh interpreter, not a fork of a threaded process, so none of the exporter's pages
