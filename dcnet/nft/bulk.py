@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 
 from dcnet.nft import fastpath as fp
 from dcnet.nft import flat
-from dcnet.nft.ruleset import TABLE, counter_map
+from dcnet.nft.ruleset import TABLE, counter_map, counter_name
 from dcnet.nft.script import script
 from dcnet.plan import Action, Change
 from dcnet.sysio import netns as netns_mod
@@ -147,16 +147,19 @@ def infra_messages(compiled) -> list[tuple[int, int, bytes]]:
 
 def element_messages(changes: list[Change]) -> list[tuple[int, int, bytes]]:
     """The messages of ``changes`` (flat, tally, counter) in plan order; a run of
-    creates of one kind grouped set by set."""
+    creates of one kind grouped set by set (the bytes :func:`fp.element_messages`
+    writes, with the attribute headers of fixed-size keys and data made once)."""
     out: list[tuple[int, int, bytes]] = []
     run: dict[str, list[bytes]] = {}
     run_kind = None
+    pack_slot = struct.Struct("=I").pack
     for c in changes:
         groupable = c.action is Action.CREATE and c.kind in ("flat", "tally")
         if run and (not groupable or c.kind != run_kind):
             out += _flush(run)
         if not groupable:
-            out += fp.element_messages(c)
+            out += (_counter(c) if c.kind == "counter" and c.action is Action.CREATE
+                    else fp.element_messages(c))
             continue
         run_kind = c.kind
         if c.kind == "tally":
@@ -167,16 +170,47 @@ def element_messages(changes: list[Change]) -> list[tuple[int, int, bytes]]:
         for _op, name, elems in flat.ops(c.key, None, c.new):
             pending = run.setdefault(name, [])
             for slot, data in elems:
-                key = key3 if slot is None else key3 + struct.pack("=I", slot)
-                value = (None if data is None
-                         else fp._attr(2 | fp.NESTED, fp._attr(1, fp._data(data))))
-                pending.append(_element(key, value))
+                key = key3 if slot is None else key3 + pack_slot(slot)
+                pending.append(_element(key, None if data is None else _data(data)))
     out += _flush(run)
     return out
 
 
+_TABLE = fp._attr_str(fp.A_TABLE, TABLE)
+_COUNTER_TAIL = fp._attr(3, struct.pack(">I", 1)) + fp._attr(4 | fp.NESTED, b"")
+
+
+def _counter(change: Change) -> list[tuple[int, int, bytes]]:
+    """A named counter's NEWOBJ (as :func:`fp.element_messages` writes it)."""
+    return [(fp.MSG["newobj"], fp.F_CREATE,
+             _TABLE + fp._attr_str(2, counter_name(change.key)) + _COUNTER_TAIL)]
+
+
+_heads: dict[tuple[int, int], bytes] = {}
+
+
+def _head(atype: int, length: int) -> bytes:
+    """An attribute ``atype`` holding a nested attribute 1 of ``length`` bytes: their two
+    headers (``length`` a multiple of 4: no padding)."""
+    got = _heads.get((atype, length))
+    if got is None:
+        got = _heads[(atype, length)] = struct.pack("=HHHH", 8 + length, atype, 4 + length, 1)
+    return got
+
+
+def _data(value) -> bytes:
+    """NFTA_SET_ELEM_DATA holding NFTA_DATA_VALUE ``value`` (see fp._data)."""
+    raw = fp._data(value)
+    return _head(2 | fp.NESTED, len(raw)) + raw
+
+
 def _element(key: bytes, data: bytes | None) -> bytes:
-    return fp._attr(1 | fp.NESTED, fp._attr(1 | fp.NESTED, fp._attr(1, key)) + (data or b""))
+    """One NFTA_LIST_ELEM: the key (NFTA_SET_ELEM_KEY holding NFTA_DATA_VALUE), then
+    ``data`` (an encoded attribute) if any."""
+    if len(key) % 4:
+        return fp._attr(1 | fp.NESTED, fp._attr(1 | fp.NESTED, fp._attr(1, key)) + (data or b""))
+    body = _head(1 | fp.NESTED, len(key)) + key + (data or b"")
+    return struct.pack("=HH", 4 + len(body), 1 | fp.NESTED) + body
 
 
 def _flush(run: dict[str, list[bytes]]) -> list[tuple[int, int, bytes]]:
