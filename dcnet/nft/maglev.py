@@ -122,6 +122,7 @@ _COLUMNS = 128      # walk steps per backend computed at once (at most)
 FEW = 24            # same-slot claims settled in Python (more: in numpy)
 _PURE_RANKS = 40000  # tail ranks sorted in Python up to this many (no numpy import)
 WIDTH = 4           # a walk computes WIDTH / (free share) steps at once
+_TOP = 16           # tail ranks sorted per backend at first (all when passed)
 _NEAR = 16          # walk steps kept one row per step (short walks add faster)
 
 
@@ -193,6 +194,7 @@ def _tail(claims: list[int], pos, skip, free: list[int], size: int, table,
         return
     who = sorted(set(claims))
     row = {b: k for k, b in enumerate(who)}
+    ranks = None
     if pure and len(who) * len(free) <= _PURE_RANKS:
         order = []
         for b in who:
@@ -201,19 +203,29 @@ def _tail(claims: list[int], pos, skip, free: list[int], size: int, table,
     else:
         import numpy as np
 
-        start = np.array([int(pos[b]) for b in who], dtype=np.int64)[:, None]
-        inverse = np.array([pow(int(skip[b]), -1, size) for b in who],
+        who_ = np.array(who)
+        start = np.asarray(pos)[who_].astype(np.int64)[:, None]
+        inverse = np.array([pow(int(s), -1, size) for s in np.asarray(skip)[who_].tolist()],
                            dtype=np.int64)[:, None]
         slots = np.array(free, dtype=np.int64)
-        order = np.argsort((slots[None, :] * inverse - start * inverse) % size,
-                           axis=1).tolist()
+        ranks = (slots[None, :] * inverse - start * inverse) % size
+        if len(free) > _TOP:                   # each backend's first few, in rank order
+            top = np.argpartition(ranks, _TOP - 1, axis=1)[:, :_TOP]
+            order = np.take_along_axis(top, np.take_along_axis(ranks, top, 1).argsort(1),
+                                       1).tolist()
+        else:
+            order = ranks.argsort(1).tolist()
     at = [0] * len(who)
     open_ = [True] * len(free)
     for b in claims:
         k = row[b]
         ranked = order[k]
         j = at[k]
-        while not open_[ranked[j]]:
+        while True:
+            if j == len(ranked):               # past its first few: all, in rank order
+                ranked = order[k] = ranks[k].argsort().tolist()
+            if open_[ranked[j]]:
+                break
             j += 1
         open_[ranked[j]] = False
         at[k] = j + 1
@@ -230,9 +242,9 @@ def _bulk(pos, skip, share: list[float], size: int):
     near = np.ascontiguousarray(steps[:, :_NEAR].T, dtype=np.int64)
     shares = np.array(share)
     equal = all(x == 1.0 for x in share)
-    table = np.full(size, -1, dtype=np.int32)
     taken2 = np.zeros(2 * size, dtype=bool)     # taken, twice over: no wrap in a walk
     holder = np.full(size, n, dtype=np.int32)
+    table = holder if equal else np.full(size, -1, dtype=np.int32)  # equal: claimer = backend
     credit = np.zeros(n)
     everyone = np.arange(n, dtype=np.int32)
     left = size
@@ -248,9 +260,11 @@ def _bulk(pos, skip, share: list[float], size: int):
             rest = claim[left - TAIL:].tolist()
             claim = claim[:left - TAIL]
         width = max(2, WIDTH * size // left)
+        reach = width if 8 * left > size else max(2, 2 * size // left)  # late: most
+        # claimers find a free slot within 1 / (free share) steps, the rest walk on
         whole = claim.size == n                 # every backend, in order
         q = _first_free(pos if whole else pos[claim], None if whole else claim, taken2,
-                        size, width, steps, skip, near)
+                        size, reach, steps, skip, near)
         idx = everyone[:claim.size]
         holder[q] = idx
         bad = np.flatnonzero(holder[q] != idx)  # some reached one slot: deferred acceptance
@@ -258,7 +272,8 @@ def _bulk(pos, skip, share: list[float], size: int):
             _accept(q, claim, idx, holder, n, taken2, size, width, steps, skip)
         elif bad.size:
             _accept_few(q, bad, claim, holder, n, taken2, size, skip)
-        table[q] = claim
+        if not equal:
+            table[q] = claim
         taken2[q] = True
         taken2[q + size] = True
         nxt = q + (skip if whole else skip[claim])
@@ -375,8 +390,9 @@ def _first_free(start, who, taken2, size: int, width: int, steps, skip, near=Non
         cand = (steps[:, after:after + width] if who is None
                 else steps[who, after:after + width]) + start[:, None]
         got = cand.ravel()[taken2[cand].argmin(1) + np.arange(0, m * width, width)]
-    again = np.flatnonzero(taken2[got])         # no free slot in these steps
-    if again.size:
+    still = taken2[got]                         # no free slot in these steps
+    if still.any():
+        again = np.flatnonzero(still)
         width = min(width, steps.shape[1])
         walker = again if who is None else who[again]
         base = got[again]

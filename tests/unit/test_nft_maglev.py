@@ -108,18 +108,23 @@ def test_the_bulk_build_is_byte_identical_to_the_sequential_reference(size, coun
         assert maglev.table_bytes(maglev.build(weights, size)) == maglev.table_bytes(want)
 
 
-@pytest.mark.parametrize("tail,bulk_from,few", [(0, 1, 0), (1, 1, 10**9), (5, 2, 3),
-                                                (300, 1, 0), (0, 10**9, 0), (3, 10**9, 0),
-                                                (5000, 10**9, 0)])
+@pytest.mark.parametrize("tail,bulk_from,few,top,near", [
+    (0, 1, 0, 16, 16), (1, 1, 10**9, 16, 0), (5, 2, 3, 1, 2), (300, 1, 0, 1, 16),
+    (300, 1, 40, 2, 128), (0, 10**9, 0, 16, 16), (3, 10**9, 0, 16, 16),
+    (5000, 10**9, 0, 1, 16)])
 def test_every_switch_point_between_the_ways_gives_the_same_table(monkeypatch, tail,
-                                                                   bulk_from, few):
+                                                                   bulk_from, few, top,
+                                                                   near):
     """Where the build turns from rounds to ranks (TAIL), which backend counts go by
-    numpy rounds (BULK_FROM) and how many same-slot claims are settled in Python (FEW)
-    must not change a slot."""
+    numpy rounds (BULK_FROM), how many same-slot claims are settled in Python (FEW), how
+    many ranks the tail sorts per backend before all of them (_TOP) and how many steps
+    a walk adds row by row (_NEAR) must not change a slot."""
     monkeypatch.setattr(maglev, "TAIL", tail)
     monkeypatch.setattr(maglev, "BULK_FROM", bulk_from)
     monkeypatch.setattr(maglev, "FEW", few)
-    rng = random.Random(tail * 31 + bulk_from + few)
+    monkeypatch.setattr(maglev, "_TOP", top)
+    monkeypatch.setattr(maglev, "_NEAR", near)
+    rng = random.Random(tail * 31 + bulk_from + few + top)
     for _ in range(6):
         size = rng.choice([2, 7, 13, 101, 1009, 4099])
         weights = random_weights(rng, rng.choice([1, 2, 3, 10, 65, 300]))
