@@ -263,8 +263,15 @@ def _bulk(pos, skip, share: list[float], size: int):
         reach = width if 8 * left > size else max(2, 2 * size // left)  # late: most
         # claimers find a free slot within 1 / (free share) steps, the rest walk on
         whole = claim.size == n                 # every backend, in order
-        q = _first_free(pos if whole else pos[claim], None if whole else claim, taken2,
-                        size, reach, steps, skip, near)
+        if whole and 2 * left > size:           # most start on a free slot: walk the rest
+            q = pos
+            walk = np.flatnonzero(taken2[pos])
+            if walk.size:
+                q[walk] = _first_free(pos[walk], walk, taken2, size, reach, steps, skip,
+                                      after=True)
+        else:
+            q = _first_free(pos if whole else pos[claim], None if whole else claim, taken2,
+                            size, reach, steps, skip, near)
         idx = everyone[:claim.size]
         holder[q] = idx
         bad = np.flatnonzero(holder[q] != idx)  # some reached one slot: deferred acceptance
@@ -360,15 +367,16 @@ def _step_table(skip, size: int, columns: int):
     import numpy as np
 
     kind = np.int32 if 2 * size < 2**31 else np.int64
-    steps = np.zeros((skip.size, columns), dtype=kind)
+    steps = np.empty((skip.size, columns), dtype=kind)
+    steps[:, 0] = 0
     if columns > 1:
         steps[:, 1] = skip
     k = 2
     while k < columns:
         w = min(k, columns - k)
-        block = steps[:, :w] + ((k * skip) % size).astype(kind)[:, None]
+        block = steps[:, k:k + w]
+        np.add(steps[:, :w], ((k * skip) % size).astype(kind)[:, None], out=block)
         block -= kind(size) * (block >= size)
-        steps[:, k:k + w] = block
         k += w
     return steps
 
