@@ -99,7 +99,9 @@ def build(weights: Mapping[str, int], size: int = DEFAULT_SIZE) -> tuple[int, ..
     import numpy as np
 
     table = _bulk(*_seeds(names, size), share, size)
-    return tuple(np.array(range(len(names)), dtype=object)[table].tolist())
+    if len(names) <= _SMALL_INTS:
+        return tuple(table.tolist())
+    return tuple(np.array(range(len(names)), dtype=object)[table].tolist())  # shared ints
 
 
 # How the table is computed. The sequential algorithm: rounds; in each, backend i (in
@@ -122,6 +124,7 @@ _COLUMNS = 128      # walk steps per backend computed at once (at most)
 FEW = 24            # same-slot claims settled in Python (more: in numpy)
 _PURE_RANKS = 40000  # tail ranks sorted in Python up to this many (no numpy import)
 WIDTH = 4           # a walk computes WIDTH / (free share) steps at once
+_SMALL_INTS = 350    # fewer backends: most of a table's ints are Python's cached ones
 _TOP = 16           # tail ranks sorted per backend at first (all when passed)
 _NEAR = 16          # walk steps kept one row per step (short walks add faster)
 
@@ -260,9 +263,9 @@ def _bulk(pos, skip, share: list[float], size: int):
             rest = claim[left - TAIL:].tolist()
             claim = claim[:left - TAIL]
         width = max(2, WIDTH * size // left)
-        reach = width if 8 * left > size else max(2, 2 * size // left)  # late: most
-        # claimers find a free slot within 1 / (free share) steps, the rest walk on
         whole = claim.size == n                 # every backend, in order
+        reach = width if 8 * left > size or not whole else max(2, 2 * size // left)
+        # (late, every backend: most find a free slot within 2 / (free share) steps)
         if whole and 2 * left > size:           # most start on a free slot: walk the rest
             q = pos
             walk = np.flatnonzero(taken2[pos])
