@@ -5,27 +5,30 @@ A full sync of 30,000 VIP:ports by ``nft -f`` spends ~3 s in nft's parser and ev
 (1.2 GB of its memory) before the kernel sees a message. This module sends the same
 transaction itself, as :mod:`dcnet.nft.fastpath` does for small ones:
 
-1. **The table's own objects** (the ``table``, ``classes``, ``lb``, ``lbgroup`` and
-   ``hook`` kinds: maps, sets, fixed chains and their rules), when the plan creates them
-   from an empty table: their ``nft -f`` script (:func:`dcnet.nft.script.script`,
-   ~1,200 lines) runs in a fresh private namespace
-   (:func:`dcnet.sysio.netns.run_in_new`), and the sets, chains and rules are read back
-   with one dump each: the kernel's own encoding, replayed as ``NEWTABLE``, ``NEWSET``,
-   ``NEWCHAIN`` and ``NEWRULE``. A table there holding an anonymous set or a named
-   object is not replayed (:class:`NotBulk`: ``nft -f`` goes instead).
-2. **Every VIP:port's elements and counters** (``flat``, ``tally``, ``counter``):
+1. **Everything but the flat elements** (:data:`COMPILED_KINDS`: the table's maps,
+   sets, fixed chains and their rules; chained VIP:ports' chains, affinity sets,
+   services-map elements and Maglev maps), when the plan creates them in an empty
+   table: their ``nft -f`` script (:func:`dcnet.nft.script.script`, with the counters
+   their rules name) runs in a fresh private namespace
+   (:func:`dcnet.sysio.netns.run_in_new`), and the sets, chains, rules and set elements
+   are read back with one dump each (one per set for elements): the kernel's own
+   encoding, replayed as ``NEWTABLE``, ``NEWSET``, ``NEWCHAIN``, ``NEWRULE`` and
+   ``NEWSETELEM``. A rule holding an anonymous set is not replayed (:class:`NotBulk`:
+   ``nft -f`` goes instead).
+2. **Every VIP:port's flat elements and counters** (``flat``, ``tally``, ``counter``):
    encoded here as :func:`dcnet.nft.fastpath.element_messages` does, a run of creates
    of one kind grouped set by set, up to :data:`PER_MESSAGE` elements to a message
    (the order within such a run is free: the same argument as the script's batching).
 
-All of it goes in one ``BATCH_BEGIN`` ... ``END``: the kernel commits it entirely or
-not at all, and bumps the generation id once, exactly as ``nft -f`` does. Only the
-last message asks for an ack (an ack for each of 300,000 messages would overflow the
-socket's receive buffer); errors are answered whatever the flags.
+All of it goes in one ``BATCH_BEGIN`` ... ``END`` (sets, then named counters, then the
+chains and rules that name both, then elements): the kernel commits it entirely or not
+at all, and bumps the generation id once, exactly as ``nft -f`` does. Only the last
+message asks for an ack (an ack for each of 300,000 messages would overflow the socket's
+receive buffer); errors are answered whatever the flags.
 
 :func:`eligible` says which plans go so: more than :data:`dcnet.nft.fastpath.MAX_ELEMENTS`
-elements, every other change a creation of the table's own objects (and then the plan
-was read from an empty table). Everything else goes as before.
+elements, every other change a creation of a compiled kind (and then the plan was read
+from an empty table). Everything else goes as before.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ from dcnet.nft.script import script
 from dcnet.plan import Action, Change
 from dcnet.sysio import netns as netns_mod
 
-INFRA_KINDS = frozenset({"table", "classes", "lb", "lbgroup", "hook"})
+# created by nft in a private namespace and replayed (everything but the flat elements,
+# counters and counter-map elements, which are encoded here; not DR's netdev table)
+COMPILED_KINDS = frozenset({"table", "classes", "lb", "lbgroup", "hook", "service",
+                            "backend", "element", "affinity", "maglev"})
 PER_MESSAGE = 1024            # elements in one NEWSETELEM message of a run
 CHAIN_INPUT = frozenset({3, 4, 5, 7})   # NFTA_CHAIN_NAME, HOOK, POLICY, TYPE
 SOL_NETLINK = 270
@@ -59,15 +65,15 @@ def eligible(changes: list[Change], objects_read: int) -> bool:
     """Is this plan a bulk one (module docstring)? ``objects_read``: how many objects
     the plan was read with (0: an empty or absent table)."""
     elements = 0
-    infra = False
+    compiled = False
     for c in changes:
         if c.kind in fp.ELEMENT_KINDS:
             elements += sum(len(a.get("slots", ())) + 6 for a in (c.old, c.new) if a)
-        elif c.kind in INFRA_KINDS and c.action is Action.CREATE:
-            infra = True
+        elif c.kind in COMPILED_KINDS and c.action is Action.CREATE:
+            compiled = True
         else:
             return False
-    return elements > fp.MAX_ELEMENTS and (not infra or objects_read == 0)
+    return elements > fp.MAX_ELEMENTS and (not compiled or objects_read == 0)
 
 
 def apply(netns: str | None, changes: list[Change], bodies: Mapping,
@@ -76,11 +82,17 @@ def apply(netns: str | None, changes: list[Change], bodies: Mapping,
     number of messages sent. NotBulk when the table's objects cannot be replayed (nothing
     sent); FastPathError when the kernel refused the batch (nothing applied).
     ``meanwhile`` runs on this thread while the kernel takes the batch."""
-    infra = [c for c in changes if c.kind in INFRA_KINDS]
-    msgs: list[tuple[int, int, bytes]] = []
-    if infra:
-        msgs += infra_messages(netns_mod.run_in_new(_compile_here, script(infra, bodies)))
-    msgs += element_messages([c for c in changes if c.kind in fp.ELEMENT_KINDS])
+    compiled = [c for c in changes if c.kind in COMPILED_KINDS]
+    counters = [c for c in changes if c.kind == "counter"]
+    rest = [c for c in changes if c.kind in fp.ELEMENT_KINDS and c.kind != "counter"]
+    if compiled:                   # sets, then counters, then the rules naming them
+        chained = {c.key for c in compiled if c.kind == "service"}
+        named = [c for c in counters if c.key[:3] in chained]
+        text = script([*named, *compiled], bodies)      # the stub needs what rules name
+        head, tail = compiled_messages(netns_mod.run_in_new(_compile_here, text))
+        msgs = [*head, *element_messages(counters), *tail, *element_messages(rest)]
+    else:
+        msgs = element_messages([*counters, *rest])
     if netns:
         sock = netns_mod.socket_in(netns_mod.path_of(netns), socket.AF_NETLINK,
                                    socket.SOCK_RAW, fp.NETLINK_NETFILTER)
@@ -95,9 +107,12 @@ def apply(netns: str | None, changes: list[Change], bodies: Mapping,
 
 # ---------------------------------------------------------------- the table's objects
 
-def _compile_here(text: str) -> tuple[list[bytes], list[bytes], dict[str, list[bytes]]]:
+def _compile_here(text: str) -> tuple[list[bytes], list[bytes], dict[str, list[bytes]],
+                                      list[bytes]]:
     """(sets' NEWSET attributes, chains' NEWCHAIN attributes, chain -> its rules'
-    attributes) of ``text`` run by nft here (a fresh namespace)."""
+    attributes, the sets' elements as NEWSETELEM attributes) of ``text`` run by nft here
+    (a fresh namespace). Named objects there (the counters chained VIP:ports' rules
+    name) are not kept: the plan's own counter changes create them."""
     done = subprocess.run(["nft", "-f", "-"], input=text, capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
@@ -105,13 +120,14 @@ def _compile_here(text: str) -> tuple[list[bytes], list[bytes], dict[str, list[b
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, fp.NETLINK_NETFILTER)
     try:
         sock.settimeout(30)
-        sets, chains, rules = [], [], {}
+        sets, names, chains, rules, elements = [], [], [], {}, []
         for payload in fp._dump(sock, fp.MSG["getset"]):
             attrs = list(fp._attrs(payload[4:]))
             name = dict(attrs).get(fp.A_SET_NAME, b"\0\0\0\0")[4:].rstrip(b"\0").decode()
             if name.startswith("__"):
-                raise NotBulk(f"anonymous set {name} in the table's own rules")
+                raise NotBulk(f"anonymous set {name} in a rule")
             sets.append(b"".join(raw for t, raw in attrs if t in fp.SET_INPUT))
+            names.append(name)
         for payload in fp._dump(sock, 4):                      # NFT_MSG_GETCHAIN
             chains.append(b"".join(raw for t, raw in fp._attrs(payload[4:])
                                    if t in CHAIN_INPUT))
@@ -120,27 +136,46 @@ def _compile_here(text: str) -> tuple[list[bytes], list[bytes], dict[str, list[b
             chain = attrs[fp.A_CHAIN][4:].rstrip(b"\0").decode()
             rules.setdefault(chain, []).append(
                 b"".join(attrs[t] for t in (fp.A_EXPRESSIONS, fp.A_USERDATA) if t in attrs))
-        if any(True for _ in fp._dump(sock, 19)):             # NFT_MSG_GETOBJ
-            raise NotBulk("named objects among the table's own")
-        return sets, chains, rules
+        for name in names:                                     # NFT_MSG_GETSETELEM
+            request = fp._attr_str(1, TABLE) + fp._attr_str(2, name)
+            for payload in _dump(sock, 13, request):
+                attrs = dict(fp._attrs(payload[4:]))
+                if len(attrs.get(3, b"")) > 4:                 # NFTA_SET_ELEM_LIST_ELEMENTS
+                    elements.append(b"".join(attrs[t] for t in (1, 2, 3)))
+        return sets, chains, rules, elements
     finally:
         sock.close()
 
 
-def infra_messages(compiled) -> list[tuple[int, int, bytes]]:
-    """NEWTABLE, then every set (with a batch-local id), chain and rule compiled."""
-    sets, chains, rules = compiled
+def _dump(sock: socket.socket, msg: int, attrs: bytes):
+    """The payloads of one NLM_F_DUMP request ``msg`` with ``attrs``."""
+    sock.send(fp._msg(msg, fp.F_REQUEST | fp.F_DUMP, 1, fp.NFPROTO_INET, attrs))
+    while True:
+        for mtype, _flags, payload in fp._parse(sock.recv(1 << 20)):
+            if mtype == fp.NLMSG_DONE:
+                return
+            if mtype == fp.NLMSG_ERROR:
+                raise fp.FastPathError(f"dump: {os.strerror(fp._errno(payload))}")
+            yield payload
+
+
+def compiled_messages(compiled) -> tuple[list, list]:
+    """(NEWTABLE and every set, with a batch-local id; then every chain, rule and set
+    element): named counters go between the two (rules name them), and elements come
+    after the chains their verdicts go to."""
+    sets, chains, rules, elements = compiled
     table = fp._attr_str(fp.A_TABLE, TABLE)
-    out = [(0, fp.F_CREATE, fp._attr_str(1, TABLE))]            # NFT_MSG_NEWTABLE
+    head = [(0, fp.F_CREATE, fp._attr_str(1, TABLE))]           # NFT_MSG_NEWTABLE
     for i, attrs in enumerate(sets, 1):
-        out.append((fp.MSG["newset"], fp.F_CREATE,
-                    attrs + fp._attr(fp.A_SET_ID, struct.pack(">I", i))))
-    out += [(fp.MSG["newchain"], fp.F_CREATE, table + attrs) for attrs in chains]
+        head.append((fp.MSG["newset"], fp.F_CREATE,
+                     attrs + fp._attr(fp.A_SET_ID, struct.pack(">I", i))))
+    out = [(fp.MSG["newchain"], fp.F_CREATE, table + attrs) for attrs in chains]
     for chain, compiled_rules in rules.items():
-        head = table + fp._attr_str(fp.A_CHAIN, chain)
-        out += [(fp.MSG["newrule"], fp.F_CREATE | fp.F_APPEND, head + r)
+        where = table + fp._attr_str(fp.A_CHAIN, chain)
+        out += [(fp.MSG["newrule"], fp.F_CREATE | fp.F_APPEND, where + r)
                 for r in compiled_rules]
-    return out
+    out += [(fp.MSG["newsetelem"], fp.F_CREATE, attrs) for attrs in elements]
+    return head, out
 
 
 # ---------------------------------------------------------------- elements

@@ -25,17 +25,24 @@ CLIENT = "cli-unicom"
 V6 = "2001:db8:75::10"
 
 
-def big_model(services: int, servers: int, vip: str = VIP, real: dict | None = None):
+def big_model(services: int, servers: int, vip: str = VIP, real: dict | None = None,
+              chained: bool = False):
     """``vip`` on ``real`` (or ``servers`` made-up servers), plus ``services`` more VIPs
-    of ``servers`` made-up servers, weights 1 .. 3 (W differs), and one IPv6 VIP."""
+    of ``servers`` made-up servers, weights 1 .. 3 (W differs), and one IPv6 VIP;
+    ``chained``: the second VIP's port is Maglev (``mh``) and the third's persistent."""
     made_up = {f"10.78.{j // 250}.{j % 250 + 1}": j % 3 + 1 for j in range(servers)}
     more = tuple((f"10.77.{i // 250}.{i % 250 + 1}",
                   {f"10.79.{(i * servers + j) // 250 % 250}.{(i * servers + j) % 250 + 1}":
                    (i + j) % 3 + 1 for j in range(servers)})
                  for i in range(services))
     more += ((V6, {"fd00:75::11": 2, "fd00:75::12": 1}),)
-    return synth.model(synth.lab_model_text(vip, real or made_up, target_port=lvslab.RS_HTTP,
-                                            more=more))
+    text = synth.lab_model_text(vip, real or made_up, target_port=lvslab.RS_HTTP, more=more)
+    if chained:
+        parts = text.split("  - job: ")
+        parts[2] = parts[2].replace("scheduler: wrr", "scheduler: mh")
+        parts[3] = parts[3].replace("persistence: 0", "persistence: 300")
+        text = "  - job: ".join(parts)
+    return synth.model(text)
 
 
 def planned_and_applied(options, m, *, bulk_ok: bool):
@@ -101,6 +108,25 @@ def test_a_bulk_batch_leaves_the_table_nft_f_leaves(lab_factory, tmp_path):
     target = registry.create("nft", **options[0])
     os.unlink(target.fingerprint_path())
     check = target.plan(m)                                         # and the kernel does
+    assert not check.payload.fast_path and check.empty, check.to_text()[:2000]
+
+
+def test_chained_vip_ports_go_in_the_same_batch(lab_factory, tmp_path):
+    lab = lab_factory({"hosts": [{"name": "one"}, {"name": "two"}]})
+    m = big_model(1000, 10, chained=True)
+    options = [{"netns": lab.netns(h), "state_dir": str(tmp_path / h)} for h in ("one", "two")]
+    plan = planned_and_applied(options[0], m, bulk_ok=True)
+    kinds = {c.kind for c in plan.changes}
+    assert {"maglev", "affinity", "service", "backend", "element"} <= kinds
+    planned_and_applied(options[1], m, bulk_ok=False)
+    raw, text = listing(options[0]["netns"]), listing(options[1]["netns"])
+    maglev = [b for i in raw for b in i.values() if isinstance(b, dict)
+              and str(b.get("name", "")).startswith("mh-")]
+    assert len(maglev) == 1 and len(maglev[0]["elem"]) == 65537    # its table, replayed
+    assert raw == text
+    target = registry.create("nft", **options[0])
+    os.unlink(target.fingerprint_path())
+    check = target.plan(m)
     assert not check.payload.fast_path and check.empty, check.to_text()[:2000]
 
 
