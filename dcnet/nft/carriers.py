@@ -8,7 +8,8 @@ match it. Instead:
 - the service chain of a VIP marks the connection with its carrier's routing table
   number (``ct mark set 101``) on its first packet (:mod:`dcnet.nft.ruleset`);
 - the ``replies`` chain (filter, prerouting, priority mangle) copies that mark to every
-  reply packet (``ct direction reply ct mark { 101, 102 } meta mark set ct mark``);
+  reply packet (``ct direction reply ct mark 101 meta mark set ct mark``, a rule per
+  carrier mark);
 - here: one policy rule per carrier, ``fwmark TABLE lookup TABLE`` at the model's
   ``lvs.rule_priority_min``, and the carrier table's default route via its gateway on
   its uplink (route protocol ``lvs.route_protocol``), through rtnetlink.

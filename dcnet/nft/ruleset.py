@@ -240,9 +240,10 @@ class _Builder:
             if name == "replies":
                 if not marks:
                     continue
-                wanted = (str(marks[0]) if len(marks) == 1
-                          else "{ " + ", ".join(map(str, marks)) + " }")
-                rules = [f"ct direction reply ct mark {wanted} meta mark set ct mark"]
+                # a rule per mark, not ``ct mark { 101, 102 }``: no anonymous set, so
+                # a big sync can replay the table's rules (dcnet.nft.bulk)
+                rules = [f"ct direction reply ct mark {m} meta mark set ct mark"
+                         for m in marks]
             self.chain("hook", (name,), name, rules, {"hook": hook, "priority": priority})
 
     def service(self, key3: tuple, scheduler: str, persistence: int,

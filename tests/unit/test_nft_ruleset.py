@@ -223,3 +223,12 @@ def test_a_change_whose_body_is_missing_is_refused():
     delete = Change(Action.DELETE, "element", KEY3, old={"chain": "svc"})
     assert script.commands(delete, {}) == [
         "delete element inet dcnet services { 198.51.100.10 . tcp . 80 }"]
+
+
+def test_the_replies_chain_holds_a_rule_per_carrier_mark_and_no_anonymous_set():
+    want = ruleset.build([], True, (), (102, 101, 101))
+    assert "replies" not in {k[0] for kind, k in ruleset.build([], True).state if kind == "hook"}
+    (body,) = [want.bodies[i] for i in want.state if i == ("hook", ("replies",))]
+    texts = [line for line in body if "ct direction reply" in line]
+    assert len(texts) == 2 and all("{" not in t.split("comment")[0] for t in texts)
+    assert ["ct mark 101 " in texts[0], "ct mark 102 " in texts[1]] == [True, True]
