@@ -95,18 +95,27 @@ def show_stat(services: int, servers: int, server_rows: bool = True) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def model_text(services: int, servers: int) -> str:
+def model_text(services: int, servers: int, forward: str | None = None,
+               check: str | None = None) -> str:
+    """The exporter's model: ``services`` services of ``servers`` real servers, port 80
+    (forwarded as the model's default, dr, unless ``forward`` says, e.g. ``nat``: what
+    the nft target renders without ``--nft-dr``, to port 8080), health checked as the
+    model's default unless ``check`` names the type (``none``: HAProxy then needs no
+    descriptor per server)."""
     import yaml
 
+    port = {"port": 80} if forward is None else {"port": 80, "forward": forward,
+                                                   "target_port": 8080}
     data = {"version": 1, "carriers": [{"name": "bgp", "uplink": "bgp0",
                                         "gateway": "203.0.113.1", "table": 104,
                                         "vip_ranges": ["10.128.0.0/9"], "default": True}],
             "services": [{"job": job(n), "vips": {"bgp": f"10.{128 + n // 65536}."
                                                   f"{n // 256 % 256}.{n % 256}"},
-                          "ports": [{"port": 80}],
+                          "ports": [dict(port)],    # a copy: one object would be an alias
                           "real_servers": [{"address": f"10.{n // 256 % 256}.{n % 256}."
                                                        f"{s + 1}"}
-                                           for s in range(servers)]}
+                                           for s in range(servers)],
+                          **({"health_check": {"type": check}} if check else {})}
                          for n in range(services)]}
     return yaml.safe_dump(data)
 
