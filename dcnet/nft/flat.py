@@ -18,13 +18,21 @@ the rules that read them are fixed, written once with the table:
   W of its group, ``ip daddr . meta l4proto . th dport @w4-W dnat ip to ip daddr . meta
   l4proto . th dport . numgen random mod W map @wr4``: a new connection takes at most 16
   + 16 set lookups to its rule. ``lb4`` ends with ``drop`` (W = 0: no backend takes new
-  connections, as the chain layout's ``drop``). The 544 sets are one plan object,
-  ``("classes", (family,))``, whose attributes are their names.
+  connections, as the chain layout's ``drop``). The 670 sets (with the pattern class
+  sets below) are one plan object, ``("classes", (family,))``, whose attributes are
+  their names.
 - ``wr4`` (``wr6``): ``VIP . proto . port . slot : RIP . RPORT``, W slots per VIP:port,
   backend i holding w_i of them: a new connection picks backend i with probability
   w_i / W exactly (the chain layout's telescoping ``numgen`` rules give the same).
 - ``marks4`` (``marks6``): carrier routing's connection mark, ``VIP . proto . port :
   mark`` (``lb4`` starts with ``ct mark set ... map @marks4``; no element, no mark).
+- Uneven weights of W <= 64 (:mod:`dcnet.nft.patterns`): instead of W slots, n indices
+  in ``wrp4`` (``VIP . proto . port . PICKED|i : RIP . RPORT``, heaviest backend first),
+  the weights' canonical id in ``pat4`` and the slot -> index map of those weights in
+  ``picks``, shared by every VIP:port of the same weights; class sets ``p4-<W>`` (W 2 ..
+  64), whose rules in W's group chain use the packet mark as a scratch register (reset
+  to 0 right after DNAT by the ``lbmark`` chains). Its object has a ``pattern`` (the id)
+  and its ``slots`` are ``"i RIP . RPORT"`` per index.
 - The new-connection counter ``cn-`` is an element of the counter map ``cnew``
   (``cnew6``), which ``lb4`` counts by (``counter name ... map @cnew``); ``ci-``/``co-``
   are the traffic maps' as for every VIP:port.

@@ -90,7 +90,7 @@ HOOKS = {"prerouting": ("nat", "prerouting", -100), "output": ("nat", "output", 
          "replies": ("filter", "prerouting", -150),    # replies: carrier routing only
          "traffic-in": ("filter", "prerouting", -150),  # before DNAT: daddr is the VIP
          "traffic-out": ("filter", "postrouting", 200),  # after un-NAT: saddr is the VIP
-         # right after DNAT: a pattern VIP:port's scratch connection mark reset to 0
+         # right after DNAT: a weight pattern's scratch packet mark back to 0
          "lbmark": ("filter", "prerouting", -99), "lbmark-out": ("filter", "output", -99)}
 HOOK_RULES = (f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}",
               f"ip6 daddr . meta l4proto . th dport vmap @{SERVICES_MAP6}", *flat.HOOK_RULES)
