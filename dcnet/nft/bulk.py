@@ -186,12 +186,13 @@ def element_messages(changes: list[Change]) -> list[tuple[int, int, bytes]]:
     writes, with the attribute headers of fixed-size keys and data made once)."""
     out: list[tuple[int, int, bytes]] = []
     run: dict[str, list[bytes]] = {}
+    shared: dict[tuple[int, int], int] = {}     # picks elements of the run's patterns
     run_kind = None
     pack_slot = struct.Struct("=I").pack
     for c in changes:
         groupable = c.action is Action.CREATE and c.kind in ("flat", "tally")
-        if run and (not groupable or c.kind != run_kind):
-            out += _flush(run)
+        if (run or shared) and (not groupable or c.kind != run_kind):
+            out += _flush(_with_picks(run, shared))
         if not groupable:
             out += (_counter(c) if c.kind == "counter" and c.action is Action.CREATE
                     else fp.element_messages(c))
@@ -203,12 +204,26 @@ def element_messages(changes: list[Change]) -> list[tuple[int, int, bytes]]:
             continue
         key3 = fp._key(c.key)
         for _op, name, elems in flat.ops(c.key, None, c.new):
+            if name == flat.PICKS:           # shared by a pattern's VIP:ports: once
+                for (pattern, slot), data in elems:
+                    shared.setdefault((pattern, slot), data)
+                continue
             pending = run.setdefault(name, [])
             for slot, data in elems:
                 key = key3 if slot is None else key3 + pack_slot(slot)
                 pending.append(_element(key, None if data is None else _data(data)))
-    out += _flush(run)
+    out += _flush(_with_picks(run, shared))
     return out
+
+
+def _with_picks(run: dict[str, list[bytes]], shared: dict) -> dict[str, list[bytes]]:
+    """``run`` with the picks elements gathered in ``shared`` first (then cleared)."""
+    if shared:
+        pack = struct.Struct("=II").pack
+        elems = [_element(pack(*key), _data(value)) for key, value in shared.items()]
+        run = {flat.PICKS: elems, **run}
+        shared.clear()
+    return run
 
 
 _TABLE = fp._attr_str(fp.A_TABLE, TABLE)

@@ -172,7 +172,8 @@ def element_messages(change: Change) -> list[tuple[int, int, bytes]]:
     for op, name, elems in flat.ops(change.key, change.old, change.new):
         encoded = []
         for slot, data in elems:
-            key = _key(change.key) + (b"" if slot is None else struct.pack("=I", slot))
+            key = (struct.pack("=II", *slot) if isinstance(slot, tuple)   # picks: no VIP
+                   else _key(change.key) + (b"" if slot is None else struct.pack("=I", slot)))
             value = None
             if data is not None:
                 value = _attr(2 | NESTED, _attr(1, _data(data)))   # NFTA_SET_ELEM_DATA

@@ -15,7 +15,8 @@ File: line 1 a JSON header ``{"genid", "identity", "objects", "table", "layout"}
 (``table`` is ``inet dcnet``: a record without it, written for the IPv4-only ``table ip
 dcnet`` of earlier versions, is ignored, so the first plan after the upgrade reads the
 namespace, finds the old table and deletes it; ``layout`` is :data:`LAYOUT`: 2 since the
-table holds counter objects, 3 since VIP:ports may be flat (:mod:`dcnet.nft.flat`): a
+table holds counter objects, 3 since VIP:ports may be flat (:mod:`dcnet.nft.flat`), 4
+since flat VIP:ports may hold weight patterns (:mod:`dcnet.nft.patterns`): a
 record of an older layout is ignored too, so the first plan after such an upgrade is a
 full read that renders the table anew), then one line per group
 ``<group>\\t<input digest>\\t<JSON [[kind, key, attrs], ...]>``; the table's own objects
@@ -41,7 +42,7 @@ from dcnet.sysio.files import atomic_write
 
 INFRA = ""
 TABLE_FORMAT = "inet dcnet"   # records of the IPv4-only ``ip dcnet`` table never match
-LAYOUT = 3                    # 2: counter objects; 3: the flat layout (older records never match)
+LAYOUT = 4        # 2: counter objects; 3: the flat layout; 4: its patterns (older: no match)
 JOURNAL = ".log"              # <record>.log: the deltas of incremental applies
 JOURNAL_MAX = 0.25            # journal bytes above this share of the record: rewrite
 

@@ -18,13 +18,21 @@ the rules that read them are fixed, written once with the table:
   W of its group, ``ip daddr . meta l4proto . th dport @w4-W dnat ip to ip daddr . meta
   l4proto . th dport . numgen random mod W map @wr4``: a new connection takes at most 16
   + 16 set lookups to its rule. ``lb4`` ends with ``drop`` (W = 0: no backend takes new
-  connections, as the chain layout's ``drop``). The 544 sets are one plan object,
-  ``("classes", (family,))``, whose attributes are their names.
+  connections, as the chain layout's ``drop``). The 670 sets (with the pattern class
+  sets below) are one plan object, ``("classes", (family,))``, whose attributes are
+  their names.
 - ``wr4`` (``wr6``): ``VIP . proto . port . slot : RIP . RPORT``, W slots per VIP:port,
   backend i holding w_i of them: a new connection picks backend i with probability
   w_i / W exactly (the chain layout's telescoping ``numgen`` rules give the same).
 - ``marks4`` (``marks6``): carrier routing's connection mark, ``VIP . proto . port :
   mark`` (``lb4`` starts with ``ct mark set ... map @marks4``; no element, no mark).
+- Uneven weights of W <= 64 (:mod:`dcnet.nft.patterns`): instead of W slots, n indices
+  in ``wrp4`` (``VIP . proto . port . PICKED|i : RIP . RPORT``, heaviest backend first),
+  the weights' canonical id in ``pat4`` and the slot -> index map of those weights in
+  ``picks``, shared by every VIP:port of the same weights; class sets ``p4-<W>`` (W 2 ..
+  64), whose rules in W's group chain use the packet mark as a scratch register (reset
+  to 0 right after DNAT by the ``lbmark`` chains). Its object has a ``pattern`` (the id)
+  and its ``slots`` are ``"i RIP . RPORT"`` per index.
 - The new-connection counter ``cn-`` is an element of the counter map ``cnew``
   (``cnew6``), which ``lb4`` counts by (``counter name ... map @cnew``); ``ci-``/``co-``
   are the traffic maps' as for every VIP:port.
@@ -46,6 +54,8 @@ Not flat (the chain layout, :mod:`dcnet.nft.ruleset`): persistence, Maglev (``mh
 from __future__ import annotations
 
 import math
+
+from dcnet.nft import patterns
 
 FLAT_MAX = 256                  # W = 1 .. FLAT_MAX have a class set and a dnat rule each
 GROUP = 16                      # classes per group chain (lb4-0: W 1..16, lb4-1: 17..32, ...)
@@ -74,6 +84,21 @@ def class_set(f: int, w: int) -> str:
     return f"w{f}-{w}"
 
 
+def pattern_map(f: int) -> str:
+    return f"pat{f}"
+
+
+def index_map(f: int) -> str:
+    return f"wrp{f}"
+
+
+def pattern_set(f: int, w: int) -> str:
+    return f"p{f}-{w}"
+
+
+PICKS = "picks"            # pattern slot -> index, shared by both families
+
+
 def chain(f: int) -> str:
     return f"lb{f}"
 
@@ -93,16 +118,18 @@ def group_chain(f: int, g: int) -> str:
 def class_sets(f: int) -> tuple[str, ...]:
     """Every group and class set of family ``f``, sorted (the ``classes`` object)."""
     return tuple(sorted([group_set(f, g) for g in range(GROUPS)]
-                        + [class_set(f, w) for w in range(1, FLAT_MAX + 1)]))
+                        + [class_set(f, w) for w in range(1, FLAT_MAX + 1)]
+                        + [pattern_set(f, w) for w in range(2, patterns.PAT_MAX + 1)]))
 
 
 def parse_class_name(name: str) -> int | None:
     """The family of a group or class set's name; None for any other name."""
     head, sep, tail = name.partition("-")
-    if not sep or head not in ("g4", "g6", "w4", "w6") or not tail.isdigit():
+    if not sep or head not in ("g4", "g6", "w4", "w6", "p4", "p6") or not tail.isdigit():
         return None
     n = int(tail)
-    ok = n < GROUPS if head[0] == "g" else 1 <= n <= FLAT_MAX
+    ok = (n < GROUPS if head[0] == "g" else 1 <= n <= FLAT_MAX if head[0] == "w"
+          else 2 <= n <= patterns.PAT_MAX)
     return int(head[1]) if ok and str(n) == tail else None
 
 
@@ -117,6 +144,11 @@ def tables() -> dict[str, tuple[str, str, str]]:
         out[slot_map(f)] = ("map", f"{{ typeof {p} daddr . meta l4proto . th dport . numgen "
                                    f"random mod 2 : {p} daddr . th dport; }}",
                             key + " . integer")
+        out[pattern_map(f)] = ("map", f"{{ type {key} : mark; }}", key)
+        out[index_map(f)] = ("map", f"{{ typeof {p} daddr . meta l4proto . th dport . meta "
+                                    f"mark : {p} daddr . th dport; }}", key + " . mark")
+    out[PICKS] = ("map", "{ typeof meta mark . numgen random mod 2 : meta mark; }",
+                  "mark . integer")
     return out
 
 
@@ -135,9 +167,14 @@ def chains() -> dict[str, list[str]]:
                            for g in range(GROUPS)),
                          "drop"]
         for g in range(GROUPS):
+            ws = range(g * GROUP + 1, (g + 1) * GROUP + 1)
             out[group_chain(f, g)] = [
                 *(f"{key} @{class_set(f, w)} dnat {p} to {key} . numgen random mod {w} "
-                  f"map @{slot_map(f)}" for w in range(g * GROUP + 1, (g + 1) * GROUP + 1)),
+                  f"map @{slot_map(f)}" for w in ws),
+                *(f"{key} @{pattern_set(f, w)} meta mark set {key} map @{pattern_map(f)} "
+                  f"meta mark set meta mark . numgen random mod {w} map @{PICKS} "
+                  f"dnat {p} to {key} . meta mark map @{index_map(f)}"
+                  for w in ws if 2 <= w <= patterns.PAT_MAX),
                 "drop"]
     return out
 
@@ -161,8 +198,16 @@ def eligible(scheduler_is_maglev: bool, persistence: int, active_weights: list[i
 
 def attrs(active: list[tuple[str, int, int]], mark: int) -> dict:
     """The ``flat`` object of a VIP:port whose active backends are ``(rip, rport,
-    weight)``, in order (each holds w_i consecutive slots)."""
+    weight)``, in order (each holds w_i consecutive slots); uneven weights of W <=
+    PAT_MAX: the pattern layout (its backends heaviest first, ``slots`` their indices,
+    ``pattern`` the weights' id; :mod:`dcnet.nft.patterns`)."""
     weights = reduced([w for _rip, _rport, w in active])
+    if len(set(weights)) > 1 and sum(weights) <= patterns.PAT_MAX:
+        order = sorted(range(len(weights)), key=lambda i: -weights[i])
+        return {"w": sum(weights),
+                "slots": tuple(f"{k} {active[i][0]} . {active[i][1]}"
+                               for k, i in enumerate(order)),
+                "mark": mark, "pattern": patterns.pattern_id([weights[i] for i in order])}
     slots: list[str] = []
     for (rip, rport, _w), w in zip(active, weights, strict=True):
         slots += [f"{len(slots) + i} {rip} . {rport}" for i in range(w)]
@@ -177,31 +222,55 @@ def element_key(key3: tuple) -> str:
 def ops(key3: tuple, old: dict | None, new: dict | None) -> list[tuple]:
     """What turns ``old`` into ``new`` (None: absent) for one VIP:port, in order: ``(op,
     set or map name, [(slot or None, data or None), ...])``, op ``add`` or ``delete``;
-    each element's key is the VIP:port (then the slot, in ``wr4``/``wr6``)."""
+    each element's key is the VIP:port (then the slot, in ``wr4``/``wr6``; the
+    ``PICKED`` index in ``wrp4``/``wrp6``), except in ``picks``, where the slot is the
+    key's pair ``(SCRATCH | pattern id, slot)``. A pattern's ``picks`` are added (again)
+    with each VIP:port of it and never deleted: they are a function of the id."""
     f = fam(key3[1])
     out: list[tuple] = []
     if old is not None:
+        pattern = "pattern" in old
         if old["slots"]:
-            out.append(("delete", slot_map(f),
-                        [(int(s.split(" ", 1)[0]), None) for s in old["slots"]]))
+            out.append(("delete", index_map(f) if pattern else slot_map(f),
+                        [(_slot(s, pattern), None) for s in old["slots"]]))
         if 0 < old["w"] <= FLAT_MAX:
-            for name in (class_set(f, old["w"]), group_set(f, group_of_w(old["w"]))):
+            cls = pattern_set(f, old["w"]) if pattern else class_set(f, old["w"])
+            for name in (cls, group_set(f, group_of_w(old["w"]))):
                 out += [("add", name, [(None, None)]), ("delete", name, [(None, None)])]
         if old.get("mark"):
             out.append(("delete", mark_map(f), [(None, None)]))
+        if pattern:
+            out += [("add", pattern_map(f), [(None, patterns.SCRATCH | old["pattern"])]),
+                    ("delete", pattern_map(f), [(None, None)])]
         out += [("add", member_map(f), [(None, old["w"])]),
                 ("delete", member_map(f), [(None, None)])]
     if new is not None:
+        pattern = "pattern" in new
         if new.get("mark"):
             out.append(("add", mark_map(f), [(None, new["mark"])]))
+        if pattern:
+            out += [("add", PICKS, patterns.picks(pattern_parts(new))),
+                    ("add", pattern_map(f), [(None, patterns.SCRATCH | new["pattern"])])]
         if new["slots"]:
-            out.append(("add", slot_map(f), [(int(slot), to) for slot, to in
-                                             (s.split(" ", 1) for s in new["slots"])]))
+            out.append(("add", index_map(f) if pattern else slot_map(f),
+                        [(_slot(s, pattern), s.split(" ", 1)[1]) for s in new["slots"]]))
         if new["w"]:
-            out += [("add", class_set(f, new["w"]), [(None, None)]),
+            cls = pattern_set(f, new["w"]) if pattern else class_set(f, new["w"])
+            out += [("add", cls, [(None, None)]),
                     ("add", group_set(f, group_of_w(new["w"])), [(None, None)])]
         out.append(("add", member_map(f), [(None, new["w"])]))
     return out
+
+
+def _slot(text: str, pattern) -> int:
+    n = int(text.split(" ", 1)[0])
+    return patterns.PICKED | n if pattern else n
+
+
+def pattern_parts(attrs: dict) -> list[int]:
+    """The partition a ``pattern`` VIP:port's id stands for (its weights, heaviest
+    first), found from the id alone (W, then the rank)."""
+    return patterns.unrank(attrs["pattern"])
 
 
 def commands(table: str, key3: tuple, old: dict | None, new: dict | None) -> list[str]:
@@ -209,18 +278,29 @@ def commands(table: str, key3: tuple, old: dict | None, new: dict | None) -> lis
     k = element_key(key3)
     out = []
     for op, name, elems in ops(key3, old, new):
-        text = ", ".join((k if slot is None else f"{k} . {slot}")
+        text = ", ".join((k if slot is None else f"{slot[0]} . {slot[1]}"
+                          if isinstance(slot, tuple) else f"{k} . {slot}")
                          + ("" if op == "delete" or data is None else f" : {data}")
                          for slot, data in elems)
         out.append(f"{op} element {table} {name} {{ {text} }}")
     return out
 
 
-def parse(members: dict, slots: dict, marks: dict) -> dict:
+def parse(members: dict, slots: dict, marks: dict, pats: dict | None = None,
+          indices: dict | None = None) -> dict:
     """``{("flat", key3): attrs}`` from the listed elements: ``members`` key3 -> W,
-    ``slots`` key3 -> {slot: "RIP . RPORT"}, ``marks`` key3 -> mark (pure)."""
+    ``slots`` key3 -> {slot: "RIP . RPORT"}, ``marks`` key3 -> mark, ``pats`` key3 ->
+    pattern map value, ``indices`` key3 -> {PICKED | index: "RIP . RPORT"} (pure)."""
+    pats, indices = pats or {}, indices or {}
     state: dict = {}
-    for key3 in {**members, **slots, **marks}:      # a stray slot or mark reads too
+    for key3 in {**members, **slots, **marks, **pats, **indices}:  # a stray one reads too
+        if key3 in pats or key3 in indices:
+            held = {k & ~patterns.PICKED: v for k, v in indices.get(key3, {}).items()}
+            state[("flat", key3)] = {"w": members.get(key3, 0),
+                                     "slots": tuple(f"{s} {held[s]}" for s in sorted(held)),
+                                     "mark": marks.get(key3, 0),
+                                     "pattern": pats.get(key3, 0) & ~patterns.SCRATCH}
+            continue
         held = slots.get(key3, {})
         state[("flat", key3)] = {"w": members.get(key3, 0),
                                  "slots": tuple(f"{s} {held[s]}" for s in sorted(held)),

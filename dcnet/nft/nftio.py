@@ -47,7 +47,8 @@ from dcnet.target import TargetError, TargetUnavailable
 
 NETLINK_NETFILTER = 12
 FLAT_MAPS = tuple(m(f) for f in (4, 6) for m in (flat.member_map, flat.slot_map,
-                                                 flat.mark_map))
+                                                 flat.mark_map, flat.pattern_map,
+                                                 flat.index_map))
 
 ABSENT = "absent"
 COUNTS = re.compile(r'"packets": \d+, "bytes": \d+')    # a named counter's values
@@ -289,14 +290,12 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
                                       "hook",
                                       f"{FAMILY} {TABLE}", notes))
     state.update({ident: {"sets": tuple(sorted(names))} for ident, names in classes.items()})
-    members: dict = {}
-    slots: dict = {}
-    marks: dict = {}
+    found: dict[str, dict] = {"flat": {}, "wr": {}, "marks": {}, "pat": {}, "wrp": {}}
     for text in _listings(services):
         for item in json.loads(text).get("nftables", []):
             name = (item.get("map") or {}).get("name")
             if name in FLAT_MAPS:
-                _flat_elements(name, item["map"].get("elem", []), members, slots, marks)
+                _flat_elements(name, item["map"].get("elem", []), found)
                 continue
             tallies = {v: k[0] for k, v in COUNTER_MAPS.items()}.get(name)
             for key, verdict in (item.get("map") or {}).get("elem", []):
@@ -308,15 +307,17 @@ def parse_listing(table: str | None, services) -> tuple[dict, tuple[str, ...]]:
                 target = (verdict.get("goto") or verdict.get("jump") or {}).get("target")
                 state[("element", (str(proto), str(ipaddress.ip_address(vip)),
                                    int(port)))] = {"chain": target}
-    state.update(flat.parse(members, slots, marks))
+    state.update(flat.parse(found["flat"], found["wr"], found["marks"], found["pat"],
+                            found["wrp"]))
     return state, tuple(notes)
 
 
-def _flat_elements(name: str, elems: list, members: dict, slots: dict, marks: dict) -> None:
-    """The elements of one flat-layout map (:mod:`dcnet.nft.flat`) into ``members``
-    (key3 -> W), ``slots`` (key3 -> {slot: "RIP . RPORT"}) or ``marks`` (key3 -> mark)."""
+def _flat_elements(name: str, elems: list, found: dict[str, dict]) -> None:
+    """The elements of one flat-layout map (:mod:`dcnet.nft.flat`) into ``found`` by the
+    map's name without its family digit: ``flat`` (key3 -> W), ``wr`` and ``wrp`` (key3
+    -> {slot or index key: "RIP . RPORT"}), ``marks`` and ``pat`` (key3 -> value)."""
+    target = found[name.rstrip("46")]
     is_slots = name.startswith("wr")
-    target = members if name.startswith("flat") else slots if is_slots else marks
     for key, value in elems:
         parts = key["concat"]
         key3 = (str(parts[1]), str(ipaddress.ip_address(parts[0])), int(parts[2]))

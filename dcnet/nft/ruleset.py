@@ -89,7 +89,9 @@ COUNTER_PREFIX = {"conns": "cn", "in": "ci", "out": "co"}
 HOOKS = {"prerouting": ("nat", "prerouting", -100), "output": ("nat", "output", -100),
          "replies": ("filter", "prerouting", -150),    # replies: carrier routing only
          "traffic-in": ("filter", "prerouting", -150),  # before DNAT: daddr is the VIP
-         "traffic-out": ("filter", "postrouting", 200)}  # after un-NAT: saddr is the VIP
+         "traffic-out": ("filter", "postrouting", 200),  # after un-NAT: saddr is the VIP
+         # right after DNAT: a weight pattern's scratch packet mark back to 0
+         "lbmark": ("filter", "prerouting", -99), "lbmark-out": ("filter", "output", -99)}
 HOOK_RULES = (f"ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}",
               f"ip6 daddr . meta l4proto . th dport vmap @{SERVICES_MAP6}", *flat.HOOK_RULES)
 LB_CHAINS = flat.chains()                # the flat layout's fixed chains: name -> rules
@@ -97,7 +99,8 @@ TRAFFIC_RULES = {
     "traffic-in": ("counter name ip daddr . meta l4proto . th dport map @cin",
                    "counter name ip6 daddr . meta l4proto . th dport map @cin6"),
     "traffic-out": ("counter name ip saddr . meta l4proto . th sport map @cout",
-                    "counter name ip6 saddr . meta l4proto . th sport map @cout6")}
+                    "counter name ip6 saddr . meta l4proto . th sport map @cout6"),
+    "lbmark": (flat.patterns.RESTORE_RULE,), "lbmark-out": (flat.patterns.RESTORE_RULE,)}
 JHASH_SEED = "0x6463"     # fixed: every director hashes a flow to the same slot
 MAGLEV_SCHEDULERS = {"mh": "{saddr} . th sport", "sh": "{saddr}"}
 ELEMENT_CHUNK = 4096       # map elements per "add element" command

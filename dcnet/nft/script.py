@@ -162,6 +162,7 @@ def script_pieces(changes: Iterable[Change], bodies: Mapping) -> Iterator[str]:
     part it has."""
     lines = [f"add table {T}"]
     run: dict[str, list[str]] = {}          # set name -> elements, of the current run
+    seen: set[str] = set()                  # picks elements written in this script
     run_kind = None
     for change in changes:
         batchable = change.action is Action.CREATE and change.kind in ("flat", "tally")
@@ -177,8 +178,13 @@ def script_pieces(changes: Iterable[Change], bodies: Mapping) -> Iterator[str]:
         for command in commands(change, bodies):
             _op, _element, _family, _table, name, rest = command.split(" ", 5)
             pending = run.setdefault(name, [])
-            pending.append(rest[2:-2])                         # inside "{ ... }"
-            if len(pending) == ELEMENTS_PER_COMMAND:           # a whole command: out now
+            if name == flat.PICKS:      # a pattern's picks come with each of its VIP:ports
+                fresh = [e for e in rest[2:-2].split(", ") if e not in seen]
+                seen.update(fresh)
+                pending += fresh
+            else:
+                pending.append(rest[2:-2])                     # inside "{ ... }"
+            if len(pending) >= ELEMENTS_PER_COMMAND:           # a whole command: out now
                 lines.append(_command(name, pending))
                 pending.clear()
                 yield "\n".join(lines) + "\n"

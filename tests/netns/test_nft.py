@@ -246,8 +246,8 @@ def test_incremental_sync_reads_no_listing_and_matches_a_full_read(director):
     assert not check.payload.fast_path and check.empty, check.to_text()
     # any other commit in the namespace moves the generation: the full read repairs drift
     apply(options, one)                                # records again
-    lab.run("director", ["nft", "delete", "element", "inet", "dcnet", "wr4",
-                         "{ 10.128.0.8 . tcp . 80 . 0 }"])
+    lab.run("director", ["nft", "delete", "element", "inet", "dcnet", "wrp4",  # weights
+                         "{ 10.128.0.8 . tcp . 80 . 0xc0000000 }"])             # 2, 1, 1
     drift = registry.create("nft", **options).plan(one)
     assert not drift.payload.fast_path
     assert [c.describe().split(" (")[0] for c in drift.changes] == [

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from dcnet.nft import fastpath, flat, ruleset, synth
+from dcnet.nft import fastpath, flat, patterns, ruleset, synth
 from dcnet.plan import Action, Change
 
 pytestmark = pytest.mark.unit
@@ -24,11 +24,14 @@ def desired(servers: dict[str, int], **kw):
 
 
 def test_slots_give_each_backend_its_exact_share_after_the_gcd():
-    attrs = flat.attrs([("10.0.0.1", 80, 300), ("10.0.0.2", 80, 200), ("10.0.0.3", 80, 100)], 7)
-    assert attrs["w"] == 6 and attrs["mark"] == 7
+    # W = 71 (above PAT_MAX): the slot layout
+    attrs = flat.attrs([("10.0.0.1", 80, 400), ("10.0.0.2", 80, 300), ("10.0.0.3", 80, 10)], 7)
+    assert attrs["w"] == 71 and attrs["mark"] == 7 and "pattern" not in attrs
     held = Counter(s.split(" ", 1)[1] for s in attrs["slots"])
-    assert held == {"10.0.0.1 . 80": 3, "10.0.0.2 . 80": 2, "10.0.0.3 . 80": 1}
-    assert [int(s.split(" ", 1)[0]) for s in attrs["slots"]] == list(range(6))
+    assert held == {"10.0.0.1 . 80": 40, "10.0.0.2 . 80": 30, "10.0.0.3 . 80": 1}
+    assert [int(s.split(" ", 1)[0]) for s in attrs["slots"]] == list(range(71))
+    equal = flat.attrs([("10.0.0.1", 80, 5), ("10.0.0.2", 80, 5)], 0)    # equal: slots
+    assert equal == {"w": 2, "slots": ("0 10.0.0.1 . 80", "1 10.0.0.2 . 80"), "mark": 0}
     assert flat.attrs([], 0) == {"w": 0, "slots": (), "mark": 0}
 
 
@@ -50,7 +53,10 @@ def test_group_and_class_names_parse_back_and_others_do_not():
         assert ruleset.parse_name(foreign) is None, foreign
     assert ruleset.parse_name("lb4") == ("lb", ("lb4",))
     assert ruleset.parse_name("lb6-3") == ("lbgroup", ("lb6-3",))
-    assert len(flat.class_sets(4)) == flat.GROUPS + flat.FLAT_MAX
+    assert ruleset.parse_name("p4-64") == ("classes", (4,))
+    for foreign in ("p4-1", "p4-65", "p6-02"):
+        assert ruleset.parse_name(foreign) is None, foreign
+    assert len(flat.class_sets(4)) == flat.GROUPS + flat.FLAT_MAX + patterns.PAT_MAX - 1
 
 
 def test_an_update_deletes_what_the_old_attributes_name_and_adds_the_new():

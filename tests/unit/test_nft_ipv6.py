@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from dcnet.nft import carriers, fingerprint, ruleset, script, synth
+from dcnet.nft import carriers, fingerprint, patterns, ruleset, script, synth
 from dcnet.nft.nftio import parse_listing
 from dcnet.plan import Action, Change, Plan, diff
 
@@ -76,8 +76,9 @@ def test_the_script_puts_ipv6_elements_in_services6_and_ipv6_affinity_sets():
 def test_a_mixed_model_renders_both_families_and_nat_never_crosses_them():
     want = desired(more=((VIP4, {"10.20.0.11": 1}),))
     flats = {k: v for (kind, k), v in want.state.items() if kind == "flat"}
-    assert flats == {KEY6: {"w": 3, "slots": ("0 fd00::11 . 8080", "1 fd00::12 . 8080",
-                                              "2 fd00::12 . 8080"), "mark": 0},
+    # weights 1 and 2: the pattern layout, the heavier backend first (index 0)
+    assert flats == {KEY6: {"w": 3, "slots": ("0 fd00::12 . 8080", "1 fd00::11 . 8080"),
+                            "mark": 0, "pattern": patterns.pattern_id([2, 1])},
                      ("tcp", VIP4, 80): {"w": 1, "slots": ("0 10.20.0.11 . 8080",),
                                          "mark": 0}}
     elements = {k: v for (kind, k), v in want.state.items() if kind == "element"}
