@@ -6,8 +6,10 @@ were spread over the allocator's arenas, which therefore stayed resident; in the
 it peaks at 39 MiB now (the first, which reads the YAML and pickles each service as it
 is read, with :class:`Packer`: the child's imports, the model's text and the model
 without its real servers) and 46 MiB (each later one: its imports and the whole model;
-docs/metrics.md, "Memory, the first loader child: services pickled as read"), which the
-exporter does not keep. :func:`call` runs such work in a child process started for it
+docs/metrics.md, "Memory, the first loader child: services pickled as read") with no
+target to plan, but 88 MiB (nft) and 305 MiB (HAProxy) planning against a live target
+(the target's plan state on top: "Memory, a drift check against a live target"), which
+the exporter does not keep. :func:`call` runs such work in a child process started for it
 (a fresh interpreter, not a fork of a threaded process, so none of the exporter's pages
 count in the child's peak) and hands back only its small, picklable result; the child's
 memory goes with it. The child is ``python -I -c`` given the function and its arguments
