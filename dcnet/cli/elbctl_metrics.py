@@ -68,7 +68,8 @@ class IsolatedWatch(Watch):
     series, and the given model's text (compressed) until the first child has parsed it,
     then that model pickled in pieces (compressed: 0.3 MiB at 10,000 x 10): later
     children unpickle it instead of parsing YAML (at 10,000 x 10 the first child peaks at
-    39 MiB, each later one at 46 MiB; docs/metrics.md).
+    39 MiB, each later one at 46 MiB before its target's plan, which adds what that plan
+    holds: 88 MiB in all for nft, 305 MiB for a live HAProxy; docs/metrics.md).
     A 10,000 x 10 model left 265 MiB resident in the process that loaded it."""
 
     def __init__(self, targets: dict[str, dict], model_path: str | None = None,
