@@ -83,16 +83,18 @@ def apply(netns: str | None, changes: list[Change], bodies: Mapping,
     sent); FastPathError when the kernel refused the batch (nothing applied).
     ``meanwhile`` runs on this thread while the kernel takes the batch."""
     compiled = [c for c in changes if c.kind in COMPILED_KINDS]
-    counters = [c for c in changes if c.kind == "counter"]
-    rest = [c for c in changes if c.kind in fp.ELEMENT_KINDS and c.kind != "counter"]
+    elements = [c for c in changes if c.kind in fp.ELEMENT_KINDS]
     if compiled:                   # sets, then counters, then the rules naming them
+        # (an empty table: every change a creation)
+        counters = [c for c in elements if c.kind == "counter"]
+        rest = [c for c in elements if c.kind != "counter"]
         chained = {c.key for c in compiled if c.kind == "service"}
         named = [c for c in counters if c.key[:3] in chained]
         text = script([*named, *compiled], bodies)      # the stub needs what rules name
         head, tail = compiled_messages(netns_mod.run_in_new(_compile_here, text))
         msgs = [*head, *element_messages(counters), *tail, *element_messages(rest)]
-    else:
-        msgs = element_messages([*counters, *rest])
+    else:                          # plan order: a counter is deleted after its elements
+        msgs = element_messages(elements)
     if netns:
         sock = netns_mod.socket_in(netns_mod.path_of(netns), socket.AF_NETLINK,
                                    socket.SOCK_RAW, fp.NETLINK_NETFILTER)
