@@ -71,6 +71,7 @@ FAMILY, TABLE = "inet", "dcnet"
 T = f"{FAMILY} {TABLE}"
 LEGACY = ("ip", "dcnet")                            # the IPv4-only table of before
 KIND_ORDER = ("route", "rule",                      # rtnetlink: dcnet.nft.carriers
+              "rerender",                           # the table deleted first (script)
               "table", "classes", "counter", "tally", "affinity", "backend", "maglev",
               "service", "element", "lbgroup", "lb", "flat", "hook",
               # forward: dr (--nft-dr), table netdev dcnet: dcnet.nft.dr
@@ -382,6 +383,7 @@ def group_of(ident: Ident) -> tuple:
     """The VIP:port an object belongs to; () for the table's own objects."""
     kind, key = ident
     return () if kind in ("table", "hook", "lb", "lbgroup", "classes", "route", "rule", "legacy",
+                          "rerender",
                           "drtable", "drmap", "drserver", "drhook") else tuple(key[:3])
 
 

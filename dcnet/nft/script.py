@@ -65,6 +65,8 @@ def commands(change: Change, bodies: Mapping) -> list[str]:
         from dcnet.nft import dr
 
         return dr.commands(change, bodies)
+    if kind == "rerender":         # written at the script's head (script_pieces)
+        return []
     if kind == "legacy":
         if action is not Action.DELETE:
             raise ValueError("the legacy table is only ever deleted")
@@ -159,8 +161,12 @@ def script_pieces(changes: Iterable[Change], bodies: Mapping) -> Iterator[str]:
     refers to another's elements, so the order within it is free). Raises
     :class:`MissingBody` where a change lacks its body, after some pieces may have been
     yielded: a caller writing them to nft must kill it then, never let it commit the
-    part it has."""
+    part it has. A ``rerender`` change deletes the table first (then every object is
+    created anew in the same transaction)."""
+    changes = list(changes)
     lines = [f"add table {T}"]
+    if any(c.kind == "rerender" for c in changes):    # the whole table anew
+        lines += [f"delete table {T}", f"add table {T}"]
     run: dict[str, list[str]] = {}          # set name -> elements, of the current run
     seen: set[str] = set()                  # picks elements written in this script
     run_kind = None

@@ -67,6 +67,24 @@ class Baseline:
     pending: Mapping
 
 
+RERENDER = ("rerender", ("inet", "dcnet"))
+
+
+def _fixed_chains_differ(current: Mapping, desired: Mapping) -> bool:
+    """Whether the table holds the flat layout's fixed chains (``lb``, ``lbgroup``) and
+    any differs from the desired one (an upgrade of the layout, or a hand edit): then the
+    plan deletes the table and creates every object anew in the same transaction. nft
+    1.0.6 cannot add a rule naming a ``typeof`` map of an existing table whose key holds
+    ``ip daddr . … th dport`` (it rebuilds the key from the kernel's user data and fails:
+    "conflicting protocols specified: ip vs. th"); in one script with the map's own
+    declaration it can."""
+    held = {i: a for i, a in current.items() if i[0] in ("lb", "lbgroup")}
+    if not held:
+        return False
+    wanted = {i: a for i, a in desired.items() if i[0] in ("lb", "lbgroup")}
+    return held != wanted
+
+
 class RecordLines(Mapping):
     """A full read's record lines (group text -> (input digest, objects JSON)), made on
     first use from the desired state: the apply makes them while nft commits."""
@@ -186,8 +204,13 @@ class NftTarget(Target):
         want = ruleset.build(found.values(), True, notes, all_marks, dr_infra)
         payload = dataclasses.replace(base, groups=RecordLines(want.state, found, infra[1]),
                                       objects_after=len(want.state))
-        return self._build({**current.state, **r_current}, want, r_want, current.notes,
-                           current.digest + suffix, payload)
+        held = current.state
+        if _fixed_chains_differ(held, want.state):   # table inet dcnet anew
+            held = {i: a for i, a in held.items() if i[0].startswith("dr") or i[0] == "legacy"}
+            held[RERENDER] = {"objects": len(current.state) - len(held)}
+        return self._build({**held, **r_current}, want, r_want, current.notes,
+                           current.digest + suffix, payload, objects=len(current.state)
+                           + len(r_current))
 
     def _candidates(self, record, delta) -> dict | None:
         """The groups that may differ from ``record`` (group text -> key, None: not

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 
 import pytest
 
 from dcnet.lab import lvs_lab as lvslab
 from dcnet.nft import synth
 from dcnet.nft.nftio import Nft
-from dcnet.target import session
+from dcnet.plan import Action
+from dcnet.target import apply_plan, make_plan, registry, session
 from tests.netns import nft_lab
 
 pytestmark = pytest.mark.netns
@@ -65,3 +67,28 @@ def test_uneven_weights_go_through_one_shared_pattern_and_leave_no_scratch_mark(
     lab.run("director", ["nft", "flush", "chain", "inet", "dcnet", "lbmark"])
     answers(lab, 5)
     assert scratch_seen(lab) == 5
+
+
+def test_a_changed_fixed_chain_renders_the_table_anew(lab_factory, tmp_path):
+    """A group chain flushed by hand (as an upgrade that changes the fixed chains leaves
+    them): the full read plans the table anew (``rerender``: deleted and created in one
+    transaction, since nft 1.0.6 cannot add a rule naming an existing ``wr4``), the
+    apply succeeds, a full read then plans nothing and the VIP answers."""
+    built = nft_lab.traffic_lab(lab_factory, tmp_path, VIP)
+    lab, options = built.lab, built.options
+    model = synth.model(synth.lab_model_text(VIP, WEIGHTS, target_port=lvslab.RS_HTTP,
+                                             more=((OTHER, dict.fromkeys(WEIGHTS, 1)),)))
+    assert session.run("nft", model, options, apply=True).ok
+    lab.run("director", ["nft", "flush", "chain", "inet", "dcnet", "lb4-0"])
+    target = registry.create("nft", **options)
+    os.unlink(target.fingerprint_path())
+    with target.lock():
+        plan = make_plan(target, model)
+        assert [c.kind for c in plan.changes if c.action is Action.DELETE] == ["rerender"]
+        result = apply_plan(target, plan)
+    assert result.ok and result.writes["nft_transactions"] == 1, result.to_text()[-1500:]
+    check = registry.create("nft", **options)
+    os.unlink(check.fingerprint_path())
+    assert check.plan(model).empty
+    got = answers(lab, 12)
+    assert set(got) <= {"rs1", "rs2", "rs3"} and sum(got.values()) == 12, got

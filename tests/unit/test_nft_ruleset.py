@@ -232,3 +232,14 @@ def test_the_replies_chain_holds_a_rule_per_carrier_mark_and_no_anonymous_set():
     texts = [line for line in body if "ct direction reply" in line]
     assert len(texts) == 2 and all("{" not in t.split("comment")[0] for t in texts)
     assert ["ct mark 101 " in texts[0], "ct mark 102 " in texts[1]] == [True, True]
+
+
+def test_a_rerender_deletes_the_table_before_creating_everything_in_one_script():
+    want = desired({"10.20.0.11": 3, "10.20.0.12": 1})
+    current = {("rerender", ("inet", "dcnet")): {"objects": 9}}
+    plan = Plan.build("nft", diff(current, want.state), ruleset.KIND_ORDER)
+    lines = script.script(plan.changes, want.bodies).splitlines()
+    assert lines[:3] == ["add table inet dcnet", "delete table inet dcnet",
+                         "add table inet dcnet"]
+    assert lines.count("delete table inet dcnet") == 1
+    assert any(line.startswith("add map inet dcnet wr4 ") for line in lines[3:])
