@@ -162,20 +162,34 @@ def _with_service(model: Model, service) -> Model:
         service if s.name == service.name else s for s in model.services))
 
 
-SRV_ST_RUNNING = 2  # srv_op_state in `show servers state`
 
 
 def _wait_until_up(backend: HAProxyTarget, name: str, slot: str,
                    deadline: float = 30.0) -> float | None:
-    """Seconds until a server just added is UP (its health checks need ``rise``
-    successes first), or None when it is not UP within ``deadline``."""
+    """Seconds until a server just added is UP after a passed health check (``show
+    stat``: status ``UP`` and a check status ``L4OK``/``L6OK``/``L7OK``; its op state in
+    ``show servers state`` can read running before its first check, and HAProxy sends it
+    nothing until then), or None when not within ``deadline``."""
     started = time.monotonic()
     while time.monotonic() - started < deadline:
-        if any(row.backend == name and row.server == slot and row.op_state == SRV_ST_RUNNING
-               for row in backend.runtime.servers()):
+        row = _stat_row(backend, name, slot)
+        if row.get("status") == "UP" and row.get("check_status", "").startswith("L"):
             return time.monotonic() - started
         time.sleep(0.2)
     return None
+
+
+def _stat_row(backend: HAProxyTarget, name: str, slot: str) -> dict[str, str]:
+    """The server's ``show stat`` row, by the header's field names ({} when absent)."""
+    lines = backend.runtime.command("show stat").splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    head = lines[0][2:].split(",")
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) > 1 and fields[0] == name and fields[1] == slot:
+            return dict(zip(head, fields, strict=False))
+    return {}
 
 
 def _slot_of(backend: HAProxyTarget, name: str, address: str) -> str:
