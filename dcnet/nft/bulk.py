@@ -140,25 +140,13 @@ def _compile_here(text: str) -> tuple[list[bytes], list[bytes], dict[str, list[b
                 b"".join(attrs[t] for t in (fp.A_EXPRESSIONS, fp.A_USERDATA) if t in attrs))
         for name in names:                                     # NFT_MSG_GETSETELEM
             request = fp._attr_str(1, TABLE) + fp._attr_str(2, name)
-            for payload in _dump(sock, 13, request):
+            for payload in fp._dump(sock, 13, request):
                 attrs = dict(fp._attrs(payload[4:]))
                 if len(attrs.get(3, b"")) > 4:                 # NFTA_SET_ELEM_LIST_ELEMENTS
                     elements.append(b"".join(attrs[t] for t in (1, 2, 3)))
         return sets, chains, rules, elements
     finally:
         sock.close()
-
-
-def _dump(sock: socket.socket, msg: int, attrs: bytes):
-    """The payloads of one NLM_F_DUMP request ``msg`` with ``attrs``."""
-    sock.send(fp._msg(msg, fp.F_REQUEST | fp.F_DUMP, 1, fp.NFPROTO_INET, attrs))
-    while True:
-        for mtype, _flags, payload in fp._parse(sock.recv(1 << 20)):
-            if mtype == fp.NLMSG_DONE:
-                return
-            if mtype == fp.NLMSG_ERROR:
-                raise fp.FastPathError(f"dump: {os.strerror(fp._errno(payload))}")
-            yield payload
 
 
 def compiled_messages(compiled) -> tuple[list, list]:

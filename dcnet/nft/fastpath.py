@@ -302,9 +302,11 @@ def _compile_here(text: str, wanted: set[str], sets: set[str]
         sock.close()
 
 
-def _dump(sock: socket.socket, msg: str | int):
-    """The payloads of one NLM_F_DUMP request of dcnet's table's objects."""
-    sock.send(_msg(msg, F_REQUEST | F_DUMP, 1, NFPROTO_INET, _attr_str(A_TABLE, TABLE)))
+def _dump(sock: socket.socket, msg: str | int, attrs: bytes | None = None):
+    """The payloads of one NLM_F_DUMP request of dcnet's table's objects (``attrs``:
+    the request's attributes, dcnet's table by default)."""
+    request = _attr_str(A_TABLE, TABLE) if attrs is None else attrs
+    sock.send(_msg(msg, F_REQUEST | F_DUMP, 1, NFPROTO_INET, request))
     while True:
         for mtype, _flags, payload in _parse(sock.recv(1 << 20)):
             if mtype == NLMSG_DONE:
