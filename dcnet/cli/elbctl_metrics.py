@@ -75,7 +75,7 @@ class IsolatedWatch(Watch):
     def __init__(self, targets: dict[str, dict], model_path: str | None = None,
                  interval: float = 60.0, lock_timeout: float = 5.0, vips: bool = True):
         self.model_path, self.text, self.digest, self.vips = model_path, None, None, vips
-        self.pickled: tuple[bytes, ...] | None = None   # isolated.pack_model
+        self.pickled: tuple[bytes, ...] | None = None   # dcnet.model.pieces.pack
         if model_path is not None:
             self.text = zlib.compress(read_model_text(model_path).encode(), 6)
         super().__init__(targets, None, interval, lock_timeout)

@@ -14,7 +14,11 @@ A target is a class with:
 - apply hooks used by :func:`dcnet.target.apply_plan` (which owns ordering, batching,
   stop-on-failure, undo and the change guard): :meth:`begin`, :meth:`apply_change`,
   :meth:`apply_batch`, :meth:`undo_change`, :meth:`finish`, plus
-  :meth:`current_digest` (is this plan stale?) and :meth:`counters` (writes issued).
+  :meth:`current_digest` (is this plan stale?) and :meth:`counters` (writes issued);
+- :meth:`Target.drifted` ``(pieces) -> bool``: whether :meth:`plan` of the model would
+  hold any change, the model given in pieces (:class:`dcnet.model.pieces.Pieces`) so a
+  target may check it a piece at a time (the exporter's drift check, every
+  ``--drift-interval``: docs/metrics.md); the default plans the whole model.
 
 Applying a plan uses only the plan (its changes and payload) and the target's I/O
 handles: nothing the target remembered from planning.
@@ -156,6 +160,14 @@ class Target(ABC):
         return Plan.build(self.name, changes, self.kind_order, current.notes,
                           read_digest=digest, objects=len(current.state),
                           payload=self.payload(model, current, wanted))
+
+    def drifted(self, pieces) -> bool:
+        """Whether :meth:`plan` of the model in ``pieces`` (:class:`dcnet.model.pieces.
+        Pieces`) would hold any change: the same answer as ``not plan(model).empty``,
+        always (the contract tests hold every target to it). A target that can check a
+        piece at a time overrides this, so a drift check need not hold the whole model
+        nor the whole desired state; this default plans the whole model."""
+        return not self.plan(pieces.whole()).empty
 
     def current_digest(self, plan: Plan) -> str | None:
         """The fingerprint the target has now, comparable with ``plan.read_digest``."""

@@ -1,5 +1,7 @@
 """One run of a target: lock, plan, (apply), close — the path of every caller.
 
+:func:`drifted` is the same path for a drift check (:meth:`dcnet.target.Target.drifted`).
+
 ``elbctl plan|apply``, the etcd agent (``elbctl agent``) and tests all go through
 :func:`run`, so every target is locked, planned, guarded and applied the same way.
 """
@@ -40,5 +42,18 @@ def run(target_name: str, model, options: dict | None = None, *, apply: bool,
             record.result = apply_plan(target, plan, rollback=rollback, force=force,
                                        max_change=max_change)
             return Outcome(plan, record.result)
+    finally:
+        target.close()
+
+
+def drifted(target_name: str, pieces, options: dict | None = None, *,
+            lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT) -> bool:
+    """Whether a plan of the model in ``pieces`` (:class:`dcnet.model.pieces.Pieces`)
+    would change the target (:meth:`dcnet.target.Target.drifted`), under its lock and
+    recorded as a plan."""
+    target = registry.create(target_name, **(options or {}))
+    try:
+        with target.lock(lock_timeout), recording(target.name, target.lock_path(), False):
+            return target.drifted(pieces)
     finally:
         target.close()

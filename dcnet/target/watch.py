@@ -15,8 +15,8 @@ import threading
 import zlib
 from collections.abc import Callable
 
-from dcnet.metrics import isolated
 from dcnet.model import load_model
+from dcnet.model import pieces as model_pieces
 from dcnet.target import registry, session
 
 
@@ -56,19 +56,29 @@ class Watch:
                     self.current = model
                     break
 
-    def check(self, refresh: bool = True) -> None:
+    def check(self, refresh: bool = True, pieces=None) -> None:
+        """Each target's drift: whether its plan of the model would change anything
+        (None: no model to plan; the previous value when the target was busy or
+        unavailable); ``pieces`` (:class:`dcnet.model.pieces.Pieces`): the given model
+        in pieces, checked by the target a piece at a time where it can
+        (:meth:`dcnet.target.Target.drifted`)."""
         if refresh:
             self.refresh_model()
         out: dict[str, bool | None] = {}
         for target, options in self.targets.items():
-            model = self.given if self.given is not None else self.last_applied(target)
-            if model is None:
+            model = self.given if self.given is not None else (
+                None if pieces is not None else self.last_applied(target))
+            if model is None and pieces is None:
                 out[target] = None
                 continue
             try:
-                outcome = session.run(target, model, options, apply=False,
-                                      lock_timeout=self.lock_timeout)
-                out[target] = not outcome.plan.empty
+                if pieces is not None:
+                    out[target] = session.drifted(target, pieces, options,
+                                                  lock_timeout=self.lock_timeout)
+                else:
+                    outcome = session.run(target, model, options, apply=False,
+                                          lock_timeout=self.lock_timeout)
+                    out[target] = not outcome.plan.empty
             except Exception:      # busy or unavailable: unknown this round
                 out[target] = self.drifts.get(target)
         self.drifts = out
@@ -90,17 +100,26 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
     unavailable), and the model parsed from ``text``, pickled and compressed (else
     None; without ``drift`` each service is pickled as it is read, so the whole model is
     never held: 39 MiB at 10,000 x 10 instead of 52); the index labels IPVS rows only
-    with ``vips``, HAProxy's with that target."""
-    from dcnet.metrics.elb import ServiceIndex
-
-    model, parsed = None, None
+    with ``vips``, HAProxy's with that target. Given the ``pickled`` model, drift is
+    each target's :meth:`~dcnet.target.Target.drifted` of its pieces (a target that
+    checks a piece at a time never holds the whole model)."""
     if pickled is not None:            # made by an earlier child of the same process
-        model = isolated.unpack_model(pickled)
-    elif text is not None and drift:   # planned with: the whole model, then pickled
+        pieces = model_pieces.Pieces(pickled)
+        drifts = previous
+        if drift:                      # each target reads the pieces it needs
+            watch = Watch(targets, None, 0, lock_timeout, source=lambda: None)
+            watch.drifts = previous
+            watch.check(refresh=False, pieces=pieces)
+            drifts, watch = watch.drifts, None
+        if known is not None:          # the model, so the index, of before
+            return known, None, drifts, None             # (10 MiB less at 10,000 x 10)
+        return (*_index(pieces, vips, targets, known), drifts, None)
+    model, parsed = None, None
+    if text is not None and drift:     # planned with: the whole model, then pickled
         model = load_model(model_path, text=zlib.decompress(text).decode())
-        parsed = isolated.pack_model(model)      # pickled in pieces: a smaller peak
+        parsed = model_pieces.pack(model)      # pickled in pieces: a smaller peak
     elif text is not None:      # pickled as read: the model held has no real servers
-        packer = isolated.Packer()
+        packer = model_pieces.Packer()
         model = load_model(model_path, text=zlib.decompress(text).decode(),
                            spill=packer.spill)
         parsed, packer = packer.pieces(model), None
@@ -108,13 +127,19 @@ def check_in_child(targets: dict[str, dict], model_path: str | None, text: bytes
     watch.drifts = previous
     if drift:
         watch.check(refresh=False)
-    if pickled is not None and known is not None:   # the model, so the index, of before
-        return known, None, watch.drifts, parsed    # (10 MiB less at 10,000 x 10)
     current, drifts = watch.current, watch.drifts
     if parsed is not None:     # the model parsed here: indexed from its pieces once freed
         model = watch = current = None                   # (5 MiB less at 10,000 x 10)
-        current = isolated.Unpacked(parsed)
-    index = None if current is None else pickle.dumps(ServiceIndex.of(
-        current, vips, "haproxy" in targets), protocol=pickle.HIGHEST_PROTOCOL)
+        current = model_pieces.Pieces(parsed)
+    return (*_index(current, vips, targets, known), drifts, parsed)
+
+
+def _index(model, vips: bool, targets: dict, known: str | None) -> tuple:
+    """(digest, pickled labelling index or None when its digest is ``known``) of
+    ``model`` (None: no model, no index)."""
+    from dcnet.metrics.elb import ServiceIndex
+
+    index = None if model is None else pickle.dumps(ServiceIndex.of(
+        model, vips, "haproxy" in targets), protocol=pickle.HIGHEST_PROTOCOL)
     digest = None if index is None else hashlib.sha256(index).hexdigest()
-    return digest, None if digest == known else index, drifts, parsed
+    return digest, None if digest == known else index

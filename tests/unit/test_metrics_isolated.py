@@ -16,6 +16,7 @@ from dcnet.cli.elbctl_metrics import IsolatedWatch
 from dcnet.metrics import isolated
 from dcnet.metrics.elb import ServiceIndex
 from dcnet.model import ModelError, load_model
+from dcnet.model import pieces as model_pieces
 from dcnet.model.errors import Problem
 from tests.unit.model_fixtures import FILES, model_text
 
@@ -182,17 +183,17 @@ def test_a_model_packed_in_pieces_unpacks_equal(tmp_path):
     model = load_model(write_model(tmp_path, model_text()))
     assert len(model.services) == 2
     for per_piece, count in ((1, 3), (2, 2), (1000, 2)):    # the rest, then the services
-        pieces = isolated.pack_model(model, per_piece)
+        pieces = model_pieces.pack(model, per_piece)
         assert len(pieces) == count
-        assert isolated.unpack_model(pieces) == model
+        assert model_pieces.unpack(pieces) == model
     empty = dataclasses.replace(model, services=())
-    assert isolated.unpack_model(isolated.pack_model(empty)) == empty
+    assert model_pieces.unpack(model_pieces.pack(empty)) == empty
 
 
 def test_the_index_of_the_pieces_is_the_index_of_the_model_byte_for_byte(tmp_path):
     model = load_model(write_model(tmp_path, model_text()))
     for per_piece in (1, 1000):
-        unpacked = isolated.Unpacked(isolated.pack_model(model, per_piece))
+        unpacked = model_pieces.Pieces(model_pieces.pack(model, per_piece))
         assert list(unpacked.services) == list(model.services)
         for vips in (True, False):
             for services in (True, False):
@@ -212,7 +213,7 @@ def test_a_drift_check_given_the_pieces_and_the_digest_returns_that_digest(tmp_p
     assert drifts == {}
     expected = ServiceIndex.of(load_model(path), services=False)     # no haproxy target
     assert index == pickle.dumps(expected, pickle.HIGHEST_PROTOCOL)
-    assert pieces == isolated.pack_model(load_model(path))    # packed as read: the same
+    assert pieces == model_pieces.pack(load_model(path))    # packed as read: the same
     assert check_in_child({}, path, text, 5.0, {}, None, True) == (digest, index, {}, pieces)
     assert check_in_child({}, path, None, 5.0, {}, None, True, pickled=pieces) == (
         digest, index, {}, None)

@@ -9,9 +9,9 @@ import pickle
 import pytest
 
 from dcnet.cli.elbctl_metrics import IsolatedWatch, check_in_child
-from dcnet.metrics import isolated
 from dcnet.metrics.elb import ServiceIndex
 from dcnet.model import load_model
+from dcnet.model import pieces as model_pieces
 from tests.unit.test_metrics_isolated import model_text, write_model
 
 pytestmark = pytest.mark.unit
@@ -22,7 +22,7 @@ def test_later_children_unpickle_the_model_the_first_one_parsed(tmp_path):
     watch = IsolatedWatch({}, path, interval=0)
     assert watch.text is None and watch.pickled is not None
     model = load_model(path)
-    assert isolated.unpack_model(watch.pickled) == model
+    assert model_pieces.unpack(watch.pickled) == model
     first = watch.current
     # the file is not read again (as before: an edit is seen at a restart)
     (tmp_path / "model.yaml").write_text("not: a model\n")

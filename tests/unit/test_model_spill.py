@@ -1,6 +1,6 @@
 """The loader's ``spill``: each service read and checked alone goes to the caller as the
 YAML is read, and the model returned holds it without its real servers; the first
-loader child packs those (``isolated.Packer``) into what ``pack_model`` makes of the
+loader child packs those (``dcnet.model.pieces.Packer``) into what ``pack`` makes of the
 whole model, and a model with a problem gives the same errors as without ``spill``."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import dataclasses
 
 import pytest
 
-from dcnet.metrics import isolated
 from dcnet.model import ModelError, parse_model
+from dcnet.model import pieces as model_pieces
 from tests.unit.model_fixtures import model_text, read_file
 
 pytestmark = pytest.mark.unit
@@ -44,23 +44,23 @@ def test_a_model_packed_as_read_is_pack_models_pieces_byte_for_byte(per_piece):
     text = model_text(many(7))
     assert "&" not in text          # no anchor: the event path
     whole = parse_model(text, "m.yaml", read_file())
-    packer = isolated.Packer(per_piece)
+    packer = model_pieces.Packer(per_piece)
     light = parse_model(text, "m.yaml", read_file(), spill=packer.spill)
     assert [s.real_servers for s in light.services] == [()] * 8
     assert light == dataclasses.replace(whole, services=tuple(
         dataclasses.replace(s, real_servers=()) for s in whole.services))
     assert any(s.real_servers for s in whole.services)
     pieces = packer.pieces(light)
-    assert pieces == isolated.pack_model(whole, per_piece)
-    assert isolated.unpack_model(pieces) == whole
+    assert pieces == model_pieces.pack(whole, per_piece)
+    assert model_pieces.unpack(pieces) == whole
 
 
 def test_a_model_without_services_packs_as_before():
     text = model_text(lambda data: data.pop("services"))
-    packer = isolated.Packer()
+    packer = model_pieces.Packer()
     model = parse_model(text, "m.yaml", read_file(), spill=packer.spill)
     assert model.services == ()
-    assert packer.pieces(model) == isolated.pack_model(model)
+    assert packer.pieces(model) == model_pieces.pack(model)
 
 
 @pytest.mark.parametrize("anchor", ["first", "last"])
@@ -71,7 +71,7 @@ def test_a_model_the_composed_path_reads_is_packed_whole(anchor):
     old = "scheduler: rr"
     at = text.rindex(old) if anchor == "last" else text.index("scheduler: wrr")
     text = text[:at] + "scheduler: &s " + text[at + len("scheduler: "):]
-    spilled, packer = [], isolated.Packer(2)
+    spilled, packer = [], model_pieces.Packer(2)
 
     def spill(service):
         spilled.append(service)
@@ -79,11 +79,11 @@ def test_a_model_the_composed_path_reads_is_packed_whole(anchor):
     model = parse_model(text, "m.yaml", read_file(), spill=spill)
     assert len(spilled) == (0 if anchor == "first" else 4)
     assert [len(s.real_servers) for s in model.services] == [2, 0, 1, 2, 0]
-    assert packer.pieces(model) == isolated.pack_model(model, 2)
+    assert packer.pieces(model) == model_pieces.pack(model, 2)
 
 
 def test_a_partly_spilled_model_is_refused():
-    packer = isolated.Packer()
+    packer = model_pieces.Packer()
     model = parse_model(model_text(), "m.yaml", read_file(), spill=packer.spill)
     packer.jobs.append(packer.jobs[0])
     with pytest.raises(ValueError, match="partly spilled"):

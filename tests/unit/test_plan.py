@@ -232,3 +232,21 @@ def test_the_lock_names_its_holder_and_times_out(tmp_path):
         holder.stdout.close()
     with target.lock(5):                   # released when the holder died
         assert target.locked
+
+
+def test_the_default_drift_check_answers_as_the_whole_plan():
+    """:meth:`Target.drifted`'s default (the model's pieces planned whole) on the
+    in-memory target: the drift-check contract (tests/drift_contract.py) for every
+    variant of the applied model, given in pieces of one service."""
+    from dcnet.target import registry
+    from tests.drift_contract import assert_drift_agrees
+
+    world = MemoryWorld()
+    registry.register(MemoryTarget.bound(world))
+    try:
+        applied = model()
+        assert apply_plan(MemoryTarget(world=world), MemoryTarget(world=world).plan(applied)).ok
+        seen = assert_drift_agrees("memory", {}, applied, per_piece=1)
+        assert len(seen) == 6 and not seen["as applied"]
+    finally:
+        registry.unregister("memory")
