@@ -18,9 +18,9 @@ connection, ``GET /id``, and the answer is the body, the real server's name.
 
 Checks (class :class:`Conformance`, subclassed by the entry points): every server answers
 through the VIP from each carrier's client; weighted shares within :func:`tolerance`;
-replies leave by the carrier the request came in on; a second apply changes nothing;
-drain keeps a held connection on its server and sends new ones elsewhere; a removed
-server's held connection (the one difference by design: :data:`REMOVED_SERVER_FLOW`);
+replies leave by the carrier the request came in on; a second apply changes nothing; a
+drift check answers as the plan; drain keeps a held connection on its server and sends
+new ones elsewhere; a removed server's held connection (the one difference by design: :data:`REMOVED_SERVER_FLOW`);
 persistence pins a client and without it the same loop spreads.
 """
 
@@ -40,8 +40,10 @@ from dataclasses import dataclass
 from dcnet.lab import lvs_lab as lvslab
 from dcnet.lab.builder import Lab
 from dcnet.model import parse_model
+from dcnet.model import pieces as model_pieces
 from dcnet.sysio import netns as netns_mod
 from dcnet.target import session
+from tests.drift_contract import assert_drift_agrees
 
 CARRIERS = tuple(lvslab.UPLINKS)                      # telecom, unicom
 VIP = {c: lvslab.VIPS[c][0] for c in CARRIERS}        # the NAT VIP of each carrier
@@ -299,6 +301,21 @@ class Conformance:
         again = director.apply(model())
         assert again.plan.empty, again.plan.to_text()
         assert not any(again.result.writes.values()), again.result.writes
+
+    def test_a_drift_check_answers_as_the_plan(self, director):
+        """The target's drift check (``Target.drifted``, the model in pieces) says what
+        its plan says, for the applied model and variants of it (tests/drift_contract.py),
+        and sees a carrier's route deleted by hand."""
+        director.apply(model())
+        assert_drift_agrees(director.target, director.options, model(), per_piece=1)
+        table = 101                                   # telecom's routing table
+        director.lab.run("director", ["ip", "route", "flush", "table", str(table)])
+        pieces = model_pieces.Pieces(model_pieces.pack(model(), 1))
+        assert session.drifted(director.target, pieces, director.options)
+        assert not session.run(director.target, model(), director.options,
+                               apply=False).plan.empty
+        director.apply(model())
+        assert not session.drifted(director.target, pieces, director.options)
 
     def test_drain_keeps_a_held_connection_and_sends_new_ones_elsewhere(self, director):
         rs1, rs2, rs3 = lvslab.SERVERS

@@ -81,7 +81,13 @@ def resolve(netns: str | None, rips: Iterable[str], devices: Iterable[str] = ()
 
 def infra(netns: str | None, found) -> dr.DrInfra | None:
     """The DR table's shared objects for the DR inputs among ``found`` (None: none)."""
-    devices, rips = dr.needs(found)
+    return infra_for(netns, *dr.needs(found))
+
+
+def infra_for(netns: str | None, devices: tuple[str, ...], rips: tuple[str, ...]
+              ) -> dr.DrInfra | None:
+    """The DR table's shared objects for these ingress devices and real servers (sorted:
+    :func:`dcnet.nft.dr.needs`'s), None without devices."""
     if not devices:
         return None
     devs = resolve(netns, rips, devices)

@@ -159,13 +159,67 @@ def _load(path: str) -> Record | None:
                 groups[group] = (digest, objects)
     except (OSError, ValueError, KeyError):
         return None
-    if header.get("table") != TABLE_FORMAT or header.get("layout", 1) != LAYOUT:
-        return None          # a record of another table layout (IPv4 only, no counters)
+    return _record(header, groups)
+
+
+def _record(header, groups) -> Record | None:
+    """The record a header read from a file opens (None: of another table layout, IPv4
+    only or without counters, or not a header)."""
+    if not isinstance(header, dict) or (header.get("table"), header.get("layout", 1)) != (
+            TABLE_FORMAT, LAYOUT):
+        return None
     try:
         return Record(int(header["genid"]), str(header["identity"]), int(header["objects"]),
                       groups)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class Index:
+    """A record (its journal replayed) without its objects: each group's input digest,
+    and where its objects are (the offset of its line in the record file, or the
+    objects JSON of the journal's line that replaced it), read only when asked
+    (:meth:`objects`). At 10,000 VIP:ports it holds about 3 MiB where :func:`load` holds
+    the 9.5 MiB of objects JSON too: the drift check's (:mod:`dcnet.nft.drift`)."""
+
+    record: Record                            # groups: group -> input digest
+    path: str
+    where: Mapping[str, int | str]
+
+    def objects(self, group: str) -> dict:
+        """The group's objects as the record holds them (its state)."""
+        place = self.where[group]
+        if isinstance(place, str):
+            return decode(place)
+        with open(self.path, "rb") as fh:
+            fh.seek(place)
+            line = fh.readline().decode()
+        return decode(line.rstrip("\n").split("\t", 2)[2])
+
+
+def index(path: str) -> Index | None:
+    """The :class:`Index` of the record at ``path`` and its journal (None: none, or
+    unusable, as :func:`load` says)."""
+    groups: dict[str, tuple[str, int | str]] = {}       # group -> (digest, where)
+    try:
+        with open(path, "rb") as fh:
+            header = json.loads(fh.readline())
+            offset = fh.tell()
+            for line in fh:
+                first = line.index(b"\t")
+                second = line.index(b"\t", first + 1)
+                groups[line[:first].decode()] = (line[first + 1:second].decode(), offset)
+                offset += len(line)
+    except (OSError, ValueError, KeyError):
+        return None
+    record = _record(header, groups)
+    record = None if record is None else _replay(path + JOURNAL, record)
+    if record is None:
+        return None
+    digests = {g: d for g, (d, _where) in record.groups.items()}
+    where = {g: w for g, (_d, w) in record.groups.items()}
+    return Index(Record(record.genid, record.identity, record.objects, digests), path, where)
 
 
 def save(path: str, record: Record) -> None:

@@ -32,7 +32,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from dcnet.nft import bulk, carriers, dr, drio, fastpath, fingerprint, inputcache, maglev, ruleset
+from dcnet.nft import (
+    bulk,
+    carriers,
+    dr,
+    drift,
+    drio,
+    fastpath,
+    fingerprint,
+    inputcache,
+    maglev,
+    ruleset,
+)
 from dcnet.nft import script as nftscript
 from dcnet.nft.nftio import Nft, NftError, NftUnavailable
 from dcnet.nft.options import DEFAULT_STATE_DIR, OPTIONS
@@ -211,6 +222,12 @@ class NftTarget(Target):
         return self._build({**held, **r_current}, want, r_want, current.notes,
                            current.digest + suffix, payload, objects=len(current.state)
                            + len(r_current))
+
+    def drifted(self, pieces) -> bool:
+        """A piece of the model at a time while the apply record vouches for the
+        namespace (:mod:`dcnet.nft.drift`), else the whole model planned."""
+        answer = drift.drifted(self, pieces)
+        return not self.plan(pieces.whole()).empty if answer is None else answer
 
     def _candidates(self, record, delta) -> dict | None:
         """The groups that may differ from ``record`` (group text -> key, None: not
