@@ -20,8 +20,8 @@ Checks (class :class:`Conformance`, subclassed by the entry points): every serve
 through the VIP from each carrier's client; weighted shares within :func:`tolerance`;
 replies leave by the carrier the request came in on; a second apply changes nothing; a
 drift check answers as the plan; drain keeps a held connection on its server and sends
-new ones elsewhere; a removed server's held connection (the one difference by design: :data:`REMOVED_SERVER_FLOW`);
-persistence pins a client and without it the same loop spreads.
+new ones elsewhere; a removed server's held connection (the one difference by design:
+:data:`REMOVED_SERVER_FLOW`); persistence pins a client and without it the same loop spreads.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import sys
 import pytest
 
 from dcnet.lab import lvs_lab as lvslab
+from dcnet.model import pieces as model_pieces
 from dcnet.nft import synth
 from dcnet.nft.nftio import Nft
 from dcnet.target import StalePlan, TooMuchChange, apply_plan, make_plan, registry, session
@@ -219,6 +220,9 @@ def test_a_registry_drain_stops_new_flows_to_that_server_only(director, tmp_path
     assert not any("10.64.0.1 . 8080" in line for line in mine)
     assert any("10.64.0.2 . 8080" in line for line in mine)
     assert registry.create("nft", **options).plan(m).changes      # without it: undrained
+    pieces = model_pieces.Pieces(model_pieces.pack(m, 1))          # so says a drift check
+    assert not session.drifted("nft", pieces, {**options, "registry_dir": registry_dir})
+    assert session.drifted("nft", pieces, options)
 
 
 def test_incremental_sync_reads_no_listing_and_matches_a_full_read(director):

@@ -22,6 +22,7 @@ from dcnet.lvs import realserver
 from dcnet.nft import dr, drhash, synth
 from dcnet.nft.nftio import NftError
 from dcnet.target import apply_plan, registry, session
+from tests.drift_contract import assert_drift_agrees
 from tests.netns import nft_lab
 
 pytestmark = pytest.mark.netns
@@ -146,6 +147,7 @@ def test_dr_forwards_at_ingress_and_servers_answer_directly(dr_lab):
     again = apply(options, model(dict.fromkeys(SERVERS, 1)))
     assert again.plan.empty and not any(again.result.writes.values()), again.plan.to_text()
     assert again.plan.payload.fast_path
+    assert_drift_agrees("nft", options, model(dict.fromkeys(SERVERS, 1)), per_piece=1)
     drained = apply(options, model({**dict.fromkeys(SERVERS, 1), "10.20.0.13": 0}))
     assert drained.plan.payload.fast_path
     assert {c.kind for c in drained.plan.changes} == {"drmaglev", "drservice"}

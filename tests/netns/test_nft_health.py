@@ -21,6 +21,7 @@ import pytest
 from dcnet.health import state
 from dcnet.health.checker import Checker
 from dcnet.lab import lvs_lab as lvslab
+from dcnet.model import pieces as model_pieces
 from dcnet.nft import synth
 from dcnet.sysio import netns
 from dcnet.target import session
@@ -96,6 +97,9 @@ def test_a_killed_server_is_taken_out_and_a_restarted_one_comes_back(traffic_lab
         kill_server(lab, "rs2")
         wait_for("rs2 down", lambda: down_texts(options) == {check_text(rs2)})
         wait_for("the apply after rs2 went down", lambda: checker.applies >= 2)
+        pieces = model_pieces.Pieces(model_pieces.pack(m, 1))
+        assert not session.drifted("nft", pieces, options)         # the down one at 0
+        assert session.drifted("nft", pieces, {**options, "health": False})
         after = hits(lab, 40)
         assert set(after) == {"rs1", "rs3"}, after          # none failed, none to rs2
         lab.start("rs2", [busybox, "httpd", "-f", "-p", str(lvslab.RS_HTTP), "-h",
