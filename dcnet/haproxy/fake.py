@@ -16,6 +16,7 @@ against a real HAProxy in a lab, so the fake stays honest.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dcnet.haproxy.runtime import (
@@ -103,6 +104,9 @@ class FakeRuntime:
             raise RuntimeCommandError(f"HAProxy refused 'show servers state {backend}': "
                                       "Can't find backend.")
         return parse_servers_state(self.text(backend))
+
+    def servers_state_lines(self) -> Iterator[str]:
+        yield from self.text().splitlines()
 
     def proc(self) -> ProcInfo:
         return ProcInfo(self.master_pid, self.reloads, self.failed,

@@ -146,13 +146,17 @@ class Renderer:
         own = f"{service.name}.cfg.j2"
         return own if own in self.overrides else "service.cfg.j2"
 
+    def bind_count(self) -> int:
+        """How many ``bind`` lines the model's listeners have (a default maxconn fits the
+        descriptors they take)."""
+        return sum(len(item.binds) for item in listeners(self.model))
+
     def settings(self):
         """The haproxy settings with ``maxconn`` decided (see :mod:`dcnet.haproxy.limits`)."""
         s = self.model.haproxy
         if s.maxconn is not None:
             return s
-        binds = sum(len(item.binds) for item in listeners(self.model)) + 2
-        maxconn, self.warning = limits.fitting_maxconn(binds, self.nofile_pid)
+        maxconn, self.warning = limits.fitting_maxconn(self.bind_count() + 2, self.nofile_pid)
         return dataclasses.replace(s, maxconn=maxconn)
 
     def global_block(self) -> tuple[str, dict]:

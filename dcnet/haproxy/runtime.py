@@ -10,11 +10,14 @@ and that a new worker is up.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from dcnet.haproxy.layout import server_key
 
@@ -34,8 +37,8 @@ class RuntimeCommandError(RuntimeError):
     """The runtime API answered a command with an error."""
 
 
-def send(path: str, command: str, timeout: float = TIMEOUT) -> str:
-    """Send one command on a HAProxy UNIX socket and return the whole answer."""
+def _connected(path: str, command: str, timeout: float) -> socket.socket:
+    """A socket to ``path`` that was sent ``command`` (its write side shut)."""
     if not os.path.exists(path):
         raise HAProxyUnavailable(f"HAProxy is not running: socket {path} does not exist "
                                  "(start HAProxy, or set DCNET_HAPROXY_RUN_DIR)")
@@ -51,17 +54,68 @@ def send(path: str, command: str, timeout: float = TIMEOUT) -> str:
             raise HAProxyUnavailable(f"cannot connect to HAProxy socket {path}: {exc}") from exc
         sock.sendall(command.encode() + b"\n")
         sock.shutdown(socket.SHUT_WR)
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, HAProxyUnavailable):
+            raise
+        _unavailable(path, command, timeout, exc)
+    return sock
+
+
+def _unavailable(path: str, command: str, timeout: float, exc: BaseException) -> NoReturn:
+    if isinstance(exc, TimeoutError):
+        raise HAProxyUnavailable(f"HAProxy socket {path} did not answer {command!r} "
+                                 f"within {timeout}s") from exc
+    if isinstance(exc, OSError):       # reset while the master re-executes itself
+        raise HAProxyUnavailable(f"HAProxy socket {path} failed on {command!r}: {exc}") from exc
+    raise exc
+
+
+def send(path: str, command: str, timeout: float = TIMEOUT) -> str:
+    """Send one command on a HAProxy UNIX socket and return the whole answer."""
+    sock = _connected(path, command, timeout)
+    try:
         chunks = []
         while data := sock.recv(65536):
             chunks.append(data)
         return b"".join(chunks).decode(errors="replace")
-    except TimeoutError as exc:
-        raise HAProxyUnavailable(f"HAProxy socket {path} did not answer {command!r} "
-                                 f"within {timeout}s") from exc
-    except OSError as exc:       # reset while the master re-executes itself
-        raise HAProxyUnavailable(f"HAProxy socket {path} failed on {command!r}: {exc}") from exc
+    except OSError as exc:
+        _unavailable(path, command, timeout, exc)
     finally:
         sock.close()
+
+
+def send_lines(path: str, command: str, timeout: float = TIMEOUT) -> Iterator[str]:
+    """The answer of :func:`send`, as ``str.splitlines`` splits it, one line at a time
+    as it is read (the whole answer is never held: ``show servers state`` of a large
+    HAProxy is 20 MB)."""
+    sock = _connected(path, command, timeout)
+
+    def received() -> Iterator[bytes]:
+        while data := sock.recv(65536):
+            yield data
+
+    try:
+        yield from decoded_lines(received())
+    except OSError as exc:
+        _unavailable(path, command, timeout, exc)
+    finally:
+        sock.close()
+
+
+def decoded_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Pure: ``b"".join(chunks).decode(errors="replace").splitlines()``, one line at a
+    time as the chunks come (a character or a CR LF may straddle two chunks)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for data in chunks:
+        pending += decoder.decode(data)
+        cut = pending.rfind("\n") + 1      # "\n" ends a line whatever follows
+        if cut:
+            yield from pending[:cut].splitlines()
+            pending = pending[cut:]
+    pending += decoder.decode(b"", final=True)
+    yield from pending.splitlines()
 
 
 @dataclass(frozen=True)
@@ -94,25 +148,31 @@ class ServerRow:
 
 def parse_servers_state(text: str) -> list[ServerRow]:
     """Pure: the rows of ``show servers state`` (format version 1)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return []
-    if lines[0].strip() != "1":
-        raise RuntimeCommandError(f"unexpected 'show servers state' answer: {lines[0]!r}")
+    return [ServerRow(*fields) for fields in servers_state_rows(text.splitlines())]
+
+
+def servers_state_rows(lines: Iterable[str]) -> Iterator[tuple]:
+    """Pure: each row of ``show servers state`` (format version 1) given its lines, as
+    the tuple of :class:`ServerRow`'s fields, made as the lines come (the drift check
+    reads a large answer this way: :mod:`dcnet.haproxy.drift`)."""
     header: list[str] = []
-    rows = []
-    for line in lines[1:]:
+    first = True
+    for line in lines:
+        if not line.strip():
+            continue
+        if first:
+            if line.strip() != "1":
+                raise RuntimeCommandError(f"unexpected 'show servers state' answer: {line!r}")
+            first = False
+            continue
         if line.startswith("#"):
             header = line[1:].split()
             continue
         fields = dict(zip(header, line.split(), strict=False))
-        rows.append(ServerRow(
-            backend=fields["be_name"], backend_id=int(fields["be_id"]),
-            server=fields["srv_name"], server_id=int(fields["srv_id"]),
-            address=fields["srv_addr"], op_state=int(fields["srv_op_state"]),
-            admin_state=int(fields["srv_admin_state"]), weight=int(fields["srv_uweight"]),
-            port=int(fields["srv_port"])))
-    return rows
+        yield (fields["be_name"], int(fields["be_id"]), fields["srv_name"],
+               int(fields["srv_id"]), fields["srv_addr"], int(fields["srv_op_state"]),
+               int(fields["srv_admin_state"]), int(fields["srv_uweight"]),
+               int(fields["srv_port"]))
 
 
 @dataclass
@@ -183,6 +243,10 @@ class Runtime:
         """``show servers state`` (of one backend when given)."""
         command = "show servers state" + (f" {backend}" if backend else "")
         return parse_servers_state(send(self.admin_socket, command))
+
+    def servers_state_lines(self) -> Iterator[str]:
+        """The lines of ``show servers state`` as they are read (:func:`send_lines`)."""
+        return send_lines(self.admin_socket, "show servers state")
 
     def proc(self) -> ProcInfo:
         return parse_show_proc(send(self.master_socket, "show proc"))
