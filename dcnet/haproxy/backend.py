@@ -44,7 +44,7 @@ from types import MappingProxyType
 
 from dcnet.backendfile import BackendFile
 from dcnet.elbstore.effective import effective_model
-from dcnet.haproxy import drain, limits
+from dcnet.haproxy import drain, drift, limits
 from dcnet.haproxy import state as st
 from dcnet.haproxy.carry import (
     FILE_KINDS,
@@ -189,6 +189,11 @@ class HAProxyTarget(Target):
             return self.runtime.proc().master_pid
         except HAProxyUnavailable:
             return None
+
+    def drifted(self, pieces) -> bool:
+        """Whether a plan of the model would change anything, a piece at a time
+        (:mod:`dcnet.haproxy.drift`)."""
+        return drift.drifted(self, pieces)
 
     # ------------------------------------------------------------------ planning
 
