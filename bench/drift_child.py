@@ -3,14 +3,16 @@ live target (nft in a network namespace, or a real HAProxy), at 10,000 x 10.
 
     .venv/bin/python bench/drift_child.py --target nft|haproxy [--services 10000]
         [--servers 10] [--forward nat] [--checks 3] [--interval 5] [--runs 1]
-        [--trees before=DIR,after=.]
+        [--trees before=DIR,after=.] [--foreign-commit]
 
 It writes bench/metrics_scrape.py's model (one carrier, ``--servers`` real servers a
 service, its port forwarded as ``--forward`` says: ``nat`` by default, which the nft
 target renders; the model's default, ``dr``, it skips without ``--nft-dr``), makes a
 network namespace, and puts the target in it at that model: ``nft``: ``elbctl apply
 --target nft --nft-netns NS --nft-state-dir DIR`` (the exporter is given the same state
-directory, so its plan finds the apply's record, as on a director); ``haproxy``: a
+directory, so its plan finds the apply's record, as on a director; with
+``--foreign-commit`` another table is added in the namespace after the apply, as another
+nft user would, and every plan reads the table); ``haproxy``: a
 master-worker HAProxy started in the namespace on the model's rendered configuration
 (``dcnet.haproxy.daemon``; the VIPs are local routes on its loopback). The services'
 health check is ``--check`` (default ``none`` for haproxy: HAProxy reserves a descriptor
@@ -129,6 +131,9 @@ def nft_setup(args, work: str, ns: str, model: str) -> list[str]:
     subprocess.run([*ELBCTL, "apply", "-f", model, "--target", "nft", *options],
                    check=True, stdout=subprocess.DEVNULL)
     print(f"nft apply: {time.monotonic() - started:.1f} s", flush=True)
+    if args.foreign_commit:         # the generation moves past the apply's record
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "add", "table", "inet", "foreign"],
+                       check=True)
     return options
 
 
@@ -160,6 +165,8 @@ def main() -> None:
     parser.add_argument("--checks", type=int, default=3)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--foreign-commit", action="store_true", help="nft: another "
+                        "table added after the apply, so no plan may trust its record")
     parser.add_argument("--trees", default="", help="NAME=DIR,...: each row's dcnet tree")
     args = parser.parse_args()
     if args.check is None and args.target == "haproxy":

@@ -49,6 +49,7 @@ from dcnet.nft.nftio import Nft, NftError, NftUnavailable
 from dcnet.nft.options import DEFAULT_STATE_DIR, OPTIONS
 from dcnet.plan import Change, Plan, State, diff, state_digest
 from dcnet.target import Snapshot, Target
+from dcnet.target.apply import ApplyResult
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,17 @@ class NftTarget(Target):
 
     def drifted(self, pieces) -> bool:
         """A piece of the model at a time while the apply record vouches for the
-        namespace (:mod:`dcnet.nft.drift`), else the whole model planned."""
+        namespace (:mod:`dcnet.nft.drift`), else the whole model planned: a full read
+        that finds the table at the model records it at this generation, as an apply of
+        that empty plan would, so the next checks go piecewise again (another nft user's
+        commit moves the generation past the record)."""
         answer = drift.drifted(self, pieces)
-        return not self.plan(pieces.whole()).empty if answer is None else answer
+        if answer is not None:
+            return answer
+        plan = self.plan(pieces.whole())
+        if plan.empty and plan.payload.replace_all:
+            self.finish(plan, ApplyResult(plan))
+        return not plan.empty
 
     def _candidates(self, record, delta) -> dict | None:
         """The groups that may differ from ``record`` (group text -> key, None: not
