@@ -17,6 +17,7 @@ from dcnet.haproxy.backend import HAProxyTarget
 from dcnet.haproxy.daemon import write_initial
 from dcnet.haproxy.fake import FakeRuntime
 from dcnet.haproxy.paths import Paths
+from dcnet.haproxy.render import parse_file
 from dcnet.haproxy.runtime import decoded_lines, parse_servers_state
 from dcnet.lab import haproxy_lab as hlab
 from dcnet.model import pieces as model_pieces
@@ -96,6 +97,24 @@ def test_a_model_at_the_target_is_no_drift_and_a_reload_only_change_is(world):
             ("a port", _with_port(applied, 0, 8081))):
         expected = name != "spare slots do not change a running backend"
         assert agrees(target, other) is expected, name
+
+
+def test_a_default_maxconn_counts_the_binds_of_every_piece(tmp_path, monkeypatch):
+    """No ``maxconn`` in the model and a low descriptor limit: the global attrs' maxconn
+    depends on how many binds all the services have, which the pieces count."""
+    from dcnet.haproxy import limits
+
+    monkeypatch.setattr(limits, "hard_nofile", lambda pid=None: 1000)
+    paths = Paths(run_dir=str(tmp_path / "run"))
+    applied = model(maxconn=None, services=4)
+    write_initial(applied, paths)
+    target = HAProxyTarget(run_dir=paths.run_dir, log=lambda text: None,
+                           runtime=FakeRuntime(config_path=paths.config))
+    with open(paths.config) as handle:            # maxconn lowered to fit the limit
+        assert parse_file(handle.read()).global_attrs["maxconn"] < limits.DEFAULT_MAXCONN
+    assert not agrees(target, applied)
+    fewer = dataclasses.replace(applied, services=applied.services[:2])
+    assert agrees(target, fewer)
 
 
 def test_a_slot_changed_behind_dcnets_back_is_drift(world):
