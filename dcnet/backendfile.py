@@ -13,7 +13,8 @@ server). A full apply merges the registry into its model
 (:func:`dcnet.elbstore.effective.effective_model`), so what the hooks did is kept; the
 model file of the last apply is what ``elbctl backend`` plans against.
 
-The model is stored with :mod:`pickle` (the model has no other serialised form); it is
+The model is stored with :mod:`pickle` (the model has no other serialised form), in the
+pieces of :mod:`dcnet.model.pieces` so a drift check can read it a piece at a time; it is
 loaded only from a file owned by this user in a directory nobody else may write (the
 directory is made 0700, files 0600), otherwise refused.
 """
@@ -32,11 +33,13 @@ from dcnet.elbstore.effective import effective_model
 from dcnet.lvs.dynamic import ACTIONS, BackendCommandError, _resolve, check_request, update_registry
 from dcnet.lvs.layout import layouts
 from dcnet.model import Model
+from dcnet.model import pieces as model_pieces
 from dcnet.sysio.files import atomic_write
 
 __all__ = ["ACTIONS", "BackendCommandError", "BackendFile", "UnsafeFile", "record"]
 
 VERSION = 1
+MODEL_VERSION = 2         # the model file: 1 the model pickled whole, 2 its pieces
 
 
 class UnsafeFile(RuntimeError):
@@ -85,6 +88,12 @@ class BackendFile:
     # -- the model of the last successful apply
 
     def last_model(self) -> Model | None:
+        pieces = self.last_pieces()
+        return None if pieces is None else pieces.whole()
+
+    def last_pieces(self) -> model_pieces.Pieces | None:
+        """The last applied model in pieces (:mod:`dcnet.model.pieces`): a drift check
+        reads it a piece at a time; a file of the whole model (version 1) is packed."""
         try:
             fd = os.open(self.model_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -93,10 +102,13 @@ class BackendFile:
             self._check_safe(os.fstat(handle.fileno()), self.model_path)
             self._check_safe(os.stat(self.directory), self.directory)
             data = pickle.load(handle)      # our own file, checked just above
-        if not isinstance(data, dict) or data.get("version") != VERSION or \
-                not isinstance(data.get("model"), Model):
+        if not isinstance(data, dict):
             return None
-        return data["model"]
+        if data.get("version") == MODEL_VERSION and isinstance(data.get("pieces"), tuple):
+            return model_pieces.Pieces(data["pieces"])
+        if data.get("version") == VERSION and isinstance(data.get("model"), Model):
+            return model_pieces.Pieces(model_pieces.pack(data["model"]))
+        return None
 
     @staticmethod
     def _check_safe(info: os.stat_result, path: str) -> None:
@@ -106,7 +118,7 @@ class BackendFile:
 
     def save_model(self, model: Model) -> None:
         """Record ``model`` (the model as given, before the registry was merged)."""
-        data = pickle.dumps({"version": VERSION, "model": model})
+        data = pickle.dumps({"version": MODEL_VERSION, "pieces": model_pieces.pack(model)})
         with contextlib.suppress(OSError), open(self.model_path, "rb") as handle:
             if handle.read() == data:
                 return

@@ -37,16 +37,21 @@ class Watch:
             threading.Thread(target=self._loop, name="drift", daemon=True).start()
 
     def last_applied(self, target: str):
+        """The last model ``target`` applied, in pieces (:class:`dcnet.model.pieces.
+        Pieces`; None: the target keeps none, or its file is unreadable or unsafe)."""
         instance = registry.create(target, **self.targets[target])
         try:
             backends = getattr(instance, "backends", None)
-            return backends.last_model() if backends is not None else None
+            return backends.last_pieces() if backends is not None else None
         except Exception:          # unreadable or unsafe file: no model from it
             return None
         finally:
             instance.close()
 
     def refresh_model(self) -> None:
+        """The model that labels the series: the source's, the given one, else the last
+        model a target applied (in pieces: what :class:`dcnet.metrics.elb.ServiceIndex`
+        reads of it is its services)."""
         if self.source is not None:
             self.given = self.current = self.source()
         elif self.given is None:
@@ -59,24 +64,26 @@ class Watch:
     def check(self, refresh: bool = True, pieces=None) -> None:
         """Each target's drift: whether its plan of the model would change anything
         (None: no model to plan; the previous value when the target was busy or
-        unavailable); ``pieces`` (:class:`dcnet.model.pieces.Pieces`): the given model
-        in pieces, checked by the target a piece at a time where it can
-        (:meth:`dcnet.target.Target.drifted`)."""
+        unavailable). The given model is planned whole; else the model in ``pieces``
+        (:class:`dcnet.model.pieces.Pieces`), or the last one each target applied, goes
+        to the target's :meth:`~dcnet.target.Target.drifted`, which may check it a piece
+        at a time."""
         if refresh:
             self.refresh_model()
         out: dict[str, bool | None] = {}
         for target, options in self.targets.items():
-            model = self.given if self.given is not None else (
-                None if pieces is not None else self.last_applied(target))
-            if model is None and pieces is None:
+            given = self.given
+            parts = None if given is not None else (
+                pieces if pieces is not None else self.last_applied(target))
+            if given is None and parts is None:
                 out[target] = None
                 continue
             try:
-                if pieces is not None:
-                    out[target] = session.drifted(target, pieces, options,
+                if parts is not None:
+                    out[target] = session.drifted(target, parts, options,
                                                   lock_timeout=self.lock_timeout)
                 else:
-                    outcome = session.run(target, model, options, apply=False,
+                    outcome = session.run(target, given, options, apply=False,
                                           lock_timeout=self.lock_timeout)
                     out[target] = not outcome.plan.empty
             except Exception:      # busy or unavailable: unknown this round

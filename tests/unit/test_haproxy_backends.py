@@ -5,12 +5,15 @@ draining that ends idle or with sessions shut down at the deadline (pure logic).
 from __future__ import annotations
 
 import os
+import pickle
 
 import pytest
 
 from dcnet.backendfile import BackendCommandError, BackendFile, UnsafeFile, record
 from dcnet.haproxy import drain
 from dcnet.lab import haproxy_lab as hlab
+from dcnet.model import pieces as model_pieces
+from dcnet.sysio.files import atomic_write
 
 pytestmark = pytest.mark.unit
 
@@ -48,6 +51,18 @@ def test_the_model_round_trips_and_an_unsafe_file_is_refused(files):
     os.chmod(files.model_path, 0o666)
     with pytest.raises(UnsafeFile, match="writable by others"):
         files.last_model()
+
+
+def test_the_model_is_kept_in_pieces_and_a_whole_model_file_still_reads(files):
+    """Version 2 holds the model's pieces (a drift check reads them one at a time);
+    a version-1 file (the model pickled whole, before) reads as the same model."""
+    model = hlab.model_of(hlab.model_data({RS1: 10}))
+    files.save_model(model)
+    with open(files.model_path, "rb") as handle:
+        assert pickle.load(handle)["pieces"] == model_pieces.pack(model)
+    assert files.last_pieces().whole() == model
+    atomic_write(files.model_path, pickle.dumps({"version": 1, "model": model}), mode=0o600)
+    assert files.last_model() == model and files.last_pieces().whole() == model
 
 
 STAT = """# pxname,svname,qcur,qmax,scur,smax,addr
