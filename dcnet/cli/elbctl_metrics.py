@@ -67,9 +67,9 @@ class IsolatedWatch(Watch):
     process keeps only the :class:`~dcnet.metrics.elb.ServiceIndex` that labels the
     series, and the given model's text (compressed) until the first child has parsed it,
     then that model pickled in pieces (compressed: 0.3 MiB at 10,000 x 10): later
-    children unpickle it instead of parsing YAML (at 10,000 x 10 the first child peaks at
-    39 MiB, each later one at 46 MiB before its target's plan, which adds what that plan
-    holds: 88 MiB in all for nft, 305 MiB for a live HAProxy; docs/metrics.md).
+    children hand those pieces to each target's drift check, which reads them one at a
+    time (at 10,000 x 10 the first child peaks at 39-40 MiB, each drift check's at
+    38-41 MiB against a live nft table or HAProxy; docs/metrics.md).
     A 10,000 x 10 model left 265 MiB resident in the process that loaded it."""
 
     def __init__(self, targets: dict[str, dict], model_path: str | None = None,

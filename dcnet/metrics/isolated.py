@@ -4,19 +4,18 @@ Loading a 10,000 x 10 service model peaked at 265 MiB when it composed a PyYAML 
 tree, and once that was freed the small objects that outlived it (the model, the labels)
 were spread over the allocator's arenas, which therefore stayed resident; in the child
 it peaks at 39 MiB now (the first, which reads the YAML and pickles each service as it
-is read, with :class:`Packer`: the child's imports, the model's text and the model
-without its real servers) and 46 MiB (each later one: its imports and the whole model;
-docs/metrics.md, "Memory, the first loader child: services pickled as read") with no
-target to plan, but 88 MiB (nft) and 305 MiB (HAProxy) planning against a live target
-(the target's plan state on top: "Memory, a drift check against a live target"), which
-the exporter does not keep. :func:`call` runs such work in a child process started for it
-(a fresh interpreter, not a fork of a threaded process, so none of the exporter's pages
-count in the child's peak) and hands back only its small, picklable result; the child's
-memory goes with it. The child is ``python -I -c`` given the function and its arguments
-pickled on its stdin, not ``multiprocessing``'s ``spawn``: that one ran the exporter's
-main module again in the child (the ``elbctl`` console script: click and the whole CLI,
-3 MiB of each child's peak) and imported ``multiprocessing`` and ``concurrent.futures``
-on both sides (2 MiB).
+is read, with :class:`~dcnet.model.pieces.Packer`: the child's imports, the model's text
+and the model without its real servers) and 38-41 MiB (each later one, a drift check:
+its imports, and the target's check of the model a piece at a time; 88 MiB with nft and
+305 MiB with a live HAProxy when the target planned the whole model; docs/metrics.md,
+"Memory, the drift check a piece at a time"), which the exporter does not keep.
+:func:`call` runs such work in a child process started for it (a fresh interpreter, not
+a fork of a threaded process, so none of the exporter's pages count in the child's peak)
+and hands back only its small, picklable result; the child's memory goes with it. The
+child is ``python -I -c`` given the function and its arguments pickled on its stdin, not
+``multiprocessing``'s ``spawn``: that one ran the exporter's main module again in the
+child (the ``elbctl`` console script: click and the whole CLI, 3 MiB of each child's
+peak) and imported ``multiprocessing`` and ``concurrent.futures`` on both sides (2 MiB).
 The model goes from one such child to the next in pieces (:mod:`dcnet.model.pieces`).
 :func:`one_heap` and :func:`trim` ask glibc to keep one heap for every thread and to
 return its free pages after a large transient allocation (a scrape's body); elsewhere
