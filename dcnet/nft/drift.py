@@ -19,6 +19,11 @@ same answer without the whole model, the whole inputs or the record's objects in
   of every DR port's devices and real servers, gathered piece by piece) and, with
   carrier routing, the fwmark rules and carrier routes.
 
+Where the answer is not the plan's: the plan raises when a DR real server cannot be
+forwarded to (:func:`dcnet.nft.drio.resolve`); this check, which resolves them once
+every piece is read, answers True when it finds a difference before then (a drift the
+plan refuses to carry is a drift) and raises as the plan does otherwise.
+
 When the generation id differs from the record's (another nft user committed, or no
 clean apply recorded) the plan must read the table: :func:`drifted` answers None and
 the target plans the whole model.
