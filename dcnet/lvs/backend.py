@@ -405,6 +405,15 @@ class LVSTarget(Target):
                               (*notes, *drained.notes), read_digest=digest,
                               objects=objects, payload=payload)
 
+    def drifted(self, pieces) -> bool:
+        """Whether :meth:`plan` of the model in ``pieces`` would change anything, a piece
+        at a time (:mod:`dcnet.lvs.drift`); the whole plan where that plan would read
+        the whole table."""
+        from dcnet.lvs import drift
+
+        answer = drift.drifted(self, pieces)
+        return super().drifted(pieces) if answer is None else answer
+
     def _record_path(self) -> str:
         return self.store.path(incremental.FILE)
 

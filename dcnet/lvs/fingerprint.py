@@ -49,6 +49,31 @@ def table_digest(text: str) -> str:
     return hashlib.sha256(masked(text).encode("ascii", "replace")).hexdigest()
 
 
+_COUNTERS_BYTES = re.compile(_COUNTERS.pattern.encode())
+
+
+def streamed_table_digest(handle, block: int = 1 << 18) -> str:
+    """:func:`table_digest` of the text read from ``handle`` (opened in binary), a block
+    of whole lines at a time: each block is masked with the line that follows it in
+    view (a dest line's pattern ends before a newline), so the text hashed is the
+    whole text masked, and no more than a block of it is held."""
+    sha = hashlib.sha256()
+    carry = b""
+    while True:
+        data = handle.read(block)
+        if not data:
+            break
+        data = carry + data
+        cut = data.rfind(b"\n")
+        if cut <= 0:
+            carry = data
+            continue
+        sha.update(b"".join(_COUNTERS_BYTES.split(data[:cut + 1]))[:-1])
+        carry = data[cut:]
+    sha.update(b"".join(_COUNTERS_BYTES.split(carry)))
+    return sha.hexdigest()
+
+
 def inputs_digest(model, registry: Mapping[str, Mapping], vips: Iterable[str]) -> str:
     """The digest of what the desired IPVS state and its ownership are computed from
     (and of what ``layouts.json`` holds): every field of the model that
@@ -56,17 +81,43 @@ def inputs_digest(model, registry: Mapping[str, Mapping], vips: Iterable[str]) -
     each of them), ``lvs.drain_seconds``, the registry and the owned VIPs.
 
     Read straight from the model, without building layouts: the real servers (100,000
-    for 10,000 x 10) go through one C-level ``attrgetter`` each, and the whole is one
-    ``repr`` of strings, bytes, ints and None (canonical: equal inputs, equal text)."""
-    services = model.services
-    shape = [(s.name, [(carrier, vip.packed) for carrier, vip in s.vips],
-              [(p.protocol.value, p.port, p.scheduler, p.forward.value, p.persistence,
-                p.backend_port) for p in s.ports],
-              len(s.real_servers)) for s in services]
-    servers = list(map(_SERVER_FIELDS, chain.from_iterable(s.real_servers for s in services)))
-    canonical = repr((VERSION, shape, servers, model.lvs.drain_seconds, sorted(vips),
-                      json.dumps(registry, sort_keys=True)))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    for 10,000 x 10) go through one C-level ``attrgetter`` each, and the whole is the
+    ``repr`` of one tuple of strings, bytes, ints and None (canonical: equal inputs,
+    equal text), hashed as :func:`streamed_inputs_digest` makes it."""
+    return streamed_inputs_digest(lambda: (model.services,), model.lvs.drain_seconds,
+                                  registry, vips)
+
+
+def streamed_inputs_digest(chunks, drain_seconds: int, registry: Mapping[str, Mapping],
+                           vips: Iterable[str]) -> str:
+    """:func:`inputs_digest` of a model given as ``chunks()`` (called twice: a fresh
+    iterable of its services, a tuple of them at a time, e.g.
+    :meth:`dcnet.model.pieces.Pieces.chunks`): the text hashed is the ``repr`` of
+    ``(VERSION, shape, servers, drain_seconds, sorted(vips), registry JSON)`` whole, fed
+    to the hash a chunk at a time (the drift check never holds the whole model)."""
+    sha = hashlib.sha256(f"({VERSION!r}, ".encode())
+    _hash_list(sha, ([(s.name, [(carrier, vip.packed) for carrier, vip in s.vips],
+                       [(p.protocol.value, p.port, p.scheduler, p.forward.value,
+                         p.persistence, p.backend_port) for p in s.ports],
+                       len(s.real_servers)) for s in chunk] for chunk in chunks()))
+    sha.update(b", ")
+    _hash_list(sha, (list(map(_SERVER_FIELDS, chain.from_iterable(
+        s.real_servers for s in chunk))) for chunk in chunks()))
+    sha.update(f", {drain_seconds!r}, {sorted(vips)!r}, "
+               f"{json.dumps(registry, sort_keys=True)!r})".encode())
+    return sha.hexdigest()
+
+
+def _hash_list(sha, parts) -> None:
+    """Hash the ``repr`` of the list that is ``parts`` (lists) concatenated."""
+    sha.update(b"[")
+    first = True
+    for part in parts:
+        if part:
+            text = ", ".join(map(repr, part))
+            sha.update((text if first else ", " + text).encode())
+            first = False
+    sha.update(b"]")
 
 
 _SERVER_FIELDS = attrgetter("address.packed", "port", "weight")
