@@ -11,10 +11,11 @@ transaction itself, as :mod:`dcnet.nft.fastpath` does for small ones:
    table: their ``nft -f`` script (:func:`dcnet.nft.script.script`, with the counters
    their rules name) runs in a fresh private namespace
    (:func:`dcnet.sysio.netns.run_in_new`), and the sets, chains, rules and set elements
-   are read back with one dump each (one per set for elements): the kernel's own
-   encoding, replayed as ``NEWTABLE``, ``NEWSET``, ``NEWCHAIN``, ``NEWRULE`` and
-   ``NEWSETELEM``. A rule holding an anonymous set is not replayed (:class:`NotBulk`:
-   ``nft -f`` goes instead).
+   are read back with one dump each (one per set for elements, made again when it
+   repeated an element: :func:`_set_elements`): the kernel's own encoding, replayed
+   as ``NEWTABLE``, ``NEWSET``, ``NEWCHAIN``, ``NEWRULE`` and ``NEWSETELEM``. A rule
+   holding an anonymous set is not replayed (:class:`NotBulk`: ``nft -f`` goes
+   instead).
 2. **Every VIP:port's flat elements and counters** (``flat``, ``tally``, ``counter``):
    encoded here as :func:`dcnet.nft.fastpath.element_messages` does, a run of creates
    of one kind grouped set by set, up to :data:`PER_MESSAGE` elements to a message
@@ -37,6 +38,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 
 from dcnet.nft import fastpath as fp
@@ -55,6 +57,7 @@ CHAIN_INPUT = frozenset({3, 4, 5, 7})   # NFTA_CHAIN_NAME, HOOK, POLICY, TYPE
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10          # errors without the refused message's copy
 SO_RCVBUFFORCE = 33
+DUMP_TRIES = 20               # dumps of one set's elements before giving up
 
 
 class NotBulk(RuntimeError):
@@ -138,15 +141,50 @@ def _compile_here(text: str) -> tuple[list[bytes], list[bytes], dict[str, list[b
             chain = attrs[fp.A_CHAIN][4:].rstrip(b"\0").decode()
             rules.setdefault(chain, []).append(
                 b"".join(attrs[t] for t in (fp.A_EXPRESSIONS, fp.A_USERDATA) if t in attrs))
-        for name in names:                                     # NFT_MSG_GETSETELEM
-            request = fp._attr_str(1, TABLE) + fp._attr_str(2, name)
-            for payload in fp._dump(sock, 13, request):
-                attrs = dict(fp._attrs(payload[4:]))
-                if len(attrs.get(3, b"")) > 4:                 # NFTA_SET_ELEM_LIST_ELEMENTS
-                    elements.append(b"".join(attrs[t] for t in (1, 2, 3)))
+        for name in names:
+            elements += _set_elements(sock, name)
         return sets, chains, rules, elements
     finally:
         sock.close()
+
+
+_u16 = struct.Struct("=H").unpack_from
+
+
+def _set_elements(sock: socket.socket, name: str) -> list[bytes]:
+    """Set ``name``'s elements as NEWSETELEM attributes, from a dump in which no element
+    came twice. The kernel resumes a set's element dump by count: a hash set rehashed
+    between two parts of it (its deferred worker growing a just-filled set, late on a
+    busy machine) is walked in another order, and the dump repeats some elements and
+    leaves as many out (likely the Maglev map once listed with 50,365 of its 65,537
+    slots by tests/netns/test_nft_bulk.py: a quarter lost, as one reordering half way
+    through loses). Each part walks every element at least once (nothing changes the
+    set here; its elements carry no expiration), so a dump that repeats none left none
+    out; one that does is made again."""
+    request = fp._attr_str(1, TABLE) + fp._attr_str(2, name)
+    for attempt in range(DUMP_TRIES):
+        out: list[bytes] = []
+        seen: set[bytes] = set()        # an element's attributes: a repeat, the same bytes
+        dumped = 0
+        for payload in fp._dump(sock, 13, request):            # NFT_MSG_GETSETELEM
+            attrs = dict(fp._attrs(payload[4:]))
+            listed = attrs.get(3, b"")                         # NFTA_SET_ELEM_LIST_ELEMENTS
+            if len(listed) <= 4:
+                continue
+            off, end = 4, len(listed)
+            while off + 4 <= end:                              # each NFTA_LIST_ELEM
+                length = _u16(listed, off)[0]
+                if length < 4:
+                    break
+                seen.add(listed[off:off + length])
+                dumped += 1
+                off += (length + 3) & ~3
+            out.append(b"".join(attrs[t] for t in (1, 2, 3)))
+        if dumped == len(seen):
+            return out
+        time.sleep(0.02 * (attempt + 1))                      # the rehash finishes
+    raise fp.FastPathError(f"set {name}: each of {DUMP_TRIES} dumps of its elements "
+                           f"repeated some (last: {dumped} for {len(seen)})")
 
 
 def compiled_messages(compiled) -> tuple[list, list]:
