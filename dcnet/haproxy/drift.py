@@ -29,7 +29,9 @@ limit) or when the global template fails; this check answers True when it finds 
 difference before it gets there (a drift the plan refuses to carry is a drift), and
 raises as the plan does otherwise. Falls back to the whole plan (holding it all) only in
 cases a valid setup does not make: a backend whose rows ``show servers state`` does not
-list together, or one service name in two pieces (the model's rules forbid it).
+list together, or a service name met again in a later piece after it matched. The
+model's rules forbid a name twice (the plan would render both services as one block,
+which a check a piece at a time cannot always tell).
 """
 
 from __future__ import annotations
