@@ -244,6 +244,8 @@ def _summarise(experiment: Experiment, probes: list[ProbeRunner], marks: list[di
         if hasattr(probe, "failed_adds"):
             summary["failed_adds"] = probe.failed_adds[:20]
             summary["dirty_failures"] = probe.dirty_failures
+        if getattr(probe, "last_error", None):
+            summary["last_error"] = probe.last_error
         result["probes"].append(summary)
     for m in marks:
         step = {k: m[k] for k in ("index", "kind", "namespace", "duration")}

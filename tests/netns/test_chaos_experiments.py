@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -159,7 +160,7 @@ def check_pods_kept_starting(result: dict, nodes, reservations: dict) -> None:
     assert result["leftovers"] == [] and result["error"] is None
     add, route = result["probes"]
     assert add["total"]["failed"] == 0 and add["total"]["requests"] > 0, add
-    assert route["total"]["failed"] == 0                  # host-gw kept its route
+    assert route["total"]["failed"] == 0, route           # host-gw kept its route
     assert all(r["ready"] for r in result["rollbacks"])
     assert nodes.reservations("n1") == reservations
     # etcd serves again (the members the rollbacks started are not the lab's processes)
@@ -193,6 +194,39 @@ def test_all_of_etcd_stopped_while_pods_start(etcd_hostgw, tmp_path):
     check_pods_kept_starting(result, nodes, reservations)
     assert [s["fault"]["signal"] for s in result["steps"]] == ["TERM"] * 3
     assert result["steps"][2]["probes"]["add"]["during"]["requests"] > 0
+
+
+def test_the_route_probe_reads_the_table_from_its_thread(lab_factory, monkeypatch):
+    """The route probe answers whether the prefix is a route, however late: no program
+    to start within a timeout (``ip route show`` under 1 s once failed a request of the
+    etcd-member-killed run at load 11, the route there all along). Here no program can
+    be started at all; the answers are still right, and a missing route says so."""
+    from dcnet.chaos import probes
+    from dcnet.chaos.experiment import Probe
+
+    lab = lab_factory({"hosts": [{"name": "n1"}]})
+    name = lab.netns("n1")
+    for argv in (["link", "set", "lo", "up"], ["route", "add", "10.244.9.0/24", "dev", "lo"],
+                 ["-6", "route", "add", "fd00:9::/64", "dev", "lo"]):
+        subprocess.run(["ip", "-n", name, *argv], check=True)
+
+    def no_programs(*_a, **_k):
+        raise OSError("no program starts on this machine now")
+
+    def answers(route: str) -> list[bool]:
+        runner = probes.make(Probe(name="route", namespace=name, kind="route", route=route,
+                                   concurrency=1, interval=0.01))
+        with monkeypatch.context() as patch:
+            patch.setattr(subprocess, "run", no_programs)
+            runner.start()
+            wait_until(lambda: len(runner.records) >= 3, f"3 answers for {route}")
+            runner.stop()
+        return sorted({ok for _t, ok, _took in runner.records}), getattr(runner, "last_error", None)
+
+    assert answers("10.244.9.0/24") == ([True], None)
+    assert answers("fd00:9::/64") == ([True], None)
+    assert answers("10.244.8.0/24") == (
+        [False], "no unicast route 10.244.8.0/24 in the main table")
 
 
 # ---------------------------------------------------------------- VRRP failover under load
