@@ -141,6 +141,7 @@ class CniAddProbe(ProbeRunner):
         self.runtime = CniRuntime(conflist, probe.cni_path.split(":"))
         self.added = 0
         self.failed_adds: list[str] = []
+        self.slow_adds: list[str] = []       # ADDs that succeeded after the timeout
         self.dirty_failures = 0     # failed ADDs that left an interface in the pod
 
     def _pod_links(self, name: str) -> int:
@@ -161,7 +162,10 @@ class CniAddProbe(ProbeRunner):
         started = time.monotonic()
         try:
             self.runtime.add(name, netns.path_of(name), args=self.args(name))
-            ok = time.monotonic() - started <= self.probe.timeout
+            took = time.monotonic() - started
+            ok = took <= self.probe.timeout
+            if not ok:                 # failed, though not refused: say so
+                self.slow_adds.append(f"{name}: {took:.2f} s")
             self.added += 1
         except (PluginError, OSError, ValueError) as exc:
             self.failed_adds.append(f"{name}: {str(exc)[:300]}")

@@ -243,6 +243,7 @@ def _summarise(experiment: Experiment, probes: list[ProbeRunner], marks: list[di
         summary["total"] = window(probe.records, t0, end)
         if hasattr(probe, "failed_adds"):
             summary["failed_adds"] = probe.failed_adds[:20]
+            summary["slow_adds"] = probe.slow_adds[:20]
             summary["dirty_failures"] = probe.dirty_failures
         if getattr(probe, "last_error", None):
             summary["last_error"] = probe.last_error
