@@ -181,7 +181,7 @@ def test_a_set_rehashed_while_dumped_is_dumped_again(monkeypatch):
     parts (its worker growing a just-filled set, late on a busy machine) is walked in
     another order, and the dump repeats some elements and leaves as many out (once, 50,365
     of a Maglev map's 65,537 slots listed). Here the set is grown and shrunk back to
-    what it was (as many more elements added, then deleted) after the first dump's
+    what it was (twice as many more added, then deleted) after the first dump's
     tenth part: that dump is made again, and every element comes back, once."""
     size = 20011
 
