@@ -8,9 +8,10 @@ director (real IPVS, in the kernel lab), at 10,000 services x 10 real servers.
 Where the host kernel lacks IPVS the script re-runs itself inside the kernel lab (one
 virtme-ng boot, :func:`dcnet.lab.kernel_lab.run_in_guest`, as bench/metrics_ipvs.py
 does) and prints the guest's report. A tree given in ``--trees`` must be readable in the
-guest (the host's root is shared read-only; the guest's ``/tmp`` is its own, so put a
-baseline worktree elsewhere, e.g. ``/var/tmp``). Under emulation absolute times mean
-little; memory peaks are what this measures.
+guest (the host's root is shared read-only, but the guest's ``/tmp`` and ``/var`` are its
+own: put a baseline worktree beside the checkout, e.g. ``git worktree add
+../lvs-drift-base REV``). Under emulation absolute times mean little; memory peaks are
+what this measures.
 
 In the guest: a network namespace with the VIP interface ``elb0`` and the carrier
 uplink ``bgp0`` (dummy devices, the uplink on the gateway's subnet) is put at
@@ -170,6 +171,9 @@ def in_guest(args) -> None:
     print(f"lvs, {args.services} x {args.servers} (dr), {args.checks} drift checks every "
           f"{args.interval} s, trees {trees}; guest {os.cpu_count()} CPUs, {stamp()}",
           flush=True)
+    missing = [tree for tree in trees.values() if tree and not os.path.isdir(tree)]
+    if missing:
+        raise SystemExit(f"not in the guest: {', '.join(missing)}")
     ns = f"dcnet-ldrift-{os.getpid()}"
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="dcnet-ldrift-") as work:
