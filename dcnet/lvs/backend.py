@@ -408,11 +408,10 @@ class LVSTarget(Target):
     def drifted(self, pieces) -> bool:
         """Whether :meth:`plan` of the model in ``pieces`` would change anything, a piece
         at a time (:mod:`dcnet.lvs.drift`); the whole plan where that plan would read
-        the whole table."""
+        the whole table (recorded when it finds the director at the model)."""
         from dcnet.lvs import drift
 
-        answer = drift.drifted(self, pieces)
-        return super().drifted(pieces) if answer is None else answer
+        return drift.check(self, pieces)
 
     def _record_path(self) -> str:
         return self.store.path(incremental.FILE)

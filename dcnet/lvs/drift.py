@@ -28,7 +28,8 @@ Pieces`), taking the same decisions as the plan on the same records:
 Where the plan reads the whole table (a table changed since the last apply, no
 record, the owned VIPs changed, a full read due, too many services changed, a drain
 pending, ``--exact-read``) :func:`drifted` answers None and the target plans the whole
-model: what the full read finds is what the check must answer.
+model: what the full read finds is what the check must answer (:func:`check`, which
+records a director it finds at the model).
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ from dcnet.lvs import fingerprint, incremental, procfs, rtread, state
 from dcnet.lvs.layout import layouts
 
 _ADDRESSED = ("rule", "vip")       # the routing kinds keyed by a VIP
+
+
+def check(target, pieces) -> bool:
+    """``target.drifted(pieces)``: :func:`drifted`, else the whole plan; a whole plan
+    that finds the director at the model is recorded as an apply of that empty plan
+    would record it (the table's digest as read, a full read now), so the checks after
+    it go piecewise again: a full read due (:data:`dcnet.lvs.incremental.FULL_READ_AGE`
+    after incremental applies) is then made once, not at every check until the next
+    apply."""
+    answer = drifted(target, pieces)
+    if answer is not None:
+        return answer
+    from dcnet.target.apply import ApplyResult
+
+    plan = target.plan(pieces.whole())
+    if plan.empty:
+        target.finish(plan, ApplyResult(plan))
+    return not plan.empty
 
 
 def drifted(target, pieces) -> bool | None:

@@ -14,7 +14,7 @@ from itertools import chain
 
 import pytest
 
-from dcnet.lvs import drift, fingerprint, state
+from dcnet.lvs import drift, fingerprint, incremental, state
 from dcnet.lvs.backend import LVSTarget
 from dcnet.lvs.fake import FakeIPVS
 from dcnet.lvs.fake_routing import FakeRouting
@@ -125,6 +125,29 @@ def test_ipvs_changed_by_hand_is_the_whole_plan(tmp_path):
     assert lab.agrees(applied, piecewise=False)
     lab.apply(applied)
     assert not lab.agrees(applied)
+
+
+def test_a_full_read_due_is_made_once_and_recorded(tmp_path):
+    """After an incremental apply, a full read is due FULL_READ_AGE later: the check
+    plans the whole model once and, finding the director at the model, records it as an
+    apply of that empty plan would; the next check is piecewise again."""
+    lab = Director(tmp_path)
+    lab.apply(lab.model(N))
+    changed = lab.model(N, dropped=4)
+    lab.apply(changed)                                   # incremental: applies 1
+    assert incremental.load(lab.target()._record_path()).applies == 1
+    later = NOW + incremental.FULL_READ_AGE + 1
+    pieces = model_pieces.Pieces(model_pieces.pack(changed, 2))
+
+    def target() -> LVSTarget:
+        return LVSTarget(state_dir=lab.directory, ipvs=lab.ipvs, routing=lab.routing,
+                         clock=lambda: later)
+
+    assert drift.drifted(target(), pieces) is None       # due: the plan reads it all
+    assert target().drifted(pieces) is False
+    record = incremental.load(target()._record_path())
+    assert (record.applies, record.verified_at) == (0, later)
+    assert drift.drifted(target(), pieces) is False      # piecewise again
 
 
 def test_streamed_inputs_digest_is_the_whole_one():
