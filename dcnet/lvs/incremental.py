@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -206,6 +207,23 @@ def load(path: str) -> Record | None:
                       tuple(str(n) for n in data["notes"]), int(data["objects"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def applies_since_full_read(path: str) -> int | None:
+    """The record's ``applies`` read from the head of its file only (:func:`save` sorts
+    the keys, so it comes first), without its per-service digests (10,000 of them at
+    10,000 services: the drift check's fast path needs only this); None when the head
+    is not so (no record, or of another form: :func:`load` it)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return None
+    match = _APPLIES.match(head)
+    return None if match is None else int(match.group(1))
+
+
+_APPLIES = re.compile(rb'\{"applies":(\d+),')
 
 
 def save(path: str, record: Record) -> None:

@@ -186,3 +186,16 @@ def test_streamed_table_digest_is_the_whole_one():
     for block in (1, 7, 64, 1000, 1 << 18):
         assert fingerprint.streamed_table_digest(io.BytesIO(text.encode()), block) == \
             fingerprint.table_digest(text)
+
+
+def test_the_applies_count_is_read_from_the_records_head(tmp_path):
+    """The drift check's fast path reads the record's ``applies`` without loading its
+    per-service digests: what load() reads, for any count; None without a record."""
+    path = str(tmp_path / incremental.FILE)
+    assert incremental.applies_since_full_read(path) is None
+    for applies in (0, 7, 12345):
+        record = incremental.Record({"tcp 10.0.0.1 80": "d" * 64}, "v", NOW, applies,
+                                    ("a note with \"applies\":9,",), 3)
+        incremental.save(path, record)
+        assert incremental.applies_since_full_read(path) == applies
+        assert incremental.load(path).applies == applies
