@@ -50,14 +50,7 @@ def check(target, pieces) -> bool:
     after incremental applies) is then made once, not at every check until the next
     apply."""
     answer = drifted(target, pieces)
-    if answer is not None:
-        return answer
-    from dcnet.target.apply import ApplyResult
-
-    plan = target.plan(pieces.whole())
-    if plan.empty:
-        target.finish(plan, ApplyResult(plan))
-    return not plan.empty
+    return target.planned_drift(pieces, record=True) if answer is None else answer
 
 
 def drifted(target, pieces) -> bool | None:

@@ -49,7 +49,6 @@ from dcnet.nft.nftio import Nft, NftError, NftUnavailable
 from dcnet.nft.options import DEFAULT_STATE_DIR, OPTIONS
 from dcnet.plan import Change, Plan, State, diff, state_digest
 from dcnet.target import Snapshot, Target
-from dcnet.target.apply import ApplyResult
 
 
 @dataclass(frozen=True)
@@ -231,12 +230,7 @@ class NftTarget(Target):
         that empty plan would, so the next checks go piecewise again (another nft user's
         commit moves the generation past the record)."""
         answer = drift.drifted(self, pieces)
-        if answer is not None:
-            return answer
-        plan = self.plan(pieces.whole())
-        if plan.empty and plan.payload.replace_all:
-            self.finish(plan, ApplyResult(plan))
-        return not plan.empty
+        return self.planned_drift(pieces, record=True) if answer is None else answer
 
     def _candidates(self, record, delta) -> dict | None:
         """The groups that may differ from ``record`` (group text -> key, None: not

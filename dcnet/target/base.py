@@ -167,7 +167,19 @@ class Target(ABC):
         always (the contract tests hold every target to it). A target that can check a
         piece at a time overrides this, so a drift check need not hold the whole model
         nor the whole desired state; this default plans the whole model."""
-        return not self.plan(pieces.whole()).empty
+        return self.planned_drift(pieces)
+
+    def planned_drift(self, pieces, *, record: bool = False) -> bool:
+        """``not plan(model).empty`` of the whole model in ``pieces``; with ``record``, an
+        empty plan is finished as an apply of it would finish it (:meth:`finish`), so the
+        records a target keeps of its last clean apply vouch for what this plan read and
+        its next drift checks can go piecewise again."""
+        plan = self.plan(pieces.whole())
+        if record and plan.empty:
+            from dcnet.target.apply import ApplyResult  # apply imports this module
+
+            self.finish(plan, ApplyResult(plan))
+        return not plan.empty
 
     def current_digest(self, plan: Plan) -> str | None:
         """The fingerprint the target has now, comparable with ``plan.read_digest``."""
