@@ -21,7 +21,6 @@ from struct import Struct
 
 from dcnet.cni.rtnl import (
     IFA_ADDRESS,
-    IFLA_IFNAME,
     NETLINK_ROUTE,
     NLM_F_DUMP,
     RTA_DST,
@@ -29,12 +28,12 @@ from dcnet.cni.rtnl import (
     RTA_OIF,
     RTA_TABLE,
     RTM_GETADDR,
-    RTM_GETLINK,
     RTM_GETROUTE,
     RTM_NEWADDR,
-    RTM_NEWLINK,
     RTM_NEWROUTE,
     Netlink,
+    _cstr,
+    _u32,
     parse_attrs,
 )
 from dcnet.lvs.routing import FR_ACT_TO_TBL
@@ -45,22 +44,12 @@ FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_OIFNAME 
     1, 2, 3, 6, 10, 15, 17)
 _SELECTORS = ((FRA_SRC, "src"), (FRA_DST, "dst"), (FRA_FWMARK, "fwmark"),
               (FRA_IIFNAME, "iifname"), (FRA_OIFNAME, "oifname"))
-_IFINFOMSG = Struct("=BxHiII")
 _IFADDRMSG = Struct("=BBBBI")
 _RTMSG = Struct("=BBBBBBBBI")       # also fib_rule_hdr: family dst_len src_len tos table
-_U32 = Struct("=I")                 # res1 res2 action, flags
 
 
 def _address(value: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(value) == 4 else socket.AF_INET6, value)
-
-
-def _u32(value: bytes | None) -> int | None:
-    return None if value is None else _U32.unpack_from(value)[0]
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.split(b"\0", 1)[0].decode()
 
 
 def read(netns_path: str | None, settings, sysctls: Iterable[str] = (),
@@ -75,12 +64,7 @@ def read(netns_path: str | None, settings, sysctls: Iterable[str] = (),
         sock = netns.socket_in(netns_path, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     out: dict = {}
     with Netlink(sock) as nl:
-        links: dict[int, tuple[str | None, int]] = {}
-        for kind, body in nl.request(RTM_GETLINK, NLM_F_DUMP, _IFINFOMSG.pack(0, 0, 0, 0, 0)):
-            if kind == RTM_NEWLINK:
-                _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(body)
-                links[index] = (_text(parse_attrs(body, _IFINFOMSG.size).get(IFLA_IFNAME)),
-                                flags)
+        links = {link["index"]: (link["name"], link["flags"]) for link in nl.links()}
         _link_and_vips(nl, links, settings.vip_interface, out)
         _rules(nl, settings.rule_priority_min, settings.rule_priority_max, out)
         _routes(nl, settings.route_protocol, links, out)
@@ -125,8 +109,8 @@ def _rules(nl: Netlink, low: int, high: int, out: dict) -> None:
         table = _u32(attrs.get(FRA_TABLE)) or table
         src = _address(attrs[FRA_SRC]) if FRA_SRC in attrs else None
         simple = (src and src_len == host_bits(src) and action == FR_ACT_TO_TBL
-                  and not dst_len and not _text(attrs.get(FRA_IIFNAME))
-                  and not _text(attrs.get(FRA_OIFNAME)) and not _u32(attrs.get(FRA_FWMARK)))
+                  and not dst_len and not _cstr(attrs.get(FRA_IIFNAME))
+                  and not _cstr(attrs.get(FRA_OIFNAME)) and not _u32(attrs.get(FRA_FWMARK)))
         if simple:
             key: tuple = (norm(src),)
         else:
@@ -142,7 +126,7 @@ def _rules(nl: Netlink, low: int, high: int, out: dict) -> None:
 def _selector(number: int, value: bytes):
     if number in (FRA_SRC, FRA_DST):
         return _address(value)
-    return _u32(value) if number == FRA_FWMARK else _text(value)
+    return _u32(value) if number == FRA_FWMARK else _cstr(value)
 
 
 def _routes(nl: Netlink, proto: int, links: dict, out: dict) -> None:
