@@ -80,7 +80,11 @@ def drift_value(port: int, target: str) -> str | None:
     return None
 
 
-def run_exporter(args, model: str, options: list[str], tree: str | None) -> dict:
+def start_exporter(target: str, model: str, options: list[str], interval: float,
+                   tree: str | None) -> tuple[subprocess.Popen, int]:
+    """``elbctl exporter -f MODEL --target TARGET`` with ``options`` and drift checks
+    every ``interval`` s, dcnet from ``tree`` (None: this one), on a free loopback port;
+    (the process, its port)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -88,40 +92,79 @@ def run_exporter(args, model: str, options: list[str], tree: str | None) -> dict
     if tree:
         env["PYTHONPATH"] = os.path.abspath(tree)
     exporter = subprocess.Popen(
-        [*ELBCTL, "exporter", "-f", model, "--target", args.target, *options,
-         "--drift-interval", str(args.interval), "--metrics-address", f"127.0.0.1:{port}"],
+        [*ELBCTL, "exporter", "-f", model, "--target", target, *options,
+         "--drift-interval", str(interval), "--metrics-address", f"127.0.0.1:{port}"],
         env=env, cwd=os.path.abspath(tree) if tree else None,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peaks: dict[int, float] = {}
-    order: list[int] = []
+    return exporter, port
+
+
+def run_exporter(args, model: str, options: list[str], tree: str | None) -> dict:
+    exporter, port = start_exporter(args.target, model, options, args.interval, tree)
     try:
-        deadline = time.monotonic() + 60 + (args.checks + 1) * (args.interval + 60)
-        while time.monotonic() < deadline and exporter.poll() is None:
-            for pid in children(exporter.pid):
-                if pid not in peaks:
-                    order.append(pid)
-                    peaks[pid] = 0.0
-                hwm = status(pid, "VmHWM")
-                if hwm is not None:
-                    peaks[pid] = max(peaks[pid], hwm)
-            done = [p for p in order if not os.path.exists(f"/proc/{p}")]
-            if len(done) >= args.checks + 1:
-                break
-            time.sleep(0.01)
+        watched = watch_children(exporter, args.checks + 1, time.monotonic() + 60
+                                 + (args.checks + 1) * (args.interval + 60))
         drift = drift_value(port, args.target)
         own = status(exporter.pid, "VmHWM")
     finally:
-        exporter.terminate()
-        try:
-            _, err = exporter.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            exporter.kill()
-            _, err = exporter.communicate()
-    if len(order) < args.checks + 1:
+        err = stop(exporter, 30)
+    return {**result(watched, args.checks, err), "exporter": own, "value": drift}
+
+
+class Watched:
+    """The exporter's children in the order they appeared: each one's VmHWM and when it
+    ended (seconds since the watch began)."""
+
+    def __init__(self):
+        self.peaks: dict[int, float] = {}
+        self.order: list[int] = []
+        self.ended: dict[int, float] = {}
+
+
+def watch_children(exporter, count: int, deadline: float) -> Watched:
+    """Every 10 ms, the exporter's children and their VmHWM (a lower bound: a child's
+    last 10 ms are not seen), until ``count`` of them ended, the exporter exited or
+    ``deadline`` (monotonic) passed."""
+    started = time.monotonic()
+    out = Watched()
+    while time.monotonic() < deadline and exporter.poll() is None:
+        for pid in children(exporter.pid):
+            if pid not in out.peaks:
+                out.order.append(pid)
+                out.peaks[pid] = 0.0
+            hwm = status(pid, "VmHWM")
+            if hwm is not None:
+                out.peaks[pid] = max(out.peaks[pid], hwm)
+        for pid in out.order:
+            if pid not in out.ended and not os.path.exists(f"/proc/{pid}"):
+                out.ended[pid] = time.monotonic() - started
+        if len(out.ended) >= count:
+            break
+        time.sleep(0.01)
+    return out
+
+
+def stop(exporter, timeout: float) -> str:
+    """Terminate the exporter (killed after ``timeout`` seconds); its stderr."""
+    exporter.terminate()
+    try:
+        _, err = exporter.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        exporter.kill()
+        _, err = exporter.communicate()
+    return err
+
+
+def result(watched: Watched, checks: int, err: str) -> dict:
+    """The first (loader) child's peak and the next ``checks`` drift children's, and the
+    drift checks the exporter said failed; RuntimeError with its stderr when it ran
+    fewer children."""
+    order = watched.order
+    if len(order) < checks + 1:
         raise RuntimeError(f"exporter ran {len(order)} children: {err[-2000:]}")
-    failed = [line for line in err.splitlines() if "drift check failed" in line]
-    return {"first": peaks[order[0]], "drift": [peaks[p] for p in order[1:args.checks + 1]],
-            "exporter": own, "value": drift, "failed": failed}
+    return {"first": watched.peaks[order[0]],
+            "drift": [watched.peaks[p] for p in order[1:checks + 1]],
+            "failed": [line for line in err.splitlines() if "drift check failed" in line]}
 
 
 def nft_setup(args, work: str, ns: str, model: str) -> list[str]:

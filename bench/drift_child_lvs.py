@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,39 +62,20 @@ def director(ns: str) -> None:
 
 
 def run_exporter(args, model: str, options: list[str], tree: str | None) -> dict:
-    from drift_child import children, drift_value, status  # bench/ sibling
+    from drift_child import (  # bench/ sibling
+        drift_value,
+        result,
+        start_exporter,
+        status,
+        stop,
+        watch_children,
+    )
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = dict(os.environ)
-    if tree:
-        env["PYTHONPATH"] = os.path.abspath(tree)
     started = time.monotonic()
-    exporter = subprocess.Popen(
-        [*ELBCTL, "exporter", "-f", model, "--target", "lvs", *options,
-         "--drift-interval", str(args.interval), "--metrics-address", f"127.0.0.1:{port}"],
-        env=env, cwd=os.path.abspath(tree) if tree else None,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peaks: dict[int, float] = {}
-    order: list[int] = []
-    ended: dict[int, float] = {}
+    exporter, port = start_exporter("lvs", model, options, args.interval, tree)
     try:
-        deadline = started + (args.checks + 1) * (args.interval + CHILD_SECONDS)
-        while time.monotonic() < deadline and exporter.poll() is None:
-            for pid in children(exporter.pid):
-                if pid not in peaks:
-                    order.append(pid)
-                    peaks[pid] = 0.0
-                hwm = status(pid, "VmHWM")
-                if hwm is not None:
-                    peaks[pid] = max(peaks[pid], hwm)
-            for pid in order:
-                if pid not in ended and not os.path.exists(f"/proc/{pid}"):
-                    ended[pid] = time.monotonic() - started
-            if len(ended) >= args.checks + 1:
-                break
-            time.sleep(0.01)
+        watched = watch_children(exporter, args.checks + 1, started + (args.checks + 1)
+                                 * (args.interval + CHILD_SECONDS))
         own = status(exporter.pid, "VmHWM")        # before the scrape adds its own
         value = None
         for _ in range(3):
@@ -104,18 +84,9 @@ def run_exporter(args, model: str, options: list[str], tree: str | None) -> dict
                 break
             time.sleep(5)
     finally:
-        exporter.terminate()
-        try:
-            _, err = exporter.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            exporter.kill()
-            _, err = exporter.communicate()
-    if len(order) < args.checks + 1:
-        raise RuntimeError(f"exporter ran {len(order)} children: {err[-2000:]}")
-    failed = [line for line in err.splitlines() if "drift check failed" in line]
-    return {"first": peaks[order[0]], "drift": [peaks[p] for p in order[1:args.checks + 1]],
-            "exporter": own, "value": value, "failed": failed,
-            "ended": [ended.get(p, 0.0) for p in order[:args.checks + 1]]}
+        err = stop(exporter, 60)
+    return {**result(watched, args.checks, err), "exporter": own, "value": value,
+            "ended": [watched.ended.get(p, 0.0) for p in watched.order[:args.checks + 1]]}
 
 
 PROBE = """import os, sys, time
