@@ -155,6 +155,16 @@ def stop(exporter, timeout: float) -> str:
     return err
 
 
+def run_line(name: str, got: dict, extra: str = "") -> str:
+    """One run's figures (``got``: :func:`run_exporter`'s), ``extra`` after the drift
+    value."""
+    failed = got["failed"]
+    return (f"{name}: first {got['first']:.1f} MiB, drift "
+            + " ".join(f"{d:.1f}" for d in got["drift"])
+            + f" MiB, exporter {got['exporter']:.1f} MiB, dcnet_elb_drift {got['value']}"
+            + extra + (f", {len(failed)} failed checks: {failed[0]}" if failed else ""))
+
+
 def result(watched: Watched, checks: int, err: str) -> dict:
     """The first (loader) child's peak and the next ``checks`` drift children's, and the
     drift checks the exporter said failed; RuntimeError with its stderr when it ran
@@ -238,12 +248,7 @@ def main() -> None:
                 for name, tree in trees.items():
                     got = run_exporter(args, model, options, tree)
                     results.setdefault(name, []).append(got)
-                    print(f"{name}: first {got['first']:.1f} MiB, drift "
-                          + " ".join(f"{d:.1f}" for d in got["drift"])
-                          + f" MiB, exporter {got['exporter']:.1f} MiB, dcnet_elb_drift "
-                          f"{got['value']}" + (f", {len(got['failed'])} failed checks: "
-                                               f"{got['failed'][0]}" if got["failed"] else ""),
-                          flush=True)
+                    print(run_line(name, got), flush=True)
         finally:
             if popen is not None:
                 from dcnet.sysio import proc

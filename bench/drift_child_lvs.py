@@ -136,6 +136,7 @@ def probe(model: str, ns: str, state_dir: str, tree: str | None) -> None:
 
 
 def in_guest(args) -> None:
+    from drift_child import run_line  # bench/ sibling
     from metrics_scrape import model_text
 
     trees = dict(t.split("=", 1) for t in args.trees.split(",") if t) or {"this": None}
@@ -167,13 +168,9 @@ def in_guest(args) -> None:
                 for name, tree in trees.items():
                     got = run_exporter(args, model, options, tree)
                     results.setdefault(name, []).append(got)
-                    print(f"{name}: first {got['first']:.1f} MiB, drift "
-                          + " ".join(f"{d:.1f}" for d in got["drift"])
-                          + f" MiB, exporter {got['exporter']:.1f} MiB, dcnet_elb_drift "
-                          f"{got['value']}, children ended at "
-                          + " ".join(f"{s:.0f}" for s in got["ended"]) + " s"
-                          + (f", {len(got['failed'])} failed checks: {got['failed'][0]}"
-                             if got["failed"] else "") + f"; {stamp()}", flush=True)
+                    ended = " ".join(f"{s:.0f}" for s in got["ended"])
+                    print(run_line(name, got, f", children ended at {ended} s")
+                          + f"; {stamp()}", flush=True)
         finally:
             subprocess.run(["ip", "netns", "delete", ns], check=False)
     print(stamp())
